@@ -1,0 +1,53 @@
+// The run-time half of LoRA: rank, alpha, dropout and which modules carry an adapter
+// (`--target_modules`). The compile-time half is the Lora<Rank> projection policy.
+// "all-linear" means the seven projections of every decoder layer and never the lm_head,
+// as PEFT resolves it for causal LMs.
+#pragma once
+#include <algorithm>
+#include <array>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "peft/core/error.hpp"
+
+namespace peft {
+
+inline constexpr std::array<std::string_view, 7> kQwen2Projections = {
+    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+
+struct LoraConfig {
+  int r = 8;
+  double lora_alpha = 32;
+  double lora_dropout = 0.05;
+  std::vector<std::string> target_modules = {"all-linear"};
+
+  double scaling() const { return lora_alpha / r; }
+
+  // `module` is the projection's short name (q_proj ...) or its full path.
+  bool targets(std::string_view module) const {
+    const auto dot = module.rfind('.');
+    const std::string_view shortname = dot == std::string_view::npos ? module : module.substr(dot + 1);
+    return std::any_of(target_modules.begin(), target_modules.end(), [&](const std::string& t) {
+      if (t == "all-linear") return std::find(kQwen2Projections.begin(), kQwen2Projections.end(), shortname) !=
+                                    kQwen2Projections.end();
+      if (t == module) return true;  // full path, as PEFT writes after resolving "all-linear"
+      return t == shortname;
+    });
+  }
+
+  void validate() const {
+    require(r > 0, "--lora_rank must be positive (got {})", r);
+    require(lora_alpha > 0, "--lora_alpha must be positive (got {})", lora_alpha);
+    require(lora_dropout >= 0 && lora_dropout < 1, "--lora_dropout must be in [0, 1) (got {})", lora_dropout);
+    require(!target_modules.empty(), "--target_modules is empty");
+    for (const auto& t : target_modules) {
+      if (t == "all-linear" || t.find('.') != std::string::npos) continue;
+      if (std::find(kQwen2Projections.begin(), kQwen2Projections.end(), t) == kQwen2Projections.end())
+        fail("--target_modules: unknown module '{}' (valid: all-linear, q_proj, k_proj, v_proj, o_proj, "
+             "gate_proj, up_proj, down_proj)", t);
+    }
+  }
+};
+
+}  // namespace peft

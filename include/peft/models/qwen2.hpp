@@ -1,0 +1,219 @@
+// The Qwen2/Qwen2.5 causal LM assembled from layers, as one type:
+//   Qwen2<Layout, Precision, Device>
+// Layout says what trains (a LinearPolicy for all seven projections: Lora<8>, Full, Frozen; or
+// a Projections<...> bundle), Precision how numbers are stored (Fp32, Bf16Mixed), Device where it
+// runs (Cpu here; the Cuda backend specializes the same template in peft/backend/cuda/).
+// Shapes are run-time values from config.json; the layout is compile-time.
+//
+// Training entry point: forward_backward() on a PackedBatch returns the summed token cross
+// entropy and accumulates gradients of d(sum CE * grad_scale); the trainer passes
+// grad_scale = 1 / (label tokens of the whole optimizer step), HF Trainer's normalisation.
+#pragma once
+#include <filesystem>
+#include <memory>
+#include <type_traits>
+#include <vector>
+
+#include "peft/backend/cpu/cross_entropy.hpp"
+#include "peft/backend/cpu/rope.hpp"
+#include "peft/data/packed_batch.hpp"
+#include "peft/io/model_config.hpp"
+#include "peft/layers/decoder_layer.hpp"
+#include "peft/layers/embedding.hpp"
+#include "peft/layers/lora_config.hpp"
+#include "peft/layers/weight_source.hpp"
+#include "peft/policies/device.hpp"
+
+namespace peft {
+
+struct LossSum {
+  double sum = 0.0;        // summed token cross entropy
+  std::int64_t tokens = 0; // label tokens it was summed over
+  double mean() const { return tokens ? sum / static_cast<double>(tokens) : 0.0; }
+};
+
+template <class Layout, PrecisionPolicy P = Fp32, DevicePolicy D = Cpu>
+class Qwen2Model;
+
+// The spelling users write: Qwen2<Lora<8>, Bf16Mixed, Cpu>.
+template <class Layout, PrecisionPolicy P = Fp32, DevicePolicy D = Cpu>
+  requires ProjectionLayout<layout_of_t<Layout>>
+using Qwen2 = Qwen2Model<layout_of_t<Layout>, P, D>;
+
+template <class L, PrecisionPolicy P>
+class Qwen2Model<L, P, Cpu> {
+  static_assert(ProjectionLayout<L>,
+                "Qwen2<Layout, ...>: Layout must be a linear policy (Lora<r>, Full, Frozen) or a "
+                "Projections<q, k, v, o, gate, up, down, lm_head, train_embedding, train_norms> bundle");
+  static_assert(!L::lm_head::has_adapter, "Qwen2: a LoRA adapter on lm_head is not supported; use Frozen or Full");
+
+ public:
+  using Layout = L;
+  using Precision = P;
+  using Device = Cpu;
+  static constexpr bool trains_lm_head = L::lm_head::trains_base;
+
+  Qwen2Model(const ModelConfig& cfg, const LoraConfig& lora) : cfg_(cfg), lora_(lora),
+      embed_(cfg.vocab_size, cfg.hidden_size), final_norm_("model.norm", cfg.hidden_size, cfg.rms_norm_eps) {
+    cfg_.validate("model config");
+    if (uses_lora()) lora_.validate();
+    layers_.reserve(static_cast<std::size_t>(cfg.num_hidden_layers));
+    for (int i = 0; i < cfg.num_hidden_layers; ++i) layers_.emplace_back(i, cfg_, lora_);
+    if (!cfg.tie_word_embeddings) lm_w_.resize(cfg.vocab_size, cfg.hidden_size);
+  }
+
+  // Base weights from a folder with config.json and *.safetensors (single or sharded).
+  static std::unique_ptr<Qwen2Model> from_pretrained(const std::filesystem::path& dir, const LoraConfig& lora,
+                                                     std::uint64_t adapter_seed) {
+    auto m = std::make_unique<Qwen2Model>(ModelConfig::from_file(dir / "config.json"), lora);
+    SafetensorsWeights src(dir);
+    m->load_weights(src);
+    m->init_adapters(adapter_seed);
+    return m;
+  }
+  static std::unique_ptr<Qwen2Model> from_weights(const ModelConfig& cfg, WeightSource& src, const LoraConfig& lora,
+                                                  std::uint64_t adapter_seed) {
+    auto m = std::make_unique<Qwen2Model>(cfg, lora);
+    m->load_weights(src);
+    m->init_adapters(adapter_seed);
+    return m;
+  }
+
+  void load_weights(WeightSource& src) {
+    embed_.load(src);
+    for (auto& layer : layers_) {
+      layer.for_each_linear([&](auto& lin) { lin.load(src); });
+      layer.for_each_norm([&](auto& n) { n.load(src); });
+    }
+    final_norm_.load(src);
+    if (!cfg_.tie_word_embeddings) {
+      require(src.contains("lm_head.weight"),
+              "lm_head.weight is missing from the checkpoint and config.json says tie_word_embeddings=false");
+      src.read("lm_head.weight", lm_w_);
+      if constexpr (trains_lm_head) lm_dw_.setZero(lm_w_.rows(), lm_w_.cols()); else P::store(lm_w_);
+    }
+  }
+
+  // PEFT's initialisation of every LoRA adapter, in module order, from one seed.
+  void init_adapters(std::uint64_t seed) {
+    Rng rng(seed);
+    for_each_linear([&](auto& lin) {
+      if constexpr (requires { lin.init_adapter(rng); }) lin.init_adapter(rng);
+    });
+  }
+
+  // f(linear) for every projection of every layer, in HF module order.
+  template <class F> void for_each_linear(F&& f) {
+    for (auto& layer : layers_) layer.for_each_linear(f);
+  }
+
+  ParameterList trainable_parameters() {
+    ParameterList out;
+    embed_.parameters(out);
+    for (auto& layer : layers_) {
+      layer.for_each_norm([&](auto& n) { n.parameters(out); });
+      layer.for_each_linear([&](auto& lin) { lin.parameters(out); });
+    }
+    final_norm_.parameters(out);
+    if constexpr (trains_lm_head)
+      if (!cfg_.tie_word_embeddings) out.push_back({"lm_head.weight", &lm_w_, &lm_dw_});
+    return out;
+  }
+
+  void zero_grad() {
+    embed_.zero_grad();
+    for (auto& layer : layers_) {
+      layer.for_each_linear([](auto& lin) { lin.zero_grad(); });
+      layer.for_each_norm([](auto& n) { n.zero_grad(); });
+    }
+    final_norm_.zero_grad();
+    if constexpr (trains_lm_head) lm_dw_.setZero();
+  }
+
+  // Sum of token CE over the batch's label tokens; with grad_scale != 0 also the backward pass.
+  LossSum forward_backward(const PackedBatch& batch, float grad_scale, Rng* dropout) {
+    ForwardContext ctx = context(batch, dropout);
+    Matrix x, y;
+    embed_.forward(batch.input_ids, x);
+    for (auto& layer : layers_) {
+      layer.forward(x, ctx, y);
+      std::swap(x, y);
+    }
+    final_norm_.forward(x, y);  // y: normed final hidden states
+
+    std::vector<Eigen::Index> rows;
+    std::vector<std::int32_t> targets;
+    for (std::size_t t = 0; t < batch.targets.size(); ++t)
+      if (batch.targets[t] != kIgnoreIndex) {
+        require(batch.targets[t] >= 0 && batch.targets[t] < cfg_.vocab_size,
+                "label {} at position {} is outside the vocabulary (size {})", batch.targets[t], t, cfg_.vocab_size);
+        rows.push_back(static_cast<Eigen::Index>(t));
+        targets.push_back(batch.targets[t]);
+      }
+    const Matrix h_sel = y(rows, Eigen::all);
+    Matrix dh_sel;
+    const bool backward = grad_scale != 0.0f;
+    const auto ce = cpu::cross_entropy(h_sel, lm_weight(), targets, grad_scale, backward ? &dh_sel : nullptr,
+                                       backward ? lm_grad() : nullptr, [](Matrix& m) { P::store(m); });
+    if (!backward) return {ce.loss_sum, ce.tokens};
+
+    Matrix dx = Matrix::Zero(y.rows(), y.cols()), dy = Matrix::Zero(y.rows(), y.cols());
+    dy(rows, Eigen::all) = dh_sel;
+    final_norm_.backward(dy, dx);
+    for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) {
+      it->backward(dx, ctx, dy);
+      std::swap(dx, dy);
+    }
+    embed_.backward(batch.input_ids, dx);
+    return {ce.loss_sum, ce.tokens};
+  }
+
+  LossSum evaluate(const PackedBatch& batch) { return forward_backward(batch, 0.0f, nullptr); }
+
+  // Logits at every position [tokens, vocab] (tests, generation of short sequences).
+  Matrix logits(const PackedBatch& batch) {
+    ForwardContext ctx = context(batch, nullptr);
+    Matrix x, y;
+    embed_.forward(batch.input_ids, x);
+    for (auto& layer : layers_) {
+      layer.forward(x, ctx, y);
+      std::swap(x, y);
+    }
+    final_norm_.forward(x, y);
+    Matrix out = y * lm_weight().transpose();
+    P::store(out);
+    return out;
+  }
+
+  const ModelConfig& config() const { return cfg_; }
+  const LoraConfig& lora_config() const { return lora_; }
+  static constexpr bool uses_lora() {
+    return L::q::has_adapter || L::k::has_adapter || L::v::has_adapter || L::o::has_adapter ||
+           L::gate::has_adapter || L::up::has_adapter || L::down::has_adapter;
+  }
+  Embedding<P, L::train_embedding>& embedding() { return embed_; }
+  const Matrix& lm_weight() const { return cfg_.tie_word_embeddings ? embed_.weight() : lm_w_; }
+
+ private:
+  ForwardContext context(const PackedBatch& batch, Rng* dropout) const {
+    ForwardContext ctx{batch.cu_seqlens, cpu::rope_table(batch.positions, static_cast<int>(cfg_.head_dim), cfg_.rope_theta),
+                       dropout};
+    P::store(ctx.rope.cos);
+    P::store(ctx.rope.sin);
+    return ctx;
+  }
+  Matrix* lm_grad() {
+    if (cfg_.tie_word_embeddings) return embed_.grad();
+    if constexpr (trains_lm_head) return &lm_dw_;
+    return nullptr;
+  }
+
+  ModelConfig cfg_;
+  LoraConfig lora_;
+  Embedding<P, L::train_embedding> embed_;
+  std::vector<DecoderLayer<L, P>> layers_;
+  RmsNorm<P, L::train_norms> final_norm_;
+  Matrix lm_w_, lm_dw_;
+};
+
+}  // namespace peft

@@ -1,0 +1,65 @@
+// The trainer's knobs, named and defaulted as HF TrainingArguments / ms-swift name them, so a
+// `swift sft` command line maps onto them flag for flag.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "peft/core/error.hpp"
+
+namespace peft {
+
+struct TrainingArguments {
+  double learning_rate = 1e-4;
+  double num_train_epochs = 1;
+  std::int64_t max_steps = -1;  // > 0 overrides epochs
+  std::int64_t per_device_train_batch_size = 1;
+  std::int64_t per_device_eval_batch_size = 1;
+  std::int64_t gradient_accumulation_steps = 1;
+  double max_grad_norm = 1.0;  // 0 disables clipping
+  double weight_decay = 0.1;   // ms-swift's default
+  double adam_beta1 = 0.9, adam_beta2 = 0.95, adam_epsilon = 1e-8;  // ms-swift's defaults
+  std::string lr_scheduler_type = "cosine";
+  double warmup_ratio = 0.0;
+  std::int64_t warmup_steps = 0;
+  std::uint64_t seed = 42;
+  bool train_dataloader_shuffle = true;
+  std::int64_t logging_steps = 5;
+  bool logging_first_step = true;
+  std::int64_t eval_steps = 0;  // 0: evaluate at save steps (ms-swift: eval_steps defaults to save_steps)
+  std::int64_t save_steps = 500;
+  std::int64_t save_total_limit = -1;  // < 0 keeps all
+  std::filesystem::path output_dir = "output";
+  bool save_only_model = false;
+
+  void validate() const {
+    require(learning_rate > 0 && std::isfinite(learning_rate), "--learning_rate must be positive (got {})", learning_rate);
+    require(num_train_epochs > 0 || max_steps > 0, "--num_train_epochs must be positive (got {})", num_train_epochs);
+    require(per_device_train_batch_size > 0, "--per_device_train_batch_size must be positive");
+    require(per_device_eval_batch_size > 0, "--per_device_eval_batch_size must be positive");
+    require(gradient_accumulation_steps > 0, "--gradient_accumulation_steps must be positive");
+    require(max_grad_norm >= 0, "--max_grad_norm must be >= 0 (0 disables clipping)");
+    require(weight_decay >= 0, "--weight_decay must be >= 0");
+    require(warmup_ratio >= 0 && warmup_ratio <= 1, "--warmup_ratio must be in [0, 1] (got {})", warmup_ratio);
+    require(warmup_steps >= 0, "--warmup_steps must be >= 0");
+    require(logging_steps > 0, "--logging_steps must be positive");
+    require(save_steps > 0, "--save_steps must be positive");
+    require(eval_steps >= 0, "--eval_steps must be >= 0");
+  }
+
+  nlohmann::json to_json() const {
+    return {{"learning_rate", learning_rate}, {"num_train_epochs", num_train_epochs}, {"max_steps", max_steps},
+            {"per_device_train_batch_size", per_device_train_batch_size},
+            {"per_device_eval_batch_size", per_device_eval_batch_size},
+            {"gradient_accumulation_steps", gradient_accumulation_steps}, {"max_grad_norm", max_grad_norm},
+            {"weight_decay", weight_decay}, {"adam_beta1", adam_beta1}, {"adam_beta2", adam_beta2},
+            {"adam_epsilon", adam_epsilon}, {"lr_scheduler_type", lr_scheduler_type}, {"warmup_ratio", warmup_ratio},
+            {"warmup_steps", warmup_steps}, {"seed", seed}, {"train_dataloader_shuffle", train_dataloader_shuffle},
+            {"logging_steps", logging_steps}, {"eval_steps", eval_steps}, {"save_steps", save_steps},
+            {"save_total_limit", save_total_limit}, {"output_dir", output_dir.string()}};
+  }
+};
+
+}  // namespace peft
