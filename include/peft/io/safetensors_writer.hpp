@@ -1,0 +1,137 @@
+// Writing safetensors that torch, HF transformers and PEFT load. The layout is the reference
+// implementation's, byte for byte: "__metadata__" first (only when there is any), then tensors by
+// descending dtype (I64, F32, I32, BF16, F16: wider elements first, so every tensor's data is
+// aligned to its element size) and by name within a dtype, data contiguous in the same order, and
+// the header padded with spaces to a multiple of 8 bytes. The file appears atomically
+// (atomic_file.hpp).
+#pragma once
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "peft/core/dtype.hpp"
+#include "peft/core/error.hpp"
+#include "peft/io/atomic_file.hpp"
+#include "peft/io/safetensors_reader.hpp"
+
+namespace peft {
+
+class SafetensorsWriter {
+ public:
+  // Copies `bytes`, which must hold exactly product(shape) elements of `dtype`.
+  void add(std::string name, DType dtype, std::vector<std::int64_t> shape, std::span<const std::byte> bytes) {
+    check_new_name(name);
+    std::size_t numel = 1;
+    for (std::int64_t d : shape) {
+      require(d >= 0, "safetensors writer: tensor '{}' has negative dimension in shape {}", name, format_shape(shape));
+      numel *= static_cast<std::size_t>(d);
+    }
+    require(bytes.size() == numel * dtype_size(dtype),
+            "safetensors writer: tensor '{}' has {} bytes but shape {} of {} needs {}", name, bytes.size(),
+            format_shape(shape), dtype_name(dtype), numel * dtype_size(dtype));
+    Entry e{dtype, std::move(shape), std::vector<std::byte>(bytes.begin(), bytes.end())};
+    tensors_.emplace(std::move(name), std::move(e));
+  }
+
+  // Stores float values as F32, or rounded to BF16 / F16 (round to nearest even, as torch does).
+  void add_f32(std::string name, std::vector<std::int64_t> shape, std::span<const float> values,
+               DType stored_as = DType::F32) {
+    std::vector<std::byte> bytes(values.size() * dtype_size(stored_as));
+    switch (stored_as) {
+      case DType::F32:
+        std::memcpy(bytes.data(), values.data(), bytes.size());
+        break;
+      case DType::BF16:
+      case DType::F16:
+        for (std::size_t i = 0; i < values.size(); ++i) {
+          const std::uint16_t h = stored_as == DType::BF16 ? float_to_bf16(values[i]) : float_to_f16(values[i]);
+          std::memcpy(bytes.data() + 2 * i, &h, 2);
+        }
+        break;
+      default:
+        fail("safetensors writer: tensor '{}': add_f32 stores F32, BF16 or F16, not {}", name, dtype_name(stored_as));
+    }
+    add(std::move(name), stored_as, std::move(shape), bytes);
+  }
+
+  void set_metadata(std::string key, std::string value) { metadata_[std::move(key)] = std::move(value); }
+
+  bool empty() const { return tensors_.empty(); }
+
+  // The header exactly as written: JSON padded with spaces to a multiple of 8 bytes.
+  std::string header() const {
+    nlohmann::ordered_json h = nlohmann::ordered_json::object();
+    if (!metadata_.empty()) h["__metadata__"] = metadata_;
+    std::uint64_t offset = 0;
+    for (const auto& [name, e] : in_file_order()) {
+      const std::uint64_t end = offset + e->bytes.size();
+      h[*name] = {{"dtype", dtype_name(e->dtype)}, {"shape", e->shape}, {"data_offsets", {offset, end}}};
+      offset = end;
+    }
+    std::string text = h.dump();
+    text.append((8 - text.size() % 8) % 8, ' ');
+    return text;
+  }
+
+  void write(const std::filesystem::path& path) const {
+    std::string text;
+    try {
+      text = header();
+    } catch (const nlohmann::json::exception& e) {  // e.g. a name that is not valid UTF-8
+      fail("{}: cannot write safetensors header: {}", path.string(), detail::strip_json_exception_prefix(e.what()));
+    }
+    const std::uint64_t header_len = text.size();
+    AtomicFileWriter out(path);
+    out.write(std::as_bytes(std::span<const std::uint64_t>(&header_len, 1)));
+    out.write(text);
+    for (const auto& [name, e] : in_file_order()) out.write(e->bytes);
+    out.commit();
+  }
+
+ private:
+  struct Entry {
+    DType dtype;
+    std::vector<std::int64_t> shape;
+    std::vector<std::byte> bytes;
+  };
+
+  // The reference's Dtype enum order, descending: I64 > F32 > I32 > BF16 > F16.
+  static int reference_rank(DType t) {
+    switch (t) {
+      case DType::I64: return 5;
+      case DType::F32: return 4;
+      case DType::I32: return 3;
+      case DType::BF16: return 2;
+      case DType::F16: return 1;
+    }
+    return 0;
+  }
+
+  std::vector<std::pair<const std::string*, const Entry*>> in_file_order() const {
+    std::vector<std::pair<const std::string*, const Entry*>> order;
+    for (const auto& [name, e] : tensors_) order.emplace_back(&name, &e);  // already by name
+    std::stable_sort(order.begin(), order.end(), [](const auto& a, const auto& b) {
+      return reference_rank(a.second->dtype) > reference_rank(b.second->dtype);
+    });
+    return order;
+  }
+
+  void check_new_name(const std::string& name) const {
+    require(!name.empty(), "safetensors writer: empty tensor name");
+    require(name != "__metadata__", "safetensors writer: '__metadata__' is reserved, not a tensor name");
+    require(!tensors_.contains(name), "safetensors writer: tensor '{}' added twice", name);
+  }
+
+  std::map<std::string, Entry> tensors_;
+  std::map<std::string, std::string> metadata_;
+};
+
+}  // namespace peft
