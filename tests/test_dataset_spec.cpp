@@ -1,0 +1,111 @@
+// `--dataset` values as ms-swift parses them: paths, `#N`, directories, and dataset ids resolved
+// under $PEFT_DATA_HOME (never downloaded), with errors that say where we looked.
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "fixtures/datasets/dataset_test_support.hpp"
+#include "peft/data/dataset_loader.hpp"
+
+namespace fs = std::filesystem;
+using namespace peft::data;
+using Catch::Matchers::Contains;
+
+namespace {
+const std::string kRow = "{\"input_ids\": [1, 2, 3]}\n";
+}
+
+TEST_CASE("a path is taken whole; path#N asks for N rows") {
+  peft::testing::TempDir dir;
+  const fs::path file = dir.write("a.jsonl", kRow);
+  const DatasetSpec whole = resolve_dataset_spec(file.string(), {});
+  CHECK(whole.source == file.string());
+  CHECK_FALSE(whole.sample_count.has_value());
+  CHECK(whole.files == std::vector<fs::path>{file});
+
+  const DatasetSpec sampled = resolve_dataset_spec(file.string() + "#500", {});
+  CHECK(sampled.text == file.string() + "#500");
+  CHECK(sampled.source == file.string());
+  CHECK(sampled.sample_count == 500);
+  CHECK(sampled.files == std::vector<fs::path>{file});
+}
+
+TEST_CASE("an existing file whose name contains '#' is not split") {
+  peft::testing::TempDir dir;
+  const fs::path file = dir.write("data#3.jsonl", kRow);
+  const DatasetSpec spec = resolve_dataset_spec(file.string(), {});
+  CHECK_FALSE(spec.sample_count.has_value());
+  CHECK(spec.files == std::vector<fs::path>{file});
+  const DatasetSpec sampled = resolve_dataset_spec(file.string() + "#2", {});
+  CHECK(sampled.sample_count == 2);
+  CHECK(sampled.files == std::vector<fs::path>{file});
+}
+
+TEST_CASE("bad sample counts are errors") {
+  peft::testing::TempDir dir;
+  const std::string file = dir.write("a.jsonl", kRow).string();
+  for (const std::string suffix : {"#0", "#-3", "#x", "#", "#5x", "#1.5"}) {
+    INFO(suffix);
+    CHECK_THROWS_WITH(resolve_dataset_spec(file + suffix, {}), Contains("must be a positive integer"));
+  }
+}
+
+TEST_CASE("a directory contributes its .json and .jsonl files in name order, not dataset_infos.json") {
+  peft::testing::TempDir dir;
+  dir.write("d/b.jsonl", kRow);
+  dir.write("d/a.json", "[" + kRow + "]");
+  dir.write("d/dataset_infos.json", "{}");
+  dir.write("d/README.md", "# readme");
+  const DatasetSpec spec = resolve_dataset_spec((dir.path() / "d").string() + "#4", {});
+  CHECK(spec.sample_count == 4);
+  CHECK(spec.files == std::vector<fs::path>{dir.path() / "d" / "a.json", dir.path() / "d" / "b.jsonl"});
+  dir.write("empty/notes.txt", "x");
+  CHECK_THROWS_WITH(resolve_dataset_spec((dir.path() / "empty").string(), {}), Contains("has no .json or .jsonl files"));
+}
+
+TEST_CASE("a dataset id resolves to $PEFT_DATA_HOME/<org>/<name>/") {
+  peft::testing::TempDir home;
+  const fs::path file = home.write("AI-ModelScope/alpaca-gpt4-data-zh/alpaca_gpt4_data_zh.json", "[" + kRow + "]");
+  const DatasetSpec spec = resolve_dataset_spec("AI-ModelScope/alpaca-gpt4-data-zh#500", home.path());
+  CHECK(spec.source == "AI-ModelScope/alpaca-gpt4-data-zh");
+  CHECK(spec.sample_count == 500);
+  CHECK(spec.files == std::vector<fs::path>{file});
+}
+
+TEST_CASE("a dataset id that is not there: the error says where we looked, and nothing is downloaded") {
+  peft::testing::TempDir home;
+  CHECK_THROWS_WITH(resolve_dataset_spec("AI-ModelScope/alpaca-gpt4-data-en#500", home.path()),
+                    Contains("dataset id 'AI-ModelScope/alpaca-gpt4-data-en' not found") &&
+                        Contains((home.path() / "AI-ModelScope" / "alpaca-gpt4-data-en").string()) &&
+                        Contains("PEFT_DATA_HOME=" + home.path().string()) && Contains("never downloads"));
+  CHECK_THROWS_WITH(resolve_dataset_spec("AI-ModelScope/alpaca-gpt4-data-en", {}),
+                    Contains("looks like a dataset id") && Contains("PEFT_DATA_HOME is not set"));
+  CHECK_THROWS_WITH(resolve_dataset_spec("no_such_file.jsonl", home.path()),
+                    Contains("no such file or directory: no_such_file.jsonl"));
+  CHECK_THROWS_WITH(resolve_dataset_spec("./a/b/c.json", home.path()), Contains("no such file or directory"));
+  CHECK_THROWS_WITH(resolve_dataset_spec("", home.path()), Contains("empty dataset name"));
+}
+
+TEST_CASE("load_datasets reads PEFT_DATA_HOME from the environment when data_home is empty") {
+  peft::testing::TempDir home;
+  home.write("org/tokens/part-0.jsonl", kRow + kRow);
+  home.write("org/tokens/part-1.jsonl", "{\"input_ids\": [4]}\n");
+  const char* previous = std::getenv("PEFT_DATA_HOME");
+  const std::string saved = previous ? previous : "";
+  ::setenv("PEFT_DATA_HOME", home.path().c_str(), 1);
+  DatasetOptions options;
+  options.specs = {"org/tokens"};
+  options.dataset_shuffle = false;
+  const LoadedData data = load_datasets(options, nullptr, 10);
+  if (previous) {
+    ::setenv("PEFT_DATA_HOME", saved.c_str(), 1);
+  } else {
+    ::unsetenv("PEFT_DATA_HOME");
+  }
+  REQUIRE(data.train.size() == 3);
+  CHECK(data.train[2].input_ids == std::vector<std::int32_t>{4});
+  CHECK(data.stats.specs[0].files.size() == 2);
+  CHECK(data.stats.specs[0].rows_read == 3);
+}
