@@ -133,13 +133,7 @@ class Qwen2Model<L, P, Cpu> {
   // Sum of token CE over the batch's label tokens; with grad_scale != 0 also the backward pass.
   LossSum forward_backward(const PackedBatch& batch, float grad_scale, Rng* dropout) {
     ForwardContext ctx = context(batch, dropout);
-    Matrix x, y;
-    embed_.forward(batch.input_ids, x);
-    for (auto& layer : layers_) {
-      layer.forward(x, ctx, y);
-      std::swap(x, y);
-    }
-    final_norm_.forward(x, y);  // y: normed final hidden states
+    const Matrix y = final_hidden(batch, ctx);
 
     std::vector<Eigen::Index> rows;
     std::vector<std::int32_t> targets;
@@ -170,17 +164,13 @@ class Qwen2Model<L, P, Cpu> {
 
   LossSum evaluate(const PackedBatch& batch) { return forward_backward(batch, 0.0f, nullptr); }
 
-  // Logits at every position [tokens, vocab] (tests, generation of short sequences).
-  Matrix logits(const PackedBatch& batch) {
+  // Logits [rows, vocab] at the given positions of the batch (all positions when rows is empty).
+  Matrix logits(const PackedBatch& batch, std::span<const Eigen::Index> rows = {}) {
     ForwardContext ctx = context(batch, nullptr);
-    Matrix x, y;
-    embed_.forward(batch.input_ids, x);
-    for (auto& layer : layers_) {
-      layer.forward(x, ctx, y);
-      std::swap(x, y);
-    }
-    final_norm_.forward(x, y);
-    Matrix out = y * lm_weight().transpose();
+    const Matrix h = final_hidden(batch, ctx);
+    Matrix out = rows.empty() ? Matrix(h * lm_weight().transpose())
+                              : Matrix(h(std::vector<Eigen::Index>(rows.begin(), rows.end()), Eigen::all) *
+                                       lm_weight().transpose());
     P::store(out);
     return out;
   }
@@ -195,6 +185,18 @@ class Qwen2Model<L, P, Cpu> {
   const Matrix& lm_weight() const { return cfg_.tie_word_embeddings ? embed_.weight() : lm_w_; }
 
  private:
+  // Embedding, decoder layers and the final norm: [tokens, hidden].
+  Matrix final_hidden(const PackedBatch& batch, const ForwardContext& ctx) {
+    Matrix x, y;
+    embed_.forward(batch.input_ids, x);
+    for (auto& layer : layers_) {
+      layer.forward(x, ctx, y);
+      std::swap(x, y);
+    }
+    final_norm_.forward(x, y);
+    return y;
+  }
+
   ForwardContext context(const PackedBatch& batch, Rng* dropout) const {
     ForwardContext ctx{batch.cu_seqlens, cpu::rope_table(batch.positions, static_cast<int>(cfg_.head_dim), cfg_.rope_theta),
                        dropout};
