@@ -1,0 +1,26 @@
+// identity_finetune: the recipe's `swift sft` as a peft program. The model type is chosen from
+// the flags among a few compile-time compositions; everything else is shared (sft/run_sft.hpp).
+//   identity_finetune                                  # embedded default model + identity data
+//   identity_finetune --model Qwen2.5-7B-Instruct --dataset self_cognition.json --num_train_epochs 10 ...
+#include <fmt/format.h>
+
+#include "peft/qwen.hpp"
+#include "sft/run_sft.hpp"
+
+using namespace peft;
+
+int main(int argc, char** argv) {
+  try {
+    examples::SftArgs args = examples::parse_sft_args(argc, argv);
+    if (args.help) return 0;
+    require(args.device != "cuda", "--device cuda: this build has no CUDA backend (build with nvcc; see README)");
+    const bool bf16 = args.torch_dtype == "bfloat16";
+    if (args.train_type == "lora")
+      return bf16 ? examples::run_sft<Qwen2<Lora<>, Bf16Mixed, Cpu>>(args)
+                  : examples::run_sft<Qwen2<Lora<>, Fp32, Cpu>>(args);
+    return bf16 ? examples::run_sft<Qwen2<Full, Bf16Mixed, Cpu>>(args) : examples::run_sft<Qwen2<Full, Fp32, Cpu>>(args);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "identity_finetune: error: {}\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,40 @@
+// The embedded default model: what `identity_finetune` trains when no --model is given, so the
+// recipe runs on any machine with no download. It is a tiny Qwen2.5 architecture with the real
+// Qwen2.5 tokenizer and vocabulary and RANDOM weights from a fixed seed: it shows the mechanics
+// (loss falling, answers changing to the trained identity), not a useful assistant.
+#pragma once
+#include <filesystem>
+#include <string>
+
+#include "peft/io/model_config.hpp"
+
+namespace peft::examples {
+
+inline constexpr std::uint64_t kEmbeddedWeightSeed = 20250101;
+
+inline ModelConfig embedded_default_config() {
+  ModelConfig c;
+  c.hidden_size = 64;
+  c.intermediate_size = 192;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 16;
+  c.vocab_size = 151936;  // Qwen2.5-0.5B..3B's embedding rows (the tokenizer uses 151665 of them)
+  c.max_position_embeddings = 32768;
+  c.rope_theta = 1e6;
+  c.rms_norm_eps = 1e-6;
+  c.tie_word_embeddings = true;
+  c.torch_dtype = "float32";
+  return c;
+}
+
+inline std::filesystem::path assets_dir() {
+  if (const char* env = std::getenv("PEFT_ASSETS")) return env;
+  return PEFT_DEFAULT_ASSETS;
+}
+inline std::filesystem::path default_tokenizer() { return assets_dir() / "tokenizer" / "qwen2.5" / "tokenizer.json"; }
+inline std::filesystem::path default_identity_dataset() { return assets_dir() / "data" / "self_cognition.jsonl"; }
+inline std::filesystem::path default_identity_questions() { return assets_dir() / "data" / "identity_eval.jsonl"; }
+
+}  // namespace peft::examples

@@ -1,0 +1,177 @@
+// `swift sft`'s command line, parsed with Boost.Program_Options into the library's option structs
+// (LoraConfig, TrainingArguments, DatasetOptions). Flag names and defaults follow ms-swift, so a
+// recipe's command line runs unchanged; ms-swift flags this program does not act on are accepted
+// and reported, and anything else is an error.
+#pragma once
+#include <boost/program_options.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "peft/core/error.hpp"
+#include "peft/data/dataset_loader.hpp"
+#include "peft/layers/lora_config.hpp"
+#include "peft/train/training_arguments.hpp"
+
+namespace peft::examples {
+
+struct SftArgs {
+  std::string model;  // empty: the embedded default model
+  std::string train_type = "lora";
+  std::string adapters;
+  std::string torch_dtype = "bfloat16";
+  std::string device = "auto";
+  bool add_version = true;
+  LoraConfig lora;
+  TrainingArguments train;
+  data::DatasetOptions data;
+  std::vector<std::string> ignored;  // ms-swift flags accepted but not acted on
+  std::vector<std::string> given;    // flags the user set explicitly
+  nlohmann::json as_json;            // every flag as given, for args.json
+  bool help = false;
+};
+
+namespace detail {
+
+inline bool parse_bool(const std::string& flag, const std::string& v) {
+  if (v == "true" || v == "True" || v == "1") return true;
+  if (v == "false" || v == "False" || v == "0") return false;
+  fail("--{}: '{}' is not a boolean (valid: true, false)", flag, v);
+}
+
+inline void one_of(const std::string& flag, const std::string& v, std::initializer_list<const char*> valid) {
+  std::string list;
+  for (const char* x : valid) {
+    if (v == x) return;
+    list += list.empty() ? x : std::string(", ") + x;
+  }
+  fail("--{}: '{}' is not supported (valid: {})", flag, v, list);
+}
+
+// ms-swift flags that change nothing here (speed knobs of its stack, integrations), accepted so a
+// recipe's command line runs as written.
+inline const std::vector<std::string>& accepted_unused_flags() {
+  static const std::vector<std::string> flags = {
+      "dataloader_num_workers", "dataset_num_proc", "gradient_checkpointing", "deepspeed", "report_to",
+      "ddp_backend", "attn_impl", "use_liger_kernel", "lazy_tokenize", "streaming", "logging_dir",
+      "push_to_hub", "use_hf", "check_model", "torch_compile", "load_from_cache_file", "model_type",
+      "template", "eval_strategy", "save_strategy", "ddp_find_unused_parameters", "dataloader_pin_memory",
+      "save_safetensors", "lora_bias", "use_flash_ckpt", "hub_token", "run_name", "logging_first_step"};
+  return flags;
+}
+
+}  // namespace detail
+
+inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& help_out = std::cout) {
+  namespace po = boost::program_options;
+  SftArgs a;
+  std::vector<std::string> datasets, targets = {"all-linear"}, model_name, model_author;
+  std::string add_version = "true", dataset_shuffle = "true", loader_shuffle = "true";
+  TrainingArguments& t = a.train;
+  t.weight_decay = 0.1;
+  t.lr_scheduler_type = "cosine";
+  t.save_total_limit = -1;
+  std::int64_t eval_steps = 0;
+  std::string output_dir = "output";
+
+  po::options_description d("identity_finetune (flags as ms-swift's `swift sft`)");
+  d.add_options()
+      ("help,h", "show this help")
+      ("model", po::value(&a.model), "model folder (config.json + *.safetensors); default: the embedded tiny model")
+      ("dataset", po::value(&datasets)->multitoken(), "dataset files or ids, each optionally #N")
+      ("train_type", po::value(&a.train_type)->default_value("lora"), "lora | full")
+      ("adapters", po::value(&a.adapters), "start from this PEFT adapter folder")
+      ("lora_rank", po::value(&a.lora.r)->default_value(8), "LoRA rank r")
+      ("lora_alpha", po::value(&a.lora.lora_alpha)->default_value(32), "LoRA alpha (scaling = alpha / r)")
+      ("lora_dropout", po::value(&a.lora.lora_dropout)->default_value(0.05), "dropout on the LoRA branch input")
+      ("target_modules", po::value(&targets)->multitoken(), "all-linear, or projection names (q_proj ...)")
+      ("learning_rate", po::value(&t.learning_rate)->default_value(1e-4), "peak learning rate")
+      ("num_train_epochs", po::value(&t.num_train_epochs)->default_value(1), "epochs")
+      ("max_steps", po::value(&t.max_steps)->default_value(-1), "optimizer steps; > 0 overrides epochs")
+      ("per_device_train_batch_size", po::value(&t.per_device_train_batch_size)->default_value(1), "samples per micro-batch")
+      ("per_device_eval_batch_size", po::value(&t.per_device_eval_batch_size)->default_value(1), "samples per eval batch")
+      ("gradient_accumulation_steps", po::value(&t.gradient_accumulation_steps)->default_value(1), "micro-batches per step")
+      ("max_grad_norm", po::value(&t.max_grad_norm)->default_value(1.0), "gradient clipping; 0 disables")
+      ("weight_decay", po::value(&t.weight_decay)->default_value(0.1), "AdamW decoupled weight decay")
+      ("adam_beta1", po::value(&t.adam_beta1)->default_value(0.9), "AdamW beta1")
+      ("adam_beta2", po::value(&t.adam_beta2)->default_value(0.95), "AdamW beta2")
+      ("adam_epsilon", po::value(&t.adam_epsilon)->default_value(1e-8), "AdamW epsilon")
+      ("lr_scheduler_type", po::value(&t.lr_scheduler_type)->default_value("cosine"), "constant | linear | cosine")
+      ("warmup_ratio", po::value(&t.warmup_ratio)->default_value(0.0), "warmup as a fraction of all steps")
+      ("warmup_steps", po::value(&t.warmup_steps)->default_value(0), "warmup steps (overrides the ratio)")
+      ("seed", po::value(&t.seed)->default_value(42), "seed for LoRA init, dropout and batch order")
+      ("data_seed", po::value(&a.data.seed)->default_value(42), "seed for dataset sampling, split and shuffle")
+      ("dataset_shuffle", po::value(&dataset_shuffle)->default_value("true"), "shuffle the dataset once (true|false)")
+      ("train_dataloader_shuffle", po::value(&loader_shuffle)->default_value("true"), "reshuffle each epoch (true|false)")
+      ("split_dataset_ratio", po::value(&a.data.split_dataset_ratio)->default_value(0.0), "validation fraction")
+      ("max_length", po::value(&a.data.max_length)->default_value(2048), "longest sample in tokens")
+      ("truncation_strategy", po::value(&a.data.truncation_strategy)->default_value("delete"), "delete | left | right")
+      ("system", po::value(&a.data.system), "system prompt (default: Qwen2.5's)")
+      ("model_name", po::value(&model_name)->multitoken(), "self-cognition name: one value, or Chinese and English")
+      ("model_author", po::value(&model_author)->multitoken(), "self-cognition author: one value, or Chinese and English")
+      ("logging_steps", po::value(&t.logging_steps)->default_value(5), "log every N steps")
+      ("eval_steps", po::value(&eval_steps)->default_value(0), "evaluate every N steps (0: at save steps)")
+      ("save_steps", po::value(&t.save_steps)->default_value(500), "checkpoint every N steps")
+      ("save_total_limit", po::value(&t.save_total_limit)->default_value(-1), "keep at most N checkpoints")
+      ("output_dir", po::value(&output_dir)->default_value("output"), "where runs are written")
+      ("add_version", po::value(&add_version)->default_value("true"), "write into output_dir/vN-<time>/ (true|false)")
+      ("torch_dtype", po::value(&a.torch_dtype)->default_value("bfloat16"), "float32 | bfloat16")
+      ("device", po::value(&a.device)->default_value("auto"), "cpu | cuda | auto");
+  for (const auto& f : detail::accepted_unused_flags())
+    d.add_options()(f.c_str(), po::value<std::vector<std::string>>()->multitoken(), "(accepted, not used)");
+
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(d).style(po::command_line_style::unix_style).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    fail("{} (run with --help for the list of flags)", e.what());
+  }
+  if (vm.count("help")) {
+    help_out << d << '\n';
+    a.help = true;
+    return a;
+  }
+  for (const auto& f : detail::accepted_unused_flags())
+    if (vm.count(f)) a.ignored.push_back(f);
+  for (const auto& [name, value] : vm) {
+    if (!value.defaulted()) a.given.push_back(name);
+    const auto& v = value.value();
+    if (const auto* s = boost::any_cast<std::string>(&v)) a.as_json[name] = *s;
+    else if (const auto* s = boost::any_cast<std::vector<std::string>>(&v)) a.as_json[name] = *s;
+    else if (const auto* d = boost::any_cast<double>(&v)) a.as_json[name] = *d;
+    else if (const auto* i = boost::any_cast<int>(&v)) a.as_json[name] = *i;
+    else if (const auto* l = boost::any_cast<std::int64_t>(&v)) a.as_json[name] = *l;
+    else if (const auto* u = boost::any_cast<std::uint64_t>(&v)) a.as_json[name] = *u;
+    else if (const auto* p = boost::any_cast<std::filesystem::path>(&v)) a.as_json[name] = p->string();
+  }
+
+  detail::one_of("train_type", a.train_type, {"lora", "full"});
+  if (a.torch_dtype == "fp32") a.torch_dtype = "float32";
+  if (a.torch_dtype == "bf16") a.torch_dtype = "bfloat16";
+  detail::one_of("torch_dtype", a.torch_dtype, {"float32", "bfloat16"});
+  detail::one_of("device", a.device, {"cpu", "cuda", "auto"});
+  detail::one_of("lr_scheduler_type", t.lr_scheduler_type, {"constant", "linear", "cosine"});
+  detail::one_of("truncation_strategy", a.data.truncation_strategy, {"delete", "left", "right"});
+  a.add_version = detail::parse_bool("add_version", add_version);
+  a.data.dataset_shuffle = detail::parse_bool("dataset_shuffle", dataset_shuffle);
+  t.train_dataloader_shuffle = detail::parse_bool("train_dataloader_shuffle", loader_shuffle);
+  require(eval_steps >= 0, "--eval_steps must be >= 0");
+  t.eval_steps = eval_steps;
+  t.output_dir = output_dir;
+  a.lora.target_modules = targets;
+  if (a.train_type == "lora") a.lora.validate();
+  t.validate();
+  require(a.data.split_dataset_ratio >= 0 && a.data.split_dataset_ratio < 1,
+          "--split_dataset_ratio must be in [0, 1) (got {})", a.data.split_dataset_ratio);
+  require(a.data.max_length > 0, "--max_length must be positive");
+  a.data.specs = datasets;
+  a.data.model_name = model_name;
+  a.data.model_author = model_author;
+  return a;
+}
+
+}  // namespace peft::examples
