@@ -6,12 +6,15 @@
 // Layout of the library (one concern per folder): core/ (errors, tensors, RNG), io/ (safetensors,
 // config.json, PEFT adapters), policies/ (linear, precision, device), layers/ (each layer's
 // forward and backward), backend/cpu/ (reference kernels), models/ (Qwen2, presets),
-// optim/ (AdamW, schedules), data/ (samples, packing), train/ (trainer, checkpoints).
+// optim/ (AdamW, schedules), text/ (tokenizer), data/ (dataset formats, chat template, packing),
+// train/ (trainer, checkpoints, hooks), generate/ (decoding).
 #pragma once
 
 #include "peft/core/error.hpp"
 #include "peft/core/rng.hpp"
 #include "peft/core/tensor.hpp"
+#include "peft/data/chat_template.hpp"
+#include "peft/data/dataset_loader.hpp"
 #include "peft/data/packed_batch.hpp"
 #include "peft/data/sample.hpp"
 #include "peft/io/model_config.hpp"
@@ -25,5 +28,6 @@
 #include "peft/policies/device.hpp"
 #include "peft/policies/linear_policy.hpp"
 #include "peft/policies/precision.hpp"
+#include "peft/text/tokenizer.hpp"
 #include "peft/train/checkpoint.hpp"
 #include "peft/train/trainer.hpp"

@@ -1,28 +1,10 @@
 # identity_finetune as a user runs it: a good run leaves the ms-swift layout; every bad input
 # ends with a message naming the file (and line or tensor) and a non-zero exit, never a crash.
-set(PEFT_FT $<TARGET_FILE:identity_finetune>)
 set(PEFT_TINY ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/tiny_public)
 set(PEFT_BAD ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/bad)
 set(PEFT_CLI_WORK ${CMAKE_CURRENT_BINARY_DIR}/cli_work)
 set(PEFT_FT_BASE --model ${PEFT_TINY}/model --dataset ${PEFT_TINY}/tokens.jsonl --add_version false)
 
-function(peft_cli_test name)
-  cmake_parse_arguments(T "FAIL" "REGEX;SETUP" "ARGS;FILES" ${ARGN})
-  set(work ${PEFT_CLI_WORK}/${name})
-  set(defs -DWORK_DIR=${work} -DEXPECT_FAIL=${T_FAIL} -DFIXTURES=${CMAKE_CURRENT_SOURCE_DIR}/fixtures)
-  if(T_REGEX)
-    list(APPEND defs "-DEXPECT_REGEX=${T_REGEX}")
-  endif()
-  if(T_FILES)
-    string(REPLACE ";" "|" files "${T_FILES}")
-    list(APPEND defs "-DEXPECT_FILES=${files}")
-  endif()
-  if(T_SETUP)
-    list(APPEND defs -DSETUP=${T_SETUP})
-  endif()
-  string(REPLACE ";" "|" cmd "${PEFT_FT};${T_ARGS}")
-  add_test(NAME cli_${name} COMMAND ${CMAKE_COMMAND} ${defs} "-DCMD=${cmd}" -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/run_expect.cmake)
-endfunction()
 
 peft_cli_test(tiny_lora_run
   ARGS ${PEFT_FT_BASE} --learning_rate 1e-3 --num_train_epochs 2 --save_steps 10 --save_total_limit 2

@@ -1,0 +1,25 @@
+# peft_cli_test(NAME [FAIL] [PROGRAM target] [REGEX re] [SETUP script] ARGS ... [FILES ...]):
+# one program-level test run by run_expect.cmake in its own folder under cli_work/. PROGRAM
+# defaults to identity_finetune. FAIL expects a non-zero exit (never a crash); REGEX must match
+# the output; FILES must exist afterwards; SETUP is a cmake script that prepares inputs.
+set(PEFT_CLI_WORK ${CMAKE_CURRENT_BINARY_DIR}/cli_work)
+function(peft_cli_test name)
+  cmake_parse_arguments(T "FAIL" "REGEX;SETUP;PROGRAM" "ARGS;FILES" ${ARGN})
+  if(NOT T_PROGRAM)
+    set(T_PROGRAM identity_finetune)
+  endif()
+  set(work ${PEFT_CLI_WORK}/${name})
+  set(defs -DWORK_DIR=${work} -DEXPECT_FAIL=${T_FAIL} -DFIXTURES=${CMAKE_CURRENT_SOURCE_DIR}/fixtures)
+  if(T_REGEX)
+    list(APPEND defs "-DEXPECT_REGEX=${T_REGEX}")
+  endif()
+  if(T_FILES)
+    string(REPLACE ";" "|" files "${T_FILES}")
+    list(APPEND defs "-DEXPECT_FILES=${files}")
+  endif()
+  if(T_SETUP)
+    list(APPEND defs -DSETUP=${T_SETUP})
+  endif()
+  string(REPLACE ";" "|" cmd "$<TARGET_FILE:${T_PROGRAM}>;${T_ARGS}")
+  add_test(NAME cli_${name} COMMAND ${CMAKE_COMMAND} ${defs} "-DCMD=${cmd}" -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/run_expect.cmake)
+endfunction()
