@@ -20,14 +20,13 @@ using namespace peft;
 using test::check_gradient;
 using test::random_matrix;
 using test::weighted_sum;
+using test::kCuSeqlens;
+using test::kPositions;
 
 namespace {
 
 constexpr double kTol = 1e-3;
 
-// Two packed samples of 4 and 3 tokens; positions restart at 0 in each.
-const std::vector<std::int64_t> kCuSeqlens = {0, 4, 7};
-const std::vector<std::int32_t> kPositions = {0, 1, 2, 3, 0, 1, 2};
 
 }  // namespace
 

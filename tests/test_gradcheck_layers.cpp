@@ -28,14 +28,14 @@ using namespace peft;
 using test::check_gradient;
 using test::random_matrix;
 using test::weighted_sum;
+using test::kCuSeqlens;
+using test::kPositions;
 
 namespace {
 
 constexpr double kTol = 1e-3;
 constexpr test::GradCheckOptions kOpts{.step = 1e-2, .tol = kTol};
 
-const std::vector<std::int64_t> kCuSeqlens = {0, 4, 7};
-const std::vector<std::int32_t> kPositions = {0, 1, 2, 3, 0, 1, 2};
 constexpr Eigen::Index kTokens = 7;
 
 ModelConfig tiny_config() {

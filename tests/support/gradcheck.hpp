@@ -23,6 +23,10 @@
 
 namespace peft::test {
 
+// Two packed samples of 4 and 3 tokens; positions restart at 0 in each.
+inline const std::vector<std::int64_t> kCuSeqlens = {0, 4, 7};
+inline const std::vector<std::int32_t> kPositions = {0, 1, 2, 3, 0, 1, 2};
+
 // Entries N(0, stddev^2) from a fixed-seed generator.
 inline Matrix random_matrix(Eigen::Index rows, Eigen::Index cols, Rng& rng, float stddev = 1.0f) {
   Matrix m(rows, cols);
