@@ -1,10 +1,11 @@
-# peft_cli_test(NAME [FAIL] [PROGRAM target] [REGEX re] [SETUP script] ARGS ... [FILES ...]):
+# peft_cli_test(NAME [FAIL] [PROGRAM target] [REGEX re] [SETUP script] [ENV VAR=value ...] ARGS ... [FILES ...]):
 # one program-level test run by run_expect.cmake in its own folder under cli_work/. PROGRAM
 # defaults to identity_finetune. FAIL expects a non-zero exit (never a crash); REGEX must match
-# the output; FILES must exist afterwards; SETUP is a cmake script that prepares inputs.
+# the output; FILES must exist afterwards; SETUP is a cmake script that prepares inputs; ENV sets
+# environment variables for the program.
 set(PEFT_CLI_WORK ${CMAKE_CURRENT_BINARY_DIR}/cli_work)
 function(peft_cli_test name)
-  cmake_parse_arguments(T "FAIL" "REGEX;SETUP;PROGRAM" "ARGS;FILES" ${ARGN})
+  cmake_parse_arguments(T "FAIL" "REGEX;SETUP;PROGRAM" "ARGS;FILES;ENV" ${ARGN})
   if(NOT T_PROGRAM)
     set(T_PROGRAM identity_finetune)
   endif()
@@ -20,6 +21,10 @@ function(peft_cli_test name)
   if(T_SETUP)
     list(APPEND defs -DSETUP=${T_SETUP})
   endif()
-  string(REPLACE ";" "|" cmd "$<TARGET_FILE:${T_PROGRAM}>;${T_ARGS}")
+  set(cmd $<TARGET_FILE:${T_PROGRAM}> ${T_ARGS})
+  if(T_ENV)
+    set(cmd ${CMAKE_COMMAND} -E env ${T_ENV} ${cmd})
+  endif()
+  string(REPLACE ";" "|" cmd "${cmd}")
   add_test(NAME cli_${name} COMMAND ${CMAKE_COMMAND} ${defs} "-DCMD=${cmd}" -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/run_expect.cmake)
 endfunction()
