@@ -33,14 +33,14 @@ struct Expected {
 
 }  // namespace
 
-TEST_CASE("render_chat: one round with Qwen2.5's default system, ending at the last <|im_end|>") {
+TEST_CASE("render_chat: one round with Qwen2.5's default system / ending at the last <|im_end|>") {
   CHECK(render_chat(kOneRound) ==
         "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
         "<|im_start|>user\nWho are you?<|im_end|>\n"
         "<|im_start|>assistant\nI am Qwen.<|im_end|>");
 }
 
-TEST_CASE("render_chat: the row's system wins over --system, which wins over the default; empty drops it") {
+TEST_CASE("render_chat: the row's system wins over --system / which wins over the default - empty drops it") {
   std::vector<ChatMessage> with_system = kOneRound;
   with_system.insert(with_system.begin(), {Role::System, "Row system."});
   CHECK(render_chat(with_system, "Flag system.").starts_with("<|im_start|>system\nRow system.<|im_end|>\n"));
@@ -66,7 +66,7 @@ TEST_CASE("render_chat: multi-turn history and the generation prompt") {
   CHECK_THROWS_WITH(encode_prompt(tok, kOneRound), Contains("must end with a user message"));
 }
 
-TEST_CASE("encode_chat labels the reply and its <|im_end|>, nothing else (byte tokenizer)") {
+TEST_CASE("encode_chat labels the reply and its <|im_end|> / nothing else (byte tokenizer)") {
   const ByteTokenizer tok;
   const std::vector<ChatMessage> chat = {{Role::System, "S"}, {Role::User, "Q"}, {Role::Assistant, "Hi!"}};
   const peft::Sample sample = encode_chat(tok, chat);
@@ -81,7 +81,7 @@ TEST_CASE("encode_chat labels the reply and its <|im_end|>, nothing else (byte t
   CHECK(sample.label_tokens() == 4);
 }
 
-TEST_CASE("encode_chat trains every assistant turn of a multi-turn chat, with its <|im_end|> but not the \\n") {
+TEST_CASE("encode_chat trains every assistant turn of a multi-turn chat / with its <|im_end|> but not the newline") {
   const ByteTokenizer tok;
   const std::vector<ChatMessage> chat = {{Role::User, "Q1"}, {Role::Assistant, "A1"}, {Role::User, "Q2"},
                                          {Role::Assistant, "A2"}};
@@ -121,7 +121,7 @@ TEST_CASE("encode_chat merges consecutive roles and puts an empty query before a
   CHECK(render_chat(reply_only, "") == "<|im_start|>user\n<|im_end|>\n<|im_start|>assistant\nText<|im_end|>");
 }
 
-TEST_CASE("encode_chat rejects conversations it cannot train on, and tokenizers without ChatML tokens") {
+TEST_CASE("encode_chat rejects conversations it cannot train on / and tokenizers without ChatML tokens") {
   const ByteTokenizer tok;
   CHECK_THROWS_WITH(encode_chat(tok, std::vector<ChatMessage>{{Role::User, "Q"}}),
                     Contains("ends with a user message"));
@@ -212,7 +212,7 @@ TEST_CASE("Qwen2.5 tokenizer: exact label positions on a small example") {
   CHECK(tok.decode(Ids(sample.input_ids.begin() + reply_start, sample.input_ids.end())) == "Hello there!<|im_end|>");
 }
 
-TEST_CASE("Qwen2.5 tokenizer: multi-turn labels cover each reply and its <|im_end|>, not the \\n after it") {
+TEST_CASE("Qwen2.5 tokenizer: multi-turn labels cover each reply and its <|im_end|> / not the newline after it") {
   const auto& tok = qwen_tokenizer();
   const std::vector<ChatMessage> chat = {
       {Role::User, "名字?"}, {Role::Assistant, "我叫小黄。"}, {Role::User, "Who built you?"}, {Role::Assistant, "ModelScope."}};
@@ -232,7 +232,7 @@ TEST_CASE("Qwen2.5 tokenizer: multi-turn labels cover each reply and its <|im_en
   CHECK(sample.labels[im_end_positions[1]] == peft::kIgnoreIndex);
 }
 
-TEST_CASE("Qwen2.5 tokenizer: a reply that starts with a newline is tokenized apart from the prompt, as ms-swift does") {
+TEST_CASE("Qwen2.5 tokenizer: a reply that starts with a newline is tokenized apart from the prompt / as ms-swift does") {
   const auto& tok = qwen_tokenizer();
   const std::vector<ChatMessage> chat = {{Role::User, "Hi"}, {Role::Assistant, "\nHello"}};
   const peft::Sample sample = encode_chat(tok, chat);
@@ -244,7 +244,7 @@ TEST_CASE("Qwen2.5 tokenizer: a reply that starts with a newline is tokenized ap
   CHECK(tok.decode(sample.input_ids) == render_chat(chat));
 }
 
-TEST_CASE("Qwen2.5 tokenizer: the generation prompt ends with <|im_start|>assistant\\n") {
+TEST_CASE("Qwen2.5 tokenizer: the generation prompt ends with <|im_start|>assistant newline") {
   const auto& tok = qwen_tokenizer();
   const Ids ids = encode_prompt(tok, std::vector<ChatMessage>{{Role::User, "你是谁?"}});
   REQUIRE(ids.size() > 3);

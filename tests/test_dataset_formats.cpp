@@ -30,7 +30,7 @@ std::string read_error(const fs::path& file, std::int64_t vocab_size = 1000) {
 
 }  // namespace
 
-TEST_CASE("alpaca (JSON array): instruction + \\n + input, optional system and history") {
+TEST_CASE("alpaca (JSON array): instruction + newline + input / optional system and history") {
   const auto rows = read_dataset_file(kFixtures / "alpaca.json", 1000);
   REQUIRE(rows.size() == 4);
   for (const auto& row : rows) CHECK(row.format == RowFormat::Alpaca);
@@ -51,7 +51,7 @@ TEST_CASE("alpaca (JSON array): instruction + \\n + input, optional system and h
   CHECK(rows[3].where.str() == (kFixtures / "alpaca.json").string() + ":17 (element [3])");
 }
 
-TEST_CASE("messages (JSONL): roles system/user/assistant, multi-turn") {
+TEST_CASE("messages (JSONL): roles system/user/assistant / multi-turn") {
   const auto rows = read_dataset_file(kFixtures / "messages.jsonl", 1000);
   REQUIRE(rows.size() == 2);
   CHECK(rows[0].format == RowFormat::Messages);
@@ -62,7 +62,7 @@ TEST_CASE("messages (JSONL): roles system/user/assistant, multi-turn") {
   CHECK(rows[1].where.str() == (kFixtures / "messages.jsonl").string() + ":2");
 }
 
-TEST_CASE("sharegpt (JSON array): from human/gpt/system, and a top-level system") {
+TEST_CASE("sharegpt (JSON array): from human/gpt/system / and a top-level system") {
   const auto rows = read_dataset_file(kFixtures / "sharegpt.json", 1000);
   REQUIRE(rows.size() == 3);
   CHECK(rows[0].format == RowFormat::ShareGpt);
@@ -72,7 +72,7 @@ TEST_CASE("sharegpt (JSON array): from human/gpt/system, and a top-level system"
   CHECK(rows[2].messages == Messages{{Role::System, "S"}, {Role::User, "Q"}, {Role::Assistant, "A"}});
 }
 
-TEST_CASE("query/response (JSONL): history, system, tag; blank lines skipped but counted") {
+TEST_CASE("query/response (JSONL): history / system / tag - blank lines skipped but counted") {
   const auto rows = read_dataset_file(kFixtures / "query_response.jsonl", 1000);
   REQUIRE(rows.size() == 3);
   CHECK(rows[0].format == RowFormat::QueryResponse);
@@ -87,7 +87,7 @@ TEST_CASE("query/response (JSONL): history, system, tag; blank lines skipped but
   CHECK(rows[0].tag.empty());
 }
 
-TEST_CASE("formats are detected per row, so one file may mix them") {
+TEST_CASE("formats are detected per row / so one file may mix them") {
   peft::testing::TempDir dir;
   const auto rows = read_dataset_file(dir.write("mixed.jsonl",
                                                 "{\"input_ids\": [1, 2]}\n"
@@ -105,7 +105,7 @@ TEST_CASE("formats are detected per row, so one file may mix them") {
   CHECK(rows[3].messages == Messages{{Role::User, "u"}, {Role::Assistant, "a"}});
 }
 
-TEST_CASE("a row that fits no format names the file, the line and the keys it has") {
+TEST_CASE("a row that fits no format names the file / the line and the keys it has") {
   peft::testing::TempDir dir;
   CHECK_THAT(read_error(dir.write("x.jsonl", "{\"query\": \"q\", \"response\": \"r\"}\n{\"prompt\": \"p\", \"answer\": \"a\"}\n")),
              Contains("x.jsonl:2") && Contains("fits no dataset format") && Contains("its keys: answer, prompt"));
@@ -116,7 +116,7 @@ TEST_CASE("a row that fits no format names the file, the line and the keys it ha
              Contains("w.json:1 (element [1])") && Contains("must be a JSON object, got integer"));
 }
 
-TEST_CASE("missing and mistyped fields name the file, the line and the field") {
+TEST_CASE("missing and mistyped fields name the file / the line and the field") {
   peft::testing::TempDir dir;
   auto row_error = [&](const std::string& row) { return read_error(dir.write("r.jsonl", "\n" + row + "\n")); };
   CHECK_THAT(row_error(R"({"instruction": "i", "input": ""})"),

@@ -62,7 +62,7 @@ DatasetOptions in_order(std::vector<std::string> specs) {
 
 }  // namespace
 
-TEST_CASE("several specs are concatenated in order; every format goes through the template") {
+TEST_CASE("several specs are concatenated in order - every format goes through the template") {
   const fs::path fixtures = fs::path(PEFT_FIXTURES) / "datasets";
   const LoadedData data = load_datasets(in_order({(fixtures / "alpaca.json").string(), (fixtures / "messages.jsonl").string(),
                                                   (fixtures / "sharegpt.json").string(),
@@ -87,7 +87,7 @@ TEST_CASE("several specs are concatenated in order; every format goes through th
   CHECK(data.stats.train_label_tokens == label_tokens);
 }
 
-TEST_CASE("#N samples rows with the seed (ms-swift's choice), and repeats rows when N exceeds the file") {
+TEST_CASE("#N samples rows with the seed (ms-swift's choice) / and repeats rows when N exceeds the file") {
   peft::testing::TempDir dir;
   const fs::path ten = dir.write("ten.jsonl", numbered_rows(10));
   const fs::path three = dir.write("three.jsonl", numbered_rows(3, "t"));
@@ -129,7 +129,7 @@ TEST_CASE("#N samples rows with the seed (ms-swift's choice), and repeats rows w
                                                       "tr0<|im_end|>", "tr1<|im_end|>", "tr2<|im_end|>", "tr0<|im_end|>"});
 }
 
-TEST_CASE("dataset_shuffle shuffles the concatenation deterministically; off keeps file order") {
+TEST_CASE("dataset_shuffle shuffles the concatenation deterministically - off keeps file order") {
   peft::testing::TempDir dir;
   const fs::path file = dir.write("d.jsonl", numbered_rows(12));
   DatasetOptions options = in_order({file.string()});
@@ -169,7 +169,7 @@ TEST_CASE("split_dataset_ratio holds out disjoint validation rows from every spe
   CHECK(train.size() == 27);
 }
 
-TEST_CASE("system prompt: the row's own, else --system, else Qwen2.5's default") {
+TEST_CASE("system prompt: the row's own / else --system / else Qwen2.5's default") {
   peft::testing::TempDir dir;
   const fs::path file = dir.write("s.jsonl",
                                   "{\"query\": \"q\", \"response\": \"r\"}\n"
@@ -184,7 +184,7 @@ TEST_CASE("system prompt: the row's own, else --system, else Qwen2.5's default")
   CHECK(decoded(flagged.train[1]).starts_with("<|im_start|>system\nRow.<|im_end|>"));
 }
 
-TEST_CASE("max_length with text rows: delete drops, left and right cut, and the counts are reported") {
+TEST_CASE("max_length with text rows: delete drops / left and right cut / and the counts are reported") {
   peft::testing::TempDir dir;
   const std::string long_reply(200, 'x');
   const fs::path file = dir.write("m.jsonl", "{\"query\": \"q\", \"response\": \"" + long_reply + "\"}\n" + numbered_rows(2));
@@ -214,7 +214,7 @@ TEST_CASE("max_length with text rows: delete drops, left and right cut, and the 
   CHECK_THAT(right.stats.summary(), Contains("0 dropped, 1 truncated"));
 }
 
-TEST_CASE("self-cognition: Chinese rows get the Chinese value, English rows the English one") {
+TEST_CASE("self-cognition: Chinese rows get the Chinese value / English rows the English one") {
   peft::testing::TempDir dir;
   const fs::path file = dir.write("id.jsonl",
                                   "{\"query\": \"你是谁？\", \"response\": \"我是{{NAME}}，由{{AUTHOR}}开发。\"}\n"
@@ -263,7 +263,7 @@ TEST_CASE("text rows whose tokens fall outside the model's vocabulary are reject
                     Contains("v.jsonl:1") && Contains("outside the model's vocabulary [0, 200)"));
 }
 
-TEST_CASE("option errors: no dataset, bad seed, bad max_length") {
+TEST_CASE("option errors: no dataset / bad seed / bad max_length") {
   DatasetOptions options;
   CHECK_THROWS_WITH(load_datasets(options, &kTok, 300), Contains("no dataset given"));
   options.specs = {(fs::path(PEFT_FIXTURES) / "datasets" / "messages.jsonl").string()};
@@ -274,7 +274,7 @@ TEST_CASE("option errors: no dataset, bad seed, bad max_length") {
   CHECK_THROWS_WITH(load_datasets(options, &kTok, 300), Contains("--max_length must be positive"));
 }
 
-TEST_CASE("the shipped identity dataset: 80+ rows, Chinese and English, every reply names the model") {
+TEST_CASE("the shipped identity dataset: 80+ rows / Chinese and English / every reply names the model") {
   const auto rows = read_dataset_file(kAssets / "self_cognition.jsonl", 1);
   CHECK(rows.size() >= 80);
   std::size_t chinese = 0;

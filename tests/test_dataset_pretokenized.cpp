@@ -27,7 +27,7 @@ DatasetOptions options_for(const fs::path& file) {
 
 }  // namespace
 
-TEST_CASE("tiny_public tokens.jsonl loads without a tokenizer, in file order, exactly as written") {
+TEST_CASE("tiny_public tokens.jsonl loads without a tokenizer / in file order / exactly as written") {
   const LoadedData data = load_datasets(options_for(kTinyTokens), nullptr, 512);
   REQUIRE(data.train.size() == 16);
   CHECK(data.val.empty());
@@ -71,7 +71,7 @@ TEST_CASE("pre-tokenized rows: shuffling with a seed is deterministic and keeps 
   CHECK_FALSE(same_order);
 }
 
-TEST_CASE("bad pre-tokenized rows name the file, the line and the field") {
+TEST_CASE("bad pre-tokenized rows name the file / the line and the field") {
   peft::testing::TempDir dir;
   auto load_error = [&](const std::string& content) {
     const fs::path file = dir.write("bad.jsonl", content);

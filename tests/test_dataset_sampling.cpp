@@ -50,7 +50,7 @@ TEST_CASE("#N picks ms-swift's rows: a seeded sample without replacement") {
   CHECK(std::set<std::int64_t>(picked.begin(), picked.end()).size() == 500);
 }
 
-TEST_CASE("#N larger than the dataset repeats every row, then samples the rest") {
+TEST_CASE("#N larger than the dataset repeats every row / then samples the rest") {
   NumpyRandomState random(42);
   CHECK(sample_row_indices(3, 7, true, random) == Indices{0, 1, 2, 0, 1, 2, 0});
   NumpyRandomState again(42);
@@ -89,7 +89,7 @@ TEST_CASE("split_dataset_ratio holds out validation rows as ms-swift counts them
   CHECK(all_val.val.size() == 5);
 }
 
-TEST_CASE("split and sample: the same seed gives the same rows, another seed other rows") {
+TEST_CASE("split and sample: the same seed gives the same rows / another seed other rows") {
   NumpyRandomState a(42), b(42), c(43);
   const RowSplit sa = split_and_sample(100, 30, 0.1, true, a, "d");
   const RowSplit sb = split_and_sample(100, 30, 0.1, true, b, "d");

@@ -17,7 +17,7 @@ namespace {
 const std::string kRow = "{\"input_ids\": [1, 2, 3]}\n";
 }
 
-TEST_CASE("a path is taken whole; path#N asks for N rows") {
+TEST_CASE("a path is taken whole - path#N asks for N rows") {
   peft::testing::TempDir dir;
   const fs::path file = dir.write("a.jsonl", kRow);
   const DatasetSpec whole = resolve_dataset_spec(file.string(), {});
@@ -52,7 +52,7 @@ TEST_CASE("bad sample counts are errors") {
   }
 }
 
-TEST_CASE("a directory contributes its .json and .jsonl files in name order, not dataset_infos.json") {
+TEST_CASE("a directory contributes its .json and .jsonl files in name order / not dataset_infos.json") {
   peft::testing::TempDir dir;
   dir.write("d/b.jsonl", kRow);
   dir.write("d/a.json", "[" + kRow + "]");
@@ -74,7 +74,7 @@ TEST_CASE("a dataset id resolves to $PEFT_DATA_HOME/<org>/<name>/") {
   CHECK(spec.files == std::vector<fs::path>{file});
 }
 
-TEST_CASE("a dataset id that is not there: the error says where we looked, and nothing is downloaded") {
+TEST_CASE("a dataset id that is not there: the error says where we looked / and nothing is downloaded") {
   peft::testing::TempDir home;
   CHECK_THROWS_WITH(resolve_dataset_spec("AI-ModelScope/alpaca-gpt4-data-en#500", home.path()),
                     Contains("dataset id 'AI-ModelScope/alpaca-gpt4-data-en' not found") &&

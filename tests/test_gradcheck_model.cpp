@@ -76,10 +76,11 @@ std::vector<Matrix> copy_grads(const ParameterList& ps) {
 
 using LoraModel = Qwen2<Lora<>, Fp32, Cpu>;
 using FullModel = Qwen2<Full, Fp32, Cpu>;
-// q Full, k Lora, v Frozen, o Lora, gate Full, up Lora, down Full, lm_head Full, embedding frozen,
-// norms train.
+// q Full, k Lora, v Frozen, o Lora, gate Full, up Lora, down Full, lm_head Full, embedding and
+// norms train (a Full lm_head over tied embeddings requires the embedding to train: it is the same
+// matrix, and the tied case checks that both gradients land in it).
 using MixedModel =
-    Qwen2<Projections<Full, Lora<>, Frozen, Lora<>, Full, Lora<>, Full, Full, false, true>, Fp32, Cpu>;
+    Qwen2<Projections<Full, Lora<>, Frozen, Lora<>, Full, Lora<>, Full, Full, true, true>, Fp32, Cpu>;
 
 // Per layer of 2: LoRA: A and B on 7 projections. Full: 2 norms + 7 weights + 3 biases.
 // Mixed: 2 norms + q weight and bias + 3 x (A, B) + gate and down weights. Then the embedding
@@ -88,7 +89,7 @@ template <class Model>
 std::size_t expected_parameter_count(bool tied) {
   if constexpr (std::is_same_v<Model, LoraModel>) return 2 * 7 * 2;
   else if constexpr (std::is_same_v<Model, FullModel>) return 1 + 2 * (2 + 7 + 3) + 1 + (tied ? 0 : 1);
-  else return 2 * (2 + 2 + 6 + 2) + 1 + (tied ? 0 : 1);
+  else return 2 * (2 + 2 + 6 + 2) + 1 + 1 + (tied ? 0 : 1);
 }
 
 }  // namespace

@@ -32,7 +32,7 @@ fs::path temp_file(const std::string& name) {
 
 }  // namespace
 
-TEST_CASE("tiny fixture config (transformers 5: rope_parameters, dtype)") {
+TEST_CASE("tiny fixture config (transformers 5: rope_parameters / dtype)") {
   const ModelConfig c = ModelConfig::from_file(kTinyConfig);
   CHECK(c.hidden_size == 64);
   CHECK(c.intermediate_size == 176);
@@ -85,7 +85,7 @@ TEST_CASE("config missing required fields name the file and the field") {
   }
 }
 
-TEST_CASE("config with wrong types, bad values or unsupported features is rejected") {
+TEST_CASE("config with wrong types / bad values or unsupported features is rejected") {
   struct Case {
     const char* what;
     nlohmann::json patch;

@@ -156,7 +156,7 @@ TEST_CASE("safetensors reads the transformers-saved tiny model") {
   CHECK(embed.back() == -0.11497033387422562f);
 }
 
-TEST_CASE("read_f32 rejects a shape mismatch naming file, tensor and both shapes") {
+TEST_CASE("read_f32 rejects a shape mismatch naming file / tensor and both shapes") {
   SafetensorsModel m = SafetensorsModel::open(kTinyModel);
   REQUIRE_THROWS_WITH(m.read_f32("model.embed_tokens.weight", {64, 512}),
                       Contains("model.safetensors") && Contains("model.embed_tokens.weight") &&
@@ -220,7 +220,7 @@ TEST_CASE("missing files and folders are named") {
   REQUIRE_THROWS_WITH(SafetensorsFile::open(dir.path), Contains(dir.path.string()));
 }
 
-TEST_CASE("bad safetensors: file too small, header length too large or past the end") {
+TEST_CASE("bad safetensors: file too small / header length too large or past the end") {
   TempDir dir("bad_sizes");
   const fs::path tiny = dir / "tiny.safetensors";
   std::ofstream(tiny, std::ios::binary) << "abc";

@@ -102,7 +102,7 @@ TEST_CASE("tokenizer: ids and decoded text match HF on the corpus golden file", 
   check_golden_parity("tok_corpus_golden.jsonl");
 }
 
-TEST_CASE("tokenizer: invalid UTF-8 in decoded bytes is replaced as HF does, also when streaming",
+TEST_CASE("tokenizer: invalid UTF-8 in decoded bytes is replaced as HF does / also when streaming",
           "[tokenizer]") {
   const Tokenizer& tok = qwen();
   int line = 0;
@@ -172,7 +172,7 @@ TEST_CASE("tokenizer: StreamDecoder holds back a character until its last byte a
   CHECK(broken.flush() == "\xEF\xBF\xBD");
 }
 
-TEST_CASE("tokenizer: BPE merges by rank, leftmost first, and reads both merges formats alike", "[tokenizer]") {
+TEST_CASE("tokenizer: BPE merges by rank / leftmost first / and reads both merges formats alike", "[tokenizer]") {
   const Tokenizer pairs = load_json(tiny_tokenizer_json(false), "tiny_pairs.json");
   const Tokenizer strings = load_json(tiny_tokenizer_json(true), "tiny_strings.json");
   for (const std::string text : {"abc", "aaa", "ab aab abcabc", "xyz", "<|x|>y<|x|>", "é"}) {
@@ -225,7 +225,7 @@ TEST_CASE("tokenizer: NFC's fast path skips only characters NFC cannot change", 
   CHECK(checked > 30000);
 }
 
-TEST_CASE("tokenizer: the Split regex reads \\s as Oniguruma (HF's engine) does", "[tokenizer]") {
+TEST_CASE("tokenizer: the Split regex reads backslash-s as Oniguruma (HF's engine) does", "[tokenizer]") {
   using peft::detail::with_oniguruma_spaces;
   const std::string space = R"(\t\n\x0B\f\r\x{85}\p{Zs}\p{Zl}\p{Zp})";
   CHECK(with_oniguruma_spaces(R"(\s+(?!\S))") == "[" + space + "]+(?![^" + space + "])");
@@ -239,7 +239,7 @@ TEST_CASE("tokenizer: the Split regex reads \\s as Oniguruma (HF's engine) does"
   CHECK(pieces == std::vector<std::string>{"a\u180E", " ", "b", "\u3000", "c"});
 }
 
-TEST_CASE("tokenizer: unreadable tokenizer files are rejected, naming the file", "[tokenizer]") {
+TEST_CASE("tokenizer: unreadable tokenizer files are rejected / naming the file", "[tokenizer]") {
   CHECK_THROWS_WITH(Tokenizer::from_file("/nonexistent/tokenizer.json"),
                     Contains("not found") && Contains("/nonexistent/tokenizer.json"));
 
@@ -275,7 +275,7 @@ TEST_CASE("tokenizer: unreadable tokenizer files are rejected, naming the file",
   CHECK_THROWS_WITH(load_json(other_normalizer, "lowercase.json"), Contains("unsupported normalizer"));
 }
 
-TEST_CASE("tokenizer: invalid UTF-8 text and unknown ids are rejected, saying where", "[tokenizer]") {
+TEST_CASE("tokenizer: invalid UTF-8 text and unknown ids are rejected / saying where", "[tokenizer]") {
   const Tokenizer tok = load_json(tiny_tokenizer_json(false), "tiny_errors.json");
   CHECK_THROWS_WITH(tok.encode("ab\xC3("), Contains("not valid UTF-8") && Contains("0xC3 at offset 2"));
   CHECK_THROWS_WITH(tok.encode("\xED\xA0\x80"), Contains("offset 0"));      // a UTF-16 surrogate

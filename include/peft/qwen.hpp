@@ -4,10 +4,10 @@
 //   using Trainer = peft::Trainer<Model, peft::AdamW, peft::CosineWithWarmup>;
 //
 // Layout of the library (one concern per folder): core/ (errors, tensors, RNG), io/ (safetensors,
-// config.json, PEFT adapters), policies/ (linear, precision, device), layers/ (each layer's
+// config.json, PEFT adapters, LoRA merge), policies/ (linear, precision, device), layers/ (each layer's
 // forward and backward), backend/cpu/ (reference kernels), models/ (Qwen2, presets),
 // optim/ (AdamW, schedules), text/ (tokenizer), data/ (dataset formats, chat template, packing),
-// train/ (trainer, checkpoints, hooks), generate/ (decoding).
+// train/ (trainer, checkpoints, hooks), generate/ (KV cache, sampling, generator; docs/generation.md).
 #pragma once
 
 #include "peft/core/error.hpp"
@@ -17,6 +17,9 @@
 #include "peft/data/dataset_loader.hpp"
 #include "peft/data/packed_batch.hpp"
 #include "peft/data/sample.hpp"
+#include "peft/generate/generator.hpp"
+#include "peft/generate/greedy.hpp"
+#include "peft/io/merge_lora.hpp"
 #include "peft/io/model_config.hpp"
 #include "peft/io/peft_adapter.hpp"
 #include "peft/io/safetensors.hpp"

@@ -3,13 +3,20 @@
 #   EXPECT_REGEX     the combined output matches
 #   EXPECT_FILES     these paths ('|'-joined, relative to WORK_DIR) exist afterwards
 #   SETUP            optional cmake script run first (with WORK_DIR set) to build inputs
+#   STDIN            optional file fed to the program's standard input (else none)
 string(REPLACE "|" ";" CMD "${CMD}")
 string(REPLACE "|" ";" EXPECT_FILES "${EXPECT_FILES}")
+file(REMOVE_RECURSE ${WORK_DIR})  # every run starts clean: a rerun must not see the last one's output
 if(DEFINED SETUP)
   include(${SETUP})
 endif()
 file(MAKE_DIRECTORY ${WORK_DIR})
-execute_process(COMMAND ${CMD} WORKING_DIRECTORY ${WORK_DIR} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+set(stdin_args)
+if(DEFINED STDIN)
+  set(stdin_args INPUT_FILE ${STDIN})
+endif()
+execute_process(COMMAND ${CMD} WORKING_DIRECTORY ${WORK_DIR} ${stdin_args}
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
 set(all "${out}${err}")
 if(NOT rc MATCHES "^[0-9]+$")
   message(FATAL_ERROR "the program did not exit normally (${rc}):\n${all}")

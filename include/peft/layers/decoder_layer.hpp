@@ -26,15 +26,16 @@ class DecoderLayer {
   template <class F> void for_each_norm(F&& f) { f(input_norm_); f(post_norm_); }
 
   void forward(const Matrix& x, const ForwardContext& ctx, Matrix& out) {
-    x_ = x;
-    input_norm_.forward(x_, n1_);
-    attn_.forward(n1_, ctx, out);
-    h_ = x_ + out;
-    P::store(h_);
-    post_norm_.forward(h_, n2_);
-    mlp_.forward(n2_, ctx, out);
-    out += h_;
-    P::store(out);
+    forward_with(x, ctx, out, [&](const Matrix& n, Matrix& a) { attn_.forward(n, ctx, a); });
+  }
+
+  // Generation: the newest tokens of one sequence against the layer's KV cache (see SelfAttention).
+  Eigen::Index forward_cached(const Matrix& x, const ForwardContext& ctx, LayerKvCache& cache, Eigen::Index past,
+                              Matrix& out) {
+    Eigen::Index total = 0;
+    forward_with(x, ctx, out,
+                 [&](const Matrix& n, Matrix& a) { total = attn_.forward_cached(n, ctx, cache, past, a); });
+    return total;
   }
 
   // dout: gradient w.r.t. this layer's output; dx: overwritten with the gradient w.r.t. its input.
@@ -49,6 +50,19 @@ class DecoderLayer {
   }
 
  private:
+  template <class Attention>
+  void forward_with(const Matrix& x, const ForwardContext& ctx, Matrix& out, Attention&& attention) {
+    x_ = x;
+    input_norm_.forward(x_, n1_);
+    attention(n1_, out);
+    h_ = x_ + out;
+    P::store(h_);
+    post_norm_.forward(h_, n2_);
+    mlp_.forward(n2_, ctx, out);
+    out += h_;
+    P::store(out);
+  }
+
   std::string prefix_;
   RmsNorm<P, L::train_norms> input_norm_;
   SelfAttention<L, P> attn_;

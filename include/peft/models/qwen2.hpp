@@ -8,6 +8,7 @@
 // Training entry point: forward_backward() on a PackedBatch returns the summed token cross
 // entropy and accumulates gradients of d(sum CE * grad_scale); the trainer passes
 // grad_scale = 1 / (label tokens of the whole optimizer step), HF Trainer's normalisation.
+// Generation entry point: forward_cached() runs new tokens against a KvCache (prefill and decode).
 #pragma once
 #include <filesystem>
 #include <memory>
@@ -17,6 +18,7 @@
 #include "peft/backend/cpu/cross_entropy.hpp"
 #include "peft/backend/cpu/rope.hpp"
 #include "peft/data/packed_batch.hpp"
+#include "peft/generate/kv_cache.hpp"
 #include "peft/io/model_config.hpp"
 #include "peft/layers/decoder_layer.hpp"
 #include "peft/layers/embedding.hpp"
@@ -59,6 +61,11 @@ class Qwen2Model<L, P, Cpu> {
     if (uses_lora()) lora_.validate();
     layers_.reserve(static_cast<std::size_t>(cfg.num_hidden_layers));
     for (int i = 0; i < cfg.num_hidden_layers; ++i) layers_.emplace_back(i, cfg_, lora_);
+    // Tied: lm_head IS the embedding, so it trains exactly when the embedding does; a layout that
+    // asks for one without the other would silently train nothing there.
+    require(!(cfg.tie_word_embeddings && trains_lm_head && !L::train_embedding),
+            "config.json has tie_word_embeddings=true, so lm_head is the embedding matrix: a layout with a Full "
+            "lm_head must also train the embedding (Projections<..., Full, /*TrainEmbedding=*/true>)");
     if (!cfg.tie_word_embeddings) lm_w_.resize(cfg.vocab_size, cfg.hidden_size);
   }
 
@@ -175,6 +182,30 @@ class Qwen2Model<L, P, Cpu> {
     return out;
   }
 
+  // ----- generation (KV cache) -----
+  // The model-side half of peft/generate/: a backend's model offers make_kv_cache() and
+  // forward_cached(); the generator, the sampling and the chat program use nothing else.
+  KvCache make_kv_cache() const { return KvCache(cfg_.num_hidden_layers, cfg_.num_key_value_heads * cfg_.head_dim); }
+
+  // Runs `ids`, the next tokens of the sequence whose first cache.length() tokens are cached, at
+  // positions cache.length()..; appends them to the cache and returns the logits of the last
+  // position [1, vocab] (of every new position [ids, vocab] with all_rows).
+  Matrix forward_cached(std::span<const std::int32_t> ids, KvCache& cache, bool all_rows = false) {
+    require(!ids.empty(), "forward_cached: no tokens to run");
+    const std::int64_t past = cache.length();
+    std::vector<std::int32_t> positions(ids.size());
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      positions[i] = static_cast<std::int32_t>(past) + static_cast<std::int32_t>(i);
+    ForwardContext ctx = rope_context({}, positions, nullptr);
+    const Matrix h = final_hidden(ids, [&](DecoderLayer<L, P>& layer, std::size_t i, const Matrix& x, Matrix& y) {
+      layer.forward_cached(x, ctx, cache.layer(i), past, y);
+    });
+    cache.advance(static_cast<std::int64_t>(ids.size()));
+    Matrix out = all_rows ? Matrix(h * lm_weight().transpose()) : Matrix(h.bottomRows(1) * lm_weight().transpose());
+    P::store(out);
+    return out;
+  }
+
   const ModelConfig& config() const { return cfg_; }
   const LoraConfig& lora_config() const { return lora_; }
   static constexpr bool uses_lora() {
@@ -187,10 +218,16 @@ class Qwen2Model<L, P, Cpu> {
  private:
   // Embedding, decoder layers and the final norm: [tokens, hidden].
   Matrix final_hidden(const PackedBatch& batch, const ForwardContext& ctx) {
-    Matrix x, y;
-    embed_.forward(batch.input_ids, x);
-    for (auto& layer : layers_) {
+    return final_hidden(batch.input_ids, [&](DecoderLayer<L, P>& layer, std::size_t, const Matrix& x, Matrix& y) {
       layer.forward(x, ctx, y);
+    });
+  }
+  template <class LayerForward>
+  Matrix final_hidden(std::span<const std::int32_t> ids, LayerForward&& layer_forward) {
+    Matrix x, y;
+    embed_.forward(ids, x);
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+      layer_forward(layers_[i], i, x, y);
       std::swap(x, y);
     }
     final_norm_.forward(x, y);
@@ -198,7 +235,11 @@ class Qwen2Model<L, P, Cpu> {
   }
 
   ForwardContext context(const PackedBatch& batch, Rng* dropout) const {
-    ForwardContext ctx{batch.cu_seqlens, cpu::rope_table(batch.positions, static_cast<int>(cfg_.head_dim), cfg_.rope_theta),
+    return rope_context(batch.cu_seqlens, batch.positions, dropout);
+  }
+  ForwardContext rope_context(std::span<const std::int64_t> cu_seqlens, std::span<const std::int32_t> positions,
+                              Rng* dropout) const {
+    ForwardContext ctx{cu_seqlens, cpu::rope_table(positions, static_cast<int>(cfg_.head_dim), cfg_.rope_theta),
                        dropout};
     P::store(ctx.rope.cos);
     P::store(ctx.rope.sin);

@@ -2,6 +2,7 @@
 // kernel is held to. Each sample [cu_seqlens[s], cu_seqlens[s+1]) attends only to itself; query
 // head h reads kv head h / (heads / kv_heads), as HF's repeat_kv. The probabilities are kept for
 // the backward (the CPU backend trains short sequences; the GPU kernel recomputes them instead).
+// attention_forward_cached is the generation-time variant over a KV cache.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -39,6 +40,32 @@ inline void attention_forward(const Matrix& q, const Matrix& k, const Matrix& v,
       out.block(t0, h * d, len, d) = p * v.block(t0, g * d, len, d);
       probs.push_back(std::move(p));
     }
+  }
+}
+
+// Incremental (KV-cache) attention for generation: q holds the n newest tokens, k and v every
+// cached token [T, kv_heads * d] with the new ones last, so query row i sits at absolute
+// position T - n + i and sees keys 0..T - n + i. Same arithmetic as attention_forward (scores
+// scaled after the product, max-subtracted softmax), so a prefill equals the full forward pass.
+inline void attention_forward_cached(const Matrix& q, Eigen::Ref<const Matrix> k, Eigen::Ref<const Matrix> v,
+                                     AttentionShape s, Matrix& out) {
+  const int d = s.head_dim, group = s.heads / s.kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const Eigen::Index n = q.rows(), total = k.rows(), past = total - n;
+  out.setZero(n, static_cast<Eigen::Index>(s.heads) * d);
+  Matrix p;
+  for (int h = 0; h < s.heads; ++h) {
+    const int g = h / group;
+    p.noalias() = (q.middleCols(h * d, d) * k.middleCols(g * d, d).transpose()) * scale;
+    for (Eigen::Index i = 0; i < n; ++i) {
+      const Eigen::Index visible = past + i + 1;
+      auto row = p.row(i).head(visible);
+      const float mx = row.maxCoeff();
+      row = (row.array() - mx).exp();
+      row /= row.sum();
+      p.row(i).tail(total - visible).setZero();
+    }
+    out.middleCols(h * d, d).noalias() = p * v.middleCols(g * d, d);
   }
 }
 

@@ -1,0 +1,76 @@
+// Which base model an inference command means, decided as ms-swift's `swift infer` / `swift export`
+// decide it: --model when given; else, with --adapters, the "model" recorded in the training run's
+// args.json (in the checkpoint folder or the run folder above it), else the adapter_config.json's
+// base_model_name_or_path. An adapter trained on the embedded default model records the name
+// below, which means the embedded default again. Also the dtype and system prompt the run
+// trained with, which a chat reuses unless told otherwise (ms-swift's load_args_from_ckpt).
+#pragma once
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "peft/core/error.hpp"
+#include "peft/io/json_file.hpp"
+
+namespace peft::examples {
+
+// What identity_finetune records as base_model_name_or_path for the embedded default model.
+inline constexpr std::string_view kEmbeddedModelName = "peft-embedded-default";
+
+struct ModelSource {
+  std::string model;         // a folder, or empty for the embedded default model
+  std::string found_in;      // where the name came from ("--model", a file path)
+  std::optional<std::string> torch_dtype, system;  // what the training run used, when recorded
+};
+
+namespace detail {
+
+inline std::optional<std::filesystem::path> find_args_json(const std::filesystem::path& adapters) {
+  for (const auto& dir : {adapters, adapters.parent_path()}) {
+    const auto p = dir / "args.json";
+    if (!dir.empty() && std::filesystem::exists(p)) return p;
+  }
+  return std::nullopt;
+}
+
+}  // namespace detail
+
+inline ModelSource resolve_model_source(const std::string& model_flag, const std::string& adapters) {
+  ModelSource s;
+  if (!model_flag.empty()) {
+    s.model = model_flag;
+    s.found_in = "--model";
+  }
+  if (adapters.empty()) return s;
+  const std::filesystem::path dir = adapters;
+  require(std::filesystem::is_directory(dir), "--adapters {}: no such folder", adapters);
+  if (const auto args = detail::find_args_json(dir)) {
+    const auto j = read_json_file(*args);
+    if (s.found_in.empty() && find_field(j, "model")) {
+      s.model = json_value_as<std::string>(*find_field(j, "model"), args->string(), "model");
+      s.found_in = args->string();
+    }
+    for (auto [key, out] : {std::pair{"torch_dtype", &s.torch_dtype}, std::pair{"system", &s.system}})
+      if (find_field(j, key)) *out = json_value_as<std::string>(*find_field(j, key), args->string(), key);
+  }
+  if (s.found_in.empty()) {
+    const auto cfg_path = dir / "adapter_config.json";
+    const auto j = read_json_file(cfg_path);
+    const auto* base = find_field(j, "base_model_name_or_path");
+    require(base != nullptr,
+            "--adapters {}: neither args.json nor adapter_config.json ({}) names the base model; pass --model",
+            adapters, cfg_path.string());
+    s.model = json_value_as<std::string>(*base, cfg_path.string(), "base_model_name_or_path");
+    s.found_in = cfg_path.string();
+  }
+  if (s.model == kEmbeddedModelName) {
+    s.model.clear();
+    return s;
+  }
+  require(std::filesystem::is_directory(s.model),
+          "base model '{}' (from {}) is not a folder here; pass --model with the base model's folder", s.model,
+          s.found_in);
+  return s;
+}
+
+}  // namespace peft::examples

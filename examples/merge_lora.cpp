@@ -1,0 +1,45 @@
+// merge_lora: a LoRA adapter folded into its base model, written as a model folder that
+// transformers, vLLM and our own programs load like the original (ms-swift's
+// `swift export --adapters DIR --merge_lora true`).
+//   merge_lora --adapters output/v0-.../checkpoint-440 --output_dir merged   # base from args.json
+//   merge_lora --model Qwen2.5-7B-Instruct --adapters ckpt --output_dir Qwen2.5-7B-merged
+#include <chrono>
+#include <fmt/format.h>
+
+#include "infer/model_source.hpp"
+#include "infer/options.hpp"
+#include "peft/io/merge_lora.hpp"
+
+using namespace peft;
+
+int main(int argc, char** argv) {
+  namespace po = boost::program_options;
+  try {
+    std::string model, adapters, output_dir;
+    po::options_description d("merge_lora (flags as ms-swift's `swift export --merge_lora true`)");
+    d.add_options()("help,h", "show this help")
+        ("model", po::value(&model), "base model folder; default: the one the adapter's training run used")
+        ("adapters", po::value(&adapters), "PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors)")
+        ("output_dir", po::value(&output_dir), "where the merged model goes; default: <adapters>-merged");
+    po::variables_map vm;
+    if (!examples::parse_command_line(argc, argv, d, vm)) return 0;
+    require(!adapters.empty(), "--adapters is required: the LoRA adapter folder to merge");
+    const auto source = examples::resolve_model_source(model, adapters);
+    require(!source.model.empty(),
+            "the adapter {} was trained on the embedded default model, which has no folder to merge into; pass "
+            "--model with a model folder", adapters);
+    if (output_dir.empty()) output_dir = std::filesystem::path(adapters).lexically_normal().string() + "-merged";
+    while (output_dir.size() > 1 && output_dir.back() == '/') output_dir.pop_back();
+
+    fmt::print("[merge] base {} (from {})\n[merge] adapter {}\n", source.model, source.found_in, adapters);
+    const auto t0 = std::chrono::steady_clock::now();
+    const MergeSummary s = merge_lora(source.model, adapters, output_dir);
+    fmt::print("[merge] merged {} projections; wrote {} tensors in {} ({}) and copied {} in {:.1f} s\n",
+               s.merged_modules, s.tensors, fmt::join(s.shards, ", "), output_dir, fmt::join(s.copied_files, ", "),
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    return 0;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "merge_lora: error: {}\n", e.what());
+    return 1;
+  }
+}

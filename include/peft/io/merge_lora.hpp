@@ -1,0 +1,143 @@
+// Merging a PEFT LoRA adapter into its base model, as PEFT's merge_and_unload() and ms-swift's
+// `swift export --merge_lora` do: every adapted projection's weight becomes
+//   W' = W + (B @ A) * (lora_alpha / r)
+// computed in fp32 (PEFT adds the fp32 delta to the weight in place, so torch computes the sum
+// in fp32 and rounds once) and stored back in the base tensor's own dtype (BF16, F16 or F32).
+// Everything else is copied unchanged: the other tensors byte for byte, the same shard files
+// with their names, metadata and model.safetensors.index.json, and every other file of the model
+// folder (config.json, generation_config.json, tokenizer files), so transformers and vLLM load
+// the result as they load the base model. The output folder appears atomically.
+//
+// The adapter is checked against the base before anything is written: every tensor must be a
+// LoRA A or B of a module the base has, with matching shapes and the rank adapter_config.json
+// states; an error names the file and the tensor.
+#pragma once
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "peft/core/dtype.hpp"
+#include "peft/core/error.hpp"
+#include "peft/core/tensor.hpp"
+#include "peft/io/atomic_file.hpp"
+#include "peft/io/model_config.hpp"
+#include "peft/io/peft_adapter.hpp"
+#include "peft/io/safetensors.hpp"
+
+namespace peft {
+
+struct MergeSummary {
+  std::size_t merged_modules = 0;  // projections that received B @ A
+  std::size_t tensors = 0;         // tensors written
+  std::vector<std::string> shards, copied_files;
+};
+
+namespace detail {
+
+struct LoraPair {
+  const StoredTensor* a = nullptr;
+  const StoredTensor* b = nullptr;
+};
+
+// module path -> its A and B, from "base_model.model.<module>.lora_{A,B}.weight".
+inline std::map<std::string, LoraPair> adapter_pairs(const SafetensorsFile& st, int rank) {
+  const std::string file = st.path().string();
+  std::map<std::string, LoraPair> pairs;
+  for (const auto& name : st.names()) {
+    std::string_view key = name;
+    const bool is_a = key.ends_with(".lora_A.weight"), is_b = key.ends_with(".lora_B.weight");
+    require(key.starts_with(kPeftKeyPrefix) && (is_a || is_b),
+            "{}: tensor '{}' is not a LoRA A or B weight (only plain LoRA adapters can be merged)", file, name);
+    key.remove_prefix(kPeftKeyPrefix.size());
+    key.remove_suffix(std::string_view(".lora_A.weight").size());
+    const StoredTensor& t = st.tensor(name);
+    require(t.shape.size() == 2 && t.shape[is_a ? 0 : 1] == rank,
+            "{}: tensor '{}' has shape {}, but r = {} in adapter_config.json", file, name, format_shape(t.shape), rank);
+    (is_a ? pairs[std::string(key)].a : pairs[std::string(key)].b) = &t;
+  }
+  require(!pairs.empty(), "{}: the adapter holds no tensors", file);
+  for (const auto& [module, p] : pairs)
+    require(p.a && p.b, "{}: module '{}' has a lora_{} but no lora_{}", file, module, p.a ? "A" : "B", p.a ? "B" : "A");
+  return pairs;
+}
+
+}  // namespace detail
+
+inline MergeSummary merge_lora(const std::filesystem::path& model_dir, const std::filesystem::path& adapter_dir,
+                               const std::filesystem::path& output_dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  require(fs::is_directory(model_dir, ec), "{}: the base model folder does not exist", model_dir.string());
+  require(fs::is_directory(adapter_dir, ec), "{}: the adapter folder does not exist", adapter_dir.string());
+  for (const fs::path& input : {model_dir, adapter_dir})
+    require(!fs::exists(output_dir, ec) || !fs::equivalent(output_dir, input, ec),
+            "--output_dir {} is an input folder; merging would replace it", output_dir.string());
+  ModelConfig::from_file(model_dir / "config.json");  // a Qwen2 model folder we can describe
+
+  const LoraConfig lora = read_adapter_config(adapter_dir);
+  const fs::path adapter_file = adapter_dir / "adapter_model.safetensors";
+  require(fs::exists(adapter_file, ec), "{}: no adapter_model.safetensors in the adapter folder",
+          adapter_file.string());
+  const SafetensorsFile adapter = SafetensorsFile::open(adapter_file);
+  const auto pairs = detail::adapter_pairs(adapter, lora.r);
+  const SafetensorsModel base = SafetensorsModel::open(model_dir);
+
+  // Check every module against the base before writing anything.
+  for (const auto& [module, p] : pairs) {
+    const std::string weight = module + ".weight";
+    require(base.contains(weight),
+            "{}: tensor '{}' adapts module '{}', but the base model ({}) has no tensor '{}': is this adapter for "
+            "another model?", adapter_file.string(), p.a->name, module, base.source().string(), weight);
+    const StoredTensor& w = base.tensor(weight);
+    require(w.shape.size() == 2 && w.shape[0] == p.b->shape[0] && w.shape[1] == p.a->shape[1],
+            "{}: tensors '{}' {} and '{}' {} do not fit the base weight '{}' {} of {}: is this adapter for another "
+            "model?", adapter_file.string(), p.b->name, format_shape(p.b->shape), p.a->name, format_shape(p.a->shape),
+            weight, format_shape(w.shape), base.source().string());
+    require(w.dtype == DType::F32 || w.dtype == DType::BF16 || w.dtype == DType::F16,
+            "{}: tensor '{}' is {}, not a floating type; a LoRA update cannot be merged into it",
+            base.file_of(weight).path().string(), weight, dtype_name(w.dtype));
+  }
+
+  std::map<std::string, std::vector<std::string>> by_shard;  // shard file name -> its tensors
+  for (const auto& name : base.names()) by_shard[base.file_of(name).path().filename().string()].push_back(name);
+
+  MergeSummary summary;
+  const auto scaling = static_cast<float>(lora.scaling());
+  write_directory_atomic(output_dir, [&](const fs::path& staging) {
+    for (const auto& [shard, names] : by_shard) {
+      const SafetensorsFile& in = base.file_of(names.front());
+      SafetensorsWriter out;
+      for (const auto& [key, value] : in.metadata()) out.set_metadata(key, value);
+      for (const auto& name : names) {
+        const StoredTensor& t = in.tensor(name);
+        const auto it = name.ends_with(".weight") ? pairs.find(name.substr(0, name.size() - 7)) : pairs.end();
+        if (it == pairs.end()) {
+          out.add(name, t.dtype, t.shape, std::span<const std::byte>(t.data, t.nbytes));
+          continue;
+        }
+        const detail::LoraPair& p = it->second;
+        Matrix w(t.shape[0], t.shape[1]), a(p.a->shape[0], p.a->shape[1]), b(p.b->shape[0], p.b->shape[1]);
+        in.read_f32(name, t.shape, w.data());
+        adapter.read_f32(p.a->name, p.a->shape, a.data());
+        adapter.read_f32(p.b->name, p.b->shape, b.data());
+        const Matrix delta = (b * a) * scaling;  // PEFT's get_delta_weight: (B @ A) * scaling
+        w += delta;
+        out.add_f32(name, t.shape, std::span<const float>(w.data(), static_cast<std::size_t>(w.size())), t.dtype);
+        ++summary.merged_modules;
+      }
+      out.write(staging / shard);
+      summary.tensors += names.size();
+      summary.shards.push_back(shard);
+    }
+    // config.json, generation_config.json, the tokenizer, the index: every other file, as is.
+    for (const auto& entry : fs::directory_iterator(model_dir)) {
+      if (!entry.is_regular_file() || entry.path().extension() == ".safetensors") continue;
+      fs::copy_file(entry.path(), staging / entry.path().filename(), fs::copy_options::overwrite_existing);
+      summary.copied_files.push_back(entry.path().filename().string());
+    }
+  });
+  return summary;
+}
+
+}  // namespace peft

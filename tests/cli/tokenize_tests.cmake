@@ -1,0 +1,20 @@
+# The tokenize filter as a pipeline uses it: ids for text, text for ids, and a malformed line or
+# an unreadable tokenizer stops it with the line or file named and a non-zero exit.
+include(${CMAKE_CURRENT_SOURCE_DIR}/cli/program_test.cmake)
+set(PEFT_TOKENIZER_JSON ${PROJECT_SOURCE_DIR}/assets/tokenizer/qwen2.5/tokenizer.json)
+peft_program_test(tokenize tokenize_encode ARGS --tokenizer ${PEFT_TOKENIZER_JSON}
+  INPUT "\"Hello world\"" "\"你好\\n世界 123\""
+  REGEX "^\\[9707,1879\\]\n\\[108386,198,99489,220,16,17,18\\]\n$")
+peft_program_test(tokenize tokenize_decode ARGS --tokenizer ${PEFT_TOKENIZER_JSON} --decode
+  INPUT "[9707,1879]" "[108386,198,99489,220,16,17,18]"
+  REGEX "^\"Hello world\"\n\"你好\\\\n世界 123\"\n$")
+peft_program_test(tokenize tokenize_malformed_line FAIL ARGS --tokenizer ${PEFT_TOKENIZER_JSON}
+  INPUT "\"fine\"" "not json" REGEX "line 2")
+peft_program_test(tokenize tokenize_out_of_vocab FAIL ARGS --tokenizer ${PEFT_TOKENIZER_JSON} --decode
+  INPUT "[1,999999]" REGEX "line 1.*999999|999999.*line 1")
+peft_program_test(tokenize tokenize_missing_tokenizer FAIL ARGS --tokenizer nowhere/tokenizer.json
+  INPUT "\"x\"" REGEX "nowhere/tokenizer.json")
+peft_program_test(tokenize tokenize_truncated_tokenizer FAIL ARGS --tokenizer ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/bad/tokenizer_truncated.json
+  INPUT "\"x\"" REGEX "tokenizer_truncated.json")
+peft_program_test(tokenize tokenize_not_bpe FAIL ARGS --tokenizer ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/bad/tokenizer_wordpiece.json
+  INPUT "\"x\"" REGEX "tokenizer_wordpiece.json.*(BPE|WordPiece)")

@@ -1,0 +1,177 @@
+// merge_lora round trips: the merged model's logits equal the base + unmerged adapter's, each
+// merged weight is exactly W + (B @ A) * alpha / r rounded once to the base dtype, sharding and
+// the other files come through unchanged, and bad inputs fail with the file and tensor named,
+// leaving no output behind. (transformers loading the result is checked by
+// tools/reference/make_generate_golden.py: tests/fixtures/generate/merge_check.json.)
+#include <catch2/catch.hpp>
+
+#include "peft/io/merge_lora.hpp"
+#include "peft/io/peft_adapter.hpp"
+#include "peft/models/qwen2.hpp"
+#include "support/fixture.hpp"
+
+using namespace peft;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path scratch(const std::string& name) {
+  const fs::path p = fs::temp_directory_path() / ("peft_test_merge_" + name);
+  fs::remove_all(p);
+  return p;
+}
+
+Matrix logits_of(auto& model, const std::vector<std::int32_t>& ids) {
+  return model.logits(PackedBatch::of(Sample{ids, std::vector<std::int32_t>(ids.size(), kIgnoreIndex)}));
+}
+
+// tiny_public's weights re-saved in `dtype`, split over two shards with an index, plus a
+// tokenizer-like file, as a sharded bf16 checkpoint from the Hub is laid out.
+void write_sharded_copy(const fs::path& out, DType dtype) {
+  const auto src = SafetensorsFile::open(test::fixture("tiny_public") / "model" / "model.safetensors");
+  fs::create_directories(out);
+  SafetensorsWriter shard[2];
+  nlohmann::json map;
+  for (const auto& name : src.names()) {
+    const auto& t = src.tensor(name);
+    Matrix m(1, t.numel());
+    src.read_f32(name, t.shape, m.data());
+    const int s = name.find("layers.1.") != std::string::npos || name.starts_with("lm_head") ? 1 : 0;
+    const auto file = fmt::format("model-0000{}-of-00002.safetensors", s + 1);
+    shard[s].add_f32(name, t.shape, std::span<const float>(m.data(), static_cast<std::size_t>(m.size())), dtype);
+    map[name] = file;
+  }
+  for (int s = 0; s < 2; ++s) {
+    shard[s].set_metadata("format", "pt");
+    shard[s].write(out / fmt::format("model-0000{}-of-00002.safetensors", s + 1));
+  }
+  const nlohmann::json index{{"metadata", {{"total_size", 1}}}, {"weight_map", map}};
+  write_text_atomic(out / "model.safetensors.index.json", index.dump(1));
+  fs::copy_file(test::fixture("tiny_public") / "model" / "config.json", out / "config.json");
+  write_text_atomic(out / "tokenizer_config.json", "{\"model_max_length\": 256}\n");
+}
+
+std::unique_ptr<Qwen2<Lora<>, Fp32, Cpu>> with_adapter(const fs::path& model, const fs::path& adapter) {
+  LoraConfig lora = read_adapter_config(adapter);
+  lora.lora_dropout = 0;
+  auto m = Qwen2<Lora<>, Fp32, Cpu>::from_pretrained(model, lora, 0);
+  load_adapter_weights(adapter, m->trainable_parameters());
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("merged logits equal the unmerged adapter's (fp32)", "[merge]") {
+  const auto tiny = test::fixture("tiny_public");
+  const auto out = scratch("fp32");
+  const MergeSummary s = merge_lora(tiny / "model", tiny / "adapter_trained", out);
+  CHECK(s.merged_modules == 14);
+  CHECK(s.shards == std::vector<std::string>{"model.safetensors"});
+  for (const char* f : {"config.json", "generation_config.json"})
+    CHECK(read_text_file(out / f) == read_text_file(tiny / "model" / f));
+
+  auto merged = Qwen2<Frozen, Fp32, Cpu>::from_pretrained(out, LoraConfig{}, 0);
+  auto unmerged = with_adapter(tiny / "model", tiny / "adapter_trained");
+  // x (W + BA s) vs x W + (x A^T) B^T s: fp32 in a different association, ~1e-6 of the logit
+  // scale (HF measured 4.6e-6 on the same pair, merge_check.json); 1e-4 absolute is the bound.
+  for (const auto& sample : test::fixture_samples("tiny_public")) {
+    const Matrix a = logits_of(*merged, sample.input_ids), b = logits_of(*unmerged, sample.input_ids);
+    CHECK((a - b).cwiseAbs().maxCoeff() <= 1e-4);
+  }
+  // And the adapter matters: the base alone is far from both.
+  auto base = Qwen2<Frozen, Fp32, Cpu>::from_pretrained(tiny / "model", LoraConfig{}, 0);
+  const auto ids = test::fixture_samples("tiny_public")[0].input_ids;
+  CHECK((logits_of(*base, ids) - logits_of(*merged, ids)).cwiseAbs().maxCoeff() > 0.1);
+  fs::remove_all(out);
+}
+
+TEST_CASE("bf16 sharded base: same shards / same dtype / each weight rounded once", "[merge]") {
+  const auto tiny = test::fixture("tiny_public");
+  const auto base_dir = scratch("bf16_base"), out = scratch("bf16_out");
+  write_sharded_copy(base_dir, DType::BF16);
+  const MergeSummary s = merge_lora(base_dir, tiny / "adapter_trained", out);
+  CHECK(s.shards == std::vector<std::string>{"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"});
+  for (const char* f : {"model.safetensors.index.json", "tokenizer_config.json"})
+    CHECK(read_text_file(out / f) == read_text_file(base_dir / f));
+
+  const auto in_model = SafetensorsModel::open(base_dir), out_model = SafetensorsModel::open(out);
+  REQUIRE(out_model.names() == in_model.names());
+  const auto adapter = SafetensorsFile::open(tiny / "adapter_trained" / "adapter_model.safetensors");
+  const float scaling = 32.0f / 8.0f;
+  for (const auto& name : in_model.names()) {
+    const auto& t = out_model.tensor(name);
+    CHECK(t.dtype == DType::BF16);
+    CHECK(out_model.file_of(name).path().filename() == in_model.file_of(name).path().filename());
+    const auto got = out_model.read_f32(name, t.shape);
+    auto want = in_model.read_f32(name, t.shape);
+    const std::string module = name.substr(0, name.size() - 7);
+    const std::string a_key = std::string(kPeftKeyPrefix) + module + ".lora_A.weight";
+    if (name.ends_with(".weight") && adapter.contains(a_key)) {
+      const auto& at = adapter.tensor(a_key);
+      const std::string b_key = std::string(kPeftKeyPrefix) + module + ".lora_B.weight";
+      const auto& bt = adapter.tensor(b_key);
+      Matrix a(at.shape[0], at.shape[1]), b(bt.shape[0], bt.shape[1]);
+      adapter.read_f32(a_key, at.shape, a.data());
+      adapter.read_f32(b_key, bt.shape, b.data());
+      const Matrix delta = (b * a) * scaling;
+      for (std::size_t i = 0; i < want.size(); ++i) want[i] = round_to_bf16(want[i] + delta.data()[i]);
+    }
+    INFO(name);
+    CHECK(got == want);  // bit-exact: one fp32 sum, one rounding, as PEFT's in-place add
+  }
+  fs::remove_all(base_dir);
+  fs::remove_all(out);
+}
+
+TEST_CASE("merge rejects an adapter that does not fit / naming the file and tensor", "[merge]") {
+  const auto tiny = test::fixture("tiny_public");
+  const auto out = scratch("bad");
+  CHECK_THROWS_WITH(merge_lora(tiny / "model", test::fixture("batch2_ga2_linear") / "adapter", out),
+                    Catch::Contains("batch2_ga2_linear/adapter/adapter_model.safetensors") &&
+                        Catch::Contains("base_model.model.model.layers.0.") && Catch::Contains("another model"));
+  CHECK_FALSE(fs::exists(out));
+
+  // A tensor that is not LoRA A/B, a lone A, a rank that disagrees with adapter_config.json.
+  const auto bad = scratch("bad_adapter");
+  fs::create_directories(bad);
+  fs::copy_file(tiny / "adapter_trained" / "adapter_config.json", bad / "adapter_config.json");
+  const std::vector<float> a(8 * 64, 0.0f), wrong_rank(4 * 64, 0.0f);
+  auto write_adapter = [&](const std::string& name, std::vector<std::int64_t> shape, const std::vector<float>& v) {
+    SafetensorsWriter w;
+    w.add_f32(name, shape, v);
+    w.write(bad / "adapter_model.safetensors");
+  };
+  write_adapter("base_model.model.model.embed_tokens.weight", {8, 64}, a);
+  CHECK_THROWS_WITH(merge_lora(tiny / "model", bad, out),
+                    Catch::Contains("'base_model.model.model.embed_tokens.weight' is not a LoRA A or B weight"));
+  write_adapter("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", {8, 64}, a);
+  CHECK_THROWS_WITH(merge_lora(tiny / "model", bad, out),
+                    Catch::Contains("module 'model.layers.0.self_attn.q_proj' has a lora_A but no lora_B"));
+  write_adapter("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", {4, 64}, wrong_rank);
+  CHECK_THROWS_WITH(merge_lora(tiny / "model", bad, out), Catch::Contains("has shape [4, 64], but r = 8"));
+  write_adapter("base_model.model.model.layers.9.self_attn.q_proj.lora_A.weight", {8, 64}, a);
+  CHECK_THROWS_WITH(merge_lora(tiny / "model", bad, out), Catch::Contains("lora_B"));
+
+  fs::remove(bad / "adapter_model.safetensors");
+  CHECK_THROWS_WITH(merge_lora(tiny / "model", bad, out), Catch::Contains("bad_adapter/adapter_model.safetensors"));
+  CHECK_THROWS_WITH(merge_lora(tiny / "nowhere", tiny / "adapter_trained", out), Catch::Contains("nowhere"));
+  CHECK_THROWS_WITH(merge_lora(tiny / "model", tiny / "adapter_trained", tiny / "model"),
+                    Catch::Contains("is an input folder"));
+  CHECK_FALSE(fs::exists(out));
+  fs::remove_all(bad);
+}
+
+TEST_CASE("merge names a base module the adapter targets but the model lacks", "[merge]") {
+  const auto tiny = test::fixture("tiny_public");
+  const auto bad = scratch("extra_layer"), out = scratch("extra_layer_out");
+  fs::create_directories(bad);
+  fs::copy_file(tiny / "adapter_trained" / "adapter_config.json", bad / "adapter_config.json");
+  SafetensorsWriter w;
+  w.add_f32("base_model.model.model.layers.9.self_attn.q_proj.lora_A.weight", {8, 64}, std::vector<float>(8 * 64));
+  w.add_f32("base_model.model.model.layers.9.self_attn.q_proj.lora_B.weight", {64, 8}, std::vector<float>(64 * 8));
+  w.write(bad / "adapter_model.safetensors");
+  CHECK_THROWS_WITH(merge_lora(tiny / "model", bad, out),
+                    Catch::Contains("no tensor 'model.layers.9.self_attn.q_proj.weight'"));
+  CHECK_FALSE(fs::exists(out));
+  fs::remove_all(bad);
+}
