@@ -89,7 +89,7 @@ TEST_CASE("apply_rope inverse is the transpose of the rotation", "[gradcheck][ke
   CHECK((round_trip - x).cwiseAbs().maxCoeff() < 1e-5f);
 }
 
-TEST_CASE("attention backward matches finite differences (two packed samples, GQA)", "[gradcheck][kernels]") {
+TEST_CASE("attention backward matches finite differences (two packed samples / GQA)", "[gradcheck][kernels]") {
   const int heads = 4, head_dim = 4;
   for (const int kv_heads : {2, 1}) {
     SECTION("kv_heads " + std::to_string(kv_heads)) {

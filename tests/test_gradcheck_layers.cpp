@@ -162,7 +162,7 @@ TEST_CASE("Linear<Full> gradients match finite differences and accumulate", "[gr
   CHECK(dx_again.isApprox(dx));
 }
 
-TEST_CASE("Linear<Lora> gradients match finite differences, with and without dropout", "[gradcheck][layers]") {
+TEST_CASE("Linear<Lora> gradients match finite differences / with and without dropout", "[gradcheck][layers]") {
   for (const double dropout : {0.0, 0.3}) {
     SECTION("lora_dropout " + std::to_string(dropout)) {
       Linear<Lora<>, Fp32> lin("model.layers.0.mlp.up_proj", {8, 12, false}, tiny_lora(dropout));
