@@ -104,6 +104,7 @@ class MultiTensorAdamW {
   }
 
   std::int64_t step_count() const { return step_count_; }
+  void set_step_count(std::int64_t n) { step_count_ = n; }  // resuming from a checkpoint
   // The tensors with their moment pointers filled in (for checkpoints and tests).
   const std::vector<AdamWTensor>& tensors() const { return host_tensors_; }
 

@@ -2,27 +2,30 @@
 // held to backend/cpu/attention.hpp: sample s occupies tokens [cu_seqlens[s], cu_seqlens[s+1])
 // and attends only to itself; query head h reads kv head h / (heads / kv_heads).
 //
-// No [seq, seq] matrix ever exists in device memory. The forward walks 64-key tiles with an
-// online softmax (running max m and sum l per query row; the output rescaled as m grows) and
-// saves only the log-sum-exp per (head, token). The backward recomputes P = exp(S - lse) tile by
-// tile on FlashAttention-2's schedule: one block per (key tile, query head), looping over the
-// query tiles at or after it; dK and dV accumulate in registers and are written per query head
-// (fp32 partials, summed over the group by a small kernel: no atomics on dK/dV), dQ accumulates
-// with fp32 atomics into a scratch buffer. D = rowsum(dO * O) is precomputed per (head, token),
-// the FA2 identity for rowsum(dP * P).
+// No [seq, seq] matrix ever exists in device memory. The forward walks key tiles with an online
+// softmax (running max m and sum l per query row; the output rescaled as m grows) and saves only
+// the log-sum-exp per (head, token). The backward recomputes P = exp(S - lse) tile by tile on
+// FlashAttention-2's schedule: one block per (key tile, query head), looping over the query tiles
+// at or after it; dK and dV accumulate in registers and are written per query head (fp32
+// partials, summed over the group by a small kernel: no atomics on dK/dV), dQ accumulates with
+// fp32 atomics into a scratch buffer. D = rowsum(dO * O) is precomputed per (head, token), the
+// FA2 identity for rowsum(dP * P). Scores, statistics and accumulators stay fp32; P and dS are
+// rounded to bf16 as the operands of the second products (as FA2 does).
 //
-// The products run on the tensor cores through WMMA (bf16 16x16x16, fp32 accumulation); each of
-// a block's 4 warps owns 16 rows of the 64-row tile, so softmax and rescaling need only warp
-// synchronisation. Scores, statistics and accumulators stay fp32; P and dS are rounded to bf16
-// as the operands of the second products (as FA2 does). attention_simt.cuh keeps the plain-FMA
-// version of the same algorithm as a readable reference. Layout: q, out, dq [tokens, heads * D];
-// k, v, dk, dv [tokens, kv_heads * D]; lse [heads, tokens] fp32. D = 64 or 128.
+// attention_forward / attention_backward run the mma.sync kernels of attention_mma.cuh (why they
+// are fast is told there). This file keeps the first tensor-core version, on WMMA 16x16x16
+// fragments with each score tile staged in fp32 shared memory (4 warps, 16 rows each, 64 x 64
+// tiles), as attention_forward_wmma / attention_backward_wmma: ~4x slower, it is the baseline the
+// test times the new kernels against and a second implementation it checks against the CPU.
+// attention_simt.cuh keeps the plain-FMA version as the readable reference. Layout: q, out, dq
+// [tokens, heads * D]; k, v, dk, dv [tokens, kv_heads * D]; lse [heads, tokens] fp32. D = 64 or 128.
 #pragma once
 #include <mma.h>
 
 #include <cstdint>
 #include <string>
 
+#include "peft/backend/cuda/attention_mma.cuh"
 #include "peft/backend/cuda/bf16.cuh"
 #include "peft/backend/cuda/cuda_check.cuh"
 
@@ -50,7 +53,7 @@ namespace detail {
 
 constexpr int kAttnTile = 64;  // query rows and key rows per tile
 
-// Shared-memory row strides (elements) of the tensor-core kernels. The padding keeps every
+// Shared-memory row strides (elements) of the WMMA kernels. The padding keeps every
 // 16-row fragment 32-byte aligned (WMMA's requirement) and shifts rows across banks.
 template <int D>
 struct TcLayout {
@@ -88,7 +91,7 @@ __device__ inline void load_tile_bf16(bf16* dst, const bf16* __restrict__ src, l
   }
 }
 
-// ---- forward --------------------------------------------------------------------------------
+// ---- WMMA forward ---------------------------------------------------------------------------
 
 template <int D>
 __global__ void __launch_bounds__(128) attention_forward_tc_kernel(
@@ -211,7 +214,7 @@ __global__ void __launch_bounds__(128) attention_forward_tc_kernel(
   }
 }
 
-// ---- backward -------------------------------------------------------------------------------
+// ---- backward helpers, WMMA backward ---------------------------------------------------------
 
 // dvec[h, t] = sum_c dO[t, h, c] * O[t, h, c]: one warp per (token, head).
 __global__ void attention_backward_dot_kernel(float* __restrict__ dvec, const bf16* __restrict__ dout,
@@ -421,6 +424,66 @@ void attention_backward_tc(float* dk_part, float* dv_part, float* dq_accum, cons
   PEFT_CUDA_CHECK_LAUNCH("attention_backward_tc_kernel");
 }
 
+template <int D>
+void attention_forward_mma(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, AttentionDims d,
+                           VarlenBatch b, cudaStream_t stream) {
+  constexpr int smem = static_cast<int>(mma_forward_smem<D>);
+  PEFT_CUDA_CHECK(
+      cudaFuncSetAttribute(attention_forward_mma_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  const dim3 grid((b.max_seqlen + kFwdM - 1) / kFwdM, d.heads, b.num_seqs);
+  attention_forward_mma_kernel<D><<<grid, kFwdThreads, smem, stream>>>(out, lse, q, k, v, b.cu_seqlens, d.heads,
+                                                                      d.kv_heads, b.tokens,
+                                                                      1.0f / sqrtf(static_cast<float>(D)));
+  PEFT_CUDA_CHECK_LAUNCH("attention_forward_mma_kernel");
+}
+
+template <int D>
+void attention_backward_mma(float* dk_part, float* dv_part, float* dq_accum, const bf16* dout, const bf16* q,
+                            const bf16* k, const bf16* v, const float* lse, const float* dvec, AttentionDims d,
+                            VarlenBatch b, cudaStream_t stream) {
+  constexpr int smem = static_cast<int>(mma_backward_smem<D>);
+  PEFT_CUDA_CHECK(
+      cudaFuncSetAttribute(attention_backward_mma_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  const dim3 grid((b.max_seqlen + kBwdTile - 1) / kBwdTile, d.heads, b.num_seqs);
+  attention_backward_mma_kernel<D><<<grid, kBwdThreads, smem, stream>>>(dk_part, dv_part, dq_accum, dout, q, k, v, lse,
+                                                                       dvec, b.cu_seqlens, d.heads, d.kv_heads,
+                                                                       b.tokens, 1.0f / sqrtf(static_cast<float>(D)));
+  PEFT_CUDA_CHECK_LAUNCH("attention_backward_mma_kernel");
+}
+
+// The backward around its core kernel: D = rowsum(dO * O), dQ accumulator zeroed, then the core
+// (core<64> or core<128>), then dQ to bf16 and the dK / dV partials summed over each group.
+template <template <int> class Core>
+void attention_backward_with(bf16* dq, bf16* dk, bf16* dv, float* scratch, const bf16* dout, const bf16* out,
+                             const bf16* q, const bf16* k, const bf16* v, const float* lse, AttentionDims d,
+                             VarlenBatch b, cudaStream_t stream) {
+  const long long nq = static_cast<long long>(b.tokens) * d.heads * d.head_dim;
+  const long long nk = static_cast<long long>(b.tokens) * d.kv_heads * d.head_dim;
+  float *dq_accum = scratch, *dk_part = scratch + nq, *dv_part = scratch + 2 * nq, *dvec = scratch + 3 * nq;
+  PEFT_CUDA_CHECK(cudaMemsetAsync(dq_accum, 0, nq * sizeof(float), stream));
+  attention_backward_dot_kernel<<<blocks_for(static_cast<long long>(b.tokens) * d.heads * 32, 256), 256, 0, stream>>>(
+      dvec, dout, out, b.tokens, d.heads, d.head_dim);
+  PEFT_CUDA_CHECK_LAUNCH("attention_backward_dot_kernel");
+  if (d.head_dim == 64) Core<64>::run(dk_part, dv_part, dq_accum, dout, q, k, v, lse, dvec, d, b, stream);
+  else Core<128>::run(dk_part, dv_part, dq_accum, dout, q, k, v, lse, dvec, d, b, stream);
+  f32_to_bf16_kernel<<<blocks_for(nq, 256), 256, 0, stream>>>(dq, dq_accum, nq);
+  PEFT_CUDA_CHECK_LAUNCH("f32_to_bf16_kernel");
+  attention_group_sum_kernel<<<blocks_for(nk, 256), 256, 0, stream>>>(dk, dk_part, b.tokens, d.heads, d.kv_heads,
+                                                                     d.head_dim);
+  PEFT_CUDA_CHECK_LAUNCH("attention_group_sum_kernel");
+  attention_group_sum_kernel<<<blocks_for(nk, 256), 256, 0, stream>>>(dv, dv_part, b.tokens, d.heads, d.kv_heads,
+                                                                     d.head_dim);
+  PEFT_CUDA_CHECK_LAUNCH("attention_group_sum_kernel");
+}
+template <int D>
+struct MmaBackwardCore {
+  static constexpr auto run = attention_backward_mma<D>;
+};
+template <int D>
+struct WmmaBackwardCore {
+  static constexpr auto run = attention_backward_tc<D>;
+};
+
 }  // namespace detail
 
 // ----------------------------------------------------------------------------------------------
@@ -430,8 +493,8 @@ inline void attention_forward(bf16* out, float* lse, const bf16* q, const bf16* 
                               VarlenBatch b, cudaStream_t stream) {
   detail::check_attention(d, "attention_forward");
   if (b.tokens == 0 || b.num_seqs == 0) return;
-  if (d.head_dim == 64) detail::attention_forward_tc<64>(out, lse, q, k, v, d, b, stream);
-  else detail::attention_forward_tc<128>(out, lse, q, k, v, d, b, stream);
+  if (d.head_dim == 64) detail::attention_forward_mma<64>(out, lse, q, k, v, d, b, stream);
+  else detail::attention_forward_mma<128>(out, lse, q, k, v, d, b, stream);
 }
 
 // dq, dk, dv overwritten (bf16); out and lse are the forward's; scratch holds
@@ -441,23 +504,24 @@ inline void attention_backward(bf16* dq, bf16* dk, bf16* dv, float* scratch, con
                                VarlenBatch b, cudaStream_t stream) {
   detail::check_attention(d, "attention_backward");
   if (b.tokens == 0 || b.num_seqs == 0) return;
-  const long long nq = static_cast<long long>(b.tokens) * d.heads * d.head_dim;
-  const long long nk = static_cast<long long>(b.tokens) * d.kv_heads * d.head_dim;
-  float *dq_accum = scratch, *dk_part = scratch + nq, *dv_part = scratch + 2 * nq, *dvec = scratch + 3 * nq;
-  PEFT_CUDA_CHECK(cudaMemsetAsync(dq_accum, 0, nq * sizeof(float), stream));
-  detail::attention_backward_dot_kernel<<<detail::blocks_for(static_cast<long long>(b.tokens) * d.heads * 32, 256), 256, 0,
-                                          stream>>>(dvec, dout, out, b.tokens, d.heads, d.head_dim);
-  PEFT_CUDA_CHECK_LAUNCH("attention_backward_dot_kernel");
-  if (d.head_dim == 64) detail::attention_backward_tc<64>(dk_part, dv_part, dq_accum, dout, q, k, v, lse, dvec, d, b, stream);
-  else detail::attention_backward_tc<128>(dk_part, dv_part, dq_accum, dout, q, k, v, lse, dvec, d, b, stream);
-  detail::f32_to_bf16_kernel<<<detail::blocks_for(nq, 256), 256, 0, stream>>>(dq, dq_accum, nq);
-  PEFT_CUDA_CHECK_LAUNCH("f32_to_bf16_kernel");
-  detail::attention_group_sum_kernel<<<detail::blocks_for(nk, 256), 256, 0, stream>>>(dk, dk_part, b.tokens, d.heads,
-                                                                                     d.kv_heads, d.head_dim);
-  PEFT_CUDA_CHECK_LAUNCH("attention_group_sum_kernel");
-  detail::attention_group_sum_kernel<<<detail::blocks_for(nk, 256), 256, 0, stream>>>(dv, dv_part, b.tokens, d.heads,
-                                                                                     d.kv_heads, d.head_dim);
-  PEFT_CUDA_CHECK_LAUNCH("attention_group_sum_kernel");
+  detail::attention_backward_with<detail::MmaBackwardCore>(dq, dk, dv, scratch, dout, out, q, k, v, lse, d, b, stream);
+}
+
+// The previous WMMA kernels, same contract: the baseline tests/cuda/test_attention.cu checks
+// against the CPU and times beside the kernels above.
+inline void attention_forward_wmma(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, AttentionDims d,
+                                   VarlenBatch b, cudaStream_t stream) {
+  detail::check_attention(d, "attention_forward_wmma");
+  if (b.tokens == 0 || b.num_seqs == 0) return;
+  if (d.head_dim == 64) detail::attention_forward_tc<64>(out, lse, q, k, v, d, b, stream);
+  else detail::attention_forward_tc<128>(out, lse, q, k, v, d, b, stream);
+}
+inline void attention_backward_wmma(bf16* dq, bf16* dk, bf16* dv, float* scratch, const bf16* dout, const bf16* out,
+                                    const bf16* q, const bf16* k, const bf16* v, const float* lse, AttentionDims d,
+                                    VarlenBatch b, cudaStream_t stream) {
+  detail::check_attention(d, "attention_backward_wmma");
+  if (b.tokens == 0 || b.num_seqs == 0) return;
+  detail::attention_backward_with<detail::WmmaBackwardCore>(dq, dk, dv, scratch, dout, out, q, k, v, lse, d, b, stream);
 }
 
 }  // namespace peft::cuda

@@ -2,8 +2,8 @@
 // softmax and FA2 backward schedule, with every product a scalar fp32 loop over 64 x 64 tiles
 // staged in fp32 shared memory (rows padded by one word so column walks do not conflict on
 // banks), 256 threads each owning a 4 x (D/16) register tile. It is the readable reference the
-// tensor-core kernels are checked against (tests/cuda/test_attention.cu runs both against the
-// CPU), about an order of magnitude slower; the backward uses one block per (key tile, kv head)
+// tensor-core kernels are checked against (tests/cuda/test_attention.cu runs all of them against
+// the CPU), one to two orders of magnitude slower; the backward uses one block per (key tile, kv head)
 // and loops over the group's query heads, so dK and dV need no partials. Scratch layout is
 // attention.cuh's (dQ accumulator first, D last).
 #pragma once

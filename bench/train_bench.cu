@@ -1,0 +1,177 @@
+// GPU training benchmark: the CUDA model (Qwen2<Lora<8>, Bf16Mixed, Cuda / CudaRecompute>) on
+// the Qwen2.5-7B and 0.5B shapes with random bf16 weights drawn on the device, LoRA r=8
+// all-linear (alpha 32, dropout 0.05, as bench/hf_peft_baseline.py), AdamW with clipping at 1.0.
+// Workloads mirror the HF baseline's: one sequence per step at 2048 (keep-all and recompute),
+// 4096 (recompute), 64; the identity run (50 samples of 40-80 tokens, 10 epochs, GA 16) trained
+// through the ordinary Trainer with the 16 samples of each optimizer step packed into one
+// micro-batch; the 0.5B at 2048.
+//
+// Per workload it prints one JSON line: tokens/s, median step time, peak memory (the arena's
+// high-water mark, comparable to torch's max_memory_allocated, and device memory in use from
+// cudaMemGetInfo, which adds the CUDA context and cuBLAS), and MFU against 805 TFLOP/s (the
+// cuBLAS bf16 rate measured on the H100), counting the useful FLOPs only: forward and input
+// gradients of every projection and the lm_head (frozen weights need no weight gradients) plus
+// causal attention (forward, and 2.5x that backward); recompute's extra forward is not credited.
+//
+//   train_bench [workload ...]   workloads: 7b_2048_keep 7b_2048_recompute 7b_4096_recompute
+//                                7b_64 identity 0.5b_2048 (default: all)
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "peft/backend/cuda/device.cuh"
+
+using namespace peft;
+
+namespace {
+
+constexpr double kPeakFlops = 805e12;
+
+double flops_per_token(const ModelConfig& c, double mean_keys) {
+  const double h = static_cast<double>(c.hidden_size), i = static_cast<double>(c.intermediate_size);
+  const double q = static_cast<double>(c.num_attention_heads * c.head_dim), kv = static_cast<double>(c.num_key_value_heads * c.head_dim);
+  const double linear = static_cast<double>(c.num_hidden_layers) * (h * q + 2 * h * kv + q * h + 3 * h * i) +
+                        static_cast<double>(c.vocab_size) * h;
+  const double attn_fwd = 4.0 * mean_keys * q * static_cast<double>(c.num_hidden_layers);  // QK^T and PV
+  return 4.0 * linear + 3.5 * attn_fwd;
+}
+
+double device_used_gb() {
+  std::size_t free = 0, total = 0;
+  PEFT_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+  return static_cast<double>(total - free) / (1u << 30);
+}
+
+LoraConfig bench_lora() {
+  LoraConfig l;
+  l.r = 8;
+  l.lora_alpha = 32;
+  l.lora_dropout = 0.05;
+  l.target_modules = {"all-linear"};
+  return l;
+}
+
+Sample random_sample(std::mt19937& rng, int len) {
+  Sample s;
+  std::uniform_int_distribution<int> tok(0, 149999);
+  for (int i = 0; i < len; ++i) s.input_ids.push_back(tok(rng));
+  s.labels = s.input_ids;
+  return s;
+}
+
+void report(const std::string& name, const ModelConfig& c, double tokens_per_step, double step_ms, double mean_keys,
+            std::size_t arena_peak, double used_gb, const std::string& extra = "") {
+  const double tps = tokens_per_step / (step_ms / 1000.0);
+  const double mfu = tps * flops_per_token(c, mean_keys) / kPeakFlops;
+  std::printf("{\"workload\": \"%s\", \"tok_per_s\": %.1f, \"step_ms\": %.2f, \"arena_peak_gb\": %.2f, "
+              "\"device_used_gb\": %.2f, \"mfu\": %.3f%s}\n",
+              name.c_str(), tps, step_ms, static_cast<double>(arena_peak) / (1u << 30), used_gb, mfu, extra.c_str());
+  std::fflush(stdout);
+}
+
+// One sequence of `seq` tokens per optimizer step: forward+backward, clip, AdamW, zero_grad.
+template <class Device>
+void fixed_length(const std::string& name, const ModelConfig& cfg, int seq, int steps, int warmup) {
+  using Model = Qwen2<Lora<8>, Bf16Mixed, Device>;
+  Model model(cfg, bench_lora(), {seq});
+  model.fill_random_weights(1);
+  model.init_adapters(0);
+  const auto params = model.trainable_parameters();
+  AdamW opt;
+  optimizer_init(opt, params);
+  std::mt19937 rng(0);
+  const PackedBatch batch = PackedBatch::of(random_sample(rng, seq));
+  const float scale = 1.0f / static_cast<float>(batch.label_tokens);
+  Rng dropout(0);
+  std::vector<double> ms;
+  double loss = 0;
+  for (int s = 0; s < warmup + steps; ++s) {
+    const auto t0 = std::chrono::steady_clock::now();
+    loss = model.forward_backward(batch, scale, &dropout).mean();
+    clip_grad_norm(params, 1.0);
+    optimizer_step(opt, params, 1e-4);
+    model.zero_grad();
+    PEFT_CUDA_CHECK(cudaStreamSynchronize(model.stream()));
+    const double dt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (s >= warmup) ms.push_back(dt);
+  }
+  std::sort(ms.begin(), ms.end());
+  const double med = ms[ms.size() / 2];
+  char extra[128];
+  std::snprintf(extra, sizeof extra, ", \"loss\": %.4f, \"steps\": %d, \"step_ms_min\": %.2f", loss, steps, ms.front());
+  report(name, cfg, seq, med, (seq + 1) / 2.0, model.arena().high_water(), device_used_gb(), extra);
+}
+
+// The recipe's identity run through the Trainer: batch 16 of packed samples, GA 1 (the same
+// optimizer steps as batch 1 x GA 16: HF normalises by the step's label tokens either way).
+void identity_run(const ModelConfig& cfg) {
+  using Model = Qwen2<Lora<8>, Bf16Mixed, Cuda>;
+  const auto t_load = std::chrono::steady_clock::now();
+  Model model(cfg, bench_lora(), {16 * 80});
+  model.fill_random_weights(1);
+  model.init_adapters(0);
+  PEFT_CUDA_CHECK(cudaDeviceSynchronize());
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
+  std::mt19937 rng(0);
+  std::vector<Sample> data;
+  std::uniform_int_distribution<int> len(40, 80);
+  std::int64_t tokens = 0;
+  for (int i = 0; i < 50; ++i) {
+    data.push_back(random_sample(rng, len(rng)));
+    tokens += static_cast<std::int64_t>(data.back().size());
+  }
+  TrainingArguments args;
+  args.learning_rate = 1e-4;
+  args.num_train_epochs = 10;
+  args.per_device_train_batch_size = 16;
+  args.gradient_accumulation_steps = 1;
+  args.max_grad_norm = 1.0;
+  args.lr_scheduler_type = "cosine";
+  args.warmup_ratio = 0.05;
+  args.logging_steps = 1000;
+  Trainer<Model> trainer(model, args, AdamW(), NamedSchedule(args.lr_scheduler_type));
+  trainer.set_quiet(true);
+  const TrainResult r = trainer.train(data);
+  const auto out = std::filesystem::temp_directory_path() / "peft_bench_identity_adapter";
+  const auto t_save = std::chrono::steady_clock::now();
+  save_trained_weights(out, model, "random-7b");
+  const double save_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_save).count();
+  std::filesystem::remove_all(out);
+  char extra[256];
+  std::snprintf(extra, sizeof extra,
+                ", \"train_s\": %.2f, \"init_s\": %.2f, \"save_s\": %.3f, \"total_s\": %.2f, \"optimizer_steps\": %lld, "
+                "\"tokens\": %lld, \"first_loss\": %.4f, \"last_loss\": %.4f",
+                r.seconds, load_s, save_s, load_s + r.seconds + save_s, static_cast<long long>(r.global_step),
+                static_cast<long long>(10 * tokens), r.step_losses.front(), r.step_losses.back());
+  // step_ms: per optimizer step; tok_per_s: all training tokens over the training wall time.
+  report("identity", cfg, static_cast<double>(10 * tokens) / static_cast<double>(r.global_step),
+         r.seconds * 1000.0 / static_cast<double>(r.global_step), 30.0, model.arena().high_water(), device_used_gb(),
+         extra);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> want(argv + 1, argv + argc);
+  auto on = [&](const char* w) { return want.empty() || std::find(want.begin(), want.end(), w) != want.end(); };
+  cudaDeviceProp prop{};
+  PEFT_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("{\"device\": \"%s\", \"sms\": %d}\n", prop.name, prop.multiProcessorCount);
+  const ModelConfig b7 = preset_config<Qwen25_7B>(), b05 = preset_config<Qwen25_0_5B>();
+  try {
+    if (on("7b_2048_keep")) fixed_length<Cuda>("7b_2048_keep", b7, 2048, 8, 2);
+    if (on("7b_2048_recompute")) fixed_length<CudaRecompute>("7b_2048_recompute", b7, 2048, 8, 2);
+    if (on("7b_4096_recompute")) fixed_length<CudaRecompute>("7b_4096_recompute", b7, 4096, 5, 1);
+    if (on("7b_64")) fixed_length<Cuda>("7b_64", b7, 64, 30, 5);
+    if (on("identity")) identity_run(b7);
+    if (on("0.5b_2048")) fixed_length<Cuda>("0.5b_2048", b05, 2048, 10, 3);
+  } catch (const std::exception& e) {
+    std::printf("{\"error\": \"%s\"}\n", e.what());
+    return 1;
+  }
+  return 0;
+}
