@@ -13,7 +13,8 @@ int main(int argc, char** argv) {
   try {
     examples::SftArgs args = examples::parse_sft_args(argc, argv);
     if (args.help) return 0;
-    require(args.device != "cuda", "--device cuda: this build has no CUDA backend (build with nvcc; see README)");
+    require(args.device != "cuda", "--device cuda: this program is the CPU build; configure with -DPEFT_WITH_CUDA=ON and run "
+            "identity_finetune_cuda (README)");
     const bool bf16 = args.torch_dtype == "bfloat16";
     if (args.train_type == "lora")
       return bf16 ? examples::run_sft<Qwen2<Lora<>, Bf16Mixed, Cpu>>(args)

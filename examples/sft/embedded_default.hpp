@@ -36,5 +36,6 @@ inline std::filesystem::path assets_dir() {
 inline std::filesystem::path default_tokenizer() { return assets_dir() / "tokenizer" / "qwen2.5" / "tokenizer.json"; }
 inline std::filesystem::path default_identity_dataset() { return assets_dir() / "data" / "self_cognition.jsonl"; }
 inline std::filesystem::path default_identity_questions() { return assets_dir() / "data" / "identity_eval.jsonl"; }
+inline std::filesystem::path default_general_eval() { return assets_dir() / "data" / "general_eval.jsonl"; }
 
 }  // namespace peft::examples

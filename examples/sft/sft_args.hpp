@@ -28,6 +28,14 @@ struct SftArgs {
   LoraConfig lora;
   TrainingArguments train;
   data::DatasetOptions data;
+  // Evaluation hooks (train/hooks/): held-out identity questions, a general set for retention.
+  std::string eval_identity_dataset, eval_general_dataset;
+  std::int64_t eval_generation_max_new_tokens = 48;
+  // Early stopping (HF's EarlyStoppingCallback; ms-swift has no flag for it, names are ours).
+  std::string early_stop_metric;
+  std::int64_t early_stop_patience = 0;
+  double early_stop_min_delta = 0.0;
+  std::int64_t debug_sigkill_at_step = -1;  // test-only: the process kills itself (SIGKILL) there
   std::vector<std::string> ignored;  // ms-swift flags accepted but not acted on
   std::vector<std::string> given;    // flags the user set explicitly
   nlohmann::json as_json;            // every flag as given, for args.json
@@ -65,7 +73,9 @@ inline const std::vector<std::string>& accepted_unused_flags() {
 
 }  // namespace detail
 
-inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& help_out = std::cout) {
+// `extra`: a program's own flags (lr_epoch_sweep's grid), parsed alongside these.
+inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& help_out = std::cout,
+                              const boost::program_options::options_description* extra = nullptr) {
   namespace po = boost::program_options;
   SftArgs a;
   std::vector<std::string> datasets, targets = {"all-linear"}, model_name, model_author;
@@ -75,7 +85,7 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
   t.lr_scheduler_type = "cosine";
   t.save_total_limit = -1;
   std::int64_t eval_steps = 0;
-  std::string output_dir = "output";
+  std::string output_dir = "output", resume, greater_is_better, load_best = "false";
 
   po::options_description d("identity_finetune (flags as ms-swift's `swift sft`)");
   d.add_options()
@@ -119,7 +129,23 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
       ("output_dir", po::value(&output_dir)->default_value("output"), "where runs are written")
       ("add_version", po::value(&add_version)->default_value("true"), "write into output_dir/vN-<time>/ (true|false)")
       ("torch_dtype", po::value(&a.torch_dtype)->default_value("bfloat16"), "float32 | bfloat16")
-      ("device", po::value(&a.device)->default_value("auto"), "cpu | cuda | auto");
+      ("device", po::value(&a.device)->default_value("auto"), "cpu | cuda | auto")
+      ("resume_from_checkpoint", po::value(&resume), "continue exactly from this checkpoint-N folder")
+      ("metric_for_best_model", po::value(&t.metric_for_best_model),
+       "eval metric that picks the best checkpoint (loss, identity_accuracy, ...; 'eval_' is implied)")
+      ("greater_is_better", po::value(&greater_is_better), "true|false (default: false for *loss, else true)")
+      ("load_best_model_at_end", po::value(&load_best)->default_value("false"), "end with the best checkpoint's weights")
+      ("early_stop_metric", po::value(&a.early_stop_metric), "metric early stopping watches (default: metric_for_best_model or eval_loss)")
+      ("early_stop_patience", po::value(&a.early_stop_patience)->default_value(0), "stop after N evaluations without improvement (0: off)")
+      ("early_stop_min_delta", po::value(&a.early_stop_min_delta)->default_value(0.0), "smallest change that counts as improvement")
+      ("max_consecutive_nonfinite_steps", po::value(&t.max_consecutive_nonfinite_steps)->default_value(5),
+       "stop when this many steps in a row have a NaN/Inf loss or gradient norm")
+      ("eval_identity_dataset", po::value(&a.eval_identity_dataset), "held-out identity questions for identity accuracy")
+      ("eval_general_dataset", po::value(&a.eval_general_dataset), "held-out general set for retention (loss vs the base model)")
+      ("eval_generation_max_new_tokens", po::value(&a.eval_generation_max_new_tokens)->default_value(48),
+       "longest answer generated for identity accuracy and repetition")
+      ("debug_sigkill_at_step", po::value(&a.debug_sigkill_at_step)->default_value(-1), "(tests) die by SIGKILL after step N");
+  if (extra) d.add(*extra);
   for (const auto& f : detail::accepted_unused_flags())
     d.add_options()(f.c_str(), po::value<std::vector<std::string>>()->multitoken(), "(accepted, not used)");
 
@@ -162,6 +188,15 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
   require(eval_steps >= 0, "--eval_steps must be >= 0");
   t.eval_steps = eval_steps;
   t.output_dir = output_dir;
+  t.resume_from_checkpoint = resume;
+  if (!greater_is_better.empty()) t.greater_is_better = detail::parse_bool("greater_is_better", greater_is_better);
+  t.load_best_model_at_end = detail::parse_bool("load_best_model_at_end", load_best);
+  require(a.early_stop_patience >= 0, "--early_stop_patience must be >= 0");
+  require(a.early_stop_min_delta >= 0, "--early_stop_min_delta must be >= 0");
+  require(a.eval_generation_max_new_tokens > 0, "--eval_generation_max_new_tokens must be positive");
+  if (!resume.empty())
+    require(std::filesystem::is_regular_file(std::filesystem::path(resume) / "trainer_state.json"),
+            "--resume_from_checkpoint {}: no trainer_state.json there (not a checkpoint folder)", resume);
   a.lora.target_modules = targets;
   if (a.train_type == "lora") a.lora.validate();
   t.validate();

@@ -1,7 +1,5 @@
 # identity_finetune as a user runs it: a good run leaves the ms-swift layout; every bad input
 # ends with a message naming the file (and line or tensor) and a non-zero exit, never a crash.
-set(PEFT_TINY ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/tiny_public)
-set(PEFT_BAD ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/bad)
 set(PEFT_CLI_WORK ${CMAKE_CURRENT_BINARY_DIR}/cli_work)
 set(PEFT_FT_BASE --model ${PEFT_TINY}/model --dataset ${PEFT_TINY}/tokens.jsonl --add_version false)
 

@@ -1,30 +1,12 @@
-# peft_cli_test(NAME [FAIL] [PROGRAM target] [REGEX re] [SETUP script] [ENV VAR=value ...] ARGS ... [FILES ...]):
-# one program-level test run by run_expect.cmake in its own folder under cli_work/. PROGRAM
-# defaults to identity_finetune. FAIL expects a non-zero exit (never a crash); REGEX must match
-# the output; FILES must exist afterwards; SETUP is a cmake script that prepares inputs; ENV sets
-# environment variables for the program.
-set(PEFT_CLI_WORK ${CMAKE_CURRENT_BINARY_DIR}/cli_work)
+# peft_cli_test(NAME [PROGRAM target] ...): peft_program_test (program_test.cmake) with
+# identity_finetune as the default program, and the fixture paths the CLI tests share.
+include(${CMAKE_CURRENT_LIST_DIR}/program_test.cmake)
+set(PEFT_TINY ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/tiny_public)
+set(PEFT_BAD ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/bad)
 function(peft_cli_test name)
-  cmake_parse_arguments(T "FAIL" "REGEX;SETUP;PROGRAM" "ARGS;FILES;ENV" ${ARGN})
+  cmake_parse_arguments(T "" "PROGRAM" "" ${ARGN})
   if(NOT T_PROGRAM)
     set(T_PROGRAM identity_finetune)
   endif()
-  set(work ${PEFT_CLI_WORK}/${name})
-  set(defs -DWORK_DIR=${work} -DEXPECT_FAIL=${T_FAIL} -DFIXTURES=${CMAKE_CURRENT_SOURCE_DIR}/fixtures)
-  if(T_REGEX)
-    list(APPEND defs "-DEXPECT_REGEX=${T_REGEX}")
-  endif()
-  if(T_FILES)
-    string(REPLACE ";" "|" files "${T_FILES}")
-    list(APPEND defs "-DEXPECT_FILES=${files}")
-  endif()
-  if(T_SETUP)
-    list(APPEND defs -DSETUP=${T_SETUP})
-  endif()
-  set(cmd $<TARGET_FILE:${T_PROGRAM}> ${T_ARGS})
-  if(T_ENV)
-    set(cmd ${CMAKE_COMMAND} -E env ${T_ENV} ${cmd})
-  endif()
-  string(REPLACE ";" "|" cmd "${cmd}")
-  add_test(NAME cli_${name} COMMAND ${CMAKE_COMMAND} ${defs} "-DCMD=${cmd}" -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/run_expect.cmake)
+  peft_program_test(${T_PROGRAM} ${name} ${T_UNPARSED_ARGUMENTS})
 endfunction()

@@ -2,9 +2,13 @@
 // LoRA, HF weights for full fine-tuning), the optimizer moments and trainer_state.json. Each is
 // published atomically (written to a staging folder, fsynced, renamed), so a crash mid-save
 // leaves the previous checkpoint whole. Rotation keeps the newest `save_total_limit`.
+// Exact resume reads back the same files: LoRA tensors from the adapter (fp32), other trained
+// tensors from their weights file when it holds fp32, else from fp32 masters that the optimizer
+// file carries ("master.<name>") because a bf16 copy would lose the low bits.
 #pragma once
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <string>
@@ -17,6 +21,20 @@
 
 namespace peft {
 
+namespace detail {
+inline bool is_lora_tensor(const Parameter& p) { return p.name.find(".lora_") != std::string::npos; }
+inline std::vector<std::int64_t> stored_shape(const Parameter& p) {
+  std::vector<std::int64_t> shape = shape_of(*p.value);
+  if (p.is_vector) shape.erase(shape.begin());
+  return shape;
+}
+}  // namespace detail
+
+template <class Model>
+std::filesystem::path trained_weights_file(const std::filesystem::path& dir) {
+  return dir / (std::is_same_v<typename Model::Layout, FullModel> ? "model.safetensors" : "trainable_weights.safetensors");
+}
+
 // LoRA tensors go to the PEFT adapter files; other trainable tensors (full fine-tuning) are
 // written with their HF names to model.safetensors, stored in the run's dtype, with config.json
 // when every parameter trained, so transformers loads the folder as a model.
@@ -26,10 +44,9 @@ void save_trained_weights(const std::filesystem::path& dir, Model& model, const 
   if constexpr (Model::uses_lora()) save_adapter(dir, params, model.lora_config(), base_model);
   SafetensorsWriter w;
   for (const auto& p : params) {
-    if (p.name.find(".lora_") != std::string::npos) continue;
-    std::vector<std::int64_t> shape = shape_of(*p.value);
-    if (p.is_vector) shape.erase(shape.begin());
-    w.add_f32(p.name, shape, std::span<const float>(p.value->data(), static_cast<std::size_t>(p.value->size())),
+    if (detail::is_lora_tensor(p)) continue;
+    w.add_f32(p.name, detail::stored_shape(p),
+              std::span<const float>(p.value->data(), static_cast<std::size_t>(p.value->size())),
               Model::Precision::storage);
   }
   if (w.empty()) return;
@@ -40,11 +57,37 @@ void save_trained_weights(const std::filesystem::path& dir, Model& model, const 
     cfg["torch_dtype"] = std::string(Model::Precision::name);
     write_text_atomic(dir / "config.json", cfg.dump(2) + "\n");
   } else {
-    w.write(dir / "trainable_weights.safetensors");
+    w.write(trained_weights_file<Model>(dir));
   }
 }
 
-inline void save_adamw_state(const std::filesystem::path& file, const AdamW& opt, const ParameterList& params) {
+// Restores what save_trained_weights (and save_adamw_state's masters) wrote, bit for bit.
+template <class Model>
+void load_trained_weights(const std::filesystem::path& dir, Model& model) {
+  const ParameterList params = model.trainable_parameters();
+  if constexpr (Model::uses_lora()) load_adapter_weights(dir, params);
+  const auto masters_file = dir / "optimizer.safetensors";
+  std::optional<SafetensorsFile> masters, weights;
+  if (std::filesystem::exists(masters_file)) masters = SafetensorsFile::open(masters_file);
+  for (const auto& p : params) {
+    if (detail::is_lora_tensor(p)) continue;
+    const std::string master = "master." + p.name;
+    if (masters && masters->contains(master)) {
+      masters->read_f32(master, shape_of(*p.value), p.value->data());
+      continue;
+    }
+    require(Model::Precision::storage == DType::F32,
+            "{}: no fp32 master of '{}' (checkpoint saved with --save_only_model?): cannot restore it exactly",
+            masters_file.string(), p.name);
+    if (!weights) weights = SafetensorsFile::open(trained_weights_file<Model>(dir));
+    weights->read_f32(p.name, detail::stored_shape(p), p.value->data());
+  }
+}
+
+// The moments, their step count, and fp32 masters of non-LoRA trained tensors when the run
+// stores weights in a narrower type (`masters`).
+inline void save_adamw_state(const std::filesystem::path& file, const AdamW& opt, const ParameterList& params,
+                             bool masters = false) {
   SafetensorsWriter w;
   for (std::size_t i = 0; i < params.size(); ++i) {
     const auto n = static_cast<std::size_t>(params[i].value->size());
@@ -52,8 +95,30 @@ inline void save_adamw_state(const std::filesystem::path& file, const AdamW& opt
     w.add_f32("exp_avg_sq." + params[i].name, shape_of(opt.exp_avg_sq[i]),
               std::span<const float>(opt.exp_avg_sq[i].data(), n));
   }
+  if (masters)
+    for (const auto& p : params)
+      if (!detail::is_lora_tensor(p))
+        w.add_f32("master." + p.name, shape_of(*p.value),
+                  std::span<const float>(p.value->data(), static_cast<std::size_t>(p.value->size())));
   w.set_metadata("step", std::to_string(opt.step_count));
   w.write(file);
+}
+
+inline void load_adamw_state(const std::filesystem::path& file, AdamW& opt, const ParameterList& params) {
+  require(std::filesystem::exists(file), "{}: missing (checkpoint saved with --save_only_model?): cannot resume the "
+          "optimizer", file.string());
+  const auto st = SafetensorsFile::open(file);
+  require(opt.exp_avg.size() == params.size(), "load_adamw_state: optimizer not initialised for these parameters");
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    const std::string& n = params[i].name;
+    require(st.contains("exp_avg." + n), "{}: no moments for '{}' (a checkpoint of another model or layout?)",
+            file.string(), n);
+    st.read_f32("exp_avg." + n, shape_of(opt.exp_avg[i]), opt.exp_avg[i].data());
+    st.read_f32("exp_avg_sq." + n, shape_of(opt.exp_avg_sq[i]), opt.exp_avg_sq[i].data());
+  }
+  const auto it = st.metadata().find("step");
+  require(it != st.metadata().end(), "{}: no 'step' in the metadata", file.string());
+  opt.step_count = std::stoll(it->second);
 }
 
 // checkpoint-<N> folders under `output_dir`, oldest first.

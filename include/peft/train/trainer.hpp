@@ -4,8 +4,13 @@
 //     epoch takes what is left); its loss is sum CE over all its label tokens / their count, and
 //     each micro-batch's backward is scaled by 1 / that count, so accumulation equals one big batch;
 //   - clip the global gradient norm, AdamW at lr * schedule(step), zero the gradients;
+//   - a step whose loss or gradient norm is NaN/Inf takes no update (train/numerical_guard.hpp);
 //   - log every logging_steps (loss averaged over the steps since the last log), evaluate every
-//     eval_steps, checkpoint every save_steps and at the end, keep save_total_limit checkpoints.
+//     eval_steps, checkpoint every save_steps and at the end, keep save_total_limit checkpoints
+//     (never the best one nor the one resumed from);
+//   - resume_from_checkpoint restores weights, moments, step, dropout generator, logging interval
+//     and history, hooks' state; the epoch's sample order is recomputed from (seed, epoch), so
+//     an interrupted-and-resumed run equals an uninterrupted one bit for bit (CPU backend).
 // Trainer<Model, Optimizer, Schedule, Hooks...>: hooks are small policy types called at the
 // points named in train/hooks.hpp.
 #pragma once
@@ -14,6 +19,7 @@
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <tuple>
@@ -24,20 +30,24 @@
 #include "peft/optim/optimizer.hpp"
 #include "peft/optim/schedules.hpp"
 #include "peft/train/checkpoint.hpp"
+#include "peft/train/best_model.hpp"
+#include "peft/train/evaluate.hpp"
 #include "peft/train/grad_norm.hpp"
 #include "peft/train/hooks.hpp"
+#include "peft/train/loss_plot.hpp"
+#include "peft/train/numerical_guard.hpp"
+#include "peft/train/trainer_state.hpp"
 #include "peft/train/training_arguments.hpp"
 
 namespace peft {
 
-struct TrainResult {
-  std::int64_t global_step = 0;
-  std::vector<double> step_losses, step_grad_norms, step_lrs;
-  double train_loss = 0;  // mean of step losses
-  double seconds = 0;
-  std::int64_t tokens = 0;
-  std::filesystem::path last_checkpoint;
-};
+// The optimizer's calls go through these free functions so that a backend whose parameters live
+// on a device overloads them for its parameter-list type (backend/cuda/model/parameters.cuh), as
+// it does clip_grad_norm and save_adamw_state; host parameter lists use the optimizer's members.
+template <class Opt, class Params>
+void optimizer_init(Opt& opt, const Params& params) { opt.init(params); }
+template <class Opt, class Params>
+void optimizer_step(Opt& opt, const Params& params, double lr) { opt.step(params, lr); }
 
 template <class Model, Optimizer Opt = AdamW, LrSchedule Sched = NamedSchedule, class... Hooks>
 class Trainer {
@@ -65,9 +75,9 @@ class Trainer {
 
   TrainResult train(const std::vector<Sample>& train, const std::vector<Sample>* eval = nullptr) {
     require(!train.empty(), "the training set is empty");
-    const ParameterList params = model_.trainable_parameters();
+    const auto params = model_.trainable_parameters();
     require(!params.empty(), "the model has no trainable parameters (check --target_modules / --train_type)");
-    opt_.init(params);
+    optimizer_init(opt_, params);
     model_.zero_grad();
 
     const std::int64_t per_epoch = steps_per_epoch(train.size());
@@ -75,22 +85,23 @@ class Trainer {
     const std::int64_t warmup = warmup_steps(total, args_.warmup_ratio, args_.warmup_steps);
     const std::int64_t eval_every = args_.eval_steps > 0 ? args_.eval_steps : args_.save_steps;
     Rng dropout_rng(args_.seed);
-    std::ofstream log;
-    if (!run_dir_.empty()) {
-      std::filesystem::create_directories(run_dir_);
-      log.open(run_dir_ / "logging.jsonl", std::ios::app);
-      require(static_cast<bool>(log), "cannot write {}", (run_dir_ / "logging.jsonl").string());
-    }
+    NonFiniteGuard guard{args_.max_consecutive_nonfinite_steps};
+    st_ = TrainerState{};
+    if (!args_.resume_from_checkpoint.empty()) resume(params, dropout_rng, guard, total);
+    TrainResult& res = st_.res;
+    std::ofstream log = open_log();
+    call_hooks([&](auto& h) { if constexpr (requires { h.on_train_begin(); }) h.on_train_begin(); });
+    const bool evaluating = (eval && !eval->empty()) || any_hook([](const auto& h) {
+      if constexpr (requires { h.evaluates(); }) return h.evaluates(); else return false;
+    });
 
-    TrainResult res;
+    const std::int64_t start_step = res.global_step;
     const auto t0 = std::chrono::steady_clock::now();
-    double interval_loss = 0;
-    std::int64_t interval_steps = 0, interval_tokens = 0;
     auto interval_t0 = t0;
     std::vector<std::size_t> order;
-    for (std::int64_t step = 0; step < total; ++step) {
+    for (std::int64_t step = res.global_step; step < total; ++step) {
       const std::int64_t epoch = step / per_epoch, in_epoch = step % per_epoch;
-      if (in_epoch == 0) order = epoch_order(train.size(), epoch);
+      if (in_epoch == 0 || order.empty()) order = epoch_order(train.size(), epoch);
       // The micro-batches of this optimizer step.
       const std::size_t bs = static_cast<std::size_t>(args_.per_device_train_batch_size);
       const std::size_t first = static_cast<std::size_t>(in_epoch * args_.gradient_accumulation_steps) * bs;
@@ -110,7 +121,8 @@ class Trainer {
       const double loss = label_tokens > 0 ? loss_sum / static_cast<double>(label_tokens) : 0.0;
       const double grad_norm = clip_grad_norm(params, args_.max_grad_norm);
       const double lr = args_.learning_rate * sched_.factor(step, warmup, total);
-      if (label_tokens > 0) opt_.step(params, lr);
+      const bool skipped = guard.skip(step + 1, loss, grad_norm);
+      if (label_tokens > 0 && !skipped) optimizer_step(opt_, params, lr);
       model_.zero_grad();
 
       res.step_losses.push_back(loss);
@@ -118,60 +130,76 @@ class Trainer {
       res.step_lrs.push_back(lr);
       res.tokens += tokens;
       res.global_step = step + 1;
-      interval_loss += loss;
-      ++interval_steps;
-      interval_tokens += tokens;
+      res.skipped_steps = guard.total;
+      if (!skipped) {
+        st_.interval_loss += loss;
+        ++st_.interval_steps;
+      }
+      st_.interval_tokens += tokens;
       call_hooks([&](auto& h) { if constexpr (requires { h.on_step_end(res); }) h.on_step_end(res); });
 
       const std::int64_t gs = step + 1;
-      const bool last_step = gs == total;
-      if (gs % args_.logging_steps == 0 || (gs == 1 && args_.logging_first_step) || last_step) {
+      bool last_step = gs == total;
+      const double epoch_now = static_cast<double>(gs) / static_cast<double>(per_epoch);
+      // A log entry for the steps since the last one (also written when early stopping ends the run).
+      auto log_train = [&] {
         const auto now = std::chrono::steady_clock::now();
         const double elapsed = std::chrono::duration<double>(now - t0).count();
         const double dt = std::chrono::duration<double>(now - interval_t0).count();
-        nlohmann::json entry = {{"step", gs},
-                                {"loss", interval_loss / static_cast<double>(interval_steps)},
-                                {"grad_norm", grad_norm},
-                                {"learning_rate", lr},
-                                {"epoch", static_cast<double>(gs) / static_cast<double>(per_epoch)},
-                                {"tokens_per_second", dt > 0 ? static_cast<double>(interval_tokens) / dt : 0.0},
-                                {"elapsed_s", elapsed}};
+        nlohmann::json entry = {
+            {"step", gs},
+            {"loss", detail::finite_or_null(st_.interval_loss / static_cast<double>(st_.interval_steps))},
+            {"grad_norm", detail::finite_or_null(grad_norm)},
+            {"learning_rate", lr},
+            {"epoch", epoch_now},
+            {"skipped_steps", guard.total},
+            {"tokens_per_second", dt > 0 ? static_cast<double>(st_.interval_tokens) / dt : 0.0},
+            {"elapsed_s", elapsed}};
         call_hooks([&](auto& h) { if constexpr (requires { h.on_log(entry); }) h.on_log(entry); });
         write_log(log, entry);
-        progress(gs, total, entry, elapsed);
-        interval_loss = 0;
-        interval_steps = interval_tokens = 0;
+        progress(gs, gs - start_step, total, entry, elapsed);
+        st_.interval_loss = 0;
+        st_.interval_steps = st_.interval_tokens = 0;
         interval_t0 = now;
-      }
-      if (eval && !eval->empty() && (gs % eval_every == 0 || last_step)) {
-        nlohmann::json entry = {{"step", gs}, {"eval_loss", evaluate(*eval).mean()},
-                                {"epoch", static_cast<double>(gs) / static_cast<double>(per_epoch)}};
+      };
+      const bool logged = gs % args_.logging_steps == 0 || (gs == 1 && args_.logging_first_step) || last_step;
+      if (logged) log_train();
+      if (evaluating && (gs % eval_every == 0 || last_step)) {
+        nlohmann::json entry = {{"step", gs}, {"epoch", epoch_now}};
+        if (eval && !eval->empty()) entry["eval_loss"] = evaluate(*eval).mean();
         call_hooks([&](auto& h) { if constexpr (requires { h.on_evaluate(entry); }) h.on_evaluate(entry); });
         write_log(log, entry);
-        if (!quiet_) fmt::print(stderr, "[eval] step {} eval_loss {:.4f}\n", gs, entry["eval_loss"].get<double>());
+        st_.last_eval = entry;
+        if (!quiet_) fmt::print(stderr, "[eval] {}\n", entry.dump());
+        if (any_hook([](const auto& h) { if constexpr (requires { h.should_stop(); }) return h.should_stop(); else return false; })) {
+          res.stopped_early = !last_step;
+          if (!logged) log_train();
+          last_step = true;
+          fmt::print(stderr, "[train] early stopping at step {}: no improvement in the last evaluations\n", gs);
+        }
       }
-      if (!run_dir_.empty() && (gs % args_.save_steps == 0 || last_step))
-        res.last_checkpoint = save_checkpoint(gs, params, res);
+      if (!run_dir_.empty() && (gs % args_.save_steps == 0 || last_step)) {
+        st_.dropout_rng = dropout_rng.state();
+        st_.nonfinite_in_a_row = guard.in_a_row;
+        res.last_checkpoint = save_checkpoint(gs, epoch_now, total, params);
+      }
+      if (last_step) break;
     }
     res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    res.train_loss = std::accumulate(res.step_losses.begin(), res.step_losses.end(), 0.0) /
-                     static_cast<double>(res.step_losses.size());
+    double finite_sum = 0;
+    std::int64_t finite_n = 0;
+    for (double l : res.step_losses)
+      if (std::isfinite(l)) finite_sum += l, ++finite_n;
+    res.train_loss = finite_n ? finite_sum / static_cast<double>(finite_n) : std::numeric_limits<double>::quiet_NaN();
+    if (args_.load_best_model_at_end) load_best_model();
+    if (!run_dir_.empty()) write_loss_plot(run_dir_, plot_title());
     call_hooks([&](auto& h) { if constexpr (requires { h.on_train_end(res); }) h.on_train_end(res); });
     return res;
   }
 
   // Token-weighted mean CE over a dataset, in batches of per_device_eval_batch_size.
   LossSum evaluate(const std::vector<Sample>& data) {
-    LossSum total;
-    const auto bs = static_cast<std::size_t>(args_.per_device_eval_batch_size);
-    for (std::size_t i = 0; i < data.size(); i += bs) {
-      PackedBatch b;
-      for (std::size_t j = i; j < std::min(data.size(), i + bs); ++j) b.add(data[j]);
-      const LossSum r = model_.evaluate(b);
-      total.sum += r.sum;
-      total.tokens += r.tokens;
-    }
-    return total;
+    return evaluate_loss(model_, data, args_.per_device_eval_batch_size);
   }
 
   const Opt& optimizer() const { return opt_; }
@@ -191,37 +219,124 @@ class Trainer {
   }
 
   template <class F> void call_hooks(F&& f) { std::apply([&](auto&... h) { (f(h), ...); }, hooks_); }
+  template <class F> bool any_hook(F&& f) const {
+    return std::apply([&](const auto&... h) { return (false || ... || f(h)); }, hooks_);
+  }
 
-  static void write_log(std::ofstream& log, const nlohmann::json& entry) {
+  // logging.jsonl: appended to; a resumed run first rewrites it as the checkpoint's history, so
+  // what the killed process logged after its last checkpoint is not there twice.
+  std::ofstream open_log() {
+    std::ofstream log;
+    if (run_dir_.empty()) return log;
+    std::filesystem::create_directories(run_dir_);
+    const auto file = run_dir_ / "logging.jsonl";
+    if (!args_.resume_from_checkpoint.empty()) {
+      std::string text;
+      for (const auto& e : st_.log_history) text += e.dump() + "\n";
+      write_text_atomic(file, text);
+    }
+    log.open(file, std::ios::app);
+    require(static_cast<bool>(log), "cannot write {}", file.string());
+    return log;
+  }
+
+  void write_log(std::ofstream& log, const nlohmann::json& entry) {
+    st_.log_history.push_back(entry);
     if (!log.is_open()) return;
     log << entry.dump() << '\n';
     log.flush();
   }
 
-  void progress(std::int64_t gs, std::int64_t total, const nlohmann::json& e, double elapsed) const {
+  // Everything a checkpoint holds goes back where it came from (train/trainer_state.hpp).
+  template <class Params>
+  void resume(const Params& params, Rng& dropout_rng, NonFiniteGuard& guard, std::int64_t total) {
+    const auto& dir = args_.resume_from_checkpoint;
+    require(std::filesystem::is_directory(dir), "--resume_from_checkpoint {}: not a directory", dir.string());
+    st_ = read_trainer_state(dir / "trainer_state.json");
+    require(st_.res.global_step < total, "--resume_from_checkpoint {}: it is at step {} of {}: nothing left to train",
+            dir.string(), st_.res.global_step, total);
+    load_trained_weights(dir, model_);
+    if constexpr (std::is_same_v<Opt, AdamW>) load_adamw_state(dir / "optimizer.safetensors", opt_, params);
+    dropout_rng.set_state(st_.dropout_rng);
+    guard.total = st_.res.skipped_steps;
+    guard.in_a_row = st_.nonfinite_in_a_row;
+    if (st_.hooks.size() == sizeof...(Hooks)) {
+      std::size_t i = 0;
+      call_hooks([&](auto& h) {
+        if constexpr (requires { h.load_state(st_.hooks[i]); }) h.load_state(st_.hooks[i]);
+        ++i;
+      });
+    } else {
+      fmt::print(stderr, "[resume] {} holds state for {} hooks, this trainer has {}: hooks start fresh\n",
+                 dir.string(), st_.hooks.size(), sizeof...(Hooks));
+    }
+    fmt::print(stderr, "[resume] from {} at step {}\n", dir.string(), st_.res.global_step);
+  }
+
+  // The best-model metric of the latest evaluation decides whether this checkpoint is the best
+  // (HF's _determine_best_metric, at save time).
+  void track_best(const std::filesystem::path& dir) {
+    const std::string metric = args_.best_metric_name();
+    if (metric.empty() || st_.last_eval.empty()) return;
+    const double v = eval_metric(st_.last_eval, metric, "metric_for_best_model");
+    if (is_improvement(v, st_.res.best_metric, args_.best_is_greater())) {
+      st_.res.best_metric = v;
+      st_.res.best_model_checkpoint = dir;
+    }
+  }
+
+  std::string plot_title() const {
+    return fmt::format("{}: lr {:g}, {:g} epochs", detail::without_trailing_separator(run_dir_).filename().string(),
+                       args_.learning_rate, args_.num_train_epochs);
+  }
+
+  void load_best_model() {
+    const auto& best = st_.res.best_model_checkpoint;
+    if (best.empty()) {
+      fmt::print(stderr, "[train] --load_best_model_at_end: no evaluated checkpoint, keeping the last weights\n");
+      return;
+    }
+    if (best != st_.res.last_checkpoint) load_trained_weights(best, model_);
+    fmt::print(stderr, "[train] best checkpoint {} ({} = {}) loaded\n", best.string(), args_.best_metric_name(),
+               st_.res.best_metric);
+  }
+
+  // `done`: steps taken by this process (a resumed run's ETA must not count the restored ones).
+  void progress(std::int64_t gs, std::int64_t done, std::int64_t total, const nlohmann::json& e, double elapsed) const {
     if (quiet_) return;
-    const double eta = elapsed / static_cast<double>(gs) * static_cast<double>(total - gs);
+    const double eta = elapsed / static_cast<double>(std::max<std::int64_t>(1, done)) * static_cast<double>(total - gs);
+    auto num = [&](const char* k) { return e[k].is_number() ? e[k].get<double>() : std::numeric_limits<double>::quiet_NaN(); };
     fmt::print(stderr, "[train] step {}/{} loss {:.4f} lr {:.3g} grad_norm {:.3f} {:.0f} tok/s elapsed {} ETA {}\n", gs,
-               total, e["loss"].get<double>(), e["learning_rate"].get<double>(), e["grad_norm"].get<double>(),
-               e["tokens_per_second"].get<double>(), clock(elapsed), clock(eta));
+               total, num("loss"), num("learning_rate"), num("grad_norm"), num("tokens_per_second"), clock(elapsed),
+               clock(eta));
   }
   static std::string clock(double s) {
     const auto t = static_cast<long long>(s + 0.5);
     return fmt::format("{:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60);
   }
 
-  std::filesystem::path save_checkpoint(std::int64_t gs, const ParameterList& params, const TrainResult& res) {
+  template <class Params>
+  std::filesystem::path save_checkpoint(std::int64_t gs, double epoch, std::int64_t total, const Params& params) {
     const auto dir = run_dir_ / fmt::format("checkpoint-{}", gs);
+    track_best(dir);
+    st_.hooks = nlohmann::json::array();
+    call_hooks([&](auto& h) {
+      if constexpr (requires { h.state(); }) st_.hooks.push_back(h.state()); else st_.hooks.push_back(nullptr);
+    });
     write_directory_atomic(dir, [&](const std::filesystem::path& staging) {
       save_trained_weights(staging, model_, base_model_);
       if constexpr (std::is_same_v<Opt, AdamW>)
-        if (!args_.save_only_model) save_adamw_state(staging / "optimizer.safetensors", opt_, params);
-      nlohmann::json state = {{"global_step", gs}, {"train_loss_per_step", res.step_losses},
-                              {"grad_norm_per_step", res.step_grad_norms}, {"learning_rate_per_step", res.step_lrs},
-                              {"args", args_.to_json()}};
-      write_text_atomic(staging / "trainer_state.json", state.dump(1) + "\n");
+        if (!args_.save_only_model)
+          save_adamw_state(staging / "optimizer.safetensors", opt_, params, Model::Precision::storage != DType::F32);
+      write_text_atomic(staging / "trainer_state.json",
+                        trainer_state_json(st_, epoch, args_.to_json(), total).dump(1) + "\n");
     });
-    rotate_checkpoints(run_dir_, args_.save_total_limit, {dir});
+    std::vector<std::filesystem::path> keep = {dir};
+    if (!st_.res.best_model_checkpoint.empty()) keep.push_back(st_.res.best_model_checkpoint);
+    if (!args_.resume_from_checkpoint.empty())
+      keep.push_back(run_dir_ / detail::without_trailing_separator(args_.resume_from_checkpoint).filename());
+    rotate_checkpoints(run_dir_, args_.save_total_limit, keep);
+    write_loss_plot(run_dir_, plot_title());
     return dir;
   }
 
@@ -233,6 +348,7 @@ class Trainer {
   std::string base_model_;
   std::filesystem::path run_dir_;
   bool quiet_ = false;
+  TrainerState st_;
 };
 
 }  // namespace peft

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "peft/core/error.hpp"
@@ -33,6 +34,28 @@ struct TrainingArguments {
   std::int64_t save_total_limit = -1;  // < 0 keeps all
   std::filesystem::path output_dir = "output";
   bool save_only_model = false;
+  // Exact resume: a checkpoint-<N> folder written by this trainer.
+  std::filesystem::path resume_from_checkpoint;
+  // Best checkpoint (HF's names): the metric is an eval entry's key; "loss" means "eval_loss"
+  // (HF prefixes "eval_"). greater_is_better unset: true unless the name ends in "loss", as HF.
+  std::string metric_for_best_model;
+  std::optional<bool> greater_is_better;
+  bool load_best_model_at_end = false;
+  // Numerical guard: a step whose loss or gradient norm is NaN/Inf is skipped; this many in a row
+  // stop the run (a diverged run does not recover by itself).
+  std::int64_t max_consecutive_nonfinite_steps = 5;
+
+  // "loss" -> "eval_loss": HF's rule for metric_for_best_model.
+  static std::string eval_metric_name(const std::string& m) { return m.rfind("eval_", 0) == 0 ? m : "eval_" + m; }
+  std::string best_metric_name() const {
+    if (!metric_for_best_model.empty()) return eval_metric_name(metric_for_best_model);
+    return load_best_model_at_end ? "eval_loss" : "";
+  }
+  bool best_is_greater() const {
+    if (greater_is_better) return *greater_is_better;
+    const std::string m = best_metric_name();
+    return !(m.size() >= 4 && m.compare(m.size() - 4, 4, "loss") == 0);
+  }
 
   void validate() const {
     require(learning_rate > 0 && std::isfinite(learning_rate), "--learning_rate must be positive (got {})", learning_rate);
@@ -47,6 +70,12 @@ struct TrainingArguments {
     require(logging_steps > 0, "--logging_steps must be positive");
     require(save_steps > 0, "--save_steps must be positive");
     require(eval_steps >= 0, "--eval_steps must be >= 0");
+    require(max_consecutive_nonfinite_steps > 0, "--max_consecutive_nonfinite_steps must be positive");
+    // HF's rule: the best model is chosen among saved checkpoints, so every save must follow an eval.
+    if (load_best_model_at_end && eval_steps > 0)
+      require(save_steps % eval_steps == 0,
+              "--load_best_model_at_end needs --save_steps ({}) to be a multiple of --eval_steps ({})", save_steps,
+              eval_steps);
   }
 
   nlohmann::json to_json() const {
@@ -58,7 +87,9 @@ struct TrainingArguments {
             {"adam_epsilon", adam_epsilon}, {"lr_scheduler_type", lr_scheduler_type}, {"warmup_ratio", warmup_ratio},
             {"warmup_steps", warmup_steps}, {"seed", seed}, {"train_dataloader_shuffle", train_dataloader_shuffle},
             {"logging_steps", logging_steps}, {"eval_steps", eval_steps}, {"save_steps", save_steps},
-            {"save_total_limit", save_total_limit}, {"output_dir", output_dir.string()}};
+            {"save_total_limit", save_total_limit}, {"output_dir", output_dir.string()},
+            {"metric_for_best_model", metric_for_best_model}, {"load_best_model_at_end", load_best_model_at_end},
+            {"max_consecutive_nonfinite_steps", max_consecutive_nonfinite_steps}};
   }
 };
 
