@@ -14,6 +14,8 @@ build="${PEFT_CUDA_BUILD_DIR:-$root/build-cuda}"
 logs="$build/logs"
 mkdir -p "$logs"
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+# cuda_test_model reads the HF fixtures; binaries built elsewhere carry that machine's path.
+export PEFT_FIXTURES_DIR="${PEFT_FIXTURES_DIR:-$root/tests/fixtures}"
 
 if [[ "${1:-}" != "--prebuilt" ]]; then
   cmake -S "$root/tests/cuda" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
