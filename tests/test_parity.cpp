@@ -3,8 +3,11 @@
 // tools/reference/make_fixtures.py). Forward losses, per-step training losses and gradient
 // norms, and the trained adapter must agree within 1e-4 relative (fp32 arithmetic in a
 // different order drifts ~1e-6 per step; 1e-4 leaves room for 30 steps of AdamW).
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <cmath>
 
+#include "peft/io/safetensors.hpp"
 #include "peft/qwen.hpp"
 #include "support/fixture.hpp"
 
@@ -13,22 +16,29 @@ using Model = Qwen2<Lora<>, Fp32, Cpu>;
 
 namespace {
 
-TrainingArguments golden_args(const nlohmann::json& g) {
-  TrainingArguments a;
-  a.learning_rate = g["lr"];
-  a.num_train_epochs = g["epochs"];
-  a.max_grad_norm = g["max_grad_norm"];
-  a.gradient_accumulation_steps = g.value("gradient_accumulation_steps", 1);
-  a.per_device_train_batch_size = g.value("per_device_train_batch_size", 1);
-  a.lr_scheduler_type = g.value("lr_scheduler_type", std::string("constant"));
-  a.warmup_ratio = g.value("warmup_ratio", 0.0);
-  a.weight_decay = g.value("weight_decay", 0.0);
-  a.adam_beta1 = 0.9;
-  a.adam_beta2 = 0.999;
-  a.adam_epsilon = 1e-8;
-  a.train_dataloader_shuffle = false;
-  a.logging_steps = 1000;
-  return a;
+// |a - b| <= rel * |b| (+ a tiny absolute floor for values near zero).
+void check_close(double a, double b, double rel, const std::string& what) {
+  INFO(what << ": got " << a << " expected " << b);
+  CHECK(std::abs(a - b) <= rel * std::abs(b) + 1e-7);
+}
+
+// Every tensor of `expected` is in `got`, and max|got - expected| <= rel * max|expected|.
+void check_same_tensors(const std::filesystem::path& got_file, const std::filesystem::path& expected_file, double rel) {
+  const auto got = SafetensorsFile::open(got_file);
+  const auto want = SafetensorsFile::open(expected_file);
+  REQUIRE(got.names() == want.names());
+  for (const auto& name : want.names()) {
+    const auto& shape = want.tensor(name).shape;
+    const auto a = got.read_f32(name, shape);
+    const auto b = want.read_f32(name, shape);
+    double diff = 0, scale = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      diff = std::max(diff, static_cast<double>(std::abs(a[i] - b[i])));
+      scale = std::max(scale, static_cast<double>(std::abs(b[i])));
+    }
+    INFO(name << ": max abs diff " << diff << " vs max abs " << scale);
+    CHECK(diff <= rel * scale);
+  }
 }
 
 std::unique_ptr<Model> load_fixture_model(const std::string& name) {
@@ -51,7 +61,7 @@ TEST_CASE("forward loss equals PEFT's before training", "[parity]") {
       const auto& want = golden["forward_loss_before_training"];
       REQUIRE(want.size() == samples.size());
       for (std::size_t i = 0; i < samples.size(); ++i)
-        test::check_close(model->evaluate(PackedBatch::of(samples[i])).mean(), want[i].get<double>(), 1e-5,
+        check_close(model->evaluate(PackedBatch::of(samples[i])).mean(), want[i].get<double>(), 1e-5,
                           name + " sample " + std::to_string(i));
     }
   }
@@ -63,7 +73,7 @@ TEST_CASE("training matches PEFT step for step", "[parity]") {
       auto model = load_fixture_model(name);
       const auto samples = test::fixture_samples(name);
       const auto golden = test::fixture_golden(name);
-      const TrainingArguments args = golden_args(golden);
+      const TrainingArguments args = test::golden_args(golden);
       Trainer<Model> trainer(*model, args,
                              AdamW({args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay}),
                              NamedSchedule(args.lr_scheduler_type));
@@ -73,18 +83,18 @@ TEST_CASE("training matches PEFT step for step", "[parity]") {
       const auto& norms = golden["grad_norm_per_step"];
       REQUIRE(r.step_losses.size() == losses.size());
       for (std::size_t s = 0; s < losses.size(); ++s) {
-        test::check_close(r.step_losses[s], losses[s].get<double>(), 1e-4, name + " loss step " + std::to_string(s));
-        test::check_close(r.step_grad_norms[s], norms[s].get<double>(), 1e-4, name + " grad_norm step " + std::to_string(s));
+        check_close(r.step_losses[s], losses[s].get<double>(), 1e-4, name + " loss step " + std::to_string(s));
+        check_close(r.step_grad_norms[s], norms[s].get<double>(), 1e-4, name + " grad_norm step " + std::to_string(s));
       }
       if (golden.contains("learning_rate_per_step"))
         for (std::size_t s = 0; s < losses.size(); ++s)
-          test::check_close(r.step_lrs[s], golden["learning_rate_per_step"][s].get<double>(), 1e-9,
+          check_close(r.step_lrs[s], golden["learning_rate_per_step"][s].get<double>(), 1e-9,
                             name + " lr step " + std::to_string(s));
 
       const auto out = std::filesystem::temp_directory_path() / ("peft_parity_" + name);
       std::filesystem::remove_all(out);
       save_adapter(out, model->trainable_parameters(), model->lora_config(), "");
-      test::check_same_tensors(out / "adapter_model.safetensors",
+      check_same_tensors(out / "adapter_model.safetensors",
                                test::fixture(name) / "adapter_trained" / "adapter_model.safetensors", 1e-4);
       std::filesystem::remove_all(out);
     }

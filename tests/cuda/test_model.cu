@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "../support/fixture.hpp"
 #include "cuda_test.cuh"
 #include "peft/backend/cuda/device.cuh"
 
@@ -191,51 +192,19 @@ void check_graphs(TestContext& t, const char* label, ModelConfig cfg) {
   }
 }
 
-std::filesystem::path fixtures_dir() {
-  if (const char* e = std::getenv("PEFT_FIXTURES_DIR")) return e;
-  return PEFT_FIXTURES;
-}
-
-TrainingArguments golden_args(const nlohmann::json& g) {
-  TrainingArguments a;
-  a.learning_rate = g["lr"];
-  a.num_train_epochs = g["epochs"];
-  a.max_grad_norm = g["max_grad_norm"];
-  a.gradient_accumulation_steps = g.value("gradient_accumulation_steps", 1);
-  a.per_device_train_batch_size = g.value("per_device_train_batch_size", 1);
-  a.lr_scheduler_type = g.value("lr_scheduler_type", std::string("constant"));
-  a.warmup_ratio = g.value("warmup_ratio", 0.0);
-  a.weight_decay = g.value("weight_decay", 0.0);
-  a.train_dataloader_shuffle = false;
-  a.logging_steps = 1000;
-  return a;
-}
-
-std::vector<Sample> fixture_samples(const std::filesystem::path& dir) {
-  std::vector<Sample> out;
-  std::ifstream in(dir / "tokens.jsonl");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    const auto j = nlohmann::json::parse(line);
-    out.push_back({j["input_ids"].get<std::vector<std::int32_t>>(), j["labels"].get<std::vector<std::int32_t>>()});
-  }
-  return out;
-}
-
 // Bf16 training against HF's fp32 golden run: per-step loss within 2e-2 relative; the adapter
 // within 0.05 of its largest entry (Adam's normalised steps amplify bf16 noise in small
 // gradients; what matters is that training lands in the same place).
 template <class Device>
 void check_fixture(TestContext& t, const std::string& name) {
   using Model = Qwen2<Lora<>, Bf16Mixed, Device>;
-  const auto dir = fixtures_dir() / name;
+  const auto dir = test::fixture(name);
   LoraConfig lora = read_adapter_config(dir / "adapter");
   lora.lora_dropout = 0;
   auto model = Model::from_pretrained(dir / "model", lora, 0, {256});
   load_adapter_weights(dir / "adapter", *model);
-  const auto samples = fixture_samples(dir);
-  const auto golden = read_json_file(dir / "golden.json");
+  const auto samples = test::fixture_samples(name);
+  const auto golden = test::fixture_golden(name);
   const std::string label = name + " (" + std::string(Device::activations::name) + ")";
 
   Floats got_fwd, want_fwd;
@@ -246,8 +215,8 @@ void check_fixture(TestContext& t, const std::string& name) {
   }
   t.close(label + ": forward losses before training", got_fwd, want_fwd, 2e-2);
 
-  const TrainingArguments args = golden_args(golden);
-  Trainer<Model> trainer(*model, args, AdamW({0.9, 0.999, 1e-8, args.weight_decay}), NamedSchedule(args.lr_scheduler_type));
+  const TrainingArguments args = test::golden_args(golden);
+  Trainer<Model> trainer(*model, args, AdamW({args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay}), NamedSchedule(args.lr_scheduler_type));
   trainer.set_quiet(true);
   const TrainResult r = trainer.train(samples);
   const auto& losses = golden["train_loss_per_step"];
