@@ -11,11 +11,9 @@
 
 #include "peft/core/error.hpp"
 #include "peft/io/json_file.hpp"
+#include "../sft/embedded_default.hpp"
 
 namespace peft::examples {
-
-// What identity_finetune records as base_model_name_or_path for the embedded default model.
-inline constexpr std::string_view kEmbeddedModelName = "peft-embedded-default";
 
 struct ModelSource {
   std::string model;         // a folder, or empty for the embedded default model

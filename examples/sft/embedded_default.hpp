@@ -5,12 +5,16 @@
 #pragma once
 #include <filesystem>
 #include <string>
+#include <string_view>
 
 #include "peft/io/model_config.hpp"
 
 namespace peft::examples {
 
 inline constexpr std::uint64_t kEmbeddedWeightSeed = 20250101;
+// What identity_finetune records as base_model_name_or_path for this model; chat and merge_lora
+// read it back (infer/model_source.hpp) as "the embedded default again".
+inline constexpr std::string_view kEmbeddedModelName = "peft-embedded-default";
 
 inline ModelConfig embedded_default_config() {
   ModelConfig c;

@@ -142,7 +142,7 @@ SftSetup<Model> prepare_sft(SftArgs& a) {
       s.model = Model::from_weights(embedded_default_config(), weights, lora, a.train.seed, model_options<Model>(a));
     else
       s.model = Model::from_weights(embedded_default_config(), weights, lora, a.train.seed);
-    s.base_name = "peft-embedded-default";
+    s.base_name = std::string(kEmbeddedModelName);
   } else if constexpr (requires { typename Model::Options; }) {
     s.model = Model::from_pretrained(a.model, lora, a.train.seed, model_options<Model>(a));
   } else {
