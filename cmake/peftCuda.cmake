@@ -25,3 +25,34 @@ function(peft_cuda_target target)
   target_compile_definitions(${target} PRIVATE FMT_USE_CONSTEXPR=1)
   target_link_libraries(${target} PRIVATE CUDA::cublasLt)
 endfunction()
+
+# peft_cuda_program(target source): a CUDA example program (identity_finetune_cuda, chat_cuda, ...)
+# built to be copied to a GPU machine that has only the driver and cuBLAS: cudart, Boost.Program_Options,
+# utf8proc and PCRE2 static, fmt header-only. PEFT_ASSETS overrides the baked-in assets folder there.
+function(peft_cuda_program target source)
+  find_package(Boost 1.74 REQUIRED COMPONENTS program_options)
+  find_library(PEFT_BOOST_PO_STATIC libboost_program_options.a)
+  find_library(PEFT_UTF8PROC_STATIC libutf8proc.a)
+  find_library(PEFT_PCRE2_STATIC libpcre2-8.a)
+  foreach(lib PEFT_BOOST_PO_STATIC PEFT_UTF8PROC_STATIC PEFT_PCRE2_STATIC)
+    if(NOT ${lib})
+      message(FATAL_ERROR "${target}: ${lib} not found (the static library it links)")
+    endif()
+  endforeach()
+  add_executable(${target} ${source})
+  peft_cuda_target(${target})
+  target_compile_definitions(${target} PRIVATE FMT_HEADER_ONLY=1 PEFT_DEFAULT_ASSETS="${PROJECT_SOURCE_DIR}/assets")
+  target_include_directories(${target} PRIVATE ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/examples
+    ${Boost_INCLUDE_DIRS})
+  target_link_libraries(${target} PRIVATE Eigen3::Eigen nlohmann_json::nlohmann_json
+    ${PEFT_BOOST_PO_STATIC} ${PEFT_UTF8PROC_STATIC} ${PEFT_PCRE2_STATIC})
+endfunction()
+
+# peft_cuda_bench(target source): a CUDA benchmark program (bench/*.cu), fmt header-only.
+function(peft_cuda_bench target source)
+  add_executable(${target} ${source})
+  peft_cuda_target(${target})
+  target_compile_definitions(${target} PRIVATE FMT_HEADER_ONLY=1)
+  target_include_directories(${target} PRIVATE ${PROJECT_SOURCE_DIR}/include)
+  target_link_libraries(${target} PRIVATE Eigen3::Eigen nlohmann_json::nlohmann_json)
+endfunction()
