@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "experiments/step_timing.hpp"
 #include "peft/backend/cuda/device.cuh"
 
 using namespace peft;
@@ -80,30 +81,15 @@ void fixed_length(const std::string& name, const ModelConfig& cfg, int seq, int 
   Model model(cfg, bench_lora(), {seq});
   model.fill_random_weights(1);
   model.init_adapters(0);
-  const auto params = model.trainable_parameters();
-  AdamW opt;
-  optimizer_init(opt, params);
   std::mt19937 rng(0);
   const PackedBatch batch = PackedBatch::of(random_sample(rng, seq));
-  const float scale = 1.0f / static_cast<float>(batch.label_tokens);
   Rng dropout(0);
-  std::vector<double> ms;
-  double loss = 0;
-  for (int s = 0; s < warmup + steps; ++s) {
-    const auto t0 = std::chrono::steady_clock::now();
-    loss = model.forward_backward(batch, scale, &dropout).mean();
-    clip_grad_norm(params, 1.0);
-    optimizer_step(opt, params, 1e-4);
-    model.zero_grad();
+  const examples::StepTiming t = examples::time_training_steps(model, batch, warmup, steps, &dropout, [&] {
     PEFT_CUDA_CHECK(cudaStreamSynchronize(model.stream()));
-    const double dt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    if (s >= warmup) ms.push_back(dt);
-  }
-  std::sort(ms.begin(), ms.end());
-  const double med = ms[ms.size() / 2];
+  });
   char extra[128];
-  std::snprintf(extra, sizeof extra, ", \"loss\": %.4f, \"steps\": %d, \"step_ms_min\": %.2f", loss, steps, ms.front());
-  report(name, cfg, seq, med, (seq + 1) / 2.0, model.arena().high_water(), device_used_gb(), extra);
+  std::snprintf(extra, sizeof extra, ", \"loss\": %.4f, \"steps\": %d, \"step_ms_min\": %.2f", t.loss, steps, t.min_ms);
+  report(name, cfg, seq, t.median_ms, (seq + 1) / 2.0, model.arena().high_water(), device_used_gb(), extra);
 }
 
 // The recipe's identity run through the Trainer: batch 16 of packed samples, GA 1 (the same

@@ -44,15 +44,18 @@ function(peft_cuda_program target source)
   target_compile_definitions(${target} PRIVATE FMT_HEADER_ONLY=1 PEFT_DEFAULT_ASSETS="${PROJECT_SOURCE_DIR}/assets")
   target_include_directories(${target} PRIVATE ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/examples
     ${Boost_INCLUDE_DIRS})
+  # NCCL (data-parallel runs) is dlopen-ed at run time, not linked (backend/cuda/nccl_communicator.cuh):
+  # only its header is needed here, and the binary still runs where libnccl is absent.
   target_link_libraries(${target} PRIVATE Eigen3::Eigen nlohmann_json::nlohmann_json
-    ${PEFT_BOOST_PO_STATIC} ${PEFT_UTF8PROC_STATIC} ${PEFT_PCRE2_STATIC})
+    ${PEFT_BOOST_PO_STATIC} ${PEFT_UTF8PROC_STATIC} ${PEFT_PCRE2_STATIC} ${CMAKE_DL_LIBS})
 endfunction()
 
-# peft_cuda_bench(target source): a CUDA benchmark program (bench/*.cu), fmt header-only.
+# peft_cuda_bench(target source): a CUDA benchmark program (bench/*.cu), fmt header-only; it may
+# share the example programs' helpers (examples/experiments/).
 function(peft_cuda_bench target source)
   add_executable(${target} ${source})
   peft_cuda_target(${target})
   target_compile_definitions(${target} PRIVATE FMT_HEADER_ONLY=1)
-  target_include_directories(${target} PRIVATE ${PROJECT_SOURCE_DIR}/include)
+  target_include_directories(${target} PRIVATE ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/examples)
   target_link_libraries(${target} PRIVATE Eigen3::Eigen nlohmann_json::nlohmann_json)
 endfunction()

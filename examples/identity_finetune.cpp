@@ -2,8 +2,11 @@
 // the flags among a few compile-time compositions; everything else is shared (sft/run_sft.hpp).
 //   identity_finetune                                  # embedded default model + identity data
 //   identity_finetune --model Qwen2.5-7B-Instruct --dataset self_cognition.json --num_train_epochs 10 ...
+//   NPROC_PER_NODE=2 identity_finetune ...            # data-parallel on 2 CPU processes (docs/multi_gpu.md)
 #include <fmt/format.h>
 
+#include "peft/dist/launcher.hpp"
+#include "peft/dist/worker.hpp"
 #include "peft/qwen.hpp"
 #include "sft/run_sft.hpp"
 
@@ -15,11 +18,17 @@ int main(int argc, char** argv) {
     if (args.help) return 0;
     require(args.device != "cuda", "--device cuda: this program is the CPU build; configure with -DPEFT_WITH_CUDA=ON and run "
             "identity_finetune_cuda (README)");
+    const dist::LaunchEnv env = dist::read_launch_env();
+    if (env.needs_launch()) return dist::launch_workers(env, argv);  // the flags parsed once, here, first
+    dist::quiet_stdout_unless_rank0(env);
+    const auto comm = dist::connect_host(env);
+    if (comm) dist::announce(env, *comm, "cpu");
     const bool bf16 = args.torch_dtype == "bfloat16";
     if (args.train_type == "lora")
-      return bf16 ? examples::run_sft<Qwen2<Lora<>, Bf16Mixed, Cpu>>(args)
-                  : examples::run_sft<Qwen2<Lora<>, Fp32, Cpu>>(args);
-    return bf16 ? examples::run_sft<Qwen2<Full, Bf16Mixed, Cpu>>(args) : examples::run_sft<Qwen2<Full, Fp32, Cpu>>(args);
+      return bf16 ? examples::run_sft<Qwen2<Lora<>, Bf16Mixed, Cpu>>(args, comm.get())
+                  : examples::run_sft<Qwen2<Lora<>, Fp32, Cpu>>(args, comm.get());
+    return bf16 ? examples::run_sft<Qwen2<Full, Bf16Mixed, Cpu>>(args, comm.get())
+                : examples::run_sft<Qwen2<Full, Fp32, Cpu>>(args, comm.get());
   } catch (const std::exception& e) {
     fmt::print(stderr, "identity_finetune: error: {}\n", e.what());
     return 1;

@@ -5,49 +5,53 @@
 // program stays a plain C++ build (no CUDA toolkit needed); this one is added under
 // -DPEFT_WITH_CUDA=ON.
 //   identity_finetune_cuda --device cuda --model Qwen2.5-7B-Instruct --dataset self_cognition.json ...
-#include <cuda_runtime.h>
+//   NPROC_PER_NODE=2 identity_finetune_cuda --device cuda ...   # data-parallel over NCCL (docs/multi_gpu.md)
 #include <fmt/format.h>
 
+#include "cuda_device.cuh"
 #include "peft/backend/cuda/device.cuh"
+#include "peft/backend/cuda/nccl_communicator.cuh"
+#include "peft/dist/launcher.hpp"
+#include "peft/dist/worker.hpp"
 #include "peft/qwen.hpp"
 #include "sft/run_sft.hpp"
 
 namespace peft {
 
-static bool cuda_present(std::string* name) {
+// A data-parallel rank trains on GPU LOCAL_RANK (a launcher that gives each process one visible GPU
+// through CUDA_VISIBLE_DEVICES is served by GPU 0 of what it sees) and joins the others over NCCL.
+static std::unique_ptr<cuda::NcclCommunicator> join_gpus(examples::SftArgs& args, const dist::LaunchEnv& env) {
+  require(env.backend != "tcp", "PEFT_DIST_BACKEND=tcp: the CUDA model's gradients are summed on the GPUs, by NCCL "
+          "(use auto or nccl)");
   int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
-    cudaGetLastError();  // clear the sticky "no device" error
-    return false;
-  }
+  PEFT_CUDA_CHECK(cudaGetDeviceCount(&n));
+  require(env.local_rank < n || n == 1, "LOCAL_RANK={} but only {} GPUs are visible (CUDA_VISIBLE_DEVICES?)",
+          env.local_rank, n);
+  args.cuda_device = env.local_rank < n ? env.local_rank : 0;
+  PEFT_CUDA_CHECK(cudaSetDevice(args.cuda_device));
   cudaDeviceProp p{};
-  if (cudaGetDeviceProperties(&p, 0) == cudaSuccess) *name = p.name;
-  return true;
+  PEFT_CUDA_CHECK(cudaGetDeviceProperties(&p, args.cuda_device));
+  auto comm = std::make_unique<cuda::NcclCommunicator>(env);
+  dist::announce(env, *comm, fmt::format("cuda:{} ({}), {}", args.cuda_device, p.name, comm->library()));
+  return comm;
 }
 
-static int run(examples::SftArgs& args) {
-  std::string gpu;
-  const bool has_gpu = cuda_present(&gpu);
-  // auto takes the GPU for what the CUDA backend trains (LoRA, bfloat16); the rest stays on the CPU.
-  const bool cuda_kind = args.train_type == "lora" && args.torch_dtype == "bfloat16";
-  const bool use_cuda = args.device == "cuda" || (args.device == "auto" && has_gpu && cuda_kind);
-  if (use_cuda) {
-    require(args.train_type == "lora", "--device cuda trains LoRA only: --train_type {} is CPU-only (use --device cpu)",
-            args.train_type);
-    require(args.torch_dtype == "bfloat16",
-            "--device cuda computes in bfloat16: --torch_dtype {} is CPU-only (use --device cpu)", args.torch_dtype);
-    require(has_gpu, "--device cuda: no CUDA device is visible (cudaGetDeviceCount found none)");
-    fmt::print("[device] cuda:0 ({}){}\n", gpu, args.device == "auto" ? ", chosen by --device auto" : "");
-    return examples::run_sft<Qwen2<Lora<>, Bf16Mixed, Cuda>>(args);
+static int run(examples::SftArgs& args, const dist::LaunchEnv& env) {
+  const std::string cpu_only =
+      args.train_type != "lora"           ? fmt::format("--train_type {} runs on the CPU only", args.train_type)
+      : args.torch_dtype != "bfloat16" ? fmt::format("--torch_dtype {} runs on the CPU only", args.torch_dtype)
+                                       : std::string();
+  if (examples::choose_cuda(args.device, cpu_only)) {
+    const auto comm = env.distributed() ? join_gpus(args, env) : nullptr;
+    return examples::run_sft<Qwen2<Lora<>, Bf16Mixed, Cuda>>(args, comm.get());
   }
-  if (args.device == "auto")
-    fmt::print("[device] cpu ({})\n", has_gpu ? fmt::format("--train_type {} --torch_dtype {} run on the CPU only",
-                                                             args.train_type, args.torch_dtype)
-                                               : std::string("no CUDA device visible"));
+  const auto host = dist::connect_host(env);  // the CPU compositions: the TCP transport
+  if (host) dist::announce(env, *host, "cpu");
+  dist::Communicator* c = host.get();
   const bool bf16 = args.torch_dtype == "bfloat16";
   if (args.train_type == "lora")
-    return bf16 ? examples::run_sft<Qwen2<Lora<>, Bf16Mixed, Cpu>>(args) : examples::run_sft<Qwen2<Lora<>, Fp32, Cpu>>(args);
-  return bf16 ? examples::run_sft<Qwen2<Full, Bf16Mixed, Cpu>>(args) : examples::run_sft<Qwen2<Full, Fp32, Cpu>>(args);
+    return bf16 ? examples::run_sft<Qwen2<Lora<>, Bf16Mixed, Cpu>>(args, c) : examples::run_sft<Qwen2<Lora<>, Fp32, Cpu>>(args, c);
+  return bf16 ? examples::run_sft<Qwen2<Full, Bf16Mixed, Cpu>>(args, c) : examples::run_sft<Qwen2<Full, Fp32, Cpu>>(args, c);
 }
 
 }  // namespace peft
@@ -56,7 +60,10 @@ int main(int argc, char** argv) {
   try {
     peft::examples::SftArgs args = peft::examples::parse_sft_args(argc, argv);
     if (args.help) return 0;
-    return peft::run(args);
+    const peft::dist::LaunchEnv env = peft::dist::read_launch_env();
+    if (env.needs_launch()) return peft::dist::launch_workers(env, argv);  // one worker per local GPU
+    peft::dist::quiet_stdout_unless_rank0(env);
+    return peft::run(args, env);
   } catch (const std::exception& e) {
     fmt::print(stderr, "identity_finetune_cuda: error: {}\n", e.what());
     return 1;

@@ -1,7 +1,7 @@
 // lr_epoch_sweep: the learning-rate x epochs study behind the identity recipe as one command.
 // Every cell of the grid is an identity fine-tune from the same base weights: the base model is
-// loaded once and each cell trains a copy of it (LoRA adapters re-initialised from the same seed,
-// so cells differ only in lr and epochs). Each cell has its own run folder (logging.jsonl,
+// loaded once and each cell re-draws its LoRA adapters from the same seed (sft/lr_epoch_sweep.hpp),
+// so cells differ only in lr and epochs. Each cell has its own run folder (logging.jsonl,
 // loss.svg, checkpoints); the sweep writes sweep.md and sweep.csv (final train loss, eval loss,
 // identity accuracy, repetition, retention, seconds) and sweep.svg (every train-loss curve
 // against the epoch). Re-running skips finished cells (result.json) and resumes a cell that was
@@ -10,164 +10,17 @@
 //   lr_epoch_sweep --model Qwen2.5-7B-Instruct --dataset self_cognition.json --learning_rates 1e-3 1e-4 5e-5
 #include <fmt/format.h>
 
-#include <fstream>
-
-#include "peft/qwen.hpp"
-#include "sft/run_sft.hpp"
+#include "sft/lr_epoch_sweep.hpp"
 
 using namespace peft;
-namespace fs = std::filesystem;
-namespace po = boost::program_options;
-
-namespace {
-
-struct Cell {
-  double lr = 0;
-  double epochs = 0;
-  nlohmann::json result;  // the row of the table
-  fs::path dir;
-};
-
-double parse_number(const std::string& flag, const std::string& v) {
-  std::size_t used = 0;
-  double x = 0;
-  try {
-    x = std::stod(v, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  require(used == v.size() && x > 0, "--{}: '{}' is not a positive number", flag, v);
-  return x;
-}
-
-// The last value of `key` among the run's logging.jsonl entries (null if none has it).
-nlohmann::json last_logged(const LogCurves& log, const std::string& key) {
-  for (auto it = log.entries.rbegin(); it != log.entries.rend(); ++it)
-    if (it->is_object() && it->contains(key)) return (*it)[key];
-  return nullptr;
-}
-
-std::string cell_text(const nlohmann::json& v, const char* format) {
-  return v.is_number() ? fmt::format(fmt::runtime(format), v.get<double>()) : std::string("-");
-}
-
-template <class Model>
-int sweep(examples::SftArgs a, const std::vector<double>& lrs, const std::vector<double>& epochs, bool lrs_given) {
-  examples::SftSetup<Model> s = examples::prepare_sft<Model>(a);
-  std::vector<double> grid_lrs = lrs;
-  // Random weights need a larger step than a pretrained model (see docs/sweep.md).
-  if (s.embedded && !lrs_given) grid_lrs = {3e-3, 1e-3, 1e-4};
-  const fs::path root = a.train.output_dir;
-  fs::create_directories(root);
-  auto unset = [&](const char* f) { return std::find(a.given.begin(), a.given.end(), f) == a.given.end(); };
-
-  std::vector<Cell> cells;
-  for (double lr : grid_lrs)
-    for (double ep : epochs) cells.push_back({lr, ep, {}, root / fmt::format("lr{:g}_ep{:g}", lr, ep)});
-  for (auto& c : cells) {
-    const fs::path done = c.dir / "result.json";
-    if (fs::exists(done)) {
-      c.result = read_json_file(done);
-      fmt::print("[sweep] lr {:g} epochs {:g}: finished earlier, skipped\n", c.lr, c.epochs);
-      continue;
-    }
-    examples::SftArgs ca = a;
-    ca.train.learning_rate = c.lr;
-    ca.train.num_train_epochs = c.epochs;
-    ca.train.max_steps = -1;
-    Model model = *s.model;  // the loaded base, untouched by earlier cells
-    // One evaluation and one checkpoint per epoch unless the flags say otherwise.
-    const std::int64_t per_epoch = Trainer<Model>(model, ca.train, AdamW(), NamedSchedule(ca.train.lr_scheduler_type))
-                                       .steps_per_epoch(s.data.train.size());
-    if (unset("eval_steps")) ca.train.eval_steps = per_epoch;
-    if (unset("save_steps")) ca.train.save_steps = per_epoch;
-    if (unset("logging_steps")) ca.train.logging_steps = std::max<std::int64_t>(1, per_epoch / 4);
-    if (unset("save_total_limit")) ca.train.save_total_limit = 1;
-    const auto ckpts = list_checkpoints(c.dir);
-    if (!ckpts.empty()) ca.train.resume_from_checkpoint = ckpts.back();
-    else fs::remove_all(c.dir);
-
-    fmt::print("[sweep] lr {:g} epochs {:g} -> {}{}\n", c.lr, c.epochs, c.dir.string(),
-               ckpts.empty() ? "" : " (resuming " + ckpts.back().filename().string() + ")");
-    const auto t0 = std::chrono::steady_clock::now();
-    const TrainResult r = examples::train_sft(model, s, ca, c.dir, true);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const LogCurves log = LogCurves::read(c.dir / "logging.jsonl");
-    c.result = {{"learning_rate", c.lr},
-                {"epochs", c.epochs},
-                {"steps", r.global_step},
-                {"train_loss", last_logged(log, "loss")},
-                {"eval_loss", last_logged(log, "eval_loss")},
-                {"identity_accuracy", last_logged(log, "eval_identity_accuracy")},
-                {"repetition", last_logged(log, "eval_repetition")},
-                {"retention", last_logged(log, "eval_general_retention")},
-                {"skipped_steps", r.skipped_steps},
-                {"seconds", seconds}};
-    write_text_atomic(done, c.result.dump(1) + "\n");
-    fmt::print("[sweep]   {}\n", c.result.dump());
-  }
-
-  // The table, as Markdown and CSV.
-  std::string md = "| lr | epochs | steps | final train loss | eval loss | identity acc. | repetition | retention | seconds |\n"
-                   "|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
-  std::string csv = "learning_rate,epochs,steps,train_loss,eval_loss,identity_accuracy,repetition,retention,seconds\n";
-  std::vector<PlotSeries> curves;
-  for (const auto& c : cells) {
-    const auto& r = c.result;
-    md += fmt::format("| {:g} | {:g} | {} | {} | {} | {} | {} | {} | {:.0f} |\n", c.lr, c.epochs, r["steps"].get<std::int64_t>(),
-                      cell_text(r["train_loss"], "{:.3f}"), cell_text(r["eval_loss"], "{:.3f}"),
-                      cell_text(r["identity_accuracy"].is_number() ? nlohmann::json(100 * r["identity_accuracy"].get<double>()) : nlohmann::json(), "{:.0f}%"), cell_text(r["repetition"], "{:.2f}"),
-                      cell_text(r["retention"], "{:.2f}"), r["seconds"].get<double>());
-    auto csv_value = [](const nlohmann::json& v) { return v.is_number() ? fmt::format("{}", v.get<double>()) : std::string(); };
-    csv += fmt::format("{},{},{},{},{},{},{},{},{:.1f}\n", c.lr, c.epochs, r["steps"].get<std::int64_t>(),
-                       csv_value(r["train_loss"]), csv_value(r["eval_loss"]), csv_value(r["identity_accuracy"]),
-                       csv_value(r["repetition"]), csv_value(r["retention"]), r["seconds"].get<double>());
-    PlotSeries curve = LogCurves::read(c.dir / "logging.jsonl").series("loss", "epoch");
-    curve.name = fmt::format("lr {:g}, {:g} epochs", c.lr, c.epochs);
-    // One colour per learning rate, one dash pattern per epoch count.
-    static const char* dashes[] = {"", "9,3", "3,3", "12,3,2,3", "1,3"};
-    const auto lr_i = static_cast<std::size_t>(std::find(grid_lrs.begin(), grid_lrs.end(), c.lr) - grid_lrs.begin());
-    const auto ep_i = static_cast<std::size_t>(std::find(epochs.begin(), epochs.end(), c.epochs) - epochs.begin());
-    curve.color = plot_color(lr_i);
-    curve.dash = dashes[ep_i % 5];
-    curves.push_back(std::move(curve));
-  }
-  write_text_atomic(root / "sweep.md", md);
-  write_text_atomic(root / "sweep.csv", csv);
-  PlotLayout layout{"train loss per cell (colour: learning rate, dashes: epochs)", "epoch", "train loss", ""};
-  layout.width = 1100;
-  layout.height = 560;
-  layout.legend_outside = true;
-  write_text_atomic(root / "sweep.svg", render_line_plot(layout, curves));
-  fmt::print("\n{}\n[sweep] wrote {}, {}, {}\n", md, (root / "sweep.md").string(), (root / "sweep.csv").string(),
-             (root / "sweep.svg").string());
-  return 0;
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   try {
-    std::vector<std::string> lr_flags = {"1e-3", "1e-4", "5e-5"}, epoch_flags = {"3", "5", "10", "15", "20"};
-    po::options_description grid("lr_epoch_sweep: the grid (every other flag as identity_finetune's)");
-    grid.add_options()
-        ("learning_rates", po::value(&lr_flags)->multitoken(), "learning rates (default 1e-3 1e-4 5e-5; embedded default: 3e-3 1e-3 1e-4)")
-        ("epochs", po::value(&epoch_flags)->multitoken(), "epoch counts (default 3 5 10 15 20)");
-    examples::SftArgs args = examples::parse_sft_args(argc, argv, std::cout, &grid);
-    if (args.help) return 0;
-    require(args.device != "cuda", "--device cuda: this build has no CUDA backend (build with nvcc; see README)");
-    require(args.train_type == "lora", "lr_epoch_sweep trains LoRA adapters (--train_type lora)");
-    require(args.train.resume_from_checkpoint.empty(), "--resume_from_checkpoint: re-run the sweep instead; it resumes cells");
-    std::vector<double> lrs, epochs;
-    for (const auto& v : lr_flags) lrs.push_back(parse_number("learning_rates", v));
-    for (const auto& v : epoch_flags) epochs.push_back(parse_number("epochs", v));
-    const bool lrs_given = std::find(args.given.begin(), args.given.end(), "learning_rates") != args.given.end();
-    if (std::find(args.given.begin(), args.given.end(), "output_dir") == args.given.end()) args.train.output_dir = "sweep";
-    // Eval loss needs held-out rows; the article's table has it.
-    if (std::find(args.given.begin(), args.given.end(), "split_dataset_ratio") == args.given.end())
-      args.data.split_dataset_ratio = 0.1;
-    return args.torch_dtype == "bfloat16" ? sweep<Qwen2<Lora<>, Bf16Mixed, Cpu>>(args, lrs, epochs, lrs_given)
-                                          : sweep<Qwen2<Lora<>, Fp32, Cpu>>(args, lrs, epochs, lrs_given);
+    auto s = examples::sweep::parse_sweep_args(argc, argv);
+    if (!s) return 0;
+    require(s->sft.device != "cuda", "--device cuda: this build has no CUDA backend (build lr_epoch_sweep_cuda; see README)");
+    return s->sft.torch_dtype == "bfloat16" ? examples::sweep::run_sweep<Qwen2<Lora<>, Bf16Mixed, Cpu>>(*s)
+                                            : examples::sweep::run_sweep<Qwen2<Lora<>, Fp32, Cpu>>(*s);
   } catch (const std::exception& e) {
     fmt::print(stderr, "lr_epoch_sweep: error: {}\n", e.what());
     return 1;

@@ -7,21 +7,21 @@
 // Memory is the planned part, computed from the shapes: frozen weights in the storage dtype, and
 // for each trainable parameter its fp32 master, gradient and two AdamW moments (16 bytes);
 // activations depend on the batch and are not in it.
-// Not here: per-layer layouts ("full fine-tune of the last N layers, LoRA elsewhere") need a
-// layout per decoder layer, and Projections<> applies one layout to every layer, so the closest
-// expressible mix (LoRA attention + full MLP) stands in; keep-all vs recompute activations is a
-// CUDA-backend policy (the CPU layers always keep their forward caches).
+// The layer-wise row, LastLayers<2, Full, Lora<8>> (policies/layer_layout.hpp), fully trains the
+// seven projections of the last two decoder layers and puts LoRA r=8 on every other layer; the
+// LoRA attention + full MLP row mixes policies inside each layer instead.
+// Not here: keep-all vs recompute activations is a CUDA-backend policy (the CPU layers always
+// keep their forward caches), and the CUDA backend trains uniform LoRA layouts only.
 //   policy_experiments [--steps 5] [--tokens 256]
-#include <boost/program_options.hpp>
 #include <chrono>
 #include <fmt/format.h>
 #include <iostream>
 
 #include "peft/qwen.hpp"
+#include "experiments/experiment_flags.hpp"
 #include "sft/embedded_default.hpp"
 
 using namespace peft;
-namespace po = boost::program_options;
 
 namespace {
 
@@ -86,23 +86,10 @@ Row measure(const ModelConfig& cfg, const std::string& name, int rank, int steps
 
 int main(int argc, char** argv) {
   try {
-    int steps = 5, tokens = 256;
-    po::options_description d("policy_experiments: one row per compile-time model configuration");
-    d.add_options()("help,h", "show this help")("steps", po::value(&steps)->default_value(5), "timed steps per row (median)")(
-        "tokens", po::value(&tokens)->default_value(256), "tokens in the training batch (4 samples)");
-    po::variables_map vm;
-    try {
-      po::store(po::parse_command_line(argc, argv, d), vm);
-      po::notify(vm);
-    } catch (const po::error& e) {
-      fail("{} (run with --help for the list of flags)", e.what());
-    }
-    if (vm.count("help")) {
-      std::cout << d << '\n';
-      return 0;
-    }
-    require(steps > 0, "--steps must be positive (got {})", steps);
-    require(tokens >= 8, "--tokens must be at least 8 (got {})", tokens);
+    const auto flags = examples::parse_experiment_flags(argc, argv, "policy_experiments: one row per compile-time model configuration",
+                                                        {5, 256}, "tokens in the training batch (4 samples)");
+    if (!flags) return 0;
+    const int steps = flags->steps, tokens = flags->tokens;
 
     ModelConfig small = examples::embedded_default_config();
     small.hidden_size = 256;
@@ -128,6 +115,8 @@ int main(int argc, char** argv) {
           measure<Qwen2<Lora<64>, Fp32, Cpu>>(cfg, "LoRA r=64, all-linear", 64, steps, batch),
           measure<Qwen2<Lora<8>, Bf16Mixed, Cpu>>(cfg, "LoRA r=8, all-linear, bf16 storage", 8, steps, batch),
           measure<Qwen2<LoraAttnFullMlp, Fp32, Cpu>>(cfg, "LoRA r=8 attention + full MLP", 8, steps, batch),
+          measure<Qwen2<LastLayers<2, Full, Lora<8>>, Fp32, Cpu>>(
+              cfg, "full fine-tune of the last 2 layers + LoRA r=8 elsewhere", 8, steps, batch),
           measure<Qwen2<Full, Fp32, Cpu>>(cfg, "full fine-tune", 0, steps, batch),
       };
       fmt::print("\nShape: hidden {}, {} layers, intermediate {}, vocab {}; batch of {} tokens; median of {} steps.\n\n",
@@ -139,8 +128,7 @@ int main(int argc, char** argv) {
                    100.0 * static_cast<double>(r.trainable) / static_cast<double>(r.total), r.weights_mib,
                    r.optimizer_mib, r.step_ms);
     }
-    fmt::print("\nNot measured here: keep-all vs recompute activations (a CUDA-backend policy); full fine-tune of the last\n"
-               "layers only (needs per-layer layouts; Projections<> sets one layout for every layer).\n");
+    fmt::print("\nNot measured here: keep-all vs recompute activations (a CUDA-backend policy).\n");
     return 0;
   } catch (const std::exception& e) {
     fmt::print(stderr, "policy_experiments: error: {}\n", e.what());

@@ -15,29 +15,14 @@
 
 #include "peft/io/atomic_file.hpp"
 #include "peft/io/safetensors.hpp"
+#include "support/temp_dir.hpp"
 
 namespace fs = std::filesystem;
 using namespace peft;
 using Catch::Contains;
+using peft::test::TempDir;
 
 namespace {
-
-// A fresh directory under the system temp dir, removed at the end of the test.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    static int counter = 0;
-    path = fs::temp_directory_path() / ("peft_test_safetensors_" + std::to_string(::getpid()) + "_" +
-                                        std::to_string(counter++) + "_" + tag);
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path operator/(const std::string& name) const { return path / name; }
-};
 
 // Writes a hand-made file: u64 header length (the real one unless overridden), header, data.
 fs::path write_raw(const fs::path& p, const std::string& header, std::size_t data_bytes,

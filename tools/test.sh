@@ -8,13 +8,14 @@ jobs="$(nproc)"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j "$jobs"
 # The CUDA backend cannot run here (no GPU), but it must compile: where nvcc is installed, build the
-# CUDA program and the CUDA model test (both instantiate the whole CUDA model and its kernels).
+# CUDA programs and the CUDA model and decode tests (they instantiate the whole CUDA model, its
+# kernels and the decode path).
 nvcc="${CUDACXX:-/usr/local/cuda/bin/nvcc}"
 if [[ -x "$nvcc" ]]; then
   cmake -S . -B build-cuda-check -G Ninja -DCMAKE_BUILD_TYPE=Release -DPEFT_WITH_CUDA=ON \
         -DPEFT_BUILD_TESTS=OFF -DPEFT_BUILD_BENCH=OFF -DCMAKE_CUDA_COMPILER="$nvcc"
-  cmake --build build-cuda-check -j "$jobs" --target identity_finetune_cuda cuda_test_model
-  echo "test.sh: CUDA compile check passed (identity_finetune_cuda, cuda_test_model; they run on the GPU machine)"
+  cmake --build build-cuda-check -j "$jobs" --target identity_finetune_cuda cuda_test_model chat_cuda cuda_test_decode
+  echo "test.sh: CUDA compile check passed (identity_finetune_cuda, cuda_test_model, chat_cuda, cuda_test_decode; they run on the GPU machine)"
 else
   echo "test.sh: no nvcc at $nvcc: CUDA compile check not run"
 fi

@@ -12,10 +12,13 @@
 #include <optional>
 #include <regex>
 #include <csignal>
+#include <cstdlib>
+#include <unistd.h>
 
 #include "embedded_default.hpp"
 #include "peft/data/dataset_file.hpp"
 #include "peft/data/dataset_loader.hpp"
+#include "peft/dist/communicator.hpp"
 #include "peft/generate/greedy.hpp"
 #include "peft/io/atomic_file.hpp"
 #include "peft/qwen.hpp"
@@ -87,12 +90,25 @@ inline void apply_embedded_defaults(SftArgs& a) {
 
 // Test-only (--debug_sigkill_at_step): the process dies by SIGKILL after step N, as from kill -9:
 // no destructor runs, no buffer is flushed; the resume test restarts from what is on disk.
+// Data-parallel fault tests narrow it to one rank (PEFT_DEBUG_FAULT_RANK=r) and can make that rank
+// hang instead of dying (PEFT_DEBUG_FAULT=hang): the others must stop with an error naming it.
 struct SigkillAt {
   std::int64_t step = -1;
+  bool hang = false;
   void on_step_end(const TrainResult& r) const {
-    if (r.global_step == step) ::raise(SIGKILL);
+    if (r.global_step != step) return;
+    if (hang)
+      for (;;) ::pause();
+    ::raise(SIGKILL);
   }
 };
+
+inline SigkillAt debug_fault(std::int64_t step, int rank) {
+  const char* only = std::getenv("PEFT_DEBUG_FAULT_RANK");
+  if (only && *only && std::atoi(only) != rank) return {};
+  const char* mode = std::getenv("PEFT_DEBUG_FAULT");
+  return {step, mode && std::string(mode) == "hang"};
+}
 
 // What a run loads once: the model, the tokenizer, the training data and the evaluation sets.
 // lr_epoch_sweep builds it once and trains copies of the model.
@@ -114,6 +130,7 @@ auto model_options(const SftArgs& a) {
   typename Model::Options o;
   const auto batch = std::max<std::int64_t>({a.train.per_device_train_batch_size, a.train.per_device_eval_batch_size, 1});
   o.max_tokens = static_cast<int>(a.data.max_length * batch);
+  if constexpr (requires { o.device; }) o.device = a.cuda_device;
   return o;
 }
 
@@ -202,7 +219,7 @@ SftSetup<Model> prepare_sft(SftArgs& a) {
 // One training run of `model` into `run_dir`, with the evaluation hooks the setup enables.
 template <class Model>
 TrainResult train_sft(Model& model, const SftSetup<Model>& s, const SftArgs& a, const std::filesystem::path& run_dir,
-                      bool quiet = false) {
+                      bool quiet = false, dist::Communicator* comm = nullptr) {
   // The embedding has rows past the tokenizer's vocabulary (padding); an untrained model can pick
   // them, and they stand for no text, so they are dropped before decoding.
   auto decode_known = [&](const std::vector<std::int32_t>& ids) {
@@ -235,7 +252,8 @@ TrainResult train_sft(Model& model, const SftSetup<Model>& s, const SftArgs& a, 
               NamedSchedule(t.lr_scheduler_type), IdentityAccuracy<Model>{&probe}, Repetition<Model>{&probe, 3},
               GeneralRetention<Model>{&model, &s.general, t.per_device_eval_batch_size},
               EarlyStopping{stop_metric, a.early_stop_patience, a.early_stop_min_delta, stop_greater},
-              SigkillAt{a.debug_sigkill_at_step});
+              debug_fault(a.debug_sigkill_at_step, comm ? comm->rank() : 0));
+  trainer.set_communicator(comm);
   trainer.set_run_dir(run_dir);
   trainer.set_base_model_name(s.base_name);
   trainer.set_quiet(quiet);
@@ -244,9 +262,12 @@ TrainResult train_sft(Model& model, const SftSetup<Model>& s, const SftArgs& a, 
   return trainer.train(s.data.train, s.data.val.empty() ? nullptr : &s.data.val);
 }
 
+// `comm`: data-parallel training (dist/); nullptr = one process. Only rank 0 writes the run folder
+// and answers the questions; the other ranks train and keep quiet.
 template <class Model>
-int run_sft(SftArgs a) {
+int run_sft(SftArgs a, dist::Communicator* comm = nullptr) {
   using clock = std::chrono::steady_clock;
+  const bool writer = !comm || comm->rank() == 0;
   const auto t_start = clock::now();
   SftSetup<Model> s = prepare_sft<Model>(a);
   Model& model = *s.model;
@@ -257,10 +278,16 @@ int run_sft(SftArgs a) {
   std::filesystem::path run_dir = a.add_version ? versioned_run_dir(a.train.output_dir) : a.train.output_dir;
   if (!a.train.resume_from_checkpoint.empty())
     run_dir = std::filesystem::absolute(peft::detail::without_trailing_separator(a.train.resume_from_checkpoint)).parent_path();
-  std::filesystem::create_directories(run_dir);
-  write_text_atomic(run_dir / (a.train.resume_from_checkpoint.empty() ? "args.json" : "args_resume.json"),
-                    a.as_json.dump(2) + "\n");
-  fmt::print("[run] writing to {}\n", run_dir.string());
+  if (writer) {
+    std::filesystem::create_directories(run_dir);
+    write_text_atomic(run_dir / (a.train.resume_from_checkpoint.empty() ? "args.json" : "args_resume.json"),
+                      a.as_json.dump(2) + "\n");
+    fmt::print("[run] writing to {}\n", run_dir.string());
+  }
+  if (comm)
+    fmt::print("[dist] world size {}: global batch = {} per device x {} accumulation x {} ranks\n",
+               comm->world_size(), a.train.per_device_train_batch_size, a.train.gradient_accumulation_steps,
+               comm->world_size());
   fmt::print("[hparams] lr {} epochs {} batch {} grad_accum {} lora r={} alpha={} dropout={} targets {} scheduler {} "
              "warmup_ratio {} weight_decay {} max_grad_norm {}\n",
              a.train.learning_rate, a.train.num_train_epochs, a.train.per_device_train_batch_size,
@@ -269,10 +296,10 @@ int run_sft(SftArgs a) {
              a.train.weight_decay, a.train.max_grad_norm);
 
   std::vector<std::string> questions;
-  if (s.tok && std::filesystem::exists(default_identity_questions())) questions = identity_questions(cfg.vocab_size, 4);
+  if (writer && s.tok && std::filesystem::exists(default_identity_questions())) questions = identity_questions(cfg.vocab_size, 4);
   if (!questions.empty()) answer_questions(model, *s.tok, questions, a.data.system, "[before training]");
 
-  const TrainResult r = train_sft(model, s, a, run_dir);
+  const TrainResult r = train_sft(model, s, a, writer ? run_dir : std::filesystem::path{}, !writer, comm);
   fmt::print("[train] done: {} steps in {:.1f} s, first loss {:.4f}, last loss {:.4f}, skipped steps {}{}\n",
              r.global_step, r.seconds, r.step_losses.front(), r.step_losses.back(), r.skipped_steps,
              r.stopped_early ? " (stopped early)" : "");

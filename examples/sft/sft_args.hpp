@@ -24,6 +24,7 @@ struct SftArgs {
   std::string adapters;
   std::string torch_dtype = "bfloat16";
   std::string device = "auto";
+  int cuda_device = 0;  // not a flag: the GPU of this rank (LOCAL_RANK), set by the CUDA program
   bool add_version = true;
   LoraConfig lora;
   TrainingArguments train;
@@ -104,6 +105,8 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
       ("per_device_train_batch_size", po::value(&t.per_device_train_batch_size)->default_value(1), "samples per micro-batch")
       ("per_device_eval_batch_size", po::value(&t.per_device_eval_batch_size)->default_value(1), "samples per eval batch")
       ("gradient_accumulation_steps", po::value(&t.gradient_accumulation_steps)->default_value(1), "micro-batches per step")
+      ("accumulation_pack_tokens", po::value(&t.accumulation_pack_tokens)->default_value(-1),
+       "pack a step's micro-batches into calls of at most this many tokens (-1: the GPU packs up to its plan, the CPU does not; 0: off)")
       ("max_grad_norm", po::value(&t.max_grad_norm)->default_value(1.0), "gradient clipping; 0 disables")
       ("weight_decay", po::value(&t.weight_decay)->default_value(0.1), "AdamW decoupled weight decay")
       ("adam_beta1", po::value(&t.adam_beta1)->default_value(0.9), "AdamW beta1")

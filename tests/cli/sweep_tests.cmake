@@ -1,6 +1,7 @@
 # lr_epoch_sweep on a reduced grid (2 lr x 2 epoch counts, 16 identity rows of the embedded
 # default): every cell trains with the evaluation hooks, the table and the plots appear, and a
-# second invocation skips the finished cells instead of training them again. This file both
+# second invocation skips the finished cells instead of training them again; a grid's last cell
+# equals the same cell run alone (cells share the loaded model). This file both
 # registers the tests (included from tests/CMakeLists.txt) and runs the grid test (cmake -P).
 if(NOT CMAKE_SCRIPT_MODE_FILE)
   add_test(NAME cli_sweep_reduced_grid_and_rerun
@@ -15,10 +16,13 @@ endif()
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK})
 function(run_sweep var)
-  execute_process(COMMAND ${SWEEP} --dataset "${DATA}/self_cognition.jsonl#16" --learning_rates 3e-3 1e-3 --epochs 1 2
+  if(NOT ARGN)
+    set(ARGN --learning_rates 3e-3 1e-3 --epochs 1 2 --output_dir sweep)
+  endif()
+  execute_process(COMMAND ${SWEEP} --dataset "${DATA}/self_cognition.jsonl#16" ${ARGN}
                           --model_name 小派 "Xiao Pai" --model_author "peft 社区" "the peft community"
                           --eval_identity_dataset ${DATA}/identity_eval.jsonl --eval_general_dataset ${DATA}/general_eval.jsonl
-                          --eval_generation_max_new_tokens 16 --output_dir sweep
+                          --eval_generation_max_new_tokens 16
                   WORKING_DIRECTORY ${WORK} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
   if(NOT rc EQUAL 0)
     message(FATAL_ERROR "lr_epoch_sweep failed (${rc}):\n${out}${err}")
@@ -48,4 +52,16 @@ list(LENGTH skipped n)
 if(NOT n EQUAL 4 OR second MATCHES "-> sweep/")
   message(FATAL_ERROR "the second run should skip all 4 finished cells:\n${second}")
 endif()
-message(STATUS "4 cells trained, then all 4 skipped")
+# Cells share one loaded model and re-draw its adapters: the last cell of the grid must train
+# exactly as the same cell alone (nothing of the cells before it may leak into it).
+run_sweep(alone --learning_rates 1e-3 --epochs 2 --output_dir alone)
+file(READ ${WORK}/sweep/lr0.001_ep2/result.json in_grid)
+file(READ ${WORK}/alone/lr0.001_ep2/result.json by_itself)
+foreach(key train_loss eval_loss identity_accuracy steps)
+  string(JSON a GET "${in_grid}" ${key})
+  string(JSON b GET "${by_itself}" ${key})
+  if(NOT a STREQUAL b)
+    message(FATAL_ERROR "lr 1e-3 x 2 epochs: ${key} is ${a} in the grid but ${b} alone")
+  endif()
+endforeach()
+message(STATUS "4 cells trained, then all 4 skipped; the last cell equals the same cell alone")

@@ -20,21 +20,6 @@ using peft::cuda_test::TestContext;
 
 namespace {
 
-ModelConfig tiny_config(int head_dim, bool tied, int kv_heads) {
-  ModelConfig c;
-  c.hidden_size = 128;
-  c.intermediate_size = 256;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 128 / head_dim;
-  c.num_key_value_heads = kv_heads;
-  c.head_dim = head_dim;
-  c.vocab_size = 320;
-  c.tie_word_embeddings = tied;
-  c.rope_theta = 10000.0;
-  c.rms_norm_eps = 1e-6;
-  return c;
-}
-
 std::vector<Sample> random_samples(TestContext& t, int vocab, const std::vector<int>& lengths) {
   std::vector<Sample> out;
   for (int len : lengths) {
@@ -253,22 +238,61 @@ void check_fixture(TestContext& t, const std::string& name) {
   std::filesystem::remove_all(out);
 }
 
+// The trainer packs a step's micro-batches into one call on this backend (Trainer's
+// accumulation_pack_cap): the update must equal one call per micro-batch. Both runs are bf16 on
+// the same weights with dropout 0; what differs is the grouping of the same rows, so the losses
+// agree to bf16 rounding (1e-3 relative) and the adapters to 1e-2 of their largest entry.
+void check_accumulation_packing(TestContext& t, const std::string& name) {
+  using Model = Qwen2<Lora<>, Bf16Mixed, Cuda>;
+  const auto dir = test::fixture(name);
+  LoraConfig lora = read_adapter_config(dir / "adapter");
+  lora.lora_dropout = 0;
+  const auto samples = test::fixture_samples(name);
+  TrainingArguments args = test::golden_args(test::fixture_golden(name));
+  args.gradient_accumulation_steps = 4;
+  args.per_device_train_batch_size = 1;
+  auto run = [&](std::int64_t pack, std::vector<float>* adapter) {
+    auto model = Model::from_pretrained(dir / "model", lora, 3, {256});
+    args.accumulation_pack_tokens = pack;
+    Trainer<Model> trainer(*model, args, AdamW({args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay}),
+                           NamedSchedule(args.lr_scheduler_type));
+    trainer.set_quiet(true);
+    const TrainResult r = trainer.train(samples);
+    for (const auto& m : model->trainable_parameters().to_host().values)
+      adapter->insert(adapter->end(), m.data(), m.data() + m.size());
+    return r.step_losses;
+  };
+  std::vector<float> a_packed, a_single;
+  const auto packed = run(-1, &a_packed), single = run(0, &a_single);
+  Floats lp(packed.begin(), packed.end()), ls(single.begin(), single.end());
+  t.expect(packed.size() == single.size() && !packed.empty(), name + ": accumulation packing, step count");
+  t.close(name + ": GA 4 packed into one call vs 4 calls, step losses", lp, ls, 1e-3);
+  double diff = 0, scale = 0;
+  for (std::size_t i = 0; i < a_packed.size() && i < a_single.size(); ++i) {
+    diff = std::max(diff, static_cast<double>(std::abs(a_packed[i] - a_single[i])));
+    scale = std::max(scale, static_cast<double>(std::abs(a_single[i])));
+  }
+  std::printf("  %-46s max abs diff %.3e of max %.3e\n", (name + ": packed vs unpacked adapter").c_str(), diff, scale);
+  t.expect(a_packed.size() == a_single.size() && diff <= 1e-2 * scale, name + ": packed adapter within 1e-2 of unpacked");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   TestContext t(argc, argv, "cuda_test_model");
   try {
-    check_against_cpu<peft::cuda::KeepActivations>(t, "d64 gqa2 tied", tiny_config(64, true, 1), 8);
-    check_against_cpu<peft::cuda::RecomputeLayer>(t, "d64 gqa2 tied", tiny_config(64, true, 1), 8);
-    check_against_cpu<peft::cuda::KeepActivations>(t, "d16 gqa2 untied", tiny_config(16, false, 4), 4);
-    check_against_cpu<peft::cuda::KeepActivations>(t, "d128 mha untied", tiny_config(128, false, 1), 8);
-    check_packing(t, "d64 packing", tiny_config(64, true, 1));
-    check_packing(t, "d16 packing", tiny_config(16, false, 4));
-    check_graphs(t, "d64 graphs+dropout", tiny_config(64, true, 1));
+    check_against_cpu<peft::cuda::KeepActivations>(t, "d64 gqa2 tied", test::tiny_test_config(64, true, 1), 8);
+    check_against_cpu<peft::cuda::RecomputeLayer>(t, "d64 gqa2 tied", test::tiny_test_config(64, true, 1), 8);
+    check_against_cpu<peft::cuda::KeepActivations>(t, "d16 gqa2 untied", test::tiny_test_config(16, false, 4), 4);
+    check_against_cpu<peft::cuda::KeepActivations>(t, "d128 mha untied", test::tiny_test_config(128, false, 1), 8);
+    check_packing(t, "d64 packing", test::tiny_test_config(64, true, 1));
+    check_packing(t, "d16 packing", test::tiny_test_config(16, false, 4));
+    check_graphs(t, "d64 graphs+dropout", test::tiny_test_config(64, true, 1));
     if (!t.small) {
       check_fixture<Cuda>(t, "tiny_public");
       check_fixture<CudaRecompute>(t, "tiny_public");
       check_fixture<Cuda>(t, "batch2_ga2_linear");
+      check_accumulation_packing(t, "tiny_public");
       // intermediate_size 100 breaks the 16-byte rows the kernels need: a clear error, not a crash.
       bool threw = false;
       try {

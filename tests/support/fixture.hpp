@@ -16,6 +16,7 @@
 #include "peft/core/error.hpp"
 #include "peft/data/sample.hpp"
 #include "peft/io/json_file.hpp"
+#include "peft/io/model_config.hpp"
 #include "peft/train/training_arguments.hpp"
 
 #ifndef PEFT_FIXTURES
@@ -67,6 +68,24 @@ inline TrainingArguments golden_args(const nlohmann::json& g) {
   a.train_dataloader_shuffle = false;
   a.logging_steps = 1000;
   return a;
+}
+
+// The CUDA tests' small random shape: hidden 128 in heads of `head_dim`, `kv_heads` kv heads,
+// 2 layers, vocab 320 (their model and decode tests compare it against the CPU backend).
+inline ModelConfig tiny_test_config(int head_dim, bool tied, int kv_heads, std::int64_t max_positions = 32768) {
+  ModelConfig c;
+  c.hidden_size = 128;
+  c.intermediate_size = 256;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 128 / head_dim;
+  c.num_key_value_heads = kv_heads;
+  c.head_dim = head_dim;
+  c.vocab_size = 320;
+  c.tie_word_embeddings = tied;
+  c.rope_theta = 10000.0;
+  c.rms_norm_eps = 1e-6;
+  c.max_position_embeddings = max_positions;
+  return c;
 }
 
 }  // namespace peft::test

@@ -3,6 +3,9 @@
 //   W' = W + (B @ A) * (lora_alpha / r)
 // computed in fp32 (PEFT adds the fp32 delta to the weight in place, so torch computes the sum
 // in fp32 and rounds once) and stored back in the base tensor's own dtype (BF16, F16 or F32).
+// Tensors of modules the adapter lists in modules_to_save (fully trained modules, e.g. the last
+// layers of LastLayers<N, Full, Lora<r>>) replace the base's, as merge_and_unload() keeps the
+// trained copy of such a module; they are stored in the base tensor's dtype.
 // Everything else is copied unchanged: the other tensors byte for byte, the same shard files
 // with their names, metadata and model.safetensors.index.json, and every other file of the model
 // folder (config.json, generation_config.json, tokenizer files), so transformers and vLLM load
@@ -12,6 +15,7 @@
 // LoRA A or B of a module the base has, with matching shapes and the rank adapter_config.json
 // states; an error names the file and the tensor.
 #pragma once
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -29,6 +33,7 @@ namespace peft {
 
 struct MergeSummary {
   std::size_t merged_modules = 0;  // projections that received B @ A
+  std::size_t saved_tensors = 0;   // modules_to_save tensors that replaced the base's
   std::size_t tensors = 0;         // tensors written
   std::vector<std::string> shards, copied_files;
 };
@@ -40,15 +45,28 @@ struct LoraPair {
   const StoredTensor* b = nullptr;
 };
 
-// module path -> its A and B, from "base_model.model.<module>.lora_{A,B}.weight".
-inline std::map<std::string, LoraPair> adapter_pairs(const SafetensorsFile& st, int rank) {
+// module path -> its A and B, from "base_model.model.<module>.lora_{A,B}.weight"; the tensors of
+// modules_to_save go to `saved` (base tensor name -> adapter tensor).
+inline std::map<std::string, LoraPair> adapter_pairs(const SafetensorsFile& st, int rank,
+                                                     const std::vector<std::string>& modules_to_save,
+                                                     std::map<std::string, const StoredTensor*>& saved) {
   const std::string file = st.path().string();
   std::map<std::string, LoraPair> pairs;
   for (const auto& name : st.names()) {
     std::string_view key = name;
     const bool is_a = key.ends_with(".lora_A.weight"), is_b = key.ends_with(".lora_B.weight");
+    if (key.starts_with(kPeftKeyPrefix) && !is_a && !is_b) {
+      key.remove_prefix(kPeftKeyPrefix.size());
+      const std::string module = module_of(key);
+      require(std::find(modules_to_save.begin(), modules_to_save.end(), module) != modules_to_save.end(),
+              "{}: tensor '{}' is not a LoRA A or B weight and its module '{}' is not in adapter_config.json's "
+              "modules_to_save", file, name, module);
+      saved[std::string(key)] = &st.tensor(name);
+      continue;
+    }
     require(key.starts_with(kPeftKeyPrefix) && (is_a || is_b),
-            "{}: tensor '{}' is not a LoRA A or B weight (only plain LoRA adapters can be merged)", file, name);
+            "{}: tensor '{}' is not a LoRA A or B weight (only LoRA adapters, with modules_to_save, can be merged)",
+            file, name);
     key.remove_prefix(kPeftKeyPrefix.size());
     key.remove_suffix(std::string_view(".lora_A.weight").size());
     const StoredTensor& t = st.tensor(name);
@@ -56,7 +74,7 @@ inline std::map<std::string, LoraPair> adapter_pairs(const SafetensorsFile& st, 
             "{}: tensor '{}' has shape {}, but r = {} in adapter_config.json", file, name, format_shape(t.shape), rank);
     (is_a ? pairs[std::string(key)].a : pairs[std::string(key)].b) = &t;
   }
-  require(!pairs.empty(), "{}: the adapter holds no tensors", file);
+  require(!pairs.empty() || !saved.empty(), "{}: the adapter holds no tensors", file);
   for (const auto& [module, p] : pairs)
     require(p.a && p.b, "{}: module '{}' has a lora_{} but no lora_{}", file, module, p.a ? "A" : "B", p.a ? "B" : "A");
   return pairs;
@@ -80,8 +98,16 @@ inline MergeSummary merge_lora(const std::filesystem::path& model_dir, const std
   require(fs::exists(adapter_file, ec), "{}: no adapter_model.safetensors in the adapter folder",
           adapter_file.string());
   const SafetensorsFile adapter = SafetensorsFile::open(adapter_file);
-  const auto pairs = detail::adapter_pairs(adapter, lora.r);
+  std::map<std::string, const StoredTensor*> saved;  // modules_to_save: base tensor name -> trained tensor
+  const auto pairs = detail::adapter_pairs(adapter, lora.r, read_modules_to_save(adapter_dir), saved);
   const SafetensorsModel base = SafetensorsModel::open(model_dir);
+  for (const auto& [name, t] : saved) {
+    require(base.contains(name) && base.tensor(name).shape == t->shape,
+            "{}: tensor '{}' {} (modules_to_save) does not match a tensor of the base model {}: is this adapter for "
+            "another model?", adapter_file.string(), t->name, format_shape(t->shape), base.source().string());
+    require(!pairs.count(module_of(name)), "{}: module '{}' has both LoRA tensors and a fully trained copy",
+            adapter_file.string(), module_of(name));
+  }
 
   // Check every module against the base before writing anything.
   for (const auto& [module, p] : pairs) {
@@ -111,6 +137,13 @@ inline MergeSummary merge_lora(const std::filesystem::path& model_dir, const std
       for (const auto& [key, value] : in.metadata()) out.set_metadata(key, value);
       for (const auto& name : names) {
         const StoredTensor& t = in.tensor(name);
+        if (const auto s = saved.find(name); s != saved.end()) {  // a module to save: the trained copy
+          std::vector<float> v(static_cast<std::size_t>(s->second->numel()));
+          adapter.read_f32(s->second->name, s->second->shape, v.data());
+          out.add_f32(name, t.shape, std::span<const float>(v), t.dtype);
+          ++summary.saved_tensors;
+          continue;
+        }
         const auto it = name.ends_with(".weight") ? pairs.find(name.substr(0, name.size() - 7)) : pairs.end();
         if (it == pairs.end()) {
           out.add(name, t.dtype, t.shape, std::span<const std::byte>(t.data, t.nbytes));

@@ -4,12 +4,19 @@
 //                              "base_model.model.<module>.lora_B.weight" [out, r]
 // (PEFT drops the adapter name "default" from the keys when it saves.) Loading checks every
 // tensor the model expects is present with its shape, and that the file holds nothing else.
+// A model that also fully trains some modules (e.g. LastLayers<2, Full, Lora<8>>) saves them as
+// PEFT's modules_to_save do: their whole tensors "base_model.model.<module>.weight" (and .bias)
+// in the same adapter_model.safetensors, the modules listed in "modules_to_save", and the LoRA
+// restricted to its layers by "layers_to_transform", so PeftModel.from_pretrained rebuilds the
+// same model and merge_and_unload() (or our merge_lora) yields the trained weights.
 #pragma once
 #include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "peft/core/error.hpp"
 #include "peft/core/parameter.hpp"
@@ -30,7 +37,48 @@ inline std::vector<std::string> targeted_module_names(const LoraConfig& lora) {
   return out;
 }
 
-inline nlohmann::json adapter_config_json(const LoraConfig& lora, const std::string& base_model) {
+inline bool is_lora_tensor_name(std::string_view name) { return name.find(".lora_") != std::string_view::npos; }
+
+// The module a tensor belongs to: "model.layers.3.mlp.up_proj.weight" -> "model.layers.3.mlp.up_proj".
+inline std::string module_of(std::string_view tensor) {
+  const auto dot = tensor.rfind('.');
+  return std::string(dot == std::string_view::npos ? tensor : tensor.substr(0, dot));
+}
+
+// The tensor's shape in HF files: biases and norm weights are 1-D.
+inline std::vector<std::int64_t> file_shape(const Parameter& p) {
+  std::vector<std::int64_t> shape = shape_of(*p.value);
+  if (p.is_vector) shape.erase(shape.begin());
+  return shape;
+}
+
+// PEFT's fields for a partly fully-trained model (empty: null, a plain LoRA adapter).
+struct AdapterExtras {
+  std::vector<std::string> modules_to_save;  // fully trained modules, whole tensors in the adapter
+  std::vector<int> layers_to_transform;      // decoder layers that carry LoRA, when not all do
+};
+
+// From the trainable parameters: every non-LoRA tensor's module is a module to save; the layers
+// whose names carry a LoRA tensor are listed when they are not all `num_hidden_layers` (0: unknown).
+inline AdapterExtras adapter_extras(const ParameterList& params, int num_hidden_layers) {
+  AdapterExtras x;
+  std::set<int> lora_layers;
+  for (const auto& p : params) {
+    if (!is_lora_tensor_name(p.name)) {
+      std::string m = module_of(p.name);
+      if (std::find(x.modules_to_save.begin(), x.modules_to_save.end(), m) == x.modules_to_save.end())
+        x.modules_to_save.push_back(std::move(m));
+    } else if (p.name.starts_with("model.layers.")) {
+      lora_layers.insert(std::stoi(p.name.substr(std::string_view("model.layers.").size())));
+    }
+  }
+  if (num_hidden_layers > 0 && !lora_layers.empty() && static_cast<int>(lora_layers.size()) < num_hidden_layers)
+    x.layers_to_transform.assign(lora_layers.begin(), lora_layers.end());
+  return x;
+}
+
+inline nlohmann::json adapter_config_json(const LoraConfig& lora, const std::string& base_model,
+                                          const AdapterExtras& extras = {}) {
   nlohmann::json j;
   j["alpha_pattern"] = nlohmann::json::object();
   j["auto_mapping"] = nullptr;
@@ -40,10 +88,12 @@ inline nlohmann::json adapter_config_json(const LoraConfig& lora, const std::str
   j["inference_mode"] = true;
   j["init_lora_weights"] = true;
   j["layers_pattern"] = nullptr;
-  j["layers_to_transform"] = nullptr;
+  j["layers_to_transform"] =
+      extras.layers_to_transform.empty() ? nlohmann::json(nullptr) : nlohmann::json(extras.layers_to_transform);
   j["lora_alpha"] = lora.lora_alpha;
   j["lora_dropout"] = lora.lora_dropout;
-  j["modules_to_save"] = nullptr;
+  j["modules_to_save"] =
+      extras.modules_to_save.empty() ? nlohmann::json(nullptr) : nlohmann::json(extras.modules_to_save);
   j["peft_type"] = "LORA";
   j["r"] = lora.r;
   j["rank_pattern"] = nlohmann::json::object();
@@ -99,33 +149,47 @@ inline LoraConfig read_adapter_config(const std::filesystem::path& adapter_dir) 
   return c;
 }
 
-// Writes the adapter's LoRA tensors (the `.lora_` entries of `params`) into `dir` atomically
-// file by file; callers that need the whole folder atomic wrap this in write_directory_atomic.
+// Writes every tensor of `params` (LoRA A/B, and fully trained ones as modules_to_save, all fp32)
+// into `dir` atomically file by file; callers that need the whole folder atomic wrap this in
+// write_directory_atomic. `num_hidden_layers` lets layers_to_transform name the LoRA layers.
 inline void save_adapter(const std::filesystem::path& dir, const ParameterList& params, const LoraConfig& lora,
-                         const std::string& base_model) {
+                         const std::string& base_model, int num_hidden_layers = 0) {
   std::filesystem::create_directories(dir);
   SafetensorsWriter w;
-  for (const auto& p : params) {
-    if (p.name.find(".lora_") == std::string::npos) continue;
-    w.add_f32(std::string(kPeftKeyPrefix) + p.name, shape_of(*p.value),
+  for (const auto& p : params)
+    w.add_f32(std::string(kPeftKeyPrefix) + p.name, file_shape(p),
               std::span<const float>(p.value->data(), static_cast<std::size_t>(p.value->size())));
-  }
   w.set_metadata("format", "pt");
   w.write(dir / "adapter_model.safetensors");
-  write_text_atomic(dir / "adapter_config.json", adapter_config_json(lora, base_model).dump(2) + "\n");
+  write_text_atomic(dir / "adapter_config.json",
+                    adapter_config_json(lora, base_model, adapter_extras(params, num_hidden_layers)).dump(2) + "\n");
 }
 
-// Fills the model's LoRA parameters from a PEFT adapter folder.
+// "modules_to_save" of an adapter folder's adapter_config.json (empty when null or absent).
+inline std::vector<std::string> read_modules_to_save(const std::filesystem::path& adapter_dir) {
+  const auto path = adapter_dir / "adapter_config.json";
+  const nlohmann::json j = read_json_file(path);
+  const auto* v = find_field(j, "modules_to_save");
+  if (v == nullptr || v->is_null()) return {};
+  try {
+    return v->get<std::vector<std::string>>();
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: 'modules_to_save' is not a list of module names: {}", path.string(), e.what());
+  }
+}
+
+// Fills every parameter of `params` (LoRA A/B and any modules_to_save tensors) from a PEFT
+// adapter folder.
 inline void load_adapter_weights(const std::filesystem::path& dir, const ParameterList& params) {
   const auto file = dir / "adapter_model.safetensors";
   require(std::filesystem::exists(file), "{}: no adapter_model.safetensors in the adapter folder", file.string());
   const auto st = SafetensorsFile::open(file);
   std::set<std::string> expected;
   for (const auto& p : params) {
-    if (p.name.find(".lora_") == std::string::npos) continue;
     const std::string key = std::string(kPeftKeyPrefix) + p.name;
-    require(st.contains(key), "{}: tensor '{}' is missing (the adapter does not cover this module)", file.string(), key);
-    st.read_f32(key, shape_of(*p.value), p.value->data());
+    require(st.contains(key), "{}: tensor '{}' is missing (the adapter does not cover this {})", file.string(),
+            key, is_lora_tensor_name(p.name) ? "module" : "fully trained module: no modules_to_save entry");
+    st.read_f32(key, file_shape(p), p.value->data());
     expected.insert(key);
   }
   for (const auto& name : st.names())

@@ -1,7 +1,9 @@
 // The Qwen2/Qwen2.5 causal LM assembled from layers, as one type:
 //   Qwen2<Layout, Precision, Device>
-// Layout says what trains (a LinearPolicy for all seven projections: Lora<8>, Full, Frozen; or
-// a Projections<...> bundle), Precision how numbers are stored (Fp32, Bf16Mixed), Device where it
+// Layout says what trains (a LinearPolicy for all seven projections: Lora<8>, Full, Frozen; a
+// Projections<...> bundle; or a layer-wise LastLayers<N, Tail, Rest>, policies/layer_layout.hpp,
+// whose decoder layers are held in two vectors and visited in layer order by for_each_layer),
+// Precision how numbers are stored (Fp32, Bf16Mixed), Device where it
 // runs (Cpu here; the Cuda backend specializes the same template in peft/backend/cuda/).
 // Shapes are run-time values from config.json; the layout is compile-time.
 //
@@ -25,6 +27,7 @@
 #include "peft/layers/lora_config.hpp"
 #include "peft/layers/weight_source.hpp"
 #include "peft/policies/device.hpp"
+#include "peft/policies/layer_layout.hpp"
 
 namespace peft {
 
@@ -39,31 +42,43 @@ class Qwen2Model;
 
 // The spelling users write: Qwen2<Lora<8>, Bf16Mixed, Cpu>.
 template <class Layout, PrecisionPolicy P = Fp32, DevicePolicy D = Cpu>
-  requires ProjectionLayout<layout_of_t<Layout>>
+  requires ModelLayout<layout_of_t<Layout>>
 using Qwen2 = Qwen2Model<layout_of_t<Layout>, P, D>;
 
 template <class L, PrecisionPolicy P>
 class Qwen2Model<L, P, Cpu> {
-  static_assert(ProjectionLayout<L>,
-                "Qwen2<Layout, ...>: Layout must be a linear policy (Lora<r>, Full, Frozen) or a "
-                "Projections<q, k, v, o, gate, up, down, lm_head, train_embedding, train_norms> bundle");
-  static_assert(!L::lm_head::has_adapter, "Qwen2: a LoRA adapter on lm_head is not supported; use Frozen or Full");
+  static_assert(ModelLayout<L>,
+                "Qwen2<Layout, ...>: Layout must be a linear policy (Lora<r>, Full, Frozen), a "
+                "Projections<q, k, v, o, gate, up, down, lm_head, train_embedding, train_norms> bundle or a "
+                "LastLayers<N, Tail, Rest> layer-wise layout");
+  // The first layers' layout, the last kTailLayers' layout, and where whole-model settings come from.
+  using Rest = typename layer_split<L>::rest;
+  using Tail = typename layer_split<L>::tail;
+  using W = typename layer_split<L>::whole;
+  static constexpr int kTailLayers = layer_split<L>::tail_layers;
+  static_assert(!W::lm_head::has_adapter, "Qwen2: a LoRA adapter on lm_head is not supported; use Frozen or Full");
 
  public:
   using Layout = L;
   using Precision = P;
   using Device = Cpu;
-  static constexpr bool trains_lm_head = L::lm_head::trains_base;
+  static constexpr bool trains_lm_head = W::lm_head::trains_base;
 
   Qwen2Model(const ModelConfig& cfg, const LoraConfig& lora) : cfg_(cfg), lora_(lora),
       embed_(cfg.vocab_size, cfg.hidden_size), final_norm_("model.norm", cfg.hidden_size, cfg.rms_norm_eps) {
     cfg_.validate("model config");
     if (uses_lora()) lora_.validate();
-    layers_.reserve(static_cast<std::size_t>(cfg.num_hidden_layers));
-    for (int i = 0; i < cfg.num_hidden_layers; ++i) layers_.emplace_back(i, cfg_, lora_);
+    require(kTailLayers <= cfg.num_hidden_layers,
+            "LastLayers<{}, Tail, Rest>: the last {} decoder layers should use Tail, but config.json has "
+            "num_hidden_layers = {}", kTailLayers, kTailLayers, cfg.num_hidden_layers);
+    const int first_tail = cfg.num_hidden_layers - kTailLayers;
+    rest_.reserve(static_cast<std::size_t>(first_tail));
+    tail_.reserve(static_cast<std::size_t>(kTailLayers));
+    for (int i = 0; i < first_tail; ++i) rest_.emplace_back(i, cfg_, lora_);
+    for (int i = first_tail; i < cfg.num_hidden_layers; ++i) tail_.emplace_back(i, cfg_, lora_);
     // Tied: lm_head IS the embedding, so it trains exactly when the embedding does; a layout that
     // asks for one without the other would silently train nothing there.
-    require(!(cfg.tie_word_embeddings && trains_lm_head && !L::train_embedding),
+    require(!(cfg.tie_word_embeddings && trains_lm_head && !W::train_embedding),
             "config.json has tie_word_embeddings=true, so lm_head is the embedding matrix: a layout with a Full "
             "lm_head must also train the embedding (Projections<..., Full, /*TrainEmbedding=*/true>)");
     if (!cfg.tie_word_embeddings) lm_w_.resize(cfg.vocab_size, cfg.hidden_size);
@@ -88,10 +103,10 @@ class Qwen2Model<L, P, Cpu> {
 
   void load_weights(WeightSource& src) {
     embed_.load(src);
-    for (auto& layer : layers_) {
+    for_each_layer([&](auto& layer, std::size_t) {
       layer.for_each_linear([&](auto& lin) { lin.load(src); });
       layer.for_each_norm([&](auto& n) { n.load(src); });
-    }
+    });
     final_norm_.load(src);
     if (!cfg_.tie_word_embeddings) {
       require(src.contains("lm_head.weight"),
@@ -109,18 +124,31 @@ class Qwen2Model<L, P, Cpu> {
     });
   }
 
+  // f(layer, index) for every decoder layer in HF order (the rest, then the tail), and in reverse
+  // for the backward; the two layer types are distinct only for a layer-wise layout.
+  template <class F> void for_each_layer(F&& f) {
+    std::size_t i = 0;
+    for (auto& layer : rest_) f(layer, i++);
+    for (auto& layer : tail_) f(layer, i++);
+  }
+  template <class F> void for_each_layer_reverse(F&& f) {
+    std::size_t i = rest_.size() + tail_.size();
+    for (auto it = tail_.rbegin(); it != tail_.rend(); ++it) f(*it, --i);
+    for (auto it = rest_.rbegin(); it != rest_.rend(); ++it) f(*it, --i);
+  }
+
   // f(linear) for every projection of every layer, in HF module order.
   template <class F> void for_each_linear(F&& f) {
-    for (auto& layer : layers_) layer.for_each_linear(f);
+    for_each_layer([&](auto& layer, std::size_t) { layer.for_each_linear(f); });
   }
 
   ParameterList trainable_parameters() {
     ParameterList out;
     embed_.parameters(out);
-    for (auto& layer : layers_) {
+    for_each_layer([&](auto& layer, std::size_t) {
       layer.for_each_norm([&](auto& n) { n.parameters(out); });
       layer.for_each_linear([&](auto& lin) { lin.parameters(out); });
-    }
+    });
     final_norm_.parameters(out);
     if constexpr (trains_lm_head)
       if (!cfg_.tie_word_embeddings) out.push_back({"lm_head.weight", &lm_w_, &lm_dw_});
@@ -129,10 +157,10 @@ class Qwen2Model<L, P, Cpu> {
 
   void zero_grad() {
     embed_.zero_grad();
-    for (auto& layer : layers_) {
+    for_each_layer([](auto& layer, std::size_t) {
       layer.for_each_linear([](auto& lin) { lin.zero_grad(); });
       layer.for_each_norm([](auto& n) { n.zero_grad(); });
-    }
+    });
     final_norm_.zero_grad();
     if constexpr (trains_lm_head) lm_dw_.setZero();
   }
@@ -161,10 +189,10 @@ class Qwen2Model<L, P, Cpu> {
     Matrix dx = Matrix::Zero(y.rows(), y.cols()), dy = Matrix::Zero(y.rows(), y.cols());
     dy(rows, Eigen::all) = dh_sel;
     final_norm_.backward(dy, dx);
-    for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) {
-      it->backward(dx, ctx, dy);
+    for_each_layer_reverse([&](auto& layer, std::size_t) {
+      layer.backward(dx, ctx, dy);
       std::swap(dx, dy);
-    }
+    });
     embed_.backward(batch.input_ids, dx);
     return {ce.loss_sum, ce.tokens};
   }
@@ -197,7 +225,7 @@ class Qwen2Model<L, P, Cpu> {
     for (std::size_t i = 0; i < ids.size(); ++i)
       positions[i] = static_cast<std::int32_t>(past) + static_cast<std::int32_t>(i);
     ForwardContext ctx = rope_context({}, positions, nullptr);
-    const Matrix h = final_hidden(ids, [&](DecoderLayer<L, P>& layer, std::size_t i, const Matrix& x, Matrix& y) {
+    const Matrix h = final_hidden(ids, [&](auto& layer, std::size_t i, const Matrix& x, Matrix& y) {
       layer.forward_cached(x, ctx, cache.layer(i), past, y);
     });
     cache.advance(static_cast<std::int64_t>(ids.size()));
@@ -208,17 +236,14 @@ class Qwen2Model<L, P, Cpu> {
 
   const ModelConfig& config() const { return cfg_; }
   const LoraConfig& lora_config() const { return lora_; }
-  static constexpr bool uses_lora() {
-    return L::q::has_adapter || L::k::has_adapter || L::v::has_adapter || L::o::has_adapter ||
-           L::gate::has_adapter || L::up::has_adapter || L::down::has_adapter;
-  }
-  Embedding<P, L::train_embedding>& embedding() { return embed_; }
+  static constexpr bool uses_lora() { return detail::any_adapter<Rest>() || detail::any_adapter<Tail>(); }
+  Embedding<P, W::train_embedding>& embedding() { return embed_; }
   const Matrix& lm_weight() const { return cfg_.tie_word_embeddings ? embed_.weight() : lm_w_; }
 
  private:
   // Embedding, decoder layers and the final norm: [tokens, hidden].
   Matrix final_hidden(const PackedBatch& batch, const ForwardContext& ctx) {
-    return final_hidden(batch.input_ids, [&](DecoderLayer<L, P>& layer, std::size_t, const Matrix& x, Matrix& y) {
+    return final_hidden(batch.input_ids, [&](auto& layer, std::size_t, const Matrix& x, Matrix& y) {
       layer.forward(x, ctx, y);
     });
   }
@@ -226,10 +251,10 @@ class Qwen2Model<L, P, Cpu> {
   Matrix final_hidden(std::span<const std::int32_t> ids, LayerForward&& layer_forward) {
     Matrix x, y;
     embed_.forward(ids, x);
-    for (std::size_t i = 0; i < layers_.size(); ++i) {
-      layer_forward(layers_[i], i, x, y);
+    for_each_layer([&](auto& layer, std::size_t i) {
+      layer_forward(layer, i, x, y);
       std::swap(x, y);
-    }
+    });
     final_norm_.forward(x, y);
     return y;
   }
@@ -253,9 +278,10 @@ class Qwen2Model<L, P, Cpu> {
 
   ModelConfig cfg_;
   LoraConfig lora_;
-  Embedding<P, L::train_embedding> embed_;
-  std::vector<DecoderLayer<L, P>> layers_;
-  RmsNorm<P, L::train_norms> final_norm_;
+  Embedding<P, W::train_embedding> embed_;
+  std::vector<DecoderLayer<Rest, P>> rest_;  // layers [0, L - kTailLayers)
+  std::vector<DecoderLayer<Tail, P>> tail_;  // the last kTailLayers (empty for a uniform layout)
+  RmsNorm<P, W::train_norms> final_norm_;
   Matrix lm_w_, lm_dw_;
 };
 

@@ -1,10 +1,11 @@
 // Checkpoints: output_dir/checkpoint-<step>/ holds what the model trained (a PEFT adapter for
-// LoRA, HF weights for full fine-tuning), the optimizer moments and trainer_state.json. Each is
+// any layout with LoRA, its fully trained modules inside it as modules_to_save; HF weights for
+// layouts without LoRA), the optimizer moments and trainer_state.json. Each is
 // published atomically (written to a staging folder, fsynced, renamed), so a crash mid-save
 // leaves the previous checkpoint whole. Rotation keeps the newest `save_total_limit`.
-// Exact resume reads back the same files: LoRA tensors from the adapter (fp32), other trained
-// tensors from their weights file when it holds fp32, else from fp32 masters that the optimizer
-// file carries ("master.<name>") because a bf16 copy would lose the low bits.
+// Exact resume reads back the same files: every tensor of a LoRA layout from the adapter (fp32),
+// other trained tensors from their weights file when it holds fp32, else from fp32 masters that
+// the optimizer file carries ("master.<name>") because a bf16 copy would lose the low bits.
 #pragma once
 #include <algorithm>
 #include <filesystem>
@@ -22,12 +23,8 @@
 namespace peft {
 
 namespace detail {
-inline bool is_lora_tensor(const Parameter& p) { return p.name.find(".lora_") != std::string::npos; }
-inline std::vector<std::int64_t> stored_shape(const Parameter& p) {
-  std::vector<std::int64_t> shape = shape_of(*p.value);
-  if (p.is_vector) shape.erase(shape.begin());
-  return shape;
-}
+inline bool is_lora_tensor(const Parameter& p) { return is_lora_tensor_name(p.name); }
+inline std::vector<std::int64_t> stored_shape(const Parameter& p) { return file_shape(p); }
 }  // namespace detail
 
 template <class Model>
@@ -35,13 +32,17 @@ std::filesystem::path trained_weights_file(const std::filesystem::path& dir) {
   return dir / (std::is_same_v<typename Model::Layout, FullModel> ? "model.safetensors" : "trainable_weights.safetensors");
 }
 
-// LoRA tensors go to the PEFT adapter files; other trainable tensors (full fine-tuning) are
-// written with their HF names to model.safetensors, stored in the run's dtype, with config.json
-// when every parameter trained, so transformers loads the folder as a model.
+// A layout with LoRA writes one PEFT adapter (fully trained modules in it as modules_to_save, so
+// HF PEFT loads the whole result). Without LoRA the trained tensors are written with their HF
+// names in the run's dtype: to model.safetensors with config.json when every parameter trained,
+// so transformers loads the folder as a model, else to trainable_weights.safetensors.
 template <class Model>
 void save_trained_weights(const std::filesystem::path& dir, Model& model, const std::string& base_model) {
   const ParameterList params = model.trainable_parameters();
-  if constexpr (Model::uses_lora()) save_adapter(dir, params, model.lora_config(), base_model);
+  if constexpr (Model::uses_lora()) {
+    save_adapter(dir, params, model.lora_config(), base_model, static_cast<int>(model.config().num_hidden_layers));
+    return;
+  }
   SafetensorsWriter w;
   for (const auto& p : params) {
     if (detail::is_lora_tensor(p)) continue;
@@ -65,7 +66,10 @@ void save_trained_weights(const std::filesystem::path& dir, Model& model, const 
 template <class Model>
 void load_trained_weights(const std::filesystem::path& dir, Model& model) {
   const ParameterList params = model.trainable_parameters();
-  if constexpr (Model::uses_lora()) load_adapter_weights(dir, params);
+  if constexpr (Model::uses_lora()) {
+    load_adapter_weights(dir, params);  // fp32, the modules_to_save included
+    return;
+  }
   const auto masters_file = dir / "optimizer.safetensors";
   std::optional<SafetensorsFile> masters, weights;
   if (std::filesystem::exists(masters_file)) masters = SafetensorsFile::open(masters_file);

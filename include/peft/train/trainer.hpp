@@ -11,6 +11,15 @@
 //   - resume_from_checkpoint restores weights, moments, step, dropout generator, logging interval
 //     and history, hooks' state; the epoch's sample order is recomputed from (seed, epoch), so
 //     an interrupted-and-resumed run equals an uninterrupted one bit for bit (CPU backend).
+//   - data-parallel (set_communicator, world W): an optimizer step takes gradient_accumulation_steps
+//     x W micro-batches; rank r runs micro-batches r, r+W, ...; every rank counts the label tokens
+//     of the whole step (it has the data), so the 1/count scale is the global one; the gradients
+//     and the loss sum are all-reduced before clipping, so every rank takes the same update. Only
+//     a rank given a run dir (rank 0) writes. Without a communicator nothing of this runs.
+//   - accumulation packing (TrainingArguments::accumulation_pack_tokens): a rank's micro-batches
+//     of one step are joined into as few forward/backward calls as the token budget allows; every
+//     call is scaled by the step's label tokens, so the update is the same (a GPU model packs by
+//     default: each call reads all the weights once).
 // Trainer<Model, Optimizer, Schedule, Hooks...>: hooks are small policy types called at the
 // points named in train/hooks.hpp.
 #pragma once
@@ -27,6 +36,7 @@
 
 #include "peft/core/rng.hpp"
 #include "peft/data/packed_batch.hpp"
+#include "peft/dist/communicator.hpp"
 #include "peft/optim/optimizer.hpp"
 #include "peft/optim/schedules.hpp"
 #include "peft/train/checkpoint.hpp"
@@ -62,11 +72,16 @@ class Trainer {
   // Where logging.jsonl and checkpoints go; empty = write nothing (tests, sweeps).
   void set_run_dir(std::filesystem::path d) { run_dir_ = std::move(d); }
   void set_quiet(bool q) { quiet_ = q; }
+  // Data-parallel training over `c` (dist/communicator.hpp); nullptr (the default): one process.
+  void set_communicator(dist::Communicator* c) { comm_ = c; }
+  int world_size() const { return comm_ ? comm_->world_size() : 1; }
+  int rank() const { return comm_ ? comm_->rank() : 0; }
 
   std::int64_t steps_per_epoch(std::size_t samples) const {
     const auto micro = (static_cast<std::int64_t>(samples) + args_.per_device_train_batch_size - 1) /
                        args_.per_device_train_batch_size;
-    return std::max<std::int64_t>(1, (micro + args_.gradient_accumulation_steps - 1) / args_.gradient_accumulation_steps);
+    const std::int64_t per_step = args_.gradient_accumulation_steps * world_size();
+    return std::max<std::int64_t>(1, (micro + per_step - 1) / per_step);
   }
   std::int64_t total_steps(std::size_t samples) const {
     if (args_.max_steps > 0) return args_.max_steps;
@@ -88,6 +103,11 @@ class Trainer {
     NonFiniteGuard guard{args_.max_consecutive_nonfinite_steps};
     st_ = TrainerState{};
     if (!args_.resume_from_checkpoint.empty()) resume(params, dropout_rng, guard, total);
+    // Other ranks draw their own dropout masks (rank 0 keeps the single-process stream; a
+    // checkpoint holds rank 0's generator, so these restart from (seed, rank, step) on resume).
+    if (rank() > 0)
+      dropout_rng = Rng(args_.seed * 1000003ULL + 0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(rank()) +
+                        static_cast<std::uint64_t>(st_.res.global_step));
     TrainResult& res = st_.res;
     std::ofstream log = open_log();
     call_hooks([&](auto& h) { if constexpr (requires { h.on_train_begin(); }) h.on_train_begin(); });
@@ -99,25 +119,42 @@ class Trainer {
     const auto t0 = std::chrono::steady_clock::now();
     auto interval_t0 = t0;
     std::vector<std::size_t> order;
+    const std::size_t pack_cap = accumulation_pack_cap();
     for (std::int64_t step = res.global_step; step < total; ++step) {
       const std::int64_t epoch = step / per_epoch, in_epoch = step % per_epoch;
       if (in_epoch == 0 || order.empty()) order = epoch_order(train.size(), epoch);
       // The micro-batches of this optimizer step.
       const std::size_t bs = static_cast<std::size_t>(args_.per_device_train_batch_size);
-      const std::size_t first = static_cast<std::size_t>(in_epoch * args_.gradient_accumulation_steps) * bs;
-      const std::size_t last = std::min(order.size(), first + static_cast<std::size_t>(args_.gradient_accumulation_steps) * bs);
+      const std::int64_t per_step = args_.gradient_accumulation_steps * world_size();  // micro-batches, all ranks
+      const std::size_t first = static_cast<std::size_t>(in_epoch * per_step) * bs;
+      const std::size_t last = std::min(order.size(), first + static_cast<std::size_t>(per_step) * bs);
       std::vector<PackedBatch> micro;
       std::int64_t label_tokens = 0, tokens = 0;
-      for (std::size_t i = first; i < last; i += bs) {
-        PackedBatch b;
+      std::size_t mb = 0;
+      for (std::size_t i = first; i < last; i += bs, ++mb) {
+        if (static_cast<int>(mb % static_cast<std::size_t>(world_size())) != rank()) {  // another rank's: count only
+          for (std::size_t j = i; j < std::min(last, i + bs); ++j) {
+            label_tokens += static_cast<std::int64_t>(train[order[j]].label_tokens());
+            tokens += static_cast<std::int64_t>(train[order[j]].size());
+          }
+          continue;
+        }
+        std::size_t mb_tokens = 0;
+        for (std::size_t j = i; j < std::min(last, i + bs); ++j) mb_tokens += train[order[j]].size();
+        if (micro.empty() || micro.back().tokens() + mb_tokens > pack_cap) micro.emplace_back();
+        PackedBatch& b = micro.back();
+        const std::int64_t before = b.label_tokens;
         for (std::size_t j = i; j < std::min(last, i + bs); ++j) b.add(train[order[j]]);
-        label_tokens += b.label_tokens;
-        tokens += static_cast<std::int64_t>(b.tokens());
-        micro.push_back(std::move(b));
+        label_tokens += b.label_tokens - before;
+        tokens += static_cast<std::int64_t>(mb_tokens);
       }
       double loss_sum = 0;
       const float scale = label_tokens > 0 ? 1.0f / static_cast<float>(label_tokens) : 0.0f;
       for (const auto& b : micro) loss_sum += model_.forward_backward(b, scale, &dropout_rng).sum;
+      if (comm_) {  // one bucket of gradients, then the loss for the log; both before the norm
+        all_reduce_grads(*comm_, params);
+        loss_sum = comm_->all_reduce_sum(loss_sum);
+      }
       const double loss = label_tokens > 0 ? loss_sum / static_cast<double>(label_tokens) : 0.0;
       const double grad_norm = clip_grad_norm(params, args_.max_grad_norm);
       const double lr = args_.learning_rate * sched_.factor(step, warmup, total);
@@ -206,6 +243,19 @@ class Trainer {
   std::tuple<Hooks...>& hooks() { return hooks_; }
 
  private:
+  // Tokens per forward/backward call when packing a step's micro-batches (0: one call each).
+  // A model that plans its buffers for a token budget (the CUDA model's max_packed_tokens) caps
+  // the packs at it; -1 asks the model, which packs only if it offers such a budget.
+  std::size_t accumulation_pack_cap() const {
+    std::int64_t cap = args_.accumulation_pack_tokens;
+    if constexpr (requires { model_.max_packed_tokens(); }) {
+      const auto plan = static_cast<std::int64_t>(model_.max_packed_tokens());
+      cap = cap < 0 ? plan : std::min(cap, plan);
+    } else if (cap < 0) {
+      cap = 0;
+    }
+    return static_cast<std::size_t>(cap);
+  }
   // Sample order of an epoch: file order, or a shuffle seeded by (seed, epoch) so any epoch's
   // order can be recomputed (exact resume) without replaying earlier ones.
   std::vector<std::size_t> epoch_order(std::size_t n, std::int64_t epoch) const {
@@ -348,6 +398,7 @@ class Trainer {
   std::string base_model_;
   std::filesystem::path run_dir_;
   bool quiet_ = false;
+  dist::Communicator* comm_ = nullptr;
   TrainerState st_;
 };
 

@@ -19,6 +19,11 @@ struct TrainingArguments {
   std::int64_t per_device_train_batch_size = 1;
   std::int64_t per_device_eval_batch_size = 1;
   std::int64_t gradient_accumulation_steps = 1;
+  // Packing a step's micro-batches into fewer forward/backward calls of at most this many tokens:
+  // the same update (each call is scaled by the step's label tokens), one read of the weights per
+  // call instead of one per micro-batch. -1: the model's own choice (a GPU model packs up to its
+  // planned micro-batch size, the CPU one does not, keeping HF's summation order); 0: off.
+  std::int64_t accumulation_pack_tokens = -1;
   double max_grad_norm = 1.0;  // 0 disables clipping
   double weight_decay = 0.1;   // ms-swift's default
   double adam_beta1 = 0.9, adam_beta2 = 0.95, adam_epsilon = 1e-8;  // ms-swift's defaults
@@ -63,6 +68,7 @@ struct TrainingArguments {
     require(per_device_train_batch_size > 0, "--per_device_train_batch_size must be positive");
     require(per_device_eval_batch_size > 0, "--per_device_eval_batch_size must be positive");
     require(gradient_accumulation_steps > 0, "--gradient_accumulation_steps must be positive");
+    require(accumulation_pack_tokens >= -1, "--accumulation_pack_tokens must be -1 (the model decides), 0 (off) or a token count");
     require(max_grad_norm >= 0, "--max_grad_norm must be >= 0 (0 disables clipping)");
     require(weight_decay >= 0, "--weight_decay must be >= 0");
     require(warmup_ratio >= 0 && warmup_ratio <= 1, "--warmup_ratio must be in [0, 1] (got {})", warmup_ratio);
@@ -82,7 +88,8 @@ struct TrainingArguments {
     return {{"learning_rate", learning_rate}, {"num_train_epochs", num_train_epochs}, {"max_steps", max_steps},
             {"per_device_train_batch_size", per_device_train_batch_size},
             {"per_device_eval_batch_size", per_device_eval_batch_size},
-            {"gradient_accumulation_steps", gradient_accumulation_steps}, {"max_grad_norm", max_grad_norm},
+            {"gradient_accumulation_steps", gradient_accumulation_steps},
+            {"accumulation_pack_tokens", accumulation_pack_tokens}, {"max_grad_norm", max_grad_norm},
             {"weight_decay", weight_decay}, {"adam_beta1", adam_beta1}, {"adam_beta2", adam_beta2},
             {"adam_epsilon", adam_epsilon}, {"lr_scheduler_type", lr_scheduler_type}, {"warmup_ratio", warmup_ratio},
             {"warmup_steps", warmup_steps}, {"seed", seed}, {"train_dataloader_shuffle", train_dataloader_shuffle},

@@ -120,6 +120,11 @@ class CudaDecoderLayer {
     upload_bf16(w_norm2_, w, stream);
     for (auto& l : lin_) l.load(src, stream);
   }
+  void base_weights(std::vector<WeightDestination>& out) const {
+    out.push_back({prefix_ + ".input_layernorm.weight", w_norm1_, {dims_.hidden}});
+    out.push_back({prefix_ + ".post_attention_layernorm.weight", w_norm2_, {dims_.hidden}});
+    for (const auto& l : lin_) l.base_weights(out);
+  }
   void fill_random(std::uint64_t seed, cudaStream_t stream) {
     fill_value(w_norm1_, dims_.hidden, 1.0f, stream);
     fill_value(w_norm2_, dims_.hidden, 1.0f, stream);
@@ -133,6 +138,9 @@ class CudaDecoderLayer {
     return r;
   }
   const LayerDims& dims() const { return dims_; }
+  const std::array<CudaLinear, kProjections>& linears() const { return lin_; }
+  const bf16* norm1_weight() const { return w_norm1_; }  // the decode step (model/decode.cuh)
+  const bf16* norm2_weight() const { return w_norm2_; }
 
   // ---- forward: x [T, hidden] -> out [T, hidden] (out may not alias x) -------------------------
   void forward(GemmContext c, const bf16* x, bf16* out, LayerActivations& a, StepScratch& s, int T,

@@ -24,6 +24,7 @@
 #include "peft/backend/cuda/elementwise.cuh"
 #include "peft/backend/cuda/gemm.cuh"
 #include "peft/backend/cuda/model/memory_plan.cuh"
+#include "peft/backend/cuda/weight_loader.cuh"
 #include "peft/core/dtype.hpp"
 #include "peft/core/tensor.hpp"
 #include "peft/layers/linear.hpp"
@@ -95,6 +96,11 @@ class CudaLinear {
       src.read(module_ + ".bias", b);
       upload_bf16(b_, b, stream);
     }
+  }
+  // The frozen tensors as checkpoint destinations (weight_loader.cuh), in load()'s order.
+  void base_weights(std::vector<WeightDestination>& out) const {
+    out.push_back({module_ + ".weight", w_, {shape_.out, shape_.in}});
+    if (shape_.bias) out.push_back({module_ + ".bias", b_, {shape_.out}});
   }
   // Random N(0, 1/in) weights and N(0, 0.02^2) bias (RandomWeights' recipe), drawn on the device.
   void fill_random(std::uint64_t seed, cudaStream_t stream) {
@@ -178,6 +184,11 @@ class CudaLinear {
   const LinearShape& shape() const { return shape_; }
   const std::string& module() const { return module_; }
   const bf16* weight() const { return w_; }
+  // The decode step's one-row products read these directly (model/decode.cuh).
+  const bf16* bias() const { return b_; }
+  const bf16* lora_a_bf16() const { return a16_; }
+  const bf16* lora_bt_bf16() const { return bt16_; }
+  float scaling() const { return scaling_; }
 
  private:
   std::string module_;

@@ -9,7 +9,9 @@
 //
 // Host copies happen only to save (adapter, optimizer state) and to load an adapter.
 #pragma once
+#include <algorithm>
 #include <filesystem>
+#include <fmt/format.h>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,6 +20,7 @@
 #include "peft/backend/cuda/global_norm.cuh"
 #include "peft/backend/cuda/model/lora_linear.cuh"
 #include "peft/core/parameter.hpp"
+#include "peft/dist/communicator.hpp"
 #include "peft/io/safetensors.hpp"
 #include "peft/optim/adamw.hpp"
 
@@ -32,6 +35,9 @@ struct TrainingState {
   std::unique_ptr<MultiTensorAdamW> adamw;
   float* host_norm = nullptr;  // pinned
   bool clip_pending = false;
+  // Where the optimizer's device state starts and ends in the arena: a second optimizer_init on
+  // the same model (lr_epoch_sweep trains one loaded model cell after cell) gives it back first.
+  std::size_t optimizer_begin = 0, optimizer_end = 0;
 };
 
 // Host copies of device parameters in PEFT's shapes: a ParameterList over owned matrices.
@@ -110,6 +116,13 @@ class DeviceParameters {
 // Sizes the device state: the grad-norm chunk table and AdamW's moments (zeroed), from the arena.
 inline void optimizer_init(AdamW& opt, const DeviceParameters& params) {
   TrainingState& s = params.state();
+  if (s.adamw) {
+    // Only when nothing was taken after it (the arena is a stack); else the new state goes on top.
+    s.norm.reset();
+    s.adamw.reset();
+    if (s.arena->used() == s.optimizer_end) s.arena->release(s.optimizer_begin);
+  }
+  s.optimizer_begin = s.arena->mark();
   std::vector<GradTensor> grads;
   std::vector<AdamWTensor> tensors;
   for (const auto& p : params.tensors()) {
@@ -119,6 +132,7 @@ inline void optimizer_init(AdamW& opt, const DeviceParameters& params) {
   s.norm = std::make_unique<GlobalGradNorm>(*s.arena, grads);
   s.adamw = std::make_unique<MultiTensorAdamW>(
       *s.arena, tensors, AdamWHyper{opt.opt.beta1, opt.opt.beta2, opt.opt.eps, opt.opt.weight_decay});
+  s.optimizer_end = s.arena->mark();
   opt.step_count = 0;
   opt.exp_avg.clear();
   opt.exp_avg_sq.clear();
@@ -143,6 +157,41 @@ inline void optimizer_step(AdamW& opt, const DeviceParameters& params, double lr
   s.adamw->step(lr, s.clip_pending ? s.norm->clip_scale() : nullptr, s.stream);
   s.clip_pending = false;
   opt.step_count = s.adamw->step_count();
+}
+
+// The trainer's gradient all-reduce for a CUDA model (found by ADL, like clip_grad_norm; the
+// transport is any Communicator with device sums, NCCL in practice): the
+// gradients sorted by address and merged into contiguous spans - one span, one call, for the
+// arena's single gradient block; the gaps between tensors are alignment padding (zeroed with
+// the block, summed harmlessly). PEFT_CUDA_ARENA_DEBUG's separate allocations give one span each.
+inline void all_reduce_grads(dist::Communicator& c, const DeviceParameters& params) {
+  struct Span {
+    char* begin;
+    char* end;
+  };
+  std::vector<Span> spans;
+  for (const auto& p : params.tensors())
+    spans.push_back({reinterpret_cast<char*>(p.grad), reinterpret_cast<char*>(p.grad + p.numel())});
+  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
+  constexpr std::ptrdiff_t kMaxGap = 256;  // the arena's alignment
+  std::vector<Span> merged;
+  for (const auto& s : spans) {
+    if (!merged.empty() && s.begin >= merged.back().end && s.begin - merged.back().end <= kMaxGap)
+      merged.back().end = std::max(merged.back().end, s.end);
+    else
+      merged.push_back(s);
+  }
+  static bool told = false;  // once per process: the log says how the gradients travel
+  if (!told && c.rank() == 0) {
+    std::size_t values = 0;
+    for (const auto& s : merged) values += static_cast<std::size_t>(s.end - s.begin) / sizeof(float);
+    fmt::print(stderr, "[dist] gradient all-reduce: {} tensors, {} fp32 values ({:.1f} MB) in {} bucket(s)\n",
+               params.size(), values, static_cast<double>(values) * 4e-6, merged.size());
+    told = true;
+  }
+  for (const auto& s : merged)
+    c.all_reduce_sum_device(reinterpret_cast<float*>(s.begin), static_cast<std::size_t>(s.end - s.begin) / sizeof(float),
+                            params.state().stream);
 }
 
 // The moments under the same names and shapes as the CPU trainer writes (train/checkpoint.hpp).

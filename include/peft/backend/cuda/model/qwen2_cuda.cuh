@@ -2,7 +2,7 @@
 // (models/qwen2.hpp) on one GPU, for LoRA layouts: frozen bf16 base weights, LoRA on any subset
 // of the seven projections, frozen lm_head, tied or untied embeddings.
 //
-//   from_pretrained / from_weights   the same WeightSource and the same adapter Rng draws as the
+//   from_pretrained / from_weights   the same weight bits and the same adapter Rng draws as the
 //                                    CPU model, so both start from identical parameters
 //   forward_backward(batch, scale, dropout) -> LossSum   packed varlen micro-batch, grads +=
 //   evaluate(batch), logits(batch, rows), trainable_parameters(), zero_grad()
@@ -26,6 +26,7 @@
 #include "peft/backend/cuda/cross_entropy.cuh"
 #include "peft/backend/cuda/embedding.cuh"
 #include "peft/backend/cuda/model/activation_policy.cuh"
+#include "peft/backend/cuda/model/decode.cuh"
 #include "peft/backend/cuda/model/decoder_layer.cuh"
 #include "peft/backend/cuda/model/parameters.cuh"
 #include "peft/models/qwen2.hpp"
@@ -43,7 +44,8 @@ struct CudaModelOptions {
 
 template <class L, class A>
 class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
-  static_assert(ProjectionLayout<L>, "Qwen2<Layout, ...>: Layout must be a linear policy or a Projections<...> bundle");
+  static_assert(ProjectionLayout<L>, "Qwen2<Layout, ...>: the CUDA backend takes one layout for every layer (a linear "
+                "policy or a Projections<...> bundle); layer-wise layouts such as LastLayers<N, Tail, Rest> train on Cpu");
   static_assert(!L::q::trains_base && !L::k::trains_base && !L::v::trains_base && !L::o::trains_base &&
                     !L::gate::trains_base && !L::up::trains_base && !L::down::trains_base,
                 "the CUDA backend trains LoRA layouts only: every projection must be Frozen or Lora<r>");
@@ -108,8 +110,7 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
   static std::unique_ptr<Qwen2Model> from_pretrained(const std::filesystem::path& dir, const LoraConfig& lora,
                                                      std::uint64_t adapter_seed, CudaModelOptions opt = {}) {
     auto m = std::make_unique<Qwen2Model>(ModelConfig::from_file(dir / "config.json"), lora, opt);
-    SafetensorsWeights src(dir);
-    m->load_weights(src);
+    m->load_pretrained(dir);
     m->init_adapters(adapter_seed);
     return m;
   }
@@ -138,6 +139,19 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
       cuda::upload_bf16(lm_head_, e, stream_);
     }
     PEFT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  // The checkpoint's frozen weights straight from the mapped shards (weight_loader.cuh); the same
+  // tensors and bits as load_weights(SafetensorsWeights), without the fp32 round trip.
+  cuda::WeightLoadStats load_pretrained(const std::filesystem::path& dir, const cuda::WeightLoaderOptions& o = {}) {
+    return cuda::load_weights_bf16(dir, base_weights(), stream_, o);
+  }
+  // The frozen bf16 tensors by checkpoint name (no lm_head when tied): the loader's destinations.
+  std::vector<cuda::WeightDestination> base_weights() const {
+    std::vector<cuda::WeightDestination> w{{"model.embed_tokens.weight", embed_, {cfg_.vocab_size, cfg_.hidden_size}}};
+    for (const auto& layer : layers_) layer.base_weights(w);
+    w.push_back({"model.norm.weight", final_norm_, {cfg_.hidden_size}});
+    if (!cfg_.tie_word_embeddings) w.push_back({"lm_head.weight", lm_head_, {cfg_.vocab_size, cfg_.hidden_size}});
+    return w;
   }
   // Random base weights drawn on the device (benchmarks: the 7B's 7.6B values in milliseconds).
   void fill_random_weights(std::uint64_t seed) {
@@ -236,40 +250,20 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
     return out;
   }
 
-  // Generation (peft/generate/): the two calls every backend's Qwen2 offers. There is no device
-  // KV cache yet: the "cache" is the token history and each call re-runs it whole (O(n^2) in
-  // tokens, bounded by max_tokens). Enough for the trainer's before/after identity answers.
-  class TokenHistory {
-   public:
-    std::int64_t length() const { return static_cast<std::int64_t>(ids_.size()); }
-    void truncate(std::int64_t n) {
-      require(n >= 0 && n <= length(), "TokenHistory::truncate({}) outside the {} cached tokens", n, length());
-      ids_.resize(static_cast<std::size_t>(n));
-    }
-    void clear() { ids_.clear(); }
-
-   private:
-    friend class Qwen2Model;
-    std::vector<std::int32_t> ids_;
-  };
-  TokenHistory make_kv_cache() const { return {}; }
+  // Generation (peft/generate/): a device KV cache (model/kv_cache.cuh) and a prefill / CUDA-graph
+  // decode step with LoRA unmerged (model/decode.cuh). max_context 0: the config's, at most 32768.
+  cuda::CudaKvCache make_kv_cache(std::int64_t max_context = 0) { return cuda::Decoder(*this).make_cache(max_context); }
   // Logits [1, vocab] after the last new token ([ids, vocab] with all_rows), as the CPU model.
-  Matrix forward_cached(std::span<const std::int32_t> ids, TokenHistory& cache, bool all_rows = false) {
-    require(!ids.empty(), "forward_cached: no tokens to run");
-    const std::size_t past = cache.ids_.size();
-    require(past + ids.size() <= static_cast<std::size_t>(opt_.max_tokens),
-            "forward_cached: {} tokens exceed the CUDA model's max_tokens {}", past + ids.size(), opt_.max_tokens);
-    Sample s;
-    s.input_ids = cache.ids_;
-    s.input_ids.insert(s.input_ids.end(), ids.begin(), ids.end());
-    s.labels.assign(s.input_ids.size(), kIgnoreIndex);
-    std::vector<Eigen::Index> rows;
-    for (std::size_t t = all_rows ? past : s.input_ids.size() - 1; t < s.input_ids.size(); ++t)
-      rows.push_back(static_cast<Eigen::Index>(t));
-    Matrix out = logits(PackedBatch::of(s), rows);
-    cache.ids_ = std::move(s.input_ids);
-    return out;
+  Matrix forward_cached(std::span<const std::int32_t> ids, cuda::CudaKvCache& cache, bool all_rows = false) {
+    return cuda::Decoder(*this).forward_cached(ids, cache, all_rows);
   }
+  // Greedy decoding with the argmax on the device (benchmarks): max_new ids, no stop tokens.
+  std::vector<std::int32_t> greedy_on_device(std::span<const std::int32_t> prompt, int max_new,
+                                             cuda::CudaKvCache& cache) {
+    return cuda::Decoder(*this).greedy(prompt, max_new, cache);
+  }
+  template <class M>
+  friend class cuda::Decoder;
 
   const ModelConfig& config() const { return cfg_; }
   const LoraConfig& lora_config() const { return lora_; }
@@ -289,6 +283,8 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
   }
 
   const CudaModelOptions& options() const { return opt_; }
+  // Every call reads all the weights: the trainer packs a step's micro-batches up to this many tokens.
+  std::size_t max_packed_tokens() const { return static_cast<std::size_t>(opt_.max_tokens); }
   cuda::DeviceArena& arena() { return *arena_; }
   cudaStream_t stream() const { return stream_; }
 

@@ -1,0 +1,309 @@
+// The chat program's body (chat.cpp on the CPU, chat_cuda.cu with the CUDA backend), templated on
+// the model type so both binaries share every flag, message and behaviour:
+//   parse_chat_args -> ChatArgs; choose_chat_dtype; run_chat<Model>(args, source, where, options...)
+// On a terminal it is a conversation (multi-turn history; `clear`, `reset-system`, `exit`);
+// otherwise it is a filter for scripts: JSONL on stdout, everything else on stderr.
+#pragma once
+#include <unistd.h>
+
+#include <cstdio>
+#include <fmt/format.h>
+#include <iostream>
+#include <optional>
+
+#include "model_source.hpp"
+#include "options.hpp"
+#include "peft/data/chat_template.hpp"
+#include "peft/data/dataset_file.hpp"
+#include "peft/generate/generator.hpp"
+#include "peft/io/peft_adapter.hpp"
+#include "peft/models/qwen2.hpp"
+#include "peft/text/tokenizer.hpp"
+#include "../sft/embedded_default.hpp"
+#include "../sft/sft_args.hpp"  // parse_bool, as identity_finetune reads booleans
+
+namespace peft::examples {
+
+using data::ChatMessage;
+using data::Role;
+
+
+struct ChatArgs {
+  std::string model, adapters, device = "auto", torch_dtype, val_dataset;
+  std::optional<std::string> system;
+  bool stream = false, verbose = false;
+  std::optional<std::int64_t> max_new_tokens;
+  SamplingOverrides sampling;
+  std::uint64_t seed = 42;
+};
+
+// Returns nullopt after printing --help. cuda_build: the program has the CUDA backend (chat_cuda).
+inline std::optional<ChatArgs> parse_chat_args(int argc, char** argv, bool cuda_build) {
+  namespace po = boost::program_options;
+  ChatArgs a;
+  std::string stream = "false", verbose = "false", system;
+  double temperature = 0, top_p = 1, repetition_penalty = 1;
+  std::int64_t top_k = 0, max_new_tokens = 0;
+  po::options_description d("chat (flags as ms-swift's `swift infer`)");
+  d.add_options()("help,h", "show this help")
+      ("model", po::value(&a.model), "model folder; default: the adapter's base, else the embedded tiny model")
+      ("adapters", po::value(&a.adapters), "PEFT LoRA adapter folder (a checkpoint of identity_finetune)")
+      ("stream", po::value(&stream)->implicit_value("true"), "print tokens as they come (true|false; default false)")
+      ("temperature", po::value(&temperature), "0: greedy; default: generation_config.json, else greedy")
+      ("top_k", po::value(&top_k), "keep the k most likely tokens (0: off); default: generation_config.json, else 50")
+      ("top_p", po::value(&top_p), "nucleus sampling mass; default: generation_config.json, else 1")
+      ("repetition_penalty", po::value(&repetition_penalty), "HF's; default: generation_config.json, else 1")
+      ("max_new_tokens", po::value(&max_new_tokens), "default: generation_config.json, else 2048 (within the context)")
+      ("system", po::value(&system), "system prompt; default: the training run's, else Qwen2.5's")
+      ("seed", po::value(&a.seed)->default_value(42), "sampling seed")
+      ("device", po::value(&a.device)->default_value("auto"), "cpu | cuda | auto")
+      ("torch_dtype", po::value(&a.torch_dtype), "float32 | bfloat16; default: the training run's, else config.json's")
+      ("val_dataset", po::value(&a.val_dataset), "answer every row of this dataset file (JSONL out)")
+      ("verbose", po::value(&verbose)->implicit_value("true"), "per-reply token counts and speed on stderr");
+  po::variables_map vm;
+  if (!parse_command_line(argc, argv, d, vm)) return std::nullopt;
+  a.stream = detail::parse_bool("stream", stream);
+  a.verbose = detail::parse_bool("verbose", verbose);
+  if (vm.count("system")) a.system = system;
+  if (vm.count("temperature")) a.sampling.temperature = temperature;
+  if (vm.count("top_k")) a.sampling.top_k = top_k;
+  if (vm.count("top_p")) a.sampling.top_p = top_p;
+  if (vm.count("repetition_penalty")) a.sampling.repetition_penalty = repetition_penalty;
+  if (vm.count("max_new_tokens")) {
+    require(max_new_tokens > 0, "--max_new_tokens must be positive (got {})", max_new_tokens);
+    a.max_new_tokens = max_new_tokens;
+  }
+  if (a.device == "cuda" && !cuda_build)
+    fail("--device cuda: chat was not built with CUDA (this build runs on the CPU only); use chat_cuda or --device cpu");
+  require(a.device == "cpu" || a.device == "auto" || a.device == "cuda",
+          "--device: '{}' is not supported (valid: cpu, cuda, auto)", a.device);
+  return a;
+}
+
+// One model, tokenizer and generation setup; answers conversations.
+template <class Model>
+class ChatSession {
+ public:
+  ChatSession(std::unique_ptr<Model> model, text::Tokenizer tok, GenerationConfig gen, std::string system, bool verbose)
+      : model_(std::move(model)), tok_(std::move(tok)), gen_(std::move(gen)), system_(std::move(system)),
+        verbose_(verbose), generator_(*model_) {}
+
+  // The reply to `history` (ending with a user message); on_text receives it as it is generated,
+  // in pieces that never split a UTF-8 character.
+  template <class OnText>
+  std::string reply(const std::vector<ChatMessage>& history, OnText&& on_text) {
+    const auto prompt = data::encode_prompt(tok_, history, system_);
+    GenerationConfig g = gen_;
+    if (!explicit_max_) {  // as ms-swift: by default, stop where the model's context ends
+      const auto room = model_->config().max_position_embeddings - static_cast<std::int64_t>(prompt.size());
+      require(room > 0, "the conversation ({} tokens) fills the model's context of {}; type `clear`", prompt.size(),
+              model_->config().max_position_embeddings);
+      g.max_new_tokens = std::min(g.max_new_tokens, room);
+    }
+    text::StreamDecoder stream(tok_);
+    std::vector<std::int32_t> ids;
+    last_ = generator_.generate(prompt, g, [&](std::int32_t id) {
+      if (std::find(g.stop_ids.begin(), g.stop_ids.end(), id) != g.stop_ids.end()) return;
+      ids.push_back(id);
+      on_text(stream.push(id));
+    });
+    on_text(stream.flush());
+    return tok_.decode(ids);
+  }
+
+  // With --verbose: the last reply's token counts and speed, on stderr.
+  void print_stats() const {
+    if (!verbose_) return;
+    const Generation& r = last_;
+    fmt::print(stderr, "[{} prompt tokens ({} cached), {} new, {}; prefill {:.0f} ms, decode {:.1f} tokens/s]\n",
+               r.prompt_tokens, r.reused_tokens, r.tokens.size(), r.finish == FinishReason::Stop ? "stop" : "length",
+               1e3 * r.prefill_seconds, r.decode_tokens_per_second());
+  }
+
+  void set_explicit_max(bool v) { explicit_max_ = v; }
+  void set_system(std::string s) { system_ = std::move(s); }
+  std::int64_t vocab_size() const { return model_->config().vocab_size; }
+
+ private:
+  std::unique_ptr<Model> model_;
+  text::Tokenizer tok_;
+  GenerationConfig gen_;
+  std::string system_;
+  bool verbose_, explicit_max_ = false;
+  Generator<Model> generator_;
+  Generation last_;
+};
+
+inline std::string jsonl(const std::string& query, const std::string& response,
+                         const std::optional<std::string>& labels) {
+  nlohmann::json j{{"query", query}, {"response", response}};
+  if (labels) j["labels"] = *labels;
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+template <class Session>
+void answer_dataset(Session& s, const std::string& file) {
+  for (const auto& row : data::read_dataset_file(file, s.vocab_size())) {
+    require(row.is_text(), "{}:{}: chat needs text rows (messages, query/response...), not token ids", file,
+            row.where.line);
+    std::vector<ChatMessage> history = row.messages;
+    std::optional<std::string> labels;
+    if (!history.empty() && history.back().role == Role::Assistant) {
+      labels = history.back().content;
+      history.pop_back();
+    }
+    require(!history.empty() && history.back().role == Role::User, "{}:{}: the row has no user message to answer",
+            file, row.where.line);
+    const std::string response = s.reply(history, [](const std::string&) {});
+    fmt::print("{}", jsonl(history.back().content, response, labels));
+    std::fflush(stdout);
+    s.print_stats();
+  }
+}
+
+template <class Session>
+void answer_lines(Session& s) {
+  for (std::string line; std::getline(std::cin, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty()) continue;
+    const std::string response = s.reply({{Role::User, line}}, [](const std::string&) {});
+    fmt::print("{}", jsonl(line, response, std::nullopt));
+    std::fflush(stdout);
+    s.print_stats();
+  }
+}
+
+// ms-swift's infer loop: `<<< ` prompt; exit/quit, clear (history), reset-system.
+template <class Session>
+void converse(Session& s, bool stream) {
+  fmt::print("Commands: `exit` or `quit` to leave, `clear` to forget the conversation, `reset-system` to set a new "
+             "system prompt.\n");
+  std::vector<ChatMessage> history;
+  for (;;) {
+    fmt::print("<<< ");
+    std::fflush(stdout);
+    std::string line;
+    if (!std::getline(std::cin, line)) {  // Ctrl-D
+      fmt::print("\n");
+      break;
+    }
+    if (line == "exit" || line == "quit") break;
+    if (line == "clear") {
+      history.clear();
+      fmt::print("[the conversation is cleared]\n");
+      continue;
+    }
+    if (line == "reset-system") {
+      fmt::print("<<<[system] ");
+      std::fflush(stdout);
+      std::string sys;
+      if (!std::getline(std::cin, sys)) break;
+      s.set_system(sys);
+      history.clear();
+      fmt::print("[new system prompt; the conversation is cleared]\n");
+      continue;
+    }
+    if (line.empty()) continue;
+    history.push_back({Role::User, line});
+    std::string reply;
+    try {
+      reply = s.reply(history, [&](const std::string& piece) {
+        if (!stream) return;
+        fmt::print("{}", piece);
+        std::fflush(stdout);
+      });
+    } catch (const Error& e) {  // e.g. text that is not UTF-8: report it and keep the conversation
+      history.pop_back();
+      fmt::print(stderr, "chat: {}\n", e.what());
+      continue;
+    }
+    if (!stream) fmt::print("{}", reply);
+    fmt::print("\n");
+    std::fflush(stdout);
+    s.print_stats();
+    fmt::print("{}\n", std::string(50, '-'));
+    history.push_back({Role::Assistant, reply});
+  }
+}
+
+// Loads the model (opt...: the backend's run-time options, e.g. CudaModelOptions) and answers.
+// `where`: the device, for the "[model]" line.
+template <class Model, class... Opt>
+int run_chat(const ChatArgs& a, const ModelSource& src, const std::string& where, const Opt&... opt) {
+  const bool embedded = src.model.empty();
+  LoraConfig lora;
+  if (!a.adapters.empty()) {
+    lora = read_adapter_config(a.adapters);
+    lora.lora_dropout = 0;
+  }
+  std::unique_ptr<Model> model;
+  if (embedded) {
+    RandomWeights weights(examples::kEmbeddedWeightSeed);
+    model = Model::from_weights(embedded_default_config(), weights, lora, 0, opt...);
+  } else {
+    model = Model::from_pretrained(src.model, lora, 0, opt...);
+  }
+  if (!a.adapters.empty()) {
+    if constexpr (requires { load_adapter_weights(std::filesystem::path(a.adapters), *model); })
+      load_adapter_weights(a.adapters, *model);  // a device model's own overload
+    else
+      load_adapter_weights(a.adapters, model->trainable_parameters());
+  }
+
+  const std::filesystem::path tok_path =
+      embedded ? default_tokenizer() : std::filesystem::path(src.model) / "tokenizer.json";
+  require(std::filesystem::exists(tok_path), "{}: no tokenizer.json; chat needs the model's tokenizer",
+          tok_path.string());
+  text::Tokenizer tok = text::Tokenizer::from_file(tok_path);
+
+  const GenerationDefaults defaults = embedded ? GenerationDefaults{} : GenerationDefaults::from_model_dir(src.model);
+  GenerationConfig gen;
+  gen.sampling = resolve_sampling(defaults, a.sampling);
+  gen.seed = a.seed;
+  gen.max_new_tokens = a.max_new_tokens.value_or(defaults.max_new_tokens.value_or(2048));
+  gen.stop_ids = defaults.eos_token_ids;
+  for (const char* stop : {"<|im_end|>", "<|endoftext|>"})
+    if (const auto id = tok.token_to_id(stop)) gen.stop_ids.push_back(*id);
+  const std::string system = a.system ? *a.system : src.system.value_or(std::string(data::kQwen25DefaultSystem));
+
+  const auto& cfg = model->config();
+  fmt::print(stderr, "[model] {}{} ({} layers, hidden {}, vocab {}), {} on {}\n",
+             embedded ? "the embedded default model (RANDOM weights: it shows the mechanics only)" : src.model,
+             a.adapters.empty() ? "" : fmt::format(" + adapter {}", a.adapters), cfg.num_hidden_layers, cfg.hidden_size,
+             cfg.vocab_size, Model::Precision::name, where);
+  const SamplingConfig& sc = gen.sampling;
+  if (sc.greedy())
+    fmt::print(stderr, "[generate] greedy, repetition_penalty {}, max_new_tokens {}\n", sc.repetition_penalty,
+               gen.max_new_tokens);
+  else
+    fmt::print(stderr, "[generate] temperature {} top_k {} top_p {} repetition_penalty {} seed {}, max_new_tokens {}\n",
+               sc.temperature, sc.top_k, sc.top_p, sc.repetition_penalty, gen.seed, gen.max_new_tokens);
+
+  ChatSession<Model> session(std::move(model), std::move(tok), gen, system, a.verbose);
+  session.set_explicit_max(a.max_new_tokens.has_value());
+  if (!a.val_dataset.empty()) answer_dataset(session, a.val_dataset);
+  else if (::isatty(STDIN_FILENO)) converse(session, a.stream);
+  else answer_lines(session);
+  return 0;
+}
+
+// float32 or bfloat16: the flag, else what the adapter was trained with, else config.json's.
+inline std::string choose_chat_dtype(const ChatArgs& a, const ModelSource& src) {
+  std::string dtype = a.torch_dtype;
+  if (dtype.empty() && src.torch_dtype) dtype = *src.torch_dtype;
+  if (dtype.empty() && !src.model.empty()) {
+    dtype = ModelConfig::from_file(std::filesystem::path(src.model) / "config.json").torch_dtype;
+    if (dtype == "float16") {
+      fmt::print(stderr, "[model] config.json says float16, which the CPU backend does not store; using float32\n");
+      dtype = "float32";
+    }
+  }
+  if (dtype.empty()) dtype = "float32";
+  if (dtype == "fp32") dtype = "float32";
+  if (dtype == "bf16") dtype = "bfloat16";
+  require(dtype == "float32" || dtype == "bfloat16", "--torch_dtype: '{}' is not supported on the CPU (valid: float32, "
+          "bfloat16)", dtype);
+  return dtype;
+}
+
+}  // namespace peft::examples
