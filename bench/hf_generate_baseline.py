@@ -10,13 +10,13 @@ Usage: python3 bench/hf_generate_baseline.py [--prompt 64] [--new 256]
 """
 import argparse
 import json
-import os
 import statistics
 import time
 
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from hf_peft_baseline import make  # (bench/ is on sys.path: the script's own folder)
 
 
 def main():
@@ -25,16 +25,7 @@ def main():
     ap.add_argument("--new", type=int, default=256)
     args = ap.parse_args()
 
-    c = Qwen2Config(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                    num_attention_heads=28, num_key_value_heads=4, vocab_size=152064,
-                    rope_theta=1e6, rms_norm_eps=1e-6, max_position_embeddings=32768,
-                    tie_word_embeddings=False, torch_dtype="bfloat16")
-    c._attn_implementation = os.environ.get("ATTN", "sdpa")
-    torch.manual_seed(0)
-    torch.set_default_dtype(torch.bfloat16)
-    with torch.device("cuda"):
-        m = Qwen2ForCausalLM(c)
-    torch.set_default_dtype(torch.float32)
+    m = make("7b")  # the training baseline's 7B-shaped model, the same build
     m.generation_config.eos_token_id = None
     m.generation_config.pad_token_id = 0
     lc = LoraConfig(r=8, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
