@@ -64,7 +64,7 @@ inline void one_of(const std::string& flag, const std::string& v, std::initializ
 // recipe's command line runs as written.
 inline const std::vector<std::string>& accepted_unused_flags() {
   static const std::vector<std::string> flags = {
-      "dataloader_num_workers", "dataset_num_proc", "gradient_checkpointing", "deepspeed", "report_to",
+      "dataloader_num_workers", "dataset_num_proc", "gradient_checkpointing", "deepspeed",
       "ddp_backend", "attn_impl", "use_liger_kernel", "lazy_tokenize", "streaming", "logging_dir",
       "push_to_hub", "use_hf", "check_model", "torch_compile", "load_from_cache_file", "model_type",
       "template", "eval_strategy", "save_strategy", "ddp_find_unused_parameters", "dataloader_pin_memory",
@@ -126,6 +126,8 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
       ("model_name", po::value(&model_name)->multitoken(), "self-cognition name: one value, or Chinese and English")
       ("model_author", po::value(&model_author)->multitoken(), "self-cognition author: one value, or Chinese and English")
       ("logging_steps", po::value(&t.logging_steps)->default_value(5), "log every N steps")
+      ("report_to", po::value(&t.report_to)->multitoken(),
+       "tensorboard | all: also write TensorBoard event files to <run>/runs/; none (the default): no events")
       ("eval_steps", po::value(&eval_steps)->default_value(0), "evaluate every N steps (0: at save steps)")
       ("save_steps", po::value(&t.save_steps)->default_value(500), "checkpoint every N steps")
       ("save_total_limit", po::value(&t.save_total_limit)->default_value(-1), "keep at most N checkpoints")

@@ -1,7 +1,8 @@
 // A small line-chart writer in SVG (no plotting dependency): x/y series on linear axes with
-// 1-2-5 "nice" ticks, an optional right-hand axis with its own scale (the learning rate beside
-// the losses), a legend, and gaps where a value is missing (NaN: a skipped step). Enough for a
-// training curve that a browser or rsvg-convert renders the same everywhere.
+// 1-2-5 "nice" ticks (train/plot_axes.hpp; the x-axis ends at the last point), an optional
+// right-hand axis with its own scale (the learning rate beside the losses), a legend, and gaps
+// where a value is missing (NaN: a skipped step). Enough for a training curve that a browser or
+// rsvg-convert renders the same everywhere.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -9,6 +10,8 @@
 #include <limits>
 #include <string>
 #include <vector>
+
+#include "peft/train/plot_axes.hpp"
 
 namespace peft {
 
@@ -35,32 +38,6 @@ inline const char* plot_color(std::size_t i) {
 }
 
 namespace detail {
-
-struct AxisRange {
-  double lo = 0, hi = 1, step = 0.2;
-};
-
-// Ticks at multiples of 1, 2 or 5 x 10^k, about `target` of them, covering [lo, hi].
-inline AxisRange nice_range(double lo, double hi, int target = 6) {
-  if (!(hi > lo)) {
-    const double pad = std::abs(lo) > 0 ? std::abs(lo) * 0.1 : 1.0;
-    lo -= pad;
-    hi += pad;
-  }
-  const double raw = (hi - lo) / target;
-  const double mag = std::pow(10.0, std::floor(std::log10(raw)));
-  double step = mag;
-  for (double m : {1.0, 2.0, 5.0, 10.0})
-    if (m * mag >= raw) { step = m * mag; break; }
-  return {std::floor(lo / step) * step, std::ceil(hi / step) * step, step};
-}
-
-inline std::string tick_label(double v, double step) {
-  if (v == 0) return "0";
-  if (std::abs(v) < 1e-3 || std::abs(v) >= 1e5) return fmt::format("{:.1e}", v);
-  const int decimals = std::max(0, -static_cast<int>(std::floor(std::log10(step))));
-  return fmt::format("{:.{}f}", v, decimals);
-}
 
 inline std::string xml_escape(const std::string& s) {
   std::string o;
@@ -93,11 +70,10 @@ inline std::string render_line_plot(const PlotLayout& L, const std::vector<PlotS
   if (!std::isfinite(xlo)) xlo = 0, xhi = 1;
   for (int a = 0; a < 2; ++a)
     if (!std::isfinite(ylo[a])) ylo[a] = 0, yhi[a] = 1;
-  const detail::AxisRange xr = detail::nice_range(xlo, xhi);
-  // 4% headroom so a flat series (a constant learning rate) is not drawn on the frame.
-  auto headroom = [](double lo, double hi) { return hi + 0.04 * std::max(hi - lo, std::abs(hi)); };
-  const detail::AxisRange yr[2] = {detail::nice_range(ylo[0], headroom(ylo[0], yhi[0])),
-                                   detail::nice_range(std::min(0.0, ylo[1]), headroom(std::min(0.0, ylo[1]), yhi[1]))};
+  const detail::AxisRange xr = detail::tight_range(xlo, xhi);
+  const detail::AxisRange yr[2] = {
+      detail::nice_range(ylo[0], detail::with_headroom(ylo[0], yhi[0])),
+      detail::nice_range(std::min(0.0, ylo[1]), detail::with_headroom(std::min(0.0, ylo[1]), yhi[1]))};
 
   const double legend_w = L.legend_outside ? 200 : 0;
   const double left = 70, right = (has_right ? 80 : 20) + legend_w, top = 40, bottom = 50;
@@ -112,16 +88,16 @@ inline std::string render_line_plot(const PlotLayout& L, const std::vector<PlotS
   o += fmt::format("<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{}</text>\n", L.width / 2,
                    detail::xml_escape(L.title));
   // Grid and ticks.
-  for (double x = xr.lo; x <= xr.hi + xr.step * 1e-9; x += xr.step)
+  for (double x : detail::ticks(xr))
     o += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\" stroke=\"#e0e0e0\"/>"
                      "<text x=\"{0:.1f}\" y=\"{3}\" text-anchor=\"middle\">{4}</text>\n",
                      px(x), top, top + ph, top + ph + 16, detail::tick_label(x, xr.step));
-  for (double y = yr[0].lo; y <= yr[0].hi + yr[0].step * 1e-9; y += yr[0].step)
+  for (double y : detail::ticks(yr[0]))
     o += fmt::format("<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2}\" y2=\"{1:.1f}\" stroke=\"#e0e0e0\"/>"
                      "<text x=\"{3}\" y=\"{4:.1f}\" text-anchor=\"end\">{5}</text>\n",
                      left, py(y, 0), left + pw, left - 6, py(y, 0) + 4, detail::tick_label(y, yr[0].step));
   if (has_right)
-    for (double y = yr[1].lo; y <= yr[1].hi + yr[1].step * 1e-9; y += yr[1].step)
+    for (double y : detail::ticks(yr[1]))
       o += fmt::format("<text x=\"{}\" y=\"{:.1f}\" fill=\"#555\">{}</text>\n", left + pw + 6, py(y, 1) + 4,
                        detail::tick_label(y, yr[1].step));
   o += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#333\"/>\n", left, top, pw, ph);

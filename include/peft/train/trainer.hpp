@@ -31,6 +31,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -46,6 +47,7 @@
 #include "peft/train/hooks.hpp"
 #include "peft/train/loss_plot.hpp"
 #include "peft/train/numerical_guard.hpp"
+#include "peft/train/tensorboard_writer.hpp"
 #include "peft/train/trainer_state.hpp"
 #include "peft/train/training_arguments.hpp"
 
@@ -110,6 +112,8 @@ class Trainer {
                         static_cast<std::uint64_t>(st_.res.global_step));
     TrainResult& res = st_.res;
     std::ofstream log = open_log();
+    // ms-swift's logging_dir: <run>/runs. A resumed run starts a new event file with what it logs.
+    if (!run_dir_.empty() && args_.reports_tensorboard()) tensorboard_.emplace(run_dir_ / "runs");
     call_hooks([&](auto& h) { if constexpr (requires { h.on_train_begin(); }) h.on_train_begin(); });
     const bool evaluating = (eval && !eval->empty()) || any_hook([](const auto& h) {
       if constexpr (requires { h.evaluates(); }) return h.evaluates(); else return false;
@@ -229,7 +233,7 @@ class Trainer {
       if (std::isfinite(l)) finite_sum += l, ++finite_n;
     res.train_loss = finite_n ? finite_sum / static_cast<double>(finite_n) : std::numeric_limits<double>::quiet_NaN();
     if (args_.load_best_model_at_end) load_best_model();
-    if (!run_dir_.empty()) write_loss_plot(run_dir_, plot_title());
+    if (!run_dir_.empty()) write_run_plots(run_dir_, plot_title(), &st_.res);
     call_hooks([&](auto& h) { if constexpr (requires { h.on_train_end(res); }) h.on_train_end(res); });
     return res;
   }
@@ -292,6 +296,7 @@ class Trainer {
 
   void write_log(std::ofstream& log, const nlohmann::json& entry) {
     st_.log_history.push_back(entry);
+    if (tensorboard_) tensorboard_->add_log_entry(entry);
     if (!log.is_open()) return;
     log << entry.dump() << '\n';
     log.flush();
@@ -386,7 +391,7 @@ class Trainer {
     if (!args_.resume_from_checkpoint.empty())
       keep.push_back(run_dir_ / detail::without_trailing_separator(args_.resume_from_checkpoint).filename());
     rotate_checkpoints(run_dir_, args_.save_total_limit, keep);
-    write_loss_plot(run_dir_, plot_title());
+    write_run_plots(run_dir_, plot_title(), &st_.res);
     return dir;
   }
 
@@ -400,6 +405,7 @@ class Trainer {
   bool quiet_ = false;
   dist::Communicator* comm_ = nullptr;
   TrainerState st_;
+  std::optional<TensorBoardWriter> tensorboard_;
 };
 
 }  // namespace peft

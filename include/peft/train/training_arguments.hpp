@@ -1,12 +1,14 @@
 // The trainer's knobs, named and defaulted as HF TrainingArguments / ms-swift name them, so a
 // `swift sft` command line maps onto them flag for flag.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "peft/core/error.hpp"
 
@@ -49,6 +51,13 @@ struct TrainingArguments {
   // Numerical guard: a step whose loss or gradient norm is NaN/Inf is skipped; this many in a row
   // stop the run (a diverged run does not recover by itself).
   std::int64_t max_consecutive_nonfinite_steps = 5;
+  // HF's report_to, the one integration written here: TensorBoard event files in <run>/runs/
+  // (train/tensorboard_writer.hpp); empty or "none": no events.
+  std::vector<std::string> report_to;
+  bool reports_tensorboard() const {
+    return std::find(report_to.begin(), report_to.end(), "tensorboard") != report_to.end() ||
+           std::find(report_to.begin(), report_to.end(), "all") != report_to.end();
+  }
 
   // "loss" -> "eval_loss": HF's rule for metric_for_best_model.
   static std::string eval_metric_name(const std::string& m) { return m.rfind("eval_", 0) == 0 ? m : "eval_" + m; }
@@ -77,6 +86,9 @@ struct TrainingArguments {
     require(save_steps > 0, "--save_steps must be positive");
     require(eval_steps >= 0, "--eval_steps must be >= 0");
     require(max_consecutive_nonfinite_steps > 0, "--max_consecutive_nonfinite_steps must be positive");
+    for (const auto& r : report_to)
+      require(r == "tensorboard" || r == "all" || r == "none",
+              "--report_to {}: not available here (valid: tensorboard, all, none)", r);
     // HF's rule: the best model is chosen among saved checkpoints, so every save must follow an eval.
     if (load_best_model_at_end && eval_steps > 0)
       require(save_steps % eval_steps == 0,
@@ -96,7 +108,7 @@ struct TrainingArguments {
             {"logging_steps", logging_steps}, {"eval_steps", eval_steps}, {"save_steps", save_steps},
             {"save_total_limit", save_total_limit}, {"output_dir", output_dir.string()},
             {"metric_for_best_model", metric_for_best_model}, {"load_best_model_at_end", load_best_model_at_end},
-            {"max_consecutive_nonfinite_steps", max_consecutive_nonfinite_steps}};
+            {"max_consecutive_nonfinite_steps", max_consecutive_nonfinite_steps}, {"report_to", report_to}};
   }
 };
 

@@ -1,0 +1,47 @@
+# ctest driver for the README's set-up commands run in order: a build folder configured as the old
+# quickstart left it (tests off) must not make tools/test.sh run zero tests and pass.
+# Arguments: -DSOURCE_DIR= -DWORK_DIR= -DGENERATOR=
+file(REMOVE_RECURSE ${WORK_DIR})
+set(build ${WORK_DIR}/build)
+function(run)
+  execute_process(COMMAND ${ARGN} WORKING_DIRECTORY ${SOURCE_DIR} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  set(rc ${rc} PARENT_SCOPE)
+  set(out "${out}${err}" PARENT_SCOPE)
+endfunction()
+function(count_tests var)
+  run(${CMAKE_CTEST_COMMAND} --test-dir ${build} -N)
+  if(NOT out MATCHES "Total Tests: ([0-9]+)")
+    message(FATAL_ERROR "ctest -N printed no test count:\n${out}")
+  endif()
+  set(${var} ${CMAKE_MATCH_1} PARENT_SCOPE)
+endfunction()
+
+run(${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${build} -G ${GENERATOR} -DCMAKE_BUILD_TYPE=Release
+    -DPEFT_BUILD_TESTS=OFF -DPEFT_BUILD_BENCH=OFF)
+if(rc)
+  message(FATAL_ERROR "configuring with the tests off failed:\n${out}")
+endif()
+count_tests(before)
+if(NOT before EQUAL 0)
+  message(FATAL_ERROR "the tests-off configure already has ${before} tests: this test checks nothing")
+endif()
+
+run(${CMAKE_COMMAND} -E env PEFT_BUILD_DIR=${build} bash tools/test.sh --configure-only)
+if(rc)
+  message(FATAL_ERROR "tools/test.sh --configure-only failed (${rc}):\n${out}")
+endif()
+count_tests(after)
+if(after EQUAL 0)
+  message(FATAL_ERROR "tools/test.sh kept the cache's PEFT_BUILD_TESTS=OFF: ctest finds no test")
+endif()
+message(STATUS "tests registered: ${before} with the quickstart's old cache, ${after} after tools/test.sh configured")
+
+# A ctest run that finds nothing (here: a filter matching no test) fails tools/test.sh.
+run(${CMAKE_COMMAND} -E env PEFT_BUILD_DIR=${build} bash tools/test.sh --no-build -R "^no_such_test_anywhere$")
+if(rc EQUAL 0)
+  message(FATAL_ERROR "tools/test.sh passed although ctest ran no test:\n${out}")
+endif()
+if(NOT out MATCHES "No tests were found")
+  message(FATAL_ERROR "tools/test.sh failed for another reason than finding no test:\n${out}")
+endif()
+file(REMOVE_RECURSE ${WORK_DIR})
