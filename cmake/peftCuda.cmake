@@ -28,7 +28,8 @@ endfunction()
 
 # peft_cuda_program(target source): a CUDA example program (identity_finetune_cuda, chat_cuda, ...)
 # built to be copied to a GPU machine that has only the driver and cuBLAS: cudart, Boost.Program_Options,
-# utf8proc and PCRE2 static, fmt header-only. PEFT_ASSETS overrides the baked-in assets folder there.
+# utf8proc and PCRE2 static, fmt header-only. Assets are found as the CPU programs find theirs
+# (PEFT_ASSETS, else installed beside the binary, else this source tree); `cmake --install` installs it.
 function(peft_cuda_program target source)
   find_package(Boost 1.74 REQUIRED COMPONENTS program_options)
   find_library(PEFT_BOOST_PO_STATIC libboost_program_options.a)
@@ -41,13 +42,14 @@ function(peft_cuda_program target source)
   endforeach()
   add_executable(${target} ${source})
   peft_cuda_target(${target})
-  target_compile_definitions(${target} PRIVATE FMT_HEADER_ONLY=1 PEFT_DEFAULT_ASSETS="${PROJECT_SOURCE_DIR}/assets")
+  target_compile_definitions(${target} PRIVATE FMT_HEADER_ONLY=1 ${PEFT_ASSETS_DEFINITIONS})
   target_include_directories(${target} PRIVATE ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/examples
     ${Boost_INCLUDE_DIRS})
   # NCCL (data-parallel runs) is dlopen-ed at run time, not linked (backend/cuda/nccl_communicator.cuh):
   # only its header is needed here, and the binary still runs where libnccl is absent.
   target_link_libraries(${target} PRIVATE Eigen3::Eigen nlohmann_json::nlohmann_json
     ${PEFT_BOOST_PO_STATIC} ${PEFT_UTF8PROC_STATIC} ${PEFT_PCRE2_STATIC} ${CMAKE_DL_LIBS})
+  install(TARGETS ${target} RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 endfunction()
 
 # peft_cuda_bench(target source): a CUDA benchmark program (bench/*.cu), fmt header-only; it may

@@ -18,12 +18,14 @@
 
 #include "peft/core/error.hpp"
 #include "peft/text/tokenizer.hpp"
+#include "sft/embedded_default.hpp"
 
 namespace po = boost::program_options;
 
 namespace {
 
-const std::string kDefaultTokenizer = PEFT_DEFAULT_ASSETS "/tokenizer/qwen2.5/tokenizer.json";
+// The shipped tokenizer, found as every program finds its assets (sft/embedded_default.hpp).
+const std::string kDefaultTokenizer = peft::examples::default_tokenizer().string();
 
 std::string encode_line(const peft::text::Tokenizer& tokenizer, const nlohmann::json& line) {
   peft::require(line.is_string(), "expected a JSON string, got {}", line.dump());

@@ -3,7 +3,9 @@
 // Qwen2.5 tokenizer and vocabulary and RANDOM weights from a fixed seed: it shows the mechanics
 // (loss falling, answers changing to the trained identity), not a useful assistant.
 #pragma once
+#include <cstdlib>
 #include <filesystem>
+#include <system_error>
 #include <string>
 #include <string_view>
 
@@ -33,8 +35,19 @@ inline ModelConfig embedded_default_config() {
   return c;
 }
 
+// Where the shipped assets (identity data, tokenizer) are: $PEFT_ASSETS when set; else beside an
+// installed binary (<prefix>/bin/../share/peft/assets: PEFT_INSTALLED_ASSETS, relative to the
+// binary's folder, exists); else the source tree the binary was built from (an in-tree build).
 inline std::filesystem::path assets_dir() {
-  if (const char* env = std::getenv("PEFT_ASSETS")) return env;
+  if (const char* env = std::getenv("PEFT_ASSETS"); env != nullptr && *env != '\0') return env;
+#ifdef PEFT_INSTALLED_ASSETS
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const auto installed = (exe.parent_path() / PEFT_INSTALLED_ASSETS).lexically_normal();
+    if (std::filesystem::is_directory(installed, ec)) return installed;
+  }
+#endif
   return PEFT_DEFAULT_ASSETS;
 }
 inline std::filesystem::path default_tokenizer() { return assets_dir() / "tokenizer" / "qwen2.5" / "tokenizer.json"; }

@@ -307,7 +307,10 @@ int run_sft(SftArgs a, dist::Communicator* comm = nullptr) {
   if (!r.best_model_checkpoint.empty())
     fmt::print("[train] best checkpoint: {} ({} = {})\n", r.best_model_checkpoint.string(),
                a.train.best_metric_name(), r.best_metric);
-  fmt::print("[train] plot: {}\n", (run_dir / "loss.svg").string());
+  fmt::print("[train] plot: {}{}\n", (run_dir / "loss.svg").string(),
+             std::filesystem::is_directory(run_dir / "images") ? ", " + (run_dir / "images").string() + "/*.png" : "");
+  if (a.train.reports_tensorboard())
+    fmt::print("[train] tensorboard events: {} (tensorboard --logdir {})\n", (run_dir / "runs").string(), run_dir.string());
 
   if (!questions.empty()) answer_questions(model, *s.tok, questions, a.data.system, "[after training]");
   fmt::print("\n[done] {:.1f} s in all\n", std::chrono::duration<double>(clock::now() - t_start).count());
