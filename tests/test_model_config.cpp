@@ -124,6 +124,8 @@ TEST_CASE("malformed or missing config.json names the file") {
   const fs::path p = temp_file("config.json");
   write_text_atomic(p, "{\n  \"hidden_size\": 64,\n  \"vocab_size\": \n}\n");
   REQUIRE_THROWS_WITH(ModelConfig::from_file(p), Contains(p.string()) && Contains("invalid JSON") && Contains("line 4"));
+  write_text_atomic(p, R"({"hidden_size": 1e400})");  // out_of_range in nlohmann, found by the fuzz test
+  REQUIRE_THROWS_WITH(ModelConfig::from_file(p), Contains(p.string()) && Contains("number overflow"));
   fs::remove(p);
   REQUIRE_THROWS_WITH(ModelConfig::from_file(p), Contains(p.string()));
 }

@@ -331,6 +331,9 @@ TEST_CASE("bad safetensors: a tensor name given twice in the header") {
                                 R"({"__metadata__": {"w": "x"}, "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})",
                                 4);
   REQUIRE(SafetensorsFile::open(ok).names() == std::vector<std::string>{"w"});
+  // A number past a double's range (found by tests/test_fuzz_inputs.cpp) is a named error too.
+  const fs::path big = write_raw(dir / "big.safetensors", R"({"w": {"dtype": "F32", "shape": [1e400], "data_offsets": [0, 4]}})", 4);
+  REQUIRE_THROWS_WITH(SafetensorsFile::open(big), Contains(big.string()) && Contains("number overflow"));
 }
 
 TEST_CASE("sharded model: a tensor stored in two shards is refused naming both") {

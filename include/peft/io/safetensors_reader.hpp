@@ -174,7 +174,7 @@ inline nlohmann::json parse_header_json(std::string_view text, const std::string
   };
   try {
     return nlohmann::json::parse(text.begin(), text.end(), unique_names);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for a number like 1e400
     fail("{} (header): invalid JSON: {}", file, strip_json_exception_prefix(e.what()));
   }
 }
