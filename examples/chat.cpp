@@ -7,6 +7,7 @@
 // otherwise it is a filter for scripts: JSONL on stdout, everything else on stderr. The body is
 // infer/run_chat.hpp, shared with chat_cuda (the CUDA backend).
 #include "infer/run_chat.hpp"
+#include "activity.hpp"
 
 using namespace peft;
 
@@ -22,6 +23,9 @@ int main(int argc, char** argv) {
                   : run_chat<Qwen2<Lora<>, Fp32, Cpu>>(*args, src, "cpu");
     return bf16 ? run_chat<Qwen2<Frozen, Bf16Mixed, Cpu>>(*args, src, "cpu")
                 : run_chat<Qwen2<Frozen, Fp32, Cpu>>(*args, src, "cpu");
+  } catch (const std::bad_alloc&) {
+    fmt::print(stderr, "chat: error: {}\n", examples::out_of_memory_message());
+    return 1;
   } catch (const std::exception& e) {
     fmt::print(stderr, "chat: error: {}\n", e.what());
     return 1;

@@ -48,6 +48,9 @@ int main(int argc, char** argv) {
     const auto args = examples::parse_chat_args(argc, argv, true);
     if (!args) return 0;
     return run(*args, examples::resolve_model_source(args->model, args->adapters));
+  } catch (const std::bad_alloc&) {
+    fmt::print(stderr, "chat_cuda: error: {}\n", peft::examples::out_of_memory_message());
+    return 1;
   } catch (const std::exception& e) {
     fmt::print(stderr, "chat_cuda: error: {}\n", e.what());
     return 1;

@@ -9,6 +9,7 @@
 #include "peft/dist/worker.hpp"
 #include "peft/qwen.hpp"
 #include "sft/run_sft.hpp"
+#include "activity.hpp"
 
 using namespace peft;
 
@@ -29,6 +30,9 @@ int main(int argc, char** argv) {
                   : examples::run_sft<Qwen2<Lora<>, Fp32, Cpu>>(args, comm.get());
     return bf16 ? examples::run_sft<Qwen2<Full, Bf16Mixed, Cpu>>(args, comm.get())
                 : examples::run_sft<Qwen2<Full, Fp32, Cpu>>(args, comm.get());
+  } catch (const std::bad_alloc&) {
+    fmt::print(stderr, "identity_finetune: error: {}\n", examples::out_of_memory_message());
+    return 1;
   } catch (const std::exception& e) {
     fmt::print(stderr, "identity_finetune: error: {}\n", e.what());
     return 1;

@@ -64,6 +64,9 @@ int main(int argc, char** argv) {
     if (env.needs_launch()) return peft::dist::launch_workers(env, argv);  // one worker per local GPU
     peft::dist::quiet_stdout_unless_rank0(env);
     return peft::run(args, env);
+  } catch (const std::bad_alloc&) {
+    fmt::print(stderr, "identity_finetune_cuda: error: {}\n", peft::examples::out_of_memory_message());
+    return 1;
   } catch (const std::exception& e) {
     fmt::print(stderr, "identity_finetune_cuda: error: {}\n", e.what());
     return 1;

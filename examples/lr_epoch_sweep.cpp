@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "sft/lr_epoch_sweep.hpp"
+#include "activity.hpp"
 
 using namespace peft;
 
@@ -21,6 +22,9 @@ int main(int argc, char** argv) {
     require(s->sft.device != "cuda", "--device cuda: this build has no CUDA backend (build lr_epoch_sweep_cuda; see README)");
     return s->sft.torch_dtype == "bfloat16" ? examples::sweep::run_sweep<Qwen2<Lora<>, Bf16Mixed, Cpu>>(*s)
                                             : examples::sweep::run_sweep<Qwen2<Lora<>, Fp32, Cpu>>(*s);
+  } catch (const std::bad_alloc&) {
+    fmt::print(stderr, "lr_epoch_sweep: error: {}\n", examples::out_of_memory_message());
+    return 1;
   } catch (const std::exception& e) {
     fmt::print(stderr, "lr_epoch_sweep: error: {}\n", e.what());
     return 1;

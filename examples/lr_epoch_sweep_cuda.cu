@@ -23,6 +23,9 @@ int main(int argc, char** argv) {
       return examples::sweep::run_sweep<Qwen2<Lora<>, Bf16Mixed, Cuda>>(*s);
     return s->sft.torch_dtype == "bfloat16" ? examples::sweep::run_sweep<Qwen2<Lora<>, Bf16Mixed, Cpu>>(*s)
                                             : examples::sweep::run_sweep<Qwen2<Lora<>, Fp32, Cpu>>(*s);
+  } catch (const std::bad_alloc&) {
+    fmt::print(stderr, "lr_epoch_sweep_cuda: error: {}\n", peft::examples::out_of_memory_message());
+    return 1;
   } catch (const std::exception& e) {
     fmt::print(stderr, "lr_epoch_sweep_cuda: error: {}\n", e.what());
     return 1;

@@ -9,6 +9,7 @@
 #include "infer/model_source.hpp"
 #include "infer/options.hpp"
 #include "peft/io/merge_lora.hpp"
+#include "activity.hpp"
 
 using namespace peft;
 
@@ -33,11 +34,15 @@ int main(int argc, char** argv) {
 
     fmt::print("[merge] base {} (from {})\n[merge] adapter {}\n", source.model, source.found_in, adapters);
     const auto t0 = std::chrono::steady_clock::now();
+    examples::now_doing(fmt::format("merging {} into {}", adapters, source.model));
     const MergeSummary s = merge_lora(source.model, adapters, output_dir);
     fmt::print("[merge] merged {} projections; wrote {} tensors in {} ({}) and copied {} in {:.1f} s\n",
                s.merged_modules, s.tensors, fmt::join(s.shards, ", "), output_dir, fmt::join(s.copied_files, ", "),
                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return 0;
+  } catch (const std::bad_alloc&) {
+    fmt::print(stderr, "merge_lora: error: {}\n", examples::out_of_memory_message());
+    return 1;
   } catch (const std::exception& e) {
     fmt::print(stderr, "merge_lora: error: {}\n", e.what());
     return 1;

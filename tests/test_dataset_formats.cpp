@@ -159,6 +159,11 @@ TEST_CASE("malformed JSON names the file and the line") {
   // A pretty-printed object is not JSONL.
   CHECK_THAT(read_error(dir.write("d.jsonl", "{\n  \"query\": \"q\",\n  \"response\": \"r\"\n}\n")),
              Contains("d.jsonl:1") && Contains("one JSON object per line"));
+  // A number past a double's range (found by tests/test_fuzz_inputs.cpp): nlohmann throws
+  // out_of_range, not parse_error; it must still be a named error.
+  CHECK_THAT(read_error(dir.write("e.jsonl", "{\"query\": \"q\", \"response\": \"r\"}\n{\"input_ids\": [1e400]}\n")),
+             Contains("e.jsonl:2") && Contains("malformed JSON") && Contains("number overflow"));
+  CHECK_THAT(read_error(dir.write("f.json", "[{\"input_ids\": [1e400]}]")), Contains("f.json") && Contains("number overflow"));
 }
 
 TEST_CASE("empty files and empty arrays are errors") {

@@ -50,6 +50,10 @@ TEST_CASE("bad sample counts are errors") {
     INFO(suffix);
     CHECK_THROWS_WITH(resolve_dataset_spec(file + suffix, {}), Contains("must be a positive integer"));
   }
+  // Issue 17: a count past any run's size is refused by name before a row is materialised.
+  CHECK_THROWS_WITH(resolve_dataset_spec("nowhere#1000000000", {}),
+                    Contains("nowhere#1000000000") && Contains("at most 10000000"));
+  CHECK(resolve_dataset_spec(file + "#10000000", {}).sample_count == 10'000'000);
 }
 
 TEST_CASE("a directory contributes its .json and .jsonl files in name order / not dataset_infos.json") {

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "peft/io/atomic_file.hpp"
+#include "peft/io/checkpoint_shapes.hpp"
 #include "peft/io/model_config.hpp"
 
 namespace fs = std::filesystem;
@@ -105,6 +106,8 @@ TEST_CASE("config with wrong types / bad values or unsupported features is rejec
       {"disagreeing rope_theta", {{"rope_theta", 1e4}, {"rope_parameters", {{"rope_theta", 1e6}}}}, "disagree"},
       {"gelu", {{"hidden_act", "gelu"}}, "hidden_act 'gelu'"},
       {"sliding window", {{"use_sliding_window", true}}, "use_sliding_window"},
+      {"another architecture", {{"model_type", "llama"}}, "model_type 'llama' is not supported"},
+      {"size past any memory", {{"intermediate_size", std::int64_t{1} << 40}}, "'intermediate_size' = 1099511627776 is too large"},
   };
   for (const Case& c : cases) {
     SECTION(c.what) {
@@ -121,6 +124,8 @@ TEST_CASE("malformed or missing config.json names the file") {
   const fs::path p = temp_file("config.json");
   write_text_atomic(p, "{\n  \"hidden_size\": 64,\n  \"vocab_size\": \n}\n");
   REQUIRE_THROWS_WITH(ModelConfig::from_file(p), Contains(p.string()) && Contains("invalid JSON") && Contains("line 4"));
+  write_text_atomic(p, R"({"hidden_size": 1e400})");  // out_of_range in nlohmann, found by the fuzz test
+  REQUIRE_THROWS_WITH(ModelConfig::from_file(p), Contains(p.string()) && Contains("number overflow"));
   fs::remove(p);
   REQUIRE_THROWS_WITH(ModelConfig::from_file(p), Contains(p.string()));
 }
@@ -151,4 +156,43 @@ TEST_CASE("config to_json is what transformers loads and reads back the same") {
   CHECK(back.rms_norm_eps == c.rms_norm_eps);
   CHECK(back.tie_word_embeddings);
   CHECK(back.torch_dtype == "bfloat16");
+}
+
+// Issue 17, item 6: the sizes config.json gives are checked against the checkpoint's headers
+// before a model is allocated, so a wrong size is a named error at once, never gigabytes of
+// allocation or a bare std::bad_alloc.
+TEST_CASE("config.json sizes are checked against the checkpoint's tensor headers") {
+  const fs::path dir = temp_file("model");
+  fs::create_directories(dir);
+  fs::copy_file(kTinyConfig.parent_path() / "model.safetensors", dir / "model.safetensors");
+  const nlohmann::json good = read_json_file(kTinyConfig);
+  write_text_atomic(dir / "config.json", good.dump());
+  CHECK(read_checked_model_config(dir).intermediate_size == 176);
+
+  struct Case {
+    nlohmann::json patch;
+    std::vector<std::string> message;
+  };
+  const std::vector<Case> cases = {
+      {{{"intermediate_size", 5000000}}, {"model.layers.0.mlp.gate_proj.weight", "[176, 64]", "[5000000, 64]", "intermediate_size"}},
+      {{{"vocab_size", 1000000000}}, {"model.embed_tokens.weight", "[1000000000, 64]"}},
+      {{{"num_hidden_layers", 1000000000}}, {"no tensor 'model.layers.2.input_layernorm.weight'", "num_hidden_layers = 1000000000"}},
+      {{{"num_key_value_heads", 4}}, {"model.layers.0.self_attn.k_proj.weight", "num_key_value_heads"}},
+      {{{"tie_word_embeddings", true}, {"hidden_size", 128}, {"num_attention_heads", 8}}, {"model.embed_tokens.weight"}},
+  };
+  for (const Case& c : cases) {
+    nlohmann::json j = good;
+    j.update(c.patch);
+    write_text_atomic(dir / "config.json", j.dump());
+    INFO(c.patch.dump());
+    try {
+      read_checked_model_config(dir);
+      FAIL("accepted");
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      CHECK_THAT(what, Contains((dir / "config.json").string()));
+      for (const auto& m : c.message) CHECK_THAT(what, Contains(m));
+    }
+  }
+  fs::remove_all(dir);
 }

@@ -317,3 +317,64 @@ TEST_CASE("atomic writes replace files and directories whole") {
   for (const auto& e : fs::directory_iterator(dir.path)) entries += e.path().filename() != "sub";
   REQUIRE(entries == 1);  // only checkpoint-1: no .tmp- or .old- siblings left
 }
+
+// Issue 17, item 13: inputs other loaders read differently must be refused, not guessed at.
+TEST_CASE("bad safetensors: a tensor name given twice in the header") {
+  TempDir dir("dup_key");
+  const fs::path p = write_raw(dir / "dup.safetensors",
+                               R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},)"
+                               R"( "w": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})",
+                               8);
+  REQUIRE_THROWS_WITH(SafetensorsFile::open(p), Contains(p.string()) && Contains("'w' twice"));
+  // The same name inside __metadata__ and as a nested key elsewhere is not a duplicate tensor.
+  const fs::path ok = write_raw(dir / "ok.safetensors",
+                                R"({"__metadata__": {"w": "x"}, "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})",
+                                4);
+  REQUIRE(SafetensorsFile::open(ok).names() == std::vector<std::string>{"w"});
+  // A number past a double's range (found by tests/test_fuzz_inputs.cpp) is a named error too.
+  const fs::path big = write_raw(dir / "big.safetensors", R"({"w": {"dtype": "F32", "shape": [1e400], "data_offsets": [0, 4]}})", 4);
+  REQUIRE_THROWS_WITH(SafetensorsFile::open(big), Contains(big.string()) && Contains("number overflow"));
+}
+
+TEST_CASE("sharded model: a tensor stored in two shards is refused naming both") {
+  TempDir dir("two_shards");
+  SafetensorsWriter s1, s2;
+  s1.add_f32("layer.a", {1}, std::vector<float>{1});
+  s2.add_f32("layer.a", {1}, std::vector<float>{2});
+  s2.add_f32("layer.b", {1}, std::vector<float>{3});
+  s1.write(dir / "shard1.safetensors");
+  s2.write(dir / "shard2.safetensors");
+  write_text_atomic(dir / "model.safetensors.index.json",
+                    R"({"weight_map": {"layer.a": "shard1.safetensors", "layer.b": "shard2.safetensors"}})");
+  REQUIRE_THROWS_WITH(SafetensorsModel::open(dir.path), Contains("'layer.a'") && Contains("two shards") &&
+                                                            Contains("shard1.safetensors") &&
+                                                            Contains("shard2.safetensors"));
+}
+
+TEST_CASE("sharded model: shard paths outside the model folder are refused") {
+  TempDir dir("escape");
+  fs::create_directories(dir / "model");
+  SafetensorsWriter s;
+  s.add_f32("layer.a", {1}, std::vector<float>{1});
+  s.write(dir / "outside.safetensors");
+  const fs::path index = dir / "model" / "model.safetensors.index.json";
+  for (const std::string& shard : std::vector<std::string>{"../outside.safetensors", (dir / "outside.safetensors").string(),
+                                                            "sub/../../outside.safetensors"}) {
+    write_text_atomic(index, nlohmann::json{{"weight_map", {{"layer.a", shard}}}}.dump());
+    REQUIRE_THROWS_WITH(SafetensorsModel::open(dir / "model"),
+                        Contains(index.string()) && Contains(shard) && Contains("inside the model folder"));
+  }
+}
+
+TEST_CASE("a folder with both model.safetensors and an index loads model.safetensors, as transformers does") {
+  TempDir dir("both");
+  SafetensorsWriter single, shard;
+  single.add_f32("layer.a", {1}, std::vector<float>{1});
+  shard.add_f32("layer.a", {1}, std::vector<float>{2});
+  single.write(dir / "model.safetensors");
+  shard.write(dir / "shard1.safetensors");
+  write_text_atomic(dir / "model.safetensors.index.json", R"({"weight_map": {"layer.a": "shard1.safetensors"}})");
+  const SafetensorsModel m = SafetensorsModel::open(dir.path);
+  REQUIRE(m.source() == dir / "model.safetensors");
+  REQUIRE(m.read_f32("layer.a", {1}) == std::vector<float>{1});
+}

@@ -257,6 +257,12 @@ TEST_CASE("tokenizer: unreadable tokenizer files are rejected / naming the file"
   bad_id["model"]["vocab"]["ab"] = "not a number";
   CHECK_THROWS_WITH(load_json(bad_id, "bad_id.json"), Contains("bad_id.json"));
 
+  // An id past any vocabulary would size the id tables to it (std::bad_alloc; found by the fuzz test).
+  nlohmann::json huge_id = tiny_tokenizer_json(false);
+  huge_id["model"]["vocab"]["ab"] = 2147483647;
+  CHECK_THROWS_WITH(load_json(huge_id, "huge_id.json"),
+                    Contains("huge_id.json") && Contains("token id 2147483647 is out of range"));
+
   nlohmann::json bad_merge = tiny_tokenizer_json(true);
   bad_merge["model"]["merges"].push_back("a b c");
   CHECK_THROWS_WITH(load_json(bad_merge, "bad_merge.json"),

@@ -11,6 +11,7 @@
 #include <iostream>
 #include <optional>
 
+#include "../activity.hpp"
 #include "model_source.hpp"
 #include "options.hpp"
 #include "peft/data/chat_template.hpp"
@@ -65,6 +66,7 @@ inline std::optional<ChatArgs> parse_chat_args(int argc, char** argv, bool cuda_
   a.stream = detail::parse_bool("stream", stream);
   a.verbose = detail::parse_bool("verbose", verbose);
   if (vm.count("system")) a.system = system;
+  require_utf8_flag("system", system);
   if (vm.count("temperature")) a.sampling.temperature = temperature;
   if (vm.count("top_k")) a.sampling.top_k = top_k;
   if (vm.count("top_p")) a.sampling.top_p = top_p;
@@ -94,12 +96,18 @@ class ChatSession {
   std::string reply(const std::vector<ChatMessage>& history, OnText&& on_text) {
     const auto prompt = data::encode_prompt(tok_, history, system_);
     GenerationConfig g = gen_;
-    if (!explicit_max_) {  // as ms-swift: by default, stop where the model's context ends
-      const auto room = model_->config().max_position_embeddings - static_cast<std::int64_t>(prompt.size());
-      require(room > 0, "the conversation ({} tokens) fills the model's context of {}; type `clear`", prompt.size(),
-              model_->config().max_position_embeddings);
-      g.max_new_tokens = std::min(g.max_new_tokens, room);
-    }
+    // As ms-swift: generation stops where the model's context ends. An explicit --max_new_tokens
+    // past it is capped with a warning; a prompt that leaves no room is refused before any work.
+    const std::int64_t context = model_->config().max_position_embeddings;
+    const auto room = context - static_cast<std::int64_t>(prompt.size());
+    require(room > 0,
+            "the prompt ({} tokens with the chat template and system prompt) does not fit the model's context of {} "
+            "tokens (max_position_embeddings){}", prompt.size(), context,
+            history.size() > 1 ? "; type `clear` to forget the conversation" : "; shorten it");
+    if (explicit_max_ && g.max_new_tokens > room)
+      fmt::print(stderr, "[generate] warning: --max_new_tokens {} capped at {}: the context is {} tokens and the prompt "
+                 "takes {}\n", g.max_new_tokens, room, context, prompt.size());
+    g.max_new_tokens = std::min(g.max_new_tokens, room);
     text::StreamDecoder stream(tok_);
     std::vector<std::int32_t> ids;
     last_ = generator_.generate(prompt, g, [&](std::int32_t id) {
@@ -161,16 +169,32 @@ void answer_dataset(Session& s, const std::string& file) {
   }
 }
 
+// One reply per stdin line. A line that cannot be answered (invalid UTF-8, too long for the
+// context) is reported by its line number and skipped, so one bad line does not cost the rest;
+// the exit status says whether every line was answered.
 template <class Session>
-void answer_lines(Session& s) {
+int answer_lines(Session& s) {
+  std::int64_t number = 0, failed = 0;
   for (std::string line; std::getline(std::cin, line);) {
+    ++number;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty()) continue;
-    const std::string response = s.reply({{Role::User, line}}, [](const std::string&) {});
-    fmt::print("{}", jsonl(line, response, std::nullopt));
+    try {
+      if (const auto bad = peft::detail::first_invalid_utf8(line))
+        fail("invalid UTF-8 at byte {} of the line", *bad + 1);
+      const std::string response = s.reply({{Role::User, line}}, [](const std::string&) {});
+      fmt::print("{}", jsonl(line, response, std::nullopt));
+    } catch (const Error& e) {
+      ++failed;
+      fmt::print(stderr, "chat: error: stdin line {}: {} (skipped)\n", number, e.what());
+      continue;
+    }
     std::fflush(stdout);
     s.print_stats();
   }
+  if (failed == 0) return 0;
+  fmt::print(stderr, "chat: error: {} of the input lines were not answered (see above)\n", failed);
+  return 1;
 }
 
 // ms-swift's infer loop: `<<< ` prompt; exit/quit, clear (history), reset-system.
@@ -237,6 +261,7 @@ int run_chat(const ChatArgs& a, const ModelSource& src, const std::string& where
     lora.lora_dropout = 0;
   }
   std::unique_ptr<Model> model;
+  now_doing(embedded ? std::string("building the embedded default model") : "loading the model " + src.model);
   if (embedded) {
     RandomWeights weights(examples::kEmbeddedWeightSeed);
     model = Model::from_weights(embedded_default_config(), weights, lora, 0, opt...);
@@ -279,11 +304,12 @@ int run_chat(const ChatArgs& a, const ModelSource& src, const std::string& where
     fmt::print(stderr, "[generate] temperature {} top_k {} top_p {} repetition_penalty {} seed {}, max_new_tokens {}\n",
                sc.temperature, sc.top_k, sc.top_p, sc.repetition_penalty, gen.seed, gen.max_new_tokens);
 
+  now_doing("generating");
   ChatSession<Model> session(std::move(model), std::move(tok), gen, system, a.verbose);
   session.set_explicit_max(a.max_new_tokens.has_value());
   if (!a.val_dataset.empty()) answer_dataset(session, a.val_dataset);
   else if (::isatty(STDIN_FILENO)) converse(session, a.stream);
-  else answer_lines(session);
+  else return answer_lines(session);
   return 0;
 }
 

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <unistd.h>
 
+#include "../activity.hpp"
 #include "embedded_default.hpp"
 #include "peft/data/dataset_file.hpp"
 #include "peft/data/dataset_loader.hpp"
@@ -134,6 +135,36 @@ auto model_options(const SftArgs& a) {
   return o;
 }
 
+// --max_length against the model's context, before anything is sized from it (the CUDA model's
+// buffers, the longest row kept): a longer sample than max_position_embeddings has no positions
+// the model was trained on. An explicit larger value is an error; the default follows the model.
+inline void fit_max_length(SftArgs& a, std::int64_t max_position_embeddings, const std::string& config_source) {
+  if (a.data.max_length <= max_position_embeddings) return;
+  const bool given = std::find(a.given.begin(), a.given.end(), "max_length") != a.given.end();
+  require(!given, "--max_length {} exceeds the model's context: max_position_embeddings is {} in {}; pass "
+          "--max_length {} or less", a.data.max_length, max_position_embeddings, config_source, max_position_embeddings);
+  fmt::print("[data] max_length {} (the model's max_position_embeddings; the default {} is longer)\n",
+             max_position_embeddings, a.data.max_length);
+  a.data.max_length = max_position_embeddings;
+}
+
+// --metric_for_best_model / --early_stop_metric against the evaluations this run will make (the
+// names were checked when parsing): a metric nothing produces would fail after the training.
+template <class Setup>
+void check_eval_metrics_available(const SftArgs& a, const Setup& s) {
+  for (const auto& [flag, metric] : {std::pair{"metric_for_best_model", a.train.metric_for_best_model},
+                                     {"early_stop_metric", a.early_stop_metric}}) {
+    if (metric.empty()) continue;
+    const std::string name = TrainingArguments::eval_metric_name(metric);
+    const bool produced = name == "eval_loss" ? !s.data.val.empty()
+                          : name.starts_with("eval_general_") ? !s.general.empty()
+                                                              : !s.identity.empty();
+    for (const auto& m : detail::kEvalMetrics)
+      require(name != m.name || produced, "--{} {}: this run makes no evaluation that produces '{}'; it needs {}", flag,
+              metric, name, m.needs);
+  }
+}
+
 template <class Model>
 SftSetup<Model> prepare_sft(SftArgs& a) {
   SftSetup<Model> s;
@@ -149,6 +180,10 @@ SftSetup<Model> prepare_sft(SftArgs& a) {
     lora.lora_dropout = dropout;
   }
   s.base_name = a.model;
+  now_doing(s.embedded ? std::string("building the embedded default model") : "loading the model " + a.model);
+  if (s.embedded) fit_max_length(a, embedded_default_config().max_position_embeddings, "the embedded default model");
+  else fit_max_length(a, ModelConfig::from_file(std::filesystem::path(a.model) / "config.json").max_position_embeddings,
+                      (std::filesystem::path(a.model) / "config.json").string());
   if (s.embedded) {
     apply_embedded_defaults(a);
     fmt::print("[model] no --model given: the embedded default, a tiny Qwen2.5 architecture (hidden 64, 2 layers)\n"
@@ -184,6 +219,7 @@ SftSetup<Model> prepare_sft(SftArgs& a) {
   else if (s.embedded) fail("{} is missing: run tools/fetch_tokenizer.sh (part of the set-up) first", tok_path.string());
 
   // Data.
+  now_doing("reading the datasets");
   if (a.data.specs.empty()) {
     require(s.embedded, "--dataset is required with --model");
     a.data.specs = {default_identity_dataset().string()};
@@ -194,7 +230,12 @@ SftSetup<Model> prepare_sft(SftArgs& a) {
       a.eval_general_dataset = default_general_eval().string();
   }
   const text::Tokenizer* tok = s.tok ? &*s.tok : nullptr;
-  s.data = data::load_datasets(a.data, tok, cfg.vocab_size);
+  try {
+    s.data = data::load_datasets(a.data, tok, cfg.vocab_size);
+  } catch (const Error& e) {
+    if (tok) throw;
+    fail("{} (no tokenizer: {} does not exist)", e.what(), tok_path.string());
+  }
   fmt::print("[data] {}\n", s.data.stats.summary());
 
   // Evaluation sets.
@@ -213,6 +254,7 @@ SftSetup<Model> prepare_sft(SftArgs& a) {
     s.general = data::load_datasets(g, tok, cfg.vocab_size).train;
     fmt::print("[eval] general retention on {} samples from {}\n", s.general.size(), a.eval_general_dataset);
   }
+  check_eval_metrics_available(a, s);
   return s;
 }
 
@@ -257,6 +299,8 @@ TrainResult train_sft(Model& model, const SftSetup<Model>& s, const SftArgs& a, 
   trainer.set_run_dir(run_dir);
   trainer.set_base_model_name(s.base_name);
   trainer.set_quiet(quiet);
+  now_doing(fmt::format("training (--max_length {}, --per_device_train_batch_size {})", a.data.max_length,
+                        t.per_device_train_batch_size));
   if (!quiet)
     fmt::print("\n[train] {} samples, {} optimizer steps\n", s.data.train.size(), trainer.total_steps(s.data.train.size()));
   return trainer.train(s.data.train, s.data.val.empty() ? nullptr : &s.data.val);

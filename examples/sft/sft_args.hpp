@@ -4,15 +4,19 @@
 // and reported, and anything else is an error.
 #pragma once
 #include <boost/program_options.hpp>
+#include <algorithm>
 #include <cstdlib>
+#include <fmt/ranges.h>
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "../infer/options.hpp"
 #include "peft/core/error.hpp"
 #include "peft/data/dataset_loader.hpp"
+#include "peft/io/peft_adapter.hpp"
 #include "peft/layers/lora_config.hpp"
 #include "peft/train/training_arguments.hpp"
 
@@ -70,6 +74,56 @@ inline const std::vector<std::string>& accepted_unused_flags() {
       "template", "eval_strategy", "save_strategy", "ddp_find_unused_parameters", "dataloader_pin_memory",
       "save_safetensors", "lora_bias", "use_flash_ckpt", "hub_token", "run_name", "logging_first_step"};
   return flags;
+}
+
+// The numeric metrics an evaluation of identity_finetune can produce, and what each needs.
+struct EvalMetric {
+  const char* name;
+  const char* needs;
+};
+inline constexpr EvalMetric kEvalMetrics[] = {
+    {"eval_loss", "a validation split (--split_dataset_ratio)"},
+    {"eval_identity_accuracy", "--eval_identity_dataset"},
+    {"eval_repetition", "--eval_identity_dataset"},
+    {"eval_general_loss", "--eval_general_dataset"},
+    {"eval_general_loss_base", "--eval_general_dataset"},
+    {"eval_general_retention", "--eval_general_dataset"},
+};
+
+// A misspelt metric used to fail only at the first evaluation, after the training it was to judge.
+inline void check_eval_metric_name(const char* flag, const std::string& metric) {
+  const std::string name = TrainingArguments::eval_metric_name(metric);
+  std::string valid;
+  for (const auto& m : kEvalMetrics) {
+    if (name == m.name) return;
+    valid += fmt::format("{}{} (needs {})", valid.empty() ? "" : ", ", std::string_view(m.name).substr(5), m.needs);
+  }
+  fail("--{} {}: no evaluation produces '{}' (valid: {})", flag, metric, name, valid);
+}
+
+// LoRA flags that cannot take effect: with --train_type full they are ignored (a warning); with
+// --adapters the adapter's own adapter_config.json decides, so a different value is an error.
+inline void check_lora_flags(const SftArgs& a) {
+  auto given = [&](const char* f) { return std::find(a.given.begin(), a.given.end(), f) != a.given.end(); };
+  if (a.train_type == "full") {
+    require(a.adapters.empty(), "--adapters {} with --train_type full: a LoRA adapter cannot start a full "
+            "fine-tune (merge it into the model first with merge_lora)", a.adapters);
+    for (const char* f : {"lora_rank", "lora_alpha", "lora_dropout", "target_modules"})
+      if (given(f)) fmt::print(stderr, "[args] warning: --{} is ignored with --train_type full\n", f);
+    return;
+  }
+  if (a.adapters.empty()) return;
+  const LoraConfig from_file = read_adapter_config(a.adapters);
+  const std::string file = (std::filesystem::path(a.adapters) / "adapter_config.json").string();
+  require(!given("lora_rank") || a.lora.r == from_file.r,
+          "--lora_rank {} conflicts with --adapters: {} has r = {} (the adapter decides; drop --lora_rank)",
+          a.lora.r, file, from_file.r);
+  require(!given("lora_alpha") || a.lora.lora_alpha == from_file.lora_alpha,
+          "--lora_alpha {} conflicts with --adapters: {} has lora_alpha = {} (the adapter decides; drop --lora_alpha)",
+          a.lora.lora_alpha, file, from_file.lora_alpha);
+  require(!given("target_modules") || targeted_module_names(a.lora) == targeted_module_names(from_file),
+          "--target_modules {} conflicts with --adapters: {} targets {} (the adapter decides; drop --target_modules)",
+          fmt::join(a.lora.target_modules, " "), file, fmt::join(targeted_module_names(from_file), " "));
 }
 
 }  // namespace detail
@@ -156,7 +210,10 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
 
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(argc, argv).options(d).style(po::command_line_style::unix_style).run(), vm);
+    const po::parsed_options parsed =
+        po::command_line_parser(argc, argv).options(d).style(po::command_line_style::unix_style).run();
+    reject_stray_words(parsed);
+    po::store(parsed, vm);
     po::notify(vm);
   } catch (const po::error& e) {
     fail("{} (run with --help for the list of flags)", e.what());
@@ -199,15 +256,23 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
   require(a.early_stop_patience >= 0, "--early_stop_patience must be >= 0");
   require(a.early_stop_min_delta >= 0, "--early_stop_min_delta must be >= 0");
   require(a.eval_generation_max_new_tokens > 0, "--eval_generation_max_new_tokens must be positive");
+  if (!resume.empty()) require(std::filesystem::exists(resume), "--resume_from_checkpoint {}: the folder does not exist", resume);
   if (!resume.empty())
     require(std::filesystem::is_regular_file(std::filesystem::path(resume) / "trainer_state.json"),
             "--resume_from_checkpoint {}: no trainer_state.json there (not a checkpoint folder)", resume);
   a.lora.target_modules = targets;
   if (a.train_type == "lora") a.lora.validate();
   t.validate();
+  detail::check_lora_flags(a);
+  for (const auto& [flag, metric] : {std::pair{"metric_for_best_model", t.metric_for_best_model},
+                                     {"early_stop_metric", a.early_stop_metric}})
+    if (!metric.empty()) detail::check_eval_metric_name(flag, metric);
   require(a.data.split_dataset_ratio >= 0 && a.data.split_dataset_ratio < 1,
           "--split_dataset_ratio must be in [0, 1) (got {})", a.data.split_dataset_ratio);
   require(a.data.max_length > 0, "--max_length must be positive");
+  require_utf8_flag("system", a.data.system);
+  for (const auto& v : model_name) require_utf8_flag("model_name", v);
+  for (const auto& v : model_author) require_utf8_flag("model_author", v);
   a.data.specs = datasets;
   a.data.model_name = model_name;
   a.data.model_author = model_author;

@@ -11,7 +11,7 @@ if(NOT CMAKE_SCRIPT_MODE_FILE)
             -DTINY=${CMAKE_CURRENT_SOURCE_DIR}/fixtures/tiny_public
             -DWORK=${CMAKE_CURRENT_BINARY_DIR}/cli_work/resume -P ${CMAKE_CURRENT_LIST_FILE})
   peft_cli_test(resume_missing_checkpoint FAIL ARGS ${PEFT_FT_BASE} --resume_from_checkpoint nowhere/checkpoint-5
-    REGEX "nowhere/checkpoint-5: no trainer_state.json")
+    REGEX "nowhere/checkpoint-5: the folder does not exist")
   return()
 endif()
 

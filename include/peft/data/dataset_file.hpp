@@ -109,6 +109,8 @@ inline std::vector<DatasetRow> read_json_array(std::string_view text, std::size_
   } catch (const nlohmann::json::parse_error& e) {
     const TextPosition at = position_of(text, e.byte == 0 ? 0 : e.byte - 1);
     fail("{}:{}: malformed JSON at column {}: {}", file.string(), at.line, at.column, json_error_reason(e));
+  } catch (const nlohmann::json::exception& e) {  // out_of_range: a number like 1e400 overflows a double
+    fail("{}: malformed JSON: {}", file.string(), peft::detail::strip_json_exception_prefix(e.what()));
   }
   require(document.is_array(), "{}: expected a JSON array of rows", file.string());
   require(!document.empty(), "{}: the dataset is empty (an empty JSON array)", file.string());
@@ -144,6 +146,8 @@ inline std::vector<DatasetRow> read_json_lines(std::string_view text, const std:
     } catch (const nlohmann::json::parse_error& e) {
       fail("{}:{}: malformed JSON at column {} (JSONL expects one JSON object per line): {}",
            file.string(), line_number, e.byte, json_error_reason(e));
+    } catch (const nlohmann::json::exception& e) {  // out_of_range: a number like 1e400 overflows a double
+      fail("{}:{}: malformed JSON: {}", file.string(), line_number, peft::detail::strip_json_exception_prefix(e.what()));
     }
     rows.push_back(parse_dataset_row(row, {file, line_number, -1}, vocab_size));
   }

@@ -59,6 +59,10 @@ inline bool looks_like_dataset_id(std::string_view s) {
 
 }  // namespace detail
 
+// `#N` above this is refused before any row is read: N rows are materialised (sampled again when
+// the dataset is smaller), so an N past any fine-tuning run's size only ends in std::bad_alloc.
+inline constexpr std::int64_t kMaxDatasetSampleCount = 10'000'000;
+
 // data_home: $PEFT_DATA_HOME (empty when unset).
 inline DatasetSpec resolve_dataset_spec(std::string_view text, const std::filesystem::path& data_home) {
   namespace fs = std::filesystem;
@@ -74,6 +78,9 @@ inline DatasetSpec resolve_dataset_spec(std::string_view text, const std::filesy
       const auto [end, err] = std::from_chars(count.data(), count.data() + count.size(), n);
       require(err == std::errc() && end == count.data() + count.size() && n > 0,
               "--dataset '{}': the sample count after '#' must be a positive integer, got '{}'", text, count);
+      require(n <= kMaxDatasetSampleCount,
+              "--dataset '{}': at most {} samples can be asked for with '#' (got {}); rows are drawn again when N "
+              "exceeds the dataset, so a larger N only repeats them", text, kMaxDatasetSampleCount, n);
       spec.source = std::string(text.substr(0, hash));
       spec.sample_count = n;
     }

@@ -59,6 +59,8 @@ inline nlohmann::json parse_json(std::string_view text, std::string_view source)
     return nlohmann::json::parse(text.begin(), text.end());
   } catch (const nlohmann::json::parse_error& e) {
     fail("{}: invalid JSON: {}", source, detail::strip_json_exception_prefix(e.what()));
+  } catch (const nlohmann::json::exception& e) {  // out_of_range: a number like 1e400 overflows a double
+    fail("{}: invalid JSON: {}", source, detail::strip_json_exception_prefix(e.what()));
   }
 }
 

@@ -23,6 +23,7 @@
 
 #include "peft/core/dtype.hpp"
 #include "peft/core/error.hpp"
+#include "peft/core/finite.hpp"
 #include "peft/core/tensor.hpp"
 #include "peft/io/atomic_file.hpp"
 #include "peft/io/model_config.hpp"
@@ -37,6 +38,8 @@ struct MergeSummary {
   std::size_t tensors = 0;         // tensors written
   std::vector<std::string> shards, copied_files;
 };
+
+inline constexpr std::string_view kRefuseBrokenAdapter = "refusing to merge a broken adapter";
 
 namespace detail {
 
@@ -140,6 +143,7 @@ inline MergeSummary merge_lora(const std::filesystem::path& model_dir, const std
         if (const auto s = saved.find(name); s != saved.end()) {  // a module to save: the trained copy
           std::vector<float> v(static_cast<std::size_t>(s->second->numel()));
           adapter.read_f32(s->second->name, s->second->shape, v.data());
+          require_finite(v, fmt::format("{}: tensor '{}'", adapter_file.string(), s->second->name), kRefuseBrokenAdapter);
           out.add_f32(name, t.shape, std::span<const float>(v), t.dtype);
           ++summary.saved_tensors;
           continue;
@@ -154,8 +158,15 @@ inline MergeSummary merge_lora(const std::filesystem::path& model_dir, const std
         in.read_f32(name, t.shape, w.data());
         adapter.read_f32(p.a->name, p.a->shape, a.data());
         adapter.read_f32(p.b->name, p.b->shape, b.data());
+        for (const auto& [m, t] : {std::pair{&a, p.a}, std::pair{&b, p.b}})
+          require_finite(std::span<const float>(m->data(), static_cast<std::size_t>(m->size())),
+                         fmt::format("{}: tensor '{}'", adapter_file.string(), t->name), kRefuseBrokenAdapter);
         const Matrix delta = (b * a) * scaling;  // PEFT's get_delta_weight: (B @ A) * scaling
         w += delta;
+        require_finite(std::span<const float>(w.data(), static_cast<std::size_t>(w.size())),
+                       fmt::format("merged tensor '{}' (base {} + adapter {})", name, in.path().string(),
+                                   adapter_file.string()),
+                       "refusing to write a broken model (the base weight or the LoRA product overflows)");
         out.add_f32(name, t.shape, std::span<const float>(w.data(), static_cast<std::size_t>(w.size())), t.dtype);
         ++summary.merged_modules;
       }

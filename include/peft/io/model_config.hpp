@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "peft/core/error.hpp"
 #include "peft/io/json_file.hpp"
@@ -17,6 +18,7 @@
 namespace peft {
 
 struct ModelConfig {
+  static constexpr std::int64_t kMaxModelDimension = std::int64_t{1} << 30;
   std::int64_t hidden_size = 0;
   std::int64_t intermediate_size = 0;
   std::int64_t num_hidden_layers = 0;
@@ -53,6 +55,10 @@ struct ModelConfig {
     c.rms_norm_eps = optional_field<double>(j, "rms_norm_eps", source, c.rms_norm_eps);
     c.tie_word_embeddings = optional_field<bool>(j, "tie_word_embeddings", source, c.tie_word_embeddings);
     c.model_type = optional_field<std::string>(j, "model_type", source, c.model_type);
+    // Another architecture's config often parses as Qwen2's (llama has the same fields) and would
+    // load into the wrong network without a word.
+    require(c.model_type == "qwen2", "{}: model_type '{}' is not supported (this library implements Qwen2/Qwen2.5: "
+            "model_type 'qwen2')", source, c.model_type);
     c.torch_dtype = optional_field<std::string>(j, "torch_dtype", source,
                                                 optional_field<std::string>(j, "dtype", source, c.torch_dtype));
 
@@ -129,6 +135,14 @@ struct ModelConfig {
     positive(vocab_size, "vocab_size");
     positive(max_position_embeddings, "max_position_embeddings");
     positive(head_dim, "head_dim");
+    // Sizes beyond this fit no memory; refusing them here keeps every product of two of them
+    // inside int64 and every later allocation named, instead of a bare std::bad_alloc.
+    for (const auto& [v, field] : {std::pair{hidden_size, "hidden_size"}, {intermediate_size, "intermediate_size"},
+                                   {num_hidden_layers, "num_hidden_layers"}, {num_attention_heads, "num_attention_heads"},
+                                   {num_key_value_heads, "num_key_value_heads"}, {vocab_size, "vocab_size"},
+                                   {max_position_embeddings, "max_position_embeddings"}, {head_dim, "head_dim"}})
+      require(v <= kMaxModelDimension, "{}: field '{}' = {} is too large (at most {})", source, field, v,
+              kMaxModelDimension);
     require(hidden_size % num_attention_heads == 0,
             "{}: hidden_size {} is not divisible by num_attention_heads {}", source, hidden_size, num_attention_heads);
     require(num_attention_heads % num_key_value_heads == 0,

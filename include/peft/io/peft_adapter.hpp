@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "peft/core/error.hpp"
+#include "peft/core/finite.hpp"
 #include "peft/core/parameter.hpp"
 #include "peft/io/atomic_file.hpp"
 #include "peft/io/json_file.hpp"
@@ -131,16 +132,18 @@ inline LoraConfig read_adapter_config(const std::filesystem::path& adapter_dir) 
   if (const auto* ap = find_field(j, "alpha_pattern"); ap && ap->is_object())
     require(ap->empty(), "{}: alpha_pattern is not supported", src);
 
+  // Typed reads name the file and the field (a string lora_alpha is an error, an integer one is
+  // PEFT's usual spelling), never nlohmann's own text.
   LoraConfig c;
-  try {
-    c.r = get("r").get<int>();
-    c.lora_alpha = get("lora_alpha").get<double>();
-    if (const auto* d = find_field(j, "lora_dropout"); d && !d->is_null()) c.lora_dropout = d->get<double>();
-    const auto& t = get("target_modules");
-    c.target_modules = t.is_string() ? std::vector<std::string>{t.get<std::string>()} : t.get<std::vector<std::string>>();
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: wrong field type: {}", src, e.what());
-  }
+  c.r = json_value_as<int>(get("r"), src, "r");
+  c.lora_alpha = json_value_as<double>(get("lora_alpha"), src, "lora_alpha");
+  c.lora_dropout = optional_field<double>(j, "lora_dropout", src, c.lora_dropout);
+  const auto& t = get("target_modules");
+  const bool names = t.is_string() || (t.is_array() && std::all_of(t.begin(), t.end(), [](const auto& v) {
+                                         return v.is_string();
+                                       }));
+  require(names, "{}: field 'target_modules' must be a module name or a list of them, got {}", src, t.dump());
+  c.target_modules = t.is_string() ? std::vector<std::string>{t.get<std::string>()} : t.get<std::vector<std::string>>();
   try {
     c.validate();
   } catch (const Error& e) {
@@ -149,16 +152,23 @@ inline LoraConfig read_adapter_config(const std::filesystem::path& adapter_dir) 
   return c;
 }
 
+// Why a save stops at a NaN/Inf weight: a diverged run must not leave an adapter that looks usable.
+inline constexpr std::string_view kRefuseToSaveNonFinite =
+    "refusing to save it: the training diverged (check --learning_rate, --adam_beta1/--adam_beta2, --adam_epsilon "
+    "and the base model's weights)";
+
 // Writes every tensor of `params` (LoRA A/B, and fully trained ones as modules_to_save, all fp32)
 // into `dir` atomically file by file; callers that need the whole folder atomic wrap this in
 // write_directory_atomic. `num_hidden_layers` lets layers_to_transform name the LoRA layers.
 inline void save_adapter(const std::filesystem::path& dir, const ParameterList& params, const LoraConfig& lora,
                          const std::string& base_model, int num_hidden_layers = 0) {
-  std::filesystem::create_directories(dir);
   SafetensorsWriter w;
-  for (const auto& p : params)
-    w.add_f32(std::string(kPeftKeyPrefix) + p.name, file_shape(p),
-              std::span<const float>(p.value->data(), static_cast<std::size_t>(p.value->size())));
+  for (const auto& p : params) {
+    const std::span<const float> values(p.value->data(), static_cast<std::size_t>(p.value->size()));
+    require_finite(values, fmt::format("{}: tensor '{}'", dir.string(), p.name), kRefuseToSaveNonFinite);
+    w.add_f32(std::string(kPeftKeyPrefix) + p.name, file_shape(p), values);
+  }
+  std::filesystem::create_directories(dir);
   w.set_metadata("format", "pt");
   w.write(dir / "adapter_model.safetensors");
   write_text_atomic(dir / "adapter_config.json",
@@ -190,6 +200,8 @@ inline void load_adapter_weights(const std::filesystem::path& dir, const Paramet
     require(st.contains(key), "{}: tensor '{}' is missing (the adapter does not cover this {})", file.string(),
             key, is_lora_tensor_name(p.name) ? "module" : "fully trained module: no modules_to_save entry");
     st.read_f32(key, file_shape(p), p.value->data());
+    require_finite(std::span<const float>(p.value->data(), static_cast<std::size_t>(p.value->size())),
+                   fmt::format("{}: tensor '{}'", file.string(), key), "refusing to load a broken adapter");
     expected.insert(key);
   }
   for (const auto& name : st.names())

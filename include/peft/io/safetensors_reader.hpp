@@ -24,6 +24,7 @@
 #include <initializer_list>
 #include <map>
 #include <memory>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -161,6 +162,23 @@ inline StoredTensor parse_tensor_entry(const std::string& name, const nlohmann::
   return t;
 }
 
+// The header's JSON, refusing a tensor name given twice: a JSON parser keeps one of the two
+// entries silently, and which one depends on the parser, so torch and we could read different
+// weights from the same file.
+inline nlohmann::json parse_header_json(std::string_view text, const std::string& file) {
+  std::set<std::string> names;
+  auto unique_names = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    if (depth == 1 && event == nlohmann::json::parse_event_t::key && !names.insert(parsed.get<std::string>()).second)
+      fail("{}: the header names '{}' twice", file, parsed.get<std::string>());
+    return true;
+  };
+  try {
+    return nlohmann::json::parse(text.begin(), text.end(), unique_names);
+  } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for a number like 1e400
+    fail("{} (header): invalid JSON: {}", file, strip_json_exception_prefix(e.what()));
+  }
+}
+
 // Converts F32/BF16/F16 storage to float; the source may be unaligned.
 inline void convert_to_f32(const StoredTensor& t, float* out, std::string_view file) {
   const std::size_t n = static_cast<std::size_t>(t.numel());
@@ -248,7 +266,7 @@ class SafetensorsFile {
             header_len, size);
 
     const auto* header_begin = reinterpret_cast<const char*>(map_->data() + 8);
-    const nlohmann::json header = parse_json(std::string_view(header_begin, header_len), file + " (header)");
+    const nlohmann::json header = detail::parse_header_json(std::string_view(header_begin, header_len), file);
     require(header.is_object(), "{}: header must be a JSON object, got {}", file, detail::json_type_name(header));
 
     const std::byte* data_region = map_->data() + 8 + header_len;
@@ -297,10 +315,12 @@ class SafetensorsModel {
     if (!fs::exists(dir_or_file, ec)) fail("{}: no such file or directory", dir_or_file.string());
     SafetensorsModel m;
     if (fs::is_directory(dir_or_file, ec)) {
+      // transformers' order: model.safetensors when it exists, else the sharded index (a folder
+      // holding both is usually a re-saved model with a stale index beside it).
       const fs::path index = dir_or_file / "model.safetensors.index.json";
       const fs::path single = dir_or_file / "model.safetensors";
-      if (fs::exists(index, ec)) m.open_index(index);
-      else if (fs::exists(single, ec)) m.open_single(single);
+      if (fs::exists(single, ec)) m.open_single(single);
+      else if (fs::exists(index, ec)) m.open_index(index);
       else fail("{}: no model.safetensors or model.safetensors.index.json in this directory", dir_or_file.string());
     } else if (dir_or_file.extension() == ".json") {
       m.open_index(dir_or_file);
@@ -370,6 +390,12 @@ class SafetensorsModel {
       const std::string shard = shard_json.get<std::string>();
       auto it = shard_index.find(shard);
       if (it == shard_index.end()) {
+        // A shard is a file beside the index: "../x" or "/x" would read weights from elsewhere.
+        const std::filesystem::path rel(shard);
+        require(!shard.empty() && rel.is_relative() && rel.has_filename() &&
+                    std::none_of(rel.begin(), rel.end(), [](const auto& part) { return part == ".."; }),
+                "{}: shard '{}' (listed for tensor '{}') is not a file name inside the model folder", where, shard,
+                name);
         const std::filesystem::path shard_path = index.parent_path() / shard;
         std::error_code ec;
         require(std::filesystem::is_regular_file(shard_path, ec),
@@ -382,6 +408,14 @@ class SafetensorsModel {
               where, name, shard);
       shard_of_.emplace(name, it->second);
     }
+    // A tensor stored in two shards: the index picks one, other loaders may pick the other.
+    std::map<std::string, std::size_t> holder;
+    for (std::size_t i = 0; i < shards_.size(); ++i)
+      for (const std::string& name : shards_[i].names()) {
+        const auto [it, fresh] = holder.emplace(name, i);
+        require(fresh, "{}: tensor '{}' is stored in two shards, {} and {}", where, name,
+                shards_[it->second].path().string(), shards_[i].path().string());
+      }
   }
 
   std::filesystem::path source_;

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "peft/core/error.hpp"
+#include "peft/core/finite.hpp"
 #include "peft/core/rng.hpp"
 #include "peft/core/tensor.hpp"
 #include "peft/io/safetensors.hpp"
@@ -35,6 +36,10 @@ class SafetensorsWeights final : public WeightSource {
       const std::int64_t shape[] = {rows, cols};
       model_.read_f32(name, shape, into.data());
     }
+    // A NaN base weight would otherwise surface much later as a NaN loss, blamed on the lr.
+    require_finite(std::span<const float>(into.data(), static_cast<std::size_t>(into.size())),
+                   fmt::format("{}: tensor '{}'", model_.file_of(name).path().string(), name),
+                   "the base model's checkpoint is broken (re-download or re-convert it)");
   }
   const SafetensorsModel& model() const { return model_; }
 

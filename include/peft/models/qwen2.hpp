@@ -21,6 +21,7 @@
 #include "peft/backend/cpu/rope.hpp"
 #include "peft/data/packed_batch.hpp"
 #include "peft/generate/kv_cache.hpp"
+#include "peft/io/checkpoint_shapes.hpp"
 #include "peft/io/model_config.hpp"
 #include "peft/layers/decoder_layer.hpp"
 #include "peft/layers/embedding.hpp"
@@ -87,8 +88,10 @@ class Qwen2Model<L, P, Cpu> {
   // Base weights from a folder with config.json and *.safetensors (single or sharded).
   static std::unique_ptr<Qwen2Model> from_pretrained(const std::filesystem::path& dir, const LoraConfig& lora,
                                                      std::uint64_t adapter_seed) {
-    auto m = std::make_unique<Qwen2Model>(ModelConfig::from_file(dir / "config.json"), lora);
     SafetensorsWeights src(dir);
+    const ModelConfig cfg = ModelConfig::from_file(dir / "config.json");
+    check_config_matches_checkpoint(cfg, src.model(), dir / "config.json");  // before allocating
+    auto m = std::make_unique<Qwen2Model>(cfg, lora);
     m->load_weights(src);
     m->init_adapters(adapter_seed);
     return m;

@@ -20,7 +20,14 @@ struct AdamW {
   };
 
   AdamW() = default;
-  explicit AdamW(Options o) : opt(o) {}
+  explicit AdamW(Options o) : opt(o) {
+    // The same rule as TrainingArguments::validate, for callers that build the optimizer directly.
+    require(o.beta1 >= 0 && o.beta1 < 1, "AdamW: beta1 {} must be in [0, 1)", o.beta1);
+    require(o.beta2 >= 0 && o.beta2 < 1, "AdamW: beta2 {} must be in [0, 1)", o.beta2);
+    require(o.eps > 0 && std::isfinite(o.eps), "AdamW: eps {} must be positive", o.eps);
+    require(o.weight_decay >= 0 && std::isfinite(o.weight_decay), "AdamW: weight_decay {} must be >= 0",
+            o.weight_decay);
+  }
 
   Options opt;
   std::int64_t step_count = 0;

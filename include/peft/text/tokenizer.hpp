@@ -210,7 +210,13 @@ class Tokenizer {
     }
   }
 
+  // Ids index dense tables, so one absurd id (found by tests/test_fuzz_inputs.cpp: 2^31 - 1 asked
+  // for 64 GB) is refused by name; real vocabularies stay far below the bound.
+  static constexpr int32_t kMaxTokenId = (1 << 24) - 1;
+
   void grow_to(int32_t id) {
+    require(id >= 0 && id <= kMaxTokenId, "{}: token id {} is out of range (ids from 0 to {} are supported)", source_,
+            id, kMaxTokenId);
     if (static_cast<std::size_t>(id) >= kind_.size()) {
       kind_.resize(static_cast<std::size_t>(id) + 1, Kind::kNone);
       bytes_.resize(static_cast<std::size_t>(id) + 1);

@@ -46,9 +46,9 @@ void save_trained_weights(const std::filesystem::path& dir, Model& model, const 
   SafetensorsWriter w;
   for (const auto& p : params) {
     if (detail::is_lora_tensor(p)) continue;
-    w.add_f32(p.name, detail::stored_shape(p),
-              std::span<const float>(p.value->data(), static_cast<std::size_t>(p.value->size())),
-              Model::Precision::storage);
+    const std::span<const float> values(p.value->data(), static_cast<std::size_t>(p.value->size()));
+    require_finite(values, fmt::format("{}: tensor '{}'", dir.string(), p.name), kRefuseToSaveNonFinite);
+    w.add_f32(p.name, detail::stored_shape(p), values, Model::Precision::storage);
   }
   if (w.empty()) return;
   w.set_metadata("format", "pt");

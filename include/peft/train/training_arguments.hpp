@@ -79,7 +79,14 @@ struct TrainingArguments {
     require(gradient_accumulation_steps > 0, "--gradient_accumulation_steps must be positive");
     require(accumulation_pack_tokens >= -1, "--accumulation_pack_tokens must be -1 (the model decides), 0 (off) or a token count");
     require(max_grad_norm >= 0, "--max_grad_norm must be >= 0 (0 disables clipping)");
-    require(weight_decay >= 0, "--weight_decay must be >= 0");
+    require(weight_decay >= 0 && std::isfinite(weight_decay), "--weight_decay must be >= 0 (got {})", weight_decay);
+    // beta = 1 divides by a zero bias correction and beta > 1 grows the moments without bound: both
+    // leave every weight NaN after the first step.
+    require(adam_beta1 >= 0 && adam_beta1 < 1, "--adam_beta1 {} must be in [0, 1) (default 0.9)", adam_beta1);
+    require(adam_beta2 >= 0 && adam_beta2 < 1, "--adam_beta2 {} must be in [0, 1) (default 0.95)", adam_beta2);
+    require(adam_epsilon > 0 && std::isfinite(adam_epsilon), "--adam_epsilon {} must be positive (default 1e-8)",
+            adam_epsilon);
+    require(std::isfinite(max_grad_norm), "--max_grad_norm must be finite (got {})", max_grad_norm);
     require(warmup_ratio >= 0 && warmup_ratio <= 1, "--warmup_ratio must be in [0, 1] (got {})", warmup_ratio);
     require(warmup_steps >= 0, "--warmup_steps must be >= 0");
     require(logging_steps > 0, "--logging_steps must be positive");

@@ -109,7 +109,7 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
 
   static std::unique_ptr<Qwen2Model> from_pretrained(const std::filesystem::path& dir, const LoraConfig& lora,
                                                      std::uint64_t adapter_seed, CudaModelOptions opt = {}) {
-    auto m = std::make_unique<Qwen2Model>(ModelConfig::from_file(dir / "config.json"), lora, opt);
+    auto m = std::make_unique<Qwen2Model>(read_checked_model_config(dir), lora, opt);  // sizes checked first
     m->load_pretrained(dir);
     m->init_adapters(adapter_seed);
     return m;

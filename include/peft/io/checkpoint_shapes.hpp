@@ -1,0 +1,80 @@
+// config.json against the checkpoint, before anything is allocated. A model is sized from
+// config.json, so a config that disagrees with its weights (intermediate_size 5000000 in a tiny
+// model, num_hidden_layers 100000) would allocate gigabytes, or fail with a bare std::bad_alloc,
+// before the first tensor read noticed. The safetensors headers already hold every tensor's
+// shape, and reading them costs a memory map, so every tensor the config implies is checked
+// against them first; an error names the tensor, both shapes and the config fields involved.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "peft/core/error.hpp"
+#include "peft/io/model_config.hpp"
+#include "peft/io/safetensors_reader.hpp"
+
+namespace peft {
+
+struct ExpectedTensor {
+  std::string name;
+  std::vector<std::int64_t> shape;  // as stored by HF: 1-D for biases and norms
+  const char* fields;               // the config.json fields the shape comes from
+};
+
+// f(ExpectedTensor) for every tensor HF's Qwen2ForCausalLM keeps for `cfg`, in checkpoint order;
+// a visit rather than a list, so a config with a billion layers stops at the first missing one.
+template <class F>
+void for_each_expected_qwen2_tensor(const ModelConfig& cfg, F&& out_f) {
+  const std::int64_t h = cfg.hidden_size, q = cfg.num_attention_heads * cfg.head_dim,
+                     kv = cfg.num_key_value_heads * cfg.head_dim, inter = cfg.intermediate_size;
+  struct {
+    F& f;
+    void push_back(const ExpectedTensor& e) { f(e); }
+  } out{out_f};
+  out.push_back({"model.embed_tokens.weight", {cfg.vocab_size, h}, "vocab_size, hidden_size"});
+  for (std::int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
+    const std::string l = "model.layers." + std::to_string(i) + ".";
+    out.push_back({l + "input_layernorm.weight", {h}, "hidden_size"});
+    out.push_back({l + "self_attn.q_proj.weight", {q, h}, "num_attention_heads x head_dim, hidden_size"});
+    out.push_back({l + "self_attn.q_proj.bias", {q}, "num_attention_heads x head_dim"});
+    out.push_back({l + "self_attn.k_proj.weight", {kv, h}, "num_key_value_heads x head_dim, hidden_size"});
+    out.push_back({l + "self_attn.k_proj.bias", {kv}, "num_key_value_heads x head_dim"});
+    out.push_back({l + "self_attn.v_proj.weight", {kv, h}, "num_key_value_heads x head_dim, hidden_size"});
+    out.push_back({l + "self_attn.v_proj.bias", {kv}, "num_key_value_heads x head_dim"});
+    out.push_back({l + "self_attn.o_proj.weight", {h, q}, "hidden_size, num_attention_heads x head_dim"});
+    out.push_back({l + "post_attention_layernorm.weight", {h}, "hidden_size"});
+    out.push_back({l + "mlp.gate_proj.weight", {inter, h}, "intermediate_size, hidden_size"});
+    out.push_back({l + "mlp.up_proj.weight", {inter, h}, "intermediate_size, hidden_size"});
+    out.push_back({l + "mlp.down_proj.weight", {h, inter}, "hidden_size, intermediate_size"});
+  }
+  out.push_back({"model.norm.weight", {h}, "hidden_size"});
+  if (!cfg.tie_word_embeddings) out.push_back({"lm_head.weight", {cfg.vocab_size, h}, "vocab_size, hidden_size"});
+}
+
+// Checks that `weights` holds every tensor `cfg` implies, with the implied shape.
+inline void check_config_matches_checkpoint(const ModelConfig& cfg, const SafetensorsModel& weights,
+                                            const std::filesystem::path& config_json) {
+  for_each_expected_qwen2_tensor(cfg, [&](const ExpectedTensor& e) {
+    require(weights.contains(e.name),
+            "{}: no tensor '{}', which {} implies (num_hidden_layers = {}, tie_word_embeddings = {}): config.json and "
+            "the weights describe different models", weights.source().string(), e.name, config_json.string(),
+            cfg.num_hidden_layers, cfg.tie_word_embeddings);
+    const StoredTensor& t = weights.tensor(e.name);
+    require(t.shape == e.shape,
+            "{}: tensor '{}' has shape {}, but {} implies {} (from {}): config.json and the weights describe "
+            "different models", weights.file_of(e.name).path().string(), e.name, format_shape(t.shape),
+            config_json.string(), format_shape(e.shape), e.fields);
+  });
+}
+
+// config.json of a model folder, checked against the folder's safetensors headers.
+inline ModelConfig read_checked_model_config(const std::filesystem::path& dir) {
+  const auto config_json = dir / "config.json";
+  const ModelConfig cfg = ModelConfig::from_file(config_json);
+  check_config_matches_checkpoint(cfg, SafetensorsModel::open(dir), config_json);
+  return cfg;
+}
+
+}  // namespace peft
