@@ -33,20 +33,20 @@ TEST_CASE("a plan fits when it and the unplanned reserve fit the free memory") {
   CHECK_FALSE(fits(recompute, recompute.total() + kUnplannedReserve - 1));
 }
 
-TEST_CASE("--gradient_checkpointing true recomputes even when keeping would fit") {
+TEST_CASE("gradient_checkpointing true recomputes even when keeping would fit") {
   const ActivationChoice c = choose_activations(true, keep, recompute, 80 * GB);
   CHECK(c.recompute);
   CHECK_THAT(c.note, Contains("--gradient_checkpointing true") && Contains("planned peak 16.80 GB") &&
                          Contains("80.00 GB free"));
 }
 
-TEST_CASE("--gradient_checkpointing false keeps every activation when that fits") {
+TEST_CASE("gradient_checkpointing false keeps every activation when that fits") {
   const ActivationChoice c = choose_activations(false, keep, recompute, 80 * GB);
   CHECK_FALSE(c.recompute);
   CHECK_THAT(c.note, Contains("keep every layer's activations") && Contains("planned peak 23.10 GB"));
 }
 
-TEST_CASE("--gradient_checkpointing false on a 24 GB card switches to recompute and says why") {
+TEST_CASE("gradient_checkpointing false on a 24 GB card switches to recompute and says why") {
   const ActivationChoice c = choose_activations(false, keep, recompute, 23 * GB);  // a 4090 after its context
   CHECK(c.recompute);
   CHECK_THAT(c.note, Contains("plans 23.10 GB") && Contains("23.00 GB free") && Contains("switching to recompute") &&
