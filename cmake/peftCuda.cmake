@@ -15,14 +15,60 @@ macro(peft_cuda_language_settings)
   find_package(CUDAToolkit REQUIRED)
 endmacro()
 
-# peft_cuda_target(target): sm_90a machine code (wgmma-capable) plus sm_90 PTX, fmt usable under
-# nvcc (FMT_USE_CONSTEXPR: see backend/cuda/cuda_check.cuh), cuBLASLt.
+# Which GPUs the binaries run on. One build serves them all: machine code (SASS) for each listed
+# architecture, plus PTX of the newest for later GPUs (the driver compiles it at first launch).
+# Entries: NN (sm_NN machine code), NNa (architecture-specific features, e.g. 90a), NN-virtual (PTX
+# only; then no PTX is added automatically). The kernels pick their Hopper or portable paths at run
+# time (backend/cuda/kernel_family.hpp). Default: A100 (80), RTX 30xx / A6000 (86), RTX 40xx / L40S
+# (89), H100 / H200 (90a).
+set(PEFT_CUDA_ARCHS "80;86;89;90a" CACHE STRING "CUDA architectures: NN, NNa or NN-virtual (PTX only)")
+set(PEFT_CUDA_TEST_ARCHS "" CACHE STRING "CUDA architectures of the CUDA tests (empty: PEFT_CUDA_ARCHS)")
+set(PEFT_CUDA_NVCC_THREADS 1 CACHE STRING "nvcc --threads: architectures compiled in parallel per file (0: all)")
+
+# peft_cuda_gencode(out archs): nvcc -gencode flags for a PEFT_CUDA_ARCHS-style list.
+function(peft_cuda_gencode out archs)
+  set(flags "")
+  set(newest 0)
+  set(explicit_ptx OFF)
+  foreach(a IN LISTS archs)
+    if(a MATCHES "^([0-9]+)-virtual$")
+      list(APPEND flags "-gencode=arch=compute_${CMAKE_MATCH_1},code=compute_${CMAKE_MATCH_1}")
+      set(explicit_ptx ON)
+    elseif(a MATCHES "^([0-9]+)(a?)$")
+      list(APPEND flags "-gencode=arch=compute_${a},code=sm_${a}")
+      if(CMAKE_MATCH_1 GREATER newest)
+        set(newest ${CMAKE_MATCH_1})
+      endif()
+    else()
+      message(FATAL_ERROR "PEFT_CUDA_ARCHS: '${a}' is not NN, NNa or NN-virtual (e.g. 80;86;89;90a)")
+    endif()
+  endforeach()
+  if(NOT flags)
+    message(FATAL_ERROR "PEFT_CUDA_ARCHS is empty")
+  endif()
+  if(NOT explicit_ptx)
+    list(APPEND flags "-gencode=arch=compute_${newest},code=compute_${newest}")
+  endif()
+  set(${out} "${flags}" PARENT_SCOPE)
+endfunction()
+
+# peft_cuda_target(target [archs]): machine code for PEFT_CUDA_ARCHS (or archs) plus PTX of the
+# newest, fmt usable under nvcc (FMT_USE_CONSTEXPR: see backend/cuda/cuda_check.cuh), cuBLASLt.
 function(peft_cuda_target target)
+  set(archs "${PEFT_CUDA_ARCHS}")
+  if(ARGC GREATER 1 AND NOT "${ARGV1}" STREQUAL "")
+    set(archs "${ARGV1}")
+  endif()
+  peft_cuda_gencode(gencode "${archs}")
+  string(REPLACE ";" "," archs_text "${archs}")
   set_target_properties(${target} PROPERTIES CUDA_ARCHITECTURES OFF)
   target_compile_options(${target} PRIVATE
-    $<$<COMPILE_LANGUAGE:CUDA>:-gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_90,code=sm_90
-    -lineinfo --expt-relaxed-constexpr -Xcudafe --diag_suppress=20012,--diag_suppress=20011,--diag_suppress=20014>)
-  target_compile_definitions(${target} PRIVATE FMT_USE_CONSTEXPR=1)
+    $<$<COMPILE_LANGUAGE:CUDA>:${gencode} -lineinfo --expt-relaxed-constexpr
+    -Xcudafe --diag_suppress=20012,--diag_suppress=20011,--diag_suppress=20014>)
+  if(NOT PEFT_CUDA_NVCC_THREADS STREQUAL "1")
+    target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--threads=${PEFT_CUDA_NVCC_THREADS}>)
+  endif()
+  target_compile_definitions(${target} PRIVATE FMT_USE_CONSTEXPR=1 PEFT_CUDA_ARCHS_BUILT="${archs_text}")
   target_link_libraries(${target} PRIVATE CUDA::cublasLt)
 endfunction()
 

@@ -1,7 +1,9 @@
 // identity_finetune_cuda: identity_finetune (sft/run_sft.hpp, the same flags and run folder) built
 // by nvcc with the CUDA backend. `--device cuda` trains Qwen2<Lora<>, Bf16Mixed, Cuda> on GPU 0;
 // `--device auto` (the default) does so when a GPU is present and the run is LoRA in bfloat16,
-// and says so; otherwise it runs the CPU compositions as identity_finetune does. The CPU
+// and says so; otherwise it runs the CPU compositions as identity_finetune does.
+// --gradient_checkpointing (default true, as ms-swift) picks Cuda or CudaRecompute after the
+// planned peak is printed and held against the free memory (sft/cuda_activations.cuh). The CPU
 // program stays a plain C++ build (no CUDA toolkit needed); this one is added under
 // -DPEFT_WITH_CUDA=ON.
 //   identity_finetune_cuda --device cuda --model Qwen2.5-7B-Instruct --dataset self_cognition.json ...
@@ -14,6 +16,7 @@
 #include "peft/dist/launcher.hpp"
 #include "peft/dist/worker.hpp"
 #include "peft/qwen.hpp"
+#include "sft/cuda_activations.cuh"
 #include "sft/run_sft.hpp"
 
 namespace peft {
@@ -43,6 +46,8 @@ static int run(examples::SftArgs& args, const dist::LaunchEnv& env) {
                                        : std::string();
   if (examples::choose_cuda(args.device, cpu_only)) {
     const auto comm = env.distributed() ? join_gpus(args, env) : nullptr;
+    if (examples::cuda_recompute_activations<Lora<>>(args))  // --gradient_checkpointing, and the free memory
+      return examples::run_sft<Qwen2<Lora<>, Bf16Mixed, CudaRecompute>>(args, comm.get());
     return examples::run_sft<Qwen2<Lora<>, Bf16Mixed, Cuda>>(args, comm.get());
   }
   const auto host = dist::connect_host(env);  // the CPU compositions: the TCP transport

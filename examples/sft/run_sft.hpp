@@ -171,6 +171,9 @@ SftSetup<Model> prepare_sft(SftArgs& a) {
   s.embedded = a.model.empty();
   if (!a.ignored.empty())
     fmt::print("[args] accepted but not used by this program: --{}\n", fmt::join(a.ignored, ", --"));
+  if constexpr (!requires { typename Model::Options; })
+    if (std::find(a.given.begin(), a.given.end(), "gradient_checkpointing") != a.given.end())
+      fmt::print("[args] --gradient_checkpointing chooses the GPU's activation policy; the CPU backend keeps every activation\n");
 
   // Model.
   LoraConfig lora = a.lora;
@@ -347,6 +350,7 @@ int run_sft(SftArgs a, dist::Communicator* comm = nullptr) {
   fmt::print("[train] done: {} steps in {:.1f} s, first loss {:.4f}, last loss {:.4f}, skipped steps {}{}\n",
              r.global_step, r.seconds, r.step_losses.front(), r.step_losses.back(), r.skipped_steps,
              r.stopped_early ? " (stopped early)" : "");
+  if constexpr (requires { model.memory_report(); }) fmt::print("{}\n", model.memory_report());  // the GPU's peak
   fmt::print("[train] last checkpoint: {}\n", r.last_checkpoint.string());
   if (!r.best_model_checkpoint.empty())
     fmt::print("[train] best checkpoint: {} ({} = {})\n", r.best_model_checkpoint.string(),

@@ -30,6 +30,7 @@ struct SftArgs {
   std::string device = "auto";
   int cuda_device = 0;  // not a flag: the GPU of this rank (LOCAL_RANK), set by the CUDA program
   bool add_version = true;
+  bool gradient_checkpointing = true;  // ms-swift's default; the CUDA programs' activation policy
   LoraConfig lora;
   TrainingArguments train;
   data::DatasetOptions data;
@@ -68,7 +69,7 @@ inline void one_of(const std::string& flag, const std::string& v, std::initializ
 // recipe's command line runs as written.
 inline const std::vector<std::string>& accepted_unused_flags() {
   static const std::vector<std::string> flags = {
-      "dataloader_num_workers", "dataset_num_proc", "gradient_checkpointing", "deepspeed",
+      "dataloader_num_workers", "dataset_num_proc", "deepspeed",
       "ddp_backend", "attn_impl", "use_liger_kernel", "lazy_tokenize", "streaming", "logging_dir",
       "push_to_hub", "use_hf", "check_model", "torch_compile", "load_from_cache_file", "model_type",
       "template", "eval_strategy", "save_strategy", "ddp_find_unused_parameters", "dataloader_pin_memory",
@@ -134,7 +135,7 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
   namespace po = boost::program_options;
   SftArgs a;
   std::vector<std::string> datasets, targets = {"all-linear"}, model_name, model_author;
-  std::string add_version = "true", dataset_shuffle = "true", loader_shuffle = "true";
+  std::string add_version = "true", dataset_shuffle = "true", loader_shuffle = "true", checkpointing = "true";
   TrainingArguments& t = a.train;
   t.weight_decay = 0.1;
   t.lr_scheduler_type = "cosine";
@@ -189,6 +190,9 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
       ("add_version", po::value(&add_version)->default_value("true"), "write into output_dir/vN-<time>/ (true|false)")
       ("torch_dtype", po::value(&a.torch_dtype)->default_value("bfloat16"), "float32 | bfloat16")
       ("device", po::value(&a.device)->default_value("auto"), "cpu | cuda | auto")
+      ("gradient_checkpointing", po::value(&checkpointing)->default_value("true"),
+       "GPU: recompute each layer's activations in the backward (true) or keep them all (false; falls back to "
+       "recompute when that does not fit the free memory); the CPU keeps them all")
       ("resume_from_checkpoint", po::value(&resume), "continue exactly from this checkpoint-N folder")
       ("metric_for_best_model", po::value(&t.metric_for_best_model),
        "eval metric that picks the best checkpoint (loss, identity_accuracy, ...; 'eval_' is implied)")
@@ -245,6 +249,7 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
   detail::one_of("lr_scheduler_type", t.lr_scheduler_type, {"constant", "linear", "cosine"});
   detail::one_of("truncation_strategy", a.data.truncation_strategy, {"delete", "left", "right"});
   a.add_version = detail::parse_bool("add_version", add_version);
+  a.gradient_checkpointing = detail::parse_bool("gradient_checkpointing", checkpointing);
   a.data.dataset_shuffle = detail::parse_bool("dataset_shuffle", dataset_shuffle);
   t.train_dataloader_shuffle = detail::parse_bool("train_dataloader_shuffle", loader_shuffle);
   require(eval_steps >= 0, "--eval_steps must be >= 0");

@@ -19,6 +19,7 @@
 #include "peft/backend/cuda/bf16.cuh"
 #include "peft/backend/cuda/cuda_check.cuh"
 #include "peft/backend/cuda/device_arena.cuh"
+#include "peft/backend/cuda/device_kernels.cuh"
 #include "peft/core/dtype.hpp"
 
 namespace peft::cuda_test {
@@ -206,6 +207,7 @@ template <class Body>
 int run_test(int argc, char** argv, const char* name, Body&& body) {
   TestContext ctx(argc, argv, name);
   try {
+    std::printf("  %s\n", peft::cuda::describe_device(0).c_str());  // which kernel family these checks ran
     body(ctx);
   } catch (const std::exception& e) {
     std::printf("  ERROR: %s\n", e.what());

@@ -220,6 +220,7 @@ void check_fixture_greedy(TestContext& t, const std::string& name, const std::st
 int main(int argc, char** argv) {
   TestContext t(argc, argv, "cuda_test_decode");
   try {
+    std::printf("  %s\n", peft::cuda::describe_device(0).c_str());  // which kernel family (PDL or not) ran
     check_cached(t, "d64 gqa2 tied", tiny_config(64, true, 1));
     check_cached(t, "d16 gqa2 untied", tiny_config(16, false, 4));
     check_cached(t, "d128 mha untied", tiny_config(128, false, 1));

@@ -177,6 +177,26 @@ void check_graphs(TestContext& t, const char* label, ModelConfig cfg) {
   }
 }
 
+// planned_memory (what the programs' --gradient_checkpointing decision reads, before any device
+// call) is exactly the arena the model then allocates, and recompute plans less activation memory.
+void check_memory_plan(TestContext& t, const char* label, const ModelConfig& cfg) {
+  LoraConfig lora;
+  lora.r = 8;
+  lora.lora_alpha = 16;
+  const CudaModelOptions opt{300};
+  const auto keep = Qwen2<Lora<>, Bf16Mixed, Cuda>::planned_memory(cfg, lora, opt);
+  const auto recompute = Qwen2<Lora<>, Bf16Mixed, CudaRecompute>::planned_memory(cfg, lora, opt);
+  Qwen2<Lora<>, Bf16Mixed, Cuda> a(cfg, lora, opt);
+  Qwen2<Lora<>, Bf16Mixed, CudaRecompute> b(cfg, lora, opt);
+  std::printf("  %s: keep %s; recompute %s\n", label, peft::cuda::describe(keep).c_str(), peft::cuda::describe(recompute).c_str());
+  t.expect(keep.total() == a.arena().capacity(), std::string(label) + ": keep plan == the arena allocated");
+  t.expect(recompute.total() == b.arena().capacity(), std::string(label) + ": recompute plan == the arena allocated");
+  t.expect(keep.weights == recompute.weights && keep.optimizer == recompute.optimizer && keep.weights > 0 &&
+               keep.optimizer > 0 && recompute.activations > 0 && recompute.activations < keep.activations &&
+               recompute.workspace >= opt.extra_bytes,
+           std::string(label) + ": same weights and optimizer state, fewer activations under recompute");
+}
+
 // Bf16 training against HF's fp32 golden run: per-step loss within 2e-2 relative; the adapter
 // within 0.05 of its largest entry (Adam's normalised steps amplify bf16 noise in small
 // gradients; what matters is that training lands in the same place).
@@ -281,6 +301,7 @@ void check_accumulation_packing(TestContext& t, const std::string& name) {
 int main(int argc, char** argv) {
   TestContext t(argc, argv, "cuda_test_model");
   try {
+    std::printf("  %s\n", peft::cuda::describe_device(0).c_str());  // which kernel family these checks ran
     check_against_cpu<peft::cuda::KeepActivations>(t, "d64 gqa2 tied", test::tiny_test_config(64, true, 1), 8);
     check_against_cpu<peft::cuda::RecomputeLayer>(t, "d64 gqa2 tied", test::tiny_test_config(64, true, 1), 8);
     check_against_cpu<peft::cuda::KeepActivations>(t, "d16 gqa2 untied", test::tiny_test_config(16, false, 4), 4);
@@ -288,6 +309,7 @@ int main(int argc, char** argv) {
     check_packing(t, "d64 packing", test::tiny_test_config(64, true, 1));
     check_packing(t, "d16 packing", test::tiny_test_config(16, false, 4));
     check_graphs(t, "d64 graphs+dropout", test::tiny_test_config(64, true, 1));
+    check_memory_plan(t, "d128 memory plan", test::tiny_test_config(128, false, 1));
     if (!t.small) {
       check_fixture<Cuda>(t, "tiny_public");
       check_fixture<CudaRecompute>(t, "tiny_public");

@@ -28,6 +28,7 @@
 #include "peft/backend/cuda/attention_mma.cuh"
 #include "peft/backend/cuda/bf16.cuh"
 #include "peft/backend/cuda/cuda_check.cuh"
+#include "peft/backend/cuda/device_kernels.cuh"
 
 namespace peft::cuda {
 
@@ -437,18 +438,29 @@ void attention_forward_mma(bf16* out, float* lse, const bf16* q, const bf16* k, 
   PEFT_CUDA_CHECK_LAUNCH("attention_forward_mma_kernel");
 }
 
+// Two query-tile stages where the device gives a block that much shared memory (sm_80, sm_90),
+// one where it does not (sm_86, sm_89 at D = 128, or PEFT_CUDA_PORTABLE=1: device_kernels.cuh).
+template <int D, int Stages>
+void attention_backward_mma_staged(float* dk_part, float* dv_part, float* dq_accum, const bf16* dout, const bf16* q,
+                                   const bf16* k, const bf16* v, const float* lse, const float* dvec, AttentionDims d,
+                                   VarlenBatch b, cudaStream_t stream) {
+  constexpr int smem = static_cast<int>(mma_backward_smem<D, Stages>);
+  PEFT_CUDA_CHECK(cudaFuncSetAttribute(attention_backward_mma_kernel<D, Stages>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  const dim3 grid((b.max_seqlen + kBwdTile - 1) / kBwdTile, d.heads, b.num_seqs);
+  attention_backward_mma_kernel<D, Stages><<<grid, kBwdThreads, smem, stream>>>(
+      dk_part, dv_part, dq_accum, dout, q, k, v, lse, dvec, b.cu_seqlens, d.heads, d.kv_heads, b.tokens,
+      1.0f / sqrtf(static_cast<float>(D)), hopper_kernels());
+  PEFT_CUDA_CHECK_LAUNCH("attention_backward_mma_kernel");
+}
 template <int D>
 void attention_backward_mma(float* dk_part, float* dv_part, float* dq_accum, const bf16* dout, const bf16* q,
                             const bf16* k, const bf16* v, const float* lse, const float* dvec, AttentionDims d,
                             VarlenBatch b, cudaStream_t stream) {
-  constexpr int smem = static_cast<int>(mma_backward_smem<D>);
-  PEFT_CUDA_CHECK(
-      cudaFuncSetAttribute(attention_backward_mma_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  const dim3 grid((b.max_seqlen + kBwdTile - 1) / kBwdTile, d.heads, b.num_seqs);
-  attention_backward_mma_kernel<D><<<grid, kBwdThreads, smem, stream>>>(dk_part, dv_part, dq_accum, dout, q, k, v, lse,
-                                                                       dvec, b.cu_seqlens, d.heads, d.kv_heads,
-                                                                       b.tokens, 1.0f / sqrtf(static_cast<float>(D)));
-  PEFT_CUDA_CHECK_LAUNCH("attention_backward_mma_kernel");
+  if (smem_optin() >= mma_backward_smem<D, 2>)
+    attention_backward_mma_staged<D, 2>(dk_part, dv_part, dq_accum, dout, q, k, v, lse, dvec, d, b, stream);
+  else
+    attention_backward_mma_staged<D, 1>(dk_part, dv_part, dq_accum, dout, q, k, v, lse, dvec, d, b, stream);
 }
 
 // The backward around its core kernel: D = rowsum(dO * O), dQ accumulator zeroed, then the core

@@ -15,9 +15,12 @@
 // re-reading Q from shared memory, and ~10% faster than two blocks an SM capped at 128 registers
 // (which spilled). At D = 64 two blocks share an SM (a 48-byte spill, measured harmless).
 // Backward: one 128-thread block per (64-key tile, query head, sample), each warp owning 16 keys;
-// it walks the query tiles at or after its keys (Q, dO, lse, D double-buffered), computes S^T and
+// it walks the query tiles at or after its keys (Q, dO, lse, D double-buffered; single-buffered
+// where a block may not have the 105 KB that needs at D = 128, as on sm_86 / sm_89, with the next
+// tile's load overlapping dQ instead), computes S^T and
 // dP^T, turns them into P^T and dS^T in registers, accumulates dV += P^T dO and dK += dS^T Q in
-// registers, and adds dQ = dS K into the fp32 accumulator with atomics. Masking happens only on
+// registers, and adds dQ = dS K into the fp32 accumulator with atomics (8-byte vector atomics on
+// Hopper, where the instruction exists; two scalar ones elsewhere). Masking happens only on
 // the diagonal tile; queries past the sample get lse = +inf, so their P is exactly 0.
 // Shared tiles are [rows, C] bf16 with 16-byte chunks XOR-swizzled by (row & 7): the eight row
 // addresses of every ldmatrix and cp.async land on distinct banks without padding.
@@ -262,25 +265,27 @@ __global__ void __launch_bounds__(kFwdThreads, D == 128 ? 1 : 2) attention_forwa
 // ---- backward -------------------------------------------------------------------------------
 
 constexpr int kBwdTile = 64, kBwdThreads = 128;
-template <int D>
+// Stages: 2 (Q, dO, lse, D double-buffered) or 1.
+template <int D, int Stages>
 constexpr std::size_t mma_backward_smem =
-    static_cast<std::size_t>(6 * kBwdTile * D + kBwdTile * kBwdTile) * 2 + 4 * kBwdTile * 4;
+    static_cast<std::size_t>((2 + 2 * Stages) * kBwdTile * D + kBwdTile * kBwdTile) * 2 + 2 * Stages * kBwdTile * 4;
 
-template <int D>
+template <int D, int Stages>
 __global__ void __launch_bounds__(kBwdThreads, 2) attention_backward_mma_kernel(
     float* __restrict__ dk_part, float* __restrict__ dv_part, float* __restrict__ dq_accum,
     const bf16* __restrict__ dout, const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
     const float* __restrict__ lse, const float* __restrict__ dvec, const std::int32_t* __restrict__ cu_seqlens,
-    int heads, int kv_heads, int tokens, float scale) {
+    int heads, int kv_heads, int tokens, float scale, bool vector_atomics) {
+  static_assert(Stages == 1 || Stages == 2, "one or two query-tile stages");
   constexpr int T = kBwdTile;
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* sk = reinterpret_cast<bf16*>(smem);
   bf16* sv = sk + T * D;
-  bf16* sq = sv + T * D;       // 2 stages
-  bf16* sdo = sq + 2 * T * D;  // 2 stages
-  bf16* sds = sdo + 2 * T * D;  // dS^T [keys, queries]
-  float* slse = reinterpret_cast<float*>(sds + T * T);  // 2 stages, lse * log2(e)
-  float* sdv = slse + 2 * T;                            // 2 stages, D = rowsum(dO * O)
+  bf16* sq = sv + T * D;            // Stages
+  bf16* sdo = sq + Stages * T * D;  // Stages
+  bf16* sds = sdo + Stages * T * D;  // dS^T [keys, queries]
+  float* slse = reinterpret_cast<float*>(sds + T * T);  // Stages, lse * log2(e)
+  float* sdv = slse + Stages * T;                       // Stages, D = rowsum(dO * O)
 
   const int seq = blockIdx.z, h = blockIdx.y, kb = blockIdx.x;
   const int start = cu_seqlens[seq], len = cu_seqlens[seq + 1] - start;
@@ -295,7 +300,7 @@ __global__ void __launch_bounds__(kBwdThreads, 2) attention_backward_mma_kernel(
     const int q0 = qb * T, qv = min(T, len - q0);
     load_tile_async<T, D, kBwdThreads>(sq + stage * T * D, q, start + q0, qv, heads * D, h * D);
     load_tile_async<T, D, kBwdThreads>(sdo + stage * T * D, dout, start + q0, qv, heads * D, h * D);
-    if (threadIdx.x < T) {  // read two stages later, after a __syncthreads
+    if (threadIdx.x < T) {  // read after a __syncthreads
       const bool ok = static_cast<int>(threadIdx.x) < qv;
       const long long at = static_cast<long long>(h) * tokens + start + q0 + threadIdx.x;
       slse[stage * T + threadIdx.x] = ok ? lse[at] * kLog2e : INFINITY;
@@ -314,8 +319,8 @@ __global__ void __launch_bounds__(kBwdThreads, 2) attention_backward_mma_kernel(
     for (int e = 0; e < 4; ++e) dk[j][e] = dv[j][e] = 0.0f;
 
   for (int qb = kb; qb < q_tiles; ++qb) {
-    const int stage = (qb - kb) & 1, q0 = qb * T;
-    if (qb + 1 < q_tiles) {
+    const int stage = Stages == 2 ? (qb - kb) & 1 : 0, q0 = qb * T;
+    if (Stages == 2 && qb + 1 < q_tiles) {
       load_q(qb + 1, stage ^ 1);
       cp_async_commit();
       cp_async_wait<1>();
@@ -386,6 +391,12 @@ __global__ void __launch_bounds__(kBwdThreads, 2) attention_backward_mma_kernel(
         *reinterpret_cast<std::uint32_t*>(sds + swz<T>(warp * 16 + gr + r * 8, j * 8 + tq * 2)) =
             pack_bf16(dp[j][2 * r], dp[j][2 * r + 1]);
     __syncthreads();
+    // One stage: every warp is past its last read of this tile's Q, dO, lse and D (dQ below
+    // reads dS^T and K only), so the next tile loads into the same buffers while dQ runs.
+    if (Stages == 1 && qb + 1 < q_tiles) {
+      load_q(qb + 1, 0);
+      cp_async_commit();
+    }
     // dQ = dS K for this warp's 16 queries, in two column halves (fewer live registers)
     const int qrow = q0 + warp * 16 + gr;
 #pragma unroll
@@ -411,8 +422,16 @@ __global__ void __launch_bounds__(kBwdThreads, 2) attention_backward_mma_kernel(
         float* dst =
             dq_accum + static_cast<long long>(start + qrow + r * 8) * heads * D + h * D + half * (D / 2) + tq * 2;
 #pragma unroll
-        for (int j = 0; j < D / 16; ++j)
-          atomicAdd(reinterpret_cast<float2*>(dst + j * 8), make_float2(acc[j][2 * r], acc[j][2 * r + 1]));
+        for (int j = 0; j < D / 16; ++j) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+          if (vector_atomics) {
+            atomicAdd(reinterpret_cast<float2*>(dst + j * 8), make_float2(acc[j][2 * r], acc[j][2 * r + 1]));
+            continue;
+          }
+#endif
+          atomicAdd(dst + j * 8, acc[j][2 * r]);
+          atomicAdd(dst + j * 8 + 1, acc[j][2 * r + 1]);
+        }
       }
     }
   }

@@ -8,13 +8,15 @@
 // kernel releases its successor only after its own wait (pdl_release after pdl_wait), so at most
 // one kernel runs ahead. Every kernel launched with launch_pdl must call pdl_wait() before it
 // reads or writes anything another kernel touches. Works eagerly and inside a captured graph;
-// PEFT_DECODE_PDL=0 turns it off (plain stream order, for comparison).
+// PEFT_DECODE_PDL=0 turns it off (plain stream order, for comparison). Hopper only: the
+// griddepcontrol instructions exist in the sm_90 code alone, and the attribute is set only when
+// the device runs the Hopper kernel family (device_kernels.cuh); elsewhere the same kernels run in
+// plain stream order.
 #pragma once
-#include <cstdlib>
-#include <cstring>
 #include <utility>
 
 #include "peft/backend/cuda/cuda_check.cuh"
+#include "peft/backend/cuda/device_kernels.cuh"
 
 namespace peft::cuda {
 
@@ -31,13 +33,8 @@ __device__ inline void pdl_release() {
 #endif
 }
 
-inline bool pdl_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("PEFT_DECODE_PDL");
-    return !(e && std::strcmp(e, "0") == 0);
-  }();
-  return on;
-}
+// PEFT_DECODE_PDL is not 0 and the current device runs the Hopper kernels.
+inline bool pdl_enabled() { return pdl_requested() && hopper_kernels(); }
 
 template <class... Params, class... Args>
 void launch_pdl(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t smem,

@@ -21,10 +21,13 @@
 #include <filesystem>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "peft/backend/cuda/cross_entropy.cuh"
+#include "peft/backend/cuda/device_kernels.cuh"
 #include "peft/backend/cuda/embedding.cuh"
+#include "peft/backend/cuda/memory_budget.hpp"
 #include "peft/backend/cuda/model/activation_policy.cuh"
 #include "peft/backend/cuda/model/decode.cuh"
 #include "peft/backend/cuda/model/decoder_layer.cuh"
@@ -61,26 +64,10 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
   static constexpr bool keeps_layers = A::keeps_layers;
 
   Qwen2Model(const ModelConfig& cfg, const LoraConfig& lora, CudaModelOptions opt = {})
-      : cfg_(cfg), lora_(lora), opt_(opt) {
-    cfg_.validate("model config");
-    if (uses_lora()) lora_.validate();
-    if constexpr (L::q::rank != kDynamicRank)
-      require(lora_.r == L::q::rank, "this program was compiled for LoRA rank {} but --lora_rank is {}", L::q::rank,
-              lora_.r);
-    check_shapes();
-    require(opt_.max_tokens > 0, "CudaModelOptions::max_tokens must be positive (got {})", opt_.max_tokens);
+      : Qwen2Model(cfg, lora, opt, LayoutOnly{}) {
     PEFT_CUDA_CHECK(cudaSetDevice(opt_.device));
+    cuda::device_kernels(opt_.device);  // an unsupported card (older than sm_80) fails here, named
     PEFT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    const std::array<bool, cuda::kProjections> has = {L::q::has_adapter, L::k::has_adapter, L::v::has_adapter,
-                                                      L::o::has_adapter, L::gate::has_adapter, L::up::has_adapter,
-                                                      L::down::has_adapter};
-    for (int i = 0; i < cfg_.num_hidden_layers; ++i) {
-      std::array<bool, cuda::kProjections> adapter{};
-      for (int p = 0; p < cuda::kProjections; ++p)
-        adapter[p] = has[p] && lora_.targets(fmt::format("model.layers.{}.{}.{}", i, p < 4 ? "self_attn" : "mlp",
-                                                           kQwen2Projections[static_cast<std::size_t>(p)]));
-      layers_.emplace_back(i, cfg_, lora_, adapter);
-    }
     cuda::MemoryPlan count;
     plan(count);
     arena_ = std::make_unique<cuda::DeviceArena>(count.bytes() + opt_.extra_bytes);
@@ -95,6 +82,43 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
     PEFT_CUDA_CHECK(cudaMemcpy(inv_freq_, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice));
     zero_grad();
   }
+
+  // The device memory this model would take with these options, by part, without touching a GPU:
+  // plan() run as a count (the arena is exactly this size). The programs compare it with the free
+  // memory before choosing the activation policy (memory_budget.hpp).
+  static cuda::PlannedMemory planned_memory(const ModelConfig& cfg, const LoraConfig& lora, CudaModelOptions opt = {}) {
+    Qwen2Model m(cfg, lora, opt, LayoutOnly{});
+    cuda::MemoryPlan count;
+    m.plan(count);
+    m.planned_.workspace += opt.extra_bytes;
+    return m.planned_;
+  }
+
+ private:
+  struct LayoutOnly {};
+  // Validates and lays out the layers; no device call (planned_memory stops here).
+  Qwen2Model(const ModelConfig& cfg, const LoraConfig& lora, CudaModelOptions opt, LayoutOnly)
+      : cfg_(cfg), lora_(lora), opt_(opt) {
+    cfg_.validate("model config");
+    if (uses_lora()) lora_.validate();
+    if constexpr (L::q::rank != kDynamicRank)
+      require(lora_.r == L::q::rank, "this program was compiled for LoRA rank {} but --lora_rank is {}", L::q::rank,
+              lora_.r);
+    check_shapes();
+    require(opt_.max_tokens > 0, "CudaModelOptions::max_tokens must be positive (got {})", opt_.max_tokens);
+    const std::array<bool, cuda::kProjections> has = {L::q::has_adapter, L::k::has_adapter, L::v::has_adapter,
+                                                      L::o::has_adapter, L::gate::has_adapter, L::up::has_adapter,
+                                                      L::down::has_adapter};
+    for (int i = 0; i < cfg_.num_hidden_layers; ++i) {
+      std::array<bool, cuda::kProjections> adapter{};
+      for (int p = 0; p < cuda::kProjections; ++p)
+        adapter[p] = has[p] && lora_.targets(fmt::format("model.layers.{}.{}.{}", i, p < 4 ? "self_attn" : "mlp",
+                                                           kQwen2Projections[static_cast<std::size_t>(p)]));
+      layers_.emplace_back(i, cfg_, lora_, adapter);
+    }
+  }
+
+ public:
   ~Qwen2Model() {
     for (auto& [shape, exec] : graphs_) cudaGraphExecDestroy(exec);
     gemm_.reset();
@@ -286,6 +310,15 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
   // Every call reads all the weights: the trainer packs a step's micro-batches up to this many tokens.
   std::size_t max_packed_tokens() const { return static_cast<std::size_t>(opt_.max_tokens); }
   cuda::DeviceArena& arena() { return *arena_; }
+  // Measured, for the run's log: the arena's high-water mark against its planned size, and what the
+  // whole device has in use now (cudaMemGetInfo: the CUDA context, cuBLAS and any other process too).
+  std::string memory_report() const {
+    std::size_t free = 0, total = 0;
+    PEFT_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+    return "[memory] measured: arena high-water " + cuda::gb(arena_->high_water()) + " of " +
+           cuda::gb(arena_->capacity()) + " planned; device memory in use " + cuda::gb(total - free) + " of " +
+           cuda::gb(total) + " (cudaMemGetInfo)";
+  }
   cudaStream_t stream() const { return stream_; }
 
  private:
@@ -391,6 +424,7 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
     final_norm_ = m.take<cuda::bf16>(H, "model.norm.weight");
     if (!cfg_.tie_word_embeddings) lm_head_ = m.take<cuda::bf16>(V * H, "lm_head.weight");
     inv_freq_ = m.take<float>(static_cast<std::size_t>(cfg_.head_dim / 2), "rope inv_freq");
+    if (!m.allocating()) planned_.weights = m.bytes();
     // Gradients: one block (zero_grad is one memset).
     const std::size_t before = m.bytes();
     for (auto& layer : layers_) layer.plan_grads(m);
@@ -410,6 +444,7 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
             moments += 2 * (static_cast<std::size_t>(lin.padded_rank()) * (lin.shape().in + lin.shape().out) * 4 + 512);
       m.take<char>(moments, "AdamW moments");
     }
+    if (!m.allocating()) planned_.optimizer = m.bytes() - planned_.weights;  // with the moments counted above
     // Activations: the residual stream at every layer boundary, then per-layer sets.
     stream_x_.assign(layers_.size() + 1, nullptr);
     for (auto& x : stream_x_) x = m.take<cuda::bf16>(T * H, "residual stream");
@@ -423,6 +458,7 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
     for (int r : rp) max_rp = std::max(max_rp, r);
     acts_.assign(keeps_layers ? layers_.size() : 1, {});
     for (auto& a : acts_) a.plan(m, d, opt_.max_tokens, rp);
+    if (!m.allocating()) planned_.activations = m.bytes() - planned_.weights - planned_.optimizer;
     scratch_.plan(m, d, opt_.max_tokens, max_rp, uses_lora() && lora_.lora_dropout > 0);
     dstream_ = m.take<cuda::bf16>(T * H, "residual stream gradient");
     final_h_ = m.take<cuda::bf16>(T * H, "final norm output");
@@ -442,6 +478,7 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
     d_targets_ = m.take<std::int32_t>(T, "targets");
     d_seeds_ = m.take<std::uint64_t>(layers_.size() * cuda::kProjections, "dropout seeds");
     if (!m.allocating()) m.take<char>(32u << 20, "cuBLASLt workspace");  // taken by Gemm after the plan
+    if (!m.allocating()) planned_.workspace = m.bytes() - planned_.weights - planned_.optimizer - planned_.activations;
   }
 
   // Validates the batch (errors name the position) and copies it in through pinned memory.
@@ -508,6 +545,7 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
   ModelConfig cfg_;
   LoraConfig lora_;
   CudaModelOptions opt_;
+  cuda::PlannedMemory planned_;  // plan()'s count by part (its counting pass)
   cudaStream_t stream_ = nullptr;
   std::vector<cuda::CudaDecoderLayer> layers_;
   std::unique_ptr<cuda::DeviceArena> arena_;

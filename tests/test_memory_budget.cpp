@@ -1,0 +1,63 @@
+// The CUDA programs' memory decision (backend/cuda/memory_budget.hpp), host arithmetic only: the
+// planned parts add up, --gradient_checkpointing picks the plan, keep-all falls back to recompute
+// when it does not fit the free memory, and a run that cannot fit fails with the numbers.
+#include <catch2/catch.hpp>
+
+#include <string>
+
+#include "peft/backend/cuda/memory_budget.hpp"
+
+using namespace peft;
+using namespace peft::cuda;
+using Catch::Contains;
+
+namespace {
+
+constexpr std::size_t GB = 1000000000;
+
+// The 7B at 2048 tokens, in round numbers of the shape the model's plan gives.
+const PlannedMemory keep{15'300'000'000, 7'000'000'000, 200'000'000, 600'000'000};
+const PlannedMemory recompute{15'300'000'000, 700'000'000, 200'000'000, 600'000'000};
+
+}  // namespace
+
+TEST_CASE("planned memory adds its parts and prints each") {
+  CHECK(keep.total() == 23'100'000'000);
+  CHECK(recompute.total() == 16'800'000'000);
+  const std::string s = describe(recompute);
+  CHECK(s == "16.80 GB (weights 15.30 GB, activations 0.70 GB, optimizer state 0.20 GB, workspace 0.60 GB)");
+}
+
+TEST_CASE("a plan fits when it and the unplanned reserve fit the free memory") {
+  CHECK(fits(recompute, recompute.total() + kUnplannedReserve));
+  CHECK_FALSE(fits(recompute, recompute.total() + kUnplannedReserve - 1));
+}
+
+TEST_CASE("gradient_checkpointing true recomputes even when keeping would fit") {
+  const ActivationChoice c = choose_activations(true, keep, recompute, 80 * GB);
+  CHECK(c.recompute);
+  CHECK_THAT(c.note, Contains("--gradient_checkpointing true") && Contains("planned peak 16.80 GB") &&
+                         Contains("80.00 GB free"));
+}
+
+TEST_CASE("gradient_checkpointing false keeps every activation when that fits") {
+  const ActivationChoice c = choose_activations(false, keep, recompute, 80 * GB);
+  CHECK_FALSE(c.recompute);
+  CHECK_THAT(c.note, Contains("keep every layer's activations") && Contains("planned peak 23.10 GB"));
+}
+
+TEST_CASE("gradient_checkpointing false on a 24 GB card switches to recompute and says why") {
+  const ActivationChoice c = choose_activations(false, keep, recompute, 23 * GB);  // a 4090 after its context
+  CHECK(c.recompute);
+  CHECK_THAT(c.note, Contains("plans 23.10 GB") && Contains("23.00 GB free") && Contains("switching to recompute") &&
+                         Contains("planned peak 16.80 GB"));
+}
+
+TEST_CASE("a run that does not fit even with recompute fails with the numbers") {
+  CHECK_THROWS_WITH(choose_activations(true, keep, recompute, 16 * GB),
+                    Contains("does not fit") && Contains("16.80 GB") && Contains("16.00 GB free") &&
+                        Contains("--max_length"));
+  CHECK_THROWS_WITH(choose_activations(false, keep, recompute, 12 * GB),
+                    Contains("plans 23.10 GB") && Contains("even recompute") && Contains("16.80 GB") &&
+                        Contains("12.00 GB free"));
+}
