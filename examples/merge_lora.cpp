@@ -16,15 +16,19 @@ using namespace peft;
 int main(int argc, char** argv) {
   namespace po = boost::program_options;
   try {
-    std::string model, adapters, output_dir;
+    std::string model, adapters, output_dir, overwrite = "false";
     po::options_description d("merge_lora (flags as ms-swift's `swift export --merge_lora true`)");
     d.add_options()("help,h", "show this help")
         ("model", po::value(&model), "base model folder; default: the one the adapter's training run used")
         ("adapters", po::value(&adapters), "PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors)")
-        ("output_dir", po::value(&output_dir), "where the merged model goes; default: <adapters>-merged");
+        ("output_dir", po::value(&output_dir), "where the merged model goes; default: <adapters>-merged")
+        ("overwrite", po::value(&overwrite)->default_value("false"),
+         "replace an existing non-empty --output_dir (true|false; never one that holds the inputs)");
     po::variables_map vm;
     if (!examples::parse_command_line(argc, argv, d, vm)) return 0;
     require(!adapters.empty(), "--adapters is required: the LoRA adapter folder to merge");
+    require(overwrite == "true" || overwrite == "false", "--overwrite: '{}' is not a boolean (valid: true, false)",
+            overwrite);
     const auto source = examples::resolve_model_source(model, adapters);
     require(!source.model.empty(),
             "the adapter {} was trained on the embedded default model, which has no folder to merge into; pass "
@@ -35,7 +39,7 @@ int main(int argc, char** argv) {
     fmt::print("[merge] base {} (from {})\n[merge] adapter {}\n", source.model, source.found_in, adapters);
     const auto t0 = std::chrono::steady_clock::now();
     examples::now_doing(fmt::format("merging {} into {}", adapters, source.model));
-    const MergeSummary s = merge_lora(source.model, adapters, output_dir);
+    const MergeSummary s = merge_lora(source.model, adapters, output_dir, overwrite == "true");
     fmt::print("[merge] merged {} projections; wrote {} tensors in {} ({}) and copied {} in {:.1f} s\n",
                s.merged_modules, s.tensors, fmt::join(s.shards, ", "), output_dir, fmt::join(s.copied_files, ", "),
                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());

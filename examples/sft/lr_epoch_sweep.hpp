@@ -23,6 +23,8 @@ struct Cell {
   double epochs = 0;
   nlohmann::json result;  // the row of the table
   fs::path dir;
+  SftArgs args;             // the cell's run
+  nlohmann::json settings;  // what decides its result
 };
 
 inline double parse_number(const std::string& flag, const std::string& v) {
@@ -58,41 +60,77 @@ int run_sweep(examples::SftArgs a, const std::vector<double>& lrs, const std::ve
   fs::create_directories(root);
   auto unset = [&](const char* f) { return std::find(a.given.begin(), a.given.end(), f) == a.given.end(); };
 
+  install_stop_signal_handlers();
+  const RunLock lock(root);  // one sweep at a time in a folder
+
   std::vector<Cell> cells;
   for (double lr : grid_lrs)
-    for (double ep : epochs) cells.push_back({lr, ep, {}, root / fmt::format("lr{:g}_ep{:g}", lr, ep)});
+    for (double ep : epochs) cells.push_back({lr, ep, {}, root / fmt::format("lr{:g}_ep{:g}", lr, ep), a, {}});
+  for (auto& c : cells) {
+    SftArgs& ca = c.args;
+    ca.train.learning_rate = c.lr;
+    ca.train.num_train_epochs = c.epochs;
+    ca.train.max_steps = -1;
+    // One evaluation and one checkpoint per epoch unless the flags say otherwise.
+    const std::int64_t per_epoch = Trainer<Model>(*s.model, ca.train, AdamW(), NamedSchedule(ca.train.lr_scheduler_type))
+                                       .steps_per_epoch(s.data.train.size());
+    if (unset("eval_steps")) ca.train.eval_steps = per_epoch;
+    if (unset("save_steps")) ca.train.save_steps = per_epoch;
+    if (unset("logging_steps")) ca.train.logging_steps = std::max<std::int64_t>(1, per_epoch / 4);
+    if (unset("save_total_limit")) ca.train.save_total_limit = 1;
+    c.settings = result_settings(ca.train, s.data.train, &s.model->lora_config(), 1);
+    c.settings["model"] = s.base_name;
+    c.settings["eval_samples_fingerprint"] = dataset_fingerprint(s.data.val);
+    c.settings["eval_identity_dataset"] = ca.eval_identity_dataset;
+    c.settings["eval_general_dataset"] = ca.eval_general_dataset;
+    c.settings["eval_generation_max_new_tokens"] = ca.eval_generation_max_new_tokens;
+  }
+
+  // Cells of another experiment in this folder: refuse before anything is trained or written.
+  std::string conflicts;
+  for (const auto& c : cells) {
+    if (!folder_has_entries(c.dir)) continue;
+    const fs::path recorded = c.dir / "cell_settings.json";
+    if (!fs::exists(recorded)) {
+      conflicts += fmt::format("\n  {}: records no settings (not written by this version of lr_epoch_sweep)", c.dir.string());
+      continue;
+    }
+    const auto diff = settings_differences(read_json_file(recorded), c.settings);
+    if (!diff.empty()) conflicts += fmt::format("\n  {}: {}", c.dir.string(), fmt::join(diff, "; "));
+  }
+  require(conflicts.empty(), "--output_dir {} holds cells trained with other settings; their results would mix with "
+          "this sweep's. Pick another --output_dir (nothing was changed):{}", root.string(), conflicts);
+
   for (auto& c : cells) {
     const fs::path done = c.dir / "result.json";
     if (fs::exists(done)) {
       c.result = read_json_file(done);
-      fmt::print("[sweep] lr {:g} epochs {:g}: finished earlier, skipped\n", c.lr, c.epochs);
+      fmt::print("[sweep] lr {:g} epochs {:g}: finished earlier with the same settings, skipped\n", c.lr, c.epochs);
       continue;
     }
-    examples::SftArgs ca = a;
-    ca.train.learning_rate = c.lr;
-    ca.train.num_train_epochs = c.epochs;
-    ca.train.max_steps = -1;
+    SftArgs& ca = c.args;
     // The loaded base with fresh adapters: the same draws as at load time, so every cell starts
     // where a fresh run would (LoRA leaves the base weights untouched; a device-resident model
     // is not copied at all).
     Model& model = *s.model;
     model.init_adapters(a.train.seed);
     model.zero_grad();
-    // One evaluation and one checkpoint per epoch unless the flags say otherwise.
-    const std::int64_t per_epoch = Trainer<Model>(model, ca.train, AdamW(), NamedSchedule(ca.train.lr_scheduler_type))
-                                       .steps_per_epoch(s.data.train.size());
-    if (unset("eval_steps")) ca.train.eval_steps = per_epoch;
-    if (unset("save_steps")) ca.train.save_steps = per_epoch;
-    if (unset("logging_steps")) ca.train.logging_steps = std::max<std::int64_t>(1, per_epoch / 4);
-    if (unset("save_total_limit")) ca.train.save_total_limit = 1;
+    clean_stale_staging(c.dir);
     const auto ckpts = list_checkpoints(c.dir);
     if (!ckpts.empty()) ca.train.resume_from_checkpoint = ckpts.back();
-    else fs::remove_all(c.dir);
+    else fs::remove_all(c.dir);  // this sweep's own unfinished cell (its settings matched above)
+    fs::create_directories(c.dir);
+    write_text_atomic(c.dir / "cell_settings.json", c.settings.dump(1) + "\n");
 
     fmt::print("[sweep] lr {:g} epochs {:g} -> {}{}\n", c.lr, c.epochs, c.dir.string(),
                ckpts.empty() ? "" : " (resuming " + ckpts.back().filename().string() + ")");
     const auto t0 = std::chrono::steady_clock::now();
     const TrainResult r = examples::train_sft(model, s, ca, c.dir, true);
+    if (r.stop_signal) {  // the cell is not finished: no result.json, the next run resumes it
+      fmt::print("[sweep] stopped by {} in lr {:g} epochs {:g} at {}; re-run the same command to continue\n",
+                 stop_signal_name(r.stop_signal), c.lr, c.epochs, r.last_checkpoint.string());
+      return 128 + r.stop_signal;
+    }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const LogCurves log = LogCurves::read(c.dir / "logging.jsonl");
     c.result = {{"learning_rate", c.lr},
@@ -104,7 +142,8 @@ int run_sweep(examples::SftArgs a, const std::vector<double>& lrs, const std::ve
                 {"repetition", last_logged(log, "eval_repetition")},
                 {"retention", last_logged(log, "eval_general_retention")},
                 {"skipped_steps", r.skipped_steps},
-                {"seconds", seconds}};
+                {"seconds", seconds},
+                {"settings", c.settings}};
     write_text_atomic(done, c.result.dump(1) + "\n");
     fmt::print("[sweep]   {}\n", c.result.dump());
   }

@@ -24,25 +24,10 @@
 #include "peft/io/atomic_file.hpp"
 #include "peft/qwen.hpp"
 #include "peft/text/tokenizer.hpp"
+#include "output_folder.hpp"
 #include "sft_args.hpp"
 
 namespace peft::examples {
-
-// output_dir/vN-YYYYMMDD-HHMMSS, N one past the highest existing version (ms-swift's naming).
-inline std::filesystem::path versioned_run_dir(const std::filesystem::path& output_dir) {
-  int next = 0;
-  static const std::regex pattern("v([0-9]+)-.*");
-  if (std::filesystem::exists(output_dir))
-    for (const auto& e : std::filesystem::directory_iterator(output_dir)) {
-      std::smatch m;
-      const std::string name = e.path().filename().string();
-      if (std::regex_match(name, m, pattern)) next = std::max(next, std::stoi(m[1]) + 1);
-    }
-  const std::time_t now = std::time(nullptr);
-  char stamp[32];
-  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
-  return output_dir / fmt::format("v{}-{}", next, stamp);
-}
 
 // The user turns of the shipped held-out identity questions.
 inline std::vector<std::string> identity_questions(std::int64_t vocab, std::size_t n) {
@@ -92,23 +77,25 @@ inline void apply_embedded_defaults(SftArgs& a) {
 // Test-only (--debug_sigkill_at_step): the process dies by SIGKILL after step N, as from kill -9:
 // no destructor runs, no buffer is flushed; the resume test restarts from what is on disk.
 // Data-parallel fault tests narrow it to one rank (PEFT_DEBUG_FAULT_RANK=r) and can make that rank
-// hang instead of dying (PEFT_DEBUG_FAULT=hang): the others must stop with an error naming it.
+// hang instead of dying (PEFT_DEBUG_FAULT=hang). PEFT_DEBUG_FAULT=sigint / sigterm sends that
+// signal instead, as Ctrl-C or a scheduler would, at a known step.
 struct SigkillAt {
   std::int64_t step = -1;
   bool hang = false;
+  int signal = SIGKILL;
   void on_step_end(const TrainResult& r) const {
     if (r.global_step != step) return;
     if (hang)
       for (;;) ::pause();
-    ::raise(SIGKILL);
+    ::raise(signal);
   }
 };
 
 inline SigkillAt debug_fault(std::int64_t step, int rank) {
   const char* only = std::getenv("PEFT_DEBUG_FAULT_RANK");
   if (only && *only && std::atoi(only) != rank) return {};
-  const char* mode = std::getenv("PEFT_DEBUG_FAULT");
-  return {step, mode && std::string(mode) == "hang"};
+  const std::string mode = std::getenv("PEFT_DEBUG_FAULT") ? std::getenv("PEFT_DEBUG_FAULT") : "";
+  return {step, mode == "hang", mode == "sigint" ? SIGINT : mode == "sigterm" ? SIGTERM : SIGKILL};
 }
 
 // What a run loads once: the model, the tokenizer, the training data and the evaluation sets.
@@ -316,18 +303,18 @@ int run_sft(SftArgs a, dist::Communicator* comm = nullptr) {
   using clock = std::chrono::steady_clock;
   const bool writer = !comm || comm->rank() == 0;
   const auto t_start = clock::now();
+  // The run folder is chosen and locked before the model loads: a refused folder costs nothing.
+  RunFolder folder = open_run_folder(a, writer);
+  const std::filesystem::path& run_dir = folder.dir;
+  install_stop_signal_handlers();
   SftSetup<Model> s = prepare_sft<Model>(a);
   Model& model = *s.model;
   const auto& cfg = model.config();
   const auto& lora = model.lora_config();
 
-  // Run folder and args.json. A resumed run continues in the folder of its checkpoint.
-  std::filesystem::path run_dir = a.add_version ? versioned_run_dir(a.train.output_dir) : a.train.output_dir;
-  if (!a.train.resume_from_checkpoint.empty())
-    run_dir = std::filesystem::absolute(peft::detail::without_trailing_separator(a.train.resume_from_checkpoint)).parent_path();
+  // args.json (args_resume.json when continuing a run in its own folder).
   if (writer) {
-    std::filesystem::create_directories(run_dir);
-    write_text_atomic(run_dir / (a.train.resume_from_checkpoint.empty() ? "args.json" : "args_resume.json"),
+    write_text_atomic(run_dir / (folder.continues_checkpoint_run ? "args_resume.json" : "args.json"),
                       a.as_json.dump(2) + "\n");
     fmt::print("[run] writing to {}\n", run_dir.string());
   }
@@ -352,6 +339,11 @@ int run_sft(SftArgs a, dist::Communicator* comm = nullptr) {
              r.stopped_early ? " (stopped early)" : "");
   if constexpr (requires { model.memory_report(); }) fmt::print("{}\n", model.memory_report());  // the GPU's peak
   fmt::print("[train] last checkpoint: {}\n", r.last_checkpoint.string());
+  if (r.stop_signal) {
+    fmt::print("[train] stopped by {}; continue with --resume_from_checkpoint {}\n", stop_signal_name(r.stop_signal),
+               r.last_checkpoint.string());
+    return 128 + r.stop_signal;
+  }
   if (!r.best_model_checkpoint.empty())
     fmt::print("[train] best checkpoint: {} ({} = {})\n", r.best_model_checkpoint.string(),
                a.train.best_metric_name(), r.best_metric);

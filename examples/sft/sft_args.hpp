@@ -31,6 +31,7 @@ struct SftArgs {
   int cuda_device = 0;  // not a flag: the GPU of this rank (LOCAL_RANK), set by the CUDA program
   bool add_version = true;
   bool gradient_checkpointing = true;  // ms-swift's default; the CUDA programs' activation policy
+  bool overwrite = false;  // write into a non-empty --output_dir with --add_version false
   LoraConfig lora;
   TrainingArguments train;
   data::DatasetOptions data;
@@ -135,6 +136,7 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
   namespace po = boost::program_options;
   SftArgs a;
   std::vector<std::string> datasets, targets = {"all-linear"}, model_name, model_author;
+  std::string overwrite = "false", ignore_mismatch = "false";
   std::string add_version = "true", dataset_shuffle = "true", loader_shuffle = "true", checkpointing = "true";
   TrainingArguments& t = a.train;
   t.weight_decay = 0.1;
@@ -188,6 +190,10 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
       ("save_total_limit", po::value(&t.save_total_limit)->default_value(-1), "keep at most N checkpoints")
       ("output_dir", po::value(&output_dir)->default_value("output"), "where runs are written")
       ("add_version", po::value(&add_version)->default_value("true"), "write into output_dir/vN-<time>/ (true|false)")
+      ("overwrite", po::value(&overwrite)->default_value("false"),
+       "with --add_version false: write into a non-empty --output_dir (true|false)")
+      ("ignore_args_mismatch", po::value(&ignore_mismatch)->default_value("false"),
+       "resume although the run's settings (dataset, lr, schedule, rank, seeds, ...) differ from the checkpoint's")
       ("torch_dtype", po::value(&a.torch_dtype)->default_value("bfloat16"), "float32 | bfloat16")
       ("device", po::value(&a.device)->default_value("auto"), "cpu | cuda | auto")
       ("gradient_checkpointing", po::value(&checkpointing)->default_value("true"),
@@ -250,6 +256,8 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
   detail::one_of("truncation_strategy", a.data.truncation_strategy, {"delete", "left", "right"});
   a.add_version = detail::parse_bool("add_version", add_version);
   a.gradient_checkpointing = detail::parse_bool("gradient_checkpointing", checkpointing);
+  a.overwrite = detail::parse_bool("overwrite", overwrite);
+  t.ignore_args_mismatch = detail::parse_bool("ignore_args_mismatch", ignore_mismatch);
   a.data.dataset_shuffle = detail::parse_bool("dataset_shuffle", dataset_shuffle);
   t.train_dataloader_shuffle = detail::parse_bool("train_dataloader_shuffle", loader_shuffle);
   require(eval_steps >= 0, "--eval_steps must be >= 0");

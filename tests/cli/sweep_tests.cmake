@@ -47,7 +47,7 @@ if(NOT n EQUAL 5)
 endif()
 
 run_sweep(second)
-string(REGEX MATCHALL "finished earlier, skipped" skipped "${second}")
+string(REGEX MATCHALL "finished earlier with the same settings, skipped" skipped "${second}")
 list(LENGTH skipped n)
 if(NOT n EQUAL 4 OR second MATCHES "-> sweep/")
   message(FATAL_ERROR "the second run should skip all 4 finished cells:\n${second}")

@@ -9,7 +9,12 @@
 // Everything else is copied unchanged: the other tensors byte for byte, the same shard files
 // with their names, metadata and model.safetensors.index.json, and every other file of the model
 // folder (config.json, generation_config.json, tokenizer files), so transformers and vLLM load
-// the result as they load the base model. The output folder appears atomically.
+// the result as they load the base model. The output folder appears atomically (built in a
+// staging folder beside it, then renamed into place).
+//
+// The output folder is the user's: an existing non-empty one is replaced only with `overwrite`,
+// and never when it is, or holds, the base model or the adapter (merging would delete its own
+// inputs, or a training run with them).
 //
 // The adapter is checked against the base before anything is written: every tensor must be a
 // LoRA A or B of a module the base has, with matching shapes and the rank adapter_config.json
@@ -19,6 +24,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "peft/core/dtype.hpp"
@@ -85,15 +91,45 @@ inline std::map<std::string, LoraPair> adapter_pairs(const SafetensorsFile& st, 
 
 }  // namespace detail
 
+namespace detail {
+// Is `inner` the folder `outer` or somewhere inside it (symlinks and `..` resolved)?
+inline bool folder_within(const std::filesystem::path& inner, const std::filesystem::path& outer) {
+  std::error_code ec;
+  const auto in = std::filesystem::weakly_canonical(std::filesystem::absolute(inner), ec);
+  const auto out = std::filesystem::weakly_canonical(std::filesystem::absolute(outer), ec);
+  auto i = in.begin();
+  for (auto o = out.begin(); o != out.end(); ++o, ++i) {
+    if (o->empty()) continue;  // the trailing "" of a path ending in '/'
+    if (i == in.end() || *i != *o) return false;
+  }
+  return true;
+}
+}  // namespace detail
+
+// Refuses an output folder whose replacement would lose something (see the top of this file).
+inline void check_merge_output(const std::filesystem::path& model_dir, const std::filesystem::path& adapter_dir,
+                               const std::filesystem::path& output_dir, bool overwrite) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (const auto& [input, what] : {std::pair{model_dir, "the base model"}, std::pair{adapter_dir, "the adapter"}})
+    require(!detail::folder_within(input, output_dir),
+            "--output_dir {} is an input folder ({} {}) or one of its parents; merging there would delete it",
+            output_dir.string(), what, input.string());
+  if (!fs::exists(fs::symlink_status(output_dir, ec))) return;
+  require(fs::is_directory(fs::symlink_status(output_dir, ec)), "--output_dir {}: exists and is not a folder",
+          output_dir.string());
+  require(overwrite || fs::directory_iterator(output_dir, ec) == fs::directory_iterator(),
+          "--output_dir {}: the folder exists and is not empty; pass --overwrite true to replace it, or pick another "
+          "folder", output_dir.string());
+}
+
 inline MergeSummary merge_lora(const std::filesystem::path& model_dir, const std::filesystem::path& adapter_dir,
-                               const std::filesystem::path& output_dir) {
+                               const std::filesystem::path& output_dir, bool overwrite = false) {
   namespace fs = std::filesystem;
   std::error_code ec;
   require(fs::is_directory(model_dir, ec), "{}: the base model folder does not exist", model_dir.string());
   require(fs::is_directory(adapter_dir, ec), "{}: the adapter folder does not exist", adapter_dir.string());
-  for (const fs::path& input : {model_dir, adapter_dir})
-    require(!fs::exists(output_dir, ec) || !fs::equivalent(output_dir, input, ec),
-            "--output_dir {} is an input folder; merging would replace it", output_dir.string());
+  check_merge_output(model_dir, adapter_dir, output_dir, overwrite);
   ModelConfig::from_file(model_dir / "config.json");  // a Qwen2 model folder we can describe
 
   const LoraConfig lora = read_adapter_config(adapter_dir);

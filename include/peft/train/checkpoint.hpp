@@ -2,7 +2,8 @@
 // any layout with LoRA, its fully trained modules inside it as modules_to_save; HF weights for
 // layouts without LoRA), the optimizer moments and trainer_state.json. Each is
 // published atomically (written to a staging folder, fsynced, renamed), so a crash mid-save
-// leaves the previous checkpoint whole. Rotation keeps the newest `save_total_limit`.
+// leaves the previous checkpoint whole. Rotation keeps the newest `save_total_limit` of the
+// current run's checkpoints and never touches another run's (nor one whose run it cannot tell).
 // Exact resume reads back the same files: every tensor of a LoRA layout from the adapter (fp32),
 // other trained tensors from their weights file when it holds fp32, else from fp32 masters that
 // the optimizer file carries ("master.<name>") because a bf16 copy would lose the low bits.
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "peft/io/atomic_file.hpp"
+#include "peft/io/json_file.hpp"
 #include "peft/io/peft_adapter.hpp"
 #include "peft/io/safetensors.hpp"
 #include "peft/optim/adamw.hpp"
@@ -141,13 +143,29 @@ inline std::vector<std::filesystem::path> list_checkpoints(const std::filesystem
   return out;
 }
 
-// Deletes the oldest checkpoints beyond `limit` (< 0: keep all), never one listed in `keep`.
-inline void rotate_checkpoints(const std::filesystem::path& output_dir, std::int64_t limit,
+// The run id a checkpoint's trainer_state.json records ("" if none or unreadable).
+inline std::string checkpoint_run_id(const std::filesystem::path& checkpoint) {
+  const auto file = checkpoint / "trainer_state.json";
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(file, ec)) return "";
+  try {
+    const nlohmann::json j = read_json_file(file);
+    if (j.is_object() && j.contains("run_id") && j["run_id"].is_string()) return j["run_id"].get<std::string>();
+  } catch (const Error&) {
+  }
+  return "";
+}
+
+// Deletes the oldest checkpoints of run `run_id` beyond `limit` (< 0: keep all), never one listed
+// in `keep`, never one another run (or an older peft, which recorded no run id) wrote.
+inline void rotate_checkpoints(const std::filesystem::path& output_dir, std::int64_t limit, const std::string& run_id,
                                const std::vector<std::filesystem::path>& keep = {}) {
-  if (limit < 0) return;
-  auto all = list_checkpoints(output_dir);
-  std::int64_t excess = static_cast<std::int64_t>(all.size()) - std::max<std::int64_t>(limit, 1);
-  for (const auto& c : all) {
+  if (limit < 0 || run_id.empty()) return;
+  std::vector<std::filesystem::path> mine;
+  for (const auto& c : list_checkpoints(output_dir))
+    if (checkpoint_run_id(c) == run_id) mine.push_back(c);
+  std::int64_t excess = static_cast<std::int64_t>(mine.size()) - std::max<std::int64_t>(limit, 1);
+  for (const auto& c : mine) {
     if (excess <= 0) break;
     if (std::find(keep.begin(), keep.end(), c) != keep.end()) continue;
     std::filesystem::remove_all(c);

@@ -10,7 +10,13 @@
 //     (never the best one nor the one resumed from);
 //   - resume_from_checkpoint restores weights, moments, step, dropout generator, logging interval
 //     and history, hooks' state; the epoch's sample order is recomputed from (seed, epoch), so
-//     an interrupted-and-resumed run equals an uninterrupted one bit for bit (CPU backend).
+//     an interrupted-and-resumed run equals an uninterrupted one bit for bit (CPU backend); the
+//     settings that change the result must equal the checkpoint's (train/result_settings.hpp).
+//   - a run has an id, recorded in its checkpoints; rotation deletes only that run's checkpoints.
+//     A resume in the checkpoint's own folder continues its run (and id).
+//   - a stop signal (train/stop_signal.hpp) ends the run after the current step, with a
+//     checkpoint; TrainResult::stop_signal says which.
+//   - a failed write of logging.jsonl (disk full) is an error, not a silently shorter log.
 //   - data-parallel (set_communicator, world W): an optimizer step takes gradient_accumulation_steps
 //     x W micro-batches; rank r runs micro-batches r, r+W, ...; every rank counts the label tokens
 //     of the whole step (it has the data), so the 1/count scale is the global one; the gradients
@@ -47,6 +53,9 @@
 #include "peft/train/hooks.hpp"
 #include "peft/train/loss_plot.hpp"
 #include "peft/train/numerical_guard.hpp"
+#include "peft/train/result_settings.hpp"
+#include "peft/train/run_folder.hpp"
+#include "peft/train/stop_signal.hpp"
 #include "peft/train/tensorboard_writer.hpp"
 #include "peft/train/trainer_state.hpp"
 #include "peft/train/training_arguments.hpp"
@@ -74,6 +83,9 @@ class Trainer {
   // Where logging.jsonl and checkpoints go; empty = write nothing (tests, sweeps).
   void set_run_dir(std::filesystem::path d) { run_dir_ = std::move(d); }
   void set_quiet(bool q) { quiet_ = q; }
+  // The run's identity in its checkpoints; empty (the default): continued from the checkpoint
+  // when resuming in its own folder, else a new one.
+  void set_run_id(std::string id) { run_id_ = std::move(id); }
   // Data-parallel training over `c` (dist/communicator.hpp); nullptr (the default): one process.
   void set_communicator(dist::Communicator* c) { comm_ = c; }
   int world_size() const { return comm_ ? comm_->world_size() : 1; }
@@ -104,7 +116,11 @@ class Trainer {
     Rng dropout_rng(args_.seed);
     NonFiniteGuard guard{args_.max_consecutive_nonfinite_steps};
     st_ = TrainerState{};
-    if (!args_.resume_from_checkpoint.empty()) resume(params, dropout_rng, guard, total);
+    const nlohmann::json settings = result_settings(args_, train, lora_config_or_null(), world_size());
+    if (!args_.resume_from_checkpoint.empty()) resume(params, dropout_rng, guard, total, settings);
+    st_.result_settings = settings;
+    if (run_id_.empty()) run_id_ = continues_checkpoint_run() ? st_.run_id : new_run_id();
+    st_.run_id = run_id_;
     // Other ranks draw their own dropout masks (rank 0 keeps the single-process stream; a
     // checkpoint holds rank 0's generator, so these restart from (seed, rank, step) on resume).
     if (rank() > 0)
@@ -155,9 +171,15 @@ class Trainer {
       double loss_sum = 0;
       const float scale = label_tokens > 0 ? 1.0f / static_cast<float>(label_tokens) : 0.0f;
       for (const auto& b : micro) loss_sum += model_.forward_backward(b, scale, &dropout_rng).sum;
+      // A stop signal ends the run after this step; with several ranks, any rank's signal stops
+      // all at the same step (it travels with the loss; the others report SIGTERM).
+      int stop = stop_signal();
       if (comm_) {  // one bucket of gradients, then the loss for the log; both before the norm
         all_reduce_grads(*comm_, params);
-        loss_sum = comm_->all_reduce_sum(loss_sum);
+        double loss_and_stop[2] = {loss_sum, stop != 0 ? 1.0 : 0.0};
+        comm_->all_reduce_sum(loss_and_stop, 2);
+        loss_sum = loss_and_stop[0];
+        stop = loss_and_stop[1] > 0 ? (stop != 0 ? stop : SIGTERM) : 0;
       }
       const double loss = label_tokens > 0 ? loss_sum / static_cast<double>(label_tokens) : 0.0;
       const double grad_norm = clip_grad_norm(params, args_.max_grad_norm);
@@ -181,6 +203,12 @@ class Trainer {
 
       const std::int64_t gs = step + 1;
       bool last_step = gs == total;
+      if (!comm_) stop = stop_signal();  // one process: also a signal that came during this step's hooks
+      if (stop != 0 && !last_step) {
+        res.stop_signal = stop;
+        last_step = true;
+        fmt::print(stderr, "[train] {} received: stopping after step {} with a checkpoint\n", stop_signal_name(stop), gs);
+      }
       const double epoch_now = static_cast<double>(gs) / static_cast<double>(per_epoch);
       // A log entry for the steps since the last one (also written when early stopping ends the run).
       auto log_train = [&] {
@@ -205,7 +233,7 @@ class Trainer {
       };
       const bool logged = gs % args_.logging_steps == 0 || (gs == 1 && args_.logging_first_step) || last_step;
       if (logged) log_train();
-      if (evaluating && (gs % eval_every == 0 || last_step)) {
+      if (evaluating && (gs % eval_every == 0 || (last_step && !res.stop_signal))) {
         nlohmann::json entry = {{"step", gs}, {"epoch", epoch_now}};
         if (eval && !eval->empty()) entry["eval_loss"] = evaluate(*eval).mean();
         call_hooks([&](auto& h) { if constexpr (requires { h.on_evaluate(entry); }) h.on_evaluate(entry); });
@@ -272,13 +300,31 @@ class Trainer {
     return order;
   }
 
+  const LoraConfig* lora_config_or_null() const {
+    if constexpr (requires { model_.lora_config(); }) {
+      if constexpr (Model::uses_lora()) return &model_.lora_config();
+    }
+    return nullptr;
+  }
+
+  // A resume into the checkpoint's own run folder continues that run (its id, so rotation goes
+  // on deleting its older checkpoints); a resume into another folder starts a new run.
+  bool continues_checkpoint_run() const {
+    if (args_.resume_from_checkpoint.empty() || st_.run_id.empty() || run_dir_.empty()) return false;
+    std::error_code ec;
+    const auto from = std::filesystem::weakly_canonical(
+        std::filesystem::absolute(detail::without_trailing_separator(args_.resume_from_checkpoint)).parent_path(), ec);
+    return !ec && from == std::filesystem::weakly_canonical(std::filesystem::absolute(run_dir_), ec);
+  }
+
   template <class F> void call_hooks(F&& f) { std::apply([&](auto&... h) { (f(h), ...); }, hooks_); }
   template <class F> bool any_hook(F&& f) const {
     return std::apply([&](const auto&... h) { return (false || ... || f(h)); }, hooks_);
   }
 
-  // logging.jsonl: appended to; a resumed run first rewrites it as the checkpoint's history, so
-  // what the killed process logged after its last checkpoint is not there twice.
+  // logging.jsonl: a new run starts it empty (a log of an earlier run in the folder must not
+  // mix with this one's); a resumed run first rewrites it as the checkpoint's history, so what
+  // the killed process logged after its last checkpoint is not there twice.
   std::ofstream open_log() {
     std::ofstream log;
     if (run_dir_.empty()) return log;
@@ -288,8 +334,10 @@ class Trainer {
       std::string text;
       for (const auto& e : st_.log_history) text += e.dump() + "\n";
       write_text_atomic(file, text);
+      log.open(file, std::ios::app);
+    } else {
+      log.open(file, std::ios::trunc);
     }
-    log.open(file, std::ios::app);
     require(static_cast<bool>(log), "cannot write {}", file.string());
     return log;
   }
@@ -300,14 +348,18 @@ class Trainer {
     if (!log.is_open()) return;
     log << entry.dump() << '\n';
     log.flush();
+    require(static_cast<bool>(log), "{}: write failed (disk full?): the training log would be incomplete",
+            (run_dir_ / "logging.jsonl").string());
   }
 
   // Everything a checkpoint holds goes back where it came from (train/trainer_state.hpp).
   template <class Params>
-  void resume(const Params& params, Rng& dropout_rng, NonFiniteGuard& guard, std::int64_t total) {
+  void resume(const Params& params, Rng& dropout_rng, NonFiniteGuard& guard, std::int64_t total,
+              const nlohmann::json& settings) {
     const auto& dir = args_.resume_from_checkpoint;
     require(std::filesystem::is_directory(dir), "--resume_from_checkpoint {}: not a directory", dir.string());
     st_ = read_trainer_state(dir / "trainer_state.json");
+    check_resume_settings(settings);
     require(st_.res.global_step < total, "--resume_from_checkpoint {}: it is at step {} of {}: nothing left to train",
             dir.string(), st_.res.global_step, total);
     load_trained_weights(dir, model_);
@@ -326,6 +378,24 @@ class Trainer {
                  dir.string(), st_.hooks.size(), sizeof...(Hooks));
     }
     fmt::print(stderr, "[resume] from {} at step {}\n", dir.string(), st_.res.global_step);
+  }
+
+  // The settings that change the result must be the checkpoint's (train/result_settings.hpp).
+  void check_resume_settings(const nlohmann::json& now) const {
+    const auto file = (args_.resume_from_checkpoint / "trainer_state.json").string();
+    if (st_.result_settings.is_null()) {
+      fmt::print(stderr, "[resume] {} records no settings (an older peft): cannot check that they match\n", file);
+      return;
+    }
+    require(st_.result_settings.is_object(), "{}: field 'result_settings' is not an object", file);
+    const auto diff = settings_differences(st_.result_settings, now);
+    if (diff.empty()) return;
+    const std::string list = fmt::format("{}", fmt::join(diff, "\n  "));
+    require(args_.ignore_args_mismatch,
+            "--resume_from_checkpoint {}: this run's settings differ from the checkpoint's, so the resumed run would "
+            "not continue the same training:\n  {}\n(pass --ignore_args_mismatch true to resume anyway)",
+            args_.resume_from_checkpoint.string(), list);
+    fmt::print(stderr, "[resume] --ignore_args_mismatch: resuming although settings differ:\n  {}\n", list);
   }
 
   // The best-model metric of the latest evaluation decides whether this checkpoint is the best
@@ -390,7 +460,7 @@ class Trainer {
     if (!st_.res.best_model_checkpoint.empty()) keep.push_back(st_.res.best_model_checkpoint);
     if (!args_.resume_from_checkpoint.empty())
       keep.push_back(run_dir_ / detail::without_trailing_separator(args_.resume_from_checkpoint).filename());
-    rotate_checkpoints(run_dir_, args_.save_total_limit, keep);
+    rotate_checkpoints(run_dir_, args_.save_total_limit, run_id_, keep);
     write_run_plots(run_dir_, plot_title(), &st_.res);
     return dir;
   }
@@ -403,6 +473,7 @@ class Trainer {
   std::string base_model_;
   std::filesystem::path run_dir_;
   bool quiet_ = false;
+  std::string run_id_;
   dist::Communicator* comm_ = nullptr;
   TrainerState st_;
   std::optional<TensorBoardWriter> tensorboard_;

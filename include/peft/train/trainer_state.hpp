@@ -5,12 +5,16 @@
 // the same steps), the non-finite-step counters, the last evaluation and the hooks' own state.
 // Doubles go through nlohmann's shortest round-trip formatting, so they come back bit for bit;
 // NaN/Inf (a skipped step's loss) are written as null and read back as NaN.
+// Beside them: the run's id (checkpoint rotation deletes only its own run's checkpoints) and the
+// settings that change the result (a resume with other settings would not be the same run).
 #pragma once
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -26,6 +30,7 @@ struct TrainResult {
   std::int64_t tokens = 0;
   std::int64_t skipped_steps = 0;  // steps skipped by the numerical guard
   bool stopped_early = false;      // a hook (early stopping) ended the run before its last step
+  int stop_signal = 0;             // SIGINT/SIGTERM ended the run after a checkpoint (train/stop_signal.hpp)
   std::filesystem::path last_checkpoint;
   std::filesystem::path best_model_checkpoint;  // empty unless a best-model metric is configured
   double best_metric = std::numeric_limits<double>::quiet_NaN();
@@ -40,6 +45,8 @@ struct TrainerState {
   nlohmann::json last_eval = nlohmann::json::object();
   nlohmann::json hooks = nlohmann::json::array();        // one entry per hook, in order
   nlohmann::json log_history = nlohmann::json::array();  // every logging.jsonl entry so far
+  std::string run_id;                                     // empty: written by an older peft
+  nlohmann::json result_settings;                          // null: written by an older peft
 };
 
 namespace detail {
@@ -71,6 +78,8 @@ inline nlohmann::json trainer_state_json(const TrainerState& s, double epoch, co
           {"grad_norm_per_step", detail::doubles_json(r.step_grad_norms)},
           {"learning_rate_per_step", detail::doubles_json(r.step_lrs)},
           {"args", args},
+          {"run_id", s.run_id},
+          {"result_settings", s.result_settings},
           {"resume",
            {{"dropout_rng", s.dropout_rng},
             {"interval_loss", s.interval_loss},
@@ -82,35 +91,67 @@ inline nlohmann::json trainer_state_json(const TrainerState& s, double epoch, co
             {"hooks", s.hooks}}}};
 }
 
-// Reads what trainer_state_json wrote; errors name the file and the missing field.
+// Reads what trainer_state_json wrote; errors name the file and the field.
 inline TrainerState read_trainer_state(const std::filesystem::path& file) {
   const nlohmann::json j = read_json_file(file);
-  require(j.contains("resume") && j["resume"].is_object(),
+  require(j.is_object() && j.contains("resume") && j["resume"].is_object(),
           "{}: no \"resume\" section (written by another program or an older peft): cannot resume exactly",
           file.string());
+  const auto& z = j["resume"];
+  auto field = [&](const nlohmann::json& o, const char* key, const char* shown) -> const nlohmann::json& {
+    require(o.contains(key), "{}: field '{}' is missing", file.string(), shown);
+    return o[key];
+  };
+  auto get = [&]<class T>(const nlohmann::json& o, const char* key, const char* shown, T& out) {
+    try {
+      out = field(o, key, shown).template get<T>();
+    } catch (const nlohmann::json::exception& e) {
+      fail("{}: field '{}': {}", file.string(), shown, detail::strip_json_exception_prefix(e.what()));
+    }
+  };
+  auto doubles = [&](const char* key) {
+    try {
+      return detail::json_doubles(field(j, key, key));
+    } catch (const nlohmann::json::exception& e) {
+      fail("{}: field '{}': {}", file.string(), key, detail::strip_json_exception_prefix(e.what()));
+    }
+  };
   TrainerState s;
-  try {
-    const auto& z = j["resume"];
-    s.res.global_step = j.at("global_step").get<std::int64_t>();
-    s.res.tokens = j.at("num_input_tokens_seen").get<std::int64_t>();
-    s.res.step_losses = detail::json_doubles(j.at("train_loss_per_step"));
-    s.res.step_grad_norms = detail::json_doubles(j.at("grad_norm_per_step"));
-    s.res.step_lrs = detail::json_doubles(j.at("learning_rate_per_step"));
-    if (!j.at("best_metric").is_null()) s.res.best_metric = j["best_metric"].get<double>();
-    if (!j.at("best_model_checkpoint").is_null())
-      s.res.best_model_checkpoint = j["best_model_checkpoint"].get<std::string>();
-    s.log_history = j.at("log_history");
-    s.dropout_rng = z.at("dropout_rng").get<std::string>();
-    s.interval_loss = z.at("interval_loss").get<double>();
-    s.interval_steps = z.at("interval_steps").get<std::int64_t>();
-    s.interval_tokens = z.at("interval_tokens").get<std::int64_t>();
-    s.res.skipped_steps = z.at("skipped_steps").get<std::int64_t>();
-    s.nonfinite_in_a_row = z.at("nonfinite_in_a_row").get<std::int64_t>();
-    s.last_eval = z.at("last_eval");
-    s.hooks = z.at("hooks");
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: {}", file.string(), detail::strip_json_exception_prefix(e.what()));
+  get(j, "global_step", "global_step", s.res.global_step);
+  get(j, "num_input_tokens_seen", "num_input_tokens_seen", s.res.tokens);
+  s.res.step_losses = doubles("train_loss_per_step");
+  s.res.step_grad_norms = doubles("grad_norm_per_step");
+  s.res.step_lrs = doubles("learning_rate_per_step");
+  if (!field(j, "best_metric", "best_metric").is_null()) get(j, "best_metric", "best_metric", s.res.best_metric);
+  if (!field(j, "best_model_checkpoint", "best_model_checkpoint").is_null()) {
+    std::string best;
+    get(j, "best_model_checkpoint", "best_model_checkpoint", best);
+    s.res.best_model_checkpoint = best;
   }
+  s.log_history = field(j, "log_history", "log_history");
+  require(s.log_history.is_array(), "{}: field 'log_history' is not an array", file.string());
+  get(z, "dropout_rng", "resume.dropout_rng", s.dropout_rng);
+  get(z, "interval_loss", "resume.interval_loss", s.interval_loss);
+  get(z, "interval_steps", "resume.interval_steps", s.interval_steps);
+  get(z, "interval_tokens", "resume.interval_tokens", s.interval_tokens);
+  get(z, "skipped_steps", "resume.skipped_steps", s.res.skipped_steps);
+  get(z, "nonfinite_in_a_row", "resume.nonfinite_in_a_row", s.nonfinite_in_a_row);
+  s.last_eval = field(z, "last_eval", "resume.last_eval");
+  s.hooks = field(z, "hooks", "resume.hooks");
+  if (j.contains("run_id") && j["run_id"].is_string()) s.run_id = j["run_id"].get<std::string>();
+  if (j.contains("result_settings")) s.result_settings = j["result_settings"];
+  // The generator's state is mt19937_64's text form: 312 words. A damaged one would be read
+  // without complaint into some other state, and the resume would silently stop being exact.
+  {
+    std::istringstream in(s.dropout_rng);
+    std::mt19937_64 probe;
+    in >> probe;
+    std::string rest;
+    require(!in.fail() && !(in >> rest), "{}: field 'resume.dropout_rng' is not a random generator state (damaged "
+            "file?): cannot resume exactly", file.string());
+  }
+  require(s.res.global_step >= 0 && s.interval_steps >= 0 && s.res.skipped_steps >= 0,
+          "{}: negative step counts (damaged file?)", file.string());
   require(static_cast<std::int64_t>(s.res.step_losses.size()) == s.res.global_step,
           "{}: global_step {} but {} step losses", file.string(), s.res.global_step, s.res.step_losses.size());
   return s;

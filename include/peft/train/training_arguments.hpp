@@ -43,6 +43,9 @@ struct TrainingArguments {
   bool save_only_model = false;
   // Exact resume: a checkpoint-<N> folder written by this trainer.
   std::filesystem::path resume_from_checkpoint;
+  // A resume whose result-changing settings (train/result_settings.hpp) differ from the
+  // checkpoint's is an error unless this is set.
+  bool ignore_args_mismatch = false;
   // Best checkpoint (HF's names): the metric is an eval entry's key; "loss" means "eval_loss"
   // (HF prefixes "eval_"). greater_is_better unset: true unless the name ends in "loss", as HF.
   std::string metric_for_best_model;

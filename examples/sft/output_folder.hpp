@@ -1,0 +1,123 @@
+// Which folder a training run writes, and making sure it may. The rules (docs/training.md,
+// "Output folders"):
+//   - --add_version true (the default): a new output_dir/vN-<time>/ folder, created exclusively,
+//     so two runs started in the same second get two folders.
+//   - --add_version false: output_dir itself; an existing non-empty folder is refused unless
+//     --overwrite true (ms-swift would write into it; an earlier run's files would then mix with
+//     this one's, so we ask).
+//   - --resume_from_checkpoint DIR/checkpoint-N continues in DIR, unless --output_dir is given and
+//     names another folder: then a new run folder is started there (versioned as above), with
+//     resume_source.json saying where it came from; DIR is only read.
+// The chosen folder is then locked for the run (train/run_folder.hpp) and cleaned of what killed
+// saves left behind.
+#pragma once
+#include <algorithm>
+#include <filesystem>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <ctime>
+#include <system_error>
+#include <utility>
+
+#include "peft/io/atomic_file.hpp"
+#include "peft/train/checkpoint.hpp"
+#include "peft/train/run_folder.hpp"
+#include "sft_args.hpp"
+
+namespace peft::examples {
+
+// output_dir/vN-YYYYMMDD-HHMMSS, N one past the highest existing version (ms-swift's naming).
+inline std::filesystem::path versioned_run_dir(const std::filesystem::path& output_dir) {
+  int next = 0;
+  static const std::regex pattern("v([0-9]+)-.*");
+  if (std::filesystem::exists(output_dir))
+    for (const auto& e : std::filesystem::directory_iterator(output_dir)) {
+      std::smatch m;
+      const std::string name = e.path().filename().string();
+      if (std::regex_match(name, m, pattern)) next = std::max(next, std::stoi(m[1]) + 1);
+    }
+  const std::time_t now = std::time(nullptr);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::localtime(&now));
+  return output_dir / fmt::format("v{}-{}", next, stamp);
+}
+
+// A version folder this run created is removed again if the run fails before writing anything
+// into it, so a bad dataset path does not leave an empty vN- folder behind.
+struct RemoveIfLeftEmpty {
+  std::filesystem::path dir;
+  RemoveIfLeftEmpty() = default;
+  RemoveIfLeftEmpty(RemoveIfLeftEmpty&& o) noexcept : dir(std::exchange(o.dir, {})) {}
+  RemoveIfLeftEmpty& operator=(RemoveIfLeftEmpty&&) = delete;
+  ~RemoveIfLeftEmpty() {
+    std::error_code ec;
+    if (!dir.empty() && !folder_has_entries(dir)) std::filesystem::remove(dir, ec);
+  }
+};
+
+struct RunFolder {
+  std::filesystem::path dir;
+  std::filesystem::path resumed_from;  // set when a resume starts a new run folder
+  bool continues_checkpoint_run = false;
+  RemoveIfLeftEmpty created;  // declared before the lock: checked after the lock file is gone
+  RunLock lock;
+};
+
+inline bool same_folder(const std::filesystem::path& a, const std::filesystem::path& b) {
+  std::error_code ec1, ec2;
+  const auto ca = std::filesystem::weakly_canonical(std::filesystem::absolute(a), ec1);
+  const auto cb = std::filesystem::weakly_canonical(std::filesystem::absolute(b), ec2);
+  return !ec1 && !ec2 && ca == cb;
+}
+
+// `writer`: this process writes the run folder (rank 0); the others only learn its name.
+inline RunFolder open_run_folder(const SftArgs& a, bool writer) {
+  namespace fs = std::filesystem;
+  RunFolder f;
+  const auto given = [&](const char* flag) { return std::find(a.given.begin(), a.given.end(), flag) != a.given.end(); };
+  const fs::path out = a.train.output_dir;
+  if (!a.train.resume_from_checkpoint.empty()) {
+    const fs::path ckpt = fs::absolute(peft::detail::without_trailing_separator(a.train.resume_from_checkpoint));
+    if (!given("output_dir") || same_folder(out, ckpt.parent_path())) {
+      f.dir = ckpt.parent_path();
+      f.continues_checkpoint_run = true;
+    } else {
+      f.resumed_from = ckpt;
+    }
+  }
+  if (f.dir.empty()) {
+    if (!a.add_version) {
+      f.dir = out;
+      require(!writer || a.overwrite || !folder_has_entries(out),
+              "--output_dir {}: the folder exists and is not empty (another run's files?); pass --overwrite true to "
+              "write into it anyway, pick another --output_dir, or leave --add_version true for a new vN- folder",
+              out.string());
+    } else if (writer) {
+      std::error_code ec;
+      fs::create_directories(out, ec);
+      if (ec) fail("--output_dir {}: cannot create it: {}", out.string(), ec.message());
+      for (int attempt = 0; f.dir.empty(); ++attempt) {  // another run may take the name first
+        const fs::path candidate = versioned_run_dir(out);
+        if (fs::create_directory(candidate, ec)) f.dir = f.created.dir = candidate;
+        else require(attempt < 100, "--output_dir {}: cannot create a new version folder ({}): {}", out.string(),
+                     candidate.string(), ec ? ec.message() : "it exists");
+      }
+    } else {
+      f.dir = versioned_run_dir(out);  // not written by this rank
+    }
+  }
+  if (!writer) return f;
+  f.lock = RunLock(f.dir);
+  clean_stale_staging(f.dir);
+  if (!f.resumed_from.empty()) {
+    const nlohmann::json source = {{"resumed_from", f.resumed_from.string()},
+                                   {"run_id", checkpoint_run_id(f.resumed_from)}};
+    write_text_atomic(f.dir / "resume_source.json", source.dump(2) + "\n");
+    fmt::print("[run] resuming {} into a new run folder {} (the checkpoint's folder is left as it is)\n",
+               f.resumed_from.string(), f.dir.string());
+  }
+  return f;
+}
+
+}  // namespace peft::examples

@@ -1,0 +1,308 @@
+# A program never loses a user's work (issue 17): each case runs the programs as a user would, on
+# the tiny fixture, and then checks that the user's files are still there, byte for byte.
+#   merge_*        merge_lora --output_dir: refuses input folders and their parents (even with
+#                  --overwrite), refuses a non-empty folder without --overwrite
+#   output_*       identity_finetune --add_version false into a non-empty folder; run.lock;
+#                  save_total_limit deletes only the current run's checkpoints
+#   resume_*       --output_dir honoured on resume; settings compared with the checkpoint's;
+#                  damaged trainer_state.json refused; staging left by killed saves cleaned
+#   signal_*       SIGINT / SIGTERM: the step ends, a checkpoint is saved, exit 130 / 143
+#   log_disk_full  a failed logging.jsonl write is an error
+#   sweep_*        lr_epoch_sweep refuses a folder whose cells had other settings
+# This file both registers the tests (included from tests/CMakeLists.txt) and runs them (cmake -P).
+if(NOT CMAKE_SCRIPT_MODE_FILE)
+  foreach(case merge_output_holds_inputs merge_output_not_empty output_not_empty output_rotation_only_own_run
+          output_run_lock output_failed_run_leaves_no_folder resume_into_new_folder resume_settings_mismatch resume_damaged_state
+          resume_cleans_staging signal_sigint_saves signal_sigterm_saves log_disk_full sweep_other_settings)
+    add_test(NAME cli_data_safety_${case}
+      COMMAND ${CMAKE_COMMAND} -DCASE=${case} -DFT=$<TARGET_FILE:identity_finetune> -DMERGE=$<TARGET_FILE:merge_lora>
+              -DSWEEP=$<TARGET_FILE:lr_epoch_sweep> -DFIXTURES=${CMAKE_CURRENT_SOURCE_DIR}/fixtures
+              -DWORK_DIR=${CMAKE_CURRENT_BINARY_DIR}/cli_work/data_safety_${case} -P ${CMAKE_CURRENT_LIST_FILE})
+  endforeach()
+  return()
+endif()
+
+set(TINY ${FIXTURES}/tiny_public)
+file(REMOVE_RECURSE ${WORK_DIR})
+file(MAKE_DIRECTORY ${WORK_DIR})
+set(ft_base --model ${TINY}/model --dataset ${TINY}/tokens.jsonl --add_version false --logging_steps 1)
+
+# run(<expect: OK | FAIL | exit code> <program> args...): runs in WORK_DIR; `last` holds the output.
+function(run expect)
+  execute_process(COMMAND ${ARGN} WORKING_DIRECTORY ${WORK_DIR} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  set(all "${out}${err}")
+  if(NOT rc MATCHES "^[0-9]+$")
+    message(FATAL_ERROR "did not exit normally (${rc}): ${ARGN}\n${all}")
+  elseif(expect STREQUAL "OK" AND NOT rc EQUAL 0)
+    message(FATAL_ERROR "expected success, got ${rc}: ${ARGN}\n${all}")
+  elseif(expect STREQUAL "FAIL" AND rc EQUAL 0)
+    message(FATAL_ERROR "expected an error, got exit 0: ${ARGN}\n${all}")
+  elseif(expect MATCHES "^[0-9]+$" AND NOT rc EQUAL expect)
+    message(FATAL_ERROR "expected exit ${expect}, got ${rc}: ${ARGN}\n${all}")
+  endif()
+  set(last "${all}" PARENT_SCOPE)
+endfunction()
+
+function(expect_output regex)
+  if(NOT last MATCHES "${regex}")
+    message(FATAL_ERROR "output does not match '${regex}':\n${last}")
+  endif()
+endfunction()
+
+function(expect_exists)
+  foreach(f ${ARGN})
+    if(NOT EXISTS ${WORK_DIR}/${f})
+      message(FATAL_ERROR "${f} should exist:\n${last}")
+    endif()
+  endforeach()
+endfunction()
+
+function(expect_missing)
+  foreach(f ${ARGN})
+    if(EXISTS ${WORK_DIR}/${f})
+      message(FATAL_ERROR "${f} should not exist:\n${last}")
+    endif()
+  endforeach()
+endfunction()
+
+# fingerprint(var dir): every file under dir with its SHA-256, to show nothing was touched.
+function(fingerprint var dir)
+  file(GLOB_RECURSE files RELATIVE ${WORK_DIR}/${dir} ${WORK_DIR}/${dir}/*)
+  list(SORT files)
+  set(acc "")
+  foreach(f ${files})
+    file(SHA256 ${WORK_DIR}/${dir}/${f} h)
+    string(APPEND acc "${f} ${h}\n")
+  endforeach()
+  set(${var} "${acc}" PARENT_SCOPE)
+endfunction()
+
+function(expect_unchanged before dir)
+  fingerprint(after ${dir})
+  if(NOT before STREQUAL after)
+    message(FATAL_ERROR "${dir} changed.\nbefore:\n${before}\nafter:\n${after}\noutput:\n${last}")
+  endif()
+endfunction()
+
+function(json_get var file)
+  file(READ ${WORK_DIR}/${file} text)
+  string(JSON v GET "${text}" ${ARGN})
+  set(${var} "${v}" PARENT_SCOPE)
+endfunction()
+
+if(CASE STREQUAL "merge_output_holds_inputs")
+  # A training run (the adapter's checkpoint inside it) and a models folder (the base inside it).
+  include(${CMAKE_CURRENT_LIST_DIR}/make_chat_models.cmake)
+  file(MAKE_DIRECTORY ${WORK_DIR}/run ${WORK_DIR}/models)
+  file(RENAME ${WORK_DIR}/ckpt ${WORK_DIR}/run/checkpoint-16)
+  file(WRITE ${WORK_DIR}/run/logging.jsonl "{\"step\": 1}\n")
+  file(RENAME ${WORK_DIR}/tiny ${WORK_DIR}/models/tiny)
+  fingerprint(run_before run)
+  fingerprint(models_before models)
+  foreach(overwrite false true)
+    foreach(out run run/checkpoint-16 run/ .)
+      run(FAIL ${MERGE} --model models/tiny --adapters run/checkpoint-16 --output_dir ${out} --overwrite ${overwrite})
+      expect_output("--output_dir .* is an input folder \\(the (adapter|base model) .*\\) or one of its parents")
+    endforeach()
+    run(FAIL ${MERGE} --model models/tiny --adapters run/checkpoint-16 --output_dir models --overwrite ${overwrite})
+    expect_output("--output_dir models is an input folder \\(the base model models/tiny\\)")
+  endforeach()
+  expect_unchanged("${run_before}" run)
+  expect_unchanged("${models_before}" models)
+  # Inside an input folder is fine: nothing there is replaced.
+  run(OK ${MERGE} --model models/tiny --adapters run/checkpoint-16 --output_dir run/merged)
+  expect_exists(run/merged/model.safetensors run/checkpoint-16/adapter_model.safetensors run/logging.jsonl)
+
+elseif(CASE STREQUAL "merge_output_not_empty")
+  include(${CMAKE_CURRENT_LIST_DIR}/make_chat_models.cmake)
+  file(WRITE ${WORK_DIR}/keep/notes.txt "the user's notes\n")
+  fingerprint(keep_before keep)
+  run(FAIL ${MERGE} --model tiny --adapters ckpt --output_dir keep)
+  expect_output("--output_dir keep: the folder exists and is not empty; pass --overwrite true")
+  expect_unchanged("${keep_before}" keep)
+  # The default output folder from an earlier merge: refused the same way.
+  run(OK ${MERGE} --model tiny --adapters ckpt)
+  run(FAIL ${MERGE} --model tiny --adapters ckpt)
+  expect_output("ckpt-merged: the folder exists and is not empty")
+  # An empty folder is used; --overwrite replaces a non-empty one, atomically (no staging left).
+  file(MAKE_DIRECTORY ${WORK_DIR}/empty)
+  run(OK ${MERGE} --model tiny --adapters ckpt --output_dir empty)
+  run(OK ${MERGE} --model tiny --adapters ckpt --output_dir keep --overwrite true)
+  expect_exists(keep/model.safetensors keep/config.json empty/model.safetensors)
+  expect_missing(keep/notes.txt)
+  file(GLOB staging ${WORK_DIR}/keep.tmp-* ${WORK_DIR}/keep.old-*)
+  if(staging)
+    message(FATAL_ERROR "staging folders left behind: ${staging}")
+  endif()
+
+elseif(CASE STREQUAL "output_not_empty")
+  file(WRITE ${WORK_DIR}/out/notes.txt "the user's notes\n")
+  fingerprint(before out)
+  run(FAIL ${FT} ${ft_base} --max_steps 2 --output_dir out)
+  expect_output("--output_dir out: the folder exists and is not empty.*--overwrite true")
+  expect_unchanged("${before}" out)
+  run(OK ${FT} ${ft_base} --max_steps 2 --output_dir out --overwrite true)
+  expect_exists(out/notes.txt out/checkpoint-2/adapter_model.safetensors)
+  expect_missing(out/run.lock)
+
+elseif(CASE STREQUAL "output_rotation_only_own_run")
+  # Run A keeps all its checkpoints; run B into the same folder (--overwrite) keeps 1 of its own.
+  run(OK ${FT} ${ft_base} --max_steps 4 --save_steps 2 --output_dir shared)
+  fingerprint(a_ckpt2 shared/checkpoint-2)
+  fingerprint(a_ckpt4 shared/checkpoint-4)
+  run(OK ${FT} ${ft_base} --max_steps 6 --save_steps 3 --save_total_limit 1 --output_dir shared --overwrite true)
+  expect_exists(shared/checkpoint-6/adapter_model.safetensors)
+  expect_missing(shared/checkpoint-3)
+  expect_unchanged("${a_ckpt2}" shared/checkpoint-2)
+  expect_unchanged("${a_ckpt4}" shared/checkpoint-4)
+  json_get(id_a shared/checkpoint-4/trainer_state.json run_id)
+  json_get(id_b shared/checkpoint-6/trainer_state.json run_id)
+  if(id_a STREQUAL "" OR id_a STREQUAL id_b)
+    message(FATAL_ERROR "the two runs should record different run ids: '${id_a}' '${id_b}'")
+  endif()
+  # B's log is B's alone: 6 steps, not A's 4 before them.
+  file(STRINGS ${WORK_DIR}/shared/logging.jsonl lines REGEX "\"loss\"")
+  list(LENGTH lines n)
+  if(NOT n EQUAL 6)
+    message(FATAL_ERROR "logging.jsonl should hold run B's 6 steps, holds ${n} train entries")
+  endif()
+
+elseif(CASE STREQUAL "output_run_lock")
+  # pid 1 is always alive: the folder is another run's.
+  file(WRITE ${WORK_DIR}/out/run.lock "1\n")
+  run(FAIL ${FT} ${ft_base} --max_steps 2 --output_dir out --overwrite true)
+  expect_output("out is in use by another run \\(pid 1, see out/run.lock\\)")
+  expect_missing(out/checkpoint-2 out/logging.jsonl)
+  # A pid that cannot exist: a lock left by a killed run is taken over, then released.
+  file(WRITE ${WORK_DIR}/out/run.lock "999999999\n")
+  run(OK ${FT} ${ft_base} --max_steps 2 --output_dir out --overwrite true)
+  expect_output("the run that held it \\(pid 999999999\\) is gone; taking the folder over")
+  expect_exists(out/checkpoint-2/adapter_model.safetensors)
+  expect_missing(out/run.lock)
+
+elseif(CASE STREQUAL "output_failed_run_leaves_no_folder")
+  # The version folder is created (and locked) before the model loads; a run that fails before
+  # writing anything into it removes it again.
+  run(FAIL ${FT} --model ${TINY}/model --dataset nowhere.jsonl --max_steps 2 --output_dir out)
+  file(GLOB left ${WORK_DIR}/out/*)
+  if(left)
+    message(FATAL_ERROR "a failed run left ${left}:\n${last}")
+  endif()
+
+elseif(CASE STREQUAL "resume_into_new_folder")
+  run(OK ${FT} ${ft_base} --max_steps 6 --save_steps 2 --output_dir A)
+  fingerprint(a_before A)
+  run(OK ${FT} ${ft_base} --max_steps 6 --save_steps 2 --save_total_limit 1 --output_dir branch
+      --resume_from_checkpoint A/checkpoint-2)
+  expect_output("resuming .*A/checkpoint-2 into a new run folder branch")
+  expect_unchanged("${a_before}" A)
+  expect_exists(branch/checkpoint-6/adapter_model.safetensors branch/args.json branch/logging.jsonl)
+  json_get(from branch/resume_source.json resumed_from)
+  if(NOT from MATCHES "/A/checkpoint-2$")
+    message(FATAL_ERROR "resume_source.json should name A/checkpoint-2, names ${from}")
+  endif()
+  # The branch continued A exactly: its last adapter is A's.
+  file(SHA256 ${WORK_DIR}/A/checkpoint-6/adapter_model.safetensors a)
+  file(SHA256 ${WORK_DIR}/branch/checkpoint-6/adapter_model.safetensors b)
+  if(NOT a STREQUAL b)
+    message(FATAL_ERROR "the branch's checkpoint-6 differs from A's")
+  endif()
+  # Versioned: a new vN- folder under the given --output_dir.
+  run(OK ${FT} --model ${TINY}/model --dataset ${TINY}/tokens.jsonl --logging_steps 1 --max_steps 6 --save_steps 2
+      --output_dir branches --resume_from_checkpoint A/checkpoint-4)
+  file(GLOB sources ${WORK_DIR}/branches/v0-*/resume_source.json)
+  if(NOT sources)
+    message(FATAL_ERROR "no branches/v0-*/resume_source.json:\n${last}")
+  endif()
+  expect_unchanged("${a_before}" A)
+  # Without --output_dir the run continues in A (the behaviour before).
+  run(OK ${FT} ${ft_base} --max_steps 6 --save_steps 2 --resume_from_checkpoint A/checkpoint-4)
+  expect_exists(A/args_resume.json)
+
+elseif(CASE STREQUAL "resume_settings_mismatch")
+  run(OK ${FT} ${ft_base} --max_steps 4 --save_steps 2 --output_dir A)
+  fingerprint(a_before A)
+  run(FAIL ${FT} ${ft_base} --max_steps 4 --save_steps 2 --output_dir A --resume_from_checkpoint A/checkpoint-2
+      --learning_rate 5e-3 --lora_rank 4)
+  expect_output("settings differ from the checkpoint's.*learning_rate: recorded 0.0001, now 0.005.*lora_rank: recorded 8, now 4.*--ignore_args_mismatch true")
+  run(FAIL ${FT} --model ${TINY}/model --dataset "${TINY}/tokens.jsonl#5" --add_version false --logging_steps 1
+      --max_steps 4 --save_steps 2 --resume_from_checkpoint A/checkpoint-2)
+  expect_output("dataset_fingerprint: recorded \"[0-9a-f]+\", now \"[0-9a-f]+\"")
+  file(REMOVE ${WORK_DIR}/A/args_resume.json)  # written before the check; everything else untouched
+  expect_unchanged("${a_before}" A)
+  run(OK ${FT} ${ft_base} --max_steps 4 --save_steps 2 --resume_from_checkpoint A/checkpoint-2 --learning_rate 5e-3
+      --ignore_args_mismatch true)
+  expect_output("resuming although settings differ")
+
+elseif(CASE STREQUAL "resume_damaged_state")
+  run(OK ${FT} ${ft_base} --max_steps 4 --save_steps 2 --output_dir A)
+  file(READ ${WORK_DIR}/A/checkpoint-2/trainer_state.json state)
+  string(JSON state SET "${state}" resume dropout_rng "\"12345 678 damaged\"")
+  file(WRITE ${WORK_DIR}/A/checkpoint-2/trainer_state.json "${state}")
+  run(FAIL ${FT} ${ft_base} --max_steps 4 --save_steps 2 --resume_from_checkpoint A/checkpoint-2)
+  expect_output("A/checkpoint-2/trainer_state.json: field 'resume.dropout_rng' is not a random generator state")
+  string(JSON state SET "${state}" resume interval_steps "\"three\"")
+  file(WRITE ${WORK_DIR}/A/checkpoint-2/trainer_state.json "${state}")
+  run(FAIL ${FT} ${ft_base} --max_steps 4 --save_steps 2 --resume_from_checkpoint A/checkpoint-2)
+  expect_output("A/checkpoint-2/trainer_state.json: field 'resume.interval_steps'")
+
+elseif(CASE STREQUAL "resume_cleans_staging")
+  run(OK ${FT} ${ft_base} --max_steps 6 --save_steps 2 --output_dir A)
+  # What killed saves leave: staging folders and files, a previous checkpoint moved aside (its
+  # new version published, or not), beside a user's file whose name only looks similar.
+  file(WRITE ${WORK_DIR}/A/checkpoint-8.tmp-0123456789ab/adapter_model.safetensors "partial")
+  file(WRITE ${WORK_DIR}/A/logging.jsonl.tmp-00000000beef "partial")
+  file(COPY ${WORK_DIR}/A/checkpoint-4/ DESTINATION ${WORK_DIR}/A/checkpoint-4.old-aaaaaaaaaaaa)
+  file(RENAME ${WORK_DIR}/A/checkpoint-6 ${WORK_DIR}/A/checkpoint-6.old-bbbbbbbbbbbb)
+  file(WRITE ${WORK_DIR}/A/notes.tmp-mine "the user's")
+  run(OK ${FT} ${ft_base} --max_steps 6 --save_steps 2 --resume_from_checkpoint A/checkpoint-2)
+  expect_output("restored .*A/checkpoint-6 from")
+  expect_missing(A/checkpoint-8.tmp-0123456789ab A/logging.jsonl.tmp-00000000beef A/checkpoint-4.old-aaaaaaaaaaaa
+                 A/checkpoint-6.old-bbbbbbbbbbbb)
+  expect_exists(A/notes.tmp-mine A/checkpoint-4/adapter_model.safetensors A/checkpoint-6/adapter_model.safetensors)
+
+elseif(CASE MATCHES "^signal_(sigint|sigterm)_saves$")
+  set(sig ${CMAKE_MATCH_1})
+  if(sig STREQUAL "sigint")
+    set(code 130)
+    set(name SIGINT)
+  else()
+    set(code 143)
+    set(name SIGTERM)
+  endif()
+  run(${code} ${CMAKE_COMMAND} -E env PEFT_DEBUG_FAULT=${sig} ${FT} ${ft_base} --max_steps 6 --save_steps 100
+      --output_dir out --debug_sigkill_at_step 3)
+  expect_output("${name} received: stopping after step 3 with a checkpoint")
+  expect_output("stopped by ${name}; continue with --resume_from_checkpoint .*out/checkpoint-3")
+  expect_exists(out/checkpoint-3/adapter_model.safetensors out/checkpoint-3/optimizer.safetensors)
+  expect_missing(out/run.lock)
+  run(OK ${FT} ${ft_base} --max_steps 6 --save_steps 100 --output_dir out --resume_from_checkpoint out/checkpoint-3)
+  expect_exists(out/checkpoint-6/adapter_model.safetensors)
+
+elseif(CASE STREQUAL "log_disk_full")
+  if(NOT EXISTS /dev/full)
+    message(FATAL_ERROR "/dev/full is needed to simulate a full disk")
+  endif()
+  file(MAKE_DIRECTORY ${WORK_DIR}/out)
+  file(CREATE_LINK /dev/full ${WORK_DIR}/out/logging.jsonl SYMBOLIC)
+  run(FAIL ${FT} ${ft_base} --max_steps 2 --output_dir out --overwrite true)
+  expect_output("out/logging.jsonl: write failed \\(disk full\\?\\)")
+
+elseif(CASE STREQUAL "sweep_other_settings")
+  set(sweep ${SWEEP} --model ${TINY}/model --learning_rates 1e-3 --epochs 1 --logging_steps 4)
+  run(OK ${sweep} --dataset ${TINY}/tokens.jsonl --output_dir sw)
+  fingerprint(before sw)
+  run(FAIL ${sweep} --dataset ${TINY}/tokens.jsonl --lora_rank 16 --output_dir sw)
+  expect_output("--output_dir sw holds cells trained with other settings.*lr0.001_ep1: .*lora_rank: recorded 8, now 16")
+  run(FAIL ${sweep} --dataset "${TINY}/tokens.jsonl#6" --output_dir sw)
+  expect_output("lr0.001_ep1: dataset_fingerprint: recorded")
+  expect_unchanged("${before}" sw)
+  run(OK ${sweep} --dataset ${TINY}/tokens.jsonl --output_dir sw)
+  expect_output("lr 0.001 epochs 1: finished earlier with the same settings, skipped")
+  run(OK ${sweep} --dataset "${TINY}/tokens.jsonl#6" --output_dir sw6)
+  expect_exists(sw6/lr0.001_ep1/result.json sw6/lr0.001_ep1/cell_settings.json)
+
+else()
+  message(FATAL_ERROR "unknown case ${CASE}")
+endif()
+message(STATUS "${CASE}: passed")
