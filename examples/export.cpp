@@ -14,6 +14,7 @@
 #include "infer/model_source.hpp"
 #include "infer/ollama_modelfile.hpp"
 #include "infer/options.hpp"
+#include "infer/temp_dir.hpp"
 #include "peft/io/gguf_qwen2.hpp"
 #include "peft/io/gguf_reader.hpp"
 #include "peft/io/merge_lora.hpp"
@@ -23,15 +24,6 @@ using namespace peft;
 namespace fs = std::filesystem;
 
 namespace {
-
-// A folder under the system's temp dir, removed with everything in it when the export ends.
-struct TempDir {
-  fs::path path = fs::temp_directory_path() / ("peft-export-" + detail::unique_suffix());
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path, ignored);
-  }
-};
 
 void refuse_existing(const fs::path& p, bool overwrite, const char* what) {
   require(overwrite || !fs::exists(fs::symlink_status(p)),
@@ -85,7 +77,7 @@ int main(int argc, char** argv) {
     if (do_ollama) refuse_existing(modelfile, overwrite, "Modelfile");
 
     const auto t0 = std::chrono::steady_clock::now();
-    TempDir temp;
+    examples::TempDir temp;
     fs::path base = source.model;
     if (base.empty()) {
       base = temp.path / "embedded-base";
@@ -125,7 +117,7 @@ int main(int argc, char** argv) {
     fmt::print("[export] done in {:.1f} s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     if (do_check) {
       examples::ExportForms forms{base, adapters, merged, do_gguf ? gguf_path : fs::path(), source};
-      return examples::check_export_forms(forms, check_tokens, do_gguf && type == gguf::TensorType::BF16) ? 0 : 2;
+      return examples::check_export_forms(forms, check_tokens, type) ? 0 : 2;
     }
     return 0;
   } catch (const std::exception& e) {

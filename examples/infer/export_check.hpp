@@ -76,9 +76,12 @@ std::vector<FormAnswer> answer_greedy(Model& model, const std::vector<std::vecto
 }
 
 // llama.cpp's answers through the node script; nullopt (and a note) where it is not installed.
+// The ids of `stop_ids` llama.cpp does not end generation at are appended to `not_eog`.
 inline std::optional<std::vector<FormAnswer>> answer_in_llama_cpp(const std::filesystem::path& gguf,
                                                                   const nlohmann::json& messages_per_case,
-                                                                  std::int64_t max_new_tokens) {
+                                                                  std::int64_t max_new_tokens,
+                                                                  const std::vector<std::int32_t>& stop_ids,
+                                                                  std::vector<std::int32_t>& not_eog) {
   namespace fs = std::filesystem;
   const fs::path dir = llama_check_dir();
   if (!fs::exists(dir / "node_modules" / "node-llama-cpp") || std::system("node --version > /dev/null 2>&1") != 0) {
@@ -88,7 +91,8 @@ inline std::optional<std::vector<FormAnswer>> answer_in_llama_cpp(const std::fil
   }
   const fs::path req = gguf.parent_path() / (".check-requests-" + peft::detail::unique_suffix() + ".json");
   const fs::path res = fs::path(req).replace_extension(".out");
-  nlohmann::json r{{"max_tokens", max_new_tokens}, {"top_logprobs", 5}, {"cases", nlohmann::json::array()}};
+  nlohmann::json r{{"max_tokens", max_new_tokens}, {"top_logprobs", 5}, {"eog_probe", stop_ids},
+                   {"cases", nlohmann::json::array()}};
   for (const auto& m : messages_per_case) r["cases"].push_back({{"messages", m}});
   std::ofstream(req) << r.dump();
   const std::string cmd = fmt::format("node '{}' '{}' '{}' > '{}'", (dir / "greedy.mjs").string(), gguf.string(),
@@ -102,6 +106,9 @@ inline std::optional<std::vector<FormAnswer>> answer_in_llama_cpp(const std::fil
   }
   const nlohmann::json j = read_json_file(res);
   fs::remove(res, ignored);
+  const auto eog = j.at("eog").get<std::vector<std::int32_t>>();
+  for (auto id : stop_ids)
+    if (std::find(eog.begin(), eog.end(), id) == eog.end()) not_eog.push_back(id);
   std::vector<FormAnswer> out;
   for (const auto& c : j.at("cases")) {
     FormAnswer a;
@@ -122,7 +129,7 @@ inline std::string first_difference(const std::vector<std::int32_t>& a, const st
 }
 
 template <class P>
-bool check_forms(const ExportForms& f, std::int64_t max_new_tokens) {
+bool check_forms(const ExportForms& f, std::int64_t max_new_tokens, double logprob_tolerance) {
   namespace fs = std::filesystem;
   const fs::path tok_path = f.merged / "tokenizer.json";
   require(fs::exists(tok_path), "--check: {} is missing; the identity questions need the model's tokenizer",
@@ -156,7 +163,8 @@ bool check_forms(const ExportForms& f, std::int64_t max_new_tokens) {
   auto merged_model = Qwen2<Frozen, P, Cpu>::from_pretrained(f.merged, no_adapter, 0);
   const auto merged = answer_greedy(*merged_model, prompts, stops, max_new_tokens);
   std::optional<std::vector<FormAnswer>> gguf;
-  if (!f.gguf.empty()) gguf = answer_in_llama_cpp(f.gguf, messages, max_new_tokens);
+  std::vector<std::int32_t> not_eog;
+  if (!f.gguf.empty()) gguf = answer_in_llama_cpp(f.gguf, messages, max_new_tokens, stops, not_eog);
 
   bool same = true;
   double worst_logprob_gap = 0;
@@ -183,17 +191,42 @@ bool check_forms(const ExportForms& f, std::int64_t max_new_tokens) {
       fmt::print("[check] {} {}: DIFFERENT: {}\n", i + 1, questions[i], fmt::join(diffs, "; "));
     same = same && diffs.empty();
   }
-  if (gguf)
-    fmt::print("[check] llama.cpp vs merged: largest |log-softmax gap| over llama.cpp's top 5 first tokens: {:.2e}\n",
-               worst_logprob_gap);
+  if (gguf) {
+    if (not_eog.empty())
+      fmt::print("[check] llama.cpp ends generation at every token we stop at ({})\n", fmt::join(stops, ", "));
+    else
+      fmt::print("[check] DIFFERENT: llama.cpp does not end generation at {} (we stop there)\n", fmt::join(not_eog, ", "));
+    same = same && not_eog.empty();
+    const bool close = worst_logprob_gap <= logprob_tolerance;
+    fmt::print("[check] llama.cpp vs merged: largest |log-softmax gap| over llama.cpp's top 5 first tokens: {:.2e} "
+               "({} the tolerance {:.0e} for this GGUF type)\n", worst_logprob_gap, close ? "within" : "BEYOND",
+               logprob_tolerance);
+    same = same && close;
+  }
   fmt::print("[check] {}\n", same ? "all forms agree" : "the forms differ (see above)");
   return same;
 }
 
 }  // namespace detail
 
-inline bool check_export_forms(const ExportForms& f, std::int64_t max_new_tokens, bool bf16) {
-  return bf16 ? detail::check_forms<Bf16Mixed>(f, max_new_tokens) : detail::check_forms<Fp32>(f, max_new_tokens);
+// The log-softmax tolerance per GGUF type: f32 differs from our fp32 only in summation order; f16
+// and bf16 round every weight (bf16 is checked against our bf16 model, which rounds the same
+// weights but not llama.cpp's bf16 activations); q8_0 keeps 8 bits per weight.
+inline double logprob_tolerance(gguf::TensorType t) {
+  switch (t) {
+    case gguf::TensorType::F32: return 1e-3;
+    case gguf::TensorType::F16: return 2e-2;
+    case gguf::TensorType::BF16: return 5e-2;
+    case gguf::TensorType::Q8_0: return 1e-1;
+  }
+  return 0;
+}
+
+// bf16 GGUFs are answered by our bf16 model, the others by fp32.
+inline bool check_export_forms(const ExportForms& f, std::int64_t max_new_tokens, gguf::TensorType type) {
+  const double tol = logprob_tolerance(type);
+  return type == gguf::TensorType::BF16 ? detail::check_forms<Bf16Mixed>(f, max_new_tokens, tol)
+                                        : detail::check_forms<Fp32>(f, max_new_tokens, tol);
 }
 
 }  // namespace peft::examples

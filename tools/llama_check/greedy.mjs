@@ -1,6 +1,7 @@
 // llama.cpp (node-llama-cpp's prebuilt CPU build) as the independent client for our GGUF exports.
 //   node greedy.mjs MODEL.gguf REQUESTS.json   -> JSON on stdout
-// REQUESTS: {"max_tokens": N, "top_logprobs": K, "cases": [{"tokens": [ids]} | {"messages": [...]}]}.
+// REQUESTS: {"max_tokens": N, "top_logprobs": K, "eog_probe": [ids],
+//            "cases": [{"tokens": [ids]} | {"messages": [...]}]}.
 // A "messages" case is rendered with the chat template stored in the GGUF (tokenizer.chat_template,
 // through the Jinja engine node-llama-cpp uses) and tokenized by llama.cpp, special tokens parsed.
 // Each case answers {prompt, tokens, stopped, logprobs}: the greedy continuation (temperature 0)
@@ -60,6 +61,8 @@ for (const c of req.cases) {
   seq.dispose();
   out.push({prompt, tokens, stopped, logprobs});
 }
-console.log(JSON.stringify({cases: out}));
+// eog_probe: ids the caller stops at; llama.cpp must end generation at each of them too.
+const eog = (req.eog_probe ?? []).filter((id) => model.isEogToken(id));
+console.log(JSON.stringify({cases: out, eog}));
 await context.dispose();
 await model.dispose();
