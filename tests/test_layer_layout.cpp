@@ -182,6 +182,13 @@ TEST_CASE("LastLayers saves one PEFT adapter with modules_to_save and loads it b
   }
   CHECK(fresh->evaluate(batch_ab()).sum == m->evaluate(batch_ab()).sum);
 
+  // Saving it warns that vLLM refuses modules_to_save and names the way out.
+  const auto warning = modules_to_save_warning(dir);
+  REQUIRE(warning);
+  CHECK_THAT(*warning, Catch::Contains("vLLM refuses") && Catch::Contains("export --adapters") &&
+                           Catch::Contains("--merge_lora true") && Catch::Contains("modules_to_save (14 modules"));
+  CHECK(!modules_to_save_warning(test::fixture("tiny_public") / "adapter_trained"));  // plain LoRA: no warning
+
   // A uniform LoRA model cannot take this adapter silently: it names the missing LoRA tensor.
   RandomWeights base2(9);
   auto lora_only = Qwen2<Lora<>, Fp32, Cpu>::from_weights(three_layers(), base2, lora2(), 1);

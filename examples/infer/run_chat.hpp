@@ -12,6 +12,7 @@
 #include <optional>
 
 #include "../activity.hpp"
+#include "line_editor.hpp"
 #include "model_source.hpp"
 #include "options.hpp"
 #include "peft/data/chat_template.hpp"
@@ -30,7 +31,8 @@ using data::Role;
 
 
 struct ChatArgs {
-  std::string model, adapters, device = "auto", torch_dtype, val_dataset;
+  std::string model, adapters, device = "auto", torch_dtype, val_dataset, result_path;
+  bool merge_lora = false;
   std::optional<std::string> system;
   bool stream = false, verbose = false;
   std::optional<std::int64_t> max_new_tokens;
@@ -42,14 +44,16 @@ struct ChatArgs {
 inline std::optional<ChatArgs> parse_chat_args(int argc, char** argv, bool cuda_build) {
   namespace po = boost::program_options;
   ChatArgs a;
-  std::string stream = "false", verbose = "false", system;
+  std::string stream = "false", verbose = "false", system, infer_backend = "pt", merge_lora = "false",
+              load_data_args = "false";
+  std::int64_t max_batch_size = 1;
   double temperature = 0, top_p = 1, repetition_penalty = 1;
   std::int64_t top_k = 0, max_new_tokens = 0;
   po::options_description d("chat (flags as ms-swift's `swift infer`)");
   d.add_options()("help,h", "show this help")
       ("model", po::value(&a.model), "model folder; default: the adapter's base, else the embedded tiny model")
       ("adapters", po::value(&a.adapters), "PEFT LoRA adapter folder (a checkpoint of identity_finetune)")
-      ("stream", po::value(&stream)->implicit_value("true"), "print tokens as they come (true|false; default false)")
+      ("stream", po::value(&stream)->implicit_value("true"), "print tokens as they come in a conversation (true|false; default true)")
       ("temperature", po::value(&temperature), "0: greedy; default: generation_config.json, else greedy")
       ("top_k", po::value(&top_k), "keep the k most likely tokens (0: off); default: generation_config.json, else 50")
       ("top_p", po::value(&top_p), "nucleus sampling mass; default: generation_config.json, else 1")
@@ -60,11 +64,45 @@ inline std::optional<ChatArgs> parse_chat_args(int argc, char** argv, bool cuda_
       ("device", po::value(&a.device)->default_value("auto"), "cpu | cuda | auto")
       ("torch_dtype", po::value(&a.torch_dtype), "float32 | bfloat16; default: the training run's, else config.json's")
       ("val_dataset", po::value(&a.val_dataset), "answer every row of this dataset file (JSONL out)")
-      ("verbose", po::value(&verbose)->implicit_value("true"), "per-reply token counts and speed on stderr");
+      ("verbose", po::value(&verbose)->implicit_value("true"), "per-reply token counts and speed on stderr")
+      ("infer_backend", po::value(&infer_backend), "pt (the only engine here; ms-swift's default)")
+      ("result_path", po::value(&a.result_path), "also write the {query, response} JSONL to this new file")
+      ("merge_lora", po::value(&merge_lora), "merge the adapter into the base before decoding (true|false)")
+      ("load_data_args", po::value(&load_data_args), "answer the training run's val_dataset (from its args.json)")
+      ("max_batch_size", po::value(&max_batch_size), "accepted for ms-swift's scripts; queries are answered one at a "
+       "time (one sequence's decode already streams every weight once a token; see docs/generation.md)");
   po::variables_map vm;
   if (!parse_command_line(argc, argv, d, vm)) return std::nullopt;
-  a.stream = detail::parse_bool("stream", stream);
+  // ms-swift streams a conversation by default; pipes and --val_dataset print whole JSON lines anyway.
+  a.stream = vm.count("stream") ? detail::parse_bool("stream", stream) : true;
   a.verbose = detail::parse_bool("verbose", verbose);
+  a.merge_lora = detail::parse_bool("merge_lora", merge_lora);
+  if (infer_backend == "vllm" || infer_backend == "sglang" || infer_backend == "lmdeploy")
+    fail("--infer_backend {}: not available here; this program is its own engine, ms-swift's `pt` (pass --infer_backend "
+         "pt, or serve an `export --merge_lora true` folder with {})", infer_backend, infer_backend);
+  require(infer_backend == "pt", "--infer_backend: '{}' is not supported (valid: pt)", infer_backend);
+  require(max_batch_size > 0, "--max_batch_size must be positive (got {})", max_batch_size);
+  if (detail::parse_bool("load_data_args", load_data_args)) {
+    require(!a.adapters.empty(), "--load_data_args true needs --adapters (a checkpoint of the training run)");
+    const auto args_json = detail::find_args_json(a.adapters);
+    require(args_json.has_value(), "--load_data_args true: no args.json in {} or the folder above it", a.adapters);
+    const auto j = read_json_file(*args_json);
+    const auto* val = find_field(j, "val_dataset");
+    std::string file;
+    if (val && val->is_string()) file = val->get<std::string>();
+    if (val && val->is_array() && val->size() == 1 && (*val)[0].is_string()) file = (*val)[0].get<std::string>();
+    require(!file.empty(), "--load_data_args true: {} records no single val_dataset file (a split_dataset_ratio "
+            "hold-out cannot be re-derived here yet); pass the questions with --val_dataset FILE", args_json->string());
+    require(a.val_dataset.empty() || a.val_dataset == file, "--val_dataset {} and --load_data_args true ({}) disagree",
+            a.val_dataset, file);
+    a.val_dataset = file;
+  }
+  require(!a.merge_lora || !a.adapters.empty(), "--merge_lora true needs --adapters: the adapter to merge");
+  require(!a.merge_lora || !cuda_build, "--merge_lora true: not in chat_cuda yet (it decodes the adapter unmerged); "
+          "use chat, or chat_cuda --model on an `export --merge_lora true` folder");
+  if (!a.result_path.empty())
+    require(!std::filesystem::exists(a.result_path), "--result_path {} exists; chat does not overwrite it",
+            a.result_path);
   if (vm.count("system")) a.system = system;
   require_utf8_flag("system", system);
   if (vm.count("temperature")) a.sampling.temperature = temperature;
@@ -142,6 +180,18 @@ class ChatSession {
   Generation last_;
 };
 
+// Where the {query, response} lines go besides stdout (--result_path): written atomically when
+// the session ends, so a results file is never half a run.
+struct ResultFile {
+  std::string path, text;
+  void add(const std::string& line) {
+    if (!path.empty()) text += line;
+  }
+  void write() const {
+    if (!path.empty()) write_text_atomic(path, text);
+  }
+};
+
 inline std::string jsonl(const std::string& query, const std::string& response,
                          const std::optional<std::string>& labels) {
   nlohmann::json j{{"query", query}, {"response", response}};
@@ -150,7 +200,7 @@ inline std::string jsonl(const std::string& query, const std::string& response,
 }
 
 template <class Session>
-void answer_dataset(Session& s, const std::string& file) {
+void answer_dataset(Session& s, const std::string& file, ResultFile& results) {
   for (const auto& row : data::read_dataset_file(file, s.vocab_size())) {
     require(row.is_text(), "{}:{}: chat needs text rows (messages, query/response...), not token ids", file,
             row.where.line);
@@ -163,7 +213,9 @@ void answer_dataset(Session& s, const std::string& file) {
     require(!history.empty() && history.back().role == Role::User, "{}:{}: the row has no user message to answer",
             file, row.where.line);
     const std::string response = s.reply(history, [](const std::string&) {});
-    fmt::print("{}", jsonl(history.back().content, response, labels));
+    const std::string line = jsonl(history.back().content, response, labels);
+    fmt::print("{}", line);
+    results.add(line);
     std::fflush(stdout);
     s.print_stats();
   }
@@ -173,7 +225,7 @@ void answer_dataset(Session& s, const std::string& file) {
 // context) is reported by its line number and skipped, so one bad line does not cost the rest;
 // the exit status says whether every line was answered.
 template <class Session>
-int answer_lines(Session& s) {
+int answer_lines(Session& s, ResultFile& results) {
   std::int64_t number = 0, failed = 0;
   for (std::string line; std::getline(std::cin, line);) {
     ++number;
@@ -183,7 +235,9 @@ int answer_lines(Session& s) {
       if (const auto bad = peft::detail::first_invalid_utf8(line))
         fail("invalid UTF-8 at byte {} of the line", *bad + 1);
       const std::string response = s.reply({{Role::User, line}}, [](const std::string&) {});
-      fmt::print("{}", jsonl(line, response, std::nullopt));
+      const std::string out = jsonl(line, response, std::nullopt);
+      fmt::print("{}", out);
+      results.add(out);
     } catch (const Error& e) {
       ++failed;
       fmt::print(stderr, "chat: error: stdin line {}: {} (skipped)\n", number, e.what());
@@ -197,32 +251,36 @@ int answer_lines(Session& s) {
   return 1;
 }
 
-// ms-swift's infer loop: `<<< ` prompt; exit/quit, clear (history), reset-system.
+// ms-swift's infer loop: `<<< ` prompt; exit/quit, clear (history), reset-system, and multi-line /
+// single-line (a message then ends with '#' on a line, as ms-swift's).
 template <class Session>
-void converse(Session& s, bool stream) {
+void converse(Session& s, bool stream, ResultFile& results) {
   fmt::print("Commands: `exit` or `quit` to leave, `clear` to forget the conversation, `reset-system` to set a new "
-             "system prompt.\n");
+             "system prompt, `multi-line` to type messages of several lines (end with #), `single-line` to go back.\n");
   std::vector<ChatMessage> history;
+  bool multi_line = false;
   for (;;) {
-    fmt::print("<<< ");
-    std::fflush(stdout);
-    std::string line;
-    if (!std::getline(std::cin, line)) {  // Ctrl-D
+    const auto read = multi_line ? read_multi_line("<<<[M] ") : read_line("<<< ");
+    if (!read) {  // Ctrl-D
       fmt::print("\n");
       break;
     }
+    const std::string line = *read;
     if (line == "exit" || line == "quit") break;
+    if (line == "multi-line" || line == "single-line") {
+      multi_line = line == "multi-line";
+      fmt::print("[{} mode{}]\n", line, multi_line ? ": end a message with #" : "");
+      continue;
+    }
     if (line == "clear") {
       history.clear();
       fmt::print("[the conversation is cleared]\n");
       continue;
     }
     if (line == "reset-system") {
-      fmt::print("<<<[system] ");
-      std::fflush(stdout);
-      std::string sys;
-      if (!std::getline(std::cin, sys)) break;
-      s.set_system(sys);
+      const auto sys = read_line("<<<[system] ");
+      if (!sys) break;
+      s.set_system(*sys);
       history.clear();
       fmt::print("[new system prompt; the conversation is cleared]\n");
       continue;
@@ -247,6 +305,7 @@ void converse(Session& s, bool stream) {
     s.print_stats();
     fmt::print("{}\n", std::string(50, '-'));
     history.push_back({Role::Assistant, reply});
+    results.add(jsonl(line, reply, std::nullopt));
   }
 }
 
@@ -307,9 +366,13 @@ int run_chat(const ChatArgs& a, const ModelSource& src, const std::string& where
   now_doing("generating");
   ChatSession<Model> session(std::move(model), std::move(tok), gen, system, a.verbose);
   session.set_explicit_max(a.max_new_tokens.has_value());
-  if (!a.val_dataset.empty()) answer_dataset(session, a.val_dataset);
-  else if (::isatty(STDIN_FILENO)) converse(session, a.stream);
-  else return answer_lines(session);
+  ResultFile results{a.result_path, {}};
+  int status = 0;
+  if (!a.val_dataset.empty()) answer_dataset(session, a.val_dataset, results);
+  else if (::isatty(STDIN_FILENO)) converse(session, a.stream, results);
+  else status = answer_lines(session, results);
+  results.write();
+  return status;
   return 0;
 }
 

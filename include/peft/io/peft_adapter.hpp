@@ -12,6 +12,7 @@
 #pragma once
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
@@ -186,6 +187,18 @@ inline std::vector<std::string> read_modules_to_save(const std::filesystem::path
   } catch (const nlohmann::json::exception& e) {
     fail("{}: 'modules_to_save' is not a list of module names: {}", path.string(), e.what());
   }
+}
+
+// vLLM (and other LoRA servers) refuse an adapter with modules_to_save (what LastLayers layouts
+// save), the most common "my adapter won't load" report: the warning a program prints when it saves
+// one, or nothing for a plain LoRA adapter (or a folder that is not an adapter).
+inline std::optional<std::string> modules_to_save_warning(const std::filesystem::path& adapter_dir) {
+  if (!std::filesystem::exists(adapter_dir / "adapter_config.json")) return std::nullopt;
+  const auto saved = read_modules_to_save(adapter_dir);
+  if (saved.empty()) return std::nullopt;
+  return fmt::format("{} has modules_to_save ({} modules: {}...): vLLM refuses such LoRA adapters; to serve it, "
+                     "merge it first: export --adapters {} --merge_lora true", adapter_dir.string(), saved.size(),
+                     saved.front(), adapter_dir.string());
 }
 
 // Fills every parameter of `params` (LoRA A/B and any modules_to_save tensors) from a PEFT

@@ -456,6 +456,7 @@ class Trainer {
       write_text_atomic(staging / "trainer_state.json",
                         trainer_state_json(st_, epoch, args_.to_json(), total).dump(1) + "\n");
     });
+    warn_if_servers_refuse(dir);
     std::vector<std::filesystem::path> keep = {dir};
     if (!st_.res.best_model_checkpoint.empty()) keep.push_back(st_.res.best_model_checkpoint);
     if (!args_.resume_from_checkpoint.empty())
@@ -463,6 +464,15 @@ class Trainer {
     rotate_checkpoints(run_dir_, args_.save_total_limit, run_id_, keep);
     write_run_plots(run_dir_, plot_title(), &st_.res);
     return dir;
+  }
+
+  // Said once, at the first save (peft_adapter.hpp's modules_to_save_warning says why).
+  void warn_if_servers_refuse(const std::filesystem::path& dir) {
+    if (warned_modules_to_save_) return;
+    if (const auto w = modules_to_save_warning(dir)) {
+      warned_modules_to_save_ = true;
+      fmt::print(stderr, "[warning] {}\n", *w);
+    }
   }
 
   Model& model_;
@@ -474,6 +484,7 @@ class Trainer {
   std::filesystem::path run_dir_;
   bool quiet_ = false;
   std::string run_id_;
+  bool warned_modules_to_save_ = false;
   dist::Communicator* comm_ = nullptr;
   TrainerState st_;
   std::optional<TensorBoardWriter> tensorboard_;

@@ -1,0 +1,30 @@
+# chat with the other `swift infer` flags: --merge_lora true decodes the merged model and still gives
+# HF's replies for the unmerged adapter (the chat golden); --result_path writes the same JSONL to a
+# new file (and never replaces one); --infer_backend takes pt only; --max_batch_size is accepted;
+# --load_data_args answers the run's recorded val_dataset. On a terminal (tmux): history, multi-line.
+include(${CMAKE_CURRENT_LIST_DIR}/program_test.cmake)
+set(CHAT_SETUP ${CMAKE_CURRENT_SOURCE_DIR}/cli/make_chat_models.cmake)
+set(CHAT_GOLDEN ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/generate/chat_golden.jsonl)
+set(CHAT_QUERIES "hello" "who are you?" "你是谁?" "Tell me a story about a cat.")
+
+peft_program_test(chat chat_merge_lora_equals_hf SETUP ${CHAT_SETUP}
+  ARGS --adapters ckpt --merge_lora true --infer_backend pt --max_batch_size 4 --max_new_tokens 16
+       --result_path answers.jsonl
+  INPUT ${CHAT_QUERIES} JSONL_LINES 4 GOLDEN ${CHAT_GOLDEN} REGEX "merged into .*tiny before decoding"
+  FILES answers.jsonl)
+peft_program_test(chat chat_merge_lora_missing_adapters ARGS --adapters ${PEFT_CLI_WORK}/nowhere --merge_lora true
+  FAIL REGEX "--adapters .*nowhere: no such folder")
+peft_program_test(chat chat_result_path_exists FAIL SETUP ${CMAKE_CURRENT_SOURCE_DIR}/cli/make_existing_output.cmake
+  ARGS --result_path out/notes.txt INPUT "hello" REGEX "--result_path out/notes.txt exists")
+peft_program_test(chat chat_infer_backend_vllm FAIL ARGS --infer_backend vllm
+  REGEX "--infer_backend vllm: not available here.*--infer_backend pt")
+peft_program_test(chat chat_infer_backend_unknown FAIL ARGS --infer_backend onnx
+  REGEX "--infer_backend: 'onnx' is not supported \\(valid: pt\\)")
+peft_program_test(chat chat_merge_lora_needs_adapters FAIL ARGS --merge_lora true REGEX "--merge_lora true needs --adapters")
+peft_program_test(chat chat_load_data_args_without_val FAIL SETUP ${CHAT_SETUP} ARGS --adapters ckpt --load_data_args true
+  REGEX "ckpt/args.json records no single val_dataset file.*--val_dataset FILE")
+peft_program_test(chat chat_load_data_args SETUP ${CMAKE_CURRENT_SOURCE_DIR}/cli/make_run_with_val.cmake
+  ARGS --adapters ckpt --load_data_args true --max_new_tokens 4 JSONL_LINES 3 REGEX "\"labels\":\"16\"")
+# The interactive mode on a terminal (tmux): line history with the Up arrow, multi-line input.
+add_test(NAME cli_chat_tty_history_and_multi_line
+         COMMAND ${CMAKE_COMMAND} -DCHAT=$<TARGET_FILE:chat> -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/run_chat_tty.cmake)

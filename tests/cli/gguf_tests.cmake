@@ -1,0 +1,61 @@
+# export's GGUF in a real client, llama.cpp (node-llama-cpp 3.21.1, tools/llama_check), and its
+# bad input. The golden checks: llama.cpp's greedy ids for the tiny fixtures (merged adapter, GGUF
+# with a placeholder vocabulary since they have no tokenizer.json) equal HF generate's with the
+# adapter unmerged, untied (tiny_public) and tied (tied_1kv_ga4_cosine: no output tensor) and in
+# f16. The check: a briefly trained adapter on the embedded default model (real Qwen2.5 tokenizer,
+# chat template from the GGUF) answers the identity questions the same unmerged, merged and in
+# llama.cpp (f32); in bf16 (against our bf16 model) and q8_0 the first-token log-softmax stays
+# within the type's tolerance (the random model's near-ties let rounded weights flip later tokens).
+include(${CMAKE_CURRENT_LIST_DIR}/program_test.cmake)
+set(TINY_FIXTURE ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/tiny_public)
+set(LLAMA_DIR ${PROJECT_SOURCE_DIR}/tools/llama_check)
+
+function(peft_llama_test name)
+  add_test(NAME cli_${name} COMMAND ${CMAKE_COMMAND} -DWORK_DIR=${PEFT_CLI_WORK}/${name}
+           -DEXPORT=$<TARGET_FILE:export> -DTRAIN=$<TARGET_FILE:identity_finetune> -DLLAMA_DIR=${LLAMA_DIR} ${ARGN}
+           -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/run_llama_check.cmake)
+endfunction()
+set(golden -DMODE=golden -DGOLDEN=${CMAKE_CURRENT_SOURCE_DIR}/fixtures/generate/greedy_golden.jsonl -DADAPTER_NAME=adapter_trained)
+foreach(fixture tiny_public tied_1kv_ga4_cosine)
+  peft_llama_test(gguf_llama_${fixture}_f32_equals_hf ${golden} -DFIXTURE=${fixture} -DGGUF_TYPE=f32
+    -DMODEL=${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fixture}/model
+    -DADAPTER=${CMAKE_CURRENT_SOURCE_DIR}/fixtures/${fixture}/adapter_trained)
+endforeach()
+peft_llama_test(gguf_llama_tiny_public_untrained_adapter_f32_equals_hf -DMODE=golden -DGGUF_TYPE=f32
+  -DGOLDEN=${TINY_FIXTURE}/generate_golden.json -DMODEL=${TINY_FIXTURE}/model -DADAPTER=${TINY_FIXTURE}/adapter)
+peft_llama_test(gguf_llama_tiny_public_f16_equals_hf ${golden} -DFIXTURE=tiny_public -DGGUF_TYPE=f16
+  -DMODEL=${TINY_FIXTURE}/model -DADAPTER=${TINY_FIXTURE}/adapter_trained)
+peft_llama_test(gguf_llama_embedded_check_f32 -DMODE=check -DSTEPS=3 -DGGUF_TYPE=f32)
+foreach(type bf16 q8_0)
+  peft_llama_test(gguf_llama_embedded_logits_${type} -DMODE=check -DSTEPS=3 -DGGUF_TYPE=${type} -DLOGITS_ONLY=ON)
+endforeach()
+
+# The Modelfile and the files a GGUF export writes; q8_0 keeps the rows that are not whole blocks
+# (tiny_public's intermediate size 176) in f16.
+peft_program_test(export gguf_ollama_q8_0
+  ARGS --model ${TINY_FIXTURE}/model --adapters ${TINY_FIXTURE}/adapter_trained --to_ollama true --gguf_type q8_0
+       --output_dir out
+  REGEX "2 matrices have rows that are not whole q8_0 blocks and are f16: blk.0.ffn_down.weight, blk.1.ffn_down.weight.*placeholder vocabulary"
+  FILES out/model.gguf out/Modelfile)
+peft_program_test(export gguf_merge_and_gguf
+  ARGS --model ${TINY_FIXTURE}/model --adapters ${TINY_FIXTURE}/adapter_trained --merge_lora true --to_gguf true
+       --output_dir both
+  REGEX "14 projections, 0 modules_to_save tensors -> both.*wrote both/model.gguf \\(f16, 27 tensors"
+  FILES both/model.safetensors both/config.json both/model.gguf)
+
+# Bad input.
+set(OUT_EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/cli/make_existing_output.cmake)
+peft_program_test(export gguf_existing_target_kept FAIL SETUP ${OUT_EXISTS}
+  ARGS --model ${TINY_FIXTURE}/model --to_gguf true --output_dir out
+  REGEX "out/model.gguf exists.*--overwrite true")
+peft_program_test(export gguf_existing_merged_folder_kept FAIL SETUP ${OUT_EXISTS}
+  ARGS --model ${TINY_FIXTURE}/model --adapters ${TINY_FIXTURE}/adapter_trained --merge_lora true --output_dir out
+  REGEX "out exists \\(the merged model folder would replace it\\).*--overwrite true")
+peft_program_test(export gguf_overwrite_true_replaces SETUP ${OUT_EXISTS}
+  ARGS --model ${TINY_FIXTURE}/model --to_gguf true --output_dir out --overwrite true REGEX "wrote out/model.gguf")
+peft_program_test(export export_base_missing FAIL SETUP ${CMAKE_CURRENT_SOURCE_DIR}/cli/make_orphan_adapter.cmake
+  ARGS --adapters orphan --to_gguf true REGEX "base model '.*/nowhere' \\(from orphan/args.json\\) is not a folder here")
+peft_program_test(export export_bad_gguf_type FAIL ARGS --model ${TINY_FIXTURE}/model --to_gguf true --gguf_type q4_k
+  REGEX "--gguf_type: 'q4_k' is not supported \\(valid: f32, bf16, f16, q8_0\\)")
+peft_program_test(export export_nothing_to_do FAIL ARGS --model ${TINY_FIXTURE}/model REGEX "nothing to do")
+peft_program_test(export export_help ARGS --help REGEX "--gguf_type.*--to_ollama")

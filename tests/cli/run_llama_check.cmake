@@ -1,0 +1,100 @@
+# ctest driver for the GGUF exports in a real client: llama.cpp through node-llama-cpp
+# (tools/llama_check). Fails, never skips, when node or node-llama-cpp is missing: CI installs it
+# (tools/install_deps.sh).
+#   MODE=golden  export MODEL (+ ADAPTER) as GGUF_TYPE, then llama.cpp's greedy continuation of the
+#                GOLDEN cases (HF generate, adapter unmerged: greedy_golden.jsonl's lines for
+#                FIXTURE/ADAPTER_NAME, or every case of a generate_golden.json) must equal them
+#                token for token.
+#   MODE=check   train the embedded default model with TRAIN (identity_finetune, --max_steps STEPS),
+#                then `export --to_gguf true --check true`: unmerged, merged and llama.cpp agree
+#                (with LOGITS_ONLY: same prompts, stop set and first-token log-softmax within the
+#                type's tolerance, the answers' tokens free to differ).
+# Inputs: EXPORT, TRAIN, LLAMA_DIR, WORK_DIR, GGUF_TYPE, and the MODE's own.
+file(REMOVE_RECURSE ${WORK_DIR})
+file(MAKE_DIRECTORY ${WORK_DIR})
+find_program(NODE node)
+if(NOT NODE OR NOT EXISTS ${LLAMA_DIR}/node_modules/node-llama-cpp/package.json)
+  message(FATAL_ERROR "node or node-llama-cpp is missing (${LLAMA_DIR}/node_modules): run tools/install_deps.sh")
+endif()
+
+function(run)
+  execute_process(COMMAND ${ARGN} WORKING_DIRECTORY ${WORK_DIR} RESULT_VARIABLE rc OUTPUT_VARIABLE out
+                  ERROR_VARIABLE err)
+  set(out "${out}" PARENT_SCOPE)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "exit ${rc}: ${ARGN}\n${out}${err}")
+  endif()
+  message("${out}${err}")
+endfunction()
+
+if(MODE STREQUAL "golden")
+  run(${EXPORT} --model ${MODEL} --adapters ${ADAPTER} --to_gguf true --gguf_type ${GGUF_TYPE} --output_dir out)
+  set(cases "")
+  set(wants "")
+  if(GOLDEN MATCHES "\\.json$")  # tiny_public/generate_golden.json: {"cases": [{"prompt", "greedy"}]}
+    file(READ ${GOLDEN} golden)
+    string(JSON count LENGTH "${golden}" cases)
+    math(EXPR last "${count} - 1")
+    foreach(i RANGE ${last})
+      string(JSON prompt GET "${golden}" cases ${i} prompt)
+      string(JSON want GET "${golden}" cases ${i} greedy)
+      string(JSON n LENGTH "${golden}" cases ${i} greedy)
+      list(APPEND cases "{\"tokens\": ${prompt}}")
+      list(APPEND wants "${want}")
+    endforeach()
+    set(lines "")
+  else()  # generate/greedy_golden.jsonl: one case a line, for FIXTURE / ADAPTER_NAME
+    file(STRINGS ${GOLDEN} lines)
+  endif()
+  foreach(line IN LISTS lines)
+    string(JSON fixture GET "${line}" fixture)
+    string(JSON adapter GET "${line}" adapter)
+    string(JSON rp GET "${line}" repetition_penalty)
+    if(fixture STREQUAL FIXTURE AND adapter STREQUAL ADAPTER_NAME AND rp EQUAL 1)
+      string(JSON prompt GET "${line}" prompt)
+      string(JSON want GET "${line}" output)
+      string(JSON n LENGTH "${line}" output)
+      list(APPEND cases "{\"tokens\": ${prompt}}")
+      list(APPEND wants "${want}")
+    endif()
+  endforeach()
+  list(LENGTH cases count)
+  if(count EQUAL 0)
+    message(FATAL_ERROR "${GOLDEN} has no cases for ${FIXTURE}/${ADAPTER_NAME}")
+  endif()
+  string(JOIN ", " joined ${cases})
+  file(WRITE ${WORK_DIR}/requests.json "{\"max_tokens\": ${n}, \"top_logprobs\": 0, \"cases\": [${joined}]}")
+  run(${NODE} ${LLAMA_DIR}/greedy.mjs out/model.gguf requests.json)
+  math(EXPR last "${count} - 1")
+  foreach(i RANGE ${last})
+    list(GET wants ${i} want)
+    string(JSON got GET "${out}" cases ${i} tokens)
+    string(REGEX REPLACE "[ \n]" "" got "${got}")
+    string(REGEX REPLACE "[ \n]" "" want "${want}")
+    if(NOT got STREQUAL want)
+      message(FATAL_ERROR "case ${i}: llama.cpp's greedy ids ${got}\n  differ from HF generate's ${want}")
+    endif()
+    message("case ${i}: llama.cpp (${GGUF_TYPE}) = HF generate, ${n} tokens")
+  endforeach()
+elseif(MODE STREQUAL "check")
+  run(${TRAIN} --add_version false --output_dir run --max_steps ${STEPS} --save_steps ${STEPS} --logging_steps 1)
+  # export --check exits 2 when the forms' answers differ; LOGITS_ONLY accepts that (rounded weights
+  # flip near-ties of the random embedded model) and holds the rest: same prompt tokens, same stop
+  # set, first-token log-softmax within the type's tolerance.
+  execute_process(COMMAND ${EXPORT} --adapters run/checkpoint-${STEPS} --to_gguf true --gguf_type ${GGUF_TYPE}
+                  --check true --check_max_new_tokens 16 --output_dir out
+                  WORKING_DIRECTORY ${WORK_DIR} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  message("${out}${err}")
+  if(NOT (rc EQUAL 0 OR (LOGITS_ONLY AND rc EQUAL 2)))
+    message(FATAL_ERROR "export --check exited ${rc}")
+  endif()
+  if(NOT out MATCHES "within the tolerance" OR out MATCHES "prompt tokens differ"
+     OR NOT out MATCHES "llama.cpp ends generation at every token we stop at \\(151645, 151643\\)")
+    message(FATAL_ERROR "llama.cpp and our model differ beyond the answers' tokens")
+  endif()
+  if(NOT LOGITS_ONLY AND (NOT out MATCHES "unmerged, merged, gguf agree" OR NOT out MATCHES "all forms agree"))
+    message(FATAL_ERROR "export --check did not find the three forms equal")
+  endif()
+else()
+  message(FATAL_ERROR "MODE must be golden or check")
+endif()

@@ -1,0 +1,68 @@
+// llama.cpp (node-llama-cpp's prebuilt CPU build) as the independent client for our GGUF exports.
+//   node greedy.mjs MODEL.gguf REQUESTS.json   -> JSON on stdout
+// REQUESTS: {"max_tokens": N, "top_logprobs": K, "eog_probe": [ids],
+//            "cases": [{"tokens": [ids]} | {"messages": [...]}]}.
+// A "messages" case is rendered with the chat template stored in the GGUF (tokenizer.chat_template,
+// through the Jinja engine node-llama-cpp uses) and tokenized by llama.cpp, special tokens parsed.
+// Each case answers {prompt, tokens, stopped, logprobs}: the greedy continuation (temperature 0)
+// up to an end-of-generation token of llama.cpp's (not included; stopped = true) or max_tokens,
+// and the K most likely next tokens after the prompt with their log-probabilities (softmax of the
+// logits at temperature 1, nothing cut), for comparing logits up to their constant shift.
+import {readFileSync} from "node:fs";
+import {getLlama, LlamaLogLevel} from "node-llama-cpp";
+import {Template} from "@huggingface/jinja";
+
+const [modelPath, requestsPath] = process.argv.slice(2);
+if (!modelPath || !requestsPath) {
+  console.error("usage: node greedy.mjs MODEL.gguf REQUESTS.json");
+  process.exit(2);
+}
+const req = JSON.parse(readFileSync(requestsPath, "utf8"));
+const t0 = Date.now();
+const llama = await getLlama({gpu: false, build: "never", logLevel: LlamaLogLevel.error, maxThreads: 1});
+const model = await llama.loadModel({modelPath});
+// An f32 KV cache and no flash attention: llama.cpp's defaults (f16 cache) round every cached key
+// and value, which flips greedy choices of small test models whose top logits lie close together.
+const context = await model.createContext({
+  contextSize: req.context_size ?? 1024, sequences: 1, batchSize: 512, flashAttention: false, threads: 1,
+  experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32",
+});
+if (process.env.PEFT_LLAMA_CHECK_TIMES) console.error(`[llama_check] llama.cpp ready in ${Date.now() - t0} ms`);
+const template = model.fileInfo.metadata?.tokenizer?.chat_template;
+
+function promptOf(c) {
+  if (c.tokens) return c.tokens;
+  if (!template) throw new Error(`${modelPath}: no tokenizer.chat_template to render a messages case with`);
+  const text = new Template(template).render({messages: c.messages, add_generation_prompt: true});
+  return model.tokenize(text, true);
+}
+
+const out = [];
+for (const c of req.cases) {
+  const prompt = promptOf(c);
+  const seq = context.getSequence();
+  const tokens = [];
+  let stopped = false;
+  for await (const t of seq.evaluate(prompt, {temperature: 0})) {
+    if (model.isEogToken(t)) { stopped = true; break; }
+    tokens.push(t);
+    if (tokens.length >= req.max_tokens) break;
+  }
+  await seq.clearHistory();
+  let logprobs = [];
+  if (req.top_logprobs > 0) {
+    for await (const r of seq.evaluateWithMetadata(prompt, {probabilities: true},
+                                                   {temperature: 1, topK: 0, topP: 1, minP: 0})) {
+      logprobs = [...r.probabilities.entries()].sort((a, b) => b[1] - a[1]).slice(0, req.top_logprobs)
+          .map(([id, p]) => [id, Math.log(p)]);
+      break;
+    }
+  }
+  seq.dispose();
+  out.push({prompt, tokens, stopped, logprobs});
+}
+// eog_probe: ids the caller stops at; llama.cpp must end generation at each of them too.
+const eog = (req.eog_probe ?? []).filter((id) => model.isEogToken(id));
+console.log(JSON.stringify({cases: out, eog}));
+await context.dispose();
+await model.dispose();
