@@ -373,7 +373,6 @@ int run_chat(const ChatArgs& a, const ModelSource& src, const std::string& where
   else status = answer_lines(session, results);
   results.write();
   return status;
-  return 0;
 }
 
 // float32 or bfloat16: the flag, else what the adapter was trained with, else config.json's.
