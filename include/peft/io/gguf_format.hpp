@@ -56,7 +56,7 @@ inline bool is_known_tensor_type(std::uint32_t code) {
   return code == 0 || code == 1 || code == 8 || code == 30;
 }
 
-// Bytes of a tensor of `numel` values whose rows are `row` long (Q8_0 needs row % 32 == 0).
+// Bytes of a tensor of `numel` values (for Q8_0, whole blocks: callers check rows % 32 == 0).
 inline std::size_t tensor_bytes(TensorType t, std::int64_t numel) {
   switch (t) {
     case TensorType::F32: return static_cast<std::size_t>(numel) * 4;

@@ -149,7 +149,7 @@ inline std::string gguf_tensor_name(const std::string& hf) {
 
 }  // namespace detail
 
-// Writes `model_dir` as the GGUF file `out` (atomically). type: the matrices' type. system: none.
+// Writes `model_dir` as the GGUF file `out` (atomically); `type` is the matrices' type, `name` general.name.
 inline Qwen2GgufSummary write_qwen2_gguf(const std::filesystem::path& model_dir, const std::filesystem::path& out,
                                          TensorType type, const std::string& name) {
   namespace fs = std::filesystem;
