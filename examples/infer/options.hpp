@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "peft/core/error.hpp"
+#include "../sft/flag_suggestions.hpp"
 
 namespace peft::examples {
 
@@ -15,6 +16,8 @@ inline bool parse_command_line(int argc, char** argv, const boost::program_optio
   try {
     po::store(po::parse_command_line(argc, argv, d), vm);
     po::notify(vm);
+  } catch (const po::unknown_option& e) {
+    fail("{}", unknown_flag_message(e.get_option_name(), d));
   } catch (const po::error& e) {
     fail("{} (run with --help for the list of flags)", e.what());
   }

@@ -41,14 +41,14 @@ struct ChatArgs {
 inline std::optional<ChatArgs> parse_chat_args(int argc, char** argv, bool cuda_build) {
   namespace po = boost::program_options;
   ChatArgs a;
-  std::string stream = "false", verbose = "false", system;
+  std::string stream, verbose = "false", system;
   double temperature = 0, top_p = 1, repetition_penalty = 1;
   std::int64_t top_k = 0, max_new_tokens = 0;
   po::options_description d("chat (flags as ms-swift's `swift infer`)");
   d.add_options()("help,h", "show this help")
       ("model", po::value(&a.model), "model folder; default: the adapter's base, else the embedded tiny model")
       ("adapters", po::value(&a.adapters), "PEFT LoRA adapter folder (a checkpoint of identity_finetune)")
-      ("stream", po::value(&stream)->implicit_value("true"), "print tokens as they come (true|false; default false)")
+      ("stream", po::value(&stream)->implicit_value("true"), "print tokens as they come (true|false; default: true on a terminal)")
       ("temperature", po::value(&temperature), "0: greedy; default: generation_config.json, else greedy")
       ("top_k", po::value(&top_k), "keep the k most likely tokens (0: off); default: generation_config.json, else 50")
       ("top_p", po::value(&top_p), "nucleus sampling mass; default: generation_config.json, else 1")
@@ -62,7 +62,9 @@ inline std::optional<ChatArgs> parse_chat_args(int argc, char** argv, bool cuda_
       ("verbose", po::value(&verbose)->implicit_value("true"), "per-reply token counts and speed on stderr");
   po::variables_map vm;
   if (!parse_command_line(argc, argv, d, vm)) return std::nullopt;
-  a.stream = detail::parse_bool("stream", stream);
+  // ms-swift streams an interactive session; a pipe gets whole JSONL lines either way.
+  a.stream = vm.count("stream") ? detail::parse_bool("stream", stream)
+                                : ::isatty(STDIN_FILENO) == 1 && ::isatty(STDOUT_FILENO) == 1;
   a.verbose = detail::parse_bool("verbose", verbose);
   if (vm.count("system")) a.system = system;
   if (vm.count("temperature")) a.sampling.temperature = temperature;
@@ -273,11 +275,11 @@ int run_chat(const ChatArgs& a, const ModelSource& src, const std::string& where
              cfg.vocab_size, Model::Precision::name, where);
   const SamplingConfig& sc = gen.sampling;
   if (sc.greedy())
-    fmt::print(stderr, "[generate] greedy, repetition_penalty {}, max_new_tokens {}\n", sc.repetition_penalty,
-               gen.max_new_tokens);
+    fmt::print(stderr, "[generate] greedy, repetition_penalty {}, max_new_tokens {}, stream {}\n", sc.repetition_penalty,
+               gen.max_new_tokens, a.stream);
   else
-    fmt::print(stderr, "[generate] temperature {} top_k {} top_p {} repetition_penalty {} seed {}, max_new_tokens {}\n",
-               sc.temperature, sc.top_k, sc.top_p, sc.repetition_penalty, gen.seed, gen.max_new_tokens);
+    fmt::print(stderr, "[generate] temperature {} top_k {} top_p {} repetition_penalty {} seed {}, max_new_tokens {}, stream {}\n",
+               sc.temperature, sc.top_k, sc.top_p, sc.repetition_penalty, gen.seed, gen.max_new_tokens, a.stream);
 
   ChatSession<Model> session(std::move(model), std::move(tok), gen, system, a.verbose);
   session.set_explicit_max(a.max_new_tokens.has_value());

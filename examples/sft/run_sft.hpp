@@ -23,6 +23,7 @@
 #include "peft/io/atomic_file.hpp"
 #include "peft/qwen.hpp"
 #include "peft/text/tokenizer.hpp"
+#include "run_record.hpp"
 #include "sft_args.hpp"
 
 namespace peft::examples {
@@ -80,12 +81,14 @@ inline void apply_embedded_defaults(SftArgs& a) {
   auto unset = [&](const char* flag) { return std::find(a.given.begin(), a.given.end(), flag) == a.given.end(); };
   if (unset("learning_rate")) a.train.learning_rate = 3e-3;
   if (unset("num_train_epochs")) a.train.num_train_epochs = 10;
+  if (unset("gradient_accumulation_steps")) a.train.gradient_accumulation_steps = 1;  // ~880 small steps, ~20 s
   if (unset("warmup_ratio")) a.train.warmup_ratio = 0.05;
   if (unset("logging_steps")) a.train.logging_steps = 44;
   if (unset("save_steps")) a.train.save_steps = 440;
   if (unset("save_total_limit")) a.train.save_total_limit = 2;
-  fmt::print("[model] embedded-default hyperparameters (flags you set win): lr {} epochs {} warmup_ratio {}\n",
-             a.train.learning_rate, a.train.num_train_epochs, a.train.warmup_ratio);
+  fmt::print("[model] embedded-default hyperparameters (flags you set win): lr {} epochs {} warmup_ratio {} "
+             "gradient_accumulation_steps {}\n",
+             a.train.learning_rate, a.train.num_train_epochs, a.train.warmup_ratio, a.train.gradient_accumulation_steps);
 }
 
 // Test-only (--debug_sigkill_at_step): the process dies by SIGKILL after step N, as from kill -9:
@@ -124,12 +127,14 @@ struct SftSetup {
 };
 
 // A backend with run-time construction options (the CUDA model: `Model::Options` =
-// CudaModelOptions) sizes its buffers for the largest packed micro-batch the run feeds it.
+// CudaModelOptions) sizes its buffers for the largest packed micro-batch the run feeds it:
+// batch x the longest sample the data has (--max_length defaults to the model's whole context,
+// far more than a run's samples need).
 template <class Model>
-auto model_options(const SftArgs& a) {
+auto model_options(const SftArgs& a, std::int64_t longest_sample) {
   typename Model::Options o;
   const auto batch = std::max<std::int64_t>({a.train.per_device_train_batch_size, a.train.per_device_eval_batch_size, 1});
-  o.max_tokens = static_cast<int>(a.data.max_length * batch);
+  o.max_tokens = static_cast<int>(std::min(a.data.max_length, std::max<std::int64_t>(longest_sample, 1)) * batch);
   if constexpr (requires { o.device; }) o.device = a.cuda_device;
   return o;
 }
@@ -141,42 +146,12 @@ SftSetup<Model> prepare_sft(SftArgs& a) {
   if (!a.ignored.empty())
     fmt::print("[args] accepted but not used by this program: --{}\n", fmt::join(a.ignored, ", --"));
 
-  // Model.
-  LoraConfig lora = a.lora;
-  if (!a.adapters.empty()) {
-    const double dropout = lora.lora_dropout;
-    lora = read_adapter_config(a.adapters);
-    lora.lora_dropout = dropout;
-  }
-  s.base_name = a.model;
-  if (s.embedded) {
-    apply_embedded_defaults(a);
-    fmt::print("[model] no --model given: the embedded default, a tiny Qwen2.5 architecture (hidden 64, 2 layers)\n"
-               "        with the real Qwen2.5 tokenizer and RANDOM weights (seed {}). It shows the mechanics only;\n"
-               "        for the real thing pass --model /path/to/Qwen2.5-7B-Instruct.\n", kEmbeddedWeightSeed);
-    RandomWeights weights(kEmbeddedWeightSeed);
-    if constexpr (requires { typename Model::Options; })
-      s.model = Model::from_weights(embedded_default_config(), weights, lora, a.train.seed, model_options<Model>(a));
-    else
-      s.model = Model::from_weights(embedded_default_config(), weights, lora, a.train.seed);
-    s.base_name = std::string(kEmbeddedModelName);
-  } else if constexpr (requires { typename Model::Options; }) {
-    s.model = Model::from_pretrained(a.model, lora, a.train.seed, model_options<Model>(a));
-  } else {
-    s.model = Model::from_pretrained(a.model, lora, a.train.seed);
-  }
-  std::int64_t trainable = 0;
-  if constexpr (requires { s.model->trainable_parameters().numel(); }) {  // device-resident parameters
-    if (!a.adapters.empty()) load_adapter_weights(a.adapters, *s.model);
-    trainable = s.model->trainable_parameters().numel();
-  } else {
-    if (!a.adapters.empty()) load_adapter_weights(a.adapters, s.model->trainable_parameters());
-    for (const auto& p : s.model->trainable_parameters()) trainable += p.value->size();
-  }
-  const auto& cfg = s.model->config();
-  fmt::print("[model] {} layers, hidden {}, vocab {}; train_type {}, {} on {}; trainable parameters: {}\n",
-             cfg.num_hidden_layers, cfg.hidden_size, cfg.vocab_size, a.train_type, Model::Precision::name,
-             Model::Device::name, trainable);
+  s.base_name = s.embedded ? std::string(kEmbeddedModelName) : a.model;
+  if (s.embedded) apply_embedded_defaults(a);
+  // The config first: tokenizer and data come before the weights, so a device model can size
+  // its buffers for the data (model_options).
+  const ModelConfig file_cfg =
+      s.embedded ? embedded_default_config() : ModelConfig::from_file(std::filesystem::path(a.model) / "config.json");
 
   // Tokenizer: the model folder's, or the embedded Qwen2.5 one.
   const auto tok_path = s.embedded ? default_tokenizer() : std::filesystem::path(a.model) / "tokenizer.json";
@@ -194,8 +169,59 @@ SftSetup<Model> prepare_sft(SftArgs& a) {
       a.eval_general_dataset = default_general_eval().string();
   }
   const text::Tokenizer* tok = s.tok ? &*s.tok : nullptr;
-  s.data = data::load_datasets(a.data, tok, cfg.vocab_size);
-  fmt::print("[data] {}\n", s.data.stats.summary());
+  s.data = data::load_datasets(a.data, tok, file_cfg.vocab_size);
+  if (!a.eval_general_dataset.empty()) {
+    data::DatasetOptions g = a.data;
+    g.specs = {a.eval_general_dataset};
+    g.val_specs.clear();
+    g.dataset_shuffle = false;
+    g.split_dataset_ratio = 0;
+    s.general = data::load_datasets(g, tok, file_cfg.vocab_size).train;
+  }
+  std::int64_t longest = 0;
+  for (const auto* set : {&s.data.train, &s.data.val, &s.general})
+    for (const auto& x : *set) longest = std::max<std::int64_t>(longest, static_cast<std::int64_t>(x.size()));
+
+  // Model.
+  LoraConfig lora = a.lora;
+  if (!a.adapters.empty()) {
+    const double dropout = lora.lora_dropout;
+    lora = read_adapter_config(a.adapters);
+    lora.lora_dropout = dropout;
+  }
+  if (s.embedded) {
+    fmt::print("[model] no --model given: the embedded default, a tiny Qwen2.5 architecture (hidden 64, 2 layers)\n"
+               "        with the real Qwen2.5 tokenizer and RANDOM weights (seed {}). It shows the mechanics only;\n"
+               "        for the real thing pass --model /path/to/Qwen2.5-7B-Instruct.\n", kEmbeddedWeightSeed);
+    RandomWeights weights(kEmbeddedWeightSeed);
+    if constexpr (requires { typename Model::Options; })
+      s.model = Model::from_weights(embedded_default_config(), weights, lora, a.train.seed, model_options<Model>(a, longest));
+    else
+      s.model = Model::from_weights(embedded_default_config(), weights, lora, a.train.seed);
+  } else if constexpr (requires { typename Model::Options; }) {
+    s.model = Model::from_pretrained(a.model, lora, a.train.seed, model_options<Model>(a, longest));
+  } else {
+    s.model = Model::from_pretrained(a.model, lora, a.train.seed);
+  }
+  std::int64_t trainable = 0;
+  if constexpr (requires { s.model->trainable_parameters().numel(); }) {  // device-resident parameters
+    if (!a.adapters.empty()) load_adapter_weights(a.adapters, *s.model);
+    trainable = s.model->trainable_parameters().numel();
+  } else {
+    if (!a.adapters.empty()) load_adapter_weights(a.adapters, s.model->trainable_parameters());
+    for (const auto& p : s.model->trainable_parameters()) trainable += p.value->size();
+  }
+  const auto& cfg = s.model->config();
+  fmt::print("[model] {}{} layers, hidden {}, vocab {}; train_type {}, {} on {}; trainable parameters: {}\n",
+             s.embedded ? "" : a.model + ": ", cfg.num_hidden_layers, cfg.hidden_size, cfg.vocab_size, a.train_type,
+             Model::Precision::name, Model::Device::name, trainable);
+  // One line per dataset, then the totals, each marked.
+  const std::string summary = s.data.stats.summary();
+  for (std::size_t from = 0; from < summary.size();) {
+    const std::size_t nl = std::min(summary.find('\n', from), summary.size());
+    fmt::print("[data] {}\n", summary.substr(from, nl - from));
+    from = nl + 1;
+  }
 
   // Evaluation sets.
   if (!a.eval_identity_dataset.empty()) {
@@ -205,14 +231,8 @@ SftSetup<Model> prepare_sft(SftArgs& a) {
     fmt::print("[eval] identity accuracy and repetition on {} questions from {}\n", s.identity.size(),
                a.eval_identity_dataset);
   }
-  if (!a.eval_general_dataset.empty()) {
-    data::DatasetOptions g = a.data;
-    g.specs = {a.eval_general_dataset};
-    g.dataset_shuffle = false;
-    g.split_dataset_ratio = 0;
-    s.general = data::load_datasets(g, tok, cfg.vocab_size).train;
+  if (!a.eval_general_dataset.empty())
     fmt::print("[eval] general retention on {} samples from {}\n", s.general.size(), a.eval_general_dataset);
-  }
   return s;
 }
 
@@ -256,6 +276,9 @@ TrainResult train_sft(Model& model, const SftSetup<Model>& s, const SftArgs& a, 
   trainer.set_communicator(comm);
   trainer.set_run_dir(run_dir);
   trainer.set_base_model_name(s.base_name);
+  if (!run_dir.empty())
+    trainer.set_checkpoint_files(
+        checkpoint_record_files(effective_args_json(a, model.lora_config(), s.base_name, run_dir), a.train_type == "lora"));
   trainer.set_quiet(quiet);
   if (!quiet)
     fmt::print("\n[train] {} samples, {} optimizer steps\n", s.data.train.size(), trainer.total_steps(s.data.train.size()));
@@ -281,7 +304,7 @@ int run_sft(SftArgs a, dist::Communicator* comm = nullptr) {
   if (writer) {
     std::filesystem::create_directories(run_dir);
     write_text_atomic(run_dir / (a.train.resume_from_checkpoint.empty() ? "args.json" : "args_resume.json"),
-                      a.as_json.dump(2) + "\n");
+                      effective_args_json(a, lora, s.base_name, run_dir).dump(2) + "\n");
     fmt::print("[run] writing to {}\n", run_dir.string());
   }
   if (comm)

@@ -35,6 +35,9 @@ struct TrainerState {
   TrainResult res;
   double interval_loss = 0;  // finite losses since the last log
   std::int64_t interval_steps = 0, interval_tokens = 0;
+  // token_acc over the interval: argmax hits (< 0: the model does not count them) and label tokens.
+  double interval_correct = 0;
+  std::int64_t interval_label_tokens = 0;
   std::int64_t nonfinite_in_a_row = 0;
   std::string dropout_rng;
   nlohmann::json last_eval = nlohmann::json::object();
@@ -76,6 +79,8 @@ inline nlohmann::json trainer_state_json(const TrainerState& s, double epoch, co
             {"interval_loss", s.interval_loss},
             {"interval_steps", s.interval_steps},
             {"interval_tokens", s.interval_tokens},
+            {"interval_correct", s.interval_correct},
+            {"interval_label_tokens", s.interval_label_tokens},
             {"skipped_steps", r.skipped_steps},
             {"nonfinite_in_a_row", s.nonfinite_in_a_row},
             {"last_eval", s.last_eval},
@@ -104,6 +109,8 @@ inline TrainerState read_trainer_state(const std::filesystem::path& file) {
     s.interval_loss = z.at("interval_loss").get<double>();
     s.interval_steps = z.at("interval_steps").get<std::int64_t>();
     s.interval_tokens = z.at("interval_tokens").get<std::int64_t>();
+    s.interval_correct = z.value("interval_correct", 0.0);  // absent in checkpoints from before token_acc
+    s.interval_label_tokens = z.value("interval_label_tokens", std::int64_t{0});
     s.res.skipped_steps = z.at("skipped_steps").get<std::int64_t>();
     s.nonfinite_in_a_row = z.at("nonfinite_in_a_row").get<std::int64_t>();
     s.last_eval = z.at("last_eval");
