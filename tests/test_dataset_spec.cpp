@@ -1,5 +1,6 @@
 // `--dataset` values as ms-swift parses them: paths, `#N`, directories, and dataset ids resolved
-// under $PEFT_DATA_HOME (never downloaded), with errors that say where we looked.
+// in the local caches and $PEFT_DATA_HOME (never downloaded; the caches: test_hub_cache.cpp),
+// with errors that say where we looked; --val_dataset specs.
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
@@ -83,9 +84,7 @@ TEST_CASE("a dataset id that is not there: the error says where we looked / and 
   CHECK_THROWS_WITH(resolve_dataset_spec("AI-ModelScope/alpaca-gpt4-data-en#500", home.path()),
                     Contains("dataset id 'AI-ModelScope/alpaca-gpt4-data-en' not found") &&
                         Contains((home.path() / "AI-ModelScope" / "alpaca-gpt4-data-en").string()) &&
-                        Contains("PEFT_DATA_HOME=" + home.path().string()) && Contains("never downloads"));
-  CHECK_THROWS_WITH(resolve_dataset_spec("AI-ModelScope/alpaca-gpt4-data-en", {}),
-                    Contains("looks like a dataset id") && Contains("PEFT_DATA_HOME is not set"));
+                        Contains("datasets--AI-ModelScope--alpaca-gpt4-data-en") && Contains("never downloads"));
   CHECK_THROWS_WITH(resolve_dataset_spec("no_such_file.jsonl", home.path()),
                     Contains("no such file or directory: no_such_file.jsonl"));
   CHECK_THROWS_WITH(resolve_dataset_spec("./a/b/c.json", home.path()), Contains("no such file or directory"));
@@ -112,4 +111,21 @@ TEST_CASE("load_datasets reads PEFT_DATA_HOME from the environment when data_hom
   CHECK(data.train[2].input_ids == std::vector<std::int32_t>{4});
   CHECK(data.stats.specs[0].files.size() == 2);
   CHECK(data.stats.specs[0].rows_read == 3);
+}
+
+TEST_CASE("--val_dataset specs go to validation whole (or their #N rows), after the training split") {
+  peft::testing::TempDir dir;
+  std::string rows;
+  for (int i = 0; i < 5; ++i) rows += "{\"input_ids\": [1, 2, " + std::to_string(3 + i) + "]}\n";
+  const fs::path train = dir.write("train.jsonl", rows), val = dir.write("val.jsonl", rows);
+  DatasetOptions o;
+  o.specs = {train.string()};
+  o.val_specs = {val.string(), val.string() + "#2"};
+  const LoadedData d = load_datasets(o, nullptr, 100);
+  CHECK(d.train.size() == 5);
+  CHECK(d.val.size() == 7);
+  REQUIRE(d.stats.specs.size() == 3);
+  CHECK(d.stats.specs[1].train_rows == 0);
+  CHECK(d.stats.specs[1].val_rows == 5);
+  CHECK(d.stats.specs[2].val_rows == 2);
 }

@@ -2,7 +2,9 @@
 // decide it: --model when given; else, with --adapters, the "model" recorded in the training run's
 // args.json (in the checkpoint folder or the run folder above it), else the adapter_config.json's
 // base_model_name_or_path. An adapter trained on the embedded default model records the name
-// below, which means the embedded default again. Also the dtype and system prompt the run
+// below, which means the embedded default again. A name that is no folder here but a hub id
+// (`Qwen/Qwen2.5-7B-Instruct`, as ms-swift records it) is looked up in the local ModelScope and
+// HF caches (io/hub_cache.hpp). Also the dtype and system prompt the run
 // trained with, which a chat reuses unless told otherwise (ms-swift's load_args_from_ckpt).
 #pragma once
 #include <filesystem>
@@ -10,6 +12,7 @@
 #include <string>
 
 #include "peft/core/error.hpp"
+#include "peft/io/hub_cache.hpp"
 #include "peft/io/json_file.hpp"
 #include "../sft/embedded_default.hpp"
 
@@ -31,6 +34,20 @@ inline std::optional<std::filesystem::path> find_args_json(const std::filesystem
   return std::nullopt;
 }
 
+// The model named: a folder here, else a hub id found in the local caches.
+inline ModelSource resolve_base_folder(ModelSource s) {
+  if (s.model.empty() || std::filesystem::is_directory(s.model)) return s;
+  require(io::looks_like_hub_id(s.model),
+          "base model '{}' (from {}) is not a folder here; pass --model with the base model's folder", s.model,
+          s.found_in);
+  try {
+    s.model = io::resolve_model_dir(s.model).string();
+  } catch (const Error& e) {
+    fail("base model (from {}): {}", s.found_in, e.what());
+  }
+  return s;
+}
+
 }  // namespace detail
 
 inline ModelSource resolve_model_source(const std::string& model_flag, const std::string& adapters) {
@@ -39,7 +56,7 @@ inline ModelSource resolve_model_source(const std::string& model_flag, const std
     s.model = model_flag;
     s.found_in = "--model";
   }
-  if (adapters.empty()) return s;
+  if (adapters.empty()) return detail::resolve_base_folder(std::move(s));
   const std::filesystem::path dir = adapters;
   require(std::filesystem::is_directory(dir), "--adapters {}: no such folder", adapters);
   if (const auto args = detail::find_args_json(dir)) {
@@ -49,7 +66,8 @@ inline ModelSource resolve_model_source(const std::string& model_flag, const std
       s.found_in = args->string();
     }
     for (auto [key, out] : {std::pair{"torch_dtype", &s.torch_dtype}, std::pair{"system", &s.system}})
-      if (find_field(j, key)) *out = json_value_as<std::string>(*find_field(j, key), args->string(), key);
+      if (find_field(j, key) && !find_field(j, key)->is_null())
+        *out = json_value_as<std::string>(*find_field(j, key), args->string(), key);
   }
   if (s.found_in.empty()) {
     const auto cfg_path = dir / "adapter_config.json";
@@ -65,10 +83,7 @@ inline ModelSource resolve_model_source(const std::string& model_flag, const std
     s.model.clear();
     return s;
   }
-  require(std::filesystem::is_directory(s.model),
-          "base model '{}' (from {}) is not a folder here; pass --model with the base model's folder", s.model,
-          s.found_in);
-  return s;
+  return detail::resolve_base_folder(std::move(s));
 }
 
 }  // namespace peft::examples

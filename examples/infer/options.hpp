@@ -7,6 +7,7 @@
 
 #include "peft/core/error.hpp"
 #include "peft/text/utf8.hpp"
+#include "../sft/flag_suggestions.hpp"
 
 namespace peft::examples {
 
@@ -41,6 +42,8 @@ inline bool parse_command_line(int argc, char** argv, const boost::program_optio
     reject_stray_words(parsed);
     po::store(parsed, vm);
     po::notify(vm);
+  } catch (const po::unknown_option& e) {
+    fail("{}", unknown_flag_message(e.get_option_name(), d));
   } catch (const po::error& e) {
     fail("{} (run with --help for the list of flags)", e.what());
   }

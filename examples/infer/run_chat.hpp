@@ -53,7 +53,7 @@ inline std::optional<ChatArgs> parse_chat_args(int argc, char** argv, bool cuda_
   d.add_options()("help,h", "show this help")
       ("model", po::value(&a.model), "model folder; default: the adapter's base, else the embedded tiny model")
       ("adapters", po::value(&a.adapters), "PEFT LoRA adapter folder (a checkpoint of identity_finetune)")
-      ("stream", po::value(&stream)->implicit_value("true"), "print tokens as they come in a conversation (true|false; default true)")
+      ("stream", po::value(&stream)->implicit_value("true"), "print tokens as they come (true|false; default: true on a terminal)")
       ("temperature", po::value(&temperature), "0: greedy; default: generation_config.json, else greedy")
       ("top_k", po::value(&top_k), "keep the k most likely tokens (0: off); default: generation_config.json, else 50")
       ("top_p", po::value(&top_p), "nucleus sampling mass; default: generation_config.json, else 1")
@@ -73,8 +73,9 @@ inline std::optional<ChatArgs> parse_chat_args(int argc, char** argv, bool cuda_
        "time (one sequence's decode already streams every weight once a token; see docs/generation.md)");
   po::variables_map vm;
   if (!parse_command_line(argc, argv, d, vm)) return std::nullopt;
-  // ms-swift streams a conversation by default; pipes and --val_dataset print whole JSON lines anyway.
-  a.stream = vm.count("stream") ? detail::parse_bool("stream", stream) : true;
+  // ms-swift streams an interactive session; a pipe gets whole JSONL lines either way.
+  a.stream = vm.count("stream") ? detail::parse_bool("stream", stream)
+                                : ::isatty(STDIN_FILENO) == 1 && ::isatty(STDOUT_FILENO) == 1;
   a.verbose = detail::parse_bool("verbose", verbose);
   a.merge_lora = detail::parse_bool("merge_lora", merge_lora);
   if (infer_backend == "vllm" || infer_backend == "sglang" || infer_backend == "lmdeploy")
@@ -357,11 +358,11 @@ int run_chat(const ChatArgs& a, const ModelSource& src, const std::string& where
              cfg.vocab_size, Model::Precision::name, where);
   const SamplingConfig& sc = gen.sampling;
   if (sc.greedy())
-    fmt::print(stderr, "[generate] greedy, repetition_penalty {}, max_new_tokens {}\n", sc.repetition_penalty,
-               gen.max_new_tokens);
+    fmt::print(stderr, "[generate] greedy, repetition_penalty {}, max_new_tokens {}, stream {}\n", sc.repetition_penalty,
+               gen.max_new_tokens, a.stream);
   else
-    fmt::print(stderr, "[generate] temperature {} top_k {} top_p {} repetition_penalty {} seed {}, max_new_tokens {}\n",
-               sc.temperature, sc.top_k, sc.top_p, sc.repetition_penalty, gen.seed, gen.max_new_tokens);
+    fmt::print(stderr, "[generate] temperature {} top_k {} top_p {} repetition_penalty {} seed {}, max_new_tokens {}, stream {}\n",
+               sc.temperature, sc.top_k, sc.top_p, sc.repetition_penalty, gen.seed, gen.max_new_tokens, a.stream);
 
   now_doing("generating");
   ChatSession<Model> session(std::move(model), std::move(tok), gen, system, a.verbose);

@@ -200,7 +200,7 @@ inline std::optional<SweepArgs> parse_sweep_args(int argc, char** argv) {
   grid.add_options()
       ("learning_rates", po::value(&lr_flags)->multitoken(), "learning rates (default 1e-3 1e-4 5e-5; embedded default: 3e-3 1e-3 1e-4)")
       ("epochs", po::value(&epoch_flags)->multitoken(), "epoch counts (default 3 5 10 15 20)");
-  SweepArgs s{parse_sft_args(argc, argv, std::cout, &grid)};
+  SweepArgs s{parse_sft_args(argc, argv, std::cout, &grid, "lr_epoch_sweep")};
   SftArgs& args = s.sft;
   if (args.help) return std::nullopt;
   require(args.train_type == "lora", "lr_epoch_sweep trains LoRA adapters (--train_type lora)");

@@ -8,6 +8,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fmt/format.h>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <regex>
@@ -25,6 +26,7 @@
 #include "peft/qwen.hpp"
 #include "peft/text/tokenizer.hpp"
 #include "output_folder.hpp"
+#include "run_record.hpp"
 #include "sft_args.hpp"
 
 namespace peft::examples {
@@ -66,12 +68,14 @@ inline void apply_embedded_defaults(SftArgs& a) {
   auto unset = [&](const char* flag) { return std::find(a.given.begin(), a.given.end(), flag) == a.given.end(); };
   if (unset("learning_rate")) a.train.learning_rate = 3e-3;
   if (unset("num_train_epochs")) a.train.num_train_epochs = 10;
+  if (unset("gradient_accumulation_steps")) a.train.gradient_accumulation_steps = 1;  // ~880 small steps, ~20 s
   if (unset("warmup_ratio")) a.train.warmup_ratio = 0.05;
   if (unset("logging_steps")) a.train.logging_steps = 44;
   if (unset("save_steps")) a.train.save_steps = 440;
   if (unset("save_total_limit")) a.train.save_total_limit = 2;
-  fmt::print("[model] embedded-default hyperparameters (flags you set win): lr {} epochs {} warmup_ratio {}\n",
-             a.train.learning_rate, a.train.num_train_epochs, a.train.warmup_ratio);
+  fmt::print("[model] embedded-default hyperparameters (flags you set win): lr {} epochs {} warmup_ratio {} "
+             "gradient_accumulation_steps {}\n",
+             a.train.learning_rate, a.train.num_train_epochs, a.train.warmup_ratio, a.train.gradient_accumulation_steps);
 }
 
 // Test-only (--debug_sigkill_at_step): the process dies by SIGKILL after step N, as from kill -9:
@@ -112,12 +116,14 @@ struct SftSetup {
 };
 
 // A backend with run-time construction options (the CUDA model: `Model::Options` =
-// CudaModelOptions) sizes its buffers for the largest packed micro-batch the run feeds it.
+// CudaModelOptions) sizes its buffers for the largest packed micro-batch the run feeds it:
+// batch x the longest sample the data has (--max_length defaults to the model's whole context,
+// far more than a run's samples need).
 template <class Model>
-auto model_options(const SftArgs& a) {
+auto model_options(const SftArgs& a, std::int64_t longest_sample = std::numeric_limits<std::int64_t>::max()) {
   typename Model::Options o;
   const auto batch = std::max<std::int64_t>({a.train.per_device_train_batch_size, a.train.per_device_eval_batch_size, 1});
-  o.max_tokens = static_cast<int>(a.data.max_length * batch);
+  o.max_tokens = static_cast<int>(std::min(a.data.max_length, std::max<std::int64_t>(longest_sample, 1)) * batch);
   if constexpr (requires { o.device; }) o.device = a.cuda_device;
   return o;
 }
@@ -162,46 +168,15 @@ SftSetup<Model> prepare_sft(SftArgs& a) {
     if (std::find(a.given.begin(), a.given.end(), "gradient_checkpointing") != a.given.end())
       fmt::print("[args] --gradient_checkpointing chooses the GPU's activation policy; the CPU backend keeps every activation\n");
 
-  // Model.
-  LoraConfig lora = a.lora;
-  if (!a.adapters.empty()) {
-    const double dropout = lora.lora_dropout;
-    lora = read_adapter_config(a.adapters);
-    lora.lora_dropout = dropout;
-  }
-  s.base_name = a.model;
-  now_doing(s.embedded ? std::string("building the embedded default model") : "loading the model " + a.model);
-  if (s.embedded) fit_max_length(a, embedded_default_config().max_position_embeddings, "the embedded default model");
-  else fit_max_length(a, ModelConfig::from_file(std::filesystem::path(a.model) / "config.json").max_position_embeddings,
-                      (std::filesystem::path(a.model) / "config.json").string());
-  if (s.embedded) {
-    apply_embedded_defaults(a);
-    fmt::print("[model] no --model given: the embedded default, a tiny Qwen2.5 architecture (hidden 64, 2 layers)\n"
-               "        with the real Qwen2.5 tokenizer and RANDOM weights (seed {}). It shows the mechanics only;\n"
-               "        for the real thing pass --model /path/to/Qwen2.5-7B-Instruct.\n", kEmbeddedWeightSeed);
-    RandomWeights weights(kEmbeddedWeightSeed);
-    if constexpr (requires { typename Model::Options; })
-      s.model = Model::from_weights(embedded_default_config(), weights, lora, a.train.seed, model_options<Model>(a));
-    else
-      s.model = Model::from_weights(embedded_default_config(), weights, lora, a.train.seed);
-    s.base_name = std::string(kEmbeddedModelName);
-  } else if constexpr (requires { typename Model::Options; }) {
-    s.model = Model::from_pretrained(a.model, lora, a.train.seed, model_options<Model>(a));
-  } else {
-    s.model = Model::from_pretrained(a.model, lora, a.train.seed);
-  }
-  std::int64_t trainable = 0;
-  if constexpr (requires { s.model->trainable_parameters().numel(); }) {  // device-resident parameters
-    if (!a.adapters.empty()) load_adapter_weights(a.adapters, *s.model);
-    trainable = s.model->trainable_parameters().numel();
-  } else {
-    if (!a.adapters.empty()) load_adapter_weights(a.adapters, s.model->trainable_parameters());
-    for (const auto& p : s.model->trainable_parameters()) trainable += p.value->size();
-  }
-  const auto& cfg = s.model->config();
-  fmt::print("[model] {} layers, hidden {}, vocab {}; train_type {}, {} on {}; trainable parameters: {}\n",
-             cfg.num_hidden_layers, cfg.hidden_size, cfg.vocab_size, a.train_type, Model::Precision::name,
-             Model::Device::name, trainable);
+  s.base_name = s.embedded ? std::string(kEmbeddedModelName) : a.model;
+  if (s.embedded) apply_embedded_defaults(a);
+  // The config first: tokenizer and data come before the weights, so a device model can size
+  // its buffers for the data (model_options).
+  const std::string config_source =
+      s.embedded ? std::string("the embedded default model") : (std::filesystem::path(a.model) / "config.json").string();
+  const ModelConfig file_cfg =
+      s.embedded ? embedded_default_config() : ModelConfig::from_file(std::filesystem::path(a.model) / "config.json");
+  fit_max_length(a, file_cfg.max_position_embeddings, config_source);
 
   // Tokenizer: the model folder's, or the embedded Qwen2.5 one.
   const auto tok_path = s.embedded ? default_tokenizer() : std::filesystem::path(a.model) / "tokenizer.json";
@@ -221,12 +196,64 @@ SftSetup<Model> prepare_sft(SftArgs& a) {
   }
   const text::Tokenizer* tok = s.tok ? &*s.tok : nullptr;
   try {
-    s.data = data::load_datasets(a.data, tok, cfg.vocab_size);
+    s.data = data::load_datasets(a.data, tok, file_cfg.vocab_size);
   } catch (const Error& e) {
     if (tok) throw;
     fail("{} (no tokenizer: {} does not exist)", e.what(), tok_path.string());
   }
-  fmt::print("[data] {}\n", s.data.stats.summary());
+  if (!a.eval_general_dataset.empty()) {
+    data::DatasetOptions g = a.data;
+    g.specs = {a.eval_general_dataset};
+    g.val_specs.clear();
+    g.dataset_shuffle = false;
+    g.split_dataset_ratio = 0;
+    s.general = data::load_datasets(g, tok, file_cfg.vocab_size).train;
+  }
+  std::int64_t longest = 0;
+  for (const auto* set : {&s.data.train, &s.data.val, &s.general})
+    for (const auto& x : *set) longest = std::max<std::int64_t>(longest, static_cast<std::int64_t>(x.size()));
+
+  // Model.
+  now_doing(s.embedded ? std::string("building the embedded default model") : "loading the model " + a.model);
+  LoraConfig lora = a.lora;
+  if (!a.adapters.empty()) {
+    const double dropout = lora.lora_dropout;
+    lora = read_adapter_config(a.adapters);
+    lora.lora_dropout = dropout;
+  }
+  if (s.embedded) {
+    fmt::print("[model] no --model given: the embedded default, a tiny Qwen2.5 architecture (hidden 64, 2 layers)\n"
+               "        with the real Qwen2.5 tokenizer and RANDOM weights (seed {}). It shows the mechanics only;\n"
+               "        for the real thing pass --model /path/to/Qwen2.5-7B-Instruct.\n", kEmbeddedWeightSeed);
+    RandomWeights weights(kEmbeddedWeightSeed);
+    if constexpr (requires { typename Model::Options; })
+      s.model = Model::from_weights(embedded_default_config(), weights, lora, a.train.seed, model_options<Model>(a, longest));
+    else
+      s.model = Model::from_weights(embedded_default_config(), weights, lora, a.train.seed);
+  } else if constexpr (requires { typename Model::Options; }) {
+    s.model = Model::from_pretrained(a.model, lora, a.train.seed, model_options<Model>(a, longest));
+  } else {
+    s.model = Model::from_pretrained(a.model, lora, a.train.seed);
+  }
+  std::int64_t trainable = 0;
+  if constexpr (requires { s.model->trainable_parameters().numel(); }) {  // device-resident parameters
+    if (!a.adapters.empty()) load_adapter_weights(a.adapters, *s.model);
+    trainable = s.model->trainable_parameters().numel();
+  } else {
+    if (!a.adapters.empty()) load_adapter_weights(a.adapters, s.model->trainable_parameters());
+    for (const auto& p : s.model->trainable_parameters()) trainable += p.value->size();
+  }
+  const auto& cfg = s.model->config();
+  fmt::print("[model] {}{} layers, hidden {}, vocab {}; train_type {}, {} on {}; trainable parameters: {}\n",
+             s.embedded ? "" : a.model + ": ", cfg.num_hidden_layers, cfg.hidden_size, cfg.vocab_size, a.train_type,
+             Model::Precision::name, Model::Device::name, trainable);
+  // One line per dataset, then the totals, each marked.
+  const std::string summary = s.data.stats.summary();
+  for (std::size_t from = 0; from < summary.size();) {
+    const std::size_t nl = std::min(summary.find('\n', from), summary.size());
+    fmt::print("[data] {}\n", summary.substr(from, nl - from));
+    from = nl + 1;
+  }
 
   // Evaluation sets.
   if (!a.eval_identity_dataset.empty()) {
@@ -236,14 +263,8 @@ SftSetup<Model> prepare_sft(SftArgs& a) {
     fmt::print("[eval] identity accuracy and repetition on {} questions from {}\n", s.identity.size(),
                a.eval_identity_dataset);
   }
-  if (!a.eval_general_dataset.empty()) {
-    data::DatasetOptions g = a.data;
-    g.specs = {a.eval_general_dataset};
-    g.dataset_shuffle = false;
-    g.split_dataset_ratio = 0;
-    s.general = data::load_datasets(g, tok, cfg.vocab_size).train;
+  if (!a.eval_general_dataset.empty())
     fmt::print("[eval] general retention on {} samples from {}\n", s.general.size(), a.eval_general_dataset);
-  }
   check_eval_metrics_available(a, s);
   return s;
 }
@@ -288,6 +309,9 @@ TrainResult train_sft(Model& model, const SftSetup<Model>& s, const SftArgs& a, 
   trainer.set_communicator(comm);
   trainer.set_run_dir(run_dir);
   trainer.set_base_model_name(s.base_name);
+  if (!run_dir.empty())
+    trainer.set_checkpoint_files(
+        checkpoint_record_files(effective_args_json(a, model.lora_config(), s.base_name, run_dir), a.train_type == "lora"));
   trainer.set_quiet(quiet);
   now_doing(fmt::format("training (--max_length {}, --per_device_train_batch_size {})", a.data.max_length,
                         t.per_device_train_batch_size));
@@ -315,7 +339,7 @@ int run_sft(SftArgs a, dist::Communicator* comm = nullptr) {
   // args.json (args_resume.json when continuing a run in its own folder).
   if (writer) {
     write_text_atomic(run_dir / (folder.continues_checkpoint_run ? "args_resume.json" : "args.json"),
-                      a.as_json.dump(2) + "\n");
+                      effective_args_json(a, lora, s.base_name, run_dir).dump(2) + "\n");
     fmt::print("[run] writing to {}\n", run_dir.string());
   }
   if (comm)

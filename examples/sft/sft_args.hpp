@@ -1,10 +1,15 @@
 // `swift sft`'s command line, parsed with Boost.Program_Options into the library's option structs
 // (LoraConfig, TrainingArguments, DatasetOptions). Flag names and defaults follow ms-swift, so a
 // recipe's command line runs unchanged; ms-swift flags this program does not act on are accepted
-// and reported, and anything else is an error.
+// and reported, and anything else is an error (naming the nearest real flags). Defaults that
+// depend on the model (--torch_dtype, --max_length) or on the world size
+// (--gradient_accumulation_steps) are settled here, once --model is resolved (io/hub_cache.hpp),
+// so the program and args.json see the values that run.
 #pragma once
 #include <boost/program_options.hpp>
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <fmt/ranges.h>
 #include <filesystem>
@@ -17,13 +22,19 @@
 #include "peft/core/error.hpp"
 #include "peft/data/dataset_loader.hpp"
 #include "peft/io/peft_adapter.hpp"
+#include "peft/dist/launch_env.hpp"
+#include "peft/io/hub_cache.hpp"
+#include "peft/io/json_file.hpp"
+#include "peft/io/model_config.hpp"
 #include "peft/layers/lora_config.hpp"
 #include "peft/train/training_arguments.hpp"
+#include "embedded_default.hpp"
+#include "flag_suggestions.hpp"
 
 namespace peft::examples {
 
 struct SftArgs {
-  std::string model;  // empty: the embedded default model
+  std::string model;  // empty: the embedded default model; else an absolute folder (a hub id resolved)
   std::string train_type = "lora";
   std::string adapters;
   std::string torch_dtype = "bfloat16";
@@ -130,12 +141,30 @@ inline void check_lora_flags(const SftArgs& a) {
 
 }  // namespace detail
 
-// `extra`: a program's own flags (lr_epoch_sweep's grid), parsed alongside these.
+// ms-swift's TrainArguments rule: a total batch of at least 16 samples per optimizer step.
+inline std::int64_t default_gradient_accumulation(std::int64_t per_device_batch, int world_size) {
+  const double per_step = static_cast<double>(std::max<std::int64_t>(1, per_device_batch)) * std::max(1, world_size);
+  return std::max<std::int64_t>(1, static_cast<std::int64_t>(std::ceil(16.0 / per_step)));
+}
+
+// ms-swift's --system: a value naming an existing .txt file is that file's text.
+inline std::string system_prompt_value(const std::string& v) {
+  std::error_code ec;
+  if (v.size() > 4 && v.ends_with(".txt") && std::filesystem::is_regular_file(v, ec)) return read_text_file(v);
+  return v;
+}
+
+// `extra`: a program's own flags (lr_epoch_sweep's grid), parsed alongside these; `program`
+// titles --help and the messages.
 inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& help_out = std::cout,
-                              const boost::program_options::options_description* extra = nullptr) {
+                              const boost::program_options::options_description* extra = nullptr,
+                              const char* program = "identity_finetune") {
   namespace po = boost::program_options;
+  // One stream for everything the run prints, flushed at each line: `prog 2>&1 | tee log` keeps
+  // the order (errors go to stderr, unbuffered, after the lines before them).
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   SftArgs a;
-  std::vector<std::string> datasets, targets = {"all-linear"}, model_name, model_author;
+  std::vector<std::string> datasets, val_datasets, targets = {"all-linear"}, model_name, model_author;
   std::string overwrite = "false", ignore_mismatch = "false";
   std::string add_version = "true", dataset_shuffle = "true", loader_shuffle = "true", checkpointing = "true";
   TrainingArguments& t = a.train;
@@ -145,23 +174,25 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
   std::int64_t eval_steps = 0;
   std::string output_dir = "output", resume, greater_is_better, load_best = "false";
 
-  po::options_description d("identity_finetune (flags as ms-swift's `swift sft`)");
+  po::options_description d(fmt::format("{} (flags as ms-swift's `swift sft`)", program));
   d.add_options()
       ("help,h", "show this help")
-      ("model", po::value(&a.model), "model folder (config.json + *.safetensors); default: the embedded tiny model")
-      ("dataset", po::value(&datasets)->multitoken(), "dataset files or ids, each optionally #N")
+      ("model", po::value(&a.model), "model folder (config.json + *.safetensors) or hub id found in the ModelScope/HF caches; default: the embedded tiny model")
+      ("dataset", po::value(&datasets)->multitoken(), "dataset files (.json .jsonl .csv), folders or ids (id:subset), each optionally #N")
+      ("val_dataset", po::value(&val_datasets)->multitoken(), "validation datasets, as --dataset")
       ("train_type", po::value(&a.train_type)->default_value("lora"), "lora | full")
       ("adapters", po::value(&a.adapters), "start from this PEFT adapter folder")
       ("lora_rank", po::value(&a.lora.r)->default_value(8), "LoRA rank r")
       ("lora_alpha", po::value(&a.lora.lora_alpha)->default_value(32), "LoRA alpha (scaling = alpha / r)")
       ("lora_dropout", po::value(&a.lora.lora_dropout)->default_value(0.05), "dropout on the LoRA branch input")
       ("target_modules", po::value(&targets)->multitoken(), "all-linear, or projection names (q_proj ...)")
-      ("learning_rate", po::value(&t.learning_rate)->default_value(1e-4), "peak learning rate")
-      ("num_train_epochs", po::value(&t.num_train_epochs)->default_value(1), "epochs")
+      ("learning_rate", po::value(&t.learning_rate), "peak learning rate; default 1e-4 (lora), 1e-5 (full), as ms-swift")
+      ("num_train_epochs", po::value(&t.num_train_epochs)->default_value(3), "epochs")
       ("max_steps", po::value(&t.max_steps)->default_value(-1), "optimizer steps; > 0 overrides epochs")
       ("per_device_train_batch_size", po::value(&t.per_device_train_batch_size)->default_value(1), "samples per micro-batch")
       ("per_device_eval_batch_size", po::value(&t.per_device_eval_batch_size)->default_value(1), "samples per eval batch")
-      ("gradient_accumulation_steps", po::value(&t.gradient_accumulation_steps)->default_value(1), "micro-batches per step")
+      ("gradient_accumulation_steps", po::value(&t.gradient_accumulation_steps),
+       "micro-batches per step; default: ceil(16 / (batch x world size)), a total batch of 16 (ms-swift)")
       ("accumulation_pack_tokens", po::value(&t.accumulation_pack_tokens)->default_value(-1),
        "pack a step's micro-batches into calls of at most this many tokens (-1: the GPU packs up to its plan, the CPU does not; 0: off)")
       ("max_grad_norm", po::value(&t.max_grad_norm)->default_value(1.0), "gradient clipping; 0 disables")
@@ -173,13 +204,13 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
       ("warmup_ratio", po::value(&t.warmup_ratio)->default_value(0.0), "warmup as a fraction of all steps")
       ("warmup_steps", po::value(&t.warmup_steps)->default_value(0), "warmup steps (overrides the ratio)")
       ("seed", po::value(&t.seed)->default_value(42), "seed for LoRA init, dropout and batch order")
-      ("data_seed", po::value(&a.data.seed)->default_value(42), "seed for dataset sampling, split and shuffle")
+      ("data_seed", po::value(&a.data.seed), "seed for dataset sampling, split and shuffle; default: --seed")
       ("dataset_shuffle", po::value(&dataset_shuffle)->default_value("true"), "shuffle the dataset once (true|false)")
       ("train_dataloader_shuffle", po::value(&loader_shuffle)->default_value("true"), "reshuffle each epoch (true|false)")
       ("split_dataset_ratio", po::value(&a.data.split_dataset_ratio)->default_value(0.0), "validation fraction")
-      ("max_length", po::value(&a.data.max_length)->default_value(2048), "longest sample in tokens")
+      ("max_length", po::value(&a.data.max_length), "longest sample in tokens; default: the model's max_position_embeddings")
       ("truncation_strategy", po::value(&a.data.truncation_strategy)->default_value("delete"), "delete | left | right")
-      ("system", po::value(&a.data.system), "system prompt (default: Qwen2.5's)")
+      ("system", po::value(&a.data.system), "system prompt, or a .txt file holding it (default: Qwen2.5's)")
       ("model_name", po::value(&model_name)->multitoken(), "self-cognition name: one value, or Chinese and English")
       ("model_author", po::value(&model_author)->multitoken(), "self-cognition author: one value, or Chinese and English")
       ("logging_steps", po::value(&t.logging_steps)->default_value(5), "log every N steps")
@@ -194,7 +225,7 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
        "with --add_version false: write into a non-empty --output_dir (true|false)")
       ("ignore_args_mismatch", po::value(&ignore_mismatch)->default_value("false"),
        "resume although the run's settings (dataset, lr, schedule, rank, seeds, ...) differ from the checkpoint's")
-      ("torch_dtype", po::value(&a.torch_dtype)->default_value("bfloat16"), "float32 | bfloat16")
+      ("torch_dtype", po::value(&a.torch_dtype), "float32 | bfloat16; default: config.json's (the embedded model: bfloat16)")
       ("device", po::value(&a.device)->default_value("auto"), "cpu | cuda | auto")
       ("gradient_checkpointing", po::value(&checkpointing)->default_value("true"),
        "GPU: recompute each layer's activations in the backward (true) or keep them all (false; falls back to "
@@ -225,6 +256,8 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
     reject_stray_words(parsed);
     po::store(parsed, vm);
     po::notify(vm);
+  } catch (const po::unknown_option& e) {
+    fail("{}", unknown_flag_message(e.get_option_name(), d));
   } catch (const po::error& e) {
     fail("{} (run with --help for the list of flags)", e.what());
   }
@@ -248,6 +281,29 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
   }
 
   detail::one_of("train_type", a.train_type, {"lora", "full"});
+  // Defaults from the model: its config.json's dtype and context (ms-swift's model_info).
+  ModelConfig model_cfg = embedded_default_config();
+  if (!a.model.empty()) {
+    a.model = io::resolve_model_dir(a.model).string();
+    model_cfg = ModelConfig::from_file(std::filesystem::path(a.model) / "config.json");
+  }
+  if (!vm.count("torch_dtype")) {
+    a.torch_dtype = a.model.empty() ? "bfloat16" : model_cfg.torch_dtype;
+    if (a.torch_dtype == "float16") {
+      fmt::print("[args] config.json says float16, which peft does not train in; using bfloat16\n");
+      a.torch_dtype = "bfloat16";
+    }
+  }
+  if (!vm.count("max_length")) a.data.max_length = model_cfg.max_position_embeddings;
+  if (!vm.count("learning_rate")) t.learning_rate = a.train_type == "full" ? 1e-5 : 1e-4;
+  if (!vm.count("data_seed")) a.data.seed = t.seed;
+  if (!val_datasets.empty() && a.data.split_dataset_ratio > 0) {  // ms-swift's rule
+    fmt::print("[args] --val_dataset given: --split_dataset_ratio {} set to 0\n", a.data.split_dataset_ratio);
+    a.data.split_dataset_ratio = 0;
+  }
+  if (!vm.count("gradient_accumulation_steps"))
+    t.gradient_accumulation_steps =
+        default_gradient_accumulation(t.per_device_train_batch_size, dist::read_launch_env().world_size);
   if (a.torch_dtype == "fp32") a.torch_dtype = "float32";
   if (a.torch_dtype == "bf16") a.torch_dtype = "bfloat16";
   detail::one_of("torch_dtype", a.torch_dtype, {"float32", "bfloat16"});
@@ -287,6 +343,8 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
   for (const auto& v : model_name) require_utf8_flag("model_name", v);
   for (const auto& v : model_author) require_utf8_flag("model_author", v);
   a.data.specs = datasets;
+  a.data.val_specs = val_datasets;
+  a.data.system = system_prompt_value(a.data.system);
   a.data.model_name = model_name;
   a.data.model_author = model_author;
   return a;

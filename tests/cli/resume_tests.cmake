@@ -19,7 +19,7 @@ file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK})
 set(common --model ${TINY}/model --dataset ${TINY}/tokens.jsonl --add_version false --learning_rate 2e-3
     --num_train_epochs 4 --logging_steps 3 --save_steps 5 --save_total_limit 1 --lora_dropout 0.1
-    --warmup_ratio 0.1)
+    --warmup_ratio 0.1 --gradient_accumulation_steps 1 --torch_dtype bfloat16)
 
 function(run_ft expect_kill)
   execute_process(COMMAND ${FT} ${common} ${ARGN} WORKING_DIRECTORY ${WORK} RESULT_VARIABLE rc
@@ -35,7 +35,7 @@ endfunction()
 # logging.jsonl without the wall-clock fields.
 function(log_numbers dir var)
   file(READ ${WORK}/${dir}/logging.jsonl text)
-  string(REGEX REPLACE "\"(elapsed_s|tokens_per_second)\":[^,}]*,?" "" text "${text}")
+  string(REGEX REPLACE "\"(elapsed_s|tokens_per_second|elapsed_time|remaining_time|memory\\(GiB\\)|train_speed\\(iter/s\\))\":[^,}]*,?" "" text "${text}")
   set(${var} "${text}" PARENT_SCOPE)
 endfunction()
 

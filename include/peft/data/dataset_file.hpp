@@ -1,5 +1,5 @@
-// Reading one dataset file into rows. The layout is told by the first non-space character: '['
-// is a JSON array of rows, anything else is JSONL (one row per line, blank lines skipped). Every
+// Reading one dataset file into rows. A .csv file is CSV (csv_file.hpp); otherwise the layout is
+// told by the first non-space character: '[' is a JSON array of rows, anything else is JSONL (one row per line, blank lines skipped). Every
 // problem is reported with the file and line: bytes that are not UTF-8 (checked first, with
 // utf8proc, so the message says "invalid UTF-8" rather than a JSON syntax error), malformed
 // JSON, an empty file, and everything parse_dataset_row rejects. For arrays the line of each
@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "peft/core/error.hpp"
+#include "peft/data/csv_file.hpp"
 #include "peft/data/dataset_formats.hpp"
 #include "peft/io/json_file.hpp"
 
@@ -165,6 +166,13 @@ inline std::vector<DatasetRow> read_dataset_file(const std::filesystem::path& fi
   std::size_t first = 0;
   while (first < text.size() && detail::is_json_space(text[first])) ++first;
   require(first < text.size(), "{}: the dataset file is empty", file.string());
+  if (file.extension() == ".csv") {
+    std::vector<DatasetRow> rows;
+    for (const auto& [row, line] : csv_rows(text, file))
+      rows.push_back(parse_dataset_row(row, {file, line, -1}, vocab_size));
+    require(!rows.empty(), "{}: the CSV file has a header but no rows", file.string());
+    return rows;
+  }
   std::vector<DatasetRow> rows = text[first] == '['
                                      ? detail::read_json_array(text, first, file, vocab_size)
                                      : detail::read_json_lines(text, file, vocab_size);

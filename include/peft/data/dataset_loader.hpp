@@ -3,7 +3,8 @@
 //   1. each spec is resolved (dataset_spec.hpp) and its files read and validated row by row
 //      (dataset_file.hpp, dataset_formats.hpp), all rows, so a bad row fails fast;
 //   2. per spec, `#N` sampling and the validation split (dataset_sampling.hpp), one seeded
-//      random state shared across specs in order; the specs are then concatenated;
+//      random state shared across specs in order; the specs are then concatenated; every
+//      --val_dataset spec (after the --dataset ones) goes to validation whole (or its `#N` rows);
 //   3. --dataset_shuffle shuffles the concatenated training and validation rows;
 //   4. the picked rows are encoded: self-cognition placeholders filled (self_cognition.hpp), the
 //      ChatML template applied and tokenized (chat_template.hpp), or pre-tokenized ids taken as
@@ -37,6 +38,7 @@ namespace peft::data {
 // ms-swift's flags of the same names and defaults (ms-swift's data_seed plays the part of seed).
 struct DatasetOptions {
   std::vector<std::string> specs;  // --dataset values
+  std::vector<std::string> val_specs;  // --val_dataset values: validation only
   std::uint64_t seed = 42;
   bool dataset_shuffle = true;
   double split_dataset_ratio = 0.0;
@@ -124,17 +126,22 @@ LoadedData load_datasets(const DatasetOptions& options, const Tok* tokenizer, st
   NumpyRandomState random(static_cast<std::uint32_t>(options.seed));
 
   // 1-3: read, sample and split every spec, then concatenate and shuffle.
-  std::vector<std::vector<DatasetRow>> rows(options.specs.size());
+  std::vector<std::string> all_specs = options.specs;
+  all_specs.insert(all_specs.end(), options.val_specs.begin(), options.val_specs.end());
+  std::vector<std::vector<DatasetRow>> rows(all_specs.size());
   std::vector<detail::RowPick> train_picks, val_picks;
-  for (std::size_t s = 0; s < options.specs.size(); ++s) {
-    const DatasetSpec spec = resolve_dataset_spec(options.specs[s], data_home);
+  for (std::size_t s = 0; s < all_specs.size(); ++s) {
+    const bool validation_only = s >= options.specs.size();
+    const DatasetSpec spec = resolve_dataset_spec(all_specs[s], data_home);
     for (const std::filesystem::path& file : spec.files) {
       std::vector<DatasetRow> file_rows = read_dataset_file(file, vocab_size);
       rows[s].insert(rows[s].end(), std::make_move_iterator(file_rows.begin()),
                      std::make_move_iterator(file_rows.end()));
     }
-    const RowSplit split = split_and_sample(static_cast<std::int64_t>(rows[s].size()), spec.sample_count,
-                                            options.split_dataset_ratio, options.dataset_shuffle, random, spec.text);
+    RowSplit split = split_and_sample(static_cast<std::int64_t>(rows[s].size()), spec.sample_count,
+                                      validation_only ? 0.0 : options.split_dataset_ratio, options.dataset_shuffle,
+                                      random, spec.text);
+    if (validation_only) std::swap(split.train, split.val);
     for (std::int64_t i : split.train) train_picks.push_back({s, i});
     for (std::int64_t i : split.val) val_picks.push_back({s, i});
     stats.specs.push_back({spec.text, spec.files, static_cast<std::int64_t>(rows[s].size()),

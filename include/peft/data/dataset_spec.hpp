@@ -1,10 +1,12 @@
 // One `--dataset` value, parsed as ms-swift's DatasetSyntax.parse does and resolved to local files:
 // - an existing file is taken whole, even when its name contains '#';
 // - otherwise `source#N` asks for N rows (the last '#');
-// - source is a file, a directory (its *.json / *.jsonl), or a dataset id such as
-//   `AI-ModelScope/alpaca-gpt4-data-zh`, which resolves to the *.json / *.jsonl files under
-//   `$PEFT_DATA_HOME/<org>/<name>/`. Nothing is ever downloaded: a missing id is an error that
-//   says where we looked. `dataset_info(s).json`, which ModelScope downloads carry next to the
+// - source is a file, a directory (its *.json / *.jsonl / *.csv), or a dataset id such as
+//   `AI-ModelScope/alpaca-gpt4-data-zh`, optionally `id:subset`, found where ms-swift and HF users
+//   have it (io/hub_cache.hpp: the ModelScope and HF dataset caches, then `$PEFT_DATA_HOME`): the
+//   data files of that folder and its subfolders, or of its `<subset>/` subfolder (the subset
+//   `default` is the whole dataset). Nothing is ever downloaded: a missing id is an error that
+//   lists where we looked. `dataset_info(s).json`, which ModelScope downloads carry next to the
 //   data (ms-swift sets it aside too), is not a data file.
 #pragma once
 #include <algorithm>
@@ -18,6 +20,7 @@
 #include <vector>
 
 #include "peft/core/error.hpp"
+#include "peft/io/hub_cache.hpp"
 
 namespace peft::data {
 
@@ -25,6 +28,7 @@ struct DatasetSpec {
   std::string text;                          // as the user wrote it
   std::string source;                        // the path or id part
   std::optional<std::int64_t> sample_count;  // from `#N`
+  std::string subset;                        // from `id:subset`
   std::vector<std::filesystem::path> files;  // resolved, in load order
 };
 
@@ -33,7 +37,7 @@ namespace detail {
 inline bool is_dataset_file(const std::filesystem::path& p) {
   const std::string ext = p.extension().string();
   const std::string name = p.filename().string();
-  return (ext == ".json" || ext == ".jsonl") && name != "dataset_info.json" && name != "dataset_infos.json";
+  return (ext == ".json" || ext == ".jsonl" || ext == ".csv") && name != "dataset_info.json" && name != "dataset_infos.json";
 }
 
 inline std::vector<std::filesystem::path> dataset_files_in(const std::filesystem::path& dir) {
@@ -46,16 +50,24 @@ inline std::vector<std::filesystem::path> dataset_files_in(const std::filesystem
   return files;
 }
 
-// `org/name` with the characters hub ids use.
-inline bool looks_like_dataset_id(std::string_view s) {
-  const std::size_t slash = s.find('/');
-  if (slash == std::string_view::npos || slash == 0 || slash + 1 == s.size()) return false;
-  if (s.find('/', slash + 1) != std::string_view::npos || s.front() == '.') return false;
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-           c == '_' || c == '.' || c == '/';
-  });
+// A hub snapshot keeps its data in subfolders (data/train-*.jsonl); hidden folders (.git,
+// .cache) hold none.
+inline std::vector<std::filesystem::path> dataset_files_under(const std::filesystem::path& dir) {
+  std::vector<std::filesystem::path> files;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec); !ec && it != std::filesystem::recursive_directory_iterator();
+       it.increment(ec)) {
+    if (it->path().filename().string().starts_with(".")) {
+      if (it->is_directory(ec)) it.disable_recursion_pending();
+      continue;
+    }
+    if (it->is_regular_file(ec) && is_dataset_file(it->path())) files.push_back(it->path());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
 }
+
+inline bool looks_like_dataset_id(std::string_view s) { return io::looks_like_hub_id(s); }
 
 }  // namespace detail
 
@@ -92,17 +104,31 @@ inline DatasetSpec resolve_dataset_spec(std::string_view text, const std::filesy
     spec.files = detail::dataset_files_in(source);
     require(!spec.files.empty(), "--dataset '{}': the directory {} has no .json or .jsonl files", text,
             source.string());
-  } else if (detail::looks_like_dataset_id(spec.source)) {
-    require(!data_home.empty(),
-            "--dataset '{}': no such file, and '{}' looks like a dataset id, but PEFT_DATA_HOME is not set. "
-            "peft never downloads: put the dataset's .json/.jsonl files in $PEFT_DATA_HOME/{}/",
-            text, spec.source, spec.source);
-    const fs::path dir = data_home / source;
-    spec.files = detail::dataset_files_in(dir);
-    require(!spec.files.empty(),
-            "--dataset '{}': dataset id '{}' not found: no .json or .jsonl files in {} (PEFT_DATA_HOME={}). "
-            "peft never downloads: put the dataset's files there",
-            text, spec.source, dir.string(), data_home.string());
+  } else if (std::string id = spec.source; detail::looks_like_dataset_id(id.substr(0, id.find(':'))) &&
+                                            (id.find(':') == std::string::npos || id.find(':') + 1 < id.size())) {
+    if (const std::size_t colon = id.find(':'); colon != std::string::npos) {
+      spec.subset = id.substr(colon + 1);
+      id.resize(colon);
+    }
+    auto files_of = [&](const fs::path& dir) {
+      if (spec.subset.empty() || spec.subset == "default") return detail::dataset_files_under(dir);
+      return detail::dataset_files_under(dir / spec.subset);
+    };
+    // $PEFT_DATA_HOME from the options (tests) stands in for the environment's.
+    const std::string home = data_home.string();
+    const io::HubLookup found = io::find_in_hub_caches(
+        id, io::HubKind::Dataset, [&](const fs::path& dir) { return !files_of(dir).empty(); },
+        [&](const char* n) -> const char* {
+          if (std::string_view(n) == "PEFT_DATA_HOME") return home.empty() ? nullptr : home.c_str();
+          return std::getenv(n);
+        });
+    require(found.found.has_value(),
+            "--dataset '{}': dataset id '{}'{} not found: no .json, .jsonl or .csv files{} in any local cache; "
+            "peft never downloads. Looked in:{}\n(put the dataset's files in one of them, e.g. $PEFT_DATA_HOME/{}/)",
+            text, id, spec.subset.empty() ? "" : fmt::format(" subset '{}'", spec.subset),
+            spec.subset.empty() || spec.subset == "default" ? "" : fmt::format(" under <folder>/{}/", spec.subset),
+            found.tried_list(), id);
+    spec.files = files_of(*found.found);
   } else {
     fail("--dataset '{}': no such file or directory: {}", text, source.string());
   }

@@ -35,6 +35,7 @@ namespace peft {
 struct LossSum {
   double sum = 0.0;        // summed token cross entropy
   std::int64_t tokens = 0; // label tokens it was summed over
+  std::int64_t correct = -1;  // label tokens the logits' argmax predicts (ms-swift's token_acc); -1: not counted
   double mean() const { return tokens ? sum / static_cast<double>(tokens) : 0.0; }
 };
 
@@ -187,7 +188,7 @@ class Qwen2Model<L, P, Cpu> {
     const bool backward = grad_scale != 0.0f;
     const auto ce = cpu::cross_entropy(h_sel, lm_weight(), targets, grad_scale, backward ? &dh_sel : nullptr,
                                        backward ? lm_grad() : nullptr, [](Matrix& m) { P::store(m); });
-    if (!backward) return {ce.loss_sum, ce.tokens};
+    if (!backward) return {ce.loss_sum, ce.tokens, ce.correct};
 
     Matrix dx = Matrix::Zero(y.rows(), y.cols()), dy = Matrix::Zero(y.rows(), y.cols());
     dy(rows, Eigen::all) = dh_sel;
@@ -197,7 +198,7 @@ class Qwen2Model<L, P, Cpu> {
       std::swap(dx, dy);
     });
     embed_.backward(batch.input_ids, dx);
-    return {ce.loss_sum, ce.tokens};
+    return {ce.loss_sum, ce.tokens, ce.correct};
   }
 
   LossSum evaluate(const PackedBatch& batch) { return forward_backward(batch, 0.0f, nullptr); }

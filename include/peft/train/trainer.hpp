@@ -5,7 +5,8 @@
 //     each micro-batch's backward is scaled by 1 / that count, so accumulation equals one big batch;
 //   - clip the global gradient norm, AdamW at lr * schedule(step), zero the gradients;
 //   - a step whose loss or gradient norm is NaN/Inf takes no update (train/numerical_guard.hpp);
-//   - log every logging_steps (loss averaged over the steps since the last log), evaluate every
+//   - log every logging_steps (loss and token accuracy over the steps since the last log, with
+//     ms-swift's progress keys: train/progress.hpp), evaluate every
 //     eval_steps, checkpoint every save_steps and at the end, keep save_total_limit checkpoints
 //     (never the best one nor the one resumed from);
 //   - resume_from_checkpoint restores weights, moments, step, dropout generator, logging interval
@@ -35,6 +36,7 @@
 #include <fmt/format.h>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <optional>
@@ -57,6 +59,7 @@
 #include "peft/train/run_folder.hpp"
 #include "peft/train/stop_signal.hpp"
 #include "peft/train/tensorboard_writer.hpp"
+#include "peft/train/progress.hpp"
 #include "peft/train/trainer_state.hpp"
 #include "peft/train/training_arguments.hpp"
 
@@ -86,6 +89,9 @@ class Trainer {
   // The run's identity in its checkpoints; empty (the default): continued from the checkpoint
   // when resuming in its own folder, else a new one.
   void set_run_id(std::string id) { run_id_ = std::move(id); }
+  // Files (name -> text) written into every checkpoint beside the weights: the program's record
+  // of the run (args.json ...), so a checkpoint stands on its own.
+  void set_checkpoint_files(std::map<std::string, std::string> files) { checkpoint_files_ = std::move(files); }
   // Data-parallel training over `c` (dist/communicator.hpp); nullptr (the default): one process.
   void set_communicator(dist::Communicator* c) { comm_ = c; }
   int world_size() const { return comm_ ? comm_->world_size() : 1; }
@@ -139,6 +145,8 @@ class Trainer {
     const auto t0 = std::chrono::steady_clock::now();
     auto interval_t0 = t0;
     std::vector<std::size_t> order;
+    double& interval_correct = st_.interval_correct;  // kept in checkpoints: token_acc resumes exactly
+    std::int64_t& interval_label_tokens = st_.interval_label_tokens;
     const std::size_t pack_cap = accumulation_pack_cap();
     for (std::int64_t step = res.global_step; step < total; ++step) {
       const std::int64_t epoch = step / per_epoch, in_epoch = step % per_epoch;
@@ -168,18 +176,25 @@ class Trainer {
         label_tokens += b.label_tokens - before;
         tokens += static_cast<std::int64_t>(mb_tokens);
       }
-      double loss_sum = 0;
+      double loss_sum = 0, correct = 0;
+      bool accuracy_known = true;  // a model that does not count argmax hits (the CUDA one) reports -1
       const float scale = label_tokens > 0 ? 1.0f / static_cast<float>(label_tokens) : 0.0f;
-      for (const auto& b : micro) loss_sum += model_.forward_backward(b, scale, &dropout_rng).sum;
+      for (const auto& b : micro) {
+        const LossSum ls = model_.forward_backward(b, scale, &dropout_rng);
+        loss_sum += ls.sum;
+        if (ls.correct < 0) accuracy_known = false;
+        else correct += static_cast<double>(ls.correct);
+      }
       // A stop signal ends the run after this step; with several ranks, any rank's signal stops
       // all at the same step (it travels with the loss; the others report SIGTERM).
       int stop = stop_signal();
-      if (comm_) {  // one bucket of gradients, then the loss for the log; both before the norm
+      if (comm_) {  // one bucket of gradients, then the loss (and hits) for the log; both before the norm
         all_reduce_grads(*comm_, params);
-        double loss_and_stop[2] = {loss_sum, stop != 0 ? 1.0 : 0.0};
-        comm_->all_reduce_sum(loss_and_stop, 2);
-        loss_sum = loss_and_stop[0];
-        stop = loss_and_stop[1] > 0 ? (stop != 0 ? stop : SIGTERM) : 0;
+        double reduced[3] = {loss_sum, stop != 0 ? 1.0 : 0.0, accuracy_known ? correct : 0.0};
+        comm_->all_reduce_sum(reduced, 3);
+        loss_sum = reduced[0];
+        stop = reduced[1] > 0 ? (stop != 0 ? stop : SIGTERM) : 0;
+        if (accuracy_known) correct = reduced[2];
       }
       const double loss = label_tokens > 0 ? loss_sum / static_cast<double>(label_tokens) : 0.0;
       const double grad_norm = clip_grad_norm(params, args_.max_grad_norm);
@@ -198,6 +213,8 @@ class Trainer {
         st_.interval_loss += loss;
         ++st_.interval_steps;
       }
+      interval_correct = accuracy_known && interval_correct >= 0 ? interval_correct + correct : -1.0;
+      interval_label_tokens += label_tokens;
       st_.interval_tokens += tokens;
       call_hooks([&](auto& h) { if constexpr (requires { h.on_step_end(res); }) h.on_step_end(res); });
 
@@ -224,13 +241,20 @@ class Trainer {
             {"skipped_steps", guard.total},
             {"tokens_per_second", dt > 0 ? static_cast<double>(st_.interval_tokens) / dt : 0.0},
             {"elapsed_s", elapsed}};
+        if (interval_correct >= 0 && interval_label_tokens > 0)
+          entry["token_acc"] = interval_correct / static_cast<double>(interval_label_tokens);
+        add_swift_progress_keys(entry, gs, total, gs - start_step, elapsed, memory_gib());
         call_hooks([&](auto& h) { if constexpr (requires { h.on_log(entry); }) h.on_log(entry); });
         write_log(log, entry);
         progress(gs, gs - start_step, total, entry, elapsed);
         st_.interval_loss = 0;
         st_.interval_steps = st_.interval_tokens = 0;
+        interval_correct = 0;
+        interval_label_tokens = 0;
         interval_t0 = now;
       };
+      if (!quiet_)
+        display_.bar(gs, total, gs - start_step, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       const bool logged = gs % args_.logging_steps == 0 || (gs == 1 && args_.logging_first_step) || last_step;
       if (logged) log_train();
       if (evaluating && (gs % eval_every == 0 || (last_step && !res.stop_signal))) {
@@ -239,12 +263,12 @@ class Trainer {
         call_hooks([&](auto& h) { if constexpr (requires { h.on_evaluate(entry); }) h.on_evaluate(entry); });
         write_log(log, entry);
         st_.last_eval = entry;
-        if (!quiet_) fmt::print(stderr, "[eval] {}\n", entry.dump());
+        if (!quiet_) display_.line(fmt::format("[eval] {}", entry.dump()));
         if (any_hook([](const auto& h) { if constexpr (requires { h.should_stop(); }) return h.should_stop(); else return false; })) {
           res.stopped_early = !last_step;
           if (!logged) log_train();
           last_step = true;
-          fmt::print(stderr, "[train] early stopping at step {}: no improvement in the last evaluations\n", gs);
+          display_.line(fmt::format("[train] early stopping at step {}: no improvement in the last evaluations", gs));
         }
       }
       if (!run_dir_.empty() && (gs % args_.save_steps == 0 || last_step)) {
@@ -254,6 +278,7 @@ class Trainer {
       }
       if (last_step) break;
     }
+    if (!quiet_) display_.finish();
     res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     double finite_sum = 0;
     std::int64_t finite_n = 0;
@@ -374,10 +399,10 @@ class Trainer {
         ++i;
       });
     } else {
-      fmt::print(stderr, "[resume] {} holds state for {} hooks, this trainer has {}: hooks start fresh\n",
+      fmt::print("[resume] {} holds state for {} hooks, this trainer has {}: hooks start fresh\n",
                  dir.string(), st_.hooks.size(), sizeof...(Hooks));
     }
-    fmt::print(stderr, "[resume] from {} at step {}\n", dir.string(), st_.res.global_step);
+    fmt::print("[resume] from {} at step {}\n", dir.string(), st_.res.global_step);
   }
 
   // The settings that change the result must be the checkpoint's (train/result_settings.hpp).
@@ -418,22 +443,28 @@ class Trainer {
   void load_best_model() {
     const auto& best = st_.res.best_model_checkpoint;
     if (best.empty()) {
-      fmt::print(stderr, "[train] --load_best_model_at_end: no evaluated checkpoint, keeping the last weights\n");
+      fmt::print("[train] --load_best_model_at_end: no evaluated checkpoint, keeping the last weights\n");
       return;
     }
     if (best != st_.res.last_checkpoint) load_trained_weights(best, model_);
-    fmt::print(stderr, "[train] best checkpoint {} ({} = {}) loaded\n", best.string(), args_.best_metric_name(),
+    fmt::print("[train] best checkpoint {} ({} = {}) loaded\n", best.string(), args_.best_metric_name(),
                st_.res.best_metric);
   }
 
   // `done`: steps taken by this process (a resumed run's ETA must not count the restored ones).
-  void progress(std::int64_t gs, std::int64_t done, std::int64_t total, const nlohmann::json& e, double elapsed) const {
+  void progress(std::int64_t gs, std::int64_t done, std::int64_t total, const nlohmann::json& e, double elapsed) {
     if (quiet_) return;
     const double eta = elapsed / static_cast<double>(std::max<std::int64_t>(1, done)) * static_cast<double>(total - gs);
-    auto num = [&](const char* k) { return e[k].is_number() ? e[k].get<double>() : std::numeric_limits<double>::quiet_NaN(); };
-    fmt::print(stderr, "[train] step {}/{} loss {:.4f} lr {:.3g} grad_norm {:.3f} {:.0f} tok/s elapsed {} ETA {}\n", gs,
-               total, num("loss"), num("learning_rate"), num("grad_norm"), num("tokens_per_second"), clock(elapsed),
-               clock(eta));
+    auto num = [&](const char* k) { return e.contains(k) && e[k].is_number() ? e[k].get<double>() : std::numeric_limits<double>::quiet_NaN(); };
+    display_.line(fmt::format("[train] step {}/{} loss {:.4f} lr {:.3g} grad_norm {:.3f}{} {:.0f} tok/s elapsed {} ETA {}",
+                              gs, total, num("loss"), num("learning_rate"), num("grad_norm"),
+                              e.contains("token_acc") ? fmt::format(" token_acc {:.3f}", num("token_acc")) : "",
+                              num("tokens_per_second"), clock(elapsed), clock(eta)));
+  }
+  // The model's own memory figure when it has one (a device's), else this process's peak RSS.
+  double memory_gib() const {
+    if constexpr (requires { model_.memory_gib(); }) return model_.memory_gib();
+    else return peak_memory_gib();
   }
   static std::string clock(double s) {
     const auto t = static_cast<long long>(s + 0.5);
@@ -453,6 +484,7 @@ class Trainer {
       if constexpr (std::is_same_v<Opt, AdamW>)
         if (!args_.save_only_model)
           save_adamw_state(staging / "optimizer.safetensors", opt_, params, Model::Precision::storage != DType::F32);
+      for (const auto& [name, text] : checkpoint_files_) write_text_atomic(staging / name, text);
       write_text_atomic(staging / "trainer_state.json",
                         trainer_state_json(st_, epoch, args_.to_json(), total).dump(1) + "\n");
     });
@@ -482,9 +514,11 @@ class Trainer {
   std::tuple<Hooks...> hooks_;
   std::string base_model_;
   std::filesystem::path run_dir_;
+  std::map<std::string, std::string> checkpoint_files_;
   bool quiet_ = false;
   std::string run_id_;
   bool warned_modules_to_save_ = false;
+  ProgressDisplay display_;
   dist::Communicator* comm_ = nullptr;
   TrainerState st_;
   std::optional<TensorBoardWriter> tensorboard_;

@@ -40,6 +40,9 @@ struct TrainerState {
   TrainResult res;
   double interval_loss = 0;  // finite losses since the last log
   std::int64_t interval_steps = 0, interval_tokens = 0;
+  // token_acc over the interval: argmax hits (< 0: the model does not count them) and label tokens.
+  double interval_correct = 0;
+  std::int64_t interval_label_tokens = 0;
   std::int64_t nonfinite_in_a_row = 0;
   std::string dropout_rng;
   nlohmann::json last_eval = nlohmann::json::object();
@@ -85,6 +88,8 @@ inline nlohmann::json trainer_state_json(const TrainerState& s, double epoch, co
             {"interval_loss", s.interval_loss},
             {"interval_steps", s.interval_steps},
             {"interval_tokens", s.interval_tokens},
+            {"interval_correct", s.interval_correct},
+            {"interval_label_tokens", s.interval_label_tokens},
             {"skipped_steps", r.skipped_steps},
             {"nonfinite_in_a_row", s.nonfinite_in_a_row},
             {"last_eval", s.last_eval},
@@ -134,6 +139,10 @@ inline TrainerState read_trainer_state(const std::filesystem::path& file) {
   get(z, "interval_loss", "resume.interval_loss", s.interval_loss);
   get(z, "interval_steps", "resume.interval_steps", s.interval_steps);
   get(z, "interval_tokens", "resume.interval_tokens", s.interval_tokens);
+  // absent in checkpoints from before token_acc
+  if (z.contains("interval_correct")) get(z, "interval_correct", "resume.interval_correct", s.interval_correct);
+  if (z.contains("interval_label_tokens"))
+    get(z, "interval_label_tokens", "resume.interval_label_tokens", s.interval_label_tokens);
   get(z, "skipped_steps", "resume.skipped_steps", s.res.skipped_steps);
   get(z, "nonfinite_in_a_row", "resume.nonfinite_in_a_row", s.nonfinite_in_a_row);
   s.last_eval = field(z, "last_eval", "resume.last_eval");

@@ -15,6 +15,7 @@ namespace peft::cpu {
 struct CrossEntropyResult {
   double loss_sum = 0.0;   // sum over rows of -log softmax(logits)[target]
   std::int64_t tokens = 0;
+  std::int64_t correct = 0;  // rows whose largest logit is the target's (ties: the first index)
 };
 
 // h: [n, hidden] rows that carry a target; w: [vocab, hidden]. With grad_scale != 0, writes
@@ -32,10 +33,12 @@ CrossEntropyResult cross_entropy(const Matrix& h, const Matrix& w, std::span<con
     store(logits);
     for (Eigen::Index i = 0; i < n; ++i) {
       auto row = logits.row(i);
-      const float mx = row.maxCoeff();
+      Eigen::Index arg = 0;
+      const float mx = row.maxCoeff(&arg);
       const double sum = (row.array() - mx).exp().template cast<double>().sum();
       const std::int32_t t = targets[r0 + i];
       r.loss_sum += std::log(sum) + mx - row[t];
+      r.correct += arg == t;
       if (grad_scale != 0.0f) {
         row = ((row.array() - mx).exp() / static_cast<float>(sum)) * grad_scale;
         row[t] -= grad_scale;

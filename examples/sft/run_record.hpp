@@ -1,0 +1,61 @@
+// What a run leaves to say how it was made, as ms-swift leaves it: args.json with the EFFECTIVE
+// arguments (every default settled, the embedded default's hyperparameters applied, the base
+// model as an absolute path) in the run folder and in every checkpoint, and, in each LoRA
+// checkpoint, additional_config.json (ms-swift's LoRA extras). A checkpoint copied elsewhere
+// thus still names its base model, dtype and system prompt (infer/model_source.hpp reads them).
+#pragma once
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "peft/layers/lora_config.hpp"
+#include "sft_args.hpp"
+
+namespace peft::examples {
+
+// `base`: the absolute model folder, or the embedded default's recorded name.
+inline nlohmann::json effective_args_json(const SftArgs& a, const LoraConfig& lora, const std::string& base,
+                                          const std::filesystem::path& run_dir) {
+  nlohmann::json j = a.as_json;  // every flag parsed (the program's own ones too)
+  const nlohmann::json train = a.train.to_json();
+  for (const auto& [k, v] : train.items()) j[k] = v;
+  j["model"] = base;
+  j["train_type"] = a.train_type;
+  if (a.adapters.empty()) j.erase("adapters");
+  else j["adapters"] = std::filesystem::absolute(a.adapters).lexically_normal().string();
+  j["torch_dtype"] = a.torch_dtype;
+  j["device"] = a.device;
+  j["add_version"] = a.add_version;
+  j["lora_rank"] = lora.r;
+  j["lora_alpha"] = lora.lora_alpha;
+  j["lora_dropout"] = lora.lora_dropout;
+  j["target_modules"] = lora.target_modules;
+  j["dataset"] = a.data.specs;
+  j["val_dataset"] = a.data.val_specs;
+  j["data_seed"] = a.data.seed;
+  j["dataset_shuffle"] = a.data.dataset_shuffle;
+  j["split_dataset_ratio"] = a.data.split_dataset_ratio;
+  j["max_length"] = a.data.max_length;
+  j["truncation_strategy"] = a.data.truncation_strategy;
+  if (a.data.system.empty()) j.erase("system");  // the template's default (chat uses it too)
+  else j["system"] = a.data.system;               // the text, also when given as a .txt file
+  j["model_name"] = a.data.model_name;
+  j["model_author"] = a.data.model_author;
+  j["eval_identity_dataset"] = a.eval_identity_dataset;
+  j["eval_general_dataset"] = a.eval_general_dataset;
+  // ms-swift records the versioned folder it wrote to as output_dir.
+  j["output_dir"] = std::filesystem::absolute(run_dir).lexically_normal().string();
+  return j;
+}
+
+// Files every checkpoint folder carries beside the weights (Trainer::set_checkpoint_files).
+inline std::map<std::string, std::string> checkpoint_record_files(const nlohmann::json& args, bool lora) {
+  std::map<std::string, std::string> files = {{"args.json", args.dump(2) + "\n"}};
+  if (lora)  // ms-swift's tuner extras, at their defaults (peft trains none of them)
+    files["additional_config.json"] =
+        nlohmann::json{{"lora_dtype", nullptr}, {"lorap_lr_ratio", nullptr}, {"lorap_emb_lr", 1e-6}}.dump(2) + "\n";
+  return files;
+}
+
+}  // namespace peft::examples

@@ -1,0 +1,178 @@
+# A drop-in for ms-swift users (issue 18), program by program: ms-swift's defaults (total batch
+# 16, 3 epochs, max_length and dtype from config.json), models and datasets found in the local
+# ModelScope / HF caches, --val_dataset, CSV, --system FILE.txt, near-miss flag names, one ordered
+# output stream with a tqdm bar on a terminal, and a run folder whose args.json (run and every
+# checkpoint) holds the arguments that ran. This file registers the tests (included from
+# tests/CMakeLists.txt) and runs the multi-step ones itself (cmake -P, script mode, CASE=...).
+if(NOT CMAKE_SCRIPT_MODE_FILE)
+  set(tiny ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/tiny_public)
+  set(base --model ${tiny}/model --dataset ${tiny}/tokens.jsonl --add_version false --output_dir out)
+  peft_cli_test(unknown_flag_suggests FAIL ARGS ${base} --learnin_rate 1e-4
+    REGEX "--learnin_rate: unknown flag; did you mean --learning_rate\\?")
+  peft_program_test(chat chat_unknown_flag_suggests FAIL ARGS --temprature 0 REGEX "did you mean --temperature")
+  peft_program_test(lr_epoch_sweep sweep_help_title ARGS --help REGEX "^lr_epoch_sweep \\(flags as ms-swift")
+  # ms-swift's defaults: GA = ceil(16 / batch), 3 epochs, dtype and max_length from config.json
+  # (the tiny model: float32, 256 positions).
+  peft_cli_test(swift_defaults ARGS ${base} --max_steps 1
+    REGEX "float32 on cpu.*max_length 256 .*epochs 3 batch 1 grad_accum 16 ")
+  peft_cli_test(swift_default_accumulation ARGS ${base} --max_steps 1 --per_device_train_batch_size 3
+    REGEX "batch 3 grad_accum 6 ")
+  peft_cli_test(dataset_lines_each ARGS --model ${tiny}/model --add_version false --output_dir out --max_steps 1
+       --dataset ${tiny}/tokens.jsonl "${tiny}/tokens.jsonl#4"
+       --val_dataset "${tiny}/tokens.jsonl#3"
+    REGEX "\\[data\\] dataset '[^']*tokens.jsonl': 16 rows[^\n]*\n\\[data\\] dataset '[^']*tokens.jsonl#4': 16 rows read from 1 file -> 4 train, 0 val\n\\[data\\] dataset '[^']*tokens.jsonl#3': 16 rows read from 1 file -> 0 train, 3 val\n\\[data\\] 20 train samples")
+  # Hub ids from a fake HOME's caches (built by the SETUP script below, CASE=caches).
+  set(home ${PEFT_CLI_WORK}/hub_model_from_hf_cache/home)
+  peft_cli_test(hub_model_from_hf_cache SETUP ${CMAKE_CURRENT_LIST_FILE}
+    ENV HOME=${home} MODELSCOPE_CACHE= HF_HOME= HF_HUB_CACHE= XDG_CACHE_HOME=
+    ARGS --model Org/Tiny-0.5 --dataset ds/toks:part --add_version false --output_dir out --max_steps 1
+    REGEX "\\[model\\] [^\n]*models--Org--Tiny-0.5/snapshots/abc: 2 layers.*\\[data\\] dataset 'ds/toks:part': 16 rows")
+  set(home2 ${PEFT_CLI_WORK}/hub_model_from_modelscope_cache/home)
+  peft_cli_test(hub_model_from_modelscope_cache SETUP ${CMAKE_CURRENT_LIST_FILE}
+    ENV HOME=${home2} MODELSCOPE_CACHE= HF_HOME= HF_HUB_CACHE= XDG_CACHE_HOME=
+    ARGS --model Org/Tiny-0.5 --dataset ${tiny}/tokens.jsonl --add_version false --output_dir out --max_steps 1
+    REGEX "\\[model\\] [^\n]*modelscope/hub/models/Org/Tiny-0___5: 2 layers")
+  set(home3 ${PEFT_CLI_WORK}/hub_model_missing/home)
+  peft_cli_test(hub_model_missing FAIL ENV HOME=${home3} MODELSCOPE_CACHE= HF_HOME= HF_HUB_CACHE= XDG_CACHE_HOME=
+    PEFT_DATA_HOME=${home3}/data
+    ARGS --model Qwen/Qwen2.5-7B-Instruct --dataset ${tiny}/tokens.jsonl
+    REGEX "no copy of this model id.*never downloads.*modelscope/hub/models/Qwen/Qwen2.5-7B-Instruct.*modelscope/hub/Qwen/Qwen2.5-7B-Instruct.*huggingface/hub/models--Qwen--Qwen2.5-7B-Instruct.*data/Qwen/Qwen2.5-7B-Instruct")
+  peft_program_test(chat chat_model_from_hf_cache SETUP ${CMAKE_CURRENT_LIST_FILE}
+    ENV HOME=${PEFT_CLI_WORK}/chat_model_from_hf_cache/home MODELSCOPE_CACHE= HF_HOME= HF_HUB_CACHE= XDG_CACHE_HOME=
+    ARGS --model Org/Tiny-0.5 --max_new_tokens 4 INPUT "hello" JSONL_LINES 1
+    REGEX "models--Org--Tiny-0.5/snapshots/abc")
+  foreach(case run_record terminal)
+    add_test(NAME cli_swift_${case}
+      COMMAND ${CMAKE_COMMAND} -DCASE=${case} -DFT=$<TARGET_FILE:identity_finetune> -DCHAT=$<TARGET_FILE:chat>
+              -DFIXTURES=${CMAKE_CURRENT_SOURCE_DIR}/fixtures -DWORK=${PEFT_CLI_WORK}/swift_${case}
+              -P ${CMAKE_CURRENT_LIST_FILE})
+  endforeach()
+  return()
+endif()
+
+# --- script mode -------------------------------------------------------------------------------
+if(NOT DEFINED CASE)  # SETUP of the cache tests: a fake HOME with the tiny model (and data) cached
+  set(CASE caches)
+endif()
+
+function(tiny_model_into dir)
+  file(COPY ${FIXTURES}/tiny_public/model/ DESTINATION ${dir})
+  file(COPY ${FIXTURES}/generate/tiny_tokenizer/tokenizer.json DESTINATION ${dir})
+endfunction()
+
+function(run_checked out_var)  # run, require exit 0, return stdout+stderr
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "failed (${rc}): ${ARGN}\n${out}${err}")
+  endif()
+  set(${out_var} "${out}${err}" PARENT_SCOPE)
+endfunction()
+
+function(expect text regex what)
+  if(NOT text MATCHES "${regex}")
+    message(FATAL_ERROR "${what}: '${regex}' not found in:\n${text}")
+  endif()
+endfunction()
+
+if(CASE STREQUAL "caches")
+  file(REMOVE_RECURSE ${WORK_DIR})
+  set(hf ${WORK_DIR}/home/.cache/huggingface/hub)
+  tiny_model_into(${hf}/models--Org--Tiny-0.5/snapshots/abc)
+  tiny_model_into(${hf}/models--Org--Tiny-0.5/snapshots/old)  # refs/main picks abc
+  file(WRITE ${hf}/models--Org--Tiny-0.5/refs/main "abc")
+  file(COPY ${FIXTURES}/tiny_public/tokens.jsonl DESTINATION ${hf}/datasets--ds--toks/snapshots/r/part)
+  file(WRITE ${hf}/datasets--ds--toks/snapshots/r/other/bad.jsonl "not json")  # another subset, not read
+  if(WORK_DIR MATCHES "modelscope")
+    file(REMOVE_RECURSE ${hf})
+    tiny_model_into(${WORK_DIR}/home/.cache/modelscope/hub/models/Org/Tiny-0___5)
+  endif()
+  file(MAKE_DIRECTORY ${WORK_DIR})
+  return()
+endif()
+
+file(REMOVE_RECURSE ${WORK})
+file(MAKE_DIRECTORY ${WORK}/elsewhere)
+
+if(CASE STREQUAL "run_record")
+  # Trained with a RELATIVE model path and --system FILE.txt; the checkpoint must stand alone.
+  tiny_model_into(${WORK}/tinymodel)
+  file(WRITE ${WORK}/prompt.txt "You are Tiny, from a file.")
+  run_checked(out ${CMAKE_COMMAND} -E chdir ${WORK} ${FT} --model tinymodel --dataset ${FIXTURES}/tiny_public/tokens.jsonl
+              --add_version false --output_dir out --max_steps 2 --save_steps 1 --logging_steps 1
+              --system prompt.txt --split_dataset_ratio 0.25)
+  foreach(dir out out/checkpoint-1 out/checkpoint-2)
+    file(READ ${WORK}/${dir}/args.json args)
+    string(JSON model GET "${args}" model)
+    string(JSON system GET "${args}" system)
+    string(JSON dtype GET "${args}" torch_dtype)
+    string(JSON ga GET "${args}" gradient_accumulation_steps)
+    string(JSON epochs GET "${args}" num_train_epochs)
+    string(JSON max_length GET "${args}" max_length)
+    if(NOT model STREQUAL "${WORK}/tinymodel" OR NOT system STREQUAL "You are Tiny, from a file."
+       OR NOT dtype STREQUAL "float32" OR NOT ga EQUAL 16 OR NOT epochs MATCHES "^3(\\.0)?$" OR NOT max_length EQUAL 256)
+      message(FATAL_ERROR "${dir}/args.json does not hold the effective arguments:\n${args}")
+    endif()
+  endforeach()
+  foreach(f additional_config.json adapter_config.json)
+    if(NOT EXISTS ${WORK}/out/checkpoint-2/${f})
+      message(FATAL_ERROR "checkpoint-2 has no ${f}")
+    endif()
+  endforeach()
+  # logging.jsonl: ms-swift's keys beside ours.
+  file(STRINGS ${WORK}/out/logging.jsonl lines)
+  list(GET lines 0 first)
+  foreach(key "global_step/max_steps" percentage elapsed_time remaining_time "memory(GiB)" "train_speed(iter/s)"
+              token_acc loss grad_norm)
+    string(JSON v ERROR_VARIABLE e GET "${first}" "${key}")
+    if(e)
+      message(FATAL_ERROR "logging.jsonl has no '${key}': ${first}")
+    endif()
+  endforeach()
+  string(JSON v GET "${first}" "global_step/max_steps")
+  string(JSON p GET "${first}" percentage)
+  if(NOT v STREQUAL "1/2" OR NOT p STREQUAL "50.00%")
+    message(FATAL_ERROR "global_step/max_steps '${v}', percentage '${p}': expected 1/2, 50.00%")
+  endif()
+  # Copied away from its run folder and used from another folder: base, dtype and system come
+  # from the checkpoint's own args.json.
+  file(COPY ${WORK}/out/checkpoint-2/ DESTINATION ${WORK}/copied_ckpt)
+  file(WRITE ${WORK}/q.txt "hello\n")
+  execute_process(COMMAND ${CHAT} --adapters ${WORK}/copied_ckpt --max_new_tokens 4 WORKING_DIRECTORY ${WORK}/elsewhere
+                  INPUT_FILE ${WORK}/q.txt RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "chat on the copied checkpoint failed:\n${out}${err}")
+  endif()
+  expect("${err}" "\\[model\\] ${WORK}/tinymodel \\+ adapter [^\n]*copied_ckpt [^\n]*float32" "chat")
+  return()
+endif()
+
+if(CASE STREQUAL "terminal")
+  set(args --model ${FIXTURES}/tiny_public/model --dataset ${FIXTURES}/tiny_public/tokens.jsonl --add_version false
+      --max_steps 3 --logging_steps 1 --gradient_accumulation_steps 1)
+  # Piped, stdout and stderr into one pipe: the lines in the order they happened, no bar.
+  string(REPLACE ";" " " cmdline "${FT};${args};--output_dir;piped")
+  run_checked(piped sh -c "cd ${WORK} && ${cmdline} 2>&1 | cat")
+  expect("${piped}" "\\[data\\] 16 train[^\n]*\n.*\\[train\\] 16 samples, 3 optimizer steps\n\\[train\\] step 1/3 .*\\[train\\] step 3/3 .*\\[train\\] done"
+         "piped output in order")
+  if(piped MATCHES "Train: ")
+    message(FATAL_ERROR "a pipe got the progress bar:\n${piped}")
+  endif()
+  # On a terminal (util-linux `script` gives it one): the tqdm bar.
+  find_program(SCRIPT script)
+  if(NOT SCRIPT)
+    message(FATAL_ERROR "this test needs util-linux's `script` (a pseudo-terminal)")
+  endif()
+  string(REPLACE ";" " " cmdline "${FT};${args};--output_dir;tty")
+  run_checked(tty ${SCRIPT} -qec "cd ${WORK} && ${cmdline}" /dev/null)
+  expect("${tty}" "Train: 100%\\|████████████████████\\| 3/3 \\[[0-9:]+<00:00," "terminal progress bar")
+  # chat streams on a terminal unless told not to, and not into a pipe.
+  tiny_model_into(${WORK}/tinymodel)
+  file(WRITE ${WORK}/exit.txt "exit\n")
+  execute_process(COMMAND ${SCRIPT} -qec "${CHAT} --model ${WORK}/tinymodel" /dev/null INPUT_FILE ${WORK}/exit.txt
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE chat_tty ERROR_VARIABLE err)
+  expect("${chat_tty}" "stream true" "chat on a terminal")
+  run_checked(chat_pipe sh -c "echo hi | ${CHAT} --model ${WORK}/tinymodel --max_new_tokens 2 2>&1")
+  expect("${chat_pipe}" "stream false" "chat in a pipe")
+  return()
+endif()
+message(FATAL_ERROR "unknown CASE ${CASE}")
