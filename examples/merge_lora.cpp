@@ -32,6 +32,9 @@ int main(int argc, char** argv) {
     while (output_dir.size() > 1 && output_dir.back() == '/') output_dir.pop_back();
 
     fmt::print("[merge] base {} (from {})\n[merge] adapter {}\n", source.model, source.found_in, adapters);
+    if (source.qlora)  // as ms-swift's export: the adapter goes into the unquantised weights
+      fmt::print("[merge] the adapter was trained with QLoRA (an NF4 base, per args.json); it is merged into the "
+                 "original bf16 base weights, and the merged model is not quantised\n");
     const auto t0 = std::chrono::steady_clock::now();
     const MergeSummary s = merge_lora(source.model, adapters, output_dir);
     fmt::print("[merge] merged {} projections; wrote {} tensors in {} ({}) and copied {} in {:.1f} s\n",
