@@ -3,12 +3,13 @@
 //   identity_finetune                                  # embedded default model + identity data
 //   identity_finetune --model Qwen2.5-7B-Instruct --dataset self_cognition.json --num_train_epochs 10 ...
 //   NPROC_PER_NODE=2 identity_finetune ...            # data-parallel on 2 CPU processes (docs/multi_gpu.md)
+//   identity_finetune --quant_method bnb --quant_bits 4 ...   # QLoRA: an NF4 base (docs/qlora.md)
 #include <fmt/format.h>
 
 #include "peft/dist/launcher.hpp"
 #include "peft/dist/worker.hpp"
 #include "peft/qwen.hpp"
-#include "sft/run_sft.hpp"
+#include "sft/cpu_compositions.hpp"
 #include "activity.hpp"
 
 using namespace peft;
@@ -24,12 +25,7 @@ int main(int argc, char** argv) {
     dist::quiet_stdout_unless_rank0(env);
     const auto comm = dist::connect_host(env);
     if (comm) dist::announce(env, *comm, "cpu");
-    const bool bf16 = args.torch_dtype == "bfloat16";
-    if (args.train_type == "lora")
-      return bf16 ? examples::run_sft<Qwen2<Lora<>, Bf16Mixed, Cpu>>(args, comm.get())
-                  : examples::run_sft<Qwen2<Lora<>, Fp32, Cpu>>(args, comm.get());
-    return bf16 ? examples::run_sft<Qwen2<Full, Bf16Mixed, Cpu>>(args, comm.get())
-                : examples::run_sft<Qwen2<Full, Fp32, Cpu>>(args, comm.get());
+    return examples::run_sft_cpu(args, comm.get());
   } catch (const std::bad_alloc&) {
     fmt::print(stderr, "identity_finetune: error: {}\n", examples::out_of_memory_message());
     return 1;

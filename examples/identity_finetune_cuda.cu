@@ -18,6 +18,7 @@
 #include "peft/qwen.hpp"
 #include "sft/cuda_activations.cuh"
 #include "sft/run_sft.hpp"
+#include "sft/cpu_compositions.hpp"
 
 namespace peft {
 
@@ -41,7 +42,8 @@ static std::unique_ptr<cuda::NcclCommunicator> join_gpus(examples::SftArgs& args
 
 static int run(examples::SftArgs& args, const dist::LaunchEnv& env) {
   const std::string cpu_only =
-      args.train_type != "lora"           ? fmt::format("--train_type {} runs on the CPU only", args.train_type)
+      args.quant.nf4()                 ? std::string("--quant_bits 4 (QLoRA) runs on the CPU only: no GPU NF4 kernels yet")
+      : args.train_type != "lora"      ? fmt::format("--train_type {} runs on the CPU only", args.train_type)
       : args.torch_dtype != "bfloat16" ? fmt::format("--torch_dtype {} runs on the CPU only", args.torch_dtype)
                                        : std::string();
   if (examples::choose_cuda(args.device, cpu_only)) {
@@ -52,11 +54,7 @@ static int run(examples::SftArgs& args, const dist::LaunchEnv& env) {
   }
   const auto host = dist::connect_host(env);  // the CPU compositions: the TCP transport
   if (host) dist::announce(env, *host, "cpu");
-  dist::Communicator* c = host.get();
-  const bool bf16 = args.torch_dtype == "bfloat16";
-  if (args.train_type == "lora")
-    return bf16 ? examples::run_sft<Qwen2<Lora<>, Bf16Mixed, Cpu>>(args, c) : examples::run_sft<Qwen2<Lora<>, Fp32, Cpu>>(args, c);
-  return bf16 ? examples::run_sft<Qwen2<Full, Bf16Mixed, Cpu>>(args, c) : examples::run_sft<Qwen2<Full, Fp32, Cpu>>(args, c);
+  return examples::run_sft_cpu(args, host.get());
 }
 
 }  // namespace peft

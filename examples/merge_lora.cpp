@@ -37,6 +37,9 @@ int main(int argc, char** argv) {
     while (output_dir.size() > 1 && output_dir.back() == '/') output_dir.pop_back();
 
     fmt::print("[merge] base {} (from {})\n[merge] adapter {}\n", source.model, source.found_in, adapters);
+    if (source.qlora)  // as ms-swift's export: the adapter goes into the unquantised weights
+      fmt::print("[merge] the adapter was trained with QLoRA (an NF4 base, per args.json); it is merged into the "
+                 "original bf16 base weights, and the merged model is not quantised\n");
     const auto t0 = std::chrono::steady_clock::now();
     examples::now_doing(fmt::format("merging {} into {}", adapters, source.model));
     const MergeSummary s = merge_lora(source.model, adapters, output_dir, overwrite == "true");

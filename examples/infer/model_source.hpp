@@ -22,6 +22,7 @@ struct ModelSource {
   std::string model;         // a folder, or empty for the embedded default model
   std::string found_in;      // where the name came from ("--model", a file path)
   std::optional<std::string> torch_dtype, system;  // what the training run used, when recorded
+  bool qlora = false;        // args.json records --quant_method bnb --quant_bits 4 (an NF4 base)
 };
 
 namespace detail {
@@ -68,6 +69,7 @@ inline ModelSource resolve_model_source(const std::string& model_flag, const std
     for (auto [key, out] : {std::pair{"torch_dtype", &s.torch_dtype}, std::pair{"system", &s.system}})
       if (find_field(j, key) && !find_field(j, key)->is_null())
         *out = json_value_as<std::string>(*find_field(j, key), args->string(), key);
+    if (const auto* bits = find_field(j, "quant_bits"); bits && bits->is_number_integer()) s.qlora = bits->get<int>() == 4;
   }
   if (s.found_in.empty()) {
     const auto cfg_path = dir / "adapter_config.json";

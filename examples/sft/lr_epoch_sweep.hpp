@@ -204,6 +204,8 @@ inline std::optional<SweepArgs> parse_sweep_args(int argc, char** argv) {
   SftArgs& args = s.sft;
   if (args.help) return std::nullopt;
   require(args.train_type == "lora", "lr_epoch_sweep trains LoRA adapters (--train_type lora)");
+  require(!args.quant.nf4(), "--quant_bits 4: lr_epoch_sweep does not sweep QLoRA yet (identity_finetune trains it); "
+          "drop the --quant_method/--quant_bits flags");
   require(args.train.resume_from_checkpoint.empty(), "--resume_from_checkpoint: re-run the sweep instead; it resumes cells");
   for (const auto& v : lr_flags) s.lrs.push_back(parse_number("learning_rates", v));
   for (const auto& v : epoch_flags) s.epochs.push_back(parse_number("epochs", v));

@@ -30,6 +30,7 @@
 #include "peft/train/training_arguments.hpp"
 #include "embedded_default.hpp"
 #include "flag_suggestions.hpp"
+#include "quant_args.hpp"
 
 namespace peft::examples {
 
@@ -44,6 +45,7 @@ struct SftArgs {
   bool gradient_checkpointing = true;  // ms-swift's default; the CUDA programs' activation policy
   bool overwrite = false;  // write into a non-empty --output_dir with --add_version false
   LoraConfig lora;
+  QuantArgs quant;  // --quant_method bnb --quant_bits 4: QLoRA (sft/quant_args.hpp)
   TrainingArguments train;
   data::DatasetOptions data;
   // Evaluation hooks (train/hooks/): held-out identity questions, a general set for retention.
@@ -245,6 +247,7 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
       ("eval_generation_max_new_tokens", po::value(&a.eval_generation_max_new_tokens)->default_value(48),
        "longest answer generated for identity accuracy and repetition")
       ("debug_sigkill_at_step", po::value(&a.debug_sigkill_at_step)->default_value(-1), "(tests) die by SIGKILL after step N");
+  add_quant_options(d, a.quant);
   if (extra) d.add(*extra);
   for (const auto& f : detail::accepted_unused_flags())
     d.add_options()(f.c_str(), po::value<std::vector<std::string>>()->multitoken(), "(accepted, not used)");
@@ -280,6 +283,8 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
     else if (const auto* p = boost::any_cast<std::filesystem::path>(&v)) a.as_json[name] = p->string();
   }
 
+  require(a.train_type != "qlora",
+          "--train_type qlora: ms-swift has no such train type; QLoRA is --train_type lora --quant_method bnb --quant_bits 4");
   detail::one_of("train_type", a.train_type, {"lora", "full"});
   // Defaults from the model: its config.json's dtype and context (ms-swift's model_info).
   ModelConfig model_cfg = embedded_default_config();
@@ -308,6 +313,7 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
   if (a.torch_dtype == "bf16") a.torch_dtype = "bfloat16";
   detail::one_of("torch_dtype", a.torch_dtype, {"float32", "bfloat16"});
   detail::one_of("device", a.device, {"cpu", "cuda", "auto"});
+  validate_quant_args(a.quant, a.train_type, a.torch_dtype, a.as_json);
   detail::one_of("lr_scheduler_type", t.lr_scheduler_type, {"constant", "linear", "cosine"});
   detail::one_of("truncation_strategy", a.data.truncation_strategy, {"delete", "left", "right"});
   a.add_version = detail::parse_bool("add_version", add_version);

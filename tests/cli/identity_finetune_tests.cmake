@@ -22,7 +22,7 @@ peft_cli_test(versioned_output_dir
 peft_cli_test(help ARGS --help REGEX "--lora_rank")
 
 peft_cli_test(unknown_flag FAIL ARGS ${PEFT_FT_BASE} --learning_rte 1e-4 REGEX "learning_rte")
-peft_cli_test(bad_train_type FAIL ARGS ${PEFT_FT_BASE} --train_type qlora REGEX "valid: lora, full")
+peft_cli_test(bad_train_type FAIL ARGS ${PEFT_FT_BASE} --train_type adalora REGEX "valid: lora, full")
 peft_cli_test(bad_target_module FAIL ARGS ${PEFT_FT_BASE} --target_modules qproj REGEX "unknown module 'qproj'")
 peft_cli_test(bad_dtype FAIL ARGS ${PEFT_FT_BASE} --torch_dtype float16 REGEX "valid: float32, bfloat16")
 peft_cli_test(missing_model_dir FAIL ARGS --model ${PEFT_CLI_WORK}/nowhere --dataset ${PEFT_TINY}/tokens.jsonl

@@ -14,6 +14,7 @@
 
 #include "peft/core/error.hpp"
 #include "peft/io/json_file.hpp"
+#include "peft/io/quantised_checkpoint.hpp"
 
 namespace peft {
 
@@ -40,6 +41,7 @@ struct ModelConfig {
   // `source` names the file in errors. The result is validated.
   static ModelConfig from_json(const nlohmann::json& j, std::string_view source) {
     require(j.is_object(), "{}: config must be a JSON object", source);
+    reject_quantization_config(j, source);
     ModelConfig c;
     c.hidden_size = required_field<std::int64_t>(j, "hidden_size", source);
     c.intermediate_size = required_field<std::int64_t>(j, "intermediate_size", source);

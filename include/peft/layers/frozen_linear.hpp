@@ -13,13 +13,13 @@ class Linear<Frozen, P> {
 
   void load(WeightSource& src) { base_.load(src, true); }
   void forward(const Matrix& x, Matrix& y, Rng*) {
-    base_.apply(x, base_.w, base_.b, y);
+    base_.apply(x, base_.weight(), base_.b, y);
     P::store(y);
   }
-  void backward(const Matrix&, const Matrix& dy, Matrix& dx) { dx.noalias() = dy * base_.w; }
+  void backward(const Matrix&, const Matrix& dy, Matrix& dx) { dx.noalias() = dy * base_.weight(); }
   void parameters(ParameterList&) {}
   void zero_grad() {}
-  const Matrix& weight() const { return base_.w; }
+  const Matrix& weight() const { return base_.weight(); }
   const Matrix& bias() const { return base_.b; }
   const std::string& module() const { return base_.module; }
 

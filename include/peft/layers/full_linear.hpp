@@ -9,6 +9,9 @@ namespace peft {
 
 template <PrecisionPolicy P>
 class Linear<Full, P> {
+  static_assert(!QuantisedBase<P>, "Linear<Full, Nf4<...>>: a trained weight cannot be stored in NF4; QLoRA trains "
+                                   "LoRA adapters on a frozen quantised base (use Lora<r> or Frozen)");
+
  public:
   Linear(std::string module, LinearShape s, const LoraConfig&) : base_(std::move(module), s) {}
 

@@ -17,6 +17,7 @@
 #include "peft/layers/weight_source.hpp"
 #include "peft/policies/linear_policy.hpp"
 #include "peft/policies/precision.hpp"
+#include "peft/quant/nf4.hpp"
 
 namespace peft {
 
@@ -30,12 +31,14 @@ class Linear;
 
 namespace detail {
 
-// The frozen base every policy shares: W [out, in] and the optional bias [1, out].
+// The frozen base every policy shares: W [out, in] and the optional bias [1, out]. Under a
+// QuantisedBase precision W lives only in `nf4` (w stays empty) and weight() dequantises it.
 template <PrecisionPolicy P>
 struct DenseBase {
   std::string module;
   LinearShape shape;
   Matrix w, b;
+  nf4::Nf4Tensor nf4;
 
   DenseBase(std::string path, LinearShape s) : module(std::move(path)), shape(s) {}
 
@@ -46,7 +49,27 @@ struct DenseBase {
       b.resize(1, shape.out);
       src.read(module + ".bias", b);
     }
+    if constexpr (QuantisedBase<P>) {
+      // bitsandbytes quantises the bf16 weight; an fp32 checkpoint is rounded first, as loading
+      // it with torch_dtype=bfloat16 would. Only this one tensor is ever held in fp32.
+      for (Eigen::Index i = 0; i < w.size(); ++i) w.data()[i] = round_to_bf16(w.data()[i]);
+      nf4 = nf4::quantize(std::span<const float>(w.data(), static_cast<std::size_t>(w.size())), module + ".weight");
+      w = Matrix();
+    }
     if (store_as_activation_dtype) { P::store(w); if (shape.bias) P::store(b); }
+  }
+
+  // The weight the matmuls use. NF4: its bf16 dequantisation, into one scratch matrix shared by
+  // every layer of the thread (valid until the next call), so the model never holds it whole.
+  const Matrix& weight() const {
+    if constexpr (QuantisedBase<P>) {
+      static thread_local Matrix scratch;
+      scratch.resize(shape.out, shape.in);
+      nf4::dequantize(nf4, scratch.data());
+      return scratch;
+    } else {
+      return w;
+    }
   }
 
   // y = x W^T + b, computed with the given (possibly rounded) weight.

@@ -41,7 +41,7 @@ class Linear<Lora<Rank>, P> {
   }
 
   void forward(const Matrix& x, Matrix& y, Rng* dropout_rng) {
-    base_.apply(x, base_.w, base_.b, y);
+    base_.apply(x, base_.weight(), base_.b, y);
     P::store(y);
     if (!targeted_) return;
     const bool drop = dropout_rng && dropout_ > 0.0f;
@@ -60,7 +60,7 @@ class Linear<Lora<Rank>, P> {
   }
 
   void backward(const Matrix& x, const Matrix& dy, Matrix& dx) {
-    dx.noalias() = dy * base_.w;
+    dx.noalias() = dy * base_.weight();
     if (!targeted_) return;
     db_lora_.noalias() += (dy.transpose() * xa_) * scaling_;
     const Matrix dxa = (dy * b_lora_) * scaling_;  // [tokens, r]
@@ -85,7 +85,7 @@ class Linear<Lora<Rank>, P> {
 
   bool targeted() const { return targeted_; }
   float scaling() const { return scaling_; }
-  const Matrix& weight() const { return base_.w; }
+  const Matrix& weight() const { return base_.weight(); }
   const Matrix& bias() const { return base_.b; }
   const Matrix& lora_a() const { return a_; }
   const Matrix& lora_b() const { return b_lora_; }

@@ -10,6 +10,7 @@
 #include "peft/core/finite.hpp"
 #include "peft/core/rng.hpp"
 #include "peft/core/tensor.hpp"
+#include "peft/io/quantised_checkpoint.hpp"
 #include "peft/io/safetensors.hpp"
 
 namespace peft {
@@ -24,7 +25,9 @@ class WeightSource {
 
 class SafetensorsWeights final : public WeightSource {
  public:
-  explicit SafetensorsWeights(const std::filesystem::path& dir) : model_(SafetensorsModel::open(dir)) {}
+  explicit SafetensorsWeights(const std::filesystem::path& dir) : model_(SafetensorsModel::open(dir)) {
+    reject_quantised_tensors(model_.names(), dir.string());
+  }
   bool contains(const std::string& name) const override { return model_.contains(name); }
   void read(const std::string& name, Matrix& into) override {
     const std::int64_t rows = into.rows(), cols = into.cols();
