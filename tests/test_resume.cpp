@@ -66,8 +66,9 @@ std::vector<nlohmann::json> log_numbers(const std::filesystem::path& dir) {
   std::string line;
   while (std::getline(in, line)) {
     auto j = nlohmann::json::parse(line);
-    j.erase("elapsed_s");
-    j.erase("tokens_per_second");
+    for (const char* wall_clock : {"elapsed_s", "tokens_per_second", "elapsed_time", "remaining_time", "memory(GiB)",
+                                   "train_speed(iter/s)"})
+      j.erase(wall_clock);
     out.push_back(j);
   }
   return out;
