@@ -12,7 +12,7 @@
 using namespace peft::data;
 using Catch::Matchers::Contains;
 
-TEST_CASE("RFC 4180: quoted commas, quotes and line breaks; CRLF; blank lines skipped") {
+TEST_CASE("RFC 4180: quoted commas, quotes and line breaks - CRLF - blank lines skipped") {
   const auto recs = parse_csv("a,b,c\r\n\"x, y\",\"say \"\"hi\"\"\",\"two\nlines\"\r\n\r\n,,\nlast,\"\",z", "f.csv");
   REQUIRE(recs.size() == 4);
   CHECK(recs[0].fields == std::vector<std::string>{"a", "b", "c"});

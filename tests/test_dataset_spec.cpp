@@ -113,7 +113,7 @@ TEST_CASE("load_datasets reads PEFT_DATA_HOME from the environment when data_hom
   CHECK(data.stats.specs[0].rows_read == 3);
 }
 
-TEST_CASE("--val_dataset specs go to validation whole (or their #N rows), after the training split") {
+TEST_CASE("val_dataset specs go to validation whole (or their first N rows) after the training split") {
   peft::testing::TempDir dir;
   std::string rows;
   for (int i = 0; i < 5; ++i) rows += "{\"input_ids\": [1, 2, " + std::to_string(3 + i) + "]}\n";

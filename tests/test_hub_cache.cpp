@@ -106,7 +106,7 @@ TEST_CASE("the HF cache: refs/main names the snapshot / else the only one / HF_H
   CHECK(*r.found == home.path() / "hubcache/models--Qwen--Qwen2.5-7B-Instruct/snapshots/ddd");
 }
 
-TEST_CASE("ModelScope wins over HF, HF over PEFT_DATA_HOME; a folder the caller refuses is passed over") {
+TEST_CASE("ModelScope wins over HF, HF over PEFT_DATA_HOME - a folder the caller refuses is passed over") {
   peft::testing::TempDir home;
   FakeEnv env{{{"HOME", home.path().string()}, {"PEFT_DATA_HOME", (home.path() / "data").string()}}};
   home.write("data/Qwen/Tiny/config.json", "{}");

@@ -53,7 +53,7 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 
 }  // namespace
 
-TEST_CASE("AdamW betas outside [0, 1) and eps <= 0 are refused, naming the flag") {
+TEST_CASE("AdamW betas outside 0 <= beta < 1 and eps <= 0 are refused, naming the flag") {
   struct Case {
     double b1, b2, eps;
     const char* flag;

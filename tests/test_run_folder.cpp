@@ -91,7 +91,7 @@ TEST_CASE("rotation deletes only the current run's oldest checkpoints", "[run_fo
   fs::remove_all(d);
 }
 
-TEST_CASE("result settings: every difference is named; the dataset fingerprint follows the samples", "[run_folder]") {
+TEST_CASE("result settings: every difference is named - the dataset fingerprint follows the samples", "[run_folder]") {
   Sample a{{1, 2, 3}, {-100, 2, 3}}, b{{1, 2, 4}, {-100, 2, 4}};
   CHECK(dataset_fingerprint({a, b}) == dataset_fingerprint({a, b}));
   CHECK(dataset_fingerprint({a, b}) != dataset_fingerprint({b, a}));

@@ -298,6 +298,9 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
       fmt::print("[args] config.json says float16, which peft does not train in; using bfloat16\n");
       a.torch_dtype = "bfloat16";
     }
+    // QLoRA: an explicit --bnb_4bit_compute_dtype settles the dtype the unquantised weights use.
+    for (const char* d : {"bfloat16", "float32"})
+      if (a.quant.compute_dtype == d) a.torch_dtype = d;
   }
   if (!vm.count("max_length")) a.data.max_length = model_cfg.max_position_embeddings;
   if (!vm.count("learning_rate")) t.learning_rate = a.train_type == "full" ? 1e-5 : 1e-4;

@@ -43,7 +43,7 @@ if(NOT out MATCHES "tiny already exists")
 endif()
 
 # The same first step as the embedded default: same weights, data, names, seed.
-set(common --max_steps 1 --logging_steps 1 --save_steps 1 --add_version false)
+set(common --max_steps 1 --logging_steps 1 --save_steps 1 --add_version false --gradient_accumulation_steps 1 --torch_dtype bfloat16)
 step("identity_finetune on the embedded default" ${BIN_DIR}/identity_finetune ${common} --output_dir embedded)
 step("identity_finetune --model tiny, one step" ${BIN_DIR}/identity_finetune ${common} --output_dir tiny_one --model tiny
      --dataset ${ASSETS}/data/self_cognition.jsonl --model_name 小派 "Xiao Pai" --model_author "peft 社区" "the peft community")
@@ -56,7 +56,7 @@ endif()
 # The README's walk: train on the folder, chat with the adapter, merge it into the folder's weights.
 step("identity_finetune --model tiny" ${BIN_DIR}/identity_finetune --model tiny --dataset ${ASSETS}/data/self_cognition.jsonl
      --model_name 小派 "Xiao Pai" --model_author "peft 社区" "the peft community" --max_steps 4 --save_steps 4
-     --learning_rate 3e-3 --output_dir output --add_version false)
+     --learning_rate 3e-3 --gradient_accumulation_steps 1 --torch_dtype bfloat16 --output_dir output --add_version false)
 step("chat --adapters output/checkpoint-4" ${BIN_DIR}/chat --adapters output/checkpoint-4 --max_new_tokens 8 INPUT "你是谁?")
 if(NOT out MATCHES "\"response\"")
   message(FATAL_ERROR "chat on the trained adapter gave no JSON response:\n${out}")
