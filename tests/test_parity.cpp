@@ -10,6 +10,7 @@
 #include "peft/io/safetensors.hpp"
 #include "peft/qwen.hpp"
 #include "support/fixture.hpp"
+#include "support/fixture_model.hpp"
 
 using namespace peft;
 using Model = Qwen2<Lora<>, Fp32, Cpu>;
@@ -41,21 +42,12 @@ void check_same_tensors(const std::filesystem::path& got_file, const std::filesy
   }
 }
 
-std::unique_ptr<Model> load_fixture_model(const std::string& name) {
-  const auto dir = test::fixture(name);
-  LoraConfig lora = read_adapter_config(dir / "adapter");
-  lora.lora_dropout = 0;
-  auto model = Model::from_pretrained(dir / "model", lora, 0);
-  load_adapter_weights(dir / "adapter", model->trainable_parameters());
-  return model;
-}
-
 }  // namespace
 
 TEST_CASE("forward loss equals PEFT's before training", "[parity]") {
   for (const std::string name : {"tiny_public", "tied_1kv_ga4_cosine", "batch2_ga2_linear"}) {
     SECTION(name) {
-      auto model = load_fixture_model(name);
+      auto model = test::load_fixture_model<Model>(name);
       const auto samples = test::fixture_samples(name);
       const auto golden = test::fixture_golden(name);
       const auto& want = golden["forward_loss_before_training"];
@@ -70,7 +62,7 @@ TEST_CASE("forward loss equals PEFT's before training", "[parity]") {
 TEST_CASE("training matches PEFT step for step", "[parity]") {
   for (const std::string name : {"tiny_public", "tied_1kv_ga4_cosine", "batch2_ga2_linear"}) {
     SECTION(name) {
-      auto model = load_fixture_model(name);
+      auto model = test::load_fixture_model<Model>(name);
       const auto samples = test::fixture_samples(name);
       const auto golden = test::fixture_golden(name);
       const TrainingArguments args = test::golden_args(golden);

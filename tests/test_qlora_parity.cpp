@@ -13,6 +13,7 @@
 #include "peft/io/safetensors.hpp"
 #include "peft/qwen.hpp"
 #include "support/fixture.hpp"
+#include "support/fixture_model.hpp"
 
 using namespace peft;
 using Oracle = Qwen2<Lora<>, Nf4Fp32, Cpu>;
@@ -24,20 +25,10 @@ void check_close(double a, double b, double rel, const std::string& what) {
   CHECK(std::abs(a - b) <= rel * std::abs(b) + 1e-7);
 }
 
-template <class Model>
-std::unique_ptr<Model> load_tiny() {
-  const auto dir = test::fixture("tiny_public");
-  LoraConfig lora = read_adapter_config(dir / "adapter");
-  lora.lora_dropout = 0;
-  auto model = Model::from_pretrained(dir / "model", lora, 0);
-  load_adapter_weights(dir / "adapter", model->trainable_parameters());
-  return model;
-}
-
 }  // namespace
 
 TEST_CASE("the NF4 base dequantises to the reference's weights", "[qlora]") {
-  auto model = load_tiny<Oracle>();
+  auto model = test::load_fixture_model<Oracle>("tiny_public");
   const auto golden = test::fixture_golden("qlora_tiny");
   const auto& sums = golden["dequantized_weight_sums"];
   std::size_t seen = 0;
@@ -54,7 +45,7 @@ TEST_CASE("the NF4 base dequantises to the reference's weights", "[qlora]") {
 }
 
 TEST_CASE("QLoRA on the CPU trains as PEFT on the dequantised weights, step for step", "[qlora]") {
-  auto model = load_tiny<Oracle>();
+  auto model = test::load_fixture_model<Oracle>("tiny_public");
   const auto samples = test::fixture_samples("tiny_public");
   const auto golden = test::fixture_golden("qlora_tiny");
   const auto& fwd = golden["forward_loss_before_training"];
@@ -107,7 +98,7 @@ TEST_CASE("QLoRA on the CPU trains as PEFT on the dequantised weights, step for 
 TEST_CASE("Nf4Base (bf16 compute) stays within bf16 noise of the fp32 oracle", "[qlora]") {
   // The same quantised weights computed in bf16, as bnb_4bit_compute_dtype=bfloat16 does: the
   // forward losses differ from the fp32 golden by bf16 rounding only.
-  auto model = load_tiny<Qwen2<Lora<>, Nf4Base, Cpu>>();
+  auto model = test::load_fixture_model<Qwen2<Lora<>, Nf4Base, Cpu>>("tiny_public");
   const auto samples = test::fixture_samples("tiny_public");
   const auto golden = test::fixture_golden("qlora_tiny");
   const auto& fwd = golden["forward_loss_before_training"];
