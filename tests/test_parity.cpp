@@ -10,18 +10,13 @@
 #include "peft/io/safetensors.hpp"
 #include "peft/qwen.hpp"
 #include "support/fixture.hpp"
-#include "support/fixture_model.hpp"
+#include "support/parity.hpp"
 
 using namespace peft;
+using test::check_close;
 using Model = Qwen2<Lora<>, Fp32, Cpu>;
 
 namespace {
-
-// |a - b| <= rel * |b| (+ a tiny absolute floor for values near zero).
-void check_close(double a, double b, double rel, const std::string& what) {
-  INFO(what << ": got " << a << " expected " << b);
-  CHECK(std::abs(a - b) <= rel * std::abs(b) + 1e-7);
-}
 
 // Every tensor of `expected` is in `got`, and max|got - expected| <= rel * max|expected|.
 void check_same_tensors(const std::filesystem::path& got_file, const std::filesystem::path& expected_file, double rel) {

@@ -13,19 +13,11 @@
 #include "peft/io/safetensors.hpp"
 #include "peft/qwen.hpp"
 #include "support/fixture.hpp"
-#include "support/fixture_model.hpp"
+#include "support/parity.hpp"
 
 using namespace peft;
+using test::check_close;
 using Oracle = Qwen2<Lora<>, Nf4Fp32, Cpu>;
-
-namespace {
-
-void check_close(double a, double b, double rel, const std::string& what) {
-  INFO(what << ": got " << a << " expected " << b);
-  CHECK(std::abs(a - b) <= rel * std::abs(b) + 1e-7);
-}
-
-}  // namespace
 
 TEST_CASE("the NF4 base dequantises to the reference's weights", "[qlora]") {
   auto model = test::load_fixture_model<Oracle>("tiny_public");
