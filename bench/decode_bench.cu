@@ -26,7 +26,7 @@
 #include <string>
 #include <vector>
 
-#include "peft/backend/cuda/device.cuh"
+#include "peft/qwen_cuda.cuh"
 #include "peft/generate/generator.hpp"
 #include "peft/models/presets.hpp"
 

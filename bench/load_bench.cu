@@ -1,5 +1,5 @@
 // Checkpoint loading benchmark: how fast Qwen2.5-7B's 15.2 GB of bf16 safetensors reach the GPU
-// through the device weight loader (backend/cuda/weight_loader.cuh), from page cache.
+// through the device weight loader (io/cuda_weight_loader.cuh), from page cache.
 //
 // The checkpoint is a 7B-shaped random one, written here if the folder has none: the real
 // model's tensor names, shapes and dtype, 4 shards + model.safetensors.index.json as HF ships it,
@@ -24,7 +24,7 @@
 #include <thread>
 #include <vector>
 
-#include "peft/backend/cuda/device.cuh"
+#include "peft/qwen_cuda.cuh"
 #include "peft/models/presets.hpp"
 
 using namespace peft;

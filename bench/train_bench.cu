@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "experiments/step_timing.hpp"
-#include "peft/backend/cuda/device.cuh"
+#include "peft/qwen_cuda.cuh"
 
 using namespace peft;
 

@@ -19,7 +19,7 @@ endmacro()
 # architecture, plus PTX of the newest for later GPUs (the driver compiles it at first launch).
 # Entries: NN (sm_NN machine code), NNa (architecture-specific features, e.g. 90a), NN-virtual (PTX
 # only; then no PTX is added automatically). The kernels pick their Hopper or portable paths at run
-# time (backend/cuda/kernel_family.hpp). Default: A100 (80), RTX 30xx / A6000 (86), RTX 40xx / L40S
+# time (kernels/cuda/kernel_family.hpp). Default: A100 (80), RTX 30xx / A6000 (86), RTX 40xx / L40S
 # (89), H100 / H200 (90a).
 set(PEFT_CUDA_ARCHS "80;86;89;90a" CACHE STRING "CUDA architectures: NN, NNa or NN-virtual (PTX only)")
 set(PEFT_CUDA_TEST_ARCHS "" CACHE STRING "CUDA architectures of the CUDA tests (empty: PEFT_CUDA_ARCHS)")
@@ -53,7 +53,7 @@ function(peft_cuda_gencode out archs)
 endfunction()
 
 # peft_cuda_target(target [archs]): machine code for PEFT_CUDA_ARCHS (or archs) plus PTX of the
-# newest, fmt usable under nvcc (FMT_USE_CONSTEXPR: see backend/cuda/cuda_check.cuh), cuBLASLt.
+# newest, fmt usable under nvcc (FMT_USE_CONSTEXPR: see kernels/cuda/cuda_check.cuh), cuBLASLt.
 function(peft_cuda_target target)
   set(archs "${PEFT_CUDA_ARCHS}")
   if(ARGC GREATER 1 AND NOT "${ARGV1}" STREQUAL "")
@@ -91,7 +91,7 @@ function(peft_cuda_program target source)
   target_compile_definitions(${target} PRIVATE FMT_HEADER_ONLY=1 ${PEFT_ASSETS_DEFINITIONS})
   target_include_directories(${target} PRIVATE ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR}/examples
     ${Boost_INCLUDE_DIRS})
-  # NCCL (data-parallel runs) is dlopen-ed at run time, not linked (backend/cuda/nccl_communicator.cuh):
+  # NCCL (data-parallel runs) is dlopen-ed at run time, not linked (dist/nccl_communicator.cuh):
   # only its header is needed here, and the binary still runs where libnccl is absent.
   target_link_libraries(${target} PRIVATE Eigen3::Eigen nlohmann_json::nlohmann_json
     ${PEFT_BOOST_PO_STATIC} ${PEFT_UTF8PROC_STATIC} ${PEFT_PCRE2_STATIC} ${CMAKE_DL_LIBS})

@@ -11,7 +11,7 @@
 
 #include "cuda_device.cuh"
 #include "infer/run_chat.hpp"
-#include "peft/backend/cuda/device.cuh"
+#include "peft/qwen_cuda.cuh"
 
 using namespace peft;
 

@@ -3,7 +3,7 @@
 // run the CUDA backend can do, `--device auto` (the default) takes the GPU when both hold, and the
 // choice is printed as a "[device]" line so a log says where its numbers came from, followed by a
 // "[cuda]" line naming the GPU, its compute capability and the kernel family it runs
-// (backend/cuda/kernel_family.hpp). A GPU older than sm_80 is an error under `--device cuda` and
+// (kernels/cuda/kernel_family.hpp). A GPU older than sm_80 is an error under `--device cuda` and
 // leaves `--device auto` on the CPU, saying why.
 #pragma once
 #include <cuda_runtime.h>
@@ -12,7 +12,7 @@
 #include <cstdio>
 #include <string>
 
-#include "peft/backend/cuda/device_kernels.cuh"
+#include "peft/kernels/cuda/device_kernels.cuh"
 #include "peft/core/error.hpp"
 
 namespace peft::examples {

@@ -11,8 +11,8 @@
 #include <fmt/format.h>
 
 #include "cuda_device.cuh"
-#include "peft/backend/cuda/device.cuh"
-#include "peft/backend/cuda/nccl_communicator.cuh"
+#include "peft/qwen_cuda.cuh"
+#include "peft/dist/nccl_communicator.cuh"
 #include "peft/dist/launcher.hpp"
 #include "peft/dist/worker.hpp"
 #include "peft/qwen.hpp"

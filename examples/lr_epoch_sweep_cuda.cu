@@ -7,7 +7,7 @@
 #include <fmt/format.h>
 
 #include "cuda_device.cuh"
-#include "peft/backend/cuda/device.cuh"
+#include "peft/qwen_cuda.cuh"
 #include "sft/lr_epoch_sweep.hpp"
 
 using namespace peft;

@@ -14,7 +14,7 @@
 
 #include "experiments/experiment_flags.hpp"
 #include "experiments/step_timing.hpp"
-#include "peft/backend/cuda/device.cuh"
+#include "peft/qwen_cuda.cuh"
 
 using namespace peft;
 

@@ -1,4 +1,4 @@
-// Finite-difference checks of the CPU kernels' backwards (backend/cpu/): for a random upstream
+// Finite-difference checks of the CPU kernels' backwards (kernels/cpu/): for a random upstream
 // gradient dy and L = sum(dy .* y), each backward applied to dy must equal dL/dinput. Sizes are
 // tiny and seeds fixed. Tolerances (see support/gradcheck.hpp for the criterion): the kernels are
 // float, the objective double; a fourth-order difference with h = 1e-2 on O(1) inputs leaves
@@ -9,11 +9,11 @@
 #include <cstdint>
 #include <vector>
 
-#include "peft/backend/cpu/attention.hpp"
-#include "peft/backend/cpu/cross_entropy.hpp"
-#include "peft/backend/cpu/rms_norm.hpp"
-#include "peft/backend/cpu/rope.hpp"
-#include "peft/backend/cpu/swiglu.hpp"
+#include "peft/kernels/cpu/attention.hpp"
+#include "peft/kernels/cpu/cross_entropy.hpp"
+#include "peft/kernels/cpu/rms_norm.hpp"
+#include "peft/kernels/cpu/rope.hpp"
+#include "peft/kernels/cpu/swiglu.hpp"
 #include "support/gradcheck.hpp"
 
 using namespace peft;

@@ -1,10 +1,10 @@
-// Which kernels a GPU gets (backend/cuda/kernel_family.hpp), decided on the host from the compute
+// Which kernels a GPU gets (kernels/cuda/kernel_family.hpp), decided on the host from the compute
 // capability: Hopper kernels on sm_90, the portable sm_80 family on Ampere and Ada (and on Hopper
 // when PEFT_CUDA_PORTABLE=1, which also clamps shared memory to the smallest supported card's),
 // and a named error for anything older than sm_80.
 #include <catch2/catch.hpp>
 
-#include "peft/backend/cuda/kernel_family.hpp"
+#include "peft/kernels/cuda/kernel_family.hpp"
 
 using namespace peft;
 using namespace peft::cuda;

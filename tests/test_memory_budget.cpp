@@ -1,11 +1,11 @@
-// The CUDA programs' memory decision (backend/cuda/memory_budget.hpp), host arithmetic only: the
+// The CUDA programs' memory decision (models/cuda/memory_budget.hpp), host arithmetic only: the
 // planned parts add up, --gradient_checkpointing picks the plan, keep-all falls back to recompute
 // when it does not fit the free memory, and a run that cannot fit fails with the numbers.
 #include <catch2/catch.hpp>
 
 #include <string>
 
-#include "peft/backend/cuda/memory_budget.hpp"
+#include "peft/models/cuda/memory_budget.hpp"
 
 using namespace peft;
 using namespace peft::cuda;

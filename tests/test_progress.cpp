@@ -4,7 +4,7 @@
 
 #include <vector>
 
-#include "peft/backend/cpu/cross_entropy.hpp"
+#include "peft/kernels/cpu/cross_entropy.hpp"
 #include "peft/train/progress.hpp"
 
 using namespace peft;

@@ -2,7 +2,7 @@
 // loaded), both arena plans are counted for this run's shapes (the model's config, LoRA targets,
 // max_length x batch), printed by part, and held against the GPU's free memory; the choice between
 // Qwen2<..., Cuda> (keep every layer's activations) and Qwen2<..., CudaRecompute> follows
-// backend/cuda/memory_budget.hpp. The policy is a type, so the caller instantiates both programs
+// models/cuda/memory_budget.hpp. The policy is a type, so the caller instantiates both programs
 // and picks one with the returned flag.
 #pragma once
 #include <cuda_runtime.h>
@@ -10,7 +10,7 @@
 
 #include <filesystem>
 
-#include "peft/backend/cuda/device.cuh"
+#include "peft/qwen_cuda.cuh"
 #include "sft/run_sft.hpp"
 
 namespace peft::examples {

@@ -5,7 +5,7 @@
 //
 // Layout of the library (one concern per folder): core/ (errors, tensors, RNG), io/ (safetensors,
 // config.json, PEFT adapters, LoRA merge), policies/ (linear, precision, device), layers/ (each layer's
-// forward and backward), backend/cpu/ (reference kernels), models/ (Qwen2, presets),
+// forward and backward), kernels/cpu/ (reference kernels), models/ (Qwen2, presets),
 // optim/ (AdamW, schedules), text/ (tokenizer), data/ (dataset formats, chat template, packing),
 // train/ (trainer, checkpoints, hooks), generate/ (KV cache, sampling, generator; docs/generation.md).
 #pragma once

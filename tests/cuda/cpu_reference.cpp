@@ -3,11 +3,11 @@
 
 #include <span>
 
-#include "peft/backend/cpu/attention.hpp"
-#include "peft/backend/cpu/cross_entropy.hpp"
-#include "peft/backend/cpu/rms_norm.hpp"
-#include "peft/backend/cpu/rope.hpp"
-#include "peft/backend/cpu/swiglu.hpp"
+#include "peft/kernels/cpu/attention.hpp"
+#include "peft/kernels/cpu/cross_entropy.hpp"
+#include "peft/kernels/cpu/rms_norm.hpp"
+#include "peft/kernels/cpu/rope.hpp"
+#include "peft/kernels/cpu/swiglu.hpp"
 #include "peft/core/parameter.hpp"
 #include "peft/optim/adamw.hpp"
 #include "peft/policies/precision.hpp"

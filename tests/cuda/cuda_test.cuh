@@ -16,10 +16,10 @@
 #include <vector>
 
 #include "cpu_reference.hpp"
-#include "peft/backend/cuda/bf16.cuh"
-#include "peft/backend/cuda/cuda_check.cuh"
-#include "peft/backend/cuda/device_arena.cuh"
-#include "peft/backend/cuda/device_kernels.cuh"
+#include "peft/kernels/cuda/bf16.cuh"
+#include "peft/kernels/cuda/cuda_check.cuh"
+#include "peft/kernels/cuda/device_arena.cuh"
+#include "peft/kernels/cuda/device_kernels.cuh"
 #include "peft/core/dtype.hpp"
 
 namespace peft::cuda_test {

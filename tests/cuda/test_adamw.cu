@@ -3,7 +3,7 @@
 // parameter copy and zero_grad. Tolerance 1e-5 (fp32 both sides; the GPU may fuse multiply-adds).
 // Also times one update of the 7B's LoRA tensors.
 #include "cuda_test.cuh"
-#include "peft/backend/cuda/adamw.cuh"
+#include "peft/kernels/cuda/adamw.cuh"
 
 namespace peft::cuda_test {
 

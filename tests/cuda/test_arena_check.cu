@@ -3,7 +3,7 @@
 #include <string>
 
 #include "cuda_test.cuh"
-#include "peft/backend/cuda/device_arena.cuh"
+#include "peft/kernels/cuda/device_arena.cuh"
 
 namespace peft::cuda_test {
 

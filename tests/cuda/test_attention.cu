@@ -1,5 +1,5 @@
 // Flash-style causal GQA attention over packed variable-length samples against
-// backend/cpu/attention.hpp: the mma.sync kernels the model uses (attention_forward/backward),
+// kernels/cpu/attention.hpp: the mma.sync kernels the model uses (attention_forward/backward),
 // the previous WMMA kernels and the plain-FMA reference (attention_simt.cuh). out, dq, dk, dv
 // for sample lengths on and off the 64- and 128-row tile edges, packed samples of different
 // lengths (including 1), groups of 1, 2 and 7 query heads per kv head, head_dim 128 and 64.
@@ -8,8 +8,9 @@
 // (28/4 heads, d 128, one sample of 2048 and 4096 tokens) and the 0.5B shape (14/2, d 64, 2048);
 // `--time` runs only the timing.
 #include "cuda_test.cuh"
-#include "peft/backend/cuda/attention.cuh"
-#include "peft/backend/cuda/attention_simt.cuh"
+#include "peft/kernels/cuda/attention.cuh"
+#include "reference/attention_simt.cuh"
+#include "reference/attention_wmma.cuh"
 
 namespace peft::cuda_test {
 

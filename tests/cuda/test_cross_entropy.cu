@@ -1,10 +1,10 @@
-// The chunked lm_head + cross entropy against backend/cpu/cross_entropy.hpp (bf16 logits, as the
+// The chunked lm_head + cross entropy against kernels/cpu/cross_entropy.hpp (bf16 logits, as the
 // Bf16Mixed store): loss sum, dh and the tied-head dW, with several chunks (the last partial), a
 // vocabulary that is not a multiple of 8 (padded logits rows), ignored (-100) rows that must get
 // zero loss and zero gradient, the loss-only mode, and the gather/scatter of labelled rows.
 // Tolerances: loss 1e-4 (fp32 sums of the same bf16 logits), dh and dW 1e-2 (bf16 dlogits).
 #include "cuda_test.cuh"
-#include "peft/backend/cuda/cross_entropy.cuh"
+#include "peft/kernels/cuda/cross_entropy.cuh"
 
 namespace peft::cuda_test {
 

@@ -14,7 +14,7 @@
 
 #include "../support/fixture.hpp"
 #include "cuda_test.cuh"
-#include "peft/backend/cuda/device.cuh"
+#include "peft/qwen_cuda.cuh"
 #include "peft/generate/generator.hpp"
 
 using namespace peft;

@@ -2,7 +2,7 @@
 // out-of-range id, host validation naming the position, and the full-fine-tuning backward
 // (fp32 atomics; repeated tokens add up) against a host scatter-add, tolerance 1e-6.
 #include "cuda_test.cuh"
-#include "peft/backend/cuda/embedding.cuh"
+#include "peft/kernels/cuda/embedding.cuh"
 
 namespace peft::cuda_test {
 

@@ -3,7 +3,7 @@
 // and beta = 1 accumulation. Tolerance: 1e-2 for bf16 outputs (one rounding, 2^-8 relative),
 // 1e-4 for fp32 outputs (fp32 accumulation in a different order).
 #include "cuda_test.cuh"
-#include "peft/backend/cuda/gemm.cuh"
+#include "peft/kernels/cuda/gemm.cuh"
 
 namespace peft::cuda_test {
 

@@ -7,7 +7,7 @@
 #include <cstring>
 
 #include "cuda_test.cuh"
-#include "peft/backend/cuda/global_norm.cuh"
+#include "peft/kernels/cuda/global_norm.cuh"
 
 namespace peft::cuda_test {
 

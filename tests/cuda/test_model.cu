@@ -12,7 +12,7 @@
 
 #include "../support/fixture.hpp"
 #include "cuda_test.cuh"
-#include "peft/backend/cuda/device.cuh"
+#include "peft/qwen_cuda.cuh"
 
 using namespace peft;
 using peft::cuda_test::Floats;

@@ -1,4 +1,4 @@
-// The NCCL communicator (backend/cuda/nccl_communicator.cuh) on what one GPU can show; two ranks
+// The NCCL communicator (dist/nccl_communicator.cuh) on what one GPU can show; two ranks
 // need two GPUs (NCCL refuses two ranks on one device), so the 2-GPU checks live in
 // bench/run_multi_gpu.sh two-gpu. Here:
 //   (1) a 1-rank communicator: rendezvous, non-blocking ncclCommInitRankConfig, and an all-reduce
@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "cuda_test.cuh"
-#include "peft/backend/cuda/nccl_communicator.cuh"
+#include "peft/dist/nccl_communicator.cuh"
 
 using namespace peft;
 using peft::cuda_test::Floats;

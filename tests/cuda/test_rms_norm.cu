@@ -1,11 +1,11 @@
-// RMSNorm forward and backward against backend/cpu/rms_norm.hpp with the Bf16Mixed layer's
+// RMSNorm forward and backward against kernels/cpu/rms_norm.hpp with the Bf16Mixed layer's
 // roundings: y (bf16) and rstd, dx accumulated onto a non-zero residual gradient, dx overwritten
 // (poisoned first), dw accumulated onto a non-zero fp32 gradient. Tolerance 1e-2 for bf16
 // outputs, 1e-5 for rstd (fp32 vs the CPU's double mean), 1e-3 for dw: its sums are fp32 on both
 // sides, but rstd differs in the last bits, so an xhat now and then rounds to the neighbouring
 // bf16 value (seen on the H100: 5.8e-5 at 300 x 3584).
 #include "cuda_test.cuh"
-#include "peft/backend/cuda/rms_norm.cuh"
+#include "peft/kernels/cuda/rms_norm.cuh"
 
 namespace peft::cuda_test {
 

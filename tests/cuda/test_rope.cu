@@ -1,8 +1,8 @@
-// RoPE against backend/cpu/rope.hpp on packed positions (two samples, each restarting at 0),
+// RoPE against kernels/cpu/rope.hpp on packed positions (two samples, each restarting at 0),
 // q-shaped and k-shaped tensors, head_dim 128 and 64, forward and inverse (the backward).
 // Tolerance 1e-2 (bf16 output; fp32 angles on both sides).
 #include "cuda_test.cuh"
-#include "peft/backend/cuda/rope.cuh"
+#include "peft/kernels/cuda/rope.cuh"
 
 namespace peft::cuda_test {
 

@@ -1,8 +1,8 @@
-// SwiGLU forward and backward against backend/cpu/swiglu.hpp, with gate and up as the two halves
+// SwiGLU forward and backward against kernels/cpu/swiglu.hpp, with gate and up as the two halves
 // of one fused [rows, 2 * cols] buffer, and the backward written in place over them.
 // Tolerance 1e-2 (bf16 outputs; the CPU keeps the backward in fp32).
 #include "cuda_test.cuh"
-#include "peft/backend/cuda/swiglu.cuh"
+#include "peft/kernels/cuda/swiglu.cuh"
 
 namespace peft::cuda_test {
 

@@ -1,4 +1,4 @@
-// The device weight loader (backend/cuda/weight_loader.cuh) held to the reference conversion,
+// The device weight loader (io/cuda_weight_loader.cuh) held to the reference conversion,
 // byte for byte: (1) a sharded checkpoint written here (BF16, F32 and F16 tensors, tensors larger
 // than the staging buffer, odd sizes), loaded with several ring shapes (one thread and one buffer;
 // threads sharing a ring smaller than the chunk count), every device byte equal to
@@ -17,8 +17,8 @@
 
 #include "../support/fixture.hpp"
 #include "cuda_test.cuh"
-#include "peft/backend/cuda/device.cuh"
-#include "peft/backend/cuda/weight_loader.cuh"
+#include "peft/qwen_cuda.cuh"
+#include "peft/io/cuda_weight_loader.cuh"
 
 using namespace peft;
 using peft::cuda_test::Floats;

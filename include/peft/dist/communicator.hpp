@@ -4,7 +4,7 @@
 // no cost). Implementations:
 //   - TcpCommunicator (dist/tcp_communicator.hpp): the CPU backend's transport (what gloo is to
 //     torch), over the rendezvous sockets; also what CI tests the multi-process path with;
-//   - NcclCommunicator (backend/cuda/nccl_communicator.cuh): the GPU transport, for device buffers.
+//   - NcclCommunicator (dist/nccl_communicator.cuh): the GPU transport, for device buffers.
 // A virtual interface, not a template parameter: one all-reduce per optimizer step costs nothing
 // next to the step, and the Trainer's type (and every program instantiating it) stays as it was.
 #pragma once
@@ -53,7 +53,7 @@ class SingleProcess final : public Communicator {
 
 // The host model's gradients (a ParameterList of Eigen matrices): one bucket - packed into one
 // buffer, summed in one call, unpacked - since LoRA's few million values are one message.
-// A device parameter list overloads this (backend/cuda/nccl_communicator.cuh), found by ADL as the
+// A device parameter list overloads this (dist/nccl_communicator.cuh), found by ADL as the
 // trainer's clip_grad_norm is.
 inline void all_reduce_grads(Communicator& c, const ParameterList& params) {
   std::size_t n = 0;

@@ -1,5 +1,5 @@
 // What a training process does once it knows its place (dist/launch_env.hpp): join the others
-// over the host transport (the GPU one is backend/cuda/nccl_communicator.cuh), and say once who it
+// over the host transport (the GPU one is dist/nccl_communicator.cuh), and say once who it
 // is. Ranks other than 0 keep stderr (errors, the [dist] line) but drop stdout: W copies of the
 // same "before/after training" answers help no one (PEFT_DIST_ALL_STDOUT=1 keeps them).
 #pragma once

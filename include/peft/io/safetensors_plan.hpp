@@ -2,7 +2,7 @@
 // shard, mapped bytes, dtype and shape and checked against what the caller expects, then split
 // into chunks no larger than a staging buffer, before any byte moves.
 //
-// Why a plan apart from the copy: the device loader (backend/cuda/weight_loader.cuh) moves 15 GB
+// Why a plan apart from the copy: the device loader (io/cuda_weight_loader.cuh) moves 15 GB
 // with several threads and a ring of pinned buffers; every way the input can be wrong (a missing
 // tensor or shard, a wrong shape, a dtype we do not convert, a truncated shard) is found here,
 // single-threaded and with the file and tensor named, so the copy itself cannot fail on bad input.

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <span>
 
-#include "peft/backend/cpu/rope.hpp"
+#include "peft/kernels/cpu/rope.hpp"
 #include "peft/core/rng.hpp"
 
 namespace peft {

@@ -4,7 +4,7 @@
 #pragma once
 #include <string>
 
-#include "peft/backend/cpu/rms_norm.hpp"
+#include "peft/kernels/cpu/rms_norm.hpp"
 #include "peft/core/parameter.hpp"
 #include "peft/layers/weight_source.hpp"
 #include "peft/policies/precision.hpp"

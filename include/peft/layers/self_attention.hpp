@@ -5,8 +5,8 @@
 #pragma once
 #include <string>
 
-#include "peft/backend/cpu/attention.hpp"
-#include "peft/backend/cpu/rope.hpp"
+#include "peft/kernels/cpu/attention.hpp"
+#include "peft/kernels/cpu/rope.hpp"
 #include "peft/generate/kv_cache.hpp"
 #include "peft/io/model_config.hpp"
 #include "peft/layers/forward_context.hpp"

@@ -2,7 +2,7 @@
 #pragma once
 #include <string>
 
-#include "peft/backend/cpu/swiglu.hpp"
+#include "peft/kernels/cpu/swiglu.hpp"
 #include "peft/io/model_config.hpp"
 #include "peft/layers/forward_context.hpp"
 #include "peft/layers/frozen_linear.hpp"

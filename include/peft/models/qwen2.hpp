@@ -4,7 +4,7 @@
 // Projections<...> bundle; or a layer-wise LastLayers<N, Tail, Rest>, policies/layer_layout.hpp,
 // whose decoder layers are held in two vectors and visited in layer order by for_each_layer),
 // Precision how numbers are stored (Fp32, Bf16Mixed), Device where it
-// runs (Cpu here; the Cuda backend specializes the same template in peft/backend/cuda/).
+// runs (Cpu here; the Cuda backend specializes the same template in peft/kernels/cuda/).
 // Shapes are run-time values from config.json; the layout is compile-time.
 //
 // Training entry point: forward_backward() on a PackedBatch returns the summed token cross
@@ -17,8 +17,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "peft/backend/cpu/cross_entropy.hpp"
-#include "peft/backend/cpu/rope.hpp"
+#include "peft/kernels/cpu/cross_entropy.hpp"
+#include "peft/kernels/cpu/rope.hpp"
 #include "peft/data/packed_batch.hpp"
 #include "peft/generate/kv_cache.hpp"
 #include "peft/io/checkpoint_shapes.hpp"

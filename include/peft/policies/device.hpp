@@ -1,6 +1,6 @@
 // Where the model runs. A device policy names the backend whose kernels the layers call; the
 // CPU backend (Eigen) is the reference every other backend is held to. The Cuda policy lives in
-// peft/backend/cuda/ and is only visible to nvcc translation units.
+// peft/kernels/cuda/ and is only visible to nvcc translation units.
 #pragma once
 #include <concepts>
 #include <string_view>

@@ -66,7 +66,7 @@
 namespace peft {
 
 // The optimizer's calls go through these free functions so that a backend whose parameters live
-// on a device overloads them for its parameter-list type (backend/cuda/model/parameters.cuh), as
+// on a device overloads them for its parameter-list type (optim/cuda/device_parameters.cuh), as
 // it does clip_grad_norm and save_adamw_state; host parameter lists use the optimizer's members.
 template <class Opt, class Params>
 void optimizer_init(Opt& opt, const Params& params) { opt.init(params); }

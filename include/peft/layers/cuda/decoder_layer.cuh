@@ -1,0 +1,205 @@
+// One Qwen2 decoder layer on the GPU, pre-norm residual, as layers/decoder_layer.hpp:
+//   h = x + o_proj(attn(rope(q, k), v)),  q/k/v = proj(norm1(x))
+//   out = h + down(silu(gate(norm2(h))) * up(norm2(h)))
+// Forward and backward side by side. The backward keeps the residual stream's gradient in ONE
+// buffer and updates it in place: it arrives holding d(out); each norm's backward adds its
+// branch's gradient into it (the skip path is the identity), so it leaves holding d(x). Every
+// branch gradient overwrites its own scratch buffer; SwiGLU's backward writes d(gate), d(up)
+// over gate and up, which the layer no longer needs.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <string>
+
+#include "peft/kernels/cuda/attention.cuh"
+#include "peft/kernels/cuda/elementwise.cuh"
+#include "peft/layers/cuda/lora_linear.cuh"
+#include "peft/kernels/cuda/rms_norm.cuh"
+#include "peft/kernels/cuda/rope.cuh"
+#include "peft/kernels/cuda/swiglu.cuh"
+#include "peft/io/model_config.hpp"
+#include "peft/layers/lora_config.hpp"
+
+namespace peft::cuda {
+
+enum Projection { kQ, kK, kV, kO, kGate, kUp, kDown, kProjections };
+
+struct LayerDims {
+  int hidden, inter, heads, kv_heads, head_dim;
+  float eps;
+  int q_dim() const { return heads * head_dim; }
+  int kv_dim() const { return kv_heads * head_dim; }
+};
+
+// What a layer's forward leaves for its backward ([T, *] bf16 unless noted).
+struct LayerActivations {
+  bf16 *n1 = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *attn = nullptr, *h = nullptr, *n2 = nullptr,
+       *gate = nullptr, *up = nullptr;
+  float *rstd1 = nullptr, *rstd2 = nullptr, *lse = nullptr;  // [T], [T], [heads, T]
+  std::array<bf16*, kProjections> xa{};                     // LoRA x A^T [T, rp]
+
+  void plan(MemoryPlan& m, const LayerDims& d, int T, const std::array<int, kProjections>& rp) {
+    const std::size_t t = static_cast<std::size_t>(T);
+    n1 = m.take<bf16>(t * d.hidden, "activation n1");
+    q = m.take<bf16>(t * d.q_dim(), "activation q");
+    k = m.take<bf16>(t * d.kv_dim(), "activation k");
+    v = m.take<bf16>(t * d.kv_dim(), "activation v");
+    attn = m.take<bf16>(t * d.q_dim(), "activation attention output");
+    h = m.take<bf16>(t * d.hidden, "activation h");
+    n2 = m.take<bf16>(t * d.hidden, "activation n2");
+    gate = m.take<bf16>(t * d.inter, "activation gate");
+    up = m.take<bf16>(t * d.inter, "activation up");
+    rstd1 = m.take<float>(t, "activation rstd1");
+    rstd2 = m.take<float>(t, "activation rstd2");
+    lse = m.take<float>(t * d.heads, "activation lse");
+    for (int p = 0; p < kProjections; ++p)
+      xa[p] = rp[p] ? m.take<bf16>(t * rp[p], "activation lora xa") : nullptr;
+  }
+};
+
+// Buffers shared by all layers within a step (never live across layers).
+struct StepScratch {
+  bf16 *act = nullptr, *proj = nullptr, *dn = nullptr, *dattn = nullptr, *dq = nullptr, *dk = nullptr, *dv = nullptr,
+       *dact = nullptr, *dxa = nullptr, *drop = nullptr;
+  float* attn_scratch = nullptr;
+  RopeTable rope;
+  VarlenBatch batch{};
+
+  void plan(MemoryPlan& m, const LayerDims& d, int T, int max_rp, bool dropout) {
+    const std::size_t t = static_cast<std::size_t>(T);
+    act = m.take<bf16>(t * d.inter, "scratch swiglu");
+    proj = m.take<bf16>(t * d.hidden, "scratch projection output");
+    dn = m.take<bf16>(t * d.hidden, "scratch d(norm output)");
+    dattn = m.take<bf16>(t * d.q_dim(), "scratch d(attention output)");
+    dq = m.take<bf16>(t * d.q_dim(), "scratch dq");
+    dk = m.take<bf16>(t * d.kv_dim(), "scratch dk");
+    dv = m.take<bf16>(t * d.kv_dim(), "scratch dv");
+    dact = m.take<bf16>(t * d.inter, "scratch d(swiglu)");
+    dxa = m.take<bf16>(t * (max_rp > 0 ? max_rp : 8), "scratch lora dxa");
+    drop = dropout ? m.take<bf16>(t * std::max(d.inter, d.hidden), "scratch dropout input") : nullptr;
+    attn_scratch = m.take<float>(attention_backward_scratch_floats(T, {d.heads, d.kv_heads, d.head_dim}),
+                                 "scratch attention backward");
+    rope.cos = m.take<float>(t * (d.head_dim / 2), "rope cos");
+    rope.sin = m.take<float>(t * (d.head_dim / 2), "rope sin");
+  }
+};
+
+class CudaDecoderLayer {
+ public:
+  // Dropout seeds of the seven projections: kProjections device scalars, or null (no dropout).
+  using Seeds = const std::uint64_t*;
+
+  // adapter[p]: projection p carries a LoRA adapter (layout has one and --target_modules names it).
+  CudaDecoderLayer(int index, const ModelConfig& c, const LoraConfig& lora, const std::array<bool, kProjections>& adapter)
+      : prefix_("model.layers." + std::to_string(index)),
+        dims_{static_cast<int>(c.hidden_size), static_cast<int>(c.intermediate_size),
+              static_cast<int>(c.num_attention_heads), static_cast<int>(c.num_key_value_heads),
+              static_cast<int>(c.head_dim), static_cast<float>(c.rms_norm_eps)},
+        lin_{make(".self_attn.q_proj", {c.hidden_size, dims_.q_dim(), true}, adapter[kQ], lora),
+             make(".self_attn.k_proj", {c.hidden_size, dims_.kv_dim(), true}, adapter[kK], lora),
+             make(".self_attn.v_proj", {c.hidden_size, dims_.kv_dim(), true}, adapter[kV], lora),
+             make(".self_attn.o_proj", {dims_.q_dim(), c.hidden_size, false}, adapter[kO], lora),
+             make(".mlp.gate_proj", {c.hidden_size, c.intermediate_size, false}, adapter[kGate], lora),
+             make(".mlp.up_proj", {c.hidden_size, c.intermediate_size, false}, adapter[kUp], lora),
+             make(".mlp.down_proj", {c.intermediate_size, c.hidden_size, false}, adapter[kDown], lora)} {}
+
+  void plan_weights(MemoryPlan& m) {
+    w_norm1_ = m.take<bf16>(dims_.hidden, "input_layernorm weight");
+    w_norm2_ = m.take<bf16>(dims_.hidden, "post_attention_layernorm weight");
+    for (auto& l : lin_) l.plan_weights(m);
+  }
+  void plan_grads(MemoryPlan& m) {
+    for (auto& l : lin_) l.plan_grads(m);
+  }
+  void load(WeightSource& src, cudaStream_t stream) {
+    Matrix w(1, dims_.hidden);
+    src.read(prefix_ + ".input_layernorm.weight", w);
+    upload_bf16(w_norm1_, w, stream);
+    src.read(prefix_ + ".post_attention_layernorm.weight", w);
+    upload_bf16(w_norm2_, w, stream);
+    for (auto& l : lin_) l.load(src, stream);
+  }
+  void base_weights(std::vector<WeightDestination>& out) const {
+    out.push_back({prefix_ + ".input_layernorm.weight", w_norm1_, {dims_.hidden}});
+    out.push_back({prefix_ + ".post_attention_layernorm.weight", w_norm2_, {dims_.hidden}});
+    for (const auto& l : lin_) l.base_weights(out);
+  }
+  void fill_random(std::uint64_t seed, cudaStream_t stream) {
+    fill_value(w_norm1_, dims_.hidden, 1.0f, stream);
+    fill_value(w_norm2_, dims_.hidden, 1.0f, stream);
+    for (int p = 0; p < kProjections; ++p) lin_[p].fill_random(seed * 16 + static_cast<std::uint64_t>(p) + 1, stream);
+  }
+
+  std::array<CudaLinear, kProjections>& linears() { return lin_; }
+  std::array<int, kProjections> padded_ranks() const {
+    std::array<int, kProjections> r{};
+    for (int p = 0; p < kProjections; ++p) r[p] = lin_[p].padded_rank();
+    return r;
+  }
+  const LayerDims& dims() const { return dims_; }
+  const std::array<CudaLinear, kProjections>& linears() const { return lin_; }
+  const bf16* norm1_weight() const { return w_norm1_; }  // the decode step (model/decode.cuh)
+  const bf16* norm2_weight() const { return w_norm2_; }
+
+  // ---- forward: x [T, hidden] -> out [T, hidden] (out may not alias x) -------------------------
+  void forward(GemmContext c, const bf16* x, bf16* out, LayerActivations& a, StepScratch& s, int T,
+               const Seeds& seeds) const {
+    const LayerDims& d = dims_;
+    rms_norm_forward(a.n1, a.rstd1, x, w_norm1_, T, d.hidden, d.eps, c.stream);
+    lin_[kQ].forward(c, a.n1, a.q, a.xa[kQ], s.drop, T, seed(seeds, kQ));
+    lin_[kK].forward(c, a.n1, a.k, a.xa[kK], s.drop, T, seed(seeds, kK));
+    lin_[kV].forward(c, a.n1, a.v, a.xa[kV], s.drop, T, seed(seeds, kV));
+    rope_apply(a.q, s.rope, d.heads, d.head_dim, c.stream);
+    rope_apply(a.k, s.rope, d.kv_heads, d.head_dim, c.stream);
+    const AttentionDims ad{d.heads, d.kv_heads, d.head_dim};
+    attention_forward(a.attn, a.lse, a.q, a.k, a.v, ad, s.batch, c.stream);
+    lin_[kO].forward(c, a.attn, s.proj, a.xa[kO], s.drop, T, seed(seeds, kO));
+    residual_add(a.h, x, s.proj, static_cast<long long>(T) * d.hidden, c.stream);
+
+    rms_norm_forward(a.n2, a.rstd2, a.h, w_norm2_, T, d.hidden, d.eps, c.stream);
+    lin_[kGate].forward(c, a.n2, a.gate, a.xa[kGate], s.drop, T, seed(seeds, kGate));
+    lin_[kUp].forward(c, a.n2, a.up, a.xa[kUp], s.drop, T, seed(seeds, kUp));
+    swiglu_forward(s.act, a.gate, a.up, T, d.inter, d.inter, c.stream);
+    lin_[kDown].forward(c, s.act, s.proj, a.xa[kDown], s.drop, T, seed(seeds, kDown));
+    residual_add(out, a.h, s.proj, static_cast<long long>(T) * d.hidden, c.stream);
+  }
+
+  // ---- backward: dstream holds d(out) on entry and d(x) on return ------------------------------
+  void backward(GemmContext c, const bf16* x, bf16* dstream, LayerActivations& a, StepScratch& s, int T,
+                const Seeds& seeds) const {
+    const LayerDims& d = dims_;
+    // MLP branch. down's input (the SwiGLU product) was not kept: recompute it for down's dA.
+    if (lin_[kDown].adapter()) swiglu_forward(s.act, a.gate, a.up, T, d.inter, d.inter, c.stream);
+    lin_[kDown].backward(c, s.act, dstream, s.dact, false, a.xa[kDown], s.dxa, s.drop, T, seed(seeds, kDown));
+    swiglu_backward(a.gate, a.up, s.dact, a.gate, a.up, T, d.inter, d.inter, c.stream);  // in place: dgate, dup
+    lin_[kGate].backward(c, a.n2, a.gate, s.dn, false, a.xa[kGate], s.dxa, s.drop, T, seed(seeds, kGate));
+    lin_[kUp].backward(c, a.n2, a.up, s.dn, true, a.xa[kUp], s.dxa, s.drop, T, seed(seeds, kUp));
+    rms_norm_backward(dstream, nullptr, s.dn, a.h, w_norm2_, a.rstd2, T, d.hidden, c.stream, true);
+
+    // Attention branch.
+    lin_[kO].backward(c, a.attn, dstream, s.dattn, false, a.xa[kO], s.dxa, s.drop, T, seed(seeds, kO));
+    const AttentionDims ad{d.heads, d.kv_heads, d.head_dim};
+    attention_backward(s.dq, s.dk, s.dv, s.attn_scratch, s.dattn, a.attn, a.q, a.k, a.v, a.lse, ad, s.batch, c.stream);
+    rope_apply(s.dq, s.rope, d.heads, d.head_dim, c.stream, true);
+    rope_apply(s.dk, s.rope, d.kv_heads, d.head_dim, c.stream, true);
+    lin_[kQ].backward(c, a.n1, s.dq, s.dn, false, a.xa[kQ], s.dxa, s.drop, T, seed(seeds, kQ));
+    lin_[kK].backward(c, a.n1, s.dk, s.dn, true, a.xa[kK], s.dxa, s.drop, T, seed(seeds, kK));
+    lin_[kV].backward(c, a.n1, s.dv, s.dn, true, a.xa[kV], s.dxa, s.drop, T, seed(seeds, kV));
+    rms_norm_backward(dstream, nullptr, s.dn, x, w_norm1_, a.rstd1, T, d.hidden, c.stream, true);
+  }
+
+ private:
+  CudaLinear make(const char* suffix, LinearShape s, bool adapter, const LoraConfig& lora) const {
+    return CudaLinear(prefix_ + suffix, s, adapter, lora.r, static_cast<float>(lora.scaling()),
+                      static_cast<float>(lora.lora_dropout));
+  }
+
+  static const std::uint64_t* seed(Seeds s, int p) { return s ? s + p : nullptr; }
+
+  std::string prefix_;
+  LayerDims dims_;
+  std::array<CudaLinear, kProjections> lin_;
+  bf16 *w_norm1_ = nullptr, *w_norm2_ = nullptr;
+};
+
+}  // namespace peft::cuda

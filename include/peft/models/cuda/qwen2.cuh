@@ -1,0 +1,599 @@
+// Qwen2Model<Layout, Bf16Mixed, CudaDevice<Activations>>: the CPU model's contract
+// (models/qwen2.hpp) on one GPU, for LoRA layouts: frozen bf16 base weights, LoRA on any subset
+// of the seven projections, frozen lm_head, tied or untied embeddings.
+//
+//   from_pretrained / from_weights   the same weight bits and the same adapter Rng draws as the
+//                                    CPU model, so both start from identical parameters
+//   forward_backward(batch, scale, dropout) -> LossSum   packed varlen micro-batch, grads +=
+//   evaluate(batch), logits(batch, rows), trainable_parameters(), zero_grad()
+//
+// Memory: everything comes from one arena sized up front from (config, max tokens per
+// micro-batch) by the same plan() that lays it out (memory_plan.cuh). The activation policy
+// decides what the plan keeps per layer (activation_policy.cuh). Frozen weights have no gradient
+// buffers and the embedding has no backward. The step's only host traffic is the batch's token
+// ids, positions and boundaries going in and the loss sum (one double) coming out.
+#pragma once
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <map>
+#include <set>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "peft/kernels/cuda/cross_entropy.cuh"
+#include "peft/kernels/cuda/device_kernels.cuh"
+#include "peft/kernels/cuda/embedding.cuh"
+#include "peft/models/cuda/memory_budget.hpp"
+#include "peft/policies/cuda_device.hpp"
+#include "peft/models/cuda/decode.cuh"
+#include "peft/layers/cuda/decoder_layer.cuh"
+#include "peft/optim/cuda/device_parameters.cuh"
+#include "peft/models/qwen2.hpp"
+
+namespace peft {
+
+// Run-time sizes of the CUDA model's plan.
+struct CudaModelOptions {
+  int max_tokens = 4096;       // tokens per micro-batch (the packed batch); sizes every activation
+  int logits_chunk_rows = 512;  // rows of vocabulary-wide bf16 logits alive at once
+  std::size_t extra_bytes = 16u << 20;  // optimizer chunk tables and lists (built at optimizer_init)
+  int device = 0;
+  bool graphs = true;  // replay a captured CUDA graph for a step shape seen before
+};
+
+template <class L, class A>
+class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
+  static_assert(ProjectionLayout<L>, "Qwen2<Layout, ...>: the CUDA backend takes one layout for every layer (a linear "
+                "policy or a Projections<...> bundle); layer-wise layouts such as LastLayers<N, Tail, Rest> train on Cpu");
+  static_assert(!L::q::trains_base && !L::k::trains_base && !L::v::trains_base && !L::o::trains_base &&
+                    !L::gate::trains_base && !L::up::trains_base && !L::down::trains_base,
+                "the CUDA backend trains LoRA layouts only: every projection must be Frozen or Lora<r>");
+  static_assert(!L::lm_head::trains_base && !L::lm_head::has_adapter && !L::train_embedding && !L::train_norms,
+                "the CUDA backend keeps lm_head, embedding and norms frozen");
+
+ public:
+  using Layout = L;
+  using Precision = Bf16Mixed;
+  using Device = CudaDevice<A>;
+  using Options = CudaModelOptions;  // from_pretrained / from_weights' run-time sizes
+  static constexpr bool trains_lm_head = false;
+  static constexpr bool keeps_layers = A::keeps_layers;
+
+  Qwen2Model(const ModelConfig& cfg, const LoraConfig& lora, CudaModelOptions opt = {})
+      : Qwen2Model(cfg, lora, opt, LayoutOnly{}) {
+    PEFT_CUDA_CHECK(cudaSetDevice(opt_.device));
+    cuda::device_kernels(opt_.device);  // an unsupported card (older than sm_80) fails here, named
+    PEFT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    cuda::MemoryPlan count;
+    plan(count);
+    arena_ = std::make_unique<cuda::DeviceArena>(count.bytes() + opt_.extra_bytes);
+    cuda::MemoryPlan real(*arena_);
+    plan(real);
+    gemm_ = std::make_unique<cuda::Gemm>(*arena_);
+    PEFT_CUDA_CHECK(cudaMallocHost(&pinned_, pinned_bytes()));
+    state_.arena = arena_.get();
+    state_.stream = stream_;
+    state_.host_norm = reinterpret_cast<float*>(pinned_);
+    const auto inv = cuda::rope_inv_freq(static_cast<int>(cfg_.head_dim), cfg_.rope_theta);
+    PEFT_CUDA_CHECK(cudaMemcpy(inv_freq_, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice));
+    zero_grad();
+  }
+
+  // The device memory this model would take with these options, by part, without touching a GPU:
+  // plan() run as a count (the arena is exactly this size). The programs compare it with the free
+  // memory before choosing the activation policy (memory_budget.hpp).
+  static cuda::PlannedMemory planned_memory(const ModelConfig& cfg, const LoraConfig& lora, CudaModelOptions opt = {}) {
+    Qwen2Model m(cfg, lora, opt, LayoutOnly{});
+    cuda::MemoryPlan count;
+    m.plan(count);
+    m.planned_.workspace += opt.extra_bytes;
+    return m.planned_;
+  }
+
+ private:
+  struct LayoutOnly {};
+  // Validates and lays out the layers; no device call (planned_memory stops here).
+  Qwen2Model(const ModelConfig& cfg, const LoraConfig& lora, CudaModelOptions opt, LayoutOnly)
+      : cfg_(cfg), lora_(lora), opt_(opt) {
+    cfg_.validate("model config");
+    if (uses_lora()) lora_.validate();
+    if constexpr (L::q::rank != kDynamicRank)
+      require(lora_.r == L::q::rank, "this program was compiled for LoRA rank {} but --lora_rank is {}", L::q::rank,
+              lora_.r);
+    check_shapes();
+    require(opt_.max_tokens > 0, "CudaModelOptions::max_tokens must be positive (got {})", opt_.max_tokens);
+    const std::array<bool, cuda::kProjections> has = {L::q::has_adapter, L::k::has_adapter, L::v::has_adapter,
+                                                      L::o::has_adapter, L::gate::has_adapter, L::up::has_adapter,
+                                                      L::down::has_adapter};
+    for (int i = 0; i < cfg_.num_hidden_layers; ++i) {
+      std::array<bool, cuda::kProjections> adapter{};
+      for (int p = 0; p < cuda::kProjections; ++p)
+        adapter[p] = has[p] && lora_.targets(fmt::format("model.layers.{}.{}.{}", i, p < 4 ? "self_attn" : "mlp",
+                                                           kQwen2Projections[static_cast<std::size_t>(p)]));
+      layers_.emplace_back(i, cfg_, lora_, adapter);
+    }
+  }
+
+ public:
+  ~Qwen2Model() {
+    for (auto& [shape, exec] : graphs_) cudaGraphExecDestroy(exec);
+    gemm_.reset();
+    state_.norm.reset();
+    state_.adamw.reset();
+    arena_.reset();
+    if (pinned_) cudaFreeHost(pinned_);
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+  Qwen2Model(const Qwen2Model&) = delete;
+  Qwen2Model& operator=(const Qwen2Model&) = delete;
+
+  static std::unique_ptr<Qwen2Model> from_pretrained(const std::filesystem::path& dir, const LoraConfig& lora,
+                                                     std::uint64_t adapter_seed, CudaModelOptions opt = {}) {
+    auto m = std::make_unique<Qwen2Model>(read_checked_model_config(dir), lora, opt);  // sizes checked first
+    m->load_pretrained(dir);
+    m->init_adapters(adapter_seed);
+    return m;
+  }
+  static std::unique_ptr<Qwen2Model> from_weights(const ModelConfig& cfg, WeightSource& src, const LoraConfig& lora,
+                                                  std::uint64_t adapter_seed, CudaModelOptions opt = {}) {
+    auto m = std::make_unique<Qwen2Model>(cfg, lora, opt);
+    m->load_weights(src);
+    m->init_adapters(adapter_seed);
+    return m;
+  }
+
+  // Same tensors, same order of reads as the CPU model (a RandomWeights source gives both the
+  // same values).
+  void load_weights(WeightSource& src) {
+    Matrix e(cfg_.vocab_size, cfg_.hidden_size);
+    src.read("model.embed_tokens.weight", e);
+    cuda::upload_bf16(embed_, e, stream_);
+    for (auto& layer : layers_) layer.load(src, stream_);
+    Matrix n(1, cfg_.hidden_size);
+    src.read("model.norm.weight", n);
+    cuda::upload_bf16(final_norm_, n, stream_);
+    if (!cfg_.tie_word_embeddings) {
+      require(src.contains("lm_head.weight"),
+              "lm_head.weight is missing from the checkpoint and config.json says tie_word_embeddings=false");
+      src.read("lm_head.weight", e);
+      cuda::upload_bf16(lm_head_, e, stream_);
+    }
+    PEFT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  // The checkpoint's frozen weights straight from the mapped shards (weight_loader.cuh); the same
+  // tensors and bits as load_weights(SafetensorsWeights), without the fp32 round trip.
+  cuda::WeightLoadStats load_pretrained(const std::filesystem::path& dir, const cuda::WeightLoaderOptions& o = {}) {
+    return cuda::load_weights_bf16(dir, base_weights(), stream_, o);
+  }
+  // The frozen bf16 tensors by checkpoint name (no lm_head when tied): the loader's destinations.
+  std::vector<cuda::WeightDestination> base_weights() const {
+    std::vector<cuda::WeightDestination> w{{"model.embed_tokens.weight", embed_, {cfg_.vocab_size, cfg_.hidden_size}}};
+    for (const auto& layer : layers_) layer.base_weights(w);
+    w.push_back({"model.norm.weight", final_norm_, {cfg_.hidden_size}});
+    if (!cfg_.tie_word_embeddings) w.push_back({"lm_head.weight", lm_head_, {cfg_.vocab_size, cfg_.hidden_size}});
+    return w;
+  }
+  // Random base weights drawn on the device (benchmarks: the 7B's 7.6B values in milliseconds).
+  void fill_random_weights(std::uint64_t seed) {
+    const long long ve = static_cast<long long>(cfg_.vocab_size) * cfg_.hidden_size;
+    cuda::fill_normal(embed_, ve, seed, 1.0f / std::sqrt(static_cast<float>(cfg_.hidden_size)), stream_);
+    for (std::size_t i = 0; i < layers_.size(); ++i) layers_[i].fill_random(seed + 1000 * (i + 1), stream_);
+    cuda::fill_value(final_norm_, cfg_.hidden_size, 1.0f, stream_);
+    if (!cfg_.tie_word_embeddings)
+      cuda::fill_normal(lm_head_, ve, seed + 7, 1.0f / std::sqrt(static_cast<float>(cfg_.hidden_size)), stream_);
+    PEFT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  // PEFT's initialisation, the CPU model's Rng order: module order, A then (zero) B.
+  void init_adapters(std::uint64_t seed) {
+    Rng rng(seed);
+    for (auto& layer : layers_)
+      for (auto& lin : layer.linears()) lin.init_adapter(rng, stream_);
+  }
+
+  cuda::DeviceParameters trainable_parameters() {
+    std::vector<cuda::DeviceParameter> out;
+    for (auto& layer : layers_)
+      for (auto& lin : layer.linears()) lin.parameters(out);
+    return cuda::DeviceParameters(std::move(out), &state_);
+  }
+  // One memset: every gradient lives in one block of the arena.
+  void zero_grad() {
+    if (arena_->separate_allocations()) {  // PEFT_CUDA_ARENA_DEBUG: blocks are not contiguous
+      for (const auto& p : trainable_parameters().tensors())
+        PEFT_CUDA_CHECK(cudaMemsetAsync(p.grad, 0, static_cast<std::size_t>(p.numel()) * 4, stream_));
+      return;
+    }
+    if (grads_end_ > grads_begin_)
+      PEFT_CUDA_CHECK(cudaMemsetAsync(grads_begin_, 0, static_cast<std::size_t>(grads_end_ - grads_begin_), stream_));
+  }
+
+  // Sum of token CE over the batch's label tokens; with grad_scale != 0 also the backward,
+  // accumulating d(sum CE * grad_scale) into the LoRA gradients.
+  LossSum forward_backward(const PackedBatch& batch, float grad_scale, Rng* dropout) {
+    const int T = upload_batch(batch);
+    const bool backward = grad_scale != 0.0f;
+    draw_dropout_seeds(backward ? dropout : nullptr);
+    // The step's device work depends on the batch only through these values (the token ids,
+    // positions and boundaries are read from device memory): a shape seen before replays its
+    // captured CUDA graph instead of ~100 launches per layer.
+    const StepShape shape{T, n_labels_, scratch_.batch.num_seqs, scratch_.batch.max_seqlen, backward, dropout_on_,
+                          std::bit_cast<std::uint32_t>(grad_scale)};
+    if (!opt_.graphs) {
+      device_step(T, grad_scale);
+    } else if (auto it = graphs_.find(shape); it != graphs_.end()) {
+      PEFT_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
+    } else if (seen_.count(shape) == 0 || graphs_.size() >= kMaxGraphs) {
+      seen_.insert(shape);  // first time: run eagerly (GEMM plans are made here, outside any capture)
+      device_step(T, grad_scale);
+    } else {
+      graphs_.emplace(shape, capture(T, grad_scale));
+      PEFT_CUDA_CHECK(cudaGraphLaunch(graphs_.at(shape), stream_));
+    }
+    PEFT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return {*host_loss(), batch.label_tokens};
+  }
+
+  LossSum evaluate(const PackedBatch& batch) { return forward_backward(batch, 0.0f, nullptr); }
+
+  // Logits [rows, vocab] (fp32 copies of the bf16 logits) at the given positions of the batch
+  // (all positions when rows is empty).
+  Matrix logits(const PackedBatch& batch, std::span<const Eigen::Index> rows = {}) {
+    const int T = upload_batch(batch);
+    draw_dropout_seeds(nullptr);
+    const cuda::GemmContext c{*gemm_, stream_};
+    cuda::embedding_forward(stream_x_[0], d_ids_, embed_, T, vocab(), hidden(), stream_);
+    for (std::size_t l = 0; l < layers_.size(); ++l)
+      layers_[l].forward(c, stream_x_[l], stream_x_[l + 1], acts(l), scratch_, T, nullptr);
+    cuda::rms_norm_forward(final_h_, final_rstd_, stream_x_[layers_.size()], final_norm_, T, hidden(), eps(), stream_);
+    std::vector<std::int32_t> idx;
+    if (rows.empty()) for (int t = 0; t < T; ++t) idx.push_back(t);
+    for (auto r : rows) {
+      require(r >= 0 && r < T, "logits: row {} is outside the batch ({} tokens)", r, T);
+      idx.push_back(static_cast<std::int32_t>(r));
+    }
+    Matrix out(static_cast<Eigen::Index>(idx.size()), cfg_.vocab_size);
+    std::vector<std::uint16_t> buf;
+    for (std::size_t r0 = 0; r0 < idx.size(); r0 += static_cast<std::size_t>(logits_.rows)) {
+      const int cnt = static_cast<int>(std::min<std::size_t>(logits_.rows, idx.size() - r0));
+      PEFT_CUDA_CHECK(cudaMemcpyAsync(d_label_rows_, idx.data() + r0, cnt * 4, cudaMemcpyHostToDevice, stream_));
+      cuda::gather_rows(h_sel_, final_h_, d_label_rows_, cnt, hidden(), stream_);
+      gemm_->matmul(logits_.data, logits_.ld, h_sel_, hidden(), false, lm_weight(), hidden(), true, cnt, vocab(),
+                    hidden(), 1.0f, 0.0f, nullptr, stream_);
+      buf.resize(static_cast<std::size_t>(cnt) * logits_.ld);
+      PEFT_CUDA_CHECK(cudaMemcpyAsync(buf.data(), logits_.data, buf.size() * 2, cudaMemcpyDeviceToHost, stream_));
+      PEFT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      for (int r = 0; r < cnt; ++r)
+        for (int v = 0; v < vocab(); ++v)
+          out(static_cast<Eigen::Index>(r0) + r, v) = bf16_to_float(buf[static_cast<std::size_t>(r) * logits_.ld + v]);
+    }
+    return out;
+  }
+
+  // Generation (peft/generate/): a device KV cache (model/kv_cache.cuh) and a prefill / CUDA-graph
+  // decode step with LoRA unmerged (model/decode.cuh). max_context 0: the config's, at most 32768.
+  cuda::CudaKvCache make_kv_cache(std::int64_t max_context = 0) { return cuda::Decoder(*this).make_cache(max_context); }
+  // Logits [1, vocab] after the last new token ([ids, vocab] with all_rows), as the CPU model.
+  Matrix forward_cached(std::span<const std::int32_t> ids, cuda::CudaKvCache& cache, bool all_rows = false) {
+    return cuda::Decoder(*this).forward_cached(ids, cache, all_rows);
+  }
+  // Greedy decoding with the argmax on the device (benchmarks): max_new ids, no stop tokens.
+  std::vector<std::int32_t> greedy_on_device(std::span<const std::int32_t> prompt, int max_new,
+                                             cuda::CudaKvCache& cache) {
+    return cuda::Decoder(*this).greedy(prompt, max_new, cache);
+  }
+  template <class M>
+  friend class cuda::Decoder;
+
+  const ModelConfig& config() const { return cfg_; }
+  const LoraConfig& lora_config() const { return lora_; }
+  static constexpr bool uses_lora() {
+    return L::q::has_adapter || L::k::has_adapter || L::v::has_adapter || L::o::has_adapter ||
+           L::gate::has_adapter || L::up::has_adapter || L::down::has_adapter;
+  }
+  // Tests: fills every activation and scratch buffer with NaN (0xFF bytes), so a kernel that reads
+  // what nothing wrote shows up as a non-finite loss or gradient. (Skipped under
+  // PEFT_CUDA_ARENA_DEBUG, where the buffers are separate allocations.)
+  void poison_activations() {
+    if (arena_->separate_allocations()) return;
+    char* begin = reinterpret_cast<char*>(stream_x_.front());
+    char* end = reinterpret_cast<char*>(d_targets_ + opt_.max_tokens);  // (not the seeds)
+    PEFT_CUDA_CHECK(cudaMemsetAsync(begin, 0xFF, static_cast<std::size_t>(end - begin), stream_));
+    PEFT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  const CudaModelOptions& options() const { return opt_; }
+  // Every call reads all the weights: the trainer packs a step's micro-batches up to this many tokens.
+  std::size_t max_packed_tokens() const { return static_cast<std::size_t>(opt_.max_tokens); }
+  cuda::DeviceArena& arena() { return *arena_; }
+  // Measured, for the run's log: the arena's high-water mark against its planned size, and what the
+  // whole device has in use now (cudaMemGetInfo: the CUDA context, cuBLAS and any other process too).
+  std::string memory_report() const {
+    std::size_t free = 0, total = 0;
+    PEFT_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+    return "[memory] measured: arena high-water " + cuda::gb(arena_->high_water()) + " of " +
+           cuda::gb(arena_->capacity()) + " planned; device memory in use " + cuda::gb(total - free) + " of " +
+           cuda::gb(total) + " (cudaMemGetInfo)";
+  }
+  cudaStream_t stream() const { return stream_; }
+
+ private:
+  int hidden() const { return static_cast<int>(cfg_.hidden_size); }
+  int vocab() const { return static_cast<int>(cfg_.vocab_size); }
+  float eps() const { return static_cast<float>(cfg_.rms_norm_eps); }
+  const cuda::bf16* lm_weight() const { return cfg_.tie_word_embeddings ? embed_ : lm_head_; }
+  cuda::LayerActivations& acts(std::size_t l) { return keeps_layers ? acts_[l] : acts_[0]; }
+  double* host_loss() { return reinterpret_cast<double*>(static_cast<char*>(pinned_) + 8); }
+  std::size_t seeds_offset() const { return (16 + static_cast<std::size_t>(opt_.max_tokens) * 4 * 5 + 64 + 7) / 8 * 8; }
+  std::size_t pinned_bytes() const { return seeds_offset() + layers_.size() * cuda::kProjections * 8; }
+
+  struct StepShape {
+    int tokens, labels, seqs, max_seqlen;
+    bool backward, dropout;
+    std::uint32_t grad_scale_bits;
+    auto operator<=>(const StepShape&) const = default;
+  };
+  static constexpr std::size_t kMaxGraphs = 16;
+
+  // Everything a step does on the device, after the batch is uploaded: forward, chunked cross
+  // entropy, the loss sum's copy to pinned memory, and the backward.
+  void device_step(int T, float grad_scale) {
+    const bool backward = grad_scale != 0.0f;
+    const cuda::GemmContext c{*gemm_, stream_};
+    const std::size_t th = static_cast<std::size_t>(T) * cfg_.hidden_size;
+
+    cuda::embedding_forward(stream_x_[0], d_ids_, embed_, T, vocab(), hidden(), stream_);
+    for (std::size_t l = 0; l < layers_.size(); ++l)
+      layers_[l].forward(c, stream_x_[l], stream_x_[l + 1], acts(l), scratch_, T, layer_seeds(l));
+    cuda::rms_norm_forward(final_h_, final_rstd_, stream_x_[layers_.size()], final_norm_, T, hidden(), eps(), stream_);
+
+    // Cross entropy over the labelled rows only (gathered), chunked over the vocabulary.
+    const int n = n_labels_;
+    if (n > 0) {
+      cuda::gather_rows(h_sel_, final_h_, d_label_rows_, n, hidden(), stream_);
+      cuda::lm_head_cross_entropy(*gemm_, row_loss_, backward ? dh_sel_ : nullptr, nullptr, h_sel_, lm_weight(),
+                                  d_targets_, n, hidden(), vocab(), grad_scale, logits_, stream_);
+      cuda::ce_loss_sum(loss_sum_, row_loss_, n, stream_);
+    } else {
+      PEFT_CUDA_CHECK(cudaMemsetAsync(loss_sum_, 0, sizeof(double), stream_));
+    }
+    PEFT_CUDA_CHECK(cudaMemcpyAsync(host_loss(), loss_sum_, sizeof(double), cudaMemcpyDeviceToHost, stream_));
+
+    if (backward && n > 0) {
+      // dY: the labelled rows' dh, zero elsewhere; the final norm's backward starts the stream.
+      PEFT_CUDA_CHECK(cudaMemsetAsync(dy_, 0, th * sizeof(cuda::bf16), stream_));
+      cuda::scatter_rows(dy_, dh_sel_, d_label_rows_, n, hidden(), stream_);
+      cuda::rms_norm_backward(dstream_, nullptr, dy_, stream_x_[layers_.size()], final_norm_, final_rstd_, T, hidden(),
+                              stream_, false);
+      for (std::size_t l = layers_.size(); l-- > 0;) {
+        if constexpr (!keeps_layers)  // re-run this layer's forward into the one set of buffers
+          if (l + 1 < layers_.size())  // (the last layer's are still there from the forward)
+            layers_[l].forward(c, stream_x_[l], final_h_, acts(l), scratch_, T, layer_seeds(l));
+        layers_[l].backward(c, stream_x_[l], dstream_, acts(l), scratch_, T, layer_seeds(l));
+      }
+      // The embedding is frozen: the gradient stops here.
+    }
+  }
+
+  cudaGraphExec_t capture(int T, float grad_scale) {
+    cudaGraph_t graph = nullptr;
+    PEFT_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
+    try {
+      device_step(T, grad_scale);
+    } catch (...) {
+      cudaStreamEndCapture(stream_, &graph);
+      if (graph) cudaGraphDestroy(graph);
+      throw;
+    }
+    PEFT_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t st = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    PEFT_CUDA_CHECK(st);
+    return exec;
+  }
+
+  const std::uint64_t* layer_seeds(std::size_t l) const {
+    return dropout_on_ ? d_seeds_ + l * cuda::kProjections : nullptr;
+  }
+
+  // The kernels need 16-byte rows and packs; a shape that breaks them is named here, not deep
+  // inside a launch.
+  void check_shapes() const {
+    auto mult8 = [&](std::int64_t v, const char* field) {
+      require(v % 8 == 0, "the CUDA backend needs {} to be a multiple of 8 (config has {})", field, v);
+    };
+    mult8(cfg_.hidden_size, "hidden_size");
+    mult8(cfg_.intermediate_size, "intermediate_size");
+    mult8(cfg_.num_key_value_heads * cfg_.head_dim, "num_key_value_heads * head_dim");
+    require(cfg_.head_dim % 2 == 0 && cfg_.head_dim <= 128, "the CUDA backend needs an even head_dim <= 128 (got {})",
+            cfg_.head_dim);
+  }
+
+  // The whole layout, run once to count and once to allocate.
+  void plan(cuda::MemoryPlan& m) {
+    const auto T = static_cast<std::size_t>(opt_.max_tokens);
+    const auto H = static_cast<std::size_t>(cfg_.hidden_size), V = static_cast<std::size_t>(cfg_.vocab_size);
+    const cuda::LayerDims& d = layers_.front().dims();
+    embed_ = m.take<cuda::bf16>(V * H, "model.embed_tokens.weight");
+    for (auto& layer : layers_) layer.plan_weights(m);
+    final_norm_ = m.take<cuda::bf16>(H, "model.norm.weight");
+    if (!cfg_.tie_word_embeddings) lm_head_ = m.take<cuda::bf16>(V * H, "lm_head.weight");
+    inv_freq_ = m.take<float>(static_cast<std::size_t>(cfg_.head_dim / 2), "rope inv_freq");
+    if (!m.allocating()) planned_.weights = m.bytes();
+    // Gradients: one block (zero_grad is one memset).
+    const std::size_t before = m.bytes();
+    for (auto& layer : layers_) layer.plan_grads(m);
+    if (m.allocating()) {
+      auto params = trainable_parameters().tensors();
+      if (!params.empty()) {
+        grads_begin_ = reinterpret_cast<char*>(params.front().grad);
+        grads_end_ = grads_begin_ + (m.bytes() - before);
+      }
+    }
+    // Optimizer moments are taken at optimizer_init; count them here so the arena has room.
+    if (!m.allocating()) {
+      std::size_t moments = 0;
+      for (auto& layer : layers_)
+        for (auto& lin : layer.linears())
+          if (lin.adapter())
+            moments += 2 * (static_cast<std::size_t>(lin.padded_rank()) * (lin.shape().in + lin.shape().out) * 4 + 512);
+      m.take<char>(moments, "AdamW moments");
+    }
+    if (!m.allocating()) planned_.optimizer = m.bytes() - planned_.weights;  // with the moments counted above
+    // Activations: the residual stream at every layer boundary, then per-layer sets.
+    stream_x_.assign(layers_.size() + 1, nullptr);
+    for (auto& x : stream_x_) x = m.take<cuda::bf16>(T * H, "residual stream");
+    int max_rp = 0;
+    for (int r : layers_.front().padded_ranks()) max_rp = std::max(max_rp, r);
+    std::array<int, cuda::kProjections> rp{};
+    for (auto& layer : layers_) {
+      const auto lr = layer.padded_ranks();
+      for (int p = 0; p < cuda::kProjections; ++p) rp[p] = std::max(rp[p], lr[p]);
+    }
+    for (int r : rp) max_rp = std::max(max_rp, r);
+    acts_.assign(keeps_layers ? layers_.size() : 1, {});
+    for (auto& a : acts_) a.plan(m, d, opt_.max_tokens, rp);
+    if (!m.allocating()) planned_.activations = m.bytes() - planned_.weights - planned_.optimizer;
+    scratch_.plan(m, d, opt_.max_tokens, max_rp, uses_lora() && lora_.lora_dropout > 0);
+    dstream_ = m.take<cuda::bf16>(T * H, "residual stream gradient");
+    final_h_ = m.take<cuda::bf16>(T * H, "final norm output");
+    final_rstd_ = m.take<float>(T, "final norm rstd");
+    dy_ = m.take<cuda::bf16>(T * H, "final norm output gradient");
+    h_sel_ = m.take<cuda::bf16>(T * H, "labelled rows");
+    dh_sel_ = m.take<cuda::bf16>(T * H, "labelled rows gradient");
+    logits_.rows = std::min(opt_.logits_chunk_rows, opt_.max_tokens);
+    logits_.ld = cuda::LogitsChunk::ld_for(vocab());
+    logits_.data = m.take<cuda::bf16>(static_cast<std::size_t>(logits_.rows) * logits_.ld, "logits chunk");
+    row_loss_ = m.take<float>(T, "per-row loss");
+    loss_sum_ = m.take<double>(1, "loss sum");
+    d_ids_ = m.take<std::int32_t>(T, "token ids");
+    d_positions_ = m.take<std::int32_t>(T, "positions");
+    d_cu_ = m.take<std::int32_t>(T + 1, "cu_seqlens");
+    d_label_rows_ = m.take<std::int32_t>(T, "label rows");
+    d_targets_ = m.take<std::int32_t>(T, "targets");
+    d_seeds_ = m.take<std::uint64_t>(layers_.size() * cuda::kProjections, "dropout seeds");
+    if (!m.allocating()) m.take<char>(32u << 20, "cuBLASLt workspace");  // taken by Gemm after the plan
+    if (!m.allocating()) planned_.workspace = m.bytes() - planned_.weights - planned_.optimizer - planned_.activations;
+  }
+
+  // Validates the batch (errors name the position) and copies it in through pinned memory.
+  int upload_batch(const PackedBatch& b) {
+    const int T = static_cast<int>(b.tokens());
+    require(T > 0, "empty batch");
+    require(T <= opt_.max_tokens,
+            "the batch has {} tokens but the CUDA model was planned for at most {} per micro-batch "
+            "(CudaModelOptions::max_tokens)", T, opt_.max_tokens);
+    require(b.positions.size() == b.input_ids.size() && b.targets.size() == b.input_ids.size(),
+            "batch: {} ids, {} positions, {} targets", b.input_ids.size(), b.positions.size(), b.targets.size());
+    require(b.cu_seqlens.size() >= 2 && b.cu_seqlens.front() == 0 && b.cu_seqlens.back() == T,
+            "batch: cu_seqlens must run from 0 to the token count {}", T);
+    cuda::validate_token_ids(b.input_ids, vocab());
+    auto* pin = reinterpret_cast<std::int32_t*>(static_cast<char*>(pinned_) + 16);
+    std::int32_t* ids = pin;
+    std::int32_t* pos = pin + T;
+    std::int32_t* cu = pin + 2 * T;
+    std::int32_t* rows = pin + 3 * T + 1;
+    std::int32_t* tg = rows + T;
+    std::copy(b.input_ids.begin(), b.input_ids.end(), ids);
+    std::copy(b.positions.begin(), b.positions.end(), pos);
+    int max_len = 0;
+    const int seqs = static_cast<int>(b.cu_seqlens.size()) - 1;
+    for (int s = 0; s <= seqs; ++s) {
+      cu[s] = static_cast<std::int32_t>(b.cu_seqlens[static_cast<std::size_t>(s)]);
+      if (s > 0) {
+        require(cu[s] > cu[s - 1], "batch: sample {} is empty", s - 1);
+        max_len = std::max(max_len, cu[s] - cu[s - 1]);
+      }
+    }
+    n_labels_ = 0;
+    for (int t = 0; t < T; ++t) {
+      const std::int32_t target = b.targets[static_cast<std::size_t>(t)];
+      if (target == kIgnoreIndex) continue;
+      require(target >= 0 && target < vocab(), "label {} at position {} is outside the vocabulary (size {})", target, t,
+              vocab());
+      rows[n_labels_] = t;
+      tg[n_labels_++] = target;
+    }
+    PEFT_CUDA_CHECK(cudaMemcpyAsync(d_ids_, ids, T * 4, cudaMemcpyHostToDevice, stream_));
+    PEFT_CUDA_CHECK(cudaMemcpyAsync(d_positions_, pos, T * 4, cudaMemcpyHostToDevice, stream_));
+    PEFT_CUDA_CHECK(cudaMemcpyAsync(d_cu_, cu, (seqs + 1) * 4, cudaMemcpyHostToDevice, stream_));
+    if (n_labels_ > 0) {
+      PEFT_CUDA_CHECK(cudaMemcpyAsync(d_label_rows_, rows, n_labels_ * 4, cudaMemcpyHostToDevice, stream_));
+      PEFT_CUDA_CHECK(cudaMemcpyAsync(d_targets_, tg, n_labels_ * 4, cudaMemcpyHostToDevice, stream_));
+    }
+    scratch_.batch = {d_cu_, seqs, max_len, T};
+    cuda::rope_build_table(scratch_.rope, d_positions_, inv_freq_, T, static_cast<int>(cfg_.head_dim), stream_);
+    return T;
+  }
+
+  // One seed per (layer, projection) from the trainer's dropout Rng, into device memory (the
+  // dropout kernels read them there, so a replayed graph uses this step's seeds).
+  void draw_dropout_seeds(Rng* rng) {
+    dropout_on_ = rng && uses_lora() && lora_.lora_dropout > 0;
+    if (!dropout_on_) return;
+    const std::size_t n = layers_.size() * cuda::kProjections;
+    auto* host = reinterpret_cast<std::uint64_t*>(static_cast<char*>(pinned_) + seeds_offset());
+    for (std::size_t i = 0; i < n; ++i) host[i] = rng->next();
+    PEFT_CUDA_CHECK(cudaMemcpyAsync(d_seeds_, host, n * 8, cudaMemcpyHostToDevice, stream_));
+  }
+
+  ModelConfig cfg_;
+  LoraConfig lora_;
+  CudaModelOptions opt_;
+  cuda::PlannedMemory planned_;  // plan()'s count by part (its counting pass)
+  cudaStream_t stream_ = nullptr;
+  std::vector<cuda::CudaDecoderLayer> layers_;
+  std::unique_ptr<cuda::DeviceArena> arena_;
+  std::unique_ptr<cuda::Gemm> gemm_;
+  cuda::TrainingState state_;
+  void* pinned_ = nullptr;
+
+  cuda::bf16 *embed_ = nullptr, *final_norm_ = nullptr, *lm_head_ = nullptr;
+  float* inv_freq_ = nullptr;
+  char *grads_begin_ = nullptr, *grads_end_ = nullptr;
+  std::vector<cuda::bf16*> stream_x_;
+  std::vector<cuda::LayerActivations> acts_;
+  cuda::StepScratch scratch_;
+  cuda::bf16 *dstream_ = nullptr, *final_h_ = nullptr, *dy_ = nullptr, *h_sel_ = nullptr, *dh_sel_ = nullptr;
+  float *final_rstd_ = nullptr, *row_loss_ = nullptr;
+  double* loss_sum_ = nullptr;
+  cuda::LogitsChunk logits_;
+  std::int32_t *d_ids_ = nullptr, *d_positions_ = nullptr, *d_cu_ = nullptr, *d_label_rows_ = nullptr,
+               *d_targets_ = nullptr;
+  std::uint64_t* d_seeds_ = nullptr;
+  int n_labels_ = 0;
+  bool dropout_on_ = false;
+  std::map<StepShape, cudaGraphExec_t> graphs_;
+  std::set<StepShape> seen_;
+};
+
+// The trainer's checkpoint call for a CUDA model: the LoRA tensors come to the host in PEFT's
+// shapes and go through the same writer as the CPU path.
+template <class L, class A>
+void save_trained_weights(const std::filesystem::path& dir, Qwen2Model<L, Bf16Mixed, CudaDevice<A>>& model,
+                          const std::string& base_model) {
+  const cuda::HostParameters h = model.trainable_parameters().to_host();
+  save_adapter(dir, h.list, model.lora_config(), base_model);
+}
+
+// Fills the CUDA model's LoRA parameters from a PEFT adapter folder (as load_adapter_weights).
+template <class L, class A>
+void load_adapter_weights(const std::filesystem::path& dir, Qwen2Model<L, Bf16Mixed, CudaDevice<A>>& model) {
+  const auto params = model.trainable_parameters();
+  cuda::HostParameters h = params.to_host();
+  load_adapter_weights(dir, h.list);
+  params.upload(h.list);
+}
+
+// Resume: the trained LoRA tensors come back from the checkpoint's adapter files.
+template <class L, class A>
+void load_trained_weights(const std::filesystem::path& dir, Qwen2Model<L, Bf16Mixed, CudaDevice<A>>& model) {
+  load_adapter_weights(dir, model);
+}
+
+}  // namespace peft
