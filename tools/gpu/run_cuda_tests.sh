@@ -59,7 +59,7 @@ for t in "${tests[@]}"; do
   PEFT_CUDA_ARENA_DEBUG=1 run "memcheck $name --small" "$logs/memcheck_$name.log" 1 "$sanitizer_limit" \
     "$sanitizer" --tool memcheck --report-api-errors no --error-exitcode 3 "$t" --small
 done
-for name in cuda_test_attention cuda_test_rms_norm cuda_test_cross_entropy cuda_test_global_norm cuda_test_model; do
+for name in cuda_test_attention cuda_test_rms_norm cuda_test_cross_entropy cuda_test_global_norm cuda_test_nf4_dequant cuda_test_model; do
   [[ -x "$build/$name" ]] || continue
   run "racecheck $name --small" "$logs/racecheck_$name.log" 1 "$sanitizer_limit" \
     "$sanitizer" --tool racecheck --report-api-errors no --error-exitcode 3 "$build/$name" --small
