@@ -2,7 +2,14 @@
 // forward and to the CPU model: cached logits after a prefill and after each one-token decode
 // step, truncate / clear, a second turn prefilled on top of a cache (past > 0, also across chunks
 // of max_tokens), the captured decode graph against eager steps, greedy ids against the CPU
-// backend's greedy on the HF fixtures, and the errors a bad call gets.
+// backend's greedy on the HF fixtures, and the errors a bad call gets. The step is 5 kernels a
+// layer + 4 (counted in the captured graph), and each fusion that makes it so is also checked on
+// its own against the unfused computation: x A^T inside the projection's launch, RoPE + the
+// KV-cache append in the q/k/v epilogue, the argmax inside the lm_head (ties to the lowest id,
+// NaN never wins, the state advanced), the one-kernel GQA-packed attention (split merge, groups
+// wider than a block, several queries), and every in-kernel counter back at 0 after a launch.
+// Fused vs unfused: 1e-2 relative (bf16 outputs, another fp32 summation order), 2e-3 for RoPE
+// (the same values rotated; an FMA contraction may move a bf16 rounding), exact for v.
 //
 // Tolerances (relative L2 over the logits rows, cuda_test.cuh's close): 2e-2 against the CUDA full
 // forward and against the CPU oracle, bf16 level (the decode step's one-row products round LoRA
