@@ -13,6 +13,7 @@
 //   bound_tok_s       read_bw / bytes_per_token at 3.0 TB/s and at the read bandwidth measured
 //                     here (a streaming-read kernel over 4 GiB); frac_* = decode_tok_s / bound
 //   peak_mem_gb       device memory in use at the end (cudaMemGetInfo: weights, cache, context)
+//   step_kernels      kernels in the captured one-token graph (model/decode.cuh: 5 a layer + 4)
 //
 //   decode_bench [--no-graph] [--cublas] [--prompt N] [--new N]
 //     --cublas: one-token steps on cuBLASLt (M = 1) instead of the one-row kernels (gemv.cuh)
@@ -177,11 +178,13 @@ int main(int argc, char** argv) {
         "\"prefill_ms\": %.2f, \"decode_tok_s\": %.1f, \"ms_per_token\": %.3f, \"generator_tok_s\": %.1f, "
         "\"generator_ids_equal\": %s, \"bytes_per_token_gb\": %.3f, \"read_bw_tb_s\": %.3f, "
         "\"bound_tok_s_3tb\": %.1f, \"frac_bound_3tb\": %.3f, \"bound_tok_s_measured\": %.1f, "
-        "\"frac_bound_measured\": %.3f, \"peak_mem_gb\": %.2f, \"kv_cache_gb\": %.3f}\n",
+        "\"frac_bound_measured\": %.3f, \"peak_mem_gb\": %.2f, \"kv_cache_gb\": %.3f, \"step_kernels\": %zu, "
+        "\"layers\": %d}\n",
         graphs ? "true" : "false", gemv ? "gemv" : "cublaslt", peft::cuda::pdl_enabled() ? "true" : "false",
         prompt_len, new_tokens, prefill_s * 1e3, decode_tok_s, 1e3 / decode_tok_s, out.decode_tokens_per_second(),
         same ? "true" : "false", bytes_per_token / 1e9, bw / 1e12, bound3, decode_tok_s / bound3, boundm,
-        decode_tok_s / boundm, device_used_gb(), static_cast<double>(cache.bytes()) / (1u << 30));
+        decode_tok_s / boundm, device_used_gb(), static_cast<double>(cache.bytes()) / (1u << 30),
+        cache.graph_kernels(), static_cast<int>(cfg.num_hidden_layers));
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "decode_bench: %s\n", e.what());

@@ -4,9 +4,10 @@ a PEFT LoRA r=8 on all linear layers kept unmerged and lora_B nonzero (so the br
 batch 1, a 64-token prompt, 256 new tokens, greedy, min_new_tokens = max_new_tokens (no early
 stop). Prints one JSON line with the same fields as decode_bench:
   prefill_ms     one forward of the prompt (use_cache=True), median of 5
-  decode_tok_s   (new tokens - 1) / (generate time - prefill_ms), median of 3
+  decode_tok_s   (new tokens - 1) / (generate time - prefill_ms), median of --reps
   peak_mem_gb    torch.cuda.max_memory_allocated
-Usage: python3 bench/hf_generate_baseline.py [--prompt 64] [--new 256]
+Usage: python3 bench/hf_generate_baseline.py [--prompt 64] [--new 256] [--reps 3]
+(--reps 1 for long runs: 2048 new tokens take ~100 s a generate.)
 """
 import argparse
 import json
@@ -23,6 +24,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--prompt", type=int, default=64)
     ap.add_argument("--new", type=int, default=256)
+    ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
 
     m = make("7b")  # the training baseline's 7B-shaped model, the same build
@@ -51,7 +53,7 @@ def main():
     with torch.no_grad():
         m.generate(input_ids=ids, attention_mask=mask, **dict(gen, max_new_tokens=16, min_new_tokens=16))  # warm-up
         prefill = [timed(lambda: m(input_ids=ids, attention_mask=mask, use_cache=True))[0] for _ in range(5)]
-        runs = [timed(lambda: m.generate(input_ids=ids, attention_mask=mask, **gen)) for _ in range(3)]
+        runs = [timed(lambda: m.generate(input_ids=ids, attention_mask=mask, **gen)) for _ in range(args.reps)]
     total = statistics.median(t for t, _ in runs)
     new = runs[0][1].shape[1] - args.prompt
     pre = statistics.median(prefill)

@@ -2,6 +2,10 @@
 // id, as torch.argmax and peft::argmax), written where the next decode step reads its token, with
 // the cache length advanced by one.
 //
+// The captured decode step folds this argmax into its lm_head launch (gemv.cuh, through
+// greedy_commit); the kernel here picks the first new token after a prefill and serves the
+// cuBLASLt comparison step.
+//
 // Why on the device: then the decode step needs nothing from the host. A captured step graph is
 // launched N times back to back and the host reads the N ids once at the end, so the GPU never
 // idles waiting for a logits copy, a host argmax and the next launch.
@@ -27,6 +31,16 @@ constexpr int kArgmaxThreads = 1024;
 
 __device__ inline bool argmax_better(float v, int i, float bv, int bi) {
   return v > bv || (v == bv && i < bi) || (bv != bv && v == v);  // NaN never wins
+}
+
+// The chosen id becomes the next token (one thread; gemv.cuh's fused lm_head argmax calls it too).
+__device__ inline void greedy_commit(int id, int vocab, std::int32_t* state, std::int32_t* out_ids, int out_capacity) {
+  if (id >= vocab) id = 0;  // every logit NaN: a valid id all the same
+  const int written = state[DecodeState::kWritten];
+  if (out_ids && written < out_capacity) out_ids[written] = id;
+  state[DecodeState::kWritten] = written + 1;
+  state[DecodeState::kToken] = id;
+  state[DecodeState::kLength] += 1;
 }
 
 __global__ void __launch_bounds__(kArgmaxThreads) greedy_advance_kernel(const float* __restrict__ logits, int vocab,
@@ -63,12 +77,7 @@ __global__ void __launch_bounds__(kArgmaxThreads) greedy_advance_kernel(const fl
       bv = sv[w];
       bi = si[w];
     }
-  if (bi >= vocab) bi = 0;  // every logit NaN: a valid id all the same
-  const int written = state[DecodeState::kWritten];
-  if (out_ids && written < out_capacity) out_ids[written] = bi;
-  state[DecodeState::kWritten] = written + 1;
-  state[DecodeState::kToken] = bi;
-  state[DecodeState::kLength] += 1;
+  greedy_commit(bi, vocab, state, out_ids, out_capacity);
 }
 
 }  // namespace detail

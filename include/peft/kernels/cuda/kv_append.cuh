@@ -1,8 +1,10 @@
 // Writing new tokens into a KV cache: positions from the cache's device length, RoPE on q (in
 // place) and k, and the rotated k plus v stored at cache rows past .. past + n - 1.
 //
-// Why one kernel for rope(q), rope(k) and the append: at one token each is a few hundred bytes of
-// work, so three launches per layer would cost more than the data. The rotation is rope.cuh's
+// Why one kernel for rope(q), rope(k) and the append: for a few tokens each is a few hundred bytes
+// of work, so three launches per layer would cost more than the data. The prefill uses it; the
+// one-token decode step goes further and does the same rotation in the q/k/v projection's
+// epilogue (gemv.cuh's rope / at_row segments). The rotation is rope.cuh's
 // (the same cos/sin table, built from device positions, and the same fp32 formula rounded once to
 // bf16), so cached keys are bit-identical to the training forward's rotated keys. `past` is read
 // from device memory so a captured decode graph appends at the right row on every replay.

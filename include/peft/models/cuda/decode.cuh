@@ -7,16 +7,22 @@
 // the cache is empty, else decode_attention over the cached keys. Each layer's rotated k and v go
 // to the cache rows past .. past + n - 1 (kv_append.cuh).
 //
-// Decode (n = 1) is bound by reading every weight once per token. One-row products (gemv.cuh)
-// with the norm, LoRA, residual and SwiGLU fused in: 10 launches per layer with LoRA on all seven
-// projections (7 without). The step reads its position and token from device memory (the cache's
-// state), so it is captured once into a CUDA graph and replayed at every position, its kernels
-// chained by programmatic dependent launch (pdl.cuh); greedy decoding (greedy()) also picks the
-// next token on the device and never waits for the host between steps.
+// Decode (n = 1) is bound by reading every weight once per token, so it is as few dependent
+// kernels as the data flow allows: per layer 5, LoRA on or off (gemv.cuh's fused one-row products
+// and decode_attention.cuh's single kernel):
+//   1. RMSNorm + x A^T of q/k/v + q/k/v + bias + LoRA + RoPE, k and v appended to the cache;
+//   2. attention over the cache (GQA packed, splits merged in the kernel);
+//   3. x A^T of o + o + LoRA + residual;
+//   4. RMSNorm + x A^T of gate/up + gate/up + LoRA + SwiGLU;
+//   5. x A^T of down + down + LoRA + residual.
+// Per token besides: the position's cos/sin (2 tiny kernels), the embedding row, and the lm_head
+// with the greedy argmax folded in. The step reads its position and token from device memory
+// (the cache's state), so it is captured once into a CUDA graph and replayed at every position,
+// its kernels chained by programmatic dependent launch (pdl.cuh); greedy decoding (greedy())
+// picks the next token on the device and never waits for the host between steps.
 #pragma once
 #include <algorithm>
 #include <cstdint>
-#include <initializer_list>
 #include <span>
 #include <vector>
 
@@ -126,6 +132,8 @@ class Decoder {
         throw;
       }
       PEFT_CUDA_CHECK(cudaStreamEndCapture(m_.stream_, &graph));
+      std::size_t nodes = 0;  // the kernels one token runs (decode_bench and the tests report it)
+      if (cudaGraphGetNodes(graph, nullptr, &nodes) == cudaSuccess) cache.graph_kernels() = nodes;
       const cudaError_t st = cudaGraphInstantiate(&g, graph, 0);
       cudaGraphDestroy(graph);
       PEFT_CUDA_CHECK(st);
@@ -140,23 +148,26 @@ class Decoder {
     if (!cache.use_gemv) {  // the comparison point: cuBLASLt at M = 1 (decode_bench --cublas)
       gemm_layers(cache, b.state + DecodeState::kToken, 1, false);
       lm_head(m_.stream_x_[0], cache);
-    } else {
-      RopeTable rope = b.rope;
-      rope_table_after(rope, b.positions, past, m_.inv_freq_, 1, m_.layers_.front().dims().head_dim, st);
-      embedding_forward(b.x, b.state + DecodeState::kToken, m_.embed_, 1, m_.vocab(), m_.hidden(), st);
-      for (std::size_t l = 0; l < m_.layers_.size(); ++l) decode_layer(l, cache, rope);
-      lm_head(b.x, cache);
+      greedy_advance(b.logits, m_.vocab(), b.state, b.out_ids, static_cast<int>(cache.capacity()), st);
+      return;
     }
-    greedy_advance(b.logits, m_.vocab(), b.state, b.out_ids, static_cast<int>(cache.capacity()), st);
+    RopeTable rope = b.rope;
+    rope_table_after(rope, b.positions, past, m_.inv_freq_, 1, m_.layers_.front().dims().head_dim, st);
+    embedding_forward(b.x, b.state + DecodeState::kToken, m_.embed_, 1, m_.vocab(), m_.hidden(), st);
+    for (std::size_t l = 0; l < m_.layers_.size(); ++l) decode_layer(l, cache, rope);
+    lm_head(b.x, cache, true);  // and the argmax: the next token
   }
 
-  static GemvSegment base(const CudaLinear& lin, const CudaKvCache& cache, int p, bf16* y,
+  // Projection p of a layer as a gemv segment; with an adapter, its x A^T is computed in the same
+  // launch (into the cache's xa slot of p).
+  static GemvSegment proj(const CudaLinear& lin, const CudaKvCache& cache, int p, bf16* y,
                           const bf16* residual = nullptr) {
     GemvSegment s;
     s.w = lin.weight();
     s.rows = static_cast<int>(lin.shape().out);
     s.bias = lin.bias();
     if (lin.adapter()) {
+      s.a = lin.lora_a_bf16();
       s.xa = cache.xa(p);
       s.bt = lin.lora_bt_bf16();
       s.rp = lin.padded_rank();
@@ -166,20 +177,10 @@ class Decoder {
     s.y = y;
     return s;
   }
-  // x A^T of the adapters among `ps` (rounded to bf16, as the training forward's xa), one launch.
-  void lora_xa(const CudaDecoderLayer& layer, std::initializer_list<int> ps, const bf16* x, const bf16* norm_w,
-               int in, const CudaKvCache& cache) {
-    GemvArgs a{x, in, norm_w, layer.dims().eps};
-    for (int p : ps) {
-      const CudaLinear& lin = layer.linears()[p];
-      if (!lin.adapter()) continue;
-      GemvSegment& s = a.seg[a.count++];
-      s.w = lin.lora_a_bf16();
-      s.rows = lin.padded_rank();
-      s.y32 = cache.xa(p);
-      s.round32 = true;
-    }
-    if (a.count > 0) gemv(a, cache.sms(), m_.stream_);
+  GemvArgs args(const CudaKvCache& cache, const bf16* x, int in, const bf16* norm_w = nullptr, float eps = 0.0f) {
+    GemvArgs a{x, in, norm_w, eps};
+    a.scratch = cache.buffers().gemv;
+    return a;
   }
 
   void decode_layer(std::size_t l, CudaKvCache& cache, const RopeTable& rope) {
@@ -191,45 +192,53 @@ class Decoder {
     const int sms = cache.sms();
     const std::int32_t* past = b.state + DecodeState::kLength;
 
-    lora_xa(layer, {kQ, kK, kV}, b.x, layer.norm1_weight(), d.hidden, cache);
-    GemvArgs qkv{b.x, d.hidden, layer.norm1_weight(), d.eps};
-    qkv.seg[0] = base(lin[kQ], cache, kQ, b.q);
-    qkv.seg[1] = base(lin[kK], cache, kK, b.k);
-    qkv.seg[2] = base(lin[kV], cache, kV, b.v);
+    GemvArgs qkv = args(cache, b.x, d.hidden, layer.norm1_weight(), d.eps);
+    qkv.seg[0] = proj(lin[kQ], cache, kQ, b.q);  // rotated in place
+    qkv.seg[1] = proj(lin[kK], cache, kK, cache.k(l));
+    qkv.seg[2] = proj(lin[kV], cache, kV, cache.v(l));
+    qkv.seg[0].rope = qkv.seg[1].rope = true;
+    qkv.seg[1].at_row = qkv.seg[2].at_row = true;  // the cache's row *past
     qkv.count = 3;
+    qkv.rope_cos = rope.cos;
+    qkv.rope_sin = rope.sin;
+    qkv.head_dim = d.head_dim;
+    qkv.row_at = past;
     gemv(qkv, sms, st);
-    rope_append_kv(b.q, b.k, b.v, cache.k(l), cache.v(l), past, rope, 1, d.heads, d.kv_heads, d.head_dim, st);
-    decode_attention(b.attn, b.attn_scratch, b.q, cache.k(l), cache.v(l), past, 1, {d.heads, d.kv_heads, d.head_dim},
-                     st);
+    decode_attention(b.attn, b.attn_scratch, b.attn_counters, b.q, cache.k(l), cache.v(l), past, 1,
+                     {d.heads, d.kv_heads, d.head_dim}, st);
 
-    lora_xa(layer, {kO}, b.attn, nullptr, d.q_dim(), cache);
-    GemvArgs o{b.attn, d.q_dim()};
-    o.seg[0] = base(lin[kO], cache, kO, b.h, b.x);
+    GemvArgs o = args(cache, b.attn, d.q_dim());
+    o.seg[0] = proj(lin[kO], cache, kO, b.h, b.x);
     o.count = 1;
     gemv(o, sms, st);
 
-    lora_xa(layer, {kGate, kUp}, b.h, layer.norm2_weight(), d.hidden, cache);
-    GemvArgs gu{b.h, d.hidden, layer.norm2_weight(), d.eps};
-    gu.seg[0] = base(lin[kGate], cache, kGate, b.act);
-    gu.seg[1] = base(lin[kUp], cache, kUp, nullptr);
+    GemvArgs gu = args(cache, b.h, d.hidden, layer.norm2_weight(), d.eps);
+    gu.seg[0] = proj(lin[kGate], cache, kGate, b.act);
+    gu.seg[1] = proj(lin[kUp], cache, kUp, nullptr);
     gu.count = 2;
     gu.swiglu = true;
     gemv(gu, sms, st);
 
-    lora_xa(layer, {kDown}, b.act, nullptr, d.inter, cache);
-    GemvArgs down{b.act, d.inter};
-    down.seg[0] = base(lin[kDown], cache, kDown, b.x, b.h);
+    GemvArgs down = args(cache, b.act, d.inter);
+    down.seg[0] = proj(lin[kDown], cache, kDown, b.x, b.h);
     down.count = 1;
     gemv(down, sms, st);
   }
 
-  // Final norm and lm_head of one hidden row into the cache's fp32 logits.
-  void lm_head(const bf16* x, const CudaKvCache& cache) {
-    GemvArgs a{x, m_.hidden(), m_.final_norm_, m_.eps()};
+  // Final norm and lm_head of one hidden row into the cache's fp32 logits; with `argmax`, the
+  // greedy choice advances the decode state as greedy_advance does (the step's last kernel).
+  void lm_head(const bf16* x, CudaKvCache& cache, bool argmax = false) {
+    const auto& b = cache.buffers();
+    GemvArgs a = args(cache, x, m_.hidden(), m_.final_norm_, m_.eps());
     a.seg[0].w = m_.lm_weight();
     a.seg[0].rows = m_.vocab();
-    a.seg[0].y32 = cache.buffers().logits;
+    a.seg[0].y32 = b.logits;
     a.count = 1;
+    if (argmax) {
+      a.state = b.state;
+      a.out_ids = b.out_ids;
+      a.out_capacity = static_cast<int>(cache.capacity());
+    }
     gemv(a, cache.sms(), m_.stream_);
   }
 
@@ -298,7 +307,7 @@ class Decoder {
         const VarlenBatch vb{b.cu, 1, n, n};
         attention_forward(a.attn, a.lse, a.q, cache.k(l), cache.v(l), ad, vb, st);
       } else {
-        decode_attention(a.attn, b.attn_scratch, a.q, cache.k(l), cache.v(l), dpast, n,
+        decode_attention(a.attn, b.attn_scratch, b.attn_counters, a.q, cache.k(l), cache.v(l), dpast, n,
                          {d.heads, d.kv_heads, d.head_dim}, st);
       }
       lin[kO].forward(c, a.attn, s.proj, a.xa[kO], nullptr, n, nullptr);

@@ -20,6 +20,7 @@
 
 #include "peft/kernels/cuda/decode_attention.cuh"
 #include "peft/kernels/cuda/device_arena.cuh"
+#include "peft/kernels/cuda/gemv.cuh"
 #include "peft/kernels/cuda/greedy_step.cuh"
 #include "peft/kernels/cuda/memory_plan.cuh"
 #include "peft/kernels/cuda/rope.cuh"
@@ -39,13 +40,17 @@ class CudaKvCache {
  public:
   CudaKvCache(const KvCacheShape& s, int device) : s_(s) {
     require(s.capacity > 0 && s.capacity <= (std::int64_t{1} << 30), "KV cache capacity {} out of range", s.capacity);
+    PEFT_CUDA_CHECK(cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device));
     MemoryPlan count;
     plan(count);
     arena_ = std::make_unique<DeviceArena>(count.bytes());
     MemoryPlan real(*arena_);
     plan(real);
     PEFT_CUDA_CHECK(cudaMallocHost(&pinned_, pinned_bytes()));
-    PEFT_CUDA_CHECK(cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device));
+    // The fused kernels' counters start at 0 (grid_sync.cuh); each launch leaves them so.
+    PEFT_CUDA_CHECK(cudaMemset(b_.gemv.sync, 0, kGemvSyncWords * sizeof(unsigned)));
+    PEFT_CUDA_CHECK(cudaMemset(b_.attn_counters, 0, attn_counters_ * sizeof(unsigned)));
+    PEFT_CUDA_CHECK(cudaDeviceSynchronize());
   }
   ~CudaKvCache() { release(); }
   CudaKvCache(CudaKvCache&& o) noexcept { *this = std::move(o); }
@@ -61,6 +66,8 @@ class CudaKvCache {
       graph_ = std::exchange(o.graph_, nullptr);
       length_ = o.length_;
       sms_ = o.sms_;
+      attn_counters_ = o.attn_counters_;
+      graph_kernels_ = o.graph_kernels_;
       use_graph = o.use_graph;
       use_gemv = o.use_gemv;
       warmed_ = o.warmed_;
@@ -93,6 +100,8 @@ class CudaKvCache {
     bf16 *x = nullptr, *h = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *attn = nullptr, *act = nullptr;
     float *xa = nullptr, *logits = nullptr, *attn_scratch = nullptr;
     std::int32_t *state = nullptr, *ids = nullptr, *positions = nullptr, *cu = nullptr, *out_ids = nullptr;
+    unsigned* attn_counters = nullptr;  // decode_attention's merge counters
+    GemvScratch gemv;                   // the fused one-row products' hand-offs (gemv.cuh)
     RopeTable rope;
   };
   const KvCacheShape& shape() const { return s_; }
@@ -104,6 +113,7 @@ class CudaKvCache {
   void set_length(std::int64_t n) { length_ = n; }
   cudaGraphExec_t& graph() { return graph_; }
   bool& warmed() { return warmed_; }  // a one-token step has run (the next one is captured)
+  std::size_t& graph_kernels() { return graph_kernels_; }  // nodes of the captured step (0: none yet)
   // Pinned staging: ids [prefill_tokens], state [kSlots], logits [vocab], cu_seqlens [2].
   std::int32_t* host_ids() { return static_cast<std::int32_t*>(pinned_); }
   std::int32_t* host_state() { return host_ids() + s_.prefill_tokens; }
@@ -127,12 +137,22 @@ class CudaKvCache {
     b_.v = m.take<bf16>(s_.kv_dim, "decode v");
     b_.attn = m.take<bf16>(s_.q_dim, "decode attention output");
     b_.act = m.take<bf16>(s_.inter, "decode swiglu");
-    b_.xa = m.take<float>(7 * static_cast<std::size_t>(s_.max_rank > 0 ? s_.max_rank : 1), "decode lora xa");
+    const std::size_t rank = static_cast<std::size_t>(s_.max_rank > 0 ? s_.max_rank : 1);
+    b_.xa = m.take<float>(7 * rank, "decode lora xa");
+    const int widest = std::max({s_.hidden, s_.q_dim, s_.inter});
+    b_.gemv.partial_floats = 3 * rank * static_cast<std::size_t>((widest + 1023) / 1024);  // gemv.cuh's chunks
+    b_.gemv.partial = m.take<float>(b_.gemv.partial_floats, "decode lora xa partials");
+    b_.gemv.sync = m.take<unsigned>(kGemvSyncWords, "decode gemv counters");
+    b_.gemv.xa_copies = m.take<float>(kGemvCopies * kGemvXaCopyFloats, "decode lora xa copies");
+    b_.gemv.best_slots = 8 * sms_;  // at most 8 blocks of 256 threads are resident per SM
+    b_.gemv.best = m.take<float>(2 * static_cast<std::size_t>(b_.gemv.best_slots), "decode argmax partials");
     b_.logits = m.take<float>(s_.vocab, "decode logits");
     const DecodeAttentionDims ad{s_.heads, s_.kv_heads, s_.head_dim};
     b_.attn_scratch = m.take<float>(
         std::max(decode_attention_scratch_floats(1, ad), decode_attention_scratch_floats(s_.prefill_tokens, ad)),
         "decode attention partials");
+    attn_counters_ = std::max(decode_attention_counters(1, ad), decode_attention_counters(s_.prefill_tokens, ad));
+    b_.attn_counters = m.take<unsigned>(attn_counters_, "decode attention counters");
     const auto t = static_cast<std::size_t>(s_.prefill_tokens);
     b_.state = m.take<std::int32_t>(DecodeState::kSlots, "decode state");
     b_.ids = m.take<std::int32_t>(t, "decode ids");
@@ -162,6 +182,7 @@ class CudaKvCache {
   cudaGraphExec_t graph_ = nullptr;
   std::int64_t length_ = 0;
   int sms_ = 132;
+  std::size_t attn_counters_ = 0, graph_kernels_ = 0;
   bool warmed_ = false;
 };
 
