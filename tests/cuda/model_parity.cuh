@@ -41,7 +41,8 @@ inline Floats flat(const ParameterList& list, bool grads) {
 template <class CudaModel>
 Floats cuda_grads(CudaModel& m) {
   const auto params = m.trainable_parameters();
-  const auto h = params.download([](const cuda::DeviceParameter& p, std::size_t) { return static_cast<const float*>(p.grad); });
+  const auto h =
+      params.download([](const cuda::DeviceParameter& p, std::size_t) { return static_cast<const float*>(p.grad); });
   Floats v;
   for (const auto& x : h.values) v.insert(v.end(), x.data(), x.data() + x.size());
   return v;

@@ -33,7 +33,8 @@ __global__ void to_f32_kernel(float* __restrict__ dst, const bf16* __restrict__ 
 inline void bias_grad_accumulate(float* db, const bf16* dy, int rows, int cols, cudaStream_t stream) {
   if (rows == 0 || cols == 0) return;
   constexpr int kRowsPerChunk = 128;
-  const dim3 grid(static_cast<unsigned>((cols + 255) / 256), static_cast<unsigned>((rows + kRowsPerChunk - 1) / kRowsPerChunk));
+  const dim3 grid(static_cast<unsigned>((cols + 255) / 256),
+                  static_cast<unsigned>((rows + kRowsPerChunk - 1) / kRowsPerChunk));
   detail::bias_grad_kernel<<<grid, 256, 0, stream>>>(db, dy, rows, cols, kRowsPerChunk);
   PEFT_CUDA_CHECK_LAUNCH("bias_grad_kernel");
 }

@@ -93,7 +93,8 @@ struct StepScratch {
 // whatever the layer's layout, so the model can hold every layer's view in one vector.
 class LayerWeights {
  public:
-  LayerWeights(const LayerDims& d, const bf16* norm1, const bf16* norm2, const std::array<ProjectionWeights, kProjections>& lin)
+  LayerWeights(const LayerDims& d, const bf16* norm1, const bf16* norm2,
+               const std::array<ProjectionWeights, kProjections>& lin)
       : dims_(d), norm1_(norm1), norm2_(norm2), lin_(lin) {}
   const LayerDims& dims() const { return dims_; }
   const bf16* norm1_weight() const { return norm1_; }

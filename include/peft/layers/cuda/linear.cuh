@@ -60,7 +60,8 @@ inline void upload_bf16(bf16* dst, const Matrix& m, cudaStream_t stream) {
   PEFT_CUDA_CHECK(cudaStreamSynchronize(stream));  // h dies here
 }
 inline void upload_f32(float* dst, const Matrix& m, cudaStream_t stream) {
-  PEFT_CUDA_CHECK(cudaMemcpyAsync(dst, m.data(), static_cast<std::size_t>(m.size()) * 4, cudaMemcpyHostToDevice, stream));
+  PEFT_CUDA_CHECK(
+      cudaMemcpyAsync(dst, m.data(), static_cast<std::size_t>(m.size()) * 4, cudaMemcpyHostToDevice, stream));
   PEFT_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 

@@ -44,7 +44,7 @@ namespace peft {
 struct CudaModelOptions {
   int max_tokens = 4096;       // tokens per micro-batch (the packed batch); sizes every activation
   int logits_chunk_rows = 512;  // rows of vocabulary-wide bf16 logits alive at once
-  std::size_t extra_bytes = 16u << 20;  // optimizer chunk tables and lists (built at optimizer_init)
+  std::size_t extra_bytes = 16u << 20;  // slack beyond the plan (which counts the optimizer state too)
   int device = 0;
   bool graphs = true;  // replay a captured CUDA graph for a step shape seen before
 };
@@ -471,10 +471,20 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
       }
     }
     // Optimizer moments are taken at optimizer_init; count them here so the arena has room.
+    // So are the grad norm's and AdamW's chunk tables (one entry per 16K values each, and a
+    // partial sum): 18 MB for a 7B model's fully trained MLPs, more than extra_bytes' slack.
     if (!m.allocating()) {
-      std::size_t moments = 0;  // two fp32 moments per parameter, each block aligned to the arena's 256 bytes
-      for (const auto& p : trainable_parameters().tensors()) moments += 2 * (static_cast<std::size_t>(p.numel()) * 4 + 256);
+      std::size_t moments = 0, chunks = 0;  // two fp32 moments per parameter, each 256-byte aligned
+      const auto params = trainable_parameters().tensors();
+      for (const auto& p : params) {
+        moments += 2 * (static_cast<std::size_t>(p.numel()) * 4 + 256);
+        chunks += static_cast<std::size_t>((p.numel() + cuda::ChunkTable::kChunkElements - 1) /
+                                           cuda::ChunkTable::kChunkElements);
+      }
       m.take<char>(moments, "AdamW moments");
+      m.take<char>(chunks * (2 * sizeof(cuda::TensorChunk) + sizeof(float)) +
+                       params.size() * (sizeof(cuda::AdamWTensor) + sizeof(cuda::GradTensor)) + 5 * 256,
+                   "optimizer chunk tables");
     }
     if (!m.allocating()) planned_.optimizer = m.bytes() - planned_.weights;  // with the moments counted above
     // Activations: the residual stream at every layer boundary, then per-layer sets.
