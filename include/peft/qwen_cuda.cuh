@@ -10,3 +10,4 @@
 #include "peft/policies/cuda_device.hpp"
 #include "peft/optim/cuda/device_parameters.cuh"
 #include "peft/models/cuda/qwen2.cuh"
+#include "peft/models/cuda/checkpoint_hooks.cuh"

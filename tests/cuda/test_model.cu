@@ -12,44 +12,17 @@
 
 #include "../support/fixture.hpp"
 #include "cuda_test.cuh"
+#include "model_parity.cuh"
 #include "peft/qwen_cuda.cuh"
 
 using namespace peft;
 using peft::cuda_test::Floats;
 using peft::cuda_test::TestContext;
+using peft::cuda_test::cuda_grads;
+using peft::cuda_test::flat;
+using peft::cuda_test::random_samples;
 
 namespace {
-
-std::vector<Sample> random_samples(TestContext& t, int vocab, const std::vector<int>& lengths) {
-  std::vector<Sample> out;
-  for (int len : lengths) {
-    Sample s;
-    for (int i = 0; i < len; ++i) {
-      s.input_ids.push_back(t.uniform_int(0, vocab - 1));
-      s.labels.push_back(i < len / 4 ? kIgnoreIndex : s.input_ids.back());  // a masked prompt
-    }
-    out.push_back(std::move(s));
-  }
-  return out;
-}
-
-Floats flat(const ParameterList& list, bool grads) {
-  Floats v;
-  for (const auto& p : list) {
-    const Matrix& m = grads ? *p.grad : *p.value;
-    v.insert(v.end(), m.data(), m.data() + m.size());
-  }
-  return v;
-}
-
-template <class CudaModel>
-Floats cuda_grads(CudaModel& m) {
-  const auto params = m.trainable_parameters();
-  const auto h = params.download([](const peft::cuda::DeviceParameter& p, std::size_t) { return static_cast<const float*>(p.grad); });
-  Floats v;
-  for (const auto& x : h.values) v.insert(v.end(), x.data(), x.data() + x.size());
-  return v;
-}
 
 // CPU and CUDA from the same RandomWeights and adapter seed, B set to the same random values (B = 0
 // would make every dA zero), then one forward_backward of a packed batch.
@@ -65,9 +38,7 @@ void check_against_cpu(TestContext& t, const char* label, ModelConfig cfg, int r
   auto cpu = CpuModel::from_weights(cfg, w1, lora, 42);
   auto gpu = GpuModel::from_weights(cfg, w2, lora, 42, {256});
   auto host = cpu->trainable_parameters();
-  for (auto& p : host)
-    if (p.name.find("lora_B") != std::string::npos)
-      for (Eigen::Index i = 0; i < p.value->size(); ++i) p.value->data()[i] = 0.05f * t.normal_f32(1)[0];
+  peft::cuda_test::randomize_lora_b(t, host);
   gpu->trainable_parameters().upload(host);
 
   const auto samples = random_samples(t, static_cast<int>(cfg.vocab_size), {37, 64, 5, 90});

@@ -50,4 +50,11 @@ struct LoraConfig {
   }
 };
 
+// A projection compiled for Lora<R> with a fixed R (both backends' Linear<Lora<R>>) runs only
+// with --lora_rank R: the rank sizes its buffers and kernels.
+inline void check_compiled_rank(int compiled_rank, const LoraConfig& cfg) {
+  require(cfg.r == compiled_rank, "this program was compiled for LoRA rank {} but --lora_rank is {}", compiled_rank,
+          cfg.r);
+}
+
 }  // namespace peft

@@ -21,7 +21,7 @@ class Linear<Lora<Rank>, P> {
       : base_(std::move(module), s), targeted_(cfg.targets(base_.module)), r_(cfg.r),
         scaling_(static_cast<float>(cfg.scaling())), dropout_(static_cast<float>(cfg.lora_dropout)) {
     if constexpr (Rank != kDynamicRank)
-      require(cfg.r == Rank, "this program was compiled for LoRA rank {} but --lora_rank is {}", Rank, cfg.r);
+      check_compiled_rank(Rank, cfg);
     if (targeted_) {
       a_.setZero(r_, s.in);
       b_lora_.setZero(s.out, r_);

@@ -4,7 +4,8 @@
 // Projections<...> bundle; or a layer-wise LastLayers<N, Tail, Rest>, policies/layer_layout.hpp,
 // whose decoder layers are held in two vectors and visited in layer order by for_each_layer),
 // Precision how numbers are stored (Fp32, Bf16Mixed), Device where it
-// runs (Cpu here; the Cuda backend specializes the same template in peft/kernels/cuda/).
+// runs (Cpu here; the Cuda backend specializes the same template in models/cuda/qwen2.cuh).
+// What both specializations share (tensor names, checks, error texts): models/qwen2_contract.hpp.
 // Shapes are run-time values from config.json; the layout is compile-time.
 //
 // Training entry point: forward_backward() on a PackedBatch returns the summed token cross
@@ -27,6 +28,7 @@
 #include "peft/layers/embedding.hpp"
 #include "peft/layers/lora_config.hpp"
 #include "peft/layers/weight_source.hpp"
+#include "peft/models/qwen2_contract.hpp"
 #include "peft/policies/device.hpp"
 #include "peft/policies/layer_layout.hpp"
 
@@ -67,22 +69,17 @@ class Qwen2Model<L, P, Cpu> {
   static constexpr bool trains_lm_head = W::lm_head::trains_base;
 
   Qwen2Model(const ModelConfig& cfg, const LoraConfig& lora) : cfg_(cfg), lora_(lora),
-      embed_(cfg.vocab_size, cfg.hidden_size), final_norm_("model.norm", cfg.hidden_size, cfg.rms_norm_eps) {
+      embed_(cfg.vocab_size, cfg.hidden_size),
+      final_norm_(std::string(qwen2::kFinalNormModule), cfg.hidden_size, cfg.rms_norm_eps) {
     cfg_.validate("model config");
     if (uses_lora()) lora_.validate();
-    require(kTailLayers <= cfg.num_hidden_layers,
-            "LastLayers<{}, Tail, Rest>: the last {} decoder layers should use Tail, but config.json has "
-            "num_hidden_layers = {}", kTailLayers, kTailLayers, cfg.num_hidden_layers);
+    qwen2::check_tail_layers(kTailLayers, cfg);
     const int first_tail = cfg.num_hidden_layers - kTailLayers;
     rest_.reserve(static_cast<std::size_t>(first_tail));
     tail_.reserve(static_cast<std::size_t>(kTailLayers));
     for (int i = 0; i < first_tail; ++i) rest_.emplace_back(i, cfg_, lora_);
     for (int i = first_tail; i < cfg.num_hidden_layers; ++i) tail_.emplace_back(i, cfg_, lora_);
-    // Tied: lm_head IS the embedding, so it trains exactly when the embedding does; a layout that
-    // asks for one without the other would silently train nothing there.
-    require(!(cfg.tie_word_embeddings && trains_lm_head && !W::train_embedding),
-            "config.json has tie_word_embeddings=true, so lm_head is the embedding matrix: a layout with a Full "
-            "lm_head must also train the embedding (Projections<..., Full, /*TrainEmbedding=*/true>)");
+    qwen2::check_tied_lm_head(cfg, trains_lm_head, W::train_embedding);
     if (!cfg.tie_word_embeddings) lm_w_.resize(cfg.vocab_size, cfg.hidden_size);
   }
 
@@ -113,9 +110,8 @@ class Qwen2Model<L, P, Cpu> {
     });
     final_norm_.load(src);
     if (!cfg_.tie_word_embeddings) {
-      require(src.contains("lm_head.weight"),
-              "lm_head.weight is missing from the checkpoint and config.json says tie_word_embeddings=false");
-      src.read("lm_head.weight", lm_w_);
+      qwen2::require_lm_head(src);
+      src.read(std::string(qwen2::kLmHead), lm_w_);
       if constexpr (trains_lm_head) lm_dw_.setZero(lm_w_.rows(), lm_w_.cols()); else P::store(lm_w_);
     }
   }
@@ -155,7 +151,7 @@ class Qwen2Model<L, P, Cpu> {
     });
     final_norm_.parameters(out);
     if constexpr (trains_lm_head)
-      if (!cfg_.tie_word_embeddings) out.push_back({"lm_head.weight", &lm_w_, &lm_dw_});
+      if (!cfg_.tie_word_embeddings) out.push_back({std::string(qwen2::kLmHead), &lm_w_, &lm_dw_});
     return out;
   }
 

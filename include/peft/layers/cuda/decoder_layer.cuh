@@ -1,4 +1,6 @@
-// One Qwen2 decoder layer on the GPU, pre-norm residual, as layers/decoder_layer.hpp:
+// cuda::DecoderLayer<Layout>: one Qwen2 decoder layer on the GPU, pre-norm residual, as
+// layers/decoder_layer.hpp, its seven projections each a cuda::Linear<policy> of the layout
+// (a Projections<...> bundle: Lora<8> here, Full or Frozen there):
 //   h = x + o_proj(attn(rope(q, k), v)),  q/k/v = proj(norm1(x))
 //   out = h + down(silu(gate(norm2(h))) * up(norm2(h)))
 // Forward and backward side by side. The backward keeps the residual stream's gradient in ONE
@@ -10,9 +12,12 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <tuple>
 
 #include "peft/kernels/cuda/attention.cuh"
 #include "peft/kernels/cuda/elementwise.cuh"
+#include "peft/layers/cuda/frozen_linear.cuh"
+#include "peft/layers/cuda/full_linear.cuh"
 #include "peft/layers/cuda/lora_linear.cuh"
 #include "peft/kernels/cuda/rms_norm.cuh"
 #include "peft/kernels/cuda/rope.cuh"
@@ -84,32 +89,63 @@ struct StepScratch {
   }
 };
 
-class CudaDecoderLayer {
+// What a layer's forward reads, for the generation path (models/cuda/decode.cuh): one type
+// whatever the layer's layout, so the model can hold every layer's view in one vector.
+class LayerWeights {
+ public:
+  LayerWeights(const LayerDims& d, const bf16* norm1, const bf16* norm2,
+               const std::array<ProjectionWeights, kProjections>& lin)
+      : dims_(d), norm1_(norm1), norm2_(norm2), lin_(lin) {}
+  const LayerDims& dims() const { return dims_; }
+  const bf16* norm1_weight() const { return norm1_; }
+  const bf16* norm2_weight() const { return norm2_; }
+  const std::array<ProjectionWeights, kProjections>& linears() const { return lin_; }
+  std::array<int, kProjections> padded_ranks() const {
+    std::array<int, kProjections> r{};
+    for (int p = 0; p < kProjections; ++p) r[p] = lin_[p].padded_rank();
+    return r;
+  }
+
+ private:
+  LayerDims dims_;
+  const bf16 *norm1_ = nullptr, *norm2_ = nullptr;
+  std::array<ProjectionWeights, kProjections> lin_;
+};
+
+template <ProjectionLayout L>
+class DecoderLayer {
  public:
   // Dropout seeds of the seven projections: kProjections device scalars, or null (no dropout).
   using Seeds = const std::uint64_t*;
 
-  // adapter[p]: projection p carries a LoRA adapter (layout has one and --target_modules names it).
-  CudaDecoderLayer(int index, const ModelConfig& c, const LoraConfig& lora, const std::array<bool, kProjections>& adapter)
+  DecoderLayer(int index, const ModelConfig& c, const LoraConfig& lora)
       : prefix_("model.layers." + std::to_string(index)),
         dims_{static_cast<int>(c.hidden_size), static_cast<int>(c.intermediate_size),
               static_cast<int>(c.num_attention_heads), static_cast<int>(c.num_key_value_heads),
               static_cast<int>(c.head_dim), static_cast<float>(c.rms_norm_eps)},
-        lin_{make(".self_attn.q_proj", {c.hidden_size, dims_.q_dim(), true}, adapter[kQ], lora),
-             make(".self_attn.k_proj", {c.hidden_size, dims_.kv_dim(), true}, adapter[kK], lora),
-             make(".self_attn.v_proj", {c.hidden_size, dims_.kv_dim(), true}, adapter[kV], lora),
-             make(".self_attn.o_proj", {dims_.q_dim(), c.hidden_size, false}, adapter[kO], lora),
-             make(".mlp.gate_proj", {c.hidden_size, c.intermediate_size, false}, adapter[kGate], lora),
-             make(".mlp.up_proj", {c.hidden_size, c.intermediate_size, false}, adapter[kUp], lora),
-             make(".mlp.down_proj", {c.intermediate_size, c.hidden_size, false}, adapter[kDown], lora)} {}
+        lin_{Linear<typename L::q>(prefix_ + ".self_attn.q_proj", {c.hidden_size, dims_.q_dim(), true}, lora),
+             Linear<typename L::k>(prefix_ + ".self_attn.k_proj", {c.hidden_size, dims_.kv_dim(), true}, lora),
+             Linear<typename L::v>(prefix_ + ".self_attn.v_proj", {c.hidden_size, dims_.kv_dim(), true}, lora),
+             Linear<typename L::o>(prefix_ + ".self_attn.o_proj", {dims_.q_dim(), c.hidden_size, false}, lora),
+             Linear<typename L::gate>(prefix_ + ".mlp.gate_proj", {c.hidden_size, c.intermediate_size, false}, lora),
+             Linear<typename L::up>(prefix_ + ".mlp.up_proj", {c.hidden_size, c.intermediate_size, false}, lora),
+             Linear<typename L::down>(prefix_ + ".mlp.down_proj", {c.intermediate_size, c.hidden_size, false}, lora)} {}
+
+  // f(linear) for all seven projections in HF module order.
+  template <class F> void for_each_linear(F&& f) {
+    std::apply([&](auto&... lin) { (f(lin), ...); }, lin_);
+  }
+  template <class F> void for_each_linear(F&& f) const {
+    std::apply([&](const auto&... lin) { (f(lin), ...); }, lin_);
+  }
 
   void plan_weights(MemoryPlan& m) {
     w_norm1_ = m.take<bf16>(dims_.hidden, "input_layernorm weight");
     w_norm2_ = m.take<bf16>(dims_.hidden, "post_attention_layernorm weight");
-    for (auto& l : lin_) l.plan_weights(m);
+    for_each_linear([&](auto& l) { l.plan_weights(m); });
   }
   void plan_grads(MemoryPlan& m) {
-    for (auto& l : lin_) l.plan_grads(m);
+    for_each_linear([&](auto& l) { l.plan_grads(m); });
   }
   void load(WeightSource& src, cudaStream_t stream) {
     Matrix w(1, dims_.hidden);
@@ -117,50 +153,49 @@ class CudaDecoderLayer {
     upload_bf16(w_norm1_, w, stream);
     src.read(prefix_ + ".post_attention_layernorm.weight", w);
     upload_bf16(w_norm2_, w, stream);
-    for (auto& l : lin_) l.load(src, stream);
+    for_each_linear([&](auto& l) { l.load(src, stream); });
   }
   void base_weights(std::vector<WeightDestination>& out) const {
     out.push_back({prefix_ + ".input_layernorm.weight", w_norm1_, {dims_.hidden}});
     out.push_back({prefix_ + ".post_attention_layernorm.weight", w_norm2_, {dims_.hidden}});
-    for (const auto& l : lin_) l.base_weights(out);
+    for_each_linear([&](const auto& l) { l.base_weights(out); });
   }
   void fill_random(std::uint64_t seed, cudaStream_t stream) {
     fill_value(w_norm1_, dims_.hidden, 1.0f, stream);
     fill_value(w_norm2_, dims_.hidden, 1.0f, stream);
-    for (int p = 0; p < kProjections; ++p) lin_[p].fill_random(seed * 16 + static_cast<std::uint64_t>(p) + 1, stream);
+    std::uint64_t p = 0;
+    for_each_linear([&](auto& l) { l.fill_random(seed * 16 + ++p, stream); });
   }
 
-  std::array<CudaLinear, kProjections>& linears() { return lin_; }
-  std::array<int, kProjections> padded_ranks() const {
-    std::array<int, kProjections> r{};
-    for (int p = 0; p < kProjections; ++p) r[p] = lin_[p].padded_rank();
-    return r;
+  std::array<int, kProjections> padded_ranks() const { return weights().padded_ranks(); }
+  LayerWeights weights() const {
+    std::array<ProjectionWeights, kProjections> w;
+    std::size_t p = 0;
+    for_each_linear([&](const auto& l) { w[p++] = l.weights(); });
+    return LayerWeights(dims_, w_norm1_, w_norm2_, w);
   }
   const LayerDims& dims() const { return dims_; }
-  const std::array<CudaLinear, kProjections>& linears() const { return lin_; }
-  const bf16* norm1_weight() const { return w_norm1_; }  // the decode step (model/decode.cuh)
-  const bf16* norm2_weight() const { return w_norm2_; }
 
   // ---- forward: x [T, hidden] -> out [T, hidden] (out may not alias x) -------------------------
   void forward(GemmContext c, const bf16* x, bf16* out, LayerActivations& a, StepScratch& s, int T,
                const Seeds& seeds) const {
     const LayerDims& d = dims_;
     rms_norm_forward(a.n1, a.rstd1, x, w_norm1_, T, d.hidden, d.eps, c.stream);
-    lin_[kQ].forward(c, a.n1, a.q, a.xa[kQ], s.drop, T, seed(seeds, kQ));
-    lin_[kK].forward(c, a.n1, a.k, a.xa[kK], s.drop, T, seed(seeds, kK));
-    lin_[kV].forward(c, a.n1, a.v, a.xa[kV], s.drop, T, seed(seeds, kV));
+    lin<kQ>().forward(c, a.n1, a.q, a.xa[kQ], s.drop, T, seed(seeds, kQ));
+    lin<kK>().forward(c, a.n1, a.k, a.xa[kK], s.drop, T, seed(seeds, kK));
+    lin<kV>().forward(c, a.n1, a.v, a.xa[kV], s.drop, T, seed(seeds, kV));
     rope_apply(a.q, s.rope, d.heads, d.head_dim, c.stream);
     rope_apply(a.k, s.rope, d.kv_heads, d.head_dim, c.stream);
     const AttentionDims ad{d.heads, d.kv_heads, d.head_dim};
     attention_forward(a.attn, a.lse, a.q, a.k, a.v, ad, s.batch, c.stream);
-    lin_[kO].forward(c, a.attn, s.proj, a.xa[kO], s.drop, T, seed(seeds, kO));
+    lin<kO>().forward(c, a.attn, s.proj, a.xa[kO], s.drop, T, seed(seeds, kO));
     residual_add(a.h, x, s.proj, static_cast<long long>(T) * d.hidden, c.stream);
 
     rms_norm_forward(a.n2, a.rstd2, a.h, w_norm2_, T, d.hidden, d.eps, c.stream);
-    lin_[kGate].forward(c, a.n2, a.gate, a.xa[kGate], s.drop, T, seed(seeds, kGate));
-    lin_[kUp].forward(c, a.n2, a.up, a.xa[kUp], s.drop, T, seed(seeds, kUp));
+    lin<kGate>().forward(c, a.n2, a.gate, a.xa[kGate], s.drop, T, seed(seeds, kGate));
+    lin<kUp>().forward(c, a.n2, a.up, a.xa[kUp], s.drop, T, seed(seeds, kUp));
     swiglu_forward(s.act, a.gate, a.up, T, d.inter, d.inter, c.stream);
-    lin_[kDown].forward(c, s.act, s.proj, a.xa[kDown], s.drop, T, seed(seeds, kDown));
+    lin<kDown>().forward(c, s.act, s.proj, a.xa[kDown], s.drop, T, seed(seeds, kDown));
     residual_add(out, a.h, s.proj, static_cast<long long>(T) * d.hidden, c.stream);
   }
 
@@ -168,37 +203,35 @@ class CudaDecoderLayer {
   void backward(GemmContext c, const bf16* x, bf16* dstream, LayerActivations& a, StepScratch& s, int T,
                 const Seeds& seeds) const {
     const LayerDims& d = dims_;
-    // MLP branch. down's input (the SwiGLU product) was not kept: recompute it for down's dA.
-    if (lin_[kDown].adapter()) swiglu_forward(s.act, a.gate, a.up, T, d.inter, d.inter, c.stream);
-    lin_[kDown].backward(c, s.act, dstream, s.dact, false, a.xa[kDown], s.dxa, s.drop, T, seed(seeds, kDown));
+    // MLP branch. down's input (the SwiGLU product) was not kept: recompute it for down's dA or dW.
+    if (lin<kDown>().reads_input_in_backward()) swiglu_forward(s.act, a.gate, a.up, T, d.inter, d.inter, c.stream);
+    lin<kDown>().backward(c, s.act, dstream, s.dact, false, a.xa[kDown], s.dxa, s.drop, T, seed(seeds, kDown));
     swiglu_backward(a.gate, a.up, s.dact, a.gate, a.up, T, d.inter, d.inter, c.stream);  // in place: dgate, dup
-    lin_[kGate].backward(c, a.n2, a.gate, s.dn, false, a.xa[kGate], s.dxa, s.drop, T, seed(seeds, kGate));
-    lin_[kUp].backward(c, a.n2, a.up, s.dn, true, a.xa[kUp], s.dxa, s.drop, T, seed(seeds, kUp));
+    lin<kGate>().backward(c, a.n2, a.gate, s.dn, false, a.xa[kGate], s.dxa, s.drop, T, seed(seeds, kGate));
+    lin<kUp>().backward(c, a.n2, a.up, s.dn, true, a.xa[kUp], s.dxa, s.drop, T, seed(seeds, kUp));
     rms_norm_backward(dstream, nullptr, s.dn, a.h, w_norm2_, a.rstd2, T, d.hidden, c.stream, true);
 
     // Attention branch.
-    lin_[kO].backward(c, a.attn, dstream, s.dattn, false, a.xa[kO], s.dxa, s.drop, T, seed(seeds, kO));
+    lin<kO>().backward(c, a.attn, dstream, s.dattn, false, a.xa[kO], s.dxa, s.drop, T, seed(seeds, kO));
     const AttentionDims ad{d.heads, d.kv_heads, d.head_dim};
     attention_backward(s.dq, s.dk, s.dv, s.attn_scratch, s.dattn, a.attn, a.q, a.k, a.v, a.lse, ad, s.batch, c.stream);
     rope_apply(s.dq, s.rope, d.heads, d.head_dim, c.stream, true);
     rope_apply(s.dk, s.rope, d.kv_heads, d.head_dim, c.stream, true);
-    lin_[kQ].backward(c, a.n1, s.dq, s.dn, false, a.xa[kQ], s.dxa, s.drop, T, seed(seeds, kQ));
-    lin_[kK].backward(c, a.n1, s.dk, s.dn, true, a.xa[kK], s.dxa, s.drop, T, seed(seeds, kK));
-    lin_[kV].backward(c, a.n1, s.dv, s.dn, true, a.xa[kV], s.dxa, s.drop, T, seed(seeds, kV));
+    lin<kQ>().backward(c, a.n1, s.dq, s.dn, false, a.xa[kQ], s.dxa, s.drop, T, seed(seeds, kQ));
+    lin<kK>().backward(c, a.n1, s.dk, s.dn, true, a.xa[kK], s.dxa, s.drop, T, seed(seeds, kK));
+    lin<kV>().backward(c, a.n1, s.dv, s.dn, true, a.xa[kV], s.dxa, s.drop, T, seed(seeds, kV));
     rms_norm_backward(dstream, nullptr, s.dn, x, w_norm1_, a.rstd1, T, d.hidden, c.stream, true);
   }
 
  private:
-  CudaLinear make(const char* suffix, LinearShape s, bool adapter, const LoraConfig& lora) const {
-    return CudaLinear(prefix_ + suffix, s, adapter, lora.r, static_cast<float>(lora.scaling()),
-                      static_cast<float>(lora.lora_dropout));
-  }
-
+  template <int P> const auto& lin() const { return std::get<P>(lin_); }
   static const std::uint64_t* seed(Seeds s, int p) { return s ? s + p : nullptr; }
 
   std::string prefix_;
   LayerDims dims_;
-  std::array<CudaLinear, kProjections> lin_;
+  std::tuple<Linear<typename L::q>, Linear<typename L::k>, Linear<typename L::v>, Linear<typename L::o>,
+             Linear<typename L::gate>, Linear<typename L::up>, Linear<typename L::down>>
+      lin_;
   bf16 *w_norm1_ = nullptr, *w_norm2_ = nullptr;
 };
 

@@ -1,6 +1,9 @@
-// One projection on the GPU: a frozen bf16 base W [out, in] (+ bf16 bias) and, when the module is
-// targeted, PEFT's LoRA branch, y = x W^T + b + s * (dropout(x) A^T) B^T, s = alpha / r.
+// cuda::Linear<Lora<R>>: a frozen bf16 base W [out, in] (+ bf16 bias) and, when --target_modules
+// names the module, PEFT's LoRA branch (a module it does not name behaves as Linear<Frozen>),
+//   y = x W^T + b + s * (dropout(x) A^T) B^T, s = alpha / r.
 //
+// The rank: R when fixed at compile time (Lora<8>; --lora_rank must then be 8), else (Lora<>)
+// --lora_rank at run time; either way the kernels see the padded rank rp.
 // Why the adapter is laid out as A [rp, in] and B^T [rp, out] with rp = r rounded up to 8:
 // cuBLASLt wants 16-byte leading dimensions, so the [tokens, r] intermediate needs r % 8 == 0.
 // Padding with zero rows of A and zero rows of B^T is exact: the padded rows get zero gradients
@@ -17,147 +20,89 @@
 // Gradients: parameter gradients accumulate (+=, fp32); the input gradient is written (=) or
 // added (+=, for q/k/v and gate/up that share one input), rounded once to bf16.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include "peft/kernels/cuda/elementwise.cuh"
-#include "peft/kernels/cuda/gemm.cuh"
-#include "peft/kernels/cuda/memory_plan.cuh"
-#include "peft/io/cuda_weight_loader.cuh"
-#include "peft/core/dtype.hpp"
-#include "peft/core/tensor.hpp"
-#include "peft/layers/linear.hpp"
-#include "peft/layers/weight_source.hpp"
+#include "peft/core/rng.hpp"
+#include "peft/layers/cuda/linear.cuh"
 
 namespace peft::cuda {
 
-inline int round_rank_up(int r) { return (r + 7) / 8 * 8; }
-
-// A trainable tensor on the device, as the optimizer and the checkpoint writer see it.
-struct DeviceParameter {
-  std::string name;            // HF/PEFT module path, e.g. ...q_proj.lora_A.weight
-  float* value = nullptr;      // fp32 master, stored [rows, cols]
-  float* grad = nullptr;       // fp32, same layout
-  bf16* value_bf16 = nullptr;  // the copy the GEMMs read
-  int rows = 0, cols = 0;      // storage shape (rows padded to the rank's multiple of 8)
-  int hf_rows = 0, hf_cols = 0;  // the tensor's shape in PEFT's files
-  bool transposed = false;     // storage is the transpose of the HF tensor (lora_B)
-  std::int64_t numel() const { return static_cast<std::int64_t>(rows) * cols; }
-};
-
-// Host <-> device conversions (setup and checkpoint time only).
-inline void upload_bf16(bf16* dst, const Matrix& m, cudaStream_t stream) {
-  std::vector<std::uint16_t> h(static_cast<std::size_t>(m.size()));
-  for (std::size_t i = 0; i < h.size(); ++i) h[i] = float_to_bf16(m.data()[i]);
-  PEFT_CUDA_CHECK(cudaMemcpyAsync(dst, h.data(), h.size() * 2, cudaMemcpyHostToDevice, stream));
-  PEFT_CUDA_CHECK(cudaStreamSynchronize(stream));  // h dies here
-}
-
-struct GemmContext {
-  Gemm& gemm;
-  cudaStream_t stream;
-};
-
-class CudaLinear {
+template <int R>
+class Linear<Lora<R>> {
  public:
-  CudaLinear(std::string module, LinearShape s, bool adapter, int r, float scaling, float dropout)
-      : module_(std::move(module)), shape_(s), adapter_(adapter), r_(r), rp_(adapter ? round_rank_up(r) : 0),
-        scaling_(scaling), dropout_(dropout) {}
+  static constexpr int kRank = R;  // kDynamicRank: --lora_rank, read at construction
+
+  Linear(std::string module, LinearShape s, const LoraConfig& lora)
+      : base_{std::move(module), s}, targeted_(lora.targets(base_.module)), r_(R != kDynamicRank ? R : lora.r),
+        rp_(targeted_ ? round_rank_up(r_) : 0), scaling_(static_cast<float>(lora.scaling())),
+        dropout_(static_cast<float>(lora.lora_dropout)) {
+    if constexpr (R != kDynamicRank) check_compiled_rank(R, lora);
+  }
 
   // Weights first (all layers), then gradients (one contiguous block for zero_grad): two calls.
   void plan_weights(MemoryPlan& m) {
-    w_ = m.take<bf16>(static_cast<std::size_t>(shape_.out) * shape_.in, "projection weight");
-    if (shape_.bias) b_ = m.take<bf16>(static_cast<std::size_t>(shape_.out), "projection bias");
-    if (!adapter_) return;
-    a_ = m.take<float>(static_cast<std::size_t>(rp_) * shape_.in, "lora_A");
-    bt_ = m.take<float>(static_cast<std::size_t>(rp_) * shape_.out, "lora_B");
-    a16_ = m.take<bf16>(static_cast<std::size_t>(rp_) * shape_.in, "lora_A bf16");
-    bt16_ = m.take<bf16>(static_cast<std::size_t>(rp_) * shape_.out, "lora_B bf16");
+    base_.plan(m);
+    if (!targeted_) return;
+    const std::size_t in = static_cast<std::size_t>(base_.shape.in), out = static_cast<std::size_t>(base_.shape.out);
+    const std::size_t rp = static_cast<std::size_t>(rp_);
+    a_ = m.take<float>(rp * in, "lora_A");
+    bt_ = m.take<float>(rp * out, "lora_B");
+    a16_ = m.take<bf16>(rp * in, "lora_A bf16");
+    bt16_ = m.take<bf16>(rp * out, "lora_B bf16");
     if (m.allocating()) {  // zero until init_adapter or an adapter load (as the CPU layer)
-      PEFT_CUDA_CHECK(cudaMemset(a_, 0, static_cast<std::size_t>(rp_) * shape_.in * 4));
-      PEFT_CUDA_CHECK(cudaMemset(bt_, 0, static_cast<std::size_t>(rp_) * shape_.out * 4));
-      PEFT_CUDA_CHECK(cudaMemset(a16_, 0, static_cast<std::size_t>(rp_) * shape_.in * 2));
-      PEFT_CUDA_CHECK(cudaMemset(bt16_, 0, static_cast<std::size_t>(rp_) * shape_.out * 2));
+      PEFT_CUDA_CHECK(cudaMemset(a_, 0, rp * in * 4));
+      PEFT_CUDA_CHECK(cudaMemset(bt_, 0, rp * out * 4));
+      PEFT_CUDA_CHECK(cudaMemset(a16_, 0, rp * in * 2));
+      PEFT_CUDA_CHECK(cudaMemset(bt16_, 0, rp * out * 2));
     }
   }
   void plan_grads(MemoryPlan& m) {
-    if (!adapter_) return;
-    da_ = m.take<float>(static_cast<std::size_t>(rp_) * shape_.in, "lora_A grad");
-    dbt_ = m.take<float>(static_cast<std::size_t>(rp_) * shape_.out, "lora_B grad");
+    if (!targeted_) return;
+    da_ = m.take<float>(static_cast<std::size_t>(rp_) * base_.shape.in, "lora_A grad");
+    dbt_ = m.take<float>(static_cast<std::size_t>(rp_) * base_.shape.out, "lora_B grad");
   }
 
-  void load(WeightSource& src, cudaStream_t stream) {
-    Matrix w(shape_.out, shape_.in);
-    src.read(module_ + ".weight", w);
-    upload_bf16(w_, w, stream);
-    if (shape_.bias) {
-      Matrix b(1, shape_.out);
-      src.read(module_ + ".bias", b);
-      upload_bf16(b_, b, stream);
-    }
-  }
-  // The frozen tensors as checkpoint destinations (weight_loader.cuh), in load()'s order.
-  void base_weights(std::vector<WeightDestination>& out) const {
-    out.push_back({module_ + ".weight", w_, {shape_.out, shape_.in}});
-    if (shape_.bias) out.push_back({module_ + ".bias", b_, {shape_.out}});
-  }
-  // Random N(0, 1/in) weights and N(0, 0.02^2) bias (RandomWeights' recipe), drawn on the device.
-  void fill_random(std::uint64_t seed, cudaStream_t stream) {
-    fill_normal(w_, static_cast<long long>(shape_.out) * shape_.in, seed, 1.0f / std::sqrt(static_cast<float>(shape_.in)),
-                stream);
-    if (shape_.bias) fill_normal(b_, shape_.out, seed ^ 0x5bd1e995ull, 0.02f, stream);
-  }
+  void load(WeightSource& src, cudaStream_t stream) { base_.load(src, stream); }
+  void base_weights(std::vector<WeightDestination>& out) const { base_.base_weights(out); }
+  void widen_masters(cudaStream_t) {}
+  void fill_random(std::uint64_t seed, cudaStream_t stream) { base_.fill_random(seed, stream); }
 
   // PEFT's init, the CPU layer's exact draws: A ~ U(-1/sqrt(in), 1/sqrt(in)) row-major, B = 0.
   void init_adapter(Rng& rng, cudaStream_t stream) {
-    if (!adapter_) return;
-    const float bound = 1.0f / std::sqrt(static_cast<float>(shape_.in));
-    std::vector<float> a(static_cast<std::size_t>(rp_) * shape_.in, 0.0f);
-    for (std::size_t i = 0; i < static_cast<std::size_t>(r_) * shape_.in; ++i) a[i] = rng.uniform(-bound, bound);
+    if (!targeted_) return;
+    const std::size_t in = static_cast<std::size_t>(base_.shape.in);
+    const float bound = 1.0f / std::sqrt(static_cast<float>(in));
+    std::vector<float> a(static_cast<std::size_t>(rp_) * in, 0.0f);
+    for (std::size_t i = 0; i < static_cast<std::size_t>(r_) * in; ++i) a[i] = rng.uniform(-bound, bound);
     PEFT_CUDA_CHECK(cudaMemcpyAsync(a_, a.data(), a.size() * 4, cudaMemcpyHostToDevice, stream));
-    PEFT_CUDA_CHECK(cudaMemsetAsync(bt_, 0, static_cast<std::size_t>(rp_) * shape_.out * 4, stream));
-    refresh_bf16(stream);
+    PEFT_CUDA_CHECK(cudaMemsetAsync(bt_, 0, static_cast<std::size_t>(rp_) * base_.shape.out * 4, stream));
+    copy_to_bf16(a16_, a_, static_cast<long long>(rp_) * base_.shape.in, stream);
+    copy_to_bf16(bt16_, bt_, static_cast<long long>(rp_) * base_.shape.out, stream);
     PEFT_CUDA_CHECK(cudaStreamSynchronize(stream));
-  }
-  void refresh_bf16(cudaStream_t stream) {
-    if (!adapter_) return;
-    copy_to_bf16(a16_, a_, static_cast<long long>(rp_) * shape_.in, stream);
-    copy_to_bf16(bt16_, bt_, static_cast<long long>(rp_) * shape_.out, stream);
   }
 
   void parameters(std::vector<DeviceParameter>& out) const {
-    if (!adapter_) return;
-    out.push_back({module_ + ".lora_A.weight", a_, da_, a16_, rp_, static_cast<int>(shape_.in), r_,
-                   static_cast<int>(shape_.in), false});
-    out.push_back({module_ + ".lora_B.weight", bt_, dbt_, bt16_, rp_, static_cast<int>(shape_.out),
-                   static_cast<int>(shape_.out), r_, true});
+    if (!targeted_) return;
+    const int in = static_cast<int>(base_.shape.in), o = static_cast<int>(base_.shape.out);
+    out.push_back({base_.module + ".lora_A.weight", a_, da_, a16_, rp_, in, r_, in, false});
+    out.push_back({base_.module + ".lora_B.weight", bt_, dbt_, bt16_, rp_, o, o, r_, true});
   }
 
-  // y [T, out] = x W^T + b + s * (drop(x) A^T) B^T. xa [T, rp] is kept for the backward;
-  // drop_buf [T, in] is scratch when dropout is on (seed: a device scalar; null = no dropout).
   void forward(GemmContext c, const bf16* x, bf16* y, bf16* xa, bf16* drop_buf, int tokens,
                const std::uint64_t* seed) const {
-    const int in = static_cast<int>(shape_.in), out = static_cast<int>(shape_.out);
-    matmul_forward(c.gemm, y, x, w_, b_, tokens, out, in, c.stream);
-    if (!adapter_) return;
-    const bf16* xin = x;
-    if (seed && dropout_ > 0.0f) {
-      dropout_forward(drop_buf, x, static_cast<long long>(tokens) * in, seed, dropout_, c.stream);
-      xin = drop_buf;
-    }
-    matmul_forward(c.gemm, xa, xin, a16_, nullptr, tokens, rp_, in, c.stream);  // xa = x A^T
-    // y += s * xa B^T  (B^T stored [rp, out]: a plain [T, rp] x [rp, out] product)
-    c.gemm.matmul(y, out, xa, rp_, false, bt16_, out, false, tokens, out, rp_, scaling_, 1.0f, nullptr, c.stream);
+    weights().forward(c, x, y, xa, drop_buf, tokens, seed);
   }
 
   // dx (= or +=) dy W + (s dy B) A (masked by the forward's dropout); dA, dB^T accumulate.
   // dxa [T, rp] and drop_buf [T, in] are scratch.
   void backward(GemmContext c, const bf16* x, const bf16* dy, bf16* dx, bool accumulate, const bf16* xa, bf16* dxa,
                 bf16* drop_buf, int tokens, const std::uint64_t* seed) const {
-    const int in = static_cast<int>(shape_.in), out = static_cast<int>(shape_.out);
-    matmul_backward_input(c.gemm, dx, dy, w_, tokens, out, in, c.stream, 1.0f, accumulate ? 1.0f : 0.0f);
-    if (!adapter_) return;
+    const int in = static_cast<int>(base_.shape.in), out = static_cast<int>(base_.shape.out);
+    base_.backward_input(c, dy, dx, accumulate, tokens);
+    if (!targeted_) return;
     // dB^T [rp, out] += s * xa^T dy
     c.gemm.matmul(dbt_, out, xa, rp_, true, dy, out, false, rp_, out, tokens, scaling_, 1.0f, nullptr, c.stream);
     // dxa [T, rp] = s * dy B  (B = (B^T)^T: B^T [rp, out] read transposed)
@@ -179,24 +124,20 @@ class CudaLinear {
     }
   }
 
-  bool adapter() const { return adapter_; }
+  ProjectionWeights weights() const {
+    return {base_.shape, base_.w, base_.b, a16_, bt16_, rp_, scaling_, dropout_};
+  }
   int padded_rank() const { return rp_; }
-  const LinearShape& shape() const { return shape_; }
-  const std::string& module() const { return module_; }
-  const bf16* weight() const { return w_; }
-  // The decode step's one-row products read these directly (model/decode.cuh).
-  const bf16* bias() const { return b_; }
-  const bf16* lora_a_bf16() const { return a16_; }
-  const bf16* lora_bt_bf16() const { return bt16_; }
-  float scaling() const { return scaling_; }
+  bool targeted() const { return targeted_; }
+  bool reads_input_in_backward() const { return targeted_; }  // dA needs x
+  const std::string& module() const { return base_.module; }
 
  private:
-  std::string module_;
-  LinearShape shape_;
-  bool adapter_;
+  detail::DenseBase base_;
+  bool targeted_;
   int r_, rp_;
   float scaling_, dropout_;
-  bf16 *w_ = nullptr, *b_ = nullptr, *a16_ = nullptr, *bt16_ = nullptr;
+  bf16 *a16_ = nullptr, *bt16_ = nullptr;
   float *a_ = nullptr, *bt_ = nullptr, *da_ = nullptr, *dbt_ = nullptr;
 };
 

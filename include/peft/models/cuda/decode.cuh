@@ -45,9 +45,9 @@ class Decoder {
   // max_context 0: the config's max_position_embeddings, at most 32768 tokens.
   CudaKvCache make_cache(std::int64_t max_context) const {
     const auto& c = m_.cfg_;
-    const LayerDims& d = m_.layers_.front().dims();
+    const LayerDims& d = m_.layer_weights_.front().dims();
     int rank = 0;
-    for (const auto& layer : m_.layers_)
+    for (const auto& layer : m_.layer_weights_)
       for (int r : layer.padded_ranks()) rank = std::max(rank, r);
     const std::int64_t cap = max_context > 0 ? max_context : std::min<std::int64_t>(c.max_position_embeddings, 32768);
     return CudaKvCache({static_cast<int>(c.num_hidden_layers), d.hidden, d.q_dim(), d.kv_dim(), d.inter,
@@ -152,15 +152,15 @@ class Decoder {
       return;
     }
     RopeTable rope = b.rope;
-    rope_table_after(rope, b.positions, past, m_.inv_freq_, 1, m_.layers_.front().dims().head_dim, st);
+    rope_table_after(rope, b.positions, past, m_.inv_freq_, 1, m_.layer_weights_.front().dims().head_dim, st);
     embedding_forward(b.x, b.state + DecodeState::kToken, m_.embed_, 1, m_.vocab(), m_.hidden(), st);
-    for (std::size_t l = 0; l < m_.layers_.size(); ++l) decode_layer(l, cache, rope);
+    for (std::size_t l = 0; l < m_.layer_weights_.size(); ++l) decode_layer(l, cache, rope);
     lm_head(b.x, cache, true);  // and the argmax: the next token
   }
 
   // Projection p of a layer as a gemv segment; with an adapter, its x A^T is computed in the same
   // launch (into the cache's xa slot of p).
-  static GemvSegment proj(const CudaLinear& lin, const CudaKvCache& cache, int p, bf16* y,
+  static GemvSegment proj(const ProjectionWeights& lin, const CudaKvCache& cache, int p, bf16* y,
                           const bf16* residual = nullptr) {
     GemvSegment s;
     s.w = lin.weight();
@@ -184,7 +184,7 @@ class Decoder {
   }
 
   void decode_layer(std::size_t l, CudaKvCache& cache, const RopeTable& rope) {
-    const CudaDecoderLayer& layer = m_.layers_[l];
+    const LayerWeights& layer = m_.layer_weights_[l];
     const auto& lin = layer.linears();
     const LayerDims& d = layer.dims();
     const auto& b = cache.buffers();
@@ -284,7 +284,7 @@ class Decoder {
     const cudaStream_t st = m_.stream_;
     RopeTable rope = b.rope;
     const std::int32_t* dpast = b.state + DecodeState::kLength;
-    const int hd = m_.layers_.front().dims().head_dim;
+    const int hd = m_.layer_weights_.front().dims().head_dim;
     rope_table_after(rope, b.positions, dpast, m_.inv_freq_, n, hd, st);
 
     bf16* x = m_.stream_x_[0];
@@ -292,8 +292,8 @@ class Decoder {
     StepScratch& s = m_.scratch_;
     const GemmContext c{*m_.gemm_, st};
     embedding_forward(x, ids, m_.embed_, n, m_.vocab(), m_.hidden(), st);
-    for (std::size_t l = 0; l < m_.layers_.size(); ++l) {
-      const CudaDecoderLayer& layer = m_.layers_[l];
+    for (std::size_t l = 0; l < m_.layer_weights_.size(); ++l) {
+      const LayerWeights& layer = m_.layer_weights_[l];
       const auto& lin = layer.linears();
       const LayerDims& d = layer.dims();
       const long long nh = static_cast<long long>(n) * d.hidden;

@@ -1,6 +1,9 @@
 // Qwen2Model<Layout, Bf16Mixed, CudaDevice<Activations>>: the CPU model's contract
-// (models/qwen2.hpp) on one GPU, for LoRA layouts: frozen bf16 base weights, LoRA on any subset
-// of the seven projections, frozen lm_head, tied or untied embeddings.
+// (models/qwen2.hpp, shared names and checks in models/qwen2_contract.hpp) on one GPU, for every
+// layout of the seven projections the CPU model takes: each projection a cuda::Linear<policy>
+// (layers/cuda/: Frozen, Lora<r>, Full), a Projections<...> bundle or a layer-wise
+// LastLayers<N, Tail, Rest> (two layer vectors, visited in HF order as on the CPU); frozen
+// lm_head, embedding and norms; tied or untied embeddings.
 //
 //   from_pretrained / from_weights   the same weight bits and the same adapter Rng draws as the
 //                                    CPU model, so both start from identical parameters
@@ -33,6 +36,7 @@
 #include "peft/layers/cuda/decoder_layer.cuh"
 #include "peft/optim/cuda/device_parameters.cuh"
 #include "peft/models/qwen2.hpp"
+#include "peft/models/qwen2_contract.hpp"
 
 namespace peft {
 
@@ -40,20 +44,25 @@ namespace peft {
 struct CudaModelOptions {
   int max_tokens = 4096;       // tokens per micro-batch (the packed batch); sizes every activation
   int logits_chunk_rows = 512;  // rows of vocabulary-wide bf16 logits alive at once
-  std::size_t extra_bytes = 16u << 20;  // optimizer chunk tables and lists (built at optimizer_init)
+  std::size_t extra_bytes = 16u << 20;  // slack beyond the plan (which counts the optimizer state too)
   int device = 0;
   bool graphs = true;  // replay a captured CUDA graph for a step shape seen before
 };
 
 template <class L, class A>
 class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
-  static_assert(ProjectionLayout<L>, "Qwen2<Layout, ...>: the CUDA backend takes one layout for every layer (a linear "
-                "policy or a Projections<...> bundle); layer-wise layouts such as LastLayers<N, Tail, Rest> train on Cpu");
-  static_assert(!L::q::trains_base && !L::k::trains_base && !L::v::trains_base && !L::o::trains_base &&
-                    !L::gate::trains_base && !L::up::trains_base && !L::down::trains_base,
-                "the CUDA backend trains LoRA layouts only: every projection must be Frozen or Lora<r>");
-  static_assert(!L::lm_head::trains_base && !L::lm_head::has_adapter && !L::train_embedding && !L::train_norms,
-                "the CUDA backend keeps lm_head, embedding and norms frozen");
+  static_assert(ModelLayout<L>,
+                "Qwen2<Layout, ...>: Layout must be a linear policy (Lora<r>, Full, Frozen), a "
+                "Projections<q, k, v, o, gate, up, down, lm_head, train_embedding, train_norms> bundle or a "
+                "LastLayers<N, Tail, Rest> layer-wise layout");
+  // The first layers' layout, the last kTailLayers' layout, and where whole-model settings come from.
+  using Rest = typename layer_split<L>::rest;
+  using Tail = typename layer_split<L>::tail;
+  using W = typename layer_split<L>::whole;
+  static constexpr int kTailLayers = layer_split<L>::tail_layers;
+  static_assert(!W::lm_head::trains_base && !W::lm_head::has_adapter && !W::train_embedding && !W::train_norms,
+                "the CUDA backend keeps lm_head, embedding and norms frozen (FullModel / --train_type full trains "
+                "on Cpu)");
 
  public:
   using Layout = L;
@@ -73,6 +82,7 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
     arena_ = std::make_unique<cuda::DeviceArena>(count.bytes() + opt_.extra_bytes);
     cuda::MemoryPlan real(*arena_);
     plan(real);
+    for_each_layer([&](const auto& layer, std::size_t) { layer_weights_.push_back(layer.weights()); });
     gemm_ = std::make_unique<cuda::Gemm>(*arena_);
     PEFT_CUDA_CHECK(cudaMallocHost(&pinned_, pinned_bytes()));
     state_.arena = arena_.get();
@@ -101,21 +111,17 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
       : cfg_(cfg), lora_(lora), opt_(opt) {
     cfg_.validate("model config");
     if (uses_lora()) lora_.validate();
-    if constexpr (L::q::rank != kDynamicRank)
-      require(lora_.r == L::q::rank, "this program was compiled for LoRA rank {} but --lora_rank is {}", L::q::rank,
-              lora_.r);
     check_shapes();
     require(opt_.max_tokens > 0, "CudaModelOptions::max_tokens must be positive (got {})", opt_.max_tokens);
-    const std::array<bool, cuda::kProjections> has = {L::q::has_adapter, L::k::has_adapter, L::v::has_adapter,
-                                                      L::o::has_adapter, L::gate::has_adapter, L::up::has_adapter,
-                                                      L::down::has_adapter};
-    for (int i = 0; i < cfg_.num_hidden_layers; ++i) {
-      std::array<bool, cuda::kProjections> adapter{};
-      for (int p = 0; p < cuda::kProjections; ++p)
-        adapter[p] = has[p] && lora_.targets(fmt::format("model.layers.{}.{}.{}", i, p < 4 ? "self_attn" : "mlp",
-                                                           kQwen2Projections[static_cast<std::size_t>(p)]));
-      layers_.emplace_back(i, cfg_, lora_, adapter);
-    }
+    qwen2::check_tail_layers(kTailLayers, cfg_);
+    qwen2::check_tied_lm_head(cfg_, W::lm_head::trains_base, W::train_embedding);
+    // Each Lora projection decides from --target_modules whether it carries an adapter (and checks
+    // a compile-time rank against --lora_rank), as the CPU layers do.
+    const int first_tail = static_cast<int>(cfg_.num_hidden_layers) - kTailLayers;
+    rest_.reserve(static_cast<std::size_t>(first_tail));
+    tail_.reserve(static_cast<std::size_t>(kTailLayers));
+    for (int i = 0; i < first_tail; ++i) rest_.emplace_back(i, cfg_, lora_);
+    for (int i = first_tail; i < cfg_.num_hidden_layers; ++i) tail_.emplace_back(i, cfg_, lora_);
   }
 
  public:
@@ -150,38 +156,43 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
   // same values).
   void load_weights(WeightSource& src) {
     Matrix e(cfg_.vocab_size, cfg_.hidden_size);
-    src.read("model.embed_tokens.weight", e);
+    src.read(std::string(qwen2::kEmbedTokens), e);
     cuda::upload_bf16(embed_, e, stream_);
-    for (auto& layer : layers_) layer.load(src, stream_);
+    for_each_layer([&](auto& layer, std::size_t) { layer.load(src, stream_); });
     Matrix n(1, cfg_.hidden_size);
-    src.read("model.norm.weight", n);
+    src.read(std::string(qwen2::kFinalNorm), n);
     cuda::upload_bf16(final_norm_, n, stream_);
     if (!cfg_.tie_word_embeddings) {
-      require(src.contains("lm_head.weight"),
-              "lm_head.weight is missing from the checkpoint and config.json says tie_word_embeddings=false");
-      src.read("lm_head.weight", e);
+      qwen2::require_lm_head(src);
+      src.read(std::string(qwen2::kLmHead), e);
       cuda::upload_bf16(lm_head_, e, stream_);
     }
     PEFT_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
   // The checkpoint's frozen weights straight from the mapped shards (weight_loader.cuh); the same
   // tensors and bits as load_weights(SafetensorsWeights), without the fp32 round trip.
+  // Fully trained projections then take their fp32 masters from the loaded bf16 values.
   cuda::WeightLoadStats load_pretrained(const std::filesystem::path& dir, const cuda::WeightLoaderOptions& o = {}) {
-    return cuda::load_weights_bf16(dir, base_weights(), stream_, o);
+    const cuda::WeightLoadStats stats = cuda::load_weights_bf16(dir, base_weights(), stream_, o);
+    for_each_linear([&](auto& lin) { lin.widen_masters(stream_); });
+    PEFT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return stats;
   }
   // The frozen bf16 tensors by checkpoint name (no lm_head when tied): the loader's destinations.
   std::vector<cuda::WeightDestination> base_weights() const {
-    std::vector<cuda::WeightDestination> w{{"model.embed_tokens.weight", embed_, {cfg_.vocab_size, cfg_.hidden_size}}};
-    for (const auto& layer : layers_) layer.base_weights(w);
-    w.push_back({"model.norm.weight", final_norm_, {cfg_.hidden_size}});
-    if (!cfg_.tie_word_embeddings) w.push_back({"lm_head.weight", lm_head_, {cfg_.vocab_size, cfg_.hidden_size}});
+    std::vector<cuda::WeightDestination> w{
+        {std::string(qwen2::kEmbedTokens), embed_, {cfg_.vocab_size, cfg_.hidden_size}}};
+    for_each_layer([&](const auto& layer, std::size_t) { layer.base_weights(w); });
+    w.push_back({std::string(qwen2::kFinalNorm), final_norm_, {cfg_.hidden_size}});
+    if (!cfg_.tie_word_embeddings)
+      w.push_back({std::string(qwen2::kLmHead), lm_head_, {cfg_.vocab_size, cfg_.hidden_size}});
     return w;
   }
   // Random base weights drawn on the device (benchmarks: the 7B's 7.6B values in milliseconds).
   void fill_random_weights(std::uint64_t seed) {
     const long long ve = static_cast<long long>(cfg_.vocab_size) * cfg_.hidden_size;
     cuda::fill_normal(embed_, ve, seed, 1.0f / std::sqrt(static_cast<float>(cfg_.hidden_size)), stream_);
-    for (std::size_t i = 0; i < layers_.size(); ++i) layers_[i].fill_random(seed + 1000 * (i + 1), stream_);
+    for_each_layer([&](auto& layer, std::size_t i) { layer.fill_random(seed + 1000 * (i + 1), stream_); });
     cuda::fill_value(final_norm_, cfg_.hidden_size, 1.0f, stream_);
     if (!cfg_.tie_word_embeddings)
       cuda::fill_normal(lm_head_, ve, seed + 7, 1.0f / std::sqrt(static_cast<float>(cfg_.hidden_size)), stream_);
@@ -191,15 +202,36 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
   // PEFT's initialisation, the CPU model's Rng order: module order, A then (zero) B.
   void init_adapters(std::uint64_t seed) {
     Rng rng(seed);
-    for (auto& layer : layers_)
-      for (auto& lin : layer.linears()) lin.init_adapter(rng, stream_);
+    for_each_linear([&](auto& lin) { lin.init_adapter(rng, stream_); });
   }
 
+  // LoRA A/B and fully trained weights (and biases), in HF module order, as the CPU model lists them.
   cuda::DeviceParameters trainable_parameters() {
     std::vector<cuda::DeviceParameter> out;
-    for (auto& layer : layers_)
-      for (auto& lin : layer.linears()) lin.parameters(out);
+    for_each_linear([&](const auto& lin) { lin.parameters(out); });
     return cuda::DeviceParameters(std::move(out), &state_);
+  }
+
+  // f(layer, index) for every decoder layer in HF order (the rest, then the tail), and in reverse
+  // for the backward; the two layer types are distinct only for a layer-wise layout.
+  template <class F> void for_each_layer(F&& f) {
+    std::size_t i = 0;
+    for (auto& layer : rest_) f(layer, i++);
+    for (auto& layer : tail_) f(layer, i++);
+  }
+  template <class F> void for_each_layer(F&& f) const {
+    std::size_t i = 0;
+    for (const auto& layer : rest_) f(layer, i++);
+    for (const auto& layer : tail_) f(layer, i++);
+  }
+  template <class F> void for_each_layer_reverse(F&& f) {
+    std::size_t i = rest_.size() + tail_.size();
+    for (auto it = tail_.rbegin(); it != tail_.rend(); ++it) f(*it, --i);
+    for (auto it = rest_.rbegin(); it != rest_.rend(); ++it) f(*it, --i);
+  }
+  // f(linear) for every projection of every layer, in HF module order.
+  template <class F> void for_each_linear(F&& f) {
+    for_each_layer([&](auto& layer, std::size_t) { layer.for_each_linear(f); });
   }
   // One memset: every gradient lives in one block of the arena.
   void zero_grad() {
@@ -247,9 +279,10 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
     draw_dropout_seeds(nullptr);
     const cuda::GemmContext c{*gemm_, stream_};
     cuda::embedding_forward(stream_x_[0], d_ids_, embed_, T, vocab(), hidden(), stream_);
-    for (std::size_t l = 0; l < layers_.size(); ++l)
-      layers_[l].forward(c, stream_x_[l], stream_x_[l + 1], acts(l), scratch_, T, nullptr);
-    cuda::rms_norm_forward(final_h_, final_rstd_, stream_x_[layers_.size()], final_norm_, T, hidden(), eps(), stream_);
+    for_each_layer([&](const auto& layer, std::size_t l) {
+      layer.forward(c, stream_x_[l], stream_x_[l + 1], acts(l), scratch_, T, nullptr);
+    });
+    cuda::rms_norm_forward(final_h_, final_rstd_, stream_x_[n_layers()], final_norm_, T, hidden(), eps(), stream_);
     std::vector<std::int32_t> idx;
     if (rows.empty()) for (int t = 0; t < T; ++t) idx.push_back(t);
     for (auto r : rows) {
@@ -291,10 +324,7 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
 
   const ModelConfig& config() const { return cfg_; }
   const LoraConfig& lora_config() const { return lora_; }
-  static constexpr bool uses_lora() {
-    return L::q::has_adapter || L::k::has_adapter || L::v::has_adapter || L::o::has_adapter ||
-           L::gate::has_adapter || L::up::has_adapter || L::down::has_adapter;
-  }
+  static constexpr bool uses_lora() { return detail::any_adapter<Rest>() || detail::any_adapter<Tail>(); }
   // Tests: fills every activation and scratch buffer with NaN (0xFF bytes), so a kernel that reads
   // what nothing wrote shows up as a non-finite loss or gradient. (Skipped under
   // PEFT_CUDA_ARENA_DEBUG, where the buffers are separate allocations.)
@@ -326,10 +356,14 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
   int vocab() const { return static_cast<int>(cfg_.vocab_size); }
   float eps() const { return static_cast<float>(cfg_.rms_norm_eps); }
   const cuda::bf16* lm_weight() const { return cfg_.tie_word_embeddings ? embed_ : lm_head_; }
+  cuda::LayerDims layer_dims() const {
+    return rest_.empty() ? tail_.front().dims() : rest_.front().dims();
+  }
   cuda::LayerActivations& acts(std::size_t l) { return keeps_layers ? acts_[l] : acts_[0]; }
   double* host_loss() { return reinterpret_cast<double*>(static_cast<char*>(pinned_) + 8); }
   std::size_t seeds_offset() const { return (16 + static_cast<std::size_t>(opt_.max_tokens) * 4 * 5 + 64 + 7) / 8 * 8; }
-  std::size_t pinned_bytes() const { return seeds_offset() + layers_.size() * cuda::kProjections * 8; }
+  std::size_t pinned_bytes() const { return seeds_offset() + n_layers() * cuda::kProjections * 8; }
+  std::size_t n_layers() const { return rest_.size() + tail_.size(); }
 
   struct StepShape {
     int tokens, labels, seqs, max_seqlen;
@@ -347,9 +381,10 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
     const std::size_t th = static_cast<std::size_t>(T) * cfg_.hidden_size;
 
     cuda::embedding_forward(stream_x_[0], d_ids_, embed_, T, vocab(), hidden(), stream_);
-    for (std::size_t l = 0; l < layers_.size(); ++l)
-      layers_[l].forward(c, stream_x_[l], stream_x_[l + 1], acts(l), scratch_, T, layer_seeds(l));
-    cuda::rms_norm_forward(final_h_, final_rstd_, stream_x_[layers_.size()], final_norm_, T, hidden(), eps(), stream_);
+    for_each_layer([&](const auto& layer, std::size_t l) {
+      layer.forward(c, stream_x_[l], stream_x_[l + 1], acts(l), scratch_, T, layer_seeds(l));
+    });
+    cuda::rms_norm_forward(final_h_, final_rstd_, stream_x_[n_layers()], final_norm_, T, hidden(), eps(), stream_);
 
     // Cross entropy over the labelled rows only (gathered), chunked over the vocabulary.
     const int n = n_labels_;
@@ -367,14 +402,14 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
       // dY: the labelled rows' dh, zero elsewhere; the final norm's backward starts the stream.
       PEFT_CUDA_CHECK(cudaMemsetAsync(dy_, 0, th * sizeof(cuda::bf16), stream_));
       cuda::scatter_rows(dy_, dh_sel_, d_label_rows_, n, hidden(), stream_);
-      cuda::rms_norm_backward(dstream_, nullptr, dy_, stream_x_[layers_.size()], final_norm_, final_rstd_, T, hidden(),
+      cuda::rms_norm_backward(dstream_, nullptr, dy_, stream_x_[n_layers()], final_norm_, final_rstd_, T, hidden(),
                               stream_, false);
-      for (std::size_t l = layers_.size(); l-- > 0;) {
+      for_each_layer_reverse([&](const auto& layer, std::size_t l) {
         if constexpr (!keeps_layers)  // re-run this layer's forward into the one set of buffers
-          if (l + 1 < layers_.size())  // (the last layer's are still there from the forward)
-            layers_[l].forward(c, stream_x_[l], final_h_, acts(l), scratch_, T, layer_seeds(l));
-        layers_[l].backward(c, stream_x_[l], dstream_, acts(l), scratch_, T, layer_seeds(l));
-      }
+          if (l + 1 < n_layers())     // (the last layer's are still there from the forward)
+            layer.forward(c, stream_x_[l], final_h_, acts(l), scratch_, T, layer_seeds(l));
+        layer.backward(c, stream_x_[l], dstream_, acts(l), scratch_, T, layer_seeds(l));
+      });
       // The embedding is frozen: the gradient stops here.
     }
   }
@@ -418,16 +453,16 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
   void plan(cuda::MemoryPlan& m) {
     const auto T = static_cast<std::size_t>(opt_.max_tokens);
     const auto H = static_cast<std::size_t>(cfg_.hidden_size), V = static_cast<std::size_t>(cfg_.vocab_size);
-    const cuda::LayerDims& d = layers_.front().dims();
+    const cuda::LayerDims d = layer_dims();
     embed_ = m.take<cuda::bf16>(V * H, "model.embed_tokens.weight");
-    for (auto& layer : layers_) layer.plan_weights(m);
+    for_each_layer([&](auto& layer, std::size_t) { layer.plan_weights(m); });
     final_norm_ = m.take<cuda::bf16>(H, "model.norm.weight");
     if (!cfg_.tie_word_embeddings) lm_head_ = m.take<cuda::bf16>(V * H, "lm_head.weight");
     inv_freq_ = m.take<float>(static_cast<std::size_t>(cfg_.head_dim / 2), "rope inv_freq");
     if (!m.allocating()) planned_.weights = m.bytes();
     // Gradients: one block (zero_grad is one memset).
     const std::size_t before = m.bytes();
-    for (auto& layer : layers_) layer.plan_grads(m);
+    for_each_layer([&](auto& layer, std::size_t) { layer.plan_grads(m); });
     if (m.allocating()) {
       auto params = trainable_parameters().tensors();
       if (!params.empty()) {
@@ -436,27 +471,33 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
       }
     }
     // Optimizer moments are taken at optimizer_init; count them here so the arena has room.
+    // So are the grad norm's and AdamW's chunk tables (one entry per 16K values each, and a
+    // partial sum): 18 MB for a 7B model's fully trained MLPs, more than extra_bytes' slack.
     if (!m.allocating()) {
-      std::size_t moments = 0;
-      for (auto& layer : layers_)
-        for (auto& lin : layer.linears())
-          if (lin.adapter())
-            moments += 2 * (static_cast<std::size_t>(lin.padded_rank()) * (lin.shape().in + lin.shape().out) * 4 + 512);
+      std::size_t moments = 0, chunks = 0;  // two fp32 moments per parameter, each 256-byte aligned
+      const auto params = trainable_parameters().tensors();
+      for (const auto& p : params) {
+        moments += 2 * (static_cast<std::size_t>(p.numel()) * 4 + 256);
+        chunks += static_cast<std::size_t>((p.numel() + cuda::ChunkTable::kChunkElements - 1) /
+                                           cuda::ChunkTable::kChunkElements);
+      }
       m.take<char>(moments, "AdamW moments");
+      m.take<char>(chunks * (2 * sizeof(cuda::TensorChunk) + sizeof(float)) +
+                       params.size() * (sizeof(cuda::AdamWTensor) + sizeof(cuda::GradTensor)) + 5 * 256,
+                   "optimizer chunk tables");
     }
     if (!m.allocating()) planned_.optimizer = m.bytes() - planned_.weights;  // with the moments counted above
     // Activations: the residual stream at every layer boundary, then per-layer sets.
-    stream_x_.assign(layers_.size() + 1, nullptr);
+    stream_x_.assign(n_layers() + 1, nullptr);
     for (auto& x : stream_x_) x = m.take<cuda::bf16>(T * H, "residual stream");
-    int max_rp = 0;
-    for (int r : layers_.front().padded_ranks()) max_rp = std::max(max_rp, r);
-    std::array<int, cuda::kProjections> rp{};
-    for (auto& layer : layers_) {
+    std::array<int, cuda::kProjections> rp{};  // each projection's largest padded rank over the layers
+    for_each_layer([&](const auto& layer, std::size_t) {
       const auto lr = layer.padded_ranks();
       for (int p = 0; p < cuda::kProjections; ++p) rp[p] = std::max(rp[p], lr[p]);
-    }
+    });
+    int max_rp = 0;
     for (int r : rp) max_rp = std::max(max_rp, r);
-    acts_.assign(keeps_layers ? layers_.size() : 1, {});
+    acts_.assign(keeps_layers ? n_layers() : 1, {});
     for (auto& a : acts_) a.plan(m, d, opt_.max_tokens, rp);
     if (!m.allocating()) planned_.activations = m.bytes() - planned_.weights - planned_.optimizer;
     scratch_.plan(m, d, opt_.max_tokens, max_rp, uses_lora() && lora_.lora_dropout > 0);
@@ -476,7 +517,7 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
     d_cu_ = m.take<std::int32_t>(T + 1, "cu_seqlens");
     d_label_rows_ = m.take<std::int32_t>(T, "label rows");
     d_targets_ = m.take<std::int32_t>(T, "targets");
-    d_seeds_ = m.take<std::uint64_t>(layers_.size() * cuda::kProjections, "dropout seeds");
+    d_seeds_ = m.take<std::uint64_t>(n_layers() * cuda::kProjections, "dropout seeds");
     if (!m.allocating()) m.take<char>(32u << 20, "cuBLASLt workspace");  // taken by Gemm after the plan
     if (!m.allocating()) planned_.workspace = m.bytes() - planned_.weights - planned_.optimizer - planned_.activations;
   }
@@ -536,7 +577,7 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
   void draw_dropout_seeds(Rng* rng) {
     dropout_on_ = rng && uses_lora() && lora_.lora_dropout > 0;
     if (!dropout_on_) return;
-    const std::size_t n = layers_.size() * cuda::kProjections;
+    const std::size_t n = n_layers() * cuda::kProjections;
     auto* host = reinterpret_cast<std::uint64_t*>(static_cast<char*>(pinned_) + seeds_offset());
     for (std::size_t i = 0; i < n; ++i) host[i] = rng->next();
     PEFT_CUDA_CHECK(cudaMemcpyAsync(d_seeds_, host, n * 8, cudaMemcpyHostToDevice, stream_));
@@ -547,7 +588,9 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
   CudaModelOptions opt_;
   cuda::PlannedMemory planned_;  // plan()'s count by part (its counting pass)
   cudaStream_t stream_ = nullptr;
-  std::vector<cuda::CudaDecoderLayer> layers_;
+  std::vector<cuda::DecoderLayer<Rest>> rest_;  // layers [0, L - kTailLayers)
+  std::vector<cuda::DecoderLayer<Tail>> tail_;  // the last kTailLayers (empty for a uniform layout)
+  std::vector<cuda::LayerWeights> layer_weights_;  // every layer's forward view, for generation (decode.cuh)
   std::unique_ptr<cuda::DeviceArena> arena_;
   std::unique_ptr<cuda::Gemm> gemm_;
   cuda::TrainingState state_;
@@ -571,29 +614,5 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
   std::map<StepShape, cudaGraphExec_t> graphs_;
   std::set<StepShape> seen_;
 };
-
-// The trainer's checkpoint call for a CUDA model: the LoRA tensors come to the host in PEFT's
-// shapes and go through the same writer as the CPU path.
-template <class L, class A>
-void save_trained_weights(const std::filesystem::path& dir, Qwen2Model<L, Bf16Mixed, CudaDevice<A>>& model,
-                          const std::string& base_model) {
-  const cuda::HostParameters h = model.trainable_parameters().to_host();
-  save_adapter(dir, h.list, model.lora_config(), base_model);
-}
-
-// Fills the CUDA model's LoRA parameters from a PEFT adapter folder (as load_adapter_weights).
-template <class L, class A>
-void load_adapter_weights(const std::filesystem::path& dir, Qwen2Model<L, Bf16Mixed, CudaDevice<A>>& model) {
-  const auto params = model.trainable_parameters();
-  cuda::HostParameters h = params.to_host();
-  load_adapter_weights(dir, h.list);
-  params.upload(h.list);
-}
-
-// Resume: the trained LoRA tensors come back from the checkpoint's adapter files.
-template <class L, class A>
-void load_trained_weights(const std::filesystem::path& dir, Qwen2Model<L, Bf16Mixed, CudaDevice<A>>& model) {
-  load_adapter_weights(dir, model);
-}
 
 }  // namespace peft

@@ -82,7 +82,8 @@ class DeviceParameters {
           m(r, c) = p.transposed ? buf[static_cast<std::size_t>(c) * p.cols + r] : buf[static_cast<std::size_t>(r) * p.cols + c];
       h.values.push_back(std::move(m));
     }
-    for (std::size_t i = 0; i < params_.size(); ++i) h.list.push_back({params_[i].name, &h.values[i], nullptr});
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      h.list.push_back({params_[i].name, &h.values[i], nullptr, params_[i].is_vector});
     return h;
   }
   // Writes host values (HF shapes, same order) into the device masters and their bf16 copies.

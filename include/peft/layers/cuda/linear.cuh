@@ -1,0 +1,165 @@
+// cuda::Linear<Policy>: one projection y = x W^T (+ b) on the GPU, declared once here; each
+// policy's implementation is a specialization in its own header, as on the CPU (layers/linear.hpp):
+//   frozen_linear.cuh  Linear<Frozen>    bf16 W (+ b), no gradient buffers
+//   lora_linear.cuh    Linear<Lora<R>>   frozen bf16 base + PEFT's LoRA branch (R: compile-time
+//                                        rank, or kDynamicRank: --lora_rank at run time)
+//   full_linear.cuh    Linear<Full>      fp32 master W (+ b) the optimizer updates, bf16 copy the
+//                                        GEMMs read, fp32 dW (+ db)
+// Every specialization offers the same members, which the decoder layer (decoder_layer.cuh) calls:
+//   Linear(module_path, LinearShape, const LoraConfig&)
+//   plan_weights(MemoryPlan&), plan_grads(MemoryPlan&)   weights first (all layers), then gradients
+//   load(WeightSource&, stream), base_weights(dests), widen_masters(stream), fill_random(seed, stream)
+//   init_adapter(Rng&, stream), parameters(std::vector<DeviceParameter>&)
+//   forward(ctx, x, y, xa, drop_buf, tokens, seed)       y overwritten
+//   backward(ctx, x, dy, dx, accumulate, xa, dxa, drop_buf, tokens, seed)
+//                                                        dx written (=) or added (+=); parameter
+//                                                        gradients accumulate (+=, fp32)
+//   weights()                                            what a forward reads (ProjectionWeights)
+//   padded_rank(), reads_input_in_backward()
+//
+// The forward is the same for every policy once it has its bf16 operands, so it is written once,
+// in ProjectionWeights (the generation path, models/cuda/decode.cuh, reads the same view).
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "peft/core/dtype.hpp"
+#include "peft/core/tensor.hpp"
+#include "peft/io/cuda_weight_loader.cuh"
+#include "peft/kernels/cuda/elementwise.cuh"
+#include "peft/kernels/cuda/gemm.cuh"
+#include "peft/kernels/cuda/memory_plan.cuh"
+#include "peft/layers/linear.hpp"
+#include "peft/layers/lora_config.hpp"
+#include "peft/layers/weight_source.hpp"
+
+namespace peft::cuda {
+
+inline int round_rank_up(int r) { return (r + 7) / 8 * 8; }
+
+// A trainable tensor on the device, as the optimizer and the checkpoint writer see it.
+struct DeviceParameter {
+  std::string name;            // HF/PEFT module path, e.g. ...q_proj.lora_A.weight
+  float* value = nullptr;      // fp32 master, stored [rows, cols]
+  float* grad = nullptr;       // fp32, same layout
+  bf16* value_bf16 = nullptr;  // the copy the GEMMs read
+  int rows = 0, cols = 0;      // storage shape (rows padded to the rank's multiple of 8)
+  int hf_rows = 0, hf_cols = 0;  // the tensor's shape in PEFT's files
+  bool transposed = false;     // storage is the transpose of the HF tensor (lora_B)
+  bool is_vector = false;      // a bias: 1-D in HF files (Parameter::is_vector)
+  std::int64_t numel() const { return static_cast<std::int64_t>(rows) * cols; }
+};
+
+// Host <-> device conversions (setup and checkpoint time only).
+inline void upload_bf16(bf16* dst, const Matrix& m, cudaStream_t stream) {
+  std::vector<std::uint16_t> h(static_cast<std::size_t>(m.size()));
+  for (std::size_t i = 0; i < h.size(); ++i) h[i] = float_to_bf16(m.data()[i]);
+  PEFT_CUDA_CHECK(cudaMemcpyAsync(dst, h.data(), h.size() * 2, cudaMemcpyHostToDevice, stream));
+  PEFT_CUDA_CHECK(cudaStreamSynchronize(stream));  // h dies here
+}
+inline void upload_f32(float* dst, const Matrix& m, cudaStream_t stream) {
+  PEFT_CUDA_CHECK(
+      cudaMemcpyAsync(dst, m.data(), static_cast<std::size_t>(m.size()) * 4, cudaMemcpyHostToDevice, stream));
+  PEFT_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+struct GemmContext {
+  Gemm& gemm;
+  cudaStream_t stream;
+};
+
+// What a projection's forward reads: the bf16 base W [out, in] (+ b) and, when it carries a LoRA
+// adapter, A [rp, in] and B^T [rp, out] in bf16 (rp = 0: none). Pointers into the model's arena.
+class ProjectionWeights {
+ public:
+  ProjectionWeights() = default;
+  ProjectionWeights(LinearShape s, const bf16* w, const bf16* b, const bf16* a16 = nullptr, const bf16* bt16 = nullptr,
+                    int rp = 0, float scaling = 0.0f, float dropout = 0.0f)
+      : shape_(s), w_(w), b_(b), a16_(a16), bt16_(bt16), rp_(rp), scaling_(scaling), dropout_(dropout) {}
+
+  // y [T, out] = x W^T + b (+ s * (drop(x) A^T) B^T). xa [T, rp] is kept for the backward;
+  // drop_buf [T, in] is scratch when dropout is on (seed: a device scalar; null = no dropout).
+  void forward(GemmContext c, const bf16* x, bf16* y, bf16* xa, bf16* drop_buf, int tokens,
+               const std::uint64_t* seed) const {
+    const int in = static_cast<int>(shape_.in), out = static_cast<int>(shape_.out);
+    matmul_forward(c.gemm, y, x, w_, b_, tokens, out, in, c.stream);
+    if (!adapter()) return;
+    const bf16* xin = x;
+    if (seed && dropout_ > 0.0f) {
+      dropout_forward(drop_buf, x, static_cast<long long>(tokens) * in, seed, dropout_, c.stream);
+      xin = drop_buf;
+    }
+    matmul_forward(c.gemm, xa, xin, a16_, nullptr, tokens, rp_, in, c.stream);  // xa = x A^T
+    // y += s * xa B^T  (B^T stored [rp, out]: a plain [T, rp] x [rp, out] product)
+    c.gemm.matmul(y, out, xa, rp_, false, bt16_, out, false, tokens, out, rp_, scaling_, 1.0f, nullptr, c.stream);
+  }
+
+  bool adapter() const { return rp_ > 0; }
+  int padded_rank() const { return rp_; }
+  const LinearShape& shape() const { return shape_; }
+  const bf16* weight() const { return w_; }
+  const bf16* bias() const { return b_; }
+  const bf16* lora_a_bf16() const { return a16_; }
+  const bf16* lora_bt_bf16() const { return bt16_; }
+  float scaling() const { return scaling_; }
+
+ private:
+  LinearShape shape_;
+  const bf16 *w_ = nullptr, *b_ = nullptr, *a16_ = nullptr, *bt16_ = nullptr;
+  int rp_ = 0;
+  float scaling_ = 0.0f, dropout_ = 0.0f;
+};
+
+template <LinearPolicy Policy>
+class Linear;
+
+namespace detail {
+
+// The bf16 base every policy holds: W [out, in] and the optional bias [out], by HF name.
+struct DenseBase {
+  std::string module;
+  LinearShape shape;
+  bf16 *w = nullptr, *b = nullptr;
+
+  std::size_t numel() const { return static_cast<std::size_t>(shape.out) * static_cast<std::size_t>(shape.in); }
+  void plan(MemoryPlan& m) {
+    w = m.take<bf16>(numel(), "projection weight");
+    if (shape.bias) b = m.take<bf16>(static_cast<std::size_t>(shape.out), "projection bias");
+  }
+  // Reads W (and b) in fp32 from the source; a caller keeping fp32 masters uploads these too.
+  void read(WeightSource& src, Matrix& wm, Matrix& bm) const {
+    wm.resize(shape.out, shape.in);
+    src.read(module + ".weight", wm);
+    if (shape.bias) {
+      bm.resize(1, shape.out);
+      src.read(module + ".bias", bm);
+    }
+  }
+  void load(WeightSource& src, cudaStream_t stream) {
+    Matrix wm, bm;
+    read(src, wm, bm);
+    upload_bf16(w, wm, stream);
+    if (shape.bias) upload_bf16(b, bm, stream);
+  }
+  // The bf16 tensors as checkpoint destinations (weight_loader.cuh), in load()'s order.
+  void base_weights(std::vector<WeightDestination>& out) const {
+    out.push_back({module + ".weight", w, {shape.out, shape.in}});
+    if (shape.bias) out.push_back({module + ".bias", b, {shape.out}});
+  }
+  // Random N(0, 1/in) weights and N(0, 0.02^2) bias (RandomWeights' recipe), drawn on the device.
+  void fill_random(std::uint64_t seed, cudaStream_t stream) {
+    fill_normal(w, static_cast<long long>(numel()), seed, 1.0f / std::sqrt(static_cast<float>(shape.in)), stream);
+    if (shape.bias) fill_normal(b, shape.out, seed ^ 0x5bd1e995ull, 0.02f, stream);
+  }
+  // dx (= or +=) dy W.
+  void backward_input(GemmContext c, const bf16* dy, bf16* dx, bool accumulate, int tokens) const {
+    matmul_backward_input(c.gemm, dx, dy, w, tokens, static_cast<int>(shape.out), static_cast<int>(shape.in), c.stream,
+                          1.0f, accumulate ? 1.0f : 0.0f);
+  }
+  ProjectionWeights weights() const { return {shape, w, b}; }
+};
+
+}  // namespace detail
+}  // namespace peft::cuda
