@@ -2,17 +2,15 @@
 //   (1) the kernel over three steps with fresh gradients, momentum, weight decay and a clip
 //       coefficient read from a device scalar; also the bf16 parameter copy and zero_grad; and
 //       momentum 0, where no buffer is kept;
-//   (2) the backend hooks a CUDA model's trainer calls (optim/cuda/sgd.cuh) on DeviceParameters,
-//       one tensor stored transposed as lora_B is: optimizer_init, clip_grad_norm, optimizer_step
-//       for two steps, save_optimizer_state, a fresh optimizer_init (momentum lost), then
-//       load_optimizer_state and two more steps must equal four uninterrupted CPU steps.
+//   (2) the backend hooks a CUDA model's trainer calls (optim/cuda/sgd.cuh) on DeviceParameters
+//       (device_hooks.cuh): two steps, save_optimizer_state, a fresh optimizer_init (momentum
+//       lost), load_optimizer_state and two more steps must equal four uninterrupted CPU steps.
 // Tolerance 1e-5 (fp32 both sides; the GPU may fuse multiply-adds; the norm is fp32 on the GPU).
 #include <algorithm>
-#include <filesystem>
 
 #include "cuda_test.cuh"
+#include "device_hooks.cuh"
 #include "peft/kernels/cuda/sgd.cuh"
-#include "peft/optim/cuda/sgd.cuh"
 
 namespace peft::cuda_test {
 
@@ -58,68 +56,15 @@ void kernel_steps(TestContext& t, cuda::DeviceArena& arena, double momentum) {
 }
 
 void hooks_with_checkpoint(TestContext& t, cuda::DeviceArena& arena) {
-  const double momentum = 0.9, wd = 0.01, max_norm = 0.05;
-  cudaStream_t stream;
-  PEFT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  cuda::TrainingState st;
-  st.arena = &arena;
-  st.stream = stream;
-  PEFT_CUDA_CHECK(cudaMallocHost(&st.host_norm, sizeof(float)));
-  // Storage [rows, cols]; the second is stored transposed (HF shape [cols, rows]), as lora_B.
-  const std::vector<std::pair<int, int>> shapes = {{8, 40}, {8, 24}};
-  std::vector<Floats> init;
-  std::vector<cuda::DeviceParameter> ps;
-  for (std::size_t i = 0; i < shapes.size(); ++i) {
-    const auto [rows, cols] = shapes[i];
-    init.push_back(t.normal_f32(static_cast<std::size_t>(rows * cols), 0.1f));
-    cuda::DeviceParameter p;
-    p.name = "layer.t" + std::to_string(i) + ".lora_" + (i == 0 ? "A" : "B") + ".weight";
-    p.value = upload_f32(arena, init.back());
-    p.grad = arena.alloc<float>(init.back().size(), "grad");
-    p.value_bf16 = arena.alloc<cuda::bf16>(init.back().size(), "bf16");
-    p.rows = rows, p.cols = cols;
-    p.transposed = i == 1;
-    p.hf_rows = p.transposed ? cols : rows;
-    p.hf_cols = p.transposed ? rows : cols;
-    ps.push_back(p);
-  }
-  const cuda::DeviceParameters params(ps, &st);
-  const int steps = 4;
-  std::vector<std::vector<Floats>> grads(steps);
-  std::vector<float> clip;
+  const double momentum = 0.9, wd = 0.01;
   const std::vector<double> lrs = {0.1, 0.08, 0.06, 0.04};
-  for (int s = 0; s < steps; ++s) {
-    for (const auto& v : init) grads[s].push_back(t.normal_f32(v.size(), 0.05f));
-    clip.push_back(static_cast<float>(std::min(1.0, max_norm / (ref_global_norm(grads[s]) + 1e-6))));
-  }
-  Sgd opt({momentum, wd});
-  auto step = [&](int s) {
-    for (std::size_t i = 0; i < ps.size(); ++i)
-      PEFT_CUDA_CHECK(cudaMemcpy(ps[i].grad, grads[s][i].data(), grads[s][i].size() * 4, cudaMemcpyHostToDevice));
-    clip_grad_norm(params, max_norm);  // found by argument-dependent lookup, as the trainer finds it
-    optimizer_step(opt, params, lrs[s]);
-  };
-  optimizer_init(opt, params);
-  step(0);
-  step(1);
-  const auto file = std::filesystem::temp_directory_path() / "peft_cuda_test_sgd_optimizer.safetensors";
-  save_optimizer_state(file, opt, params);
-  optimizer_init(opt, params);  // the momentum is gone ...
-  load_optimizer_state(file, opt, params);  // ... and back
-  t.expect(opt.step_count == 2, "step count restored from the checkpoint");
-  step(2);
-  step(3);
-  const auto saved = SafetensorsFile::open(file);
-  t.expect(saved.contains("momentum_buffer.layer.t1.lora_B.weight") &&
-               saved.tensor("momentum_buffer.layer.t1.lora_B.weight").shape == std::vector<std::int64_t>{24, 8},
-           "checkpoint holds momentum_buffer.<name> in the HF shape");
-  std::filesystem::remove(file);
-  const SgdRef ref = ref_sgd(init, grads, clip, lrs, momentum, wd);
-  for (std::size_t i = 0; i < ps.size(); ++i)
-    t.close("hooks: params after 2 + resume + 2 steps [" + std::to_string(i) + "]",
-            download_f32(ps[i].value, init[i].size()), ref.params[i], 1e-5);
-  PEFT_CUDA_CHECK(cudaFreeHost(st.host_norm));
-  PEFT_CUDA_CHECK(cudaStreamDestroy(stream));
+  const HookRun run = run_hooks_with_checkpoint(t, arena, Sgd({momentum, wd}), lrs, 2, 0.05);
+  t.expect(run.restored_step == 2, "hooks: step count restored from the checkpoint");
+  t.expect(std::find(run.saved_names.begin(), run.saved_names.end(), "momentum_buffer.layer.t1.lora_B.weight") !=
+               run.saved_names.end(), "hooks: the checkpoint holds momentum_buffer.<name>");
+  const SgdRef ref = ref_sgd(run.init, run.grads, run.clip, lrs, momentum, wd);
+  for (std::size_t i = 0; i < run.trained.size(); ++i)
+    t.close("hooks: SGD params after 2 + resume + 2 steps [" + std::to_string(i) + "]", run.trained[i], ref.params[i], 1e-5);
 }
 
 }  // namespace

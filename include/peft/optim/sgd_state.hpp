@@ -1,6 +1,7 @@
 // SGD's checkpoint state on the host: its momentum buffers and step count through the shared
 // optimizer.safetensors layout (optim/state_file.hpp), as "momentum_buffer.<name>" (torch's
-// state key; none without momentum). A device backend overloads these for its parameter list (optim/cuda/sgd.cuh).
+// state key; none without momentum). A device backend overloads these for its parameter list
+// (optim/cuda/sgd.cuh).
 #pragma once
 #include <array>
 #include <filesystem>

@@ -3,7 +3,7 @@
 //   - an optimizer step every gradient_accumulation_steps micro-batches (the last step of an
 //     epoch takes what is left); its loss is sum CE over all its label tokens / their count, and
 //     each micro-batch's backward is scaled by 1 / that count, so accumulation equals one big batch;
-//   - clip the global gradient norm, AdamW at lr * schedule(step), zero the gradients;
+//   - clip the global gradient norm, the optimizer at lr * schedule(step), zero the gradients;
 //   - a step whose loss or gradient norm is NaN/Inf takes no update (train/numerical_guard.hpp);
 //   - log every logging_steps (loss and token accuracy over the steps since the last log, with
 //     ms-swift's progress keys: train/progress.hpp), evaluate every
@@ -27,8 +27,10 @@
 //     of one step are joined into as few forward/backward calls as the token budget allows; every
 //     call is scaled by the step's label tokens, so the update is the same (a GPU model packs by
 //     default: each call reads all the weights once).
-// Trainer<Model, Optimizer, Schedule, Hooks...>: hooks are small policy types called at the
-// points named in train/hooks.hpp.
+// Trainer<Model, Optimizer, Schedule, Hooks...>: the model is any CausalLm (models/causal_lm.hpp)
+// whose backend provides the TrainerBackend hooks for it and the optimizer
+// (train/backend_hooks.hpp: every call on parameters, optimizer state and checkpoint tensors);
+// hooks are small policy types called at the points named in train/hooks.hpp.
 #pragma once
 #include <chrono>
 #include <cmath>
