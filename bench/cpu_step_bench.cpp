@@ -11,7 +11,7 @@
 #include <fmt/format.h>
 #include <string>
 
-#include "../examples/sft/embedded_default.hpp"
+#include "peft/models/embedded_default.hpp"
 
 #ifndef PEFT_FIXTURES
 #define PEFT_FIXTURES "tests/fixtures"
@@ -65,8 +65,8 @@ int main(int argc, char** argv) {
   bench("tiny_public fixture, LoRA r8 fp32", *tiny, sample(tiny->config().vocab_size, 40, 1), steps);
 
   using Embedded = peft::Qwen2<peft::Lora<8>, peft::Bf16Mixed, peft::Cpu>;
-  peft::RandomWeights w(peft::examples::kEmbeddedWeightSeed);
-  auto emb = Embedded::from_weights(peft::examples::embedded_default_config(), w, lora, 1);
+  peft::RandomWeights w(peft::kEmbeddedWeightSeed);
+  auto emb = Embedded::from_weights(peft::embedded_default_config(), w, lora, 1);
   bench("embedded default (vocab 151936), LoRA r8 bf16", *emb, sample(151936, 40, 2), steps);
   bench("embedded default (vocab 151936), LoRA r8 bf16", *emb, sample(151936, 160, 3), steps);
   return 0;

@@ -23,8 +23,8 @@
 #include <string>
 #include <vector>
 
-#include "experiments/step_timing.hpp"
 #include "peft/qwen_cuda.cuh"
+#include "peft/train/step_timing.hpp"
 
 using namespace peft;
 
@@ -90,7 +90,7 @@ void fixed_length(const std::string& name, const ModelConfig& cfg, int seq, int 
   for (const Sample& x : drawn) packed.push_back(&x);
   const PackedBatch batch = PackedBatch::of(packed);
   Rng dropout(0);
-  const examples::StepTiming t = examples::time_training_steps(model, batch, warmup, steps, &dropout, [&] {
+  const StepTiming t = time_training_steps(model, batch, warmup, steps, &dropout, [&] {
     PEFT_CUDA_CHECK(cudaStreamSynchronize(model.stream()));
   });
   char extra[128];
@@ -126,7 +126,7 @@ void identity_run(const ModelConfig& cfg) {
   args.lr_scheduler_type = "cosine";
   args.warmup_ratio = 0.05;
   args.logging_steps = 1000;
-  Trainer<Model> trainer(model, args, AdamW(), NamedSchedule(args.lr_scheduler_type));
+  Trainer<Model> trainer(model, args, adamw_from(args), NamedSchedule(args.lr_scheduler_type));
   trainer.set_quiet(true);
   const TrainResult r = trainer.train(data);
   const auto out = std::filesystem::temp_directory_path() / "peft_bench_identity_adapter";

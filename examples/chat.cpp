@@ -6,48 +6,96 @@
 //   chat --adapters ckpt --merge_lora true --result_path answers.jsonl   # merged before decoding
 // On a terminal it is a conversation (multi-turn history; `clear`, `reset-system`, `exit`);
 // otherwise it is a filter for scripts: JSONL on stdout, everything else on stderr. The body is
-// infer/run_chat.hpp, shared with chat_cuda (the CUDA backend).
+// infer/run_chat.hpp.
+// chat_cuda is this source built by nvcc (-DPEFT_WITH_CUDA=ON): `--device cuda` answers with
+// LoraLm or FrozenLm<Bf16Mixed, CudaRecompute> on GPU 0: a device KV cache, prefill on the GPU and
+// a CUDA-graph decode step per token (docs/generation.md, "GPU decode"). `--device auto` (the
+// default) does so when a GPU is present and the run is bfloat16, and says so on stderr;
+// otherwise it runs the CPU compositions. --device cuda without --torch_dtype (and no dtype
+// recorded by the adapter's training run) uses bfloat16, the CUDA backend's only storage.
+//   chat_cuda --device cuda --model Qwen2.5-7B-Instruct --adapters output/v0-.../checkpoint-440 --stream true
+#include <fmt/format.h>
+
+#include <optional>
+
+#include "activity.hpp"
+#include "build_variant.hpp"
 #include "infer/embedded_model_folder.hpp"
 #include "infer/run_chat.hpp"
-#include "activity.hpp"
 #include "infer/temp_dir.hpp"
 #include "peft/io/merge_lora.hpp"
+#include "peft/models/compositions.hpp"
+#ifdef __CUDACC__
+#include "cuda_device.cuh"
+#include "peft/models/cuda/compositions.cuh"
+#endif
 
 using namespace peft;
 
+namespace {
+
+// The answer from the GPU when the run is one the CUDA backend does, else nothing.
+std::optional<int> chat_on_gpu([[maybe_unused]] const examples::ChatArgs& a,
+                               [[maybe_unused]] const examples::ModelSource& src,
+                               [[maybe_unused]] const std::string& dtype) {
+#ifdef __CUDACC__
+  const std::string cpu_only = dtype == "bfloat16" ? "" : fmt::format("--torch_dtype {} runs on the CPU only", dtype);
+  if (!examples::choose_cuda(a.device, cpu_only, stderr)) return std::nullopt;
+  cudaDeviceProp p{};
+  PEFT_CUDA_CHECK(cudaGetDeviceProperties(&p, 0));
+  CudaModelOptions opt;
+  opt.max_tokens = 1024;  // the prefill chunk (longer prompts run in chunks over the cache)
+  opt.logits_chunk_rows = 8;
+  const std::string where = fmt::format("cuda:0 ({})", p.name);
+  if (!a.adapters.empty()) return examples::run_chat<LoraLm<Bf16Mixed, CudaRecompute>>(a, src, where, opt);
+  return examples::run_chat<FrozenLm<Bf16Mixed, CudaRecompute>>(a, src, where, opt);
+#else
+  return std::nullopt;
+#endif
+}
+
+// --merge_lora true: as ms-swift, the adapter is folded into the weights first and the plain
+// merged model decodes (export's merge, into a folder removed at exit).
+void merge_first(examples::ChatArgs& a, examples::ModelSource& src, const examples::TempDir& temp) {
+  std::filesystem::path base = src.model;
+  if (base.empty()) {
+    base = temp.path / "embedded-base";
+    examples::write_embedded_model_folder(base);
+  }
+  const auto merged = temp.path / "merged";
+  const MergeSummary s = merge_lora(base, a.adapters, merged);
+  fmt::print(stderr, "[merge] {} merged into {} before decoding ({} projections)\n", a.adapters,
+             src.model.empty() ? "the embedded default model" : src.model, s.merged_modules);
+  src.model = merged.string();
+  a.adapters.clear();
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  const std::string program = examples::program_name("chat");
   try {
-    auto args = examples::parse_chat_args(argc, argv, false);
+    auto args = examples::parse_chat_args(argc, argv, examples::kCudaBuild);
     if (!args) return 0;
     examples::ModelSource src = examples::resolve_model_source(args->model, args->adapters);
-    const bool bf16 = examples::choose_chat_dtype(*args, src) == "bfloat16";
-    using examples::run_chat;
-    // --merge_lora true: as ms-swift, the adapter is folded into the weights first and the plain
-    // merged model decodes (export's merge, into a folder removed at exit).
+    std::string dtype;
+    if (examples::kCudaBuild && args->device == "cuda" && args->torch_dtype.empty() && !src.torch_dtype)
+      dtype = "bfloat16";
+    else
+      dtype = examples::choose_chat_dtype(*args, src);
     examples::TempDir temp;
-    if (args->merge_lora) {
-      std::filesystem::path base = src.model;
-      if (base.empty()) {
-        base = temp.path / "embedded-base";
-        examples::write_embedded_model_folder(base);
-      }
-      const auto merged = temp.path / "merged";
-      const MergeSummary s = merge_lora(base, args->adapters, merged);
-      fmt::print(stderr, "[merge] {} merged into {} before decoding ({} projections)\n", args->adapters,
-                 src.model.empty() ? "the embedded default model" : src.model, s.merged_modules);
-      src.model = merged.string();
-      args->adapters.clear();
-    }
+    if (args->merge_lora) merge_first(*args, src, temp);  // refused in the CUDA build by parse_chat_args
+    if (const auto rc = chat_on_gpu(*args, src, dtype)) return *rc;
+    using examples::run_chat;
+    const bool bf16 = dtype == "bfloat16";
     if (!args->adapters.empty())
-      return bf16 ? run_chat<Qwen2<Lora<>, Bf16Mixed, Cpu>>(*args, src, "cpu")
-                  : run_chat<Qwen2<Lora<>, Fp32, Cpu>>(*args, src, "cpu");
-    return bf16 ? run_chat<Qwen2<Frozen, Bf16Mixed, Cpu>>(*args, src, "cpu")
-                : run_chat<Qwen2<Frozen, Fp32, Cpu>>(*args, src, "cpu");
+      return bf16 ? run_chat<LoraLm<Bf16Mixed>>(*args, src, "cpu") : run_chat<LoraLm<Fp32>>(*args, src, "cpu");
+    return bf16 ? run_chat<FrozenLm<Bf16Mixed>>(*args, src, "cpu") : run_chat<FrozenLm<Fp32>>(*args, src, "cpu");
   } catch (const std::bad_alloc&) {
-    fmt::print(stderr, "chat: error: {}\n", examples::out_of_memory_message());
+    fmt::print(stderr, "{}: error: {}\n", program, examples::out_of_memory_message());
     return 1;
   } catch (const std::exception& e) {
-    fmt::print(stderr, "chat: error: {}\n", e.what());
+    fmt::print(stderr, "{}: error: {}\n", program, e.what());
     return 1;
   }
 }

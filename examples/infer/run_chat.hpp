@@ -1,5 +1,5 @@
-// The chat program's body (chat.cpp on the CPU, chat_cuda.cu with the CUDA backend), templated on
-// the model type so both binaries share every flag, message and behaviour:
+// The chat program's body (examples/chat.cpp, built for the CPU and by nvcc as chat_cuda),
+// templated on the model type so both binaries share every flag, message and behaviour:
 //   parse_chat_args -> ChatArgs; choose_chat_dtype; run_chat<Model>(args, source, where, options...)
 // On a terminal it is a conversation (multi-turn history; `clear`, `reset-system`, `exit`);
 // otherwise it is a filter for scripts: JSONL on stdout, everything else on stderr.

@@ -1,5 +1,5 @@
-// lr_epoch_sweep's grid, written once for the CPU program (lr_epoch_sweep.cpp) and the CUDA one
-// (lr_epoch_sweep_cuda.cu): every cell is an identity fine-tune of the ONE loaded base model
+// lr_epoch_sweep's grid, written once for the CPU build of lr_epoch_sweep.cpp and its CUDA build
+// (lr_epoch_sweep_cuda): every cell is an identity fine-tune of the ONE loaded base model
 // with its LoRA adapters re-drawn from the run's seed, so cells differ only in lr and epochs and a
 // 7B base is loaded once, not once per cell. The program's own comment says what it writes.
 #pragma once
@@ -72,7 +72,7 @@ int run_sweep(examples::SftArgs a, const std::vector<double>& lrs, const std::ve
     ca.train.num_train_epochs = c.epochs;
     ca.train.max_steps = -1;
     // One evaluation and one checkpoint per epoch unless the flags say otherwise.
-    const std::int64_t per_epoch = Trainer<Model>(*s.model, ca.train, AdamW(), NamedSchedule(ca.train.lr_scheduler_type))
+    const std::int64_t per_epoch = Trainer<Model>(*s.model, ca.train, adamw_from(ca.train), NamedSchedule(ca.train.lr_scheduler_type))
                                        .steps_per_epoch(s.data.train.size());
     if (unset("eval_steps")) ca.train.eval_steps = per_epoch;
     if (unset("save_steps")) ca.train.save_steps = per_epoch;

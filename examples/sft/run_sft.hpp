@@ -307,25 +307,28 @@ TrainResult train_sft(Model& model, const SftSetup<Model>& s, const SftArgs& a, 
   stop_dir.metric_for_best_model = stop_metric;
   if (stop_metric != t.best_metric_name()) stop_dir.greater_is_better.reset();
   const bool stop_greater = stop_dir.best_is_greater();
-  Trainer<Model, AdamW, NamedSchedule, IdentityAccuracy<Model>, Repetition<Model>, GeneralRetention<Model>,
-          EarlyStopping, SigkillAt>
-      trainer(model, t, AdamW({t.adam_beta1, t.adam_beta2, t.adam_epsilon, t.weight_decay}),
-              NamedSchedule(t.lr_scheduler_type), IdentityAccuracy<Model>{&probe}, Repetition<Model>{&probe, 3},
-              GeneralRetention<Model>{&model, &s.general, t.per_device_eval_batch_size},
-              EarlyStopping{stop_metric, a.early_stop_patience, a.early_stop_min_delta, stop_greater},
-              debug_fault(a.debug_sigkill_at_step, comm ? comm->rank() : 0));
-  trainer.set_communicator(comm);
-  trainer.set_run_dir(run_dir);
-  trainer.set_base_model_name(s.base_name);
-  if (!run_dir.empty())
-    trainer.set_checkpoint_files(
-        checkpoint_record_files(effective_args_json(a, model.lora_config(), s.base_name, run_dir), a.train_type == "lora"));
-  trainer.set_quiet(quiet);
-  now_doing(fmt::format("training (--max_length {}, --per_device_train_batch_size {})", a.data.max_length,
-                        t.per_device_train_batch_size));
-  if (!quiet)
-    fmt::print("\n[train] {} samples, {} optimizer steps\n", s.data.train.size(), trainer.total_steps(s.data.train.size()));
-  return trainer.train(s.data.train, s.data.val.empty() ? nullptr : &s.data.val);
+  // --optim picks the optimizer policy (train/optimizer_choice.hpp): one Trainer type per choice.
+  return with_optimizer(t, [&]<class Opt>(Opt opt) {
+    Trainer<Model, Opt, NamedSchedule, IdentityAccuracy<Model>, Repetition<Model>, GeneralRetention<Model>,
+            EarlyStopping, SigkillAt>
+        trainer(model, t, std::move(opt), NamedSchedule(t.lr_scheduler_type), IdentityAccuracy<Model>{&probe},
+                Repetition<Model>{&probe, 3}, GeneralRetention<Model>{&model, &s.general, t.per_device_eval_batch_size},
+                EarlyStopping{stop_metric, a.early_stop_patience, a.early_stop_min_delta, stop_greater},
+                debug_fault(a.debug_sigkill_at_step, comm ? comm->rank() : 0));
+    trainer.set_communicator(comm);
+    trainer.set_run_dir(run_dir);
+    trainer.set_base_model_name(s.base_name);
+    if (!run_dir.empty())
+      trainer.set_checkpoint_files(checkpoint_record_files(
+          effective_args_json(a, model.lora_config(), s.base_name, run_dir), a.train_type == "lora"));
+    trainer.set_quiet(quiet);
+    now_doing(fmt::format("training (--max_length {}, --per_device_train_batch_size {})", a.data.max_length,
+                          t.per_device_train_batch_size));
+    if (!quiet)
+      fmt::print("\n[train] {} samples, {} optimizer steps\n", s.data.train.size(),
+                 trainer.total_steps(s.data.train.size()));
+    return trainer.train(s.data.train, s.data.val.empty() ? nullptr : &s.data.val);
+  });
 }
 
 // `comm`: data-parallel training (dist/); nullptr = one process. Only rank 0 writes the run folder
@@ -355,11 +358,11 @@ int run_sft(SftArgs a, dist::Communicator* comm = nullptr) {
                comm->world_size(), a.train.per_device_train_batch_size, a.train.gradient_accumulation_steps,
                comm->world_size());
   fmt::print("[hparams] lr {} epochs {} batch {} grad_accum {} lora r={} alpha={} dropout={} targets {} scheduler {} "
-             "warmup_ratio {} weight_decay {} max_grad_norm {}\n",
+             "warmup_ratio {} weight_decay {} max_grad_norm {} optim {}\n",
              a.train.learning_rate, a.train.num_train_epochs, a.train.per_device_train_batch_size,
              a.train.gradient_accumulation_steps, lora.r, lora.lora_alpha, lora.lora_dropout,
              fmt::join(lora.target_modules, ","), a.train.lr_scheduler_type, a.train.warmup_ratio,
-             a.train.weight_decay, a.train.max_grad_norm);
+             a.train.weight_decay, a.train.max_grad_norm, a.train.optim);
 
   std::vector<std::string> questions;
   if (writer && s.tok && std::filesystem::exists(default_identity_questions())) questions = identity_questions(cfg.vocab_size, 4);

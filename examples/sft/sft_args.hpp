@@ -198,7 +198,9 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
       ("accumulation_pack_tokens", po::value(&t.accumulation_pack_tokens)->default_value(-1),
        "pack a step's micro-batches into calls of at most this many tokens (-1: the GPU packs up to its plan, the CPU does not; 0: off)")
       ("max_grad_norm", po::value(&t.max_grad_norm)->default_value(1.0), "gradient clipping; 0 disables")
-      ("weight_decay", po::value(&t.weight_decay)->default_value(0.1), "AdamW decoupled weight decay")
+      ("optim", po::value(&t.optim)->default_value("adamw_torch"), "optimizer: adamw_torch | sgd (torch.optim.SGD)")
+      ("sgd_momentum", po::value(&t.sgd_momentum)->default_value(0.0), "--optim sgd's momentum (torch's default 0)")
+      ("weight_decay", po::value(&t.weight_decay)->default_value(0.1), "weight decay (AdamW: decoupled; SGD: L2, coupled)")
       ("adam_beta1", po::value(&t.adam_beta1)->default_value(0.9), "AdamW beta1")
       ("adam_beta2", po::value(&t.adam_beta2)->default_value(0.95), "AdamW beta2")
       ("adam_epsilon", po::value(&t.adam_epsilon)->default_value(1e-8), "AdamW epsilon")

@@ -10,6 +10,7 @@
 #include "peft/kernels/cpu/swiglu.hpp"
 #include "peft/core/parameter.hpp"
 #include "peft/optim/adamw.hpp"
+#include "peft/optim/sgd.hpp"
 #include "peft/policies/precision.hpp"
 #include "peft/train/grad_norm.hpp"
 
@@ -120,6 +121,27 @@ AdamWRef ref_adamw(std::vector<Floats> params, const std::vector<std::vector<Flo
   }
   AdamWRef r;
   for (const auto& v : values) r.params.push_back(to_floats(v));
+  return r;
+}
+
+SgdRef ref_sgd(std::vector<Floats> params, const std::vector<std::vector<Floats>>& grads, const std::vector<float>& clip,
+               const std::vector<double>& lrs, double momentum, double weight_decay) {
+  std::vector<Matrix> values, g(params.size());
+  for (const auto& p : params) values.push_back(to_matrix(p, 1, static_cast<int>(p.size())));
+  ParameterList list;
+  for (std::size_t i = 0; i < params.size(); ++i) list.push_back({"p" + std::to_string(i), &values[i], &g[i]});
+  Sgd opt({momentum, weight_decay});
+  opt.init(list);
+  for (std::size_t step = 0; step < grads.size(); ++step) {
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      g[i] = to_matrix(grads[step][i], 1, static_cast<int>(params[i].size()));
+      g[i] *= clip[step];
+    }
+    opt.step(list, lrs[step]);
+  }
+  SgdRef r;
+  for (const auto& v : values) r.params.push_back(to_floats(v));
+  for (const auto& b : opt.momentum_buffer) r.momentum_buffer.push_back(to_floats(b));
   return r;
 }
 

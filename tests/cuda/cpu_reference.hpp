@@ -51,6 +51,13 @@ AdamWRef ref_adamw(std::vector<Floats> params, const std::vector<std::vector<Flo
                    const std::vector<float>& clip, double lr, double beta1, double beta2, double eps,
                    double weight_decay);
 
+// `steps` SGD steps of peft::Sgd (torch.optim.SGD), gradients scaled by clip[step] as ref_adamw's.
+struct SgdRef {
+  std::vector<Floats> params, momentum_buffer;
+};
+SgdRef ref_sgd(std::vector<Floats> params, const std::vector<std::vector<Floats>>& grads, const std::vector<float>& clip,
+               const std::vector<double>& lrs, double momentum, double weight_decay);
+
 // peft::global_grad_norm over the given gradients.
 double ref_global_norm(const std::vector<Floats>& grads);
 

@@ -1,8 +1,14 @@
 // Multi-tensor AdamW against optim/adamw.hpp (torch's arithmetic) over three steps with fresh
 // gradients, weight decay, and a clip coefficient read from a device scalar; also the bf16
 // parameter copy and zero_grad. Tolerance 1e-5 (fp32 both sides; the GPU may fuse multiply-adds).
-// Also times one update of the 7B's LoRA tensors.
+// Also times one update of the 7B's LoRA tensors. Then the backend hooks a CUDA model's trainer
+// calls for AdamW (optim/cuda/adamw.cuh, through device_hooks.cuh): two steps, a checkpoint of
+// the moments, a fresh optimizer_init, the checkpoint loaded back and two more steps must equal
+// four uninterrupted CPU steps, the file holding exp_avg.<name> / exp_avg_sq.<name> as the CPU's.
+#include <algorithm>
+
 #include "cuda_test.cuh"
+#include "device_hooks.cuh"
 #include "peft/kernels/cuda/adamw.cuh"
 
 namespace peft::cuda_test {
@@ -68,6 +74,16 @@ int test_main(int argc, char** argv) {
       std::printf("  timing: AdamW over %zu tensors, %lld params: %.3f ms, %.0f GB/s\n", lora.size(),
                   static_cast<long long>(total), ms, bytes / (ms * 1e-3) / 1e9);
     }
+
+    const HookRun run = run_hooks_with_checkpoint(t, arena, AdamW({b1, b2, eps, wd}), std::vector<double>(4, lr), 2, 0.05);
+    t.expect(run.restored_step == 2, "hooks: step count restored from the checkpoint");
+    for (const char* name : {"exp_avg.layer.t1.lora_B.weight", "exp_avg_sq.layer.t0.lora_A.weight"})
+      t.expect(std::find(run.saved_names.begin(), run.saved_names.end(), name) != run.saved_names.end(),
+               std::string("hooks: the checkpoint holds ") + name);
+    const AdamWRef hooks_ref = ref_adamw(run.init, run.grads, run.clip, lr, b1, b2, eps, wd);
+    for (std::size_t i = 0; i < run.trained.size(); ++i)
+      t.close("hooks: AdamW params after 2 + resume + 2 steps [" + std::to_string(i) + "]", run.trained[i],
+              hooks_ref.params[i], 1e-5);
   });
 }
 

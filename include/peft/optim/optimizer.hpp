@@ -1,6 +1,7 @@
-// The Optimizer concept: what a trainer needs of an optimizer policy. init() sizes the state
-// for the trainable parameters; step() applies one update at a learning rate; the state is
-// public so checkpoints can save and restore it exactly.
+// The Optimizer concept: what a trainer needs of an optimizer policy on the host. init() sizes
+// the state for the trainable parameters; step() applies one update at a learning rate. Its
+// checkpoint state goes through save/load_optimizer_state, and a device backend's versions of all
+// four are its hooks (train/backend_hooks.hpp's TrainerBackend). AdamW and Sgd are the two.
 #pragma once
 #include <concepts>
 

@@ -6,7 +6,8 @@
 // current run's checkpoints and never touches another run's (nor one whose run it cannot tell).
 // Exact resume reads back the same files: every tensor of a LoRA layout from the adapter (fp32),
 // other trained tensors from their weights file when it holds fp32, else from fp32 masters that
-// the optimizer file carries ("master.<name>") because a bf16 copy would lose the low bits.
+// the optimizer file carries ("master.<name>", optim/state_file.hpp) because a bf16 copy would
+// lose the low bits.
 #pragma once
 #include <algorithm>
 #include <filesystem>
@@ -20,7 +21,6 @@
 #include "peft/io/json_file.hpp"
 #include "peft/io/peft_adapter.hpp"
 #include "peft/io/safetensors.hpp"
-#include "peft/optim/adamw.hpp"
 
 namespace peft {
 
@@ -64,7 +64,7 @@ void save_trained_weights(const std::filesystem::path& dir, Model& model, const 
   }
 }
 
-// Restores what save_trained_weights (and save_adamw_state's masters) wrote, bit for bit.
+// Restores what save_trained_weights (and the optimizer state's masters) wrote, bit for bit.
 template <class Model>
 void load_trained_weights(const std::filesystem::path& dir, Model& model) {
   const ParameterList params = model.trainable_parameters();
@@ -88,43 +88,6 @@ void load_trained_weights(const std::filesystem::path& dir, Model& model) {
     if (!weights) weights = SafetensorsFile::open(trained_weights_file<Model>(dir));
     weights->read_f32(p.name, detail::stored_shape(p), p.value->data());
   }
-}
-
-// The moments, their step count, and fp32 masters of non-LoRA trained tensors when the run
-// stores weights in a narrower type (`masters`).
-inline void save_adamw_state(const std::filesystem::path& file, const AdamW& opt, const ParameterList& params,
-                             bool masters = false) {
-  SafetensorsWriter w;
-  for (std::size_t i = 0; i < params.size(); ++i) {
-    const auto n = static_cast<std::size_t>(params[i].value->size());
-    w.add_f32("exp_avg." + params[i].name, shape_of(opt.exp_avg[i]), std::span<const float>(opt.exp_avg[i].data(), n));
-    w.add_f32("exp_avg_sq." + params[i].name, shape_of(opt.exp_avg_sq[i]),
-              std::span<const float>(opt.exp_avg_sq[i].data(), n));
-  }
-  if (masters)
-    for (const auto& p : params)
-      if (!detail::is_lora_tensor(p))
-        w.add_f32("master." + p.name, shape_of(*p.value),
-                  std::span<const float>(p.value->data(), static_cast<std::size_t>(p.value->size())));
-  w.set_metadata("step", std::to_string(opt.step_count));
-  w.write(file);
-}
-
-inline void load_adamw_state(const std::filesystem::path& file, AdamW& opt, const ParameterList& params) {
-  require(std::filesystem::exists(file), "{}: missing (checkpoint saved with --save_only_model?): cannot resume the "
-          "optimizer", file.string());
-  const auto st = SafetensorsFile::open(file);
-  require(opt.exp_avg.size() == params.size(), "load_adamw_state: optimizer not initialised for these parameters");
-  for (std::size_t i = 0; i < params.size(); ++i) {
-    const std::string& n = params[i].name;
-    require(st.contains("exp_avg." + n), "{}: no moments for '{}' (a checkpoint of another model or layout?)",
-            file.string(), n);
-    st.read_f32("exp_avg." + n, shape_of(opt.exp_avg[i]), opt.exp_avg[i].data());
-    st.read_f32("exp_avg_sq." + n, shape_of(opt.exp_avg_sq[i]), opt.exp_avg_sq[i].data());
-  }
-  const auto it = st.metadata().find("step");
-  require(it != st.metadata().end(), "{}: no 'step' in the metadata", file.string());
-  opt.step_count = std::stoll(it->second);
 }
 
 // checkpoint-<N> folders under `output_dir`, oldest first.

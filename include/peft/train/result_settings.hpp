@@ -58,6 +58,12 @@ inline nlohmann::json result_settings(const TrainingArguments& t, const std::vec
                       {"adam_beta2", t.adam_beta2},
                       {"adam_epsilon", t.adam_epsilon},
                       {"max_grad_norm", t.max_grad_norm}};
+  // Recorded only when not the default AdamW, so checkpoints from before --optim existed still
+  // match an AdamW run (a key only one side has counts as a difference).
+  if (t.optim != "adamw_torch") {
+    s["optim"] = t.optim;
+    s["sgd_momentum"] = t.sgd_momentum;
+  }
   if (lora) {
     s["lora_rank"] = lora->r;
     s["lora_alpha"] = lora->lora_alpha;

@@ -3,7 +3,7 @@
 //   - an optimizer step every gradient_accumulation_steps micro-batches (the last step of an
 //     epoch takes what is left); its loss is sum CE over all its label tokens / their count, and
 //     each micro-batch's backward is scaled by 1 / that count, so accumulation equals one big batch;
-//   - clip the global gradient norm, AdamW at lr * schedule(step), zero the gradients;
+//   - clip the global gradient norm, the optimizer at lr * schedule(step), zero the gradients;
 //   - a step whose loss or gradient norm is NaN/Inf takes no update (train/numerical_guard.hpp);
 //   - log every logging_steps (loss and token accuracy over the steps since the last log, with
 //     ms-swift's progress keys: train/progress.hpp), evaluate every
@@ -27,8 +27,10 @@
 //     of one step are joined into as few forward/backward calls as the token budget allows; every
 //     call is scaled by the step's label tokens, so the update is the same (a GPU model packs by
 //     default: each call reads all the weights once).
-// Trainer<Model, Optimizer, Schedule, Hooks...>: hooks are small policy types called at the
-// points named in train/hooks.hpp.
+// Trainer<Model, Optimizer, Schedule, Hooks...>: the model is any CausalLm (models/causal_lm.hpp)
+// whose backend provides the TrainerBackend hooks for it and the optimizer
+// (train/backend_hooks.hpp: every call on parameters, optimizer state and checkpoint tensors);
+// hooks are small policy types called at the points named in train/hooks.hpp.
 #pragma once
 #include <chrono>
 #include <cmath>
@@ -46,17 +48,19 @@
 #include "peft/core/rng.hpp"
 #include "peft/data/packed_batch.hpp"
 #include "peft/dist/communicator.hpp"
+#include "peft/models/causal_lm.hpp"
 #include "peft/optim/optimizer.hpp"
 #include "peft/optim/schedules.hpp"
+#include "peft/train/backend_hooks.hpp"
 #include "peft/train/checkpoint.hpp"
 #include "peft/train/best_model.hpp"
 #include "peft/train/evaluate.hpp"
-#include "peft/train/grad_norm.hpp"
 #include "peft/train/hooks.hpp"
 #include "peft/train/loss_plot.hpp"
 #include "peft/train/numerical_guard.hpp"
 #include "peft/train/result_settings.hpp"
 #include "peft/train/run_folder.hpp"
+#include "peft/train/step_batches.hpp"
 #include "peft/train/stop_signal.hpp"
 #include "peft/train/tensorboard_writer.hpp"
 #include "peft/train/progress.hpp"
@@ -65,15 +69,8 @@
 
 namespace peft {
 
-// The optimizer's calls go through these free functions so that a backend whose parameters live
-// on a device overloads them for its parameter-list type (optim/cuda/device_parameters.cuh), as
-// it does clip_grad_norm and save_adamw_state; host parameter lists use the optimizer's members.
-template <class Opt, class Params>
-void optimizer_init(Opt& opt, const Params& params) { opt.init(params); }
-template <class Opt, class Params>
-void optimizer_step(Opt& opt, const Params& params, double lr) { opt.step(params, lr); }
-
-template <class Model, Optimizer Opt = AdamW, LrSchedule Sched = NamedSchedule, class... Hooks>
+template <CausalLm Model, Optimizer Opt = AdamW, LrSchedule Sched = NamedSchedule, class... Hooks>
+  requires TrainerBackend<Model, Opt>
 class Trainer {
  public:
   Trainer(Model& model, TrainingArguments args, Opt opt, Sched sched, Hooks... hooks)
@@ -108,178 +105,217 @@ class Trainer {
     return static_cast<std::int64_t>(std::ceil(args_.num_train_epochs * static_cast<double>(steps_per_epoch(samples))));
   }
 
+  // The loop is the trainer's three jobs, one function each: assemble the step's micro-batches
+  // (train/step_batches.hpp), run the step (forward/backward, all-reduce, clip, update), then
+  // record, log, evaluate and save.
   TrainResult train(const std::vector<Sample>& train, const std::vector<Sample>* eval = nullptr) {
-    require(!train.empty(), "the training set is empty");
-    const auto params = model_.trainable_parameters();
-    require(!params.empty(), "the model has no trainable parameters (check --target_modules / --train_type)");
-    optimizer_init(opt_, params);
-    model_.zero_grad();
+    Run run = begin_run(train, eval);
+    for (std::int64_t step = st_.res.global_step; step < run.total; ++step) {
+      const StepBatches batches = step_batches(run, train, step);
+      const StepOutcome out = run_step(run, batches, step);
+      if (after_step(run, batches, out, step)) break;
+    }
+    return end_run(run);
+  }
 
-    const std::int64_t per_epoch = steps_per_epoch(train.size());
-    const std::int64_t total = total_steps(train.size());
-    const std::int64_t warmup = warmup_steps(total, args_.warmup_ratio, args_.warmup_steps);
-    const std::int64_t eval_every = args_.eval_steps > 0 ? args_.eval_steps : args_.save_steps;
-    Rng dropout_rng(args_.seed);
-    NonFiniteGuard guard{args_.max_consecutive_nonfinite_steps};
+  // Token-weighted mean CE over a dataset, in batches of per_device_eval_batch_size.
+  auto evaluate(const std::vector<Sample>& data) {
+    return evaluate_loss(model_, data, args_.per_device_eval_batch_size);
+  }
+
+  const Opt& optimizer() const { return opt_; }
+  std::tuple<Hooks...>& hooks() { return hooks_; }
+
+ private:
+  using Params = parameters_of_t<Model>;
+  using Clock = std::chrono::steady_clock;
+
+  // What one call of train() carries from step to step.
+  struct Run {
+    Params params;
+    const std::vector<Sample>* eval = nullptr;
+    std::int64_t per_epoch = 1, total = 0, warmup = 0, eval_every = 1, start_step = 0;
+    Rng dropout_rng;
+    NonFiniteGuard guard;
+    std::ofstream log;
+    bool evaluating = false;
+    std::size_t pack_cap = 0;
+    std::vector<std::size_t> order;  // the current epoch's sample order
+    Clock::time_point t0, interval_t0;
+  };
+
+  // What the step computed, for the record and the log.
+  struct StepOutcome {
+    double loss = 0, grad_norm = 0, lr = 0, correct = 0;
+    bool accuracy_known = true, skipped = false;
+    int stop = 0;  // a stop signal seen by any rank
+  };
+
+  // Sets up a run: the optimizer's state, a resumed checkpoint's state, the log and the hooks.
+  Run begin_run(const std::vector<Sample>& train, const std::vector<Sample>* eval) {
+    require(!train.empty(), "the training set is empty");
+    Run run{.params = model_.trainable_parameters(), .eval = eval, .dropout_rng = Rng(args_.seed),
+            .guard = NonFiniteGuard{args_.max_consecutive_nonfinite_steps}};
+    require(!run.params.empty(), "the model has no trainable parameters (check --target_modules / --train_type)");
+    optimizer_init(opt_, run.params);
+    model_.zero_grad();
+    run.per_epoch = steps_per_epoch(train.size());
+    run.total = total_steps(train.size());
+    run.warmup = warmup_steps(run.total, args_.warmup_ratio, args_.warmup_steps);
+    run.eval_every = args_.eval_steps > 0 ? args_.eval_steps : args_.save_steps;
     st_ = TrainerState{};
     const nlohmann::json settings = result_settings(args_, train, lora_config_or_null(), world_size());
-    if (!args_.resume_from_checkpoint.empty()) resume(params, dropout_rng, guard, total, settings);
+    if (!args_.resume_from_checkpoint.empty()) resume(run, settings);
     st_.result_settings = settings;
     if (run_id_.empty()) run_id_ = continues_checkpoint_run() ? st_.run_id : new_run_id();
     st_.run_id = run_id_;
     // Other ranks draw their own dropout masks (rank 0 keeps the single-process stream; a
     // checkpoint holds rank 0's generator, so these restart from (seed, rank, step) on resume).
     if (rank() > 0)
-      dropout_rng = Rng(args_.seed * 1000003ULL + 0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(rank()) +
-                        static_cast<std::uint64_t>(st_.res.global_step));
-    TrainResult& res = st_.res;
-    std::ofstream log = open_log();
+      run.dropout_rng = Rng(args_.seed * 1000003ULL + 0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(rank()) +
+                            static_cast<std::uint64_t>(st_.res.global_step));
+    run.log = open_log();
     // ms-swift's logging_dir: <run>/runs. A resumed run starts a new event file with what it logs.
     if (!run_dir_.empty() && args_.reports_tensorboard()) tensorboard_.emplace(run_dir_ / "runs");
     call_hooks([&](auto& h) { if constexpr (requires { h.on_train_begin(); }) h.on_train_begin(); });
-    const bool evaluating = (eval && !eval->empty()) || any_hook([](const auto& h) {
+    run.evaluating = (eval && !eval->empty()) || any_hook([](const auto& h) {
       if constexpr (requires { h.evaluates(); }) return h.evaluates(); else return false;
     });
+    run.start_step = st_.res.global_step;
+    run.t0 = run.interval_t0 = Clock::now();
+    run.pack_cap = accumulation_pack_cap();
+    return run;
+  }
 
-    const std::int64_t start_step = res.global_step;
-    const auto t0 = std::chrono::steady_clock::now();
-    auto interval_t0 = t0;
-    std::vector<std::size_t> order;
-    double& interval_correct = st_.interval_correct;  // kept in checkpoints: token_acc resumes exactly
-    std::int64_t& interval_label_tokens = st_.interval_label_tokens;
-    const std::size_t pack_cap = accumulation_pack_cap();
-    for (std::int64_t step = res.global_step; step < total; ++step) {
-      const std::int64_t epoch = step / per_epoch, in_epoch = step % per_epoch;
-      if (in_epoch == 0 || order.empty()) order = epoch_order(train.size(), epoch);
-      // The micro-batches of this optimizer step.
-      const std::size_t bs = static_cast<std::size_t>(args_.per_device_train_batch_size);
-      const std::int64_t per_step = args_.gradient_accumulation_steps * world_size();  // micro-batches, all ranks
-      const std::size_t first = static_cast<std::size_t>(in_epoch * per_step) * bs;
-      const std::size_t last = std::min(order.size(), first + static_cast<std::size_t>(per_step) * bs);
-      std::vector<PackedBatch> micro;
-      std::int64_t label_tokens = 0, tokens = 0;
-      std::size_t mb = 0;
-      for (std::size_t i = first; i < last; i += bs, ++mb) {
-        if (static_cast<int>(mb % static_cast<std::size_t>(world_size())) != rank()) {  // another rank's: count only
-          for (std::size_t j = i; j < std::min(last, i + bs); ++j) {
-            label_tokens += static_cast<std::int64_t>(train[order[j]].label_tokens());
-            tokens += static_cast<std::int64_t>(train[order[j]].size());
-          }
-          continue;
-        }
-        std::size_t mb_tokens = 0;
-        for (std::size_t j = i; j < std::min(last, i + bs); ++j) mb_tokens += train[order[j]].size();
-        if (micro.empty() || micro.back().tokens() + mb_tokens > pack_cap) micro.emplace_back();
-        PackedBatch& b = micro.back();
-        const std::int64_t before = b.label_tokens;
-        for (std::size_t j = i; j < std::min(last, i + bs); ++j) b.add(train[order[j]]);
-        label_tokens += b.label_tokens - before;
-        tokens += static_cast<std::int64_t>(mb_tokens);
-      }
-      double loss_sum = 0, correct = 0;
-      bool accuracy_known = true;  // a model that does not count argmax hits (the CUDA one) reports -1
-      const float scale = label_tokens > 0 ? 1.0f / static_cast<float>(label_tokens) : 0.0f;
-      for (const auto& b : micro) {
-        const LossSum ls = model_.forward_backward(b, scale, &dropout_rng);
-        loss_sum += ls.sum;
-        if (ls.correct < 0) accuracy_known = false;
-        else correct += static_cast<double>(ls.correct);
-      }
-      // A stop signal ends the run after this step; with several ranks, any rank's signal stops
-      // all at the same step (it travels with the loss; the others report SIGTERM).
-      int stop = stop_signal();
-      if (comm_) {  // one bucket of gradients, then the loss (and hits) for the log; both before the norm
-        all_reduce_grads(*comm_, params);
-        double reduced[3] = {loss_sum, stop != 0 ? 1.0 : 0.0, accuracy_known ? correct : 0.0};
-        comm_->all_reduce_sum(reduced, 3);
-        loss_sum = reduced[0];
-        stop = reduced[1] > 0 ? (stop != 0 ? stop : SIGTERM) : 0;
-        if (accuracy_known) correct = reduced[2];
-      }
-      const double loss = label_tokens > 0 ? loss_sum / static_cast<double>(label_tokens) : 0.0;
-      const double grad_norm = clip_grad_norm(params, args_.max_grad_norm);
-      const double lr = args_.learning_rate * sched_.factor(step, warmup, total);
-      const bool skipped = guard.skip(step + 1, loss, grad_norm);
-      if (label_tokens > 0 && !skipped) optimizer_step(opt_, params, lr);
-      model_.zero_grad();
+  // Job 1: this optimizer step's samples, this rank's share packed into forward/backward calls.
+  StepBatches step_batches(Run& run, const std::vector<Sample>& train, std::int64_t step) const {
+    const std::int64_t epoch = step / run.per_epoch, in_epoch = step % run.per_epoch;
+    if (in_epoch == 0 || run.order.empty())
+      run.order = epoch_order(train.size(), epoch, args_.seed, args_.train_dataloader_shuffle);
+    const std::size_t bs = static_cast<std::size_t>(args_.per_device_train_batch_size);
+    const std::int64_t per_step = args_.gradient_accumulation_steps * world_size();  // micro-batches, all ranks
+    const std::size_t first = static_cast<std::size_t>(in_epoch * per_step) * bs;
+    const std::size_t last = std::min(run.order.size(), first + static_cast<std::size_t>(per_step) * bs);
+    return assemble_step_batches(train, run.order, first, last, bs, world_size(), rank(), run.pack_cap);
+  }
 
-      res.step_losses.push_back(loss);
-      res.step_grad_norms.push_back(grad_norm);
-      res.step_lrs.push_back(lr);
-      res.tokens += tokens;
-      res.global_step = step + 1;
-      res.skipped_steps = guard.total;
-      if (!skipped) {
-        st_.interval_loss += loss;
-        ++st_.interval_steps;
-      }
-      interval_correct = accuracy_known && interval_correct >= 0 ? interval_correct + correct : -1.0;
-      interval_label_tokens += label_tokens;
-      st_.interval_tokens += tokens;
-      call_hooks([&](auto& h) { if constexpr (requires { h.on_step_end(res); }) h.on_step_end(res); });
-
-      const std::int64_t gs = step + 1;
-      bool last_step = gs == total;
-      if (!comm_) stop = stop_signal();  // one process: also a signal that came during this step's hooks
-      if (stop != 0 && !last_step) {
-        res.stop_signal = stop;
-        last_step = true;
-        fmt::print(stderr, "[train] {} received: stopping after step {} with a checkpoint\n", stop_signal_name(stop), gs);
-      }
-      const double epoch_now = static_cast<double>(gs) / static_cast<double>(per_epoch);
-      // A log entry for the steps since the last one (also written when early stopping ends the run).
-      auto log_train = [&] {
-        const auto now = std::chrono::steady_clock::now();
-        const double elapsed = std::chrono::duration<double>(now - t0).count();
-        const double dt = std::chrono::duration<double>(now - interval_t0).count();
-        nlohmann::json entry = {
-            {"step", gs},
-            {"loss", detail::finite_or_null(st_.interval_loss / static_cast<double>(st_.interval_steps))},
-            {"grad_norm", detail::finite_or_null(grad_norm)},
-            {"learning_rate", lr},
-            {"epoch", epoch_now},
-            {"skipped_steps", guard.total},
-            {"tokens_per_second", dt > 0 ? static_cast<double>(st_.interval_tokens) / dt : 0.0},
-            {"elapsed_s", elapsed}};
-        if (interval_correct >= 0 && interval_label_tokens > 0)
-          entry["token_acc"] = interval_correct / static_cast<double>(interval_label_tokens);
-        add_swift_progress_keys(entry, gs, total, gs - start_step, elapsed, memory_gib());
-        call_hooks([&](auto& h) { if constexpr (requires { h.on_log(entry); }) h.on_log(entry); });
-        write_log(log, entry);
-        progress(gs, gs - start_step, total, entry, elapsed);
-        st_.interval_loss = 0;
-        st_.interval_steps = st_.interval_tokens = 0;
-        interval_correct = 0;
-        interval_label_tokens = 0;
-        interval_t0 = now;
-      };
-      if (!quiet_)
-        display_.bar(gs, total, gs - start_step, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-      const bool logged = gs % args_.logging_steps == 0 || (gs == 1 && args_.logging_first_step) || last_step;
-      if (logged) log_train();
-      if (evaluating && (gs % eval_every == 0 || (last_step && !res.stop_signal))) {
-        nlohmann::json entry = {{"step", gs}, {"epoch", epoch_now}};
-        if (eval && !eval->empty()) entry["eval_loss"] = evaluate(*eval).mean();
-        call_hooks([&](auto& h) { if constexpr (requires { h.on_evaluate(entry); }) h.on_evaluate(entry); });
-        write_log(log, entry);
-        st_.last_eval = entry;
-        if (!quiet_) display_.line(fmt::format("[eval] {}", entry.dump()));
-        if (any_hook([](const auto& h) { if constexpr (requires { h.should_stop(); }) return h.should_stop(); else return false; })) {
-          res.stopped_early = !last_step;
-          if (!logged) log_train();
-          last_step = true;
-          display_.line(fmt::format("[train] early stopping at step {}: no improvement in the last evaluations", gs));
-        }
-      }
-      if (!run_dir_.empty() && (gs % args_.save_steps == 0 || last_step)) {
-        st_.dropout_rng = dropout_rng.state();
-        st_.nonfinite_in_a_row = guard.in_a_row;
-        res.last_checkpoint = save_checkpoint(gs, epoch_now, total, params);
-      }
-      if (last_step) break;
+  // Job 2: forward/backward over the calls, the all-reduce, clipping and the update (unless the
+  // guard skips a non-finite step), then zero_grad.
+  StepOutcome run_step(Run& run, const StepBatches& b, std::int64_t step) {
+    StepOutcome out;
+    double loss_sum = 0;
+    const float scale = b.label_tokens > 0 ? 1.0f / static_cast<float>(b.label_tokens) : 0.0f;
+    for (const auto& call : b.calls) {
+      const auto ls = model_.forward_backward(call, scale, &run.dropout_rng);
+      loss_sum += ls.sum;
+      if (ls.correct < 0) out.accuracy_known = false;  // a model that does not count argmax hits
+      else out.correct += static_cast<double>(ls.correct);
     }
+    // A stop signal ends the run after this step; with several ranks, any rank's signal stops
+    // all at the same step (it travels with the loss; the others report SIGTERM).
+    out.stop = stop_signal();
+    if (comm_) {  // one bucket of gradients, then the loss (and hits) for the log; both before the norm
+      all_reduce_grads(*comm_, run.params);
+      double reduced[3] = {loss_sum, out.stop != 0 ? 1.0 : 0.0, out.accuracy_known ? out.correct : 0.0};
+      comm_->all_reduce_sum(reduced, 3);
+      loss_sum = reduced[0];
+      out.stop = reduced[1] > 0 ? (out.stop != 0 ? out.stop : SIGTERM) : 0;
+      if (out.accuracy_known) out.correct = reduced[2];
+    }
+    out.loss = b.label_tokens > 0 ? loss_sum / static_cast<double>(b.label_tokens) : 0.0;
+    out.grad_norm = clip_grad_norm(run.params, args_.max_grad_norm);
+    out.lr = args_.learning_rate * sched_.factor(step, run.warmup, run.total);
+    out.skipped = run.guard.skip(step + 1, out.loss, out.grad_norm);
+    if (b.label_tokens > 0 && !out.skipped) optimizer_step(opt_, run.params, out.lr);
+    model_.zero_grad();
+    return out;
+  }
+
+  // Job 3: the step's record, then logging, evaluation (and early stopping) and checkpoints.
+  // True when this was the run's last step.
+  bool after_step(Run& run, const StepBatches& b, const StepOutcome& out, std::int64_t step) {
+    TrainResult& res = st_.res;
+    res.step_losses.push_back(out.loss);
+    res.step_grad_norms.push_back(out.grad_norm);
+    res.step_lrs.push_back(out.lr);
+    res.tokens += b.tokens;
+    res.global_step = step + 1;
+    res.skipped_steps = run.guard.total;
+    if (!out.skipped) {
+      st_.interval_loss += out.loss;
+      ++st_.interval_steps;
+    }
+    st_.interval_correct =
+        out.accuracy_known && st_.interval_correct >= 0 ? st_.interval_correct + out.correct : -1.0;
+    st_.interval_label_tokens += b.label_tokens;
+    st_.interval_tokens += b.tokens;
+    call_hooks([&](auto& h) { if constexpr (requires { h.on_step_end(res); }) h.on_step_end(res); });
+
+    const std::int64_t gs = step + 1;
+    bool last_step = gs == run.total;
+    const int stop = comm_ ? out.stop : stop_signal();  // one process: also a signal during this step's hooks
+    if (stop != 0 && !last_step) {
+      res.stop_signal = stop;
+      last_step = true;
+      fmt::print(stderr, "[train] {} received: stopping after step {} with a checkpoint\n", stop_signal_name(stop), gs);
+    }
+    const double epoch_now = static_cast<double>(gs) / static_cast<double>(run.per_epoch);
+    if (!quiet_) display_.bar(gs, run.total, gs - run.start_step, seconds_since(run.t0));
+    const bool logged = gs % args_.logging_steps == 0 || (gs == 1 && args_.logging_first_step) || last_step;
+    if (logged) log_interval(run, out, gs, epoch_now);
+    if (run.evaluating && (gs % run.eval_every == 0 || (last_step && !res.stop_signal))) {
+      nlohmann::json entry = {{"step", gs}, {"epoch", epoch_now}};
+      if (run.eval && !run.eval->empty()) entry["eval_loss"] = evaluate(*run.eval).mean();
+      call_hooks([&](auto& h) { if constexpr (requires { h.on_evaluate(entry); }) h.on_evaluate(entry); });
+      write_log(run.log, entry);
+      st_.last_eval = entry;
+      if (!quiet_) display_.line(fmt::format("[eval] {}", entry.dump()));
+      if (any_hook([](const auto& h) { if constexpr (requires { h.should_stop(); }) return h.should_stop(); else return false; })) {
+        res.stopped_early = !last_step;
+        if (!logged) log_interval(run, out, gs, epoch_now);  // the steps since the last entry
+        last_step = true;
+        display_.line(fmt::format("[train] early stopping at step {}: no improvement in the last evaluations", gs));
+      }
+    }
+    if (!run_dir_.empty() && (gs % args_.save_steps == 0 || last_step)) {
+      st_.dropout_rng = run.dropout_rng.state();
+      st_.nonfinite_in_a_row = run.guard.in_a_row;
+      res.last_checkpoint = save_checkpoint(gs, epoch_now, run.total, run.params);
+    }
+    return last_step;
+  }
+
+  // A log entry for the steps since the last one.
+  void log_interval(Run& run, const StepOutcome& out, std::int64_t gs, double epoch_now) {
+    const auto now = Clock::now();
+    const double elapsed = seconds_since(run.t0);
+    const double dt = std::chrono::duration<double>(now - run.interval_t0).count();
+    nlohmann::json entry = {
+        {"step", gs},
+        {"loss", detail::finite_or_null(st_.interval_loss / static_cast<double>(st_.interval_steps))},
+        {"grad_norm", detail::finite_or_null(out.grad_norm)},
+        {"learning_rate", out.lr},
+        {"epoch", epoch_now},
+        {"skipped_steps", run.guard.total},
+        {"tokens_per_second", dt > 0 ? static_cast<double>(st_.interval_tokens) / dt : 0.0},
+        {"elapsed_s", elapsed}};
+    if (st_.interval_correct >= 0 && st_.interval_label_tokens > 0)
+      entry["token_acc"] = st_.interval_correct / static_cast<double>(st_.interval_label_tokens);
+    add_swift_progress_keys(entry, gs, run.total, gs - run.start_step, elapsed, memory_gib());
+    call_hooks([&](auto& h) { if constexpr (requires { h.on_log(entry); }) h.on_log(entry); });
+    write_log(run.log, entry);
+    progress(gs, gs - run.start_step, run.total, entry, elapsed);
+    st_.interval_loss = 0;
+    st_.interval_steps = st_.interval_tokens = 0;
+    st_.interval_correct = 0;  // kept in checkpoints: token_acc resumes exactly
+    st_.interval_label_tokens = 0;
+    run.interval_t0 = now;
+  }
+
+  TrainResult end_run(Run& run) {
+    TrainResult& res = st_.res;
     if (!quiet_) display_.finish();
-    res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    res.seconds = seconds_since(run.t0);
     double finite_sum = 0;
     std::int64_t finite_n = 0;
     for (double l : res.step_losses)
@@ -291,15 +327,7 @@ class Trainer {
     return res;
   }
 
-  // Token-weighted mean CE over a dataset, in batches of per_device_eval_batch_size.
-  LossSum evaluate(const std::vector<Sample>& data) {
-    return evaluate_loss(model_, data, args_.per_device_eval_batch_size);
-  }
-
-  const Opt& optimizer() const { return opt_; }
-  std::tuple<Hooks...>& hooks() { return hooks_; }
-
- private:
+  static double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
   // Tokens per forward/backward call when packing a step's micro-batches (0: one call each).
   // A model that plans its buffers for a token budget (the CUDA model's max_packed_tokens) caps
   // the packs at it; -1 asks the model, which packs only if it offers such a budget.
@@ -313,18 +341,6 @@ class Trainer {
     }
     return static_cast<std::size_t>(cap);
   }
-  // Sample order of an epoch: file order, or a shuffle seeded by (seed, epoch) so any epoch's
-  // order can be recomputed (exact resume) without replaying earlier ones.
-  std::vector<std::size_t> epoch_order(std::size_t n, std::int64_t epoch) const {
-    std::vector<std::size_t> order(n);
-    std::iota(order.begin(), order.end(), 0);
-    if (args_.train_dataloader_shuffle) {
-      Rng rng(args_.seed * 1000003ULL + static_cast<std::uint64_t>(epoch));
-      rng.shuffle(order.begin(), order.end());
-    }
-    return order;
-  }
-
   const LoraConfig* lora_config_or_null() const {
     if constexpr (requires { model_.lora_config(); }) {
       if constexpr (Model::uses_lora()) return &model_.lora_config();
@@ -378,20 +394,18 @@ class Trainer {
   }
 
   // Everything a checkpoint holds goes back where it came from (train/trainer_state.hpp).
-  template <class Params>
-  void resume(const Params& params, Rng& dropout_rng, NonFiniteGuard& guard, std::int64_t total,
-              const nlohmann::json& settings) {
+  void resume(Run& run, const nlohmann::json& settings) {
     const auto& dir = args_.resume_from_checkpoint;
     require(std::filesystem::is_directory(dir), "--resume_from_checkpoint {}: not a directory", dir.string());
     st_ = read_trainer_state(dir / "trainer_state.json");
     check_resume_settings(settings);
-    require(st_.res.global_step < total, "--resume_from_checkpoint {}: it is at step {} of {}: nothing left to train",
-            dir.string(), st_.res.global_step, total);
+    require(st_.res.global_step < run.total, "--resume_from_checkpoint {}: it is at step {} of {}: nothing left to train",
+            dir.string(), st_.res.global_step, run.total);
     load_trained_weights(dir, model_);
-    if constexpr (std::is_same_v<Opt, AdamW>) load_adamw_state(dir / "optimizer.safetensors", opt_, params);
-    dropout_rng.set_state(st_.dropout_rng);
-    guard.total = st_.res.skipped_steps;
-    guard.in_a_row = st_.nonfinite_in_a_row;
+    load_optimizer_state(dir / "optimizer.safetensors", opt_, run.params);
+    run.dropout_rng.set_state(st_.dropout_rng);
+    run.guard.total = st_.res.skipped_steps;
+    run.guard.in_a_row = st_.nonfinite_in_a_row;
     if (st_.hooks.size() == sizeof...(Hooks)) {
       std::size_t i = 0;
       call_hooks([&](auto& h) {
@@ -471,7 +485,6 @@ class Trainer {
     return fmt::format("{:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60);
   }
 
-  template <class Params>
   std::filesystem::path save_checkpoint(std::int64_t gs, double epoch, std::int64_t total, const Params& params) {
     const auto dir = run_dir_ / fmt::format("checkpoint-{}", gs);
     track_best(dir);
@@ -481,9 +494,8 @@ class Trainer {
     });
     write_directory_atomic(dir, [&](const std::filesystem::path& staging) {
       save_trained_weights(staging, model_, base_model_);
-      if constexpr (std::is_same_v<Opt, AdamW>)
-        if (!args_.save_only_model)
-          save_adamw_state(staging / "optimizer.safetensors", opt_, params, Model::Precision::storage != DType::F32);
+      if (!args_.save_only_model)
+        save_optimizer_state(staging / "optimizer.safetensors", opt_, params, Model::Precision::storage != DType::F32);
       for (const auto& [name, text] : checkpoint_files_) write_text_atomic(staging / name, text);
       write_text_atomic(staging / "trainer_state.json",
                         trainer_state_json(st_, epoch, args_.to_json(), total).dump(1) + "\n");

@@ -29,6 +29,11 @@ struct TrainingArguments {
   double max_grad_norm = 1.0;  // 0 disables clipping
   double weight_decay = 0.1;   // ms-swift's default
   double adam_beta1 = 0.9, adam_beta2 = 0.95, adam_epsilon = 1e-8;  // ms-swift's defaults
+  // HF's --optim: "adamw_torch" (torch.optim.AdamW, the default) or "sgd" (torch.optim.SGD, with
+  // weight_decay coupled as torch's L2 term and sgd_momentum, peft's own flag: HF's sgd takes
+  // torch's default momentum 0). train/optimizer_choice.hpp builds the optimizer from these.
+  std::string optim = "adamw_torch";
+  double sgd_momentum = 0.0;
   std::string lr_scheduler_type = "cosine";
   double warmup_ratio = 0.0;
   std::int64_t warmup_steps = 0;
@@ -89,6 +94,8 @@ struct TrainingArguments {
     require(adam_beta2 >= 0 && adam_beta2 < 1, "--adam_beta2 {} must be in [0, 1) (default 0.95)", adam_beta2);
     require(adam_epsilon > 0 && std::isfinite(adam_epsilon), "--adam_epsilon {} must be positive (default 1e-8)",
             adam_epsilon);
+    require(optim == "adamw_torch" || optim == "sgd", "--optim {}: not available here (valid: adamw_torch, sgd)", optim);
+    require(sgd_momentum >= 0 && sgd_momentum < 1, "--sgd_momentum {} must be in [0, 1)", sgd_momentum);
     require(std::isfinite(max_grad_norm), "--max_grad_norm must be finite (got {})", max_grad_norm);
     require(warmup_ratio >= 0 && warmup_ratio <= 1, "--warmup_ratio must be in [0, 1] (got {})", warmup_ratio);
     require(warmup_steps >= 0, "--warmup_steps must be >= 0");
@@ -113,7 +120,8 @@ struct TrainingArguments {
             {"gradient_accumulation_steps", gradient_accumulation_steps},
             {"accumulation_pack_tokens", accumulation_pack_tokens}, {"max_grad_norm", max_grad_norm},
             {"weight_decay", weight_decay}, {"adam_beta1", adam_beta1}, {"adam_beta2", adam_beta2},
-            {"adam_epsilon", adam_epsilon}, {"lr_scheduler_type", lr_scheduler_type}, {"warmup_ratio", warmup_ratio},
+            {"adam_epsilon", adam_epsilon}, {"optim", optim}, {"sgd_momentum", sgd_momentum},
+            {"lr_scheduler_type", lr_scheduler_type}, {"warmup_ratio", warmup_ratio},
             {"warmup_steps", warmup_steps}, {"seed", seed}, {"train_dataloader_shuffle", train_dataloader_shuffle},
             {"logging_steps", logging_steps}, {"eval_steps", eval_steps}, {"save_steps", save_steps},
             {"save_total_limit", save_total_limit}, {"output_dir", output_dir.string()},

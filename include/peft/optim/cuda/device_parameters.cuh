@@ -1,13 +1,14 @@
-// The trainable parameters of a CUDA model as the trainer sees them, and the trainer's three
-// optimizer calls for them. The trainer is written once for every backend: it asks the model
-// for its parameter list, then calls clip_grad_norm(params, max), optimizer_init(opt, params),
-// optimizer_step(opt, params, lr) and save_adamw_state(file, opt, params) unqualified. For a
-// CUDA model the list is a DeviceParameters, so argument-dependent lookup lands here: the norm,
-// the clip coefficient and the fused AdamW stay on the device (one launch each, no host copy of
-// any parameter); only the norm, one float, comes back per step for the log. The host-side AdamW
-// object contributes its hyper-parameters and step count; its moments live in the arena.
+// The trainable parameters of a CUDA model as the trainer sees them, and the backend hooks that
+// do not depend on the optimizer (train/backend_hooks.hpp lists them all). The trainer is written
+// once for every backend: it asks the model for its parameter list and calls the hooks
+// unqualified. For a CUDA model the list is a DeviceParameters, so argument-dependent lookup
+// lands here (clip_grad_norm, all_reduce_grads) and in each optimizer's own file
+// (optim/cuda/adamw.cuh, optim/cuda/sgd.cuh): the norm, the clip coefficient and the fused update
+// stay on the device (one launch each, no host copy of any parameter); only the norm, one float,
+// comes back per step for the log. The host optimizer object contributes its hyper-parameters and
+// step count; its buffers live in the arena.
 //
-// Host copies happen only to save (adapter, optimizer state) and to load an adapter.
+// Host copies happen only to save (adapter, optimizer state) and to load (adapter, resume).
 #pragma once
 #include <algorithm>
 #include <filesystem>
@@ -18,21 +19,23 @@
 
 #include "peft/kernels/cuda/adamw.cuh"
 #include "peft/kernels/cuda/global_norm.cuh"
+#include "peft/kernels/cuda/sgd.cuh"
 #include "peft/layers/cuda/lora_linear.cuh"
 #include "peft/core/parameter.hpp"
 #include "peft/dist/communicator.hpp"
 #include "peft/io/safetensors.hpp"
-#include "peft/optim/adamw.hpp"
+#include "peft/optim/state_file.hpp"
 
 namespace peft::cuda {
 
 // What the optimizer calls need besides the tensors: the model's arena and stream, and the
-// device-side norm and AdamW built at optimizer_init.
+// device-side norm and optimizer (the one --optim chose) built at optimizer_init.
 struct TrainingState {
   DeviceArena* arena = nullptr;
   cudaStream_t stream = nullptr;
   std::unique_ptr<GlobalGradNorm> norm;
   std::unique_ptr<MultiTensorAdamW> adamw;
+  std::unique_ptr<MultiTensorSgd> sgd;
   float* host_norm = nullptr;  // pinned
   bool clip_pending = false;
   // Where the optimizer's device state starts and ends in the arena: a second optimizer_init on
@@ -89,22 +92,35 @@ class DeviceParameters {
   // Writes host values (HF shapes, same order) into the device masters and their bf16 copies.
   void upload(const ParameterList& host) const {
     require(host.size() == params_.size(), "upload of {} parameters into a model with {}", host.size(), params_.size());
-    std::vector<float> buf;
     for (std::size_t i = 0; i < params_.size(); ++i) {
       const auto& p = params_[i];
       const Matrix& m = *host[i].value;
       require(host[i].name == p.name && m.rows() == p.hf_rows && m.cols() == p.hf_cols,
               "parameter {} ({} x {}) does not match the model's {} ({} x {})", host[i].name, m.rows(), m.cols(), p.name,
               p.hf_rows, p.hf_cols);
+    }
+    std::vector<Matrix> values;
+    for (const auto& h : host) values.push_back(*h.value);
+    upload_into(values, [](const DeviceParameter& p, std::size_t) { return p.value; });
+    for (const auto& p : params_) copy_to_bf16(p.value_bf16, p.value, p.numel(), state_->stream);
+    PEFT_CUDA_CHECK(cudaStreamSynchronize(state_->stream));
+  }
+  // Writes host matrices (HF shapes, same order) into any same-layout device array per tensor
+  // (`pick`, as download's); the rank padding gets zeros.
+  template <class Pick>
+  void upload_into(const std::vector<Matrix>& host, Pick pick) const {
+    std::vector<float> buf;
+    PEFT_CUDA_CHECK(cudaStreamSynchronize(state_->stream));
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      const auto& p = params_[i];
+      const Matrix& m = host[i];
       buf.assign(static_cast<std::size_t>(p.numel()), 0.0f);
       for (int r = 0; r < p.hf_rows; ++r)
         for (int c = 0; c < p.hf_cols; ++c)
           (p.transposed ? buf[static_cast<std::size_t>(c) * p.cols + r] : buf[static_cast<std::size_t>(r) * p.cols + c]) =
               m(r, c);
-      PEFT_CUDA_CHECK(cudaMemcpy(p.value, buf.data(), buf.size() * 4, cudaMemcpyHostToDevice));
-      copy_to_bf16(p.value_bf16, p.value, p.numel(), state_->stream);
+      PEFT_CUDA_CHECK(cudaMemcpy(pick(p, i), buf.data(), buf.size() * 4, cudaMemcpyHostToDevice));
     }
-    PEFT_CUDA_CHECK(cudaStreamSynchronize(state_->stream));
   }
 
  private:
@@ -112,36 +128,34 @@ class DeviceParameters {
   TrainingState* state_;
 };
 
-// ---- the trainer's calls ------------------------------------------------------------------------
+// ---- the hooks every optimizer shares --------------------------------------------------------
 
-// Sizes the device state: the grad-norm chunk table and AdamW's moments (zeroed), from the arena.
-inline void optimizer_init(AdamW& opt, const DeviceParameters& params) {
+// The start of every optimizer_init: a second one on the same model (lr_epoch_sweep trains one
+// loaded model cell after cell) gives the previous optimizer's device state back first (only when
+// nothing was taken after it: the arena is a stack; else the new state goes on top), then the
+// grad-norm chunk table is built. The optimizer then takes its buffers, and end_optimizer_state
+// marks where they end.
+inline TrainingState& begin_optimizer_state(const DeviceParameters& params) {
   TrainingState& s = params.state();
-  if (s.adamw) {
-    // Only when nothing was taken after it (the arena is a stack); else the new state goes on top.
+  if (s.norm) {
     s.norm.reset();
     s.adamw.reset();
+    s.sgd.reset();
     if (s.arena->used() == s.optimizer_end) s.arena->release(s.optimizer_begin);
   }
   s.optimizer_begin = s.arena->mark();
   std::vector<GradTensor> grads;
-  std::vector<AdamWTensor> tensors;
-  for (const auto& p : params.tensors()) {
-    grads.push_back({p.grad, p.numel()});
-    tensors.push_back({p.value, p.grad, p.value_bf16, p.numel(), true});  // torch AdamW decays every tensor
-  }
+  for (const auto& p : params.tensors()) grads.push_back({p.grad, p.numel()});
   s.norm = std::make_unique<GlobalGradNorm>(*s.arena, grads);
-  s.adamw = std::make_unique<MultiTensorAdamW>(
-      *s.arena, tensors, AdamWHyper{opt.opt.beta1, opt.opt.beta2, opt.opt.eps, opt.opt.weight_decay});
+  return s;
+}
+inline void end_optimizer_state(TrainingState& s) {
   s.optimizer_end = s.arena->mark();
-  opt.step_count = 0;
-  opt.exp_avg.clear();
-  opt.exp_avg_sq.clear();
   s.clip_pending = false;
 }
 
 // torch's clip_grad_norm_: the norm comes back for the log; the clip coefficient stays on the
-// device and the next optimizer_step multiplies the gradients by it as it reads them.
+// device and the next optimizer step multiplies the gradients by it as it reads them.
 inline double clip_grad_norm(const DeviceParameters& params, double max_norm) {
   TrainingState& s = params.state();
   require(s.norm != nullptr, "clip_grad_norm on CUDA parameters before optimizer_init");
@@ -152,12 +166,43 @@ inline double clip_grad_norm(const DeviceParameters& params, double max_norm) {
   return static_cast<double>(*s.host_norm);
 }
 
-inline void optimizer_step(AdamW& opt, const DeviceParameters& params, double lr) {
-  TrainingState& s = params.state();
-  require(s.adamw != nullptr, "optimizer_step on CUDA parameters before optimizer_init");
-  s.adamw->step(lr, s.clip_pending ? s.norm->clip_scale() : nullptr, s.stream);
+// The clip coefficient for this step's update (null: no clip_grad_norm since the last update).
+inline const float* take_clip_scale(TrainingState& s) {
+  const float* scale = s.clip_pending ? s.norm->clip_scale() : nullptr;
   s.clip_pending = false;
-  opt.step_count = s.adamw->step_count();
+  return scale;
+}
+
+// A device optimizer's per-tensor buffer, named as its host twin names it in optimizer.safetensors.
+struct DeviceStateBuffer {
+  std::string name;                        // "exp_avg"
+  std::vector<float*> per_tensor;          // one device array per parameter, the parameter's layout
+};
+
+// Saves device buffers through the same writer as the host optimizers (optim/state_file.hpp).
+inline void save_device_optimizer_state(const std::filesystem::path& file, const DeviceParameters& params,
+                                        const std::vector<DeviceStateBuffer>& buffers, std::int64_t step,
+                                        bool masters) {
+  std::vector<HostParameters> host;
+  for (const auto& b : buffers)
+    host.push_back(params.download([&](const DeviceParameter&, std::size_t i) { return b.per_tensor[i]; }));
+  std::vector<SavedBuffers> saved;
+  for (std::size_t k = 0; k < buffers.size(); ++k) saved.push_back({buffers[k].name, &host[k].values});
+  const HostParameters values = params.to_host();  // the names, and the masters when asked
+  write_optimizer_state(file, saved, values.list, step, masters);
+}
+
+// Resume: the buffers saved by save_device_optimizer_state (or a CPU run) back onto the device.
+inline std::int64_t load_device_optimizer_state(const std::filesystem::path& file, const DeviceParameters& params,
+                                                const std::vector<DeviceStateBuffer>& buffers) {
+  const HostParameters shapes = params.to_host();
+  std::vector<std::vector<Matrix>> host(buffers.size(), shapes.values);
+  std::vector<LoadedBuffers> loaded;
+  for (std::size_t k = 0; k < buffers.size(); ++k) loaded.push_back({buffers[k].name, &host[k]});
+  const std::int64_t step = read_optimizer_state(file, loaded, shapes.list);
+  for (std::size_t k = 0; k < buffers.size(); ++k)
+    params.upload_into(host[k], [&](const DeviceParameter&, std::size_t i) { return buffers[k].per_tensor[i]; });
+  return step;
 }
 
 // The trainer's gradient all-reduce for a CUDA model (found by ADL, like clip_grad_norm; the
@@ -193,57 +238,6 @@ inline void all_reduce_grads(dist::Communicator& c, const DeviceParameters& para
   for (const auto& s : merged)
     c.all_reduce_sum_device(reinterpret_cast<float*>(s.begin), static_cast<std::size_t>(s.end - s.begin) / sizeof(float),
                             params.state().stream);
-}
-
-// The moments under the same names and shapes as the CPU trainer writes (train/checkpoint.hpp).
-// LoRA tensors are their own fp32 masters (the adapter file holds them exactly), so `masters`,
-// which asks for the masters of non-LoRA tensors, has nothing to add here.
-inline void save_adamw_state(const std::filesystem::path& file, const AdamW& opt, const DeviceParameters& params,
-                             bool /*masters*/ = false) {
-  TrainingState& s = params.state();
-  require(s.adamw != nullptr, "save_adamw_state on CUDA parameters before optimizer_init");
-  const auto& t = s.adamw->tensors();
-  const HostParameters m = params.download([&](const DeviceParameter&, std::size_t i) { return t[i].exp_avg; });
-  const HostParameters v = params.download([&](const DeviceParameter&, std::size_t i) { return t[i].exp_avg_sq; });
-  SafetensorsWriter w;
-  for (std::size_t i = 0; i < params.size(); ++i) {
-    const auto n = static_cast<std::size_t>(m.values[i].size());
-    w.add_f32("exp_avg." + m.list[i].name, shape_of(m.values[i]), std::span<const float>(m.values[i].data(), n));
-    w.add_f32("exp_avg_sq." + v.list[i].name, shape_of(v.values[i]), std::span<const float>(v.values[i].data(), n));
-  }
-  w.set_metadata("step", std::to_string(opt.step_count));
-  w.write(file);
-}
-
-// Resume: the moments saved by save_adamw_state back into the device state, and the step count.
-inline void load_adamw_state(const std::filesystem::path& file, AdamW& opt, const DeviceParameters& params) {
-  TrainingState& s = params.state();
-  require(s.adamw != nullptr, "load_adamw_state on CUDA parameters before optimizer_init");
-  require(std::filesystem::exists(file), "{}: missing (checkpoint saved with --save_only_model?): cannot resume the "
-          "optimizer", file.string());
-  const auto st = SafetensorsFile::open(file);
-  const auto& t = s.adamw->tensors();
-  std::vector<float> buf;
-  for (std::size_t i = 0; i < params.size(); ++i) {
-    const DeviceParameter& p = params.tensors()[i];
-    for (const char* which : {"exp_avg.", "exp_avg_sq."}) {
-      const std::string key = which + p.name;
-      require(st.contains(key), "{}: no moments for '{}' (a checkpoint of another model or layout?)", file.string(),
-              p.name);
-      const auto v = st.read_f32(key, std::vector<std::int64_t>{p.hf_rows, p.hf_cols});
-      buf.assign(static_cast<std::size_t>(p.numel()), 0.0f);
-      for (int r = 0; r < p.hf_rows; ++r)
-        for (int c = 0; c < p.hf_cols; ++c)
-          (p.transposed ? buf[static_cast<std::size_t>(c) * p.cols + r] : buf[static_cast<std::size_t>(r) * p.cols + c]) =
-              v[static_cast<std::size_t>(r) * p.hf_cols + c];
-      float* dst = std::string(which) == "exp_avg." ? t[i].exp_avg : t[i].exp_avg_sq;
-      PEFT_CUDA_CHECK(cudaMemcpy(dst, buf.data(), buf.size() * 4, cudaMemcpyHostToDevice));
-    }
-  }
-  const auto it = st.metadata().find("step");
-  require(it != st.metadata().end(), "{}: no 'step' in the metadata", file.string());
-  opt.step_count = std::stoll(it->second);
-  s.adamw->set_step_count(opt.step_count);
 }
 
 }  // namespace peft::cuda

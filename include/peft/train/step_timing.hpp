@@ -1,17 +1,20 @@
-// The timed training step shared by the experiment programs and the GPU benchmark: forward and
-// backward over one packed batch, clipping at 1.0, AdamW, zero_grad; the median over `steps`
-// after `warmup` untimed ones (the first steps plan GEMMs and capture CUDA graphs). Written
-// against the trainer's free functions (optimizer_init, clip_grad_norm, optimizer_step), so one
-// body times host and device-resident models alike; `sync` waits for a device's queued work so
-// each step's time includes its own optimizer update.
+// The timed training step shared by the experiment program (examples/policy_experiments.cpp) and
+// the benchmarks (bench/): forward and backward over one packed batch, clipping at 1.0, AdamW with
+// TrainingArguments' defaults, zero_grad; the median over `steps` after `warmup` untimed ones (the
+// first steps plan GEMMs and capture CUDA graphs). Written against the backend hooks
+// (train/backend_hooks.hpp), so one body times host and device-resident models alike; `sync`
+// waits for a device's queued work so each step's time includes its own optimizer update.
 #pragma once
 #include <algorithm>
 #include <chrono>
 #include <vector>
 
-#include "peft/qwen.hpp"
+#include "peft/core/rng.hpp"
+#include "peft/data/packed_batch.hpp"
+#include "peft/train/backend_hooks.hpp"
+#include "peft/train/optimizer_choice.hpp"
 
-namespace peft::examples {
+namespace peft {
 
 struct StepTiming {
   double median_ms = 0, min_ms = 0;
@@ -22,7 +25,7 @@ template <class Model, class Sync>
 StepTiming time_training_steps(Model& model, const PackedBatch& batch, int warmup, int steps, Rng* dropout,
                                Sync sync) {
   const auto params = model.trainable_parameters();
-  AdamW opt;
+  AdamW opt = adamw_from(TrainingArguments{});
   optimizer_init(opt, params);
   const float scale = 1.0f / static_cast<float>(batch.label_tokens);
   std::vector<double> ms;
@@ -50,4 +53,4 @@ StepTiming time_training_steps(Model& model, const PackedBatch& batch, int warmu
   return time_training_steps(model, batch, warmup, steps, dropout, [] {});
 }
 
-}  // namespace peft::examples
+}  // namespace peft

@@ -1,0 +1,14 @@
+// The CUDA names beside models/compositions.hpp's: the recipe's model and trainer on one GPU,
+// keeping every layer's activations (Cuda) or recomputing each layer in the backward
+// (CudaRecompute, what --gradient_checkpointing picks when the plan does not fit).
+#pragma once
+#include "peft/models/compositions.hpp"
+#include "peft/qwen_cuda.cuh"
+
+namespace peft {
+
+using Qwen25_7B_Lora_Cuda = Qwen25_7B_Lora<Cuda>;
+using Qwen25_7B_Lora_CudaRecompute = Qwen25_7B_Lora<CudaRecompute>;
+using Qwen25_7B_LoraTrainer_Cuda = Qwen25_7B_LoraTrainer<Cuda>;
+
+}  // namespace peft

@@ -1,0 +1,74 @@
+// A checkpoint's optimizer.safetensors, written once for every optimizer and backend: each
+// optimizer names its per-parameter fp32 buffers (AdamW: exp_avg, exp_avg_sq; SGD:
+// momentum_buffer), stored as "<buffer>.<parameter name>" in the parameter's shape, with the step
+// count in the metadata. A run that stores weights narrower than fp32 also keeps here the fp32
+// masters of its non-LoRA trained tensors ("master.<name>", read back by train/checkpoint.hpp),
+// since a bf16 copy would lose the low bits and exact resume with them. The names and layout are
+// the ones AdamW checkpoints have always had, so existing checkpoints resume unchanged.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "peft/core/error.hpp"
+#include "peft/core/parameter.hpp"
+#include "peft/io/peft_adapter.hpp"
+#include "peft/io/safetensors.hpp"
+
+namespace peft {
+
+// One named state buffer per parameter, in the parameter list's order: read to save, written to load.
+struct SavedBuffers {
+  std::string name;  // "exp_avg"
+  const std::vector<Matrix>* values;
+};
+struct LoadedBuffers {
+  std::string name;
+  std::vector<Matrix>* values;  // sized as the parameters
+};
+
+// `params` gives the names (and, with `masters`, the values); buffer i of each list belongs to params[i].
+inline void write_optimizer_state(const std::filesystem::path& file, std::span<const SavedBuffers> buffers,
+                                  const ParameterList& params, std::int64_t step, bool masters) {
+  SafetensorsWriter w;
+  for (const auto& b : buffers) {
+    require(b.values->size() == params.size(), "{}: {} '{}' buffers for {} parameters", file.string(), b.values->size(),
+            b.name, params.size());
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      const Matrix& m = (*b.values)[i];
+      w.add_f32(b.name + "." + params[i].name, shape_of(m), std::span<const float>(m.data(), static_cast<std::size_t>(m.size())));
+    }
+  }
+  if (masters)
+    for (const auto& p : params)
+      if (!is_lora_tensor_name(p.name))
+        w.add_f32("master." + p.name, shape_of(*p.value),
+                  std::span<const float>(p.value->data(), static_cast<std::size_t>(p.value->size())));
+  w.set_metadata("step", std::to_string(step));
+  w.write(file);
+}
+
+// Fills the buffers (already sized as the parameters) from `file`; returns the step count.
+inline std::int64_t read_optimizer_state(const std::filesystem::path& file, std::span<const LoadedBuffers> buffers,
+                                         const ParameterList& params) {
+  require(std::filesystem::exists(file), "{}: missing (checkpoint saved with --save_only_model?): cannot resume the "
+          "optimizer", file.string());
+  const auto st = SafetensorsFile::open(file);
+  for (const auto& b : buffers) {
+    require(b.values->size() == params.size(), "{}: optimizer not initialised for these parameters", file.string());
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      const std::string key = b.name + "." + params[i].name;
+      require(st.contains(key), "{}: no '{}' for '{}' (a checkpoint of another model, layout or --optim?)",
+              file.string(), b.name, params[i].name);
+      Matrix& m = (*b.values)[i];
+      st.read_f32(key, shape_of(m), m.data());
+    }
+  }
+  const auto it = st.metadata().find("step");
+  require(it != st.metadata().end(), "{}: no 'step' in the metadata", file.string());
+  return std::stoll(it->second);
+}
+
+}  // namespace peft
