@@ -24,10 +24,10 @@
 #include "infer/run_chat.hpp"
 #include "infer/temp_dir.hpp"
 #include "peft/io/merge_lora.hpp"
-#include "peft/models/compositions.hpp"
+#include "peft/compositions.hpp"
 #ifdef __CUDACC__
 #include "cuda_device.cuh"
-#include "peft/models/cuda/compositions.cuh"
+#include "peft/compositions_cuda.cuh"
 #endif
 
 using namespace peft;

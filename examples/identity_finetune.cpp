@@ -25,7 +25,7 @@
 #ifdef __CUDACC__
 #include "cuda_device.cuh"
 #include "peft/dist/nccl_communicator.cuh"
-#include "peft/models/cuda/compositions.cuh"
+#include "peft/compositions_cuda.cuh"
 #include "sft/cuda_activations.cuh"
 #endif
 

@@ -21,7 +21,7 @@
 #include "sft/lr_epoch_sweep.hpp"
 #ifdef __CUDACC__
 #include "cuda_device.cuh"
-#include "peft/models/cuda/compositions.cuh"
+#include "peft/compositions_cuda.cuh"
 #endif
 
 using namespace peft;

@@ -1,6 +1,6 @@
 // The CPU model types a `swift sft` command line can ask for, picked from the flags (train type,
 // dtype, quantisation) in one place for identity_finetune's CPU path (and its CUDA build's, when
-// the run is one the GPU does not do). The types are the library's names (models/compositions.hpp).
+// the run is one the GPU does not do). The types are the library's names (compositions.hpp).
 #pragma once
 #include "peft/qwen.hpp"
 #include "run_sft.hpp"

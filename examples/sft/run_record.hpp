@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "peft/layers/lora_config.hpp"
+#include "peft/io/lora_config.hpp"
 #include "sft_args.hpp"
 
 namespace peft::examples {

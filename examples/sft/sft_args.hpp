@@ -26,7 +26,7 @@
 #include "peft/io/hub_cache.hpp"
 #include "peft/io/json_file.hpp"
 #include "peft/io/model_config.hpp"
-#include "peft/layers/lora_config.hpp"
+#include "peft/io/lora_config.hpp"
 #include "peft/train/training_arguments.hpp"
 #include "embedded_default.hpp"
 #include "flag_suggestions.hpp"

@@ -23,7 +23,7 @@
 #include "peft/io/model_config.hpp"
 #include "peft/io/peft_adapter.hpp"
 #include "peft/io/safetensors.hpp"
-#include "peft/models/compositions.hpp"
+#include "peft/compositions.hpp"
 #include "peft/models/presets.hpp"
 #include "peft/models/qwen2.hpp"
 #include "peft/optim/adamw.hpp"

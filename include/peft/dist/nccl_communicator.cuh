@@ -36,7 +36,6 @@
 #include <vector>
 
 #include "peft/kernels/cuda/cuda_check.cuh"
-#include "peft/optim/cuda/device_parameters.cuh"
 #include "peft/dist/tcp_communicator.hpp"
 
 namespace peft::cuda {

@@ -25,7 +25,7 @@
 #include <string>
 #include <vector>
 
-#include "peft/generate/generation_config.hpp"
+#include "peft/io/generation_defaults.hpp"
 #include "peft/io/gguf_writer.hpp"
 #include "peft/io/json_file.hpp"
 #include "peft/io/model_config.hpp"

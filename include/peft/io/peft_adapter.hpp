@@ -25,7 +25,7 @@
 #include "peft/io/atomic_file.hpp"
 #include "peft/io/json_file.hpp"
 #include "peft/io/safetensors.hpp"
-#include "peft/layers/lora_config.hpp"
+#include "peft/io/lora_config.hpp"
 
 namespace peft {
 

@@ -2,7 +2,7 @@
 // no gradient buffer and no optimizer state; only the input gradient flows back.
 #pragma once
 #include "peft/layers/linear.hpp"
-#include "peft/layers/lora_config.hpp"
+#include "peft/io/lora_config.hpp"
 
 namespace peft {
 

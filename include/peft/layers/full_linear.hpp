@@ -3,7 +3,7 @@
 #pragma once
 #include "peft/core/parameter.hpp"
 #include "peft/layers/linear.hpp"
-#include "peft/layers/lora_config.hpp"
+#include "peft/io/lora_config.hpp"
 
 namespace peft {
 

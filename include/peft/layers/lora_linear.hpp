@@ -10,7 +10,7 @@
 #include "peft/core/parameter.hpp"
 #include "peft/core/rng.hpp"
 #include "peft/layers/linear.hpp"
-#include "peft/layers/lora_config.hpp"
+#include "peft/io/lora_config.hpp"
 
 namespace peft {
 

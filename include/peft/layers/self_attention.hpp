@@ -7,7 +7,7 @@
 
 #include "peft/kernels/cpu/attention.hpp"
 #include "peft/kernels/cpu/rope.hpp"
-#include "peft/generate/kv_cache.hpp"
+#include "peft/layers/kv_cache.hpp"
 #include "peft/io/model_config.hpp"
 #include "peft/layers/forward_context.hpp"
 #include "peft/layers/frozen_linear.hpp"

@@ -18,7 +18,7 @@
 #include "peft/core/rng.hpp"
 #include "peft/data/packed_batch.hpp"
 #include "peft/io/model_config.hpp"
-#include "peft/layers/lora_config.hpp"
+#include "peft/io/lora_config.hpp"
 
 namespace peft {
 

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "peft/data/sample.hpp"
-#include "peft/layers/lora_config.hpp"
+#include "peft/io/lora_config.hpp"
 #include "peft/train/training_arguments.hpp"
 
 namespace peft {

@@ -23,7 +23,7 @@
 #include "peft/kernels/cuda/rope.cuh"
 #include "peft/kernels/cuda/swiglu.cuh"
 #include "peft/io/model_config.hpp"
-#include "peft/layers/lora_config.hpp"
+#include "peft/io/lora_config.hpp"
 
 namespace peft::cuda {
 

@@ -32,7 +32,7 @@
 #include "peft/kernels/cuda/gemm.cuh"
 #include "peft/kernels/cuda/memory_plan.cuh"
 #include "peft/layers/linear.hpp"
-#include "peft/layers/lora_config.hpp"
+#include "peft/io/lora_config.hpp"
 #include "peft/layers/weight_source.hpp"
 
 namespace peft::cuda {

@@ -1,5 +1,5 @@
 // The CUDA model's KV cache for generation, with the same contract as the CPU's KvCache
-// (peft/generate/kv_cache.hpp): length(), truncate(n), clear(), reserve(n).
+// (peft/layers/kv_cache.hpp): length(), truncate(n), clear(), reserve(n).
 //
 // Per layer, post-RoPE keys and values [capacity, kv_heads * head_dim] bf16 (HF's DynamicCache
 // layout). Everything a decode step touches lives here too, in one arena allocated when the cache

@@ -2,7 +2,7 @@
 // policies: Qwen2<what trains, how numbers are stored, where it runs>; shapes come from config.json
 // at run time, so one name serves every Qwen2.5 size. The programs pick among these from their
 // flags (--train_type, --torch_dtype, --quant_bits, --device) and never spell Qwen2<...> themselves.
-// The CUDA names are in models/cuda/compositions.cuh (nvcc translation units only).
+// The CUDA names are in compositions_cuda.cuh (nvcc translation units only).
 // This header sits at the top of the stack (it names trainer types), beside the umbrella.
 #pragma once
 #include "peft/models/qwen2.hpp"

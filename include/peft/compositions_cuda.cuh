@@ -1,8 +1,8 @@
-// The CUDA names beside models/compositions.hpp's: the recipe's model and trainer on one GPU,
+// The CUDA names beside compositions.hpp's: the recipe's model and trainer on one GPU,
 // keeping every layer's activations (Cuda) or recomputing each layer in the backward
 // (CudaRecompute, what --gradient_checkpointing picks when the plan does not fit).
 #pragma once
-#include "peft/models/compositions.hpp"
+#include "peft/compositions.hpp"
 #include "peft/qwen_cuda.cuh"
 
 namespace peft {
