@@ -129,7 +129,7 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
     for (auto& [shape, exec] : graphs_) cudaGraphExecDestroy(exec);
     gemm_.reset();
     state_.norm.reset();
-    state_.adamw.reset();
+    state_.optimizer.reset();
     arena_.reset();
     if (pinned_) cudaFreeHost(pinned_);
     if (stream_) cudaStreamDestroy(stream_);
