@@ -14,7 +14,7 @@
 // Memory: everything comes from one arena sized up front from (config, max tokens per
 // micro-batch) by the same plan() that lays it out (memory_plan.cuh). The activation policy
 // decides what the plan keeps per layer (activation_policy.cuh). Frozen weights have no gradient
-// buffers and the embedding has no backward. The step's only host traffic is the batch's token
+// buffers and a frozen embedding has no backward. The step's only host traffic is the batch's token
 // ids, positions and boundaries going in and the loss sum (one double) coming out.
 #pragma once
 #include <algorithm>
