@@ -17,6 +17,9 @@
 //
 //   decode_bench [--no-graph] [--cublas] [--prompt N] [--new N]
 //     --cublas: one-token steps on cuBLASLt (M = 1) instead of the one-row kernels (gemv.cuh)
+//   decode_bench --kernels: instead, each kernel of the step alone, its achieved read bandwidth
+//     (bench/decode_kernels.cuh): a table, one JSON line per kernel and grid, and the step time
+//     the kernels add up to
 //   PEFT_GEMV_BLOCKS_PER_SM (default 4): the one-row kernels' grid, for tuning
 //   PEFT_DECODE_PDL=0: no programmatic dependent launch (pdl.cuh), for comparison
 #include <algorithm>
@@ -27,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "decode_kernels.cuh"
 #include "peft/qwen_cuda.cuh"
 #include "peft/generate/generator.hpp"
 #include "peft/models/presets.hpp"
@@ -97,11 +101,12 @@ double device_used_gb() {
 
 int main(int argc, char** argv) {
   try {
-    bool graphs = true, gemv = true;
+    bool graphs = true, gemv = true, kernels = false;
     int prompt_len = 64, new_tokens = 256;
     for (int i = 1; i < argc; ++i) {
       if (!std::strcmp(argv[i], "--no-graph")) graphs = false;
       else if (!std::strcmp(argv[i], "--cublas")) gemv = false;
+      else if (!std::strcmp(argv[i], "--kernels")) kernels = true;
       else if (!std::strcmp(argv[i], "--prompt") && i + 1 < argc) prompt_len = std::atoi(argv[++i]);
       else if (!std::strcmp(argv[i], "--new") && i + 1 < argc) new_tokens = std::atoi(argv[++i]);
       else throw Error(std::string("decode_bench: unknown argument ") + argv[i]);
@@ -110,6 +115,14 @@ int main(int argc, char** argv) {
     const double bw = measured_read_bandwidth();
 
     const ModelConfig cfg = preset_config<Qwen25_7B>();
+    if (kernels) {
+      const auto rs = decode_kernels::measure(cfg, 8, bw);
+      std::printf("streaming-read kernel: %.2f TB/s\n", bw / 1e12);
+      for (int ctx = 0; ctx < 2; ++ctx)
+        decode_kernels::print_sum(rs, static_cast<int>(cfg.num_hidden_layers), peft::cuda::gemv_blocks_per_sm(), ctx,
+                                  bw);
+      return 0;
+    }
     LoraConfig lora;
     lora.r = 8;
     lora.lora_alpha = 32;

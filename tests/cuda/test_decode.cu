@@ -354,6 +354,33 @@ void check_fused_lora(TestContext& t) {
   t.close("fused x A^T: a second launch == the first", again, got, 0.0);
 }
 
+// Inputs wider than one staging batch (4096 inputs a block: the down projection's 18944), with
+// and without the RMSNorm on load (its sum of squares then reads past the batch), rows ending in
+// a partial pass of the predicated loads: == the unfused values.
+void check_fused_wide(TestContext& t, int in, bool norm) {
+  kc::DeviceArena arena(64 << 20);
+  const int sms = device_sms();
+  Scratch sc(arena, sms);
+  const Floats x = t.normal(in), nw = t.normal(in, 0.2f);
+  Floats xn = x;
+  if (norm) {
+    double sq = 0;
+    for (float v : x) sq += static_cast<double>(v) * v;
+    const float rstd = static_cast<float>(1.0 / std::sqrt(sq / in + 1e-6));
+    for (int c = 0; c < in; ++c) xn[c] = round_to_bf16(round_to_bf16(x[c] * rstd) * nw[c]);
+  }
+  const HostSeg hs = host_seg(t, 96, in, false, true);
+  kc::GemvArgs a{upload_bf16(arena, x), in, norm ? upload_bf16(arena, nw) : nullptr, 1e-6f};
+  float* xa = arena.alloc<float>(8, "test xa");
+  a.seg[0] = device_seg(arena, hs, xa, alloc_poisoned<bf16>(arena, hs.rows));
+  a.count = 1;
+  a.scratch = sc.g;
+  kc::gemv(a, sms, nullptr);
+  const std::string label = "fused, in " + std::to_string(in) + (norm ? " with the norm" : "");
+  t.close(label + ": vs host", download_bf16(a.seg[0].y, hs.rows), host_project(hs, xn, nullptr), 1e-2);
+  t.expect(sc.counters_zero(), label + ": counters back to 0");
+}
+
 // q/k/v with RoPE and the cache append in the epilogue == the projections, then rope_append_kv.
 void check_fused_rope_append(TestContext& t) {
   kc::DeviceArena arena(64 << 20);
@@ -504,6 +531,8 @@ int main(int argc, char** argv) {
   try {
     std::printf("  %s\n", peft::cuda::describe_device(0).c_str());  // which kernel family (PDL or not) ran
     check_fused_lora(t);
+    check_fused_wide(t, 18944, false);  // the 7B's down projection: 5 staging batches
+    check_fused_wide(t, 9000, true);    // 3 batches, the last partial; rows end mid-pass
     check_fused_rope_append(t);
     check_fused_argmax(t);
     check_decode_attention(t, 20, 2, 64, 250, 1);  // group 10 (two blocks a kv head), 8 splits

@@ -103,9 +103,10 @@ __global__ void __launch_bounds__(32 * kDecodeAttnWarps) decode_attention_kernel
   for (int key = k0 + warp; key < k1; key += kDecodeAttnWarps) {
     float kn[kDecodeDimsPerLane], vn[kDecodeDimsPerLane];  // the next key's rows in flight meanwhile
     load_kv(key + kDecodeAttnWarps, kn, vn);
+    // All 8 heads' scores reduced side by side (heads past G have q = 0 and are never written):
+    // 8 independent shuffle chains in flight instead of G in sequence, the long context's bound.
 #pragma unroll
     for (int g = 0; g < kDecodeMaxGroup; ++g) {
-      if (g >= G) break;
       float s = 0.0f;
 #pragma unroll
       for (int j = 0; j < kDecodeDimsPerLane; ++j) s += qr[g][j] * kf[j];
@@ -192,9 +193,14 @@ __global__ void __launch_bounds__(32 * kDecodeAttnWarps) decode_attention_kernel
   for (int e = threadIdx.x; e < G * head_dim; e += blockDim.x) {
     const int g = e / head_dim, d = e % head_dim;
     const long long head = static_cast<long long>(t) * heads + h0 + g, base = head * splits;
+    float v[kDecodeMaxSplits];  // every split's partial in flight at once: one round trip, not one per 8
+#pragma unroll
+    for (int sp = 0; sp < kDecodeMaxSplits; ++sp)
+      v[sp] = sp < active ? __ldcg(partial_o + (base + sp) * head_dim + d) : 0.0f;
     float o = 0.0f;
-#pragma unroll 8
-    for (int sp = 0; sp < active; ++sp) o += __ldcg(partial_o + (base + sp) * head_dim + d) * sm_f[g][sp];
+#pragma unroll
+    for (int sp = 0; sp < kDecodeMaxSplits; ++sp)
+      if (sp < active) o += v[sp] * sm_f[g][sp];
     out[head * head_dim + d] = to_bf16(o / sm_sum[g]);
   }
 }
