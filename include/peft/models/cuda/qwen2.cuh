@@ -1,9 +1,11 @@
-// Qwen2Model<Layout, Bf16Mixed, CudaDevice<Activations>>: the CPU model's contract
+// Qwen2Model<Layout, Bf16Mixed | Nf4Base, CudaDevice<Activations>>: the CPU model's contract
 // (models/qwen2.hpp, shared names and checks in models/qwen2_contract.hpp) on one GPU, for every
 // layout of the seven projections the CPU model takes: each projection a cuda::Linear<policy>
 // (layers/cuda/: Frozen, Lora<r>, Full), a Projections<...> bundle or a layer-wise
 // LastLayers<N, Tail, Rest> (two layer vectors, visited in HF order as on the CPU); frozen
-// lm_head, embedding and norms; tied or untied embeddings.
+// lm_head, embedding and norms; tied or untied embeddings. Under Nf4Base (QLoRA) the frozen
+// projections are NF4 (layers/cuda/nf4_base.cuh), each dequantised into one planned bf16 weight
+// scratch right before its GEMM; embedding, norms and lm_head stay bf16.
 //
 //   from_pretrained / from_weights   the same weight bits and the same adapter Rng draws as the
 //                                    CPU model, so both start from identical parameters
@@ -30,6 +32,7 @@
 #include "peft/kernels/cuda/cross_entropy.cuh"
 #include "peft/kernels/cuda/device_kernels.cuh"
 #include "peft/kernels/cuda/embedding.cuh"
+#include "peft/models/cuda/batch_upload.cuh"
 #include "peft/models/cuda/memory_budget.hpp"
 #include "peft/policies/cuda_device.hpp"
 #include "peft/models/cuda/decode.cuh"
@@ -49,8 +52,10 @@ struct CudaModelOptions {
   bool graphs = true;  // replay a captured CUDA graph for a step shape seen before
 };
 
-template <class L, class A>
-class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
+template <class L, PrecisionPolicy P, class A>
+class Qwen2Model<L, P, CudaDevice<A>> {
+  static_assert(cuda::CudaPrecision<P>, "the CUDA backend computes in bf16: Bf16Mixed, or Nf4Base (QLoRA); Fp32 and "
+                                        "Nf4Fp32 run on Cpu");
   static_assert(ModelLayout<L>,
                 "Qwen2<Layout, ...>: Layout must be a linear policy (Lora<r>, Full, Frozen), a "
                 "Projections<q, k, v, o, gate, up, down, lm_head, train_embedding, train_norms> bundle or a "
@@ -66,7 +71,7 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
 
  public:
   using Layout = L;
-  using Precision = Bf16Mixed;
+  using Precision = P;
   using Device = CudaDevice<A>;
   using Options = CudaModelOptions;  // from_pretrained / from_weights' run-time sizes
   static constexpr bool trains_lm_head = false;
@@ -172,7 +177,13 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
   // The checkpoint's frozen weights straight from the mapped shards (weight_loader.cuh); the same
   // tensors and bits as load_weights(SafetensorsWeights), without the fp32 round trip.
   // Fully trained projections then take their fp32 masters from the loaded bf16 values.
+  // NF4: each projection is quantised on the host as it is read (through load_weights).
   cuda::WeightLoadStats load_pretrained(const std::filesystem::path& dir, const cuda::WeightLoaderOptions& o = {}) {
+    if constexpr (QuantisedBase<P>) {
+      SafetensorsWeights src(dir);
+      load_weights(src);
+      return {};
+    }
     const cuda::WeightLoadStats stats = cuda::load_weights_bf16(dir, base_weights(), stream_, o);
     for_each_linear([&](auto& lin) { lin.widen_masters(stream_); });
     PEFT_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -277,7 +288,7 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
   Matrix logits(const PackedBatch& batch, std::span<const Eigen::Index> rows = {}) {
     const int T = upload_batch(batch);
     draw_dropout_seeds(nullptr);
-    const cuda::GemmContext c{*gemm_, stream_};
+    const cuda::GemmContext c{*gemm_, stream_, weight_scratch_};
     cuda::embedding_forward(stream_x_[0], d_ids_, embed_, T, vocab(), hidden(), stream_);
     for_each_layer([&](const auto& layer, std::size_t l) {
       layer.forward(c, stream_x_[l], stream_x_[l + 1], acts(l), scratch_, T, nullptr);
@@ -377,7 +388,7 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
   // entropy, the loss sum's copy to pinned memory, and the backward.
   void device_step(int T, float grad_scale) {
     const bool backward = grad_scale != 0.0f;
-    const cuda::GemmContext c{*gemm_, stream_};
+    const cuda::GemmContext c{*gemm_, stream_, weight_scratch_};
     const std::size_t th = static_cast<std::size_t>(T) * cfg_.hidden_size;
 
     cuda::embedding_forward(stream_x_[0], d_ids_, embed_, T, vocab(), hidden(), stream_);
@@ -501,6 +512,14 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
     for (auto& a : acts_) a.plan(m, d, opt_.max_tokens, rp);
     if (!m.allocating()) planned_.activations = m.bytes() - planned_.weights - planned_.optimizer;
     scratch_.plan(m, d, opt_.max_tokens, max_rp, uses_lora() && lora_.lora_dropout > 0);
+    if constexpr (QuantisedBase<P>) {  // the largest projection, dequantised (ProjectionWeights::base_for_gemm)
+      std::size_t largest = 0;
+      for_each_layer([&](const auto& layer, std::size_t) {
+        for (const auto& w : layer.weights().linears())
+          largest = std::max(largest, static_cast<std::size_t>(w.shape().in * w.shape().out));
+      });
+      weight_scratch_ = m.take<cuda::bf16>(largest, "NF4 weight scratch (bf16)");
+    }
     dstream_ = m.take<cuda::bf16>(T * H, "residual stream gradient");
     final_h_ = m.take<cuda::bf16>(T * H, "final norm output");
     final_rstd_ = m.take<float>(T, "final norm rstd");
@@ -524,52 +543,13 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
 
   // Validates the batch (errors name the position) and copies it in through pinned memory.
   int upload_batch(const PackedBatch& b) {
-    const int T = static_cast<int>(b.tokens());
-    require(T > 0, "empty batch");
-    require(T <= opt_.max_tokens,
-            "the batch has {} tokens but the CUDA model was planned for at most {} per micro-batch "
-            "(CudaModelOptions::max_tokens)", T, opt_.max_tokens);
-    require(b.positions.size() == b.input_ids.size() && b.targets.size() == b.input_ids.size(),
-            "batch: {} ids, {} positions, {} targets", b.input_ids.size(), b.positions.size(), b.targets.size());
-    require(b.cu_seqlens.size() >= 2 && b.cu_seqlens.front() == 0 && b.cu_seqlens.back() == T,
-            "batch: cu_seqlens must run from 0 to the token count {}", T);
-    cuda::validate_token_ids(b.input_ids, vocab());
-    auto* pin = reinterpret_cast<std::int32_t*>(static_cast<char*>(pinned_) + 16);
-    std::int32_t* ids = pin;
-    std::int32_t* pos = pin + T;
-    std::int32_t* cu = pin + 2 * T;
-    std::int32_t* rows = pin + 3 * T + 1;
-    std::int32_t* tg = rows + T;
-    std::copy(b.input_ids.begin(), b.input_ids.end(), ids);
-    std::copy(b.positions.begin(), b.positions.end(), pos);
-    int max_len = 0;
-    const int seqs = static_cast<int>(b.cu_seqlens.size()) - 1;
-    for (int s = 0; s <= seqs; ++s) {
-      cu[s] = static_cast<std::int32_t>(b.cu_seqlens[static_cast<std::size_t>(s)]);
-      if (s > 0) {
-        require(cu[s] > cu[s - 1], "batch: sample {} is empty", s - 1);
-        max_len = std::max(max_len, cu[s] - cu[s - 1]);
-      }
-    }
-    n_labels_ = 0;
-    for (int t = 0; t < T; ++t) {
-      const std::int32_t target = b.targets[static_cast<std::size_t>(t)];
-      if (target == kIgnoreIndex) continue;
-      require(target >= 0 && target < vocab(), "label {} at position {} is outside the vocabulary (size {})", target, t,
-              vocab());
-      rows[n_labels_] = t;
-      tg[n_labels_++] = target;
-    }
-    PEFT_CUDA_CHECK(cudaMemcpyAsync(d_ids_, ids, T * 4, cudaMemcpyHostToDevice, stream_));
-    PEFT_CUDA_CHECK(cudaMemcpyAsync(d_positions_, pos, T * 4, cudaMemcpyHostToDevice, stream_));
-    PEFT_CUDA_CHECK(cudaMemcpyAsync(d_cu_, cu, (seqs + 1) * 4, cudaMemcpyHostToDevice, stream_));
-    if (n_labels_ > 0) {
-      PEFT_CUDA_CHECK(cudaMemcpyAsync(d_label_rows_, rows, n_labels_ * 4, cudaMemcpyHostToDevice, stream_));
-      PEFT_CUDA_CHECK(cudaMemcpyAsync(d_targets_, tg, n_labels_ * 4, cudaMemcpyHostToDevice, stream_));
-    }
-    scratch_.batch = {d_cu_, seqs, max_len, T};
-    cuda::rope_build_table(scratch_.rope, d_positions_, inv_freq_, T, static_cast<int>(cfg_.head_dim), stream_);
-    return T;
+    const cuda::UploadedBatch u = cuda::upload_packed_batch(
+        b, opt_.max_tokens, vocab(), reinterpret_cast<std::int32_t*>(static_cast<char*>(pinned_) + 16),
+        {d_ids_, d_positions_, d_cu_, d_label_rows_, d_targets_}, stream_);
+    n_labels_ = u.labels;
+    scratch_.batch = u.batch;
+    cuda::rope_build_table(scratch_.rope, d_positions_, inv_freq_, u.tokens, static_cast<int>(cfg_.head_dim), stream_);
+    return u.tokens;
   }
 
   // One seed per (layer, projection) from the trainer's dropout Rng, into device memory (the
@@ -588,8 +568,8 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
   CudaModelOptions opt_;
   cuda::PlannedMemory planned_;  // plan()'s count by part (its counting pass)
   cudaStream_t stream_ = nullptr;
-  std::vector<cuda::DecoderLayer<Rest>> rest_;  // layers [0, L - kTailLayers)
-  std::vector<cuda::DecoderLayer<Tail>> tail_;  // the last kTailLayers (empty for a uniform layout)
+  std::vector<cuda::DecoderLayer<Rest, P>> rest_;  // layers [0, L - kTailLayers)
+  std::vector<cuda::DecoderLayer<Tail, P>> tail_;  // the last kTailLayers (empty for a uniform layout)
   std::vector<cuda::LayerWeights> layer_weights_;  // every layer's forward view, for generation (decode.cuh)
   std::unique_ptr<cuda::DeviceArena> arena_;
   std::unique_ptr<cuda::Gemm> gemm_;
@@ -602,6 +582,7 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
   std::vector<cuda::bf16*> stream_x_;
   std::vector<cuda::LayerActivations> acts_;
   cuda::StepScratch scratch_;
+  cuda::bf16* weight_scratch_ = nullptr;  // Nf4Base: the projection being multiplied, in bf16; else null
   cuda::bf16 *dstream_ = nullptr, *final_h_ = nullptr, *dy_ = nullptr, *h_sel_ = nullptr, *dh_sel_ = nullptr;
   float *final_rstd_ = nullptr, *row_loss_ = nullptr;
   double* loss_sum_ = nullptr;
