@@ -1,7 +1,8 @@
 // Every layout of the seven projections trains on the GPU as on the CPU oracle: for each of
 // AttentionOnly<Lora<16>>, AllLinear<Lora<8>> (with all-linear and with two targeted modules),
 // a mixed Lora<8>/Frozen bundle, full MLP + LoRA attention, and LastLayers<2, Full, Lora<8>>
-// (keep and recompute), Qwen2<Layout, Bf16Mixed, Cuda> and Qwen2<Layout, Bf16Mixed, Cpu> start
+// (keep and recompute), and under Nf4Base (QLoRA: the frozen projections in NF4, keep and
+// recompute), Qwen2<Layout, P, Cuda> and Qwen2<Layout, P, Cpu> start
 // from the same RandomWeights, adapter seed and lora_B, then take 3 AdamW steps on one packed
 // batch. Checked: the same trainable tensors under the same names and shapes; per-step loss
 // (2e-3 relative, as test_model's loss check); the first step's gradients of each kind of tensor
@@ -74,11 +75,11 @@ ModelConfig three_layers(bool tied) {
   return c;
 }
 
-template <class Layout, class Device = Cuda>
+template <class Layout, class Device = Cuda, class Precision = Bf16Mixed>
 void check_training(TestContext& t, const std::string& label, const ModelConfig& cfg, const LoraConfig& lora,
                     const std::filesystem::path& save_to = {}) {
-  using CpuModel = Qwen2<Layout, Bf16Mixed, Cpu>;
-  using GpuModel = Qwen2<Layout, Bf16Mixed, Device>;
+  using CpuModel = Qwen2<Layout, Precision, Cpu>;
+  using GpuModel = Qwen2<Layout, Precision, Device>;
   RandomWeights w1(7), w2(7);
   auto cpu = CpuModel::from_weights(cfg, w1, lora, 42);
   auto gpu = GpuModel::from_weights(cfg, w2, lora, 42, {512});
@@ -178,6 +179,10 @@ int main(int argc, char** argv) {
     check_training<LastLayers<2, Full, Lora<8>>>(t, "LastLayers<2, Full, Lora<8>>", three_layers(false), r8, dir);
     check_training<LastLayers<2, Full, Lora<8>>, CudaRecompute>(t, "LastLayers<2, Full, Lora<8>> recompute",
                                                                  three_layers(true), r8);
+    // QLoRA: the NF4 base (quantised by the CPU's quantiser, dequantised bit for bit on the GPU).
+    check_training<Lora<8>, Cuda, Nf4Base>(t, "Nf4Base AllLinear<Lora<8>>", three_layers(false), r8);
+    check_training<Lora<8>, CudaRecompute, Nf4Base>(t, "Nf4Base AllLinear<Lora<8>> recompute", three_layers(true), r8);
+    check_training<Mixed, Cuda, Nf4Base>(t, "Nf4Base mixed Lora<8>/Frozen", three_layers(false), r8_qv);
     // A compile-time rank must match --lora_rank, with the CPU's words.
     bool threw = false;
     try {
