@@ -515,7 +515,8 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     if constexpr (QuantisedBase<P>) {  // the largest projection, dequantised (ProjectionWeights::base_for_gemm)
       std::size_t largest = 0;
       for_each_layer([&](const auto& layer, std::size_t) {
-        for (const auto& w : layer.weights().linears())
+        const cuda::LayerWeights lw = layer.weights();  // (a temporary's linears() would dangle in the loop)
+        for (const auto& w : lw.linears())
           largest = std::max(largest, static_cast<std::size_t>(w.shape().in * w.shape().out));
       });
       weight_scratch_ = m.take<cuda::bf16>(largest, "NF4 weight scratch (bf16)");
