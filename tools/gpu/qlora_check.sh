@@ -61,7 +61,7 @@ grep -h "qlora\|Nf4Base\|NF4" "$out"/cuda_test_*.txt | head -60
 # 3. the benchmark
 if ((bench_rc == 0)); then
   # shellcheck disable=SC2086
-  timeout 330 "$build/bench/bin/train_bench" ${PEFT_QLORA_BENCH-7b_2048_recompute nf4_7b_2048_recompute \
+  timeout 150 "$build/bench/bin/train_bench" ${PEFT_QLORA_BENCH-7b_2048_recompute nf4_7b_2048_recompute \
     nf4_14b_2048_recompute nf4_32b_2048_recompute} 2>&1 | tee "$out/train_bench.jsonl"
 fi
 
