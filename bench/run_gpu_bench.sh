@@ -62,7 +62,7 @@ def ratio(a, b): return "-" if a is None or b is None or b == 0 else "{:.2f}x".f
 print()
 print("| workload | ours tok/s | HF tok/s | ours/HF | ours step ms | HF step ms | ours peak GB (arena / device) | HF peak GB | ours/HF mem | ours MFU | target |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
-for w in ["7b_2048_keep", "7b_2048_recompute", "7b_4096_recompute", "7b_64", "identity", "0.5b_2048",
+for w in ["7b_2048_keep", "7b_2048_recompute", "7b_4096_recompute", "7b_64", "identity", "0.5b_2048", "0.5b_2048_full",
           "7b_nemo_keep", "7b_nemo_recompute"]:
     o, h = ours.get(w, {}), hf.get(w, {})
     if not o and not h: continue

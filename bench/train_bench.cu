@@ -6,7 +6,8 @@
 // Workloads mirror the HF baseline's: one sequence per step at 2048 (keep-all and recompute),
 // 4096 (recompute), 64; the identity run (50 samples of 40-80 tokens, 10 epochs, GA 16) trained
 // through the ordinary Trainer with the 16 samples of each optimizer step packed into one
-// micro-batch; the 0.5B at 2048.
+// micro-batch; the 0.5B at 2048, with LoRA and with --train_type full (FullLm<Bf16Mixed, Cuda>:
+// every weight trains, fp32 masters, gradients and AdamW moments beside the bf16 copies).
 //
 // Per workload it prints one JSON line: tokens/s, median step time, peak memory (the arena's
 // high-water mark, comparable to torch's max_memory_allocated, and device memory in use from
@@ -14,9 +15,10 @@
 // cuBLAS bf16 rate measured on the H100), counting the useful FLOPs only: forward and input
 // gradients of every projection and the lm_head (frozen weights need no weight gradients) plus
 // causal attention (forward, and 2.5x that backward); recompute's extra forward is not credited.
+// A full fine-tune also computes every weight gradient: 6 instead of 4 FLOPs per weight and token.
 //
 //   train_bench [workload ...]   workloads: 7b_2048_keep 7b_2048_recompute 7b_4096_recompute
-//                                7b_64 identity 0.5b_2048 7b_nemo_keep 7b_nemo_recompute
+//                                7b_64 identity 0.5b_2048 0.5b_2048_full 7b_nemo_keep 7b_nemo_recompute
 //                                nf4_7b_2048_recompute nf4_14b_2048_recompute nf4_32b_2048_recompute
 //                                (default: all)
 #include <algorithm>
@@ -36,13 +38,13 @@ namespace {
 
 constexpr double kPeakFlops = 805e12;
 
-double flops_per_token(const ModelConfig& c, double mean_keys) {
+double flops_per_token(const ModelConfig& c, double mean_keys, bool weight_grads) {
   const double h = static_cast<double>(c.hidden_size), i = static_cast<double>(c.intermediate_size);
   const double q = static_cast<double>(c.num_attention_heads * c.head_dim), kv = static_cast<double>(c.num_key_value_heads * c.head_dim);
   const double linear = static_cast<double>(c.num_hidden_layers) * (h * q + 2 * h * kv + q * h + 3 * h * i) +
                         static_cast<double>(c.vocab_size) * h;
   const double attn_fwd = 4.0 * mean_keys * q * static_cast<double>(c.num_hidden_layers);  // QK^T and PV
-  return 4.0 * linear + 3.5 * attn_fwd;
+  return (weight_grads ? 6.0 : 4.0) * linear + 3.5 * attn_fwd;
 }
 
 double device_used_gb() {
@@ -69,9 +71,9 @@ Sample random_sample(std::mt19937& rng, int len) {
 }
 
 void report(const std::string& name, const ModelConfig& c, double tokens_per_step, double step_ms, double mean_keys,
-            std::size_t arena_peak, double used_gb, const std::string& extra = "") {
+            std::size_t arena_peak, double used_gb, const std::string& extra = "", bool weight_grads = false) {
   const double tps = tokens_per_step / (step_ms / 1000.0);
-  const double mfu = tps * flops_per_token(c, mean_keys) / kPeakFlops;
+  const double mfu = tps * flops_per_token(c, mean_keys, weight_grads) / kPeakFlops;
   std::printf("{\"workload\": \"%s\", \"tok_per_s\": %.1f, \"step_ms\": %.2f, \"arena_peak_gb\": %.2f, "
               "\"device_used_gb\": %.2f, \"mfu\": %.3f%s}\n",
               name.c_str(), tps, step_ms, static_cast<double>(arena_peak) / (1u << 30), used_gb, mfu, extra.c_str());
@@ -81,9 +83,9 @@ void report(const std::string& name, const ModelConfig& c, double tokens_per_ste
 // One sequence of `seq` tokens per optimizer step: forward+backward, clip, AdamW, zero_grad.
 // `samples` > 1 packs that many sequences of `seq` tokens into the micro-batch (varlen attention
 // keeps them apart), as NeMo's packed micro-batch 2 does.
-template <class Device, class Precision = Bf16Mixed>
+template <class Device, class Layout = Lora<8>, class Precision = Bf16Mixed>
 void fixed_length(const std::string& name, const ModelConfig& cfg, int seq, int steps, int warmup, int samples = 1) {
-  using Model = Qwen2<Lora<8>, Precision, Device>;
+  using Model = Qwen2<Layout, Precision, Device>;
   const std::string plan = peft::cuda::describe(Model::planned_memory(cfg, bench_lora(), {seq * samples}));
   Model model(cfg, bench_lora(), {seq * samples});
   model.fill_random_weights(1);
@@ -98,11 +100,12 @@ void fixed_length(const std::string& name, const ModelConfig& cfg, int seq, int 
   const StepTiming t = time_training_steps(model, batch, warmup, steps, &dropout, [&] {
     PEFT_CUDA_CHECK(cudaStreamSynchronize(model.stream()));
   });
-  char extra[384];
-  std::snprintf(extra, sizeof extra, ", \"loss\": %.4f, \"steps\": %d, \"step_ms_min\": %.2f, \"plan\": \"%s\"",
-                t.loss, steps, t.min_ms, plan.c_str());
+  char extra[448];
+  std::snprintf(extra, sizeof extra,
+                ", \"loss\": %.4f, \"steps\": %d, \"step_ms_min\": %.2f, \"trainable\": %lld, \"plan\": \"%s\"", t.loss,
+                steps, t.min_ms, static_cast<long long>(model.trainable_parameters().numel()), plan.c_str());
   report(name, cfg, static_cast<double>(seq) * samples, t.median_ms, (seq + 1) / 2.0, model.arena().high_water(),
-         device_used_gb(), extra);
+         device_used_gb(), extra, !Model::uses_lora());
 }
 
 // The recipe's identity run through the Trainer: batch 16 of packed samples, GA 1 (the same
@@ -169,6 +172,7 @@ int main(int argc, char** argv) {
     if (on("7b_64")) fixed_length<Cuda>("7b_64", b7, 64, 30, 5);
     if (on("identity")) identity_run(b7);
     if (on("0.5b_2048")) fixed_length<Cuda>("0.5b_2048", b05, 2048, 10, 3);
+    if (on("0.5b_2048_full")) fixed_length<Cuda, Full>("0.5b_2048_full", b05, 2048, 10, 3);
     // NVIDIA NeMo AutoModel's published Qwen2.5-7B LoRA setup (seq 4096, micro-batch 2 packed; its
     // global batch 32 is GA 16 here, whose one optimizer step in 16 micro-steps this per-micro-step
     // timing over-counts: AdamW runs every step).
@@ -176,9 +180,12 @@ int main(int argc, char** argv) {
     if (on("7b_nemo_recompute")) fixed_length<CudaRecompute>("7b_nemo_recompute", b7, 4096, 5, 1, 2);
     // QLoRA, the issue's targets: one 2048-token sequence per micro-step with recompute (a GA 16
     // step is 16 of these and one AdamW update over the same adapter).
-    if (on("nf4_7b_2048_recompute")) fixed_length<CudaRecompute, Nf4Base>("nf4_7b_2048_recompute", b7, 2048, 8, 2);
-    if (on("nf4_14b_2048_recompute")) fixed_length<CudaRecompute, Nf4Base>("nf4_14b_2048_recompute", b14, 2048, 6, 2);
-    if (on("nf4_32b_2048_recompute")) fixed_length<CudaRecompute, Nf4Base>("nf4_32b_2048_recompute", b32, 2048, 4, 1);
+    if (on("nf4_7b_2048_recompute"))
+      fixed_length<CudaRecompute, Lora<8>, Nf4Base>("nf4_7b_2048_recompute", b7, 2048, 8, 2);
+    if (on("nf4_14b_2048_recompute"))
+      fixed_length<CudaRecompute, Lora<8>, Nf4Base>("nf4_14b_2048_recompute", b14, 2048, 6, 2);
+    if (on("nf4_32b_2048_recompute"))
+      fixed_length<CudaRecompute, Lora<8>, Nf4Base>("nf4_32b_2048_recompute", b32, 2048, 4, 1);
   } catch (const std::exception& e) {
     std::printf("{\"error\": \"%s\"}\n", e.what());
     return 1;

@@ -13,7 +13,7 @@
 #include "infer/export_check.hpp"
 #include "infer/model_source.hpp"
 #include "infer/ollama_modelfile.hpp"
-#include "infer/options.hpp"
+#include "command_line.hpp"
 #include "infer/temp_dir.hpp"
 #include "peft/io/gguf_qwen2.hpp"
 #include "peft/io/gguf_reader.hpp"

@@ -7,7 +7,7 @@
 #include <fmt/format.h>
 
 #include "infer/model_source.hpp"
-#include "infer/options.hpp"
+#include "command_line.hpp"
 #include "peft/io/merge_lora.hpp"
 #include "activity.hpp"
 

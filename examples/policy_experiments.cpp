@@ -14,8 +14,9 @@
 // on GPU 0, Qwen2<Layout, Bf16Mixed, Cuda | CudaRecompute>, with the device memory its plan needs
 // (the arena's high-water mark: weights, LoRA masters, gradients and AdamW moments, activations,
 // scratch), on one sequence of --tokens tokens. Weights are random, drawn on the device: a step
-// costs the same as with real ones. Not there yet: full fine-tuning of some layers (the CUDA
-// backend trains LoRA layouts; the CPU build measures that mix on a tiny shape).
+// costs the same as with real ones. Rows with Full projections keep fp32 masters, fp32 gradients
+// and AdamW moments for them (16 bytes per trained value besides the bf16 weight the GEMMs read).
+// Each row is printed as soon as it is measured: a row that fails leaves the ones before it.
 //   policy_experiments [--steps 5] [--tokens 256]
 //   policy_experiments_cuda [--tokens 2048] [--steps 5]
 #include <fmt/format.h>
@@ -87,22 +88,27 @@ void run_table(int steps, int tokens) {
   cudaDeviceProp prop{};
   PEFT_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   const ModelConfig cfg = preset_config<Qwen25_7B>();
-  const std::vector<Row> rows = {
-      measure<Qwen2<AttentionOnly<Lora<8>>, Bf16Mixed, Cuda>>("LoRA r=8, attention only (q,k,v,o), keep-all", cfg, 8, tokens, steps),
-      measure<Qwen2<Lora<8>, Bf16Mixed, Cuda>>("LoRA r=8, all-linear, keep-all", cfg, 8, tokens, steps),
-      measure<Qwen2<Lora<8>, Bf16Mixed, CudaRecompute>>("LoRA r=8, all-linear, recompute per layer", cfg, 8, tokens, steps),
-      measure<Qwen2<Lora<64>, Bf16Mixed, Cuda>>("LoRA r=64, all-linear, keep-all", cfg, 64, tokens, steps),
-      measure<Qwen2<Lora<64>, Bf16Mixed, CudaRecompute>>("LoRA r=64, all-linear, recompute per layer", cfg, 64, tokens, steps),
-  };
   fmt::print("\n{} ({} SMs). Shape: Qwen2.5-7B (hidden {}, {} layers); one sequence of {} tokens; median of {} steps.\n\n",
              prop.name, prop.multiProcessorCount, cfg.hidden_size, cfg.num_hidden_layers, tokens, steps);
   fmt::print("| configuration | trainable params | bf16 weights GB | device peak GB | step ms | tokens/s |\n"
              "|---|---:|---:|---:|---:|---:|\n");
-  for (const auto& r : rows)
+  auto row = [](const Row& r) {
     fmt::print("| {} | {} | {:.2f} | {:.2f} | {:.1f} | {:.0f} |\n", r.name, r.trainable, r.weights_gb, r.peak_gb,
                r.step_ms, r.tok_per_s);
-  fmt::print("\nNot on the GPU: full fine-tune of the last layers + LoRA elsewhere (the CUDA backend trains LoRA\n"
-             "layouts; policy_experiments runs that mix on the CPU).\n");
+    std::fflush(stdout);
+  };
+  using LoraAttnFullMlp = Projections<Lora<8>, Lora<8>, Lora<8>, Lora<8>, Full, Full, Full>;
+  row(measure<Qwen2<AttentionOnly<Lora<8>>, Bf16Mixed, Cuda>>("LoRA r=8, attention only (q,k,v,o), keep-all", cfg, 8,
+                                                              tokens, steps));
+  row(measure<Qwen2<Lora<8>, Bf16Mixed, Cuda>>("LoRA r=8, all-linear, keep-all", cfg, 8, tokens, steps));
+  row(measure<Qwen2<Lora<8>, Bf16Mixed, CudaRecompute>>("LoRA r=8, all-linear, recompute per layer", cfg, 8, tokens,
+                                                        steps));
+  row(measure<Qwen2<Lora<64>, Bf16Mixed, Cuda>>("LoRA r=64, all-linear, keep-all", cfg, 64, tokens, steps));
+  row(measure<Qwen2<Lora<64>, Bf16Mixed, CudaRecompute>>("LoRA r=64, all-linear, recompute per layer", cfg, 64, tokens,
+                                                         steps));
+  row(measure<Qwen2<LoraAttnFullMlp, Bf16Mixed, Cuda>>("full MLP + LoRA r=8 attention, keep-all", cfg, 8, tokens, steps));
+  row(measure<Qwen2<LastLayers<2, Full, Lora<8>>, Bf16Mixed, Cuda>>(
+      "full fine-tune of the last 2 layers + LoRA r=8 elsewhere, keep-all", cfg, 8, tokens, steps));
 }
 #else
 struct Row {

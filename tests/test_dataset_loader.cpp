@@ -169,6 +169,40 @@ TEST_CASE("split_dataset_ratio holds out disjoint validation rows from every spe
   CHECK(train.size() == 27);
 }
 
+TEST_CASE("validation_rows re-derives the held-out rows of a run from its options, in evaluation order") {
+  peft::testing::TempDir dir;
+  const fs::path a = dir.write("a.jsonl", numbered_rows(20, "a"));
+  const fs::path b = dir.write("b.jsonl", numbered_rows(10, "b") +
+                                              "{\"query\": \"who?\", \"response\": \"{{NAME}}\"}\n");
+  const fs::path v = dir.write("v.jsonl", numbered_rows(6, "v"));
+  DatasetOptions options;  // shuffled, seeded, split, a #N sample and a --val_dataset: every random draw
+  options.specs = {a.string() + "#15", b.string()};
+  options.val_specs = {v.string() + "#4"};
+  options.split_dataset_ratio = 0.25;
+  options.seed = 7;
+  options.model_name = {"swift-robot"};
+  options.model_author = {"swift"};
+  const LoadedData data = load_datasets(options, &kTok, ByteTokenizer::kVocabSize);
+  const std::vector<DatasetRow> rows = validation_rows(options, ByteTokenizer::kVocabSize);
+  REQUIRE(rows.size() == data.val.size());
+  REQUIRE(rows.size() == 3 + 2 + 4);
+  std::set<std::string> train;
+  for (const auto& s : data.train) train.insert(trained_text(s));
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    INFO("validation row " << i);
+    const peft::Sample again = encode_chat(kTok, rows[i].messages, kQwen25DefaultSystem);
+    CHECK(again.input_ids == data.val[i].input_ids);
+    CHECK(train.count(trained_text(again)) == 0);
+    CHECK(rows[i].messages.back().content.find("{{") == std::string::npos);
+  }
+  options.seed = 8;  // another seed holds out other rows: the seed is what re-derives them
+  const std::vector<DatasetRow> other = validation_rows(options, ByteTokenizer::kVocabSize);
+  bool differs = false;
+  for (std::size_t i = 0; i < rows.size(); ++i) differs = differs || other[i].messages != rows[i].messages;
+  CHECK(differs);
+  CHECK_THROWS_WITH(validation_rows(DatasetOptions{}, 300), Contains("no --dataset or --val_dataset"));
+}
+
 TEST_CASE("system prompt: the row's own / else --system / else Qwen2.5's default") {
   peft::testing::TempDir dir;
   const fs::path file = dir.write("s.jsonl",

@@ -60,23 +60,7 @@ TEST_CASE("training matches PEFT step for step", "[parity]") {
       auto model = test::load_fixture_model<Model>(name);
       const auto samples = test::fixture_samples(name);
       const auto golden = test::fixture_golden(name);
-      const TrainingArguments args = test::golden_args(golden);
-      Trainer<Model> trainer(*model, args,
-                             AdamW({args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay}),
-                             NamedSchedule(args.lr_scheduler_type));
-      trainer.set_quiet(true);
-      const TrainResult r = trainer.train(samples);
-      const auto& losses = golden["train_loss_per_step"];
-      const auto& norms = golden["grad_norm_per_step"];
-      REQUIRE(r.step_losses.size() == losses.size());
-      for (std::size_t s = 0; s < losses.size(); ++s) {
-        check_close(r.step_losses[s], losses[s].get<double>(), 1e-4, name + " loss step " + std::to_string(s));
-        check_close(r.step_grad_norms[s], norms[s].get<double>(), 1e-4, name + " grad_norm step " + std::to_string(s));
-      }
-      if (golden.contains("learning_rate_per_step"))
-        for (std::size_t s = 0; s < losses.size(); ++s)
-          check_close(r.step_lrs[s], golden["learning_rate_per_step"][s].get<double>(), 1e-9,
-                            name + " lr step " + std::to_string(s));
+      test::train_as_golden(*model, samples, golden, name);
 
       const auto out = std::filesystem::temp_directory_path() / ("peft_parity_" + name);
       std::filesystem::remove_all(out);

@@ -46,18 +46,7 @@ TEST_CASE("QLoRA on the CPU trains as PEFT on the dequantised weights, step for 
     check_close(model->evaluate(PackedBatch::of(samples[i])).mean(), fwd[i].get<double>(), 1e-5,
                 "forward loss sample " + std::to_string(i));
 
-  const TrainingArguments args = test::golden_args(golden);
-  Trainer<Oracle> trainer(*model, args, AdamW({args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay}),
-                          NamedSchedule(args.lr_scheduler_type));
-  trainer.set_quiet(true);
-  const TrainResult r = trainer.train(samples);
-  const auto& losses = golden["train_loss_per_step"];
-  const auto& norms = golden["grad_norm_per_step"];
-  REQUIRE(r.step_losses.size() == losses.size());
-  for (std::size_t s = 0; s < losses.size(); ++s) {
-    check_close(r.step_losses[s], losses[s].get<double>(), 1e-4, "loss step " + std::to_string(s));
-    check_close(r.step_grad_norms[s], norms[s].get<double>(), 1e-4, "grad_norm step " + std::to_string(s));
-  }
+  test::train_as_golden(*model, samples, golden, "qlora");
 
   const auto out = std::filesystem::temp_directory_path() / "peft_qlora_parity";
   std::filesystem::remove_all(out);

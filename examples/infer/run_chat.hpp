@@ -14,14 +14,16 @@
 #include "../activity.hpp"
 #include "line_editor.hpp"
 #include "model_source.hpp"
-#include "options.hpp"
+#include "../command_line.hpp"
 #include "peft/data/chat_template.hpp"
 #include "peft/data/dataset_file.hpp"
+#include "peft/data/dataset_loader.hpp"
 #include "peft/generate/generator.hpp"
 #include "peft/io/peft_adapter.hpp"
 #include "peft/models/qwen2.hpp"
 #include "peft/text/tokenizer.hpp"
 #include "../sft/embedded_default.hpp"
+#include "../sft/run_record.hpp"  // the run's recorded dataset options
 #include "../sft/sft_args.hpp"  // parse_bool, as identity_finetune reads booleans
 
 namespace peft::examples {
@@ -39,6 +41,7 @@ struct ChatArgs {
   SamplingOverrides sampling;
   std::uint64_t seed = 42;
   std::optional<int> quant_bits;  // 4: the base in NF4 (QLoRA), 0: bf16; unset: as the adapter was trained
+  std::optional<data::DatasetOptions> held_out;  // --load_data_args: the training run's validation rows
 };
 
 // Returns nullopt after printing --help. cuda_build: the program has the CUDA backend (chat_cuda).
@@ -91,16 +94,12 @@ inline std::optional<ChatArgs> parse_chat_args(int argc, char** argv, bool cuda_
     require(!a.adapters.empty(), "--load_data_args true needs --adapters (a checkpoint of the training run)");
     const auto args_json = detail::find_args_json(a.adapters);
     require(args_json.has_value(), "--load_data_args true: no args.json in {} or the folder above it", a.adapters);
-    const auto j = read_json_file(*args_json);
-    const auto* val = find_field(j, "val_dataset");
-    std::string file;
-    if (val && val->is_string()) file = val->get<std::string>();
-    if (val && val->is_array() && val->size() == 1 && (*val)[0].is_string()) file = (*val)[0].get<std::string>();
-    require(!file.empty(), "--load_data_args true: {} records no single val_dataset file (a split_dataset_ratio "
-            "hold-out cannot be re-derived here yet); pass the questions with --val_dataset FILE", args_json->string());
-    require(a.val_dataset.empty() || a.val_dataset == file, "--val_dataset {} and --load_data_args true ({}) disagree",
-            a.val_dataset, file);
-    a.val_dataset = file;
+    data::DatasetOptions o = recorded_dataset_options(read_json_file(*args_json), args_json->string());
+    require(!o.val_specs.empty() || (o.split_dataset_ratio > 0 && !o.specs.empty()),
+            "--load_data_args true: {} records no validation data (no val_dataset, split_dataset_ratio 0); pass the "
+            "questions with --val_dataset FILE", args_json->string());
+    require(a.val_dataset.empty(), "--val_dataset {} and --load_data_args true: give one of them", a.val_dataset);
+    a.held_out = std::move(o);
   }
   require(!a.merge_lora || !a.adapters.empty(), "--merge_lora true needs --adapters: the adapter to merge");
   require(!a.merge_lora || !cuda_build, "--merge_lora true: not in chat_cuda yet (it decodes the adapter unmerged); "
@@ -212,18 +211,17 @@ inline std::string jsonl(const std::string& query, const std::string& response,
 }
 
 template <class Session>
-void answer_dataset(Session& s, const std::string& file, ResultFile& results) {
-  for (const auto& row : data::read_dataset_file(file, s.vocab_size())) {
-    require(row.is_text(), "{}:{}: chat needs text rows (messages, query/response...), not token ids", file,
-            row.where.line);
+void answer_rows(Session& s, const std::vector<data::DatasetRow>& rows, ResultFile& results) {
+  for (const auto& row : rows) {
+    require(row.is_text(), "{}: chat needs text rows (messages, query/response...), not token ids", row.where.str());
     std::vector<ChatMessage> history = row.messages;
     std::optional<std::string> labels;
     if (!history.empty() && history.back().role == Role::Assistant) {
       labels = history.back().content;
       history.pop_back();
     }
-    require(!history.empty() && history.back().role == Role::User, "{}:{}: the row has no user message to answer",
-            file, row.where.line);
+    require(!history.empty() && history.back().role == Role::User, "{}: the row has no user message to answer",
+            row.where.str());
     const std::string response = s.reply(history, [](const std::string&) {});
     const std::string line = jsonl(history.back().content, response, labels);
     fmt::print("{}", line);
@@ -380,7 +378,8 @@ int run_chat(const ChatArgs& a, const ModelSource& src, const std::string& where
   session.set_explicit_max(a.max_new_tokens.has_value());
   ResultFile results{a.result_path, {}};
   int status = 0;
-  if (!a.val_dataset.empty()) answer_dataset(session, a.val_dataset, results);
+  if (a.held_out) answer_rows(session, data::validation_rows(*a.held_out, session.vocab_size()), results);
+  else if (!a.val_dataset.empty()) answer_rows(session, data::read_dataset_file(a.val_dataset, session.vocab_size()), results);
   else if (::isatty(STDIN_FILENO)) converse(session, a.stream, results);
   else status = answer_lines(session, results);
   results.write();

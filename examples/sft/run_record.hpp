@@ -8,7 +8,10 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
+#include "peft/data/dataset_loader.hpp"
+#include "peft/io/json_file.hpp"
 #include "peft/io/lora_config.hpp"
 #include "sft_args.hpp"
 
@@ -47,6 +50,32 @@ inline nlohmann::json effective_args_json(const SftArgs& a, const LoraConfig& lo
   // ms-swift records the versioned folder it wrote to as output_dir.
   j["output_dir"] = std::filesystem::absolute(run_dir).lexically_normal().string();
   return j;
+}
+
+// The dataset options a run recorded in its args.json (ours or ms-swift's: the same keys), for
+// re-deriving its validation rows (chat --load_data_args). Absent keys take ms-swift's defaults.
+inline data::DatasetOptions recorded_dataset_options(const nlohmann::json& j, const std::string& source) {
+  data::DatasetOptions o;
+  auto strings = [&](const char* key) {
+    std::vector<std::string> out;
+    const auto* v = find_field(j, key);
+    if (!v || v->is_null()) return out;
+    if (v->is_string()) return std::vector<std::string>{v->get<std::string>()};
+    require(v->is_array(), "{}: {} must be a string or a list of strings", source, key);
+    for (const auto& e : *v) out.push_back(json_value_as<std::string>(e, source, key));
+    return out;
+  };
+  o.specs = strings("dataset");
+  o.val_specs = strings("val_dataset");
+  o.model_name = strings("model_name");
+  o.model_author = strings("model_author");
+  const auto* seed = find_field(j, "data_seed");
+  if (!seed || seed->is_null()) seed = find_field(j, "seed");
+  if (seed && !seed->is_null()) o.seed = json_value_as<std::uint64_t>(*seed, source, "data_seed");
+  if (const auto* v = find_field(j, "dataset_shuffle")) o.dataset_shuffle = json_value_as<bool>(*v, source, "dataset_shuffle");
+  if (const auto* v = find_field(j, "split_dataset_ratio"))
+    o.split_dataset_ratio = json_value_as<double>(*v, source, "split_dataset_ratio");
+  return o;
 }
 
 // Files every checkpoint folder carries beside the weights (Trainer::set_checkpoint_files).

@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "../infer/options.hpp"
+#include "../command_line.hpp"
 #include "peft/core/error.hpp"
 #include "peft/data/dataset_loader.hpp"
 #include "peft/io/peft_adapter.hpp"
@@ -255,19 +255,7 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
     d.add_options()(f.c_str(), po::value<std::vector<std::string>>()->multitoken(), "(accepted, not used)");
 
   po::variables_map vm;
-  try {
-    const po::parsed_options parsed =
-        po::command_line_parser(argc, argv).options(d).style(po::command_line_style::unix_style).run();
-    reject_stray_words(parsed);
-    po::store(parsed, vm);
-    po::notify(vm);
-  } catch (const po::unknown_option& e) {
-    fail("{}", unknown_flag_message(e.get_option_name(), d));
-  } catch (const po::error& e) {
-    fail("{} (run with --help for the list of flags)", e.what());
-  }
-  if (vm.count("help")) {
-    help_out << d << '\n';
+  if (!parse_command_line(argc, argv, d, vm, help_out)) {
     a.help = true;
     return a;
   }

@@ -1,7 +1,7 @@
 # chat with the other `swift infer` flags: --merge_lora true decodes the merged model and still gives
 # HF's replies for the unmerged adapter (the chat golden); --result_path writes the same JSONL to a
 # new file (and never replaces one); --infer_backend takes pt only; --max_batch_size is accepted;
-# --load_data_args answers the run's recorded val_dataset. On a terminal (tmux): history, multi-line.
+# --load_data_args answers the run's recorded val_dataset, or re-derives its split_dataset_ratio hold-out. On a terminal (tmux): history, multi-line.
 include(${CMAKE_CURRENT_LIST_DIR}/program_test.cmake)
 set(CHAT_SETUP ${CMAKE_CURRENT_SOURCE_DIR}/cli/make_chat_models.cmake)
 set(CHAT_GOLDEN ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/generate/chat_golden.jsonl)
@@ -22,9 +22,15 @@ peft_program_test(chat chat_infer_backend_unknown FAIL ARGS --infer_backend onnx
   REGEX "--infer_backend: 'onnx' is not supported \\(valid: pt\\)")
 peft_program_test(chat chat_merge_lora_needs_adapters FAIL ARGS --merge_lora true REGEX "--merge_lora true needs --adapters")
 peft_program_test(chat chat_load_data_args_without_val FAIL SETUP ${CHAT_SETUP} ARGS --adapters ckpt --load_data_args true
-  REGEX "ckpt/args.json records no single val_dataset file.*--val_dataset FILE")
+  REGEX "ckpt/args.json records no validation data \\(no val_dataset, split_dataset_ratio 0\\).*--val_dataset FILE")
 peft_program_test(chat chat_load_data_args SETUP ${CMAKE_CURRENT_SOURCE_DIR}/cli/make_run_with_val.cmake
   ARGS --adapters ckpt --load_data_args true --max_new_tokens 4 JSONL_LINES 3 REGEX "\"labels\":\"16\"")
+# A run that held out split_dataset_ratio of its data: the split is re-derived from the recorded
+# seed (make_run_with_split.cmake: 0.5 of 3 rows is 1 row per spec; the seed picks which).
+peft_program_test(chat chat_load_data_args_split SETUP ${CMAKE_CURRENT_SOURCE_DIR}/cli/make_run_with_split.cmake
+  ARGS --adapters ckpt --load_data_args true --max_new_tokens 4 JSONL_LINES 2 REGEX "\"labels\":\"[^\"]+\".*\"labels\":")
+peft_program_test(chat chat_load_data_args_and_val_dataset FAIL SETUP ${CMAKE_CURRENT_SOURCE_DIR}/cli/make_run_with_split.cmake
+  ARGS --adapters ckpt --load_data_args true --val_dataset x.jsonl REGEX "--val_dataset x.jsonl and --load_data_args true: give one of them")
 # The interactive mode on a terminal (tmux): line history with the Up arrow, multi-line input.
 add_test(NAME cli_chat_tty_history_and_multi_line
          COMMAND ${CMAKE_COMMAND} -DCHAT=$<TARGET_FILE:chat> -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/run_chat_tty.cmake)

@@ -1,19 +1,22 @@
 // Every layout of the seven projections trains on the GPU as on the CPU oracle: for each of
 // AttentionOnly<Lora<16>>, AllLinear<Lora<8>> (with all-linear and with two targeted modules),
-// a mixed Lora<8>/Frozen bundle, full MLP + LoRA attention, and LastLayers<2, Full, Lora<8>>
-// (keep and recompute), and under Nf4Base (QLoRA: the frozen projections in NF4, keep and
-// recompute), Qwen2<Layout, P, Cuda> and Qwen2<Layout, P, Cpu> start
+// a mixed Lora<8>/Frozen bundle, full MLP + LoRA attention, LastLayers<2, Full, Lora<8>>
+// (keep and recompute), FullModel (--train_type full: embedding, norms and lm_head train too;
+// tied and untied) and, under Nf4Base (QLoRA: the frozen projections in NF4), AllLinear and a
+// Lora/Frozen mix (keep and recompute), Qwen2<Layout, P, Cuda> and Qwen2<Layout, P, Cpu> start
 // from the same RandomWeights, adapter seed and lora_B, then take 3 AdamW steps on one packed
 // batch. Checked: the same trainable tensors under the same names and shapes; per-step loss
 // (2e-3 relative, as test_model's loss check); the first step's gradients of each kind of tensor
-// (lora_A, lora_B, full weights, full biases: 3e-2, test_model's gradient tolerance: bf16
+// (lora_A, lora_B, full weights, full biases, embedding, norms, lm_head: 3e-2, test_model's gradient tolerance: bf16
 // activation gradients vs the CPU's fp32 ones); the grad norm (3e-2); and what training moved,
 // trained - initial, per kind (5e-2: the gradient tolerance compounded over 3 steps). AdamW's eps
 // is 1e-3 here so that the update is a smooth function of the gradient: with 1e-8 the first
 // update is lr * sign(g), and components whose gradient is within bf16 noise of zero flip sign,
 // which says nothing about either backend. LastLayers' checkpoint: the CUDA model's adapter folder
 // holds the CPU's tensor names and shapes (modules_to_save included) and the same
-// adapter_config.json, and either backend's checkpoint loads into the other.
+// adapter_config.json, and either backend's checkpoint loads into the other. FullModel's: both write
+// model.safetensors (bf16, the same names and shapes) and config.json, and either backend's
+// checkpoint (with the fp32 masters of its optimizer state) resumes on the other.
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -32,11 +35,11 @@ namespace {
 constexpr int kSteps = 3;
 constexpr double kLr = 2e-3;
 
-// lora_A, lora_B, a fully trained weight or bias: each kind is compared on its own (a full
-// weight's values would otherwise drown the adapters').
+// lora_A, lora_B, a fully trained weight or bias, the embedding, a norm, lm_head: each kind is
+// compared on its own (a full weight's values would otherwise drown the adapters').
 std::string kind(const std::string& name) {
-  if (name.find("lora_A") != std::string::npos) return "lora_A";
-  if (name.find("lora_B") != std::string::npos) return "lora_B";
+  for (const char* k : {"lora_A", "lora_B", "embed_tokens", "lm_head", "norm"})
+    if (name.find(k) != std::string::npos) return k;
   return name.ends_with(".bias") ? "full bias" : "full weight";
 }
 std::map<std::string, Floats> by_kind(const std::vector<std::string>& names, const std::vector<const Matrix*>& m) {
@@ -73,6 +76,39 @@ ModelConfig three_layers(bool tied) {
   ModelConfig c = test::tiny_test_config(64, tied, 1);
   c.num_hidden_layers = 3;  // LastLayers<2, ...> then has a LoRA layer and two Full ones
   return c;
+}
+
+// --train_type full's checkpoint: the model itself in bf16 (model.safetensors + config.json); the
+// fp32 masters travel in the optimizer state, from which either backend resumes the other's run.
+template <class GpuModel>
+void check_full_checkpoint(TestContext& t, const std::string& label, const std::filesystem::path& dc,
+                           const std::filesystem::path& dg, const ModelConfig& cfg, const LoraConfig& lora,
+                           const ParameterList& host, const peft::cuda::DeviceParameters& gparams, const AdamW& cpu_opt,
+                           const AdamW& gpu_opt) {
+  const auto fc = SafetensorsFile::open(dc / "model.safetensors");
+  const auto fg = SafetensorsFile::open(dg / "model.safetensors");
+  bool same = fc.names() == fg.names() && fg.names().size() == host.size();
+  for (const auto& n : fc.names())
+    same = same && fg.contains(n) && fg.tensor(n).shape == fc.tensor(n).shape && fg.tensor(n).dtype == DType::BF16;
+  t.expect(same, label + ": model.safetensors names, shapes and bf16 dtype == the CPU's (" +
+                     std::to_string(fg.names().size()) + " tensors)");
+  t.expect(nlohmann::json::parse(read_text_file(dc / "config.json")) ==
+               nlohmann::json::parse(read_text_file(dg / "config.json")),
+           label + ": config.json == the CPU's");
+  save_optimizer_state(dc / "optimizer.safetensors", cpu_opt, host, true);
+  save_optimizer_state(dg / "optimizer.safetensors", gpu_opt, gparams, true);
+  RandomWeights w3(7);
+  auto fresh = GpuModel::from_weights(cfg, w3, lora, 1, {512});
+  load_trained_weights(dc, *fresh);  // the CPU's run resumed on the GPU
+  t.close(label + ": CPU checkpoint (masters) resumed on the GPU",
+          peft::cuda_test::flat(fresh->trainable_parameters().to_host().list, false), peft::cuda_test::flat(host, false),
+          1e-7);
+  using CpuModel = Qwen2Model<typename GpuModel::Layout, Bf16Mixed, Cpu>;
+  RandomWeights w4(7);
+  auto cpu = CpuModel::from_weights(cfg, w4, lora, 1);
+  load_trained_weights(dg, *cpu);  // and the GPU's on the CPU
+  t.close(label + ": GPU checkpoint (masters) resumed on the CPU", peft::cuda_test::flat(cpu->trainable_parameters(), false),
+          peft::cuda_test::flat(gparams.to_host().list, false), 1e-7);
 }
 
 template <class Layout, class Device = Cuda, class Precision = Bf16Mixed>
@@ -131,6 +167,11 @@ void check_training(TestContext& t, const std::string& label, const ModelConfig&
   std::filesystem::remove_all(save_to);
   save_trained_weights(dc, *cpu, "base");
   save_trained_weights(dg, *gpu, "base");
+  if constexpr (!GpuModel::uses_lora()) {
+    check_full_checkpoint<GpuModel>(t, label, dc, dg, cfg, lora, host, gparams, cpu_opt, gpu_opt);
+    std::filesystem::remove_all(save_to);
+    return;
+  }
   const auto fc = SafetensorsFile::open(dc / "adapter_model.safetensors");
   const auto fg = SafetensorsFile::open(dg / "adapter_model.safetensors");
   bool shapes = fc.names() == fg.names();
@@ -183,6 +224,10 @@ int main(int argc, char** argv) {
     check_training<Lora<8>, Cuda, Nf4Base>(t, "Nf4Base AllLinear<Lora<8>>", three_layers(false), r8);
     check_training<Lora<8>, CudaRecompute, Nf4Base>(t, "Nf4Base AllLinear<Lora<8>> recompute", three_layers(true), r8);
     check_training<Mixed, Cuda, Nf4Base>(t, "Nf4Base mixed Lora<8>/Frozen", three_layers(false), r8_qv);
+    const auto full_dir = std::filesystem::temp_directory_path() / "peft_cuda_layouts_full";
+    check_training<FullModel>(t, "FullModel untied", three_layers(false), r8, full_dir);
+    check_training<FullModel>(t, "FullModel tied (one embedding, two gradients)", three_layers(true), r8);
+    check_training<FullModel, CudaRecompute>(t, "FullModel tied recompute", three_layers(true), r8);
     // A compile-time rank must match --lora_rank, with the CPU's words.
     bool threw = false;
     try {

@@ -107,15 +107,74 @@ inline std::filesystem::path data_home_or_env(const std::filesystem::path& data_
 
 }  // namespace detail
 
-template <TextEncoder Tok>
-LoadedData load_datasets(const DatasetOptions& options, const Tok* tokenizer, std::int64_t vocab_size) {
-  require(!options.specs.empty(), "--dataset: no dataset given");
+namespace detail {
+
+// Steps 1-3: every spec's rows read, sampled and split with one seeded random state, then the
+// picks concatenated and shuffled. The rows themselves are kept per spec, unencoded.
+struct PickedRows {
+  std::vector<std::vector<DatasetRow>> rows;  // per spec: --dataset specs, then --val_dataset specs
+  std::vector<RowPick> train, val;
+};
+
+inline PickedRows pick_rows(const DatasetOptions& options, std::int64_t vocab_size, DatasetStats& stats) {
   require(vocab_size > 0, "load_datasets: vocab_size must be positive, got {}", vocab_size);
   require(options.seed <= 0xFFFFFFFFull, "--seed must be in [0, 4294967295] (numpy's RandomState range), got {}",
           options.seed);
+  const std::filesystem::path data_home = data_home_or_env(options.data_home);
+  NumpyRandomState random(static_cast<std::uint32_t>(options.seed));
+  std::vector<std::string> all_specs = options.specs;
+  all_specs.insert(all_specs.end(), options.val_specs.begin(), options.val_specs.end());
+  PickedRows p;
+  p.rows.resize(all_specs.size());
+  for (std::size_t s = 0; s < all_specs.size(); ++s) {
+    const bool validation_only = s >= options.specs.size();
+    const DatasetSpec spec = resolve_dataset_spec(all_specs[s], data_home);
+    for (const std::filesystem::path& file : spec.files) {
+      std::vector<DatasetRow> file_rows = read_dataset_file(file, vocab_size);
+      p.rows[s].insert(p.rows[s].end(), std::make_move_iterator(file_rows.begin()),
+                       std::make_move_iterator(file_rows.end()));
+    }
+    RowSplit split = split_and_sample(static_cast<std::int64_t>(p.rows[s].size()), spec.sample_count,
+                                      validation_only ? 0.0 : options.split_dataset_ratio, options.dataset_shuffle,
+                                      random, spec.text);
+    if (validation_only) std::swap(split.train, split.val);
+    for (std::int64_t i : split.train) p.train.push_back({s, i});
+    for (std::int64_t i : split.val) p.val.push_back({s, i});
+    stats.specs.push_back({spec.text, spec.files, static_cast<std::int64_t>(p.rows[s].size()),
+                           static_cast<std::int64_t>(split.train.size()), static_cast<std::int64_t>(split.val.size())});
+  }
+  if (options.dataset_shuffle) {
+    shuffle_in_place(p.train, random);
+    shuffle_in_place(p.val, random);
+  }
+  return p;
+}
+
+}  // namespace detail
+
+// The validation rows a run with these options held out (its --val_dataset rows and its
+// --split_dataset_ratio share), in the order training evaluated them, self-cognition placeholders
+// filled: what `chat --load_data_args true` answers (ms-swift's infer re-derives the split the same
+// way, from the seed). Rows --max_length dropped from evaluation are kept: they can be answered.
+inline std::vector<DatasetRow> validation_rows(const DatasetOptions& options, std::int64_t vocab_size) {
+  require(!options.specs.empty() || !options.val_specs.empty(), "no --dataset or --val_dataset to take rows from");
+  DatasetStats stats;
+  detail::PickedRows p = detail::pick_rows(options, vocab_size, stats);
+  const SelfCognition identity(options.model_name, options.model_author);
+  std::vector<DatasetRow> out;
+  for (const detail::RowPick& pick : p.val) {
+    DatasetRow row = p.rows[pick.spec][static_cast<std::size_t>(pick.row)];
+    if (row.is_text()) identity.apply(row.messages, row.tag);
+    out.push_back(std::move(row));
+  }
+  return out;
+}
+
+template <TextEncoder Tok>
+LoadedData load_datasets(const DatasetOptions& options, const Tok* tokenizer, std::int64_t vocab_size) {
+  require(!options.specs.empty(), "--dataset: no dataset given");
   require(options.max_length > 0, "--max_length must be positive, got {}", options.max_length);
   const TruncationStrategy strategy = parse_truncation_strategy(options.truncation_strategy);
-  const std::filesystem::path data_home = detail::data_home_or_env(options.data_home);
   const SelfCognition identity(options.model_name, options.model_author);
   const std::string_view default_system = options.system.empty() ? kQwen25DefaultSystem : options.system;
 
@@ -123,34 +182,10 @@ LoadedData load_datasets(const DatasetOptions& options, const Tok* tokenizer, st
   DatasetStats& stats = out.stats;
   stats.max_length = options.max_length;
   stats.truncation_strategy = options.truncation_strategy;
-  NumpyRandomState random(static_cast<std::uint32_t>(options.seed));
-
-  // 1-3: read, sample and split every spec, then concatenate and shuffle.
-  std::vector<std::string> all_specs = options.specs;
-  all_specs.insert(all_specs.end(), options.val_specs.begin(), options.val_specs.end());
-  std::vector<std::vector<DatasetRow>> rows(all_specs.size());
-  std::vector<detail::RowPick> train_picks, val_picks;
-  for (std::size_t s = 0; s < all_specs.size(); ++s) {
-    const bool validation_only = s >= options.specs.size();
-    const DatasetSpec spec = resolve_dataset_spec(all_specs[s], data_home);
-    for (const std::filesystem::path& file : spec.files) {
-      std::vector<DatasetRow> file_rows = read_dataset_file(file, vocab_size);
-      rows[s].insert(rows[s].end(), std::make_move_iterator(file_rows.begin()),
-                     std::make_move_iterator(file_rows.end()));
-    }
-    RowSplit split = split_and_sample(static_cast<std::int64_t>(rows[s].size()), spec.sample_count,
-                                      validation_only ? 0.0 : options.split_dataset_ratio, options.dataset_shuffle,
-                                      random, spec.text);
-    if (validation_only) std::swap(split.train, split.val);
-    for (std::int64_t i : split.train) train_picks.push_back({s, i});
-    for (std::int64_t i : split.val) val_picks.push_back({s, i});
-    stats.specs.push_back({spec.text, spec.files, static_cast<std::int64_t>(rows[s].size()),
-                           static_cast<std::int64_t>(split.train.size()), static_cast<std::int64_t>(split.val.size())});
-  }
-  if (options.dataset_shuffle) {
-    shuffle_in_place(train_picks, random);
-    shuffle_in_place(val_picks, random);
-  }
+  detail::PickedRows picked = detail::pick_rows(options, vocab_size, stats);
+  const std::vector<std::vector<DatasetRow>>& rows = picked.rows;
+  const std::vector<detail::RowPick>& train_picks = picked.train;
+  const std::vector<detail::RowPick>& val_picks = picked.val;
 
   // 4: encode each picked row once.
   std::vector<std::vector<std::optional<Sample>>> encoded(rows.size());

@@ -21,73 +21,36 @@
 #include "peft/io/json_file.hpp"
 #include "peft/io/peft_adapter.hpp"
 #include "peft/io/safetensors.hpp"
+#include "peft/io/trained_tensors.hpp"
 
 namespace peft {
 
-namespace detail {
-inline bool is_lora_tensor(const Parameter& p) { return is_lora_tensor_name(p.name); }
-inline std::vector<std::int64_t> stored_shape(const Parameter& p) { return file_shape(p); }
-}  // namespace detail
-
 template <class Model>
 std::filesystem::path trained_weights_file(const std::filesystem::path& dir) {
-  return dir / (std::is_same_v<typename Model::Layout, FullModel> ? "model.safetensors" : "trainable_weights.safetensors");
+  return trained_tensors_file(dir, trains_whole_model<Model>());
 }
 
 // A layout with LoRA writes one PEFT adapter (fully trained modules in it as modules_to_save, so
 // HF PEFT loads the whole result). Without LoRA the trained tensors are written with their HF
-// names in the run's dtype: to model.safetensors with config.json when every parameter trained,
-// so transformers loads the folder as a model, else to trainable_weights.safetensors.
+// names in the run's dtype (io/trained_tensors.hpp).
 template <class Model>
 void save_trained_weights(const std::filesystem::path& dir, Model& model, const std::string& base_model) {
   const ParameterList params = model.trainable_parameters();
-  if constexpr (Model::uses_lora()) {
+  if constexpr (Model::uses_lora())
     save_adapter(dir, params, model.lora_config(), base_model, static_cast<int>(model.config().num_hidden_layers));
-    return;
-  }
-  SafetensorsWriter w;
-  for (const auto& p : params) {
-    if (detail::is_lora_tensor(p)) continue;
-    const std::span<const float> values(p.value->data(), static_cast<std::size_t>(p.value->size()));
-    require_finite(values, fmt::format("{}: tensor '{}'", dir.string(), p.name), kRefuseToSaveNonFinite);
-    w.add_f32(p.name, detail::stored_shape(p), values, Model::Precision::storage);
-  }
-  if (w.empty()) return;
-  w.set_metadata("format", "pt");
-  if constexpr (std::is_same_v<typename Model::Layout, FullModel>) {
-    w.write(dir / "model.safetensors");
-    nlohmann::json cfg = model.config().to_json();
-    cfg["torch_dtype"] = std::string(Model::Precision::name);
-    write_text_atomic(dir / "config.json", cfg.dump(2) + "\n");
-  } else {
-    w.write(trained_weights_file<Model>(dir));
-  }
+  else
+    save_trained_tensors(dir, params, model.config(), trains_whole_model<Model>(), Model::Precision::storage,
+                         Model::Precision::name);
 }
 
 // Restores what save_trained_weights (and the optimizer state's masters) wrote, bit for bit.
 template <class Model>
 void load_trained_weights(const std::filesystem::path& dir, Model& model) {
   const ParameterList params = model.trainable_parameters();
-  if constexpr (Model::uses_lora()) {
+  if constexpr (Model::uses_lora())
     load_adapter_weights(dir, params);  // fp32, the modules_to_save included
-    return;
-  }
-  const auto masters_file = dir / "optimizer.safetensors";
-  std::optional<SafetensorsFile> masters, weights;
-  if (std::filesystem::exists(masters_file)) masters = SafetensorsFile::open(masters_file);
-  for (const auto& p : params) {
-    if (detail::is_lora_tensor(p)) continue;
-    const std::string master = "master." + p.name;
-    if (masters && masters->contains(master)) {
-      masters->read_f32(master, shape_of(*p.value), p.value->data());
-      continue;
-    }
-    require(Model::Precision::storage == DType::F32,
-            "{}: no fp32 master of '{}' (checkpoint saved with --save_only_model?): cannot restore it exactly",
-            masters_file.string(), p.name);
-    if (!weights) weights = SafetensorsFile::open(trained_weights_file<Model>(dir));
-    weights->read_f32(p.name, detail::stored_shape(p), p.value->data());
-  }
+  else
+    load_trained_tensors(dir, params, trains_whole_model<Model>(), Model::Precision::storage);
 }
 
 // checkpoint-<N> folders under `output_dir`, oldest first.

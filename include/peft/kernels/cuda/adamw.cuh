@@ -16,9 +16,6 @@
 #include <cstdint>
 #include <vector>
 
-#include "peft/kernels/cuda/bf16.cuh"
-#include "peft/kernels/cuda/cuda_check.cuh"
-#include "peft/kernels/cuda/device_arena.cuh"
 #include "peft/kernels/cuda/multi_tensor.cuh"
 
 namespace peft::cuda {
@@ -38,82 +35,61 @@ struct AdamWHyper {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
 };
 
-namespace detail {
-
-struct AdamWScalars {
+// The per-element arithmetic (multi_tensor.cuh runs it over every chunk); the step scalars are
+// the same for every tensor, the decay is off for tensors with decay false.
+struct AdamWRule {
   float step_size, bc2_sqrt, decay, beta1, beta2, eps;
-};
 
-__global__ void adamw_kernel(const AdamWTensor* __restrict__ tensors, const TensorChunk* __restrict__ chunks,
-                             AdamWScalars s, const float* __restrict__ grad_scale, bool zero_grad) {
-  const TensorChunk chunk = chunks[blockIdx.x];
-  const AdamWTensor t = tensors[chunk.tensor];
-  const float scale = grad_scale ? *grad_scale : 1.0f;
-  const float decay = t.decay ? s.decay : 1.0f;
-  for (std::int64_t i = chunk.begin + threadIdx.x; i < chunk.end; i += blockDim.x) {
-    const float g = t.grad[i] * scale;
-    if (zero_grad) t.grad[i] = 0.0f;
-    float p = t.param[i] * decay;
-    const float m = t.exp_avg[i] * s.beta1 + (1.0f - s.beta1) * g;
-    const float v = t.exp_avg_sq[i] * s.beta2 + (1.0f - s.beta2) * g * g;
-    p -= s.step_size * m / (sqrtf(v) / s.bc2_sqrt + s.eps);
+  __device__ float operator()(const AdamWTensor& t, std::int64_t i, float p, float g) const {
+    p *= t.decay ? decay : 1.0f;
+    const float m = t.exp_avg[i] * beta1 + (1.0f - beta1) * g;
+    const float v = t.exp_avg_sq[i] * beta2 + (1.0f - beta2) * g * g;
     t.exp_avg[i] = m;
     t.exp_avg_sq[i] = v;
-    t.param[i] = p;
-    if (t.param_bf16) t.param_bf16[i] = to_bf16(p);
+    return p - step_size * m / (sqrtf(v) / bc2_sqrt + eps);
   }
-}
+};
 
-inline std::vector<std::int64_t> numels_of(const std::vector<AdamWTensor>& tensors) {
-  std::vector<std::int64_t> n;
-  for (const auto& t : tensors) n.push_back(t.numel);
-  return n;
-}
-
-}  // namespace detail
-
-// ----------------------------------------------------------------------------------------------
-
-class MultiTensorAdamW {
+class MultiTensorAdamW final : public MultiTensorOptimizer {
  public:
   // Takes the moments from the arena (zeroed) and uploads the tensor list and chunk table once.
   MultiTensorAdamW(DeviceArena& arena, std::vector<AdamWTensor> tensors, AdamWHyper hyper)
-      : hyper_(hyper), chunks_(arena, detail::numels_of(tensors)) {
+      : hyper_(hyper), list_(arena, with_moments(arena, std::move(tensors)), "AdamW tensor list") {}
+
+  void step(double lr, const float* grad_scale, cudaStream_t stream, bool zero_grad = false) override {
+    ++step_count_;
+    const double bc1 = 1.0 - std::pow(hyper_.beta1, static_cast<double>(step_count_));
+    const double bc2 = 1.0 - std::pow(hyper_.beta2, static_cast<double>(step_count_));
+    const AdamWRule rule{static_cast<float>(lr / bc1), static_cast<float>(std::sqrt(bc2)),
+                         static_cast<float>(1.0 - lr * hyper_.weight_decay), static_cast<float>(hyper_.beta1),
+                         static_cast<float>(hyper_.beta2), static_cast<float>(hyper_.eps)};
+    list_.update(rule, grad_scale, stream, zero_grad, "AdamW update");
+  }
+
+  std::vector<OptimizerBuffer> buffers() const override {
+    std::vector<OptimizerBuffer> b = {{"exp_avg", {}}, {"exp_avg_sq", {}}};
+    for (const auto& t : list_.tensors()) {
+      b[0].per_tensor.push_back(t.exp_avg);
+      b[1].per_tensor.push_back(t.exp_avg_sq);
+    }
+    return b;
+  }
+  // The tensors with their moment pointers filled in (for tests).
+  const std::vector<AdamWTensor>& tensors() const { return list_.tensors(); }
+
+ private:
+  static std::vector<AdamWTensor> with_moments(DeviceArena& arena, std::vector<AdamWTensor> tensors) {
     for (auto& t : tensors) {
       t.exp_avg = arena.alloc<float>(t.numel, "AdamW exp_avg");
       t.exp_avg_sq = arena.alloc<float>(t.numel, "AdamW exp_avg_sq");
       PEFT_CUDA_CHECK(cudaMemset(t.exp_avg, 0, t.numel * sizeof(float)));
       PEFT_CUDA_CHECK(cudaMemset(t.exp_avg_sq, 0, t.numel * sizeof(float)));
     }
-    host_tensors_ = tensors;
-    device_tensors_ = upload_once<AdamWTensor>(arena, host_tensors_, "AdamW tensor list");
+    return tensors;
   }
 
-  // One optimizer step at learning rate lr. grad_scale: device scalar multiplying every gradient
-  // (the clip coefficient), or null.
-  void step(double lr, const float* grad_scale, cudaStream_t stream, bool zero_grad = false) {
-    ++step_count_;
-    const double bc1 = 1.0 - std::pow(hyper_.beta1, static_cast<double>(step_count_));
-    const double bc2 = 1.0 - std::pow(hyper_.beta2, static_cast<double>(step_count_));
-    const detail::AdamWScalars s{static_cast<float>(lr / bc1), static_cast<float>(std::sqrt(bc2)),
-                                 static_cast<float>(1.0 - lr * hyper_.weight_decay), static_cast<float>(hyper_.beta1),
-                                 static_cast<float>(hyper_.beta2), static_cast<float>(hyper_.eps)};
-    if (chunks_.count() == 0) return;
-    detail::adamw_kernel<<<chunks_.count(), 256, 0, stream>>>(device_tensors_, chunks_.device(), s, grad_scale, zero_grad);
-    PEFT_CUDA_CHECK_LAUNCH("adamw_kernel");
-  }
-
-  std::int64_t step_count() const { return step_count_; }
-  void set_step_count(std::int64_t n) { step_count_ = n; }  // resuming from a checkpoint
-  // The tensors with their moment pointers filled in (for checkpoints and tests).
-  const std::vector<AdamWTensor>& tensors() const { return host_tensors_; }
-
- private:
   AdamWHyper hyper_;
-  ChunkTable chunks_;
-  std::vector<AdamWTensor> host_tensors_;
-  AdamWTensor* device_tensors_ = nullptr;
-  std::int64_t step_count_ = 0;
+  MultiTensorList<AdamWTensor> list_;
 };
 
 }  // namespace peft::cuda

@@ -9,9 +9,6 @@
 #include <cstdint>
 #include <vector>
 
-#include "peft/kernels/cuda/bf16.cuh"
-#include "peft/kernels/cuda/cuda_check.cuh"
-#include "peft/kernels/cuda/device_arena.cuh"
 #include "peft/kernels/cuda/multi_tensor.cuh"
 
 namespace peft::cuda {
@@ -29,77 +26,57 @@ struct SgdHyper {
   double momentum = 0.0, weight_decay = 0.0;
 };
 
-namespace detail {
+// The per-element arithmetic (multi_tensor.cuh runs it over every chunk).
+struct SgdRule {
+  float neg_lr, momentum, weight_decay;
 
-__global__ void sgd_kernel(const SgdTensor* __restrict__ tensors, const TensorChunk* __restrict__ chunks, float neg_lr,
-                           float momentum, float weight_decay, const float* __restrict__ grad_scale, bool zero_grad) {
-  const TensorChunk chunk = chunks[blockIdx.x];
-  const SgdTensor t = tensors[chunk.tensor];
-  const float scale = grad_scale ? *grad_scale : 1.0f;
-  for (std::int64_t i = chunk.begin + threadIdx.x; i < chunk.end; i += blockDim.x) {
-    float d = t.grad[i] * scale;
-    if (zero_grad) t.grad[i] = 0.0f;
-    float p = t.param[i];
+  __device__ float operator()(const SgdTensor& t, std::int64_t i, float p, float d) const {
     if (weight_decay != 0.0f) d += weight_decay * p;
     if (t.momentum_buffer) {
       const float b = t.momentum_buffer[i] * momentum + d;
       t.momentum_buffer[i] = b;
       d = b;
     }
-    p += neg_lr * d;
-    t.param[i] = p;
-    if (t.param_bf16) t.param_bf16[i] = to_bf16(p);
+    return p + neg_lr * d;
   }
-}
+};
 
-inline std::vector<std::int64_t> numels_of(const std::vector<SgdTensor>& tensors) {
-  std::vector<std::int64_t> n;
-  for (const auto& t : tensors) n.push_back(t.numel);
-  return n;
-}
-
-}  // namespace detail
-
-// ----------------------------------------------------------------------------------------------
-
-class MultiTensorSgd {
+class MultiTensorSgd final : public MultiTensorOptimizer {
  public:
   // With momentum, takes the buffers from the arena (zeroed); uploads the tensor list and chunk table once.
   MultiTensorSgd(DeviceArena& arena, std::vector<SgdTensor> tensors, SgdHyper hyper)
-      : hyper_(hyper), chunks_(arena, detail::numels_of(tensors)) {
+      : hyper_(hyper), list_(arena, with_buffers(arena, std::move(tensors), hyper.momentum), "SGD tensor list") {}
+
+  void step(double lr, const float* grad_scale, cudaStream_t stream, bool zero_grad = false) override {
+    ++step_count_;
+    const SgdRule rule{static_cast<float>(-lr), static_cast<float>(hyper_.momentum),
+                       static_cast<float>(hyper_.weight_decay)};
+    list_.update(rule, grad_scale, stream, zero_grad, "SGD update");
+  }
+
+  // None without momentum, as on the host.
+  std::vector<OptimizerBuffer> buffers() const override {
+    if (hyper_.momentum == 0.0) return {};
+    std::vector<OptimizerBuffer> b = {{"momentum_buffer", {}}};
+    for (const auto& t : list_.tensors()) b[0].per_tensor.push_back(t.momentum_buffer);
+    return b;
+  }
+  // The tensors with their buffer pointers filled in (for tests).
+  const std::vector<SgdTensor>& tensors() const { return list_.tensors(); }
+
+ private:
+  static std::vector<SgdTensor> with_buffers(DeviceArena& arena, std::vector<SgdTensor> tensors, double momentum) {
     for (auto& t : tensors) {
       t.momentum_buffer = nullptr;
-      if (hyper_.momentum == 0.0) continue;  // torch keeps no buffer either
+      if (momentum == 0.0) continue;  // torch keeps no buffer either
       t.momentum_buffer = arena.alloc<float>(t.numel, "SGD momentum_buffer");
       PEFT_CUDA_CHECK(cudaMemset(t.momentum_buffer, 0, t.numel * sizeof(float)));
     }
-    host_tensors_ = tensors;
-    device_tensors_ = upload_once<SgdTensor>(arena, host_tensors_, "SGD tensor list");
+    return tensors;
   }
 
-  // One optimizer step at learning rate lr. grad_scale: device scalar multiplying every gradient
-  // (the clip coefficient), or null.
-  void step(double lr, const float* grad_scale, cudaStream_t stream, bool zero_grad = false) {
-    ++step_count_;
-    if (chunks_.count() == 0) return;
-    detail::sgd_kernel<<<chunks_.count(), 256, 0, stream>>>(device_tensors_, chunks_.device(), static_cast<float>(-lr),
-                                                            static_cast<float>(hyper_.momentum),
-                                                            static_cast<float>(hyper_.weight_decay), grad_scale,
-                                                            zero_grad);
-    PEFT_CUDA_CHECK_LAUNCH("sgd_kernel");
-  }
-
-  std::int64_t step_count() const { return step_count_; }
-  void set_step_count(std::int64_t n) { step_count_ = n; }  // resuming from a checkpoint
-  // The tensors with their buffer pointers filled in (for checkpoints and tests).
-  const std::vector<SgdTensor>& tensors() const { return host_tensors_; }
-
- private:
   SgdHyper hyper_;
-  ChunkTable chunks_;
-  std::vector<SgdTensor> host_tensors_;
-  SgdTensor* device_tensors_ = nullptr;
-  std::int64_t step_count_ = 0;
+  MultiTensorList<SgdTensor> list_;
 };
 
 }  // namespace peft::cuda

@@ -8,8 +8,10 @@
 // buffer and updates it in place: it arrives holding d(out); each norm's backward adds its
 // branch's gradient into it (the skip path is the identity), so it leaves holding d(x). Every
 // branch gradient overwrites its own scratch buffer; SwiGLU's backward writes d(gate), d(up)
-// over gate and up, which the layer no longer needs.
+// over gate and up, which the layer no longer needs. The two norm weights train under a layout
+// with train_norms (FullModel): fp32 masters and gradients beside their bf16 copies (model_weight.cuh).
 #pragma once
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <string>
@@ -21,6 +23,7 @@
 #include "peft/layers/cuda/full_linear.cuh"
 #include "peft/layers/cuda/lora_linear.cuh"
 #include "peft/layers/cuda/nf4_base.cuh"
+#include "peft/layers/cuda/model_weight.cuh"
 #include "peft/kernels/cuda/rms_norm.cuh"
 #include "peft/kernels/cuda/rope.cuh"
 #include "peft/kernels/cuda/swiglu.cuh"
@@ -139,7 +142,9 @@ class DecoderLayer {
              Lin<typename L::o>(prefix_ + ".self_attn.o_proj", {dims_.q_dim(), c.hidden_size, false}, lora),
              Lin<typename L::gate>(prefix_ + ".mlp.gate_proj", {c.hidden_size, c.intermediate_size, false}, lora),
              Lin<typename L::up>(prefix_ + ".mlp.up_proj", {c.hidden_size, c.intermediate_size, false}, lora),
-             Lin<typename L::down>(prefix_ + ".mlp.down_proj", {c.intermediate_size, c.hidden_size, false}, lora)} {}
+             Lin<typename L::down>(prefix_ + ".mlp.down_proj", {c.intermediate_size, c.hidden_size, false}, lora)},
+        norm1_(prefix_ + ".input_layernorm.weight", 1, c.hidden_size, true),
+        norm2_(prefix_ + ".post_attention_layernorm.weight", 1, c.hidden_size, true) {}
 
   // f(linear) for all seven projections in HF module order.
   template <class F> void for_each_linear(F&& f) {
@@ -150,39 +155,63 @@ class DecoderLayer {
   }
 
   void plan_weights(MemoryPlan& m) {
-    w_norm1_ = m.take<bf16>(dims_.hidden, "input_layernorm weight");
-    w_norm2_ = m.take<bf16>(dims_.hidden, "post_attention_layernorm weight");
+    norm1_.plan_weights(m);
+    norm2_.plan_weights(m);
     for_each_linear([&](auto& l) { l.plan_weights(m); });
   }
   void plan_grads(MemoryPlan& m) {
+    norm1_.plan_grads(m);
+    norm2_.plan_grads(m);
     for_each_linear([&](auto& l) { l.plan_grads(m); });
   }
   void load(WeightSource& src, cudaStream_t stream) {
     Matrix w(1, dims_.hidden);
     src.read(prefix_ + ".input_layernorm.weight", w);
-    upload_bf16(w_norm1_, w, stream);
+    norm1_.upload(w, stream);
     src.read(prefix_ + ".post_attention_layernorm.weight", w);
-    upload_bf16(w_norm2_, w, stream);
+    norm2_.upload(w, stream);
     for_each_linear([&](auto& l) { l.load(src, stream); });
   }
   void base_weights(std::vector<WeightDestination>& out) const {
-    out.push_back({prefix_ + ".input_layernorm.weight", w_norm1_, {dims_.hidden}});
-    out.push_back({prefix_ + ".post_attention_layernorm.weight", w_norm2_, {dims_.hidden}});
+    out.push_back(norm1_.destination());
+    out.push_back(norm2_.destination());
     for_each_linear([&](const auto& l) { l.base_weights(out); });
   }
+  // After the loader wrote the bf16 tensors: trained norms and projections take their fp32 masters.
+  void widen_masters(cudaStream_t stream) {
+    norm1_.widen_master(stream);
+    norm2_.widen_master(stream);
+    for_each_linear([&](auto& l) { l.widen_masters(stream); });
+  }
   void fill_random(std::uint64_t seed, cudaStream_t stream) {
-    fill_value(w_norm1_, dims_.hidden, 1.0f, stream);
-    fill_value(w_norm2_, dims_.hidden, 1.0f, stream);
+    fill_value(norm1_.bf16_copy(), dims_.hidden, 1.0f, stream);
+    fill_value(norm2_.bf16_copy(), dims_.hidden, 1.0f, stream);
+    norm1_.widen_master(stream);
+    norm2_.widen_master(stream);
     std::uint64_t p = 0;
     for_each_linear([&](auto& l) { l.fill_random(seed * 16 + ++p, stream); });
   }
+  // The layer's trained tensors in the CPU layer's order: its norms, then the seven projections.
+  void parameters(std::vector<DeviceParameter>& out) const {
+    norm1_.parameters(out);
+    norm2_.parameters(out);
+    for_each_linear([&](const auto& l) { l.parameters(out); });
+  }
 
   std::array<int, kProjections> padded_ranks() const { return weights().padded_ranks(); }
+  // Weights of the largest projection (the size of an NF4 model's dequantisation scratch).
+  std::size_t largest_projection() const {
+    std::size_t n = 0;
+    for_each_linear([&](const auto& l) {
+      n = std::max(n, static_cast<std::size_t>(l.weights().shape().in * l.weights().shape().out));
+    });
+    return n;
+  }
   LayerWeights weights() const {
     std::array<ProjectionWeights, kProjections> w;
     std::size_t p = 0;
     for_each_linear([&](const auto& l) { w[p++] = l.weights(); });
-    return LayerWeights(dims_, w_norm1_, w_norm2_, w);
+    return LayerWeights(dims_, norm1_.bf16_copy(), norm2_.bf16_copy(), w);
   }
   const LayerDims& dims() const { return dims_; }
 
@@ -190,7 +219,7 @@ class DecoderLayer {
   void forward(GemmContext c, const bf16* x, bf16* out, LayerActivations& a, StepScratch& s, int T,
                const Seeds& seeds) const {
     const LayerDims& d = dims_;
-    rms_norm_forward(a.n1, a.rstd1, x, w_norm1_, T, d.hidden, d.eps, c.stream);
+    rms_norm_forward(a.n1, a.rstd1, x, norm1_.bf16_copy(), T, d.hidden, d.eps, c.stream);
     lin<kQ>().forward(c, a.n1, a.q, a.xa[kQ], s.drop, T, seed(seeds, kQ));
     lin<kK>().forward(c, a.n1, a.k, a.xa[kK], s.drop, T, seed(seeds, kK));
     lin<kV>().forward(c, a.n1, a.v, a.xa[kV], s.drop, T, seed(seeds, kV));
@@ -201,7 +230,7 @@ class DecoderLayer {
     lin<kO>().forward(c, a.attn, s.proj, a.xa[kO], s.drop, T, seed(seeds, kO));
     residual_add(a.h, x, s.proj, static_cast<long long>(T) * d.hidden, c.stream);
 
-    rms_norm_forward(a.n2, a.rstd2, a.h, w_norm2_, T, d.hidden, d.eps, c.stream);
+    rms_norm_forward(a.n2, a.rstd2, a.h, norm2_.bf16_copy(), T, d.hidden, d.eps, c.stream);
     lin<kGate>().forward(c, a.n2, a.gate, a.xa[kGate], s.drop, T, seed(seeds, kGate));
     lin<kUp>().forward(c, a.n2, a.up, a.xa[kUp], s.drop, T, seed(seeds, kUp));
     swiglu_forward(s.act, a.gate, a.up, T, d.inter, d.inter, c.stream);
@@ -219,7 +248,7 @@ class DecoderLayer {
     swiglu_backward(a.gate, a.up, s.dact, a.gate, a.up, T, d.inter, d.inter, c.stream);  // in place: dgate, dup
     lin<kGate>().backward(c, a.n2, a.gate, s.dn, false, a.xa[kGate], s.dxa, s.drop, T, seed(seeds, kGate));
     lin<kUp>().backward(c, a.n2, a.up, s.dn, true, a.xa[kUp], s.dxa, s.drop, T, seed(seeds, kUp));
-    rms_norm_backward(dstream, nullptr, s.dn, a.h, w_norm2_, a.rstd2, T, d.hidden, c.stream, true);
+    rms_norm_backward(dstream, norm2_.grad(), s.dn, a.h, norm2_.bf16_copy(), a.rstd2, T, d.hidden, c.stream, true);
 
     // Attention branch.
     lin<kO>().backward(c, a.attn, dstream, s.dattn, false, a.xa[kO], s.dxa, s.drop, T, seed(seeds, kO));
@@ -230,7 +259,7 @@ class DecoderLayer {
     lin<kQ>().backward(c, a.n1, s.dq, s.dn, false, a.xa[kQ], s.dxa, s.drop, T, seed(seeds, kQ));
     lin<kK>().backward(c, a.n1, s.dk, s.dn, true, a.xa[kK], s.dxa, s.drop, T, seed(seeds, kK));
     lin<kV>().backward(c, a.n1, s.dv, s.dn, true, a.xa[kV], s.dxa, s.drop, T, seed(seeds, kV));
-    rms_norm_backward(dstream, nullptr, s.dn, x, w_norm1_, a.rstd1, T, d.hidden, c.stream, true);
+    rms_norm_backward(dstream, norm1_.grad(), s.dn, x, norm1_.bf16_copy(), a.rstd1, T, d.hidden, c.stream, true);
   }
 
  private:
@@ -242,7 +271,7 @@ class DecoderLayer {
   std::tuple<Lin<typename L::q>, Lin<typename L::k>, Lin<typename L::v>, Lin<typename L::o>, Lin<typename L::gate>,
              Lin<typename L::up>, Lin<typename L::down>>
       lin_;
-  bf16 *w_norm1_ = nullptr, *w_norm2_ = nullptr;
+  ModelWeight<L::train_norms> norm1_, norm2_;
 };
 
 }  // namespace peft::cuda

@@ -156,7 +156,7 @@ class Decoder {
     }
     RopeTable rope = b.rope;
     rope_table_after(rope, b.positions, past, m_.inv_freq_, 1, m_.layer_weights_.front().dims().head_dim, st);
-    embedding_forward(b.x, b.state + DecodeState::kToken, m_.embed_, 1, m_.vocab(), m_.hidden(), st);
+    embedding_forward(b.x, b.state + DecodeState::kToken, m_.embed_.bf16_copy(), 1, m_.vocab(), m_.hidden(), st);
     for (std::size_t l = 0; l < m_.layer_weights_.size(); ++l) decode_layer(l, cache, rope);
     lm_head(b.x, cache, true);  // and the argmax: the next token
   }
@@ -232,7 +232,7 @@ class Decoder {
   // greedy choice advances the decode state as greedy_advance does (the step's last kernel).
   void lm_head(const bf16* x, CudaKvCache& cache, bool argmax = false) {
     const auto& b = cache.buffers();
-    GemvArgs a = args(cache, x, m_.hidden(), m_.final_norm_, m_.eps());
+    GemvArgs a = args(cache, x, m_.hidden(), m_.final_norm_.bf16_copy(), m_.eps());
     a.seg[0].w = m_.lm_weight();
     a.seg[0].rows = m_.vocab();
     a.seg[0].y32 = b.logits;
@@ -294,7 +294,7 @@ class Decoder {
     LayerActivations& a = m_.acts(0);
     StepScratch& s = m_.scratch_;
     const GemmContext c{*m_.gemm_, st, m_.weight_scratch_};
-    embedding_forward(x, ids, m_.embed_, n, m_.vocab(), m_.hidden(), st);
+    embedding_forward(x, ids, m_.embed_.bf16_copy(), n, m_.vocab(), m_.hidden(), st);
     for (std::size_t l = 0; l < m_.layer_weights_.size(); ++l) {
       const LayerWeights& layer = m_.layer_weights_[l];
       const auto& lin = layer.linears();

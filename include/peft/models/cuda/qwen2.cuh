@@ -1,11 +1,12 @@
 // Qwen2Model<Layout, Bf16Mixed | Nf4Base, CudaDevice<Activations>>: the CPU model's contract
 // (models/qwen2.hpp, shared names and checks in models/qwen2_contract.hpp) on one GPU, for every
-// layout of the seven projections the CPU model takes: each projection a cuda::Linear<policy>
+// layout the CPU model takes: each projection a cuda::Linear<policy>
 // (layers/cuda/: Frozen, Lora<r>, Full), a Projections<...> bundle or a layer-wise
-// LastLayers<N, Tail, Rest> (two layer vectors, visited in HF order as on the CPU); frozen
-// lm_head, embedding and norms; tied or untied embeddings. Under Nf4Base (QLoRA) the frozen
-// projections are NF4 (layers/cuda/nf4_base.cuh), each dequantised into one planned bf16 weight
-// scratch right before its GEMM; embedding, norms and lm_head stay bf16.
+// LastLayers<N, Tail, Rest> (two layer vectors, visited in HF order as on the CPU); embedding,
+// norms and lm_head frozen or, under FullModel (--train_type full), trained with fp32 masters
+// (layers/cuda/model_weight.cuh); tied or untied embeddings (tied: both gradients into one weight).
+// Nf4Base (QLoRA): frozen projections in NF4 (layers/cuda/nf4_base.cuh), each dequantised into one
+// planned bf16 weight scratch right before its GEMM; embedding, norms and lm_head stay bf16.
 //
 //   from_pretrained / from_weights   the same weight bits and the same adapter Rng draws as the
 //                                    CPU model, so both start from identical parameters
@@ -15,7 +16,7 @@
 // Memory: everything comes from one arena sized up front from (config, max tokens per
 // micro-batch) by the same plan() that lays it out (memory_plan.cuh). The activation policy
 // decides what the plan keeps per layer (activation_policy.cuh). Frozen weights have no gradient
-// buffers and the embedding has no backward. The step's only host traffic is the batch's token
+// buffers and a frozen embedding has no backward. The step's only host traffic is the batch's token
 // ids, positions and boundaries going in and the loss sum (one double) coming out.
 #pragma once
 #include <algorithm>
@@ -32,6 +33,7 @@
 #include "peft/kernels/cuda/cross_entropy.cuh"
 #include "peft/kernels/cuda/device_kernels.cuh"
 #include "peft/kernels/cuda/embedding.cuh"
+#include "peft/kernels/cuda/graph_capture.cuh"
 #include "peft/models/cuda/batch_upload.cuh"
 #include "peft/models/cuda/memory_budget.hpp"
 #include "peft/policies/cuda_device.hpp"
@@ -65,16 +67,14 @@ class Qwen2Model<L, P, CudaDevice<A>> {
   using Tail = typename layer_split<L>::tail;
   using W = typename layer_split<L>::whole;
   static constexpr int kTailLayers = layer_split<L>::tail_layers;
-  static_assert(!W::lm_head::trains_base && !W::lm_head::has_adapter && !W::train_embedding && !W::train_norms,
-                "the CUDA backend keeps lm_head, embedding and norms frozen (FullModel / --train_type full trains "
-                "on Cpu)");
+  static_assert(!W::lm_head::has_adapter, "Qwen2: a LoRA adapter on lm_head is not supported; use Frozen or Full");
 
  public:
   using Layout = L;
   using Precision = P;
   using Device = CudaDevice<A>;
   using Options = CudaModelOptions;  // from_pretrained / from_weights' run-time sizes
-  static constexpr bool trains_lm_head = false;
+  static constexpr bool trains_lm_head = W::lm_head::trains_base;
   static constexpr bool keeps_layers = A::keeps_layers;
 
   Qwen2Model(const ModelConfig& cfg, const LoraConfig& lora, CudaModelOptions opt = {})
@@ -113,7 +113,9 @@ class Qwen2Model<L, P, CudaDevice<A>> {
   struct LayoutOnly {};
   // Validates and lays out the layers; no device call (planned_memory stops here).
   Qwen2Model(const ModelConfig& cfg, const LoraConfig& lora, CudaModelOptions opt, LayoutOnly)
-      : cfg_(cfg), lora_(lora), opt_(opt) {
+      : cfg_(cfg), lora_(lora), opt_(opt), embed_(std::string(qwen2::kEmbedTokens), cfg.vocab_size, cfg.hidden_size, false),
+        final_norm_(std::string(qwen2::kFinalNorm), 1, cfg.hidden_size, true),
+        lm_head_(std::string(qwen2::kLmHead), cfg.vocab_size, cfg.hidden_size, false) {
     cfg_.validate("model config");
     if (uses_lora()) lora_.validate();
     check_shapes();
@@ -134,7 +136,7 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     for (auto& [shape, exec] : graphs_) cudaGraphExecDestroy(exec);
     gemm_.reset();
     state_.norm.reset();
-    state_.adamw.reset();
+    state_.optimizer.reset();
     arena_.reset();
     if (pinned_) cudaFreeHost(pinned_);
     if (stream_) cudaStreamDestroy(stream_);
@@ -162,52 +164,49 @@ class Qwen2Model<L, P, CudaDevice<A>> {
   void load_weights(WeightSource& src) {
     Matrix e(cfg_.vocab_size, cfg_.hidden_size);
     src.read(std::string(qwen2::kEmbedTokens), e);
-    cuda::upload_bf16(embed_, e, stream_);
+    embed_.upload(e, stream_);
     for_each_layer([&](auto& layer, std::size_t) { layer.load(src, stream_); });
     Matrix n(1, cfg_.hidden_size);
     src.read(std::string(qwen2::kFinalNorm), n);
-    cuda::upload_bf16(final_norm_, n, stream_);
+    final_norm_.upload(n, stream_);
     if (!cfg_.tie_word_embeddings) {
       qwen2::require_lm_head(src);
       src.read(std::string(qwen2::kLmHead), e);
-      cuda::upload_bf16(lm_head_, e, stream_);
+      lm_head_.upload(e, stream_);
     }
     PEFT_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
   // The checkpoint's frozen weights straight from the mapped shards (weight_loader.cuh); the same
   // tensors and bits as load_weights(SafetensorsWeights), without the fp32 round trip.
-  // Fully trained projections then take their fp32 masters from the loaded bf16 values.
-  // NF4: each projection is quantised on the host as it is read (through load_weights).
+  // Fully trained tensors then take their fp32 masters from the loaded bf16 values.
   cuda::WeightLoadStats load_pretrained(const std::filesystem::path& dir, const cuda::WeightLoaderOptions& o = {}) {
-    if constexpr (QuantisedBase<P>) {
+    if constexpr (QuantisedBase<P>) {  // NF4: each projection quantised on the host as it is read
       SafetensorsWeights src(dir);
       load_weights(src);
       return {};
     }
     const cuda::WeightLoadStats stats = cuda::load_weights_bf16(dir, base_weights(), stream_, o);
-    for_each_linear([&](auto& lin) { lin.widen_masters(stream_); });
-    PEFT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    widen_masters();
     return stats;
   }
   // The frozen bf16 tensors by checkpoint name (no lm_head when tied): the loader's destinations.
   std::vector<cuda::WeightDestination> base_weights() const {
-    std::vector<cuda::WeightDestination> w{
-        {std::string(qwen2::kEmbedTokens), embed_, {cfg_.vocab_size, cfg_.hidden_size}}};
+    std::vector<cuda::WeightDestination> w{embed_.destination()};
     for_each_layer([&](const auto& layer, std::size_t) { layer.base_weights(w); });
-    w.push_back({std::string(qwen2::kFinalNorm), final_norm_, {cfg_.hidden_size}});
-    if (!cfg_.tie_word_embeddings)
-      w.push_back({std::string(qwen2::kLmHead), lm_head_, {cfg_.vocab_size, cfg_.hidden_size}});
+    w.push_back(final_norm_.destination());
+    if (!cfg_.tie_word_embeddings) w.push_back(lm_head_.destination());
     return w;
   }
   // Random base weights drawn on the device (benchmarks: the 7B's 7.6B values in milliseconds).
   void fill_random_weights(std::uint64_t seed) {
     const long long ve = static_cast<long long>(cfg_.vocab_size) * cfg_.hidden_size;
-    cuda::fill_normal(embed_, ve, seed, 1.0f / std::sqrt(static_cast<float>(cfg_.hidden_size)), stream_);
+    cuda::fill_normal(embed_.bf16_copy(), ve, seed, 1.0f / std::sqrt(static_cast<float>(cfg_.hidden_size)), stream_);
     for_each_layer([&](auto& layer, std::size_t i) { layer.fill_random(seed + 1000 * (i + 1), stream_); });
-    cuda::fill_value(final_norm_, cfg_.hidden_size, 1.0f, stream_);
+    cuda::fill_value(final_norm_.bf16_copy(), cfg_.hidden_size, 1.0f, stream_);
     if (!cfg_.tie_word_embeddings)
-      cuda::fill_normal(lm_head_, ve, seed + 7, 1.0f / std::sqrt(static_cast<float>(cfg_.hidden_size)), stream_);
-    PEFT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      cuda::fill_normal(lm_head_.bf16_copy(), ve, seed + 7, 1.0f / std::sqrt(static_cast<float>(cfg_.hidden_size)),
+                        stream_);
+    widen_masters();
   }
 
   // PEFT's initialisation, the CPU model's Rng order: module order, A then (zero) B.
@@ -216,10 +215,14 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     for_each_linear([&](auto& lin) { lin.init_adapter(rng, stream_); });
   }
 
-  // LoRA A/B and fully trained weights (and biases), in HF module order, as the CPU model lists them.
+  // LoRA A/B and fully trained tensors in the CPU model's order: embedding, each layer's norms and
+  // projections (HF module order), final norm, untied lm_head.
   cuda::DeviceParameters trainable_parameters() {
     std::vector<cuda::DeviceParameter> out;
-    for_each_linear([&](const auto& lin) { lin.parameters(out); });
+    embed_.parameters(out);
+    for_each_layer([&](const auto& layer, std::size_t) { layer.parameters(out); });
+    final_norm_.parameters(out);
+    if (!cfg_.tie_word_embeddings) lm_head_.parameters(out);
     return cuda::DeviceParameters(std::move(out), &state_);
   }
 
@@ -289,11 +292,12 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     const int T = upload_batch(batch);
     draw_dropout_seeds(nullptr);
     const cuda::GemmContext c{*gemm_, stream_, weight_scratch_};
-    cuda::embedding_forward(stream_x_[0], d_ids_, embed_, T, vocab(), hidden(), stream_);
+    cuda::embedding_forward(stream_x_[0], d_ids_, embed_.bf16_copy(), T, vocab(), hidden(), stream_);
     for_each_layer([&](const auto& layer, std::size_t l) {
       layer.forward(c, stream_x_[l], stream_x_[l + 1], acts(l), scratch_, T, nullptr);
     });
-    cuda::rms_norm_forward(final_h_, final_rstd_, stream_x_[n_layers()], final_norm_, T, hidden(), eps(), stream_);
+    cuda::rms_norm_forward(final_h_, final_rstd_, stream_x_[n_layers()], final_norm_.bf16_copy(), T, hidden(), eps(),
+                           stream_);
     std::vector<std::int32_t> idx;
     if (rows.empty()) for (int t = 0; t < T; ++t) idx.push_back(t);
     for (auto r : rows) {
@@ -366,13 +370,22 @@ class Qwen2Model<L, P, CudaDevice<A>> {
   int hidden() const { return static_cast<int>(cfg_.hidden_size); }
   int vocab() const { return static_cast<int>(cfg_.vocab_size); }
   float eps() const { return static_cast<float>(cfg_.rms_norm_eps); }
-  const cuda::bf16* lm_weight() const { return cfg_.tie_word_embeddings ? embed_ : lm_head_; }
+  const cuda::bf16* lm_weight() const { return cfg_.tie_word_embeddings ? embed_.bf16_copy() : lm_head_.bf16_copy(); }
+  // lm_head's gradient: the embedding's when tied (both uses accumulate into one weight); null when frozen.
+  float* lm_grad() const { return cfg_.tie_word_embeddings ? embed_.grad() : lm_head_.grad(); }
+  void widen_masters() {
+    embed_.widen_master(stream_);
+    for_each_layer([&](auto& layer, std::size_t) { layer.widen_masters(stream_); });
+    final_norm_.widen_master(stream_);
+    if (!cfg_.tie_word_embeddings) lm_head_.widen_master(stream_);
+    PEFT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
   cuda::LayerDims layer_dims() const {
     return rest_.empty() ? tail_.front().dims() : rest_.front().dims();
   }
   cuda::LayerActivations& acts(std::size_t l) { return keeps_layers ? acts_[l] : acts_[0]; }
   double* host_loss() { return reinterpret_cast<double*>(static_cast<char*>(pinned_) + 8); }
-  std::size_t seeds_offset() const { return (16 + static_cast<std::size_t>(opt_.max_tokens) * 4 * 5 + 64 + 7) / 8 * 8; }
+  std::size_t seeds_offset() const { return (16 + cuda::batch_pinned_ints(opt_.max_tokens) * 4 + 64 + 7) / 8 * 8; }
   std::size_t pinned_bytes() const { return seeds_offset() + n_layers() * cuda::kProjections * 8; }
   std::size_t n_layers() const { return rest_.size() + tail_.size(); }
 
@@ -391,17 +404,19 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     const cuda::GemmContext c{*gemm_, stream_, weight_scratch_};
     const std::size_t th = static_cast<std::size_t>(T) * cfg_.hidden_size;
 
-    cuda::embedding_forward(stream_x_[0], d_ids_, embed_, T, vocab(), hidden(), stream_);
+    cuda::embedding_forward(stream_x_[0], d_ids_, embed_.bf16_copy(), T, vocab(), hidden(), stream_);
     for_each_layer([&](const auto& layer, std::size_t l) {
       layer.forward(c, stream_x_[l], stream_x_[l + 1], acts(l), scratch_, T, layer_seeds(l));
     });
-    cuda::rms_norm_forward(final_h_, final_rstd_, stream_x_[n_layers()], final_norm_, T, hidden(), eps(), stream_);
+    cuda::rms_norm_forward(final_h_, final_rstd_, stream_x_[n_layers()], final_norm_.bf16_copy(), T, hidden(), eps(),
+                           stream_);
 
     // Cross entropy over the labelled rows only (gathered), chunked over the vocabulary.
     const int n = n_labels_;
     if (n > 0) {
       cuda::gather_rows(h_sel_, final_h_, d_label_rows_, n, hidden(), stream_);
-      cuda::lm_head_cross_entropy(*gemm_, row_loss_, backward ? dh_sel_ : nullptr, nullptr, h_sel_, lm_weight(),
+      cuda::lm_head_cross_entropy(*gemm_, row_loss_, backward ? dh_sel_ : nullptr, backward ? lm_grad() : nullptr,
+                                  h_sel_, lm_weight(),
                                   d_targets_, n, hidden(), vocab(), grad_scale, logits_, stream_);
       cuda::ce_loss_sum(loss_sum_, row_loss_, n, stream_);
     } else {
@@ -413,34 +428,22 @@ class Qwen2Model<L, P, CudaDevice<A>> {
       // dY: the labelled rows' dh, zero elsewhere; the final norm's backward starts the stream.
       PEFT_CUDA_CHECK(cudaMemsetAsync(dy_, 0, th * sizeof(cuda::bf16), stream_));
       cuda::scatter_rows(dy_, dh_sel_, d_label_rows_, n, hidden(), stream_);
-      cuda::rms_norm_backward(dstream_, nullptr, dy_, stream_x_[n_layers()], final_norm_, final_rstd_, T, hidden(),
-                              stream_, false);
+      cuda::rms_norm_backward(dstream_, final_norm_.grad(), dy_, stream_x_[n_layers()], final_norm_.bf16_copy(),
+                              final_rstd_, T, hidden(), stream_, false);
       for_each_layer_reverse([&](const auto& layer, std::size_t l) {
         if constexpr (!keeps_layers)  // re-run this layer's forward into the one set of buffers
           if (l + 1 < n_layers())     // (the last layer's are still there from the forward)
             layer.forward(c, stream_x_[l], final_h_, acts(l), scratch_, T, layer_seeds(l));
         layer.backward(c, stream_x_[l], dstream_, acts(l), scratch_, T, layer_seeds(l));
       });
-      // The embedding is frozen: the gradient stops here.
+      // A frozen embedding stops the gradient here; a trained one adds each token's row.
+      if constexpr (W::train_embedding)
+        cuda::embedding_backward(embed_.grad(), d_ids_, dstream_, T, vocab(), hidden(), stream_);
     }
   }
 
   cudaGraphExec_t capture(int T, float grad_scale) {
-    cudaGraph_t graph = nullptr;
-    PEFT_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
-    try {
-      device_step(T, grad_scale);
-    } catch (...) {
-      cudaStreamEndCapture(stream_, &graph);
-      if (graph) cudaGraphDestroy(graph);
-      throw;
-    }
-    PEFT_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
-    cudaGraphExec_t exec = nullptr;
-    const cudaError_t st = cudaGraphInstantiate(&exec, graph, 0);
-    cudaGraphDestroy(graph);
-    PEFT_CUDA_CHECK(st);
-    return exec;
+    return cuda::capture_graph(stream_, [&] { device_step(T, grad_scale); });
   }
 
   const std::uint64_t* layer_seeds(std::size_t l) const {
@@ -463,17 +466,20 @@ class Qwen2Model<L, P, CudaDevice<A>> {
   // The whole layout, run once to count and once to allocate.
   void plan(cuda::MemoryPlan& m) {
     const auto T = static_cast<std::size_t>(opt_.max_tokens);
-    const auto H = static_cast<std::size_t>(cfg_.hidden_size), V = static_cast<std::size_t>(cfg_.vocab_size);
+    const auto H = static_cast<std::size_t>(cfg_.hidden_size);
     const cuda::LayerDims d = layer_dims();
-    embed_ = m.take<cuda::bf16>(V * H, "model.embed_tokens.weight");
+    embed_.plan_weights(m);
     for_each_layer([&](auto& layer, std::size_t) { layer.plan_weights(m); });
-    final_norm_ = m.take<cuda::bf16>(H, "model.norm.weight");
-    if (!cfg_.tie_word_embeddings) lm_head_ = m.take<cuda::bf16>(V * H, "lm_head.weight");
+    final_norm_.plan_weights(m);
+    if (!cfg_.tie_word_embeddings) lm_head_.plan_weights(m);
     inv_freq_ = m.take<float>(static_cast<std::size_t>(cfg_.head_dim / 2), "rope inv_freq");
     if (!m.allocating()) planned_.weights = m.bytes();
-    // Gradients: one block (zero_grad is one memset).
+    // Gradients: one block (zero_grad is one memset), in trainable_parameters()' order.
     const std::size_t before = m.bytes();
+    embed_.plan_grads(m);
     for_each_layer([&](auto& layer, std::size_t) { layer.plan_grads(m); });
+    final_norm_.plan_grads(m);
+    if (!cfg_.tie_word_embeddings) lm_head_.plan_grads(m);
     if (m.allocating()) {
       auto params = trainable_parameters().tensors();
       if (!params.empty()) {
@@ -514,11 +520,7 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     scratch_.plan(m, d, opt_.max_tokens, max_rp, uses_lora() && lora_.lora_dropout > 0);
     if constexpr (QuantisedBase<P>) {  // the largest projection, dequantised (ProjectionWeights::base_for_gemm)
       std::size_t largest = 0;
-      for_each_layer([&](const auto& layer, std::size_t) {
-        const cuda::LayerWeights lw = layer.weights();  // (a temporary's linears() would dangle in the loop)
-        for (const auto& w : lw.linears())
-          largest = std::max(largest, static_cast<std::size_t>(w.shape().in * w.shape().out));
-      });
+      for_each_layer([&](const auto& layer, std::size_t) { largest = std::max(largest, layer.largest_projection()); });
       weight_scratch_ = m.take<cuda::bf16>(largest, "NF4 weight scratch (bf16)");
     }
     dstream_ = m.take<cuda::bf16>(T * H, "residual stream gradient");
@@ -544,11 +546,11 @@ class Qwen2Model<L, P, CudaDevice<A>> {
 
   // Validates the batch (errors name the position) and copies it in through pinned memory.
   int upload_batch(const PackedBatch& b) {
-    const cuda::UploadedBatch u = cuda::upload_packed_batch(
-        b, opt_.max_tokens, vocab(), reinterpret_cast<std::int32_t*>(static_cast<char*>(pinned_) + 16),
-        {d_ids_, d_positions_, d_cu_, d_label_rows_, d_targets_}, stream_);
+    auto* pin = reinterpret_cast<std::int32_t*>(static_cast<char*>(pinned_) + 16);
+    const cuda::UploadedBatch u = cuda::upload_batch(b, opt_.max_tokens, vocab(), pin,
+                                                     {d_ids_, d_positions_, d_cu_, d_label_rows_, d_targets_}, stream_);
     n_labels_ = u.labels;
-    scratch_.batch = u.batch;
+    scratch_.batch = {d_cu_, u.seqs, u.max_seqlen, u.tokens};
     cuda::rope_build_table(scratch_.rope, d_positions_, inv_freq_, u.tokens, static_cast<int>(cfg_.head_dim), stream_);
     return u.tokens;
   }
@@ -577,7 +579,9 @@ class Qwen2Model<L, P, CudaDevice<A>> {
   cuda::TrainingState state_;
   void* pinned_ = nullptr;
 
-  cuda::bf16 *embed_ = nullptr, *final_norm_ = nullptr, *lm_head_ = nullptr;
+  cuda::ModelWeight<W::train_embedding> embed_;
+  cuda::ModelWeight<W::train_norms> final_norm_;
+  cuda::ModelWeight<W::lm_head::trains_base> lm_head_;  // untied only
   float* inv_freq_ = nullptr;
   char *grads_begin_ = nullptr, *grads_end_ = nullptr;
   std::vector<cuda::bf16*> stream_x_;

@@ -11,15 +11,15 @@
 // Host copies happen only to save (adapter, optimizer state) and to load (adapter, resume).
 #pragma once
 #include <algorithm>
+#include <concepts>
 #include <filesystem>
 #include <fmt/format.h>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "peft/kernels/cuda/adamw.cuh"
 #include "peft/kernels/cuda/global_norm.cuh"
-#include "peft/kernels/cuda/sgd.cuh"
+#include "peft/kernels/cuda/multi_tensor.cuh"
 #include "peft/layers/cuda/lora_linear.cuh"
 #include "peft/core/parameter.hpp"
 #include "peft/dist/communicator.hpp"
@@ -34,8 +34,7 @@ struct TrainingState {
   DeviceArena* arena = nullptr;
   cudaStream_t stream = nullptr;
   std::unique_ptr<GlobalGradNorm> norm;
-  std::unique_ptr<MultiTensorAdamW> adamw;
-  std::unique_ptr<MultiTensorSgd> sgd;
+  std::unique_ptr<MultiTensorOptimizer> optimizer;  // the fused update --optim chose
   float* host_norm = nullptr;  // pinned
   bool clip_pending = false;
   // Where the optimizer's device state starts and ends in the arena: a second optimizer_init on
@@ -139,8 +138,7 @@ inline TrainingState& begin_optimizer_state(const DeviceParameters& params) {
   TrainingState& s = params.state();
   if (s.norm) {
     s.norm.reset();
-    s.adamw.reset();
-    s.sgd.reset();
+    s.optimizer.reset();
     if (s.arena->used() == s.optimizer_end) s.arena->release(s.optimizer_begin);
   }
   s.optimizer_begin = s.arena->mark();
@@ -173,15 +171,9 @@ inline const float* take_clip_scale(TrainingState& s) {
   return scale;
 }
 
-// A device optimizer's per-tensor buffer, named as its host twin names it in optimizer.safetensors.
-struct DeviceStateBuffer {
-  std::string name;                        // "exp_avg"
-  std::vector<float*> per_tensor;          // one device array per parameter, the parameter's layout
-};
-
 // Saves device buffers through the same writer as the host optimizers (optim/state_file.hpp).
 inline void save_device_optimizer_state(const std::filesystem::path& file, const DeviceParameters& params,
-                                        const std::vector<DeviceStateBuffer>& buffers, std::int64_t step,
+                                        const std::vector<OptimizerBuffer>& buffers, std::int64_t step,
                                         bool masters) {
   std::vector<HostParameters> host;
   for (const auto& b : buffers)
@@ -194,7 +186,7 @@ inline void save_device_optimizer_state(const std::filesystem::path& file, const
 
 // Resume: the buffers saved by save_device_optimizer_state (or a CPU run) back onto the device.
 inline std::int64_t load_device_optimizer_state(const std::filesystem::path& file, const DeviceParameters& params,
-                                                const std::vector<DeviceStateBuffer>& buffers) {
+                                                const std::vector<OptimizerBuffer>& buffers) {
   const HostParameters shapes = params.to_host();
   std::vector<std::vector<Matrix>> host(buffers.size(), shapes.values);
   std::vector<LoadedBuffers> loaded;
@@ -203,6 +195,39 @@ inline std::int64_t load_device_optimizer_state(const std::filesystem::path& fil
   for (std::size_t k = 0; k < buffers.size(); ++k)
     params.upload_into(host[k], [&](const DeviceParameter&, std::size_t i) { return buffers[k].per_tensor[i]; });
   return step;
+}
+
+// The optimizer hooks once optimizer_init has built the fused update (each optimizer's own file,
+// optim/cuda/adamw.cuh or sgd.cuh, adds only its optimizer_init): the step, and the checkpoint of
+// its buffers under the names its host twin writes, so a checkpoint resumes on either backend.
+// Opt is the host optimizer: it keeps the hyper-parameters and the step count.
+template <class Opt>
+  requires std::same_as<decltype(Opt::step_count), std::int64_t>
+MultiTensorOptimizer& fused_optimizer(const Opt&, const DeviceParameters& params, const char* hook) {
+  require(params.state().optimizer != nullptr, "{} on CUDA parameters before optimizer_init", hook);
+  return *params.state().optimizer;
+}
+
+template <class Opt>
+void optimizer_step(Opt& opt, const DeviceParameters& params, double lr) {
+  MultiTensorOptimizer& fused = fused_optimizer(opt, params, "optimizer_step");
+  TrainingState& s = params.state();
+  fused.step(lr, take_clip_scale(s), s.stream);
+  opt.step_count = fused.step_count();
+}
+
+template <class Opt>
+void save_optimizer_state(const std::filesystem::path& file, const Opt& opt, const DeviceParameters& params,
+                          bool masters = false) {
+  const auto buffers = fused_optimizer(opt, params, "save_optimizer_state").buffers();
+  save_device_optimizer_state(file, params, buffers, opt.step_count, masters);
+}
+
+template <class Opt>
+void load_optimizer_state(const std::filesystem::path& file, Opt& opt, const DeviceParameters& params) {
+  MultiTensorOptimizer& fused = fused_optimizer(opt, params, "load_optimizer_state");
+  opt.step_count = load_device_optimizer_state(file, params, fused.buffers());
+  fused.set_step_count(opt.step_count);
 }
 
 // The trainer's gradient all-reduce for a CUDA model (found by ADL, like clip_grad_norm; the

@@ -1,5 +1,6 @@
-// Command-line parsing the inference programs (chat, merge_lora) share: Boost.Program_Options with
-// errors turned into peft::Error (so main prints one line and exits 1) and --help handled.
+// Command-line parsing every ms-swift-style program shares (sft, infer, export, merge_lora):
+// Boost.Program_Options with errors turned into peft::Error (so main prints one line and exits 1),
+// stray words refused, unknown flags answered with the nearest known one, and --help handled.
 #pragma once
 #include <boost/program_options.hpp>
 #include <iostream>
@@ -7,7 +8,7 @@
 
 #include "peft/core/error.hpp"
 #include "peft/text/utf8.hpp"
-#include "../sft/flag_suggestions.hpp"
+#include "sft/flag_suggestions.hpp"
 
 namespace peft::examples {
 
@@ -33,9 +34,9 @@ inline void require_utf8_flag(const char* flag, const std::string& value) {
     fail("--{}: the value is not valid UTF-8 (byte {} of {})", flag, *bad + 1, value.size());
 }
 
-// Fills vm from argv; returns false when --help was asked for (and printed).
-inline bool parse_command_line(int argc, char** argv, const boost::program_options::options_description& d,
-                               boost::program_options::variables_map& vm) {
+// Fills vm from argv; returns false when --help was asked for (and printed to help_out).
+inline bool parse_command_line(int argc, const char* const* argv, const boost::program_options::options_description& d,
+                               boost::program_options::variables_map& vm, std::ostream& help_out = std::cout) {
   namespace po = boost::program_options;
   try {
     const po::parsed_options parsed = po::parse_command_line(argc, argv, d);
@@ -48,7 +49,7 @@ inline bool parse_command_line(int argc, char** argv, const boost::program_optio
     fail("{} (run with --help for the list of flags)", e.what());
   }
   if (!vm.count("help")) return true;
-  std::cout << d << '\n';
+  help_out << d << '\n';
   return false;
 }
 
