@@ -1,5 +1,7 @@
 // GPU training benchmark: the CUDA model (Qwen2<Lora<8>, Bf16Mixed, Cuda / CudaRecompute>) on
-// the Qwen2.5-7B and 0.5B shapes with random bf16 weights drawn on the device, LoRA r=8
+// the Qwen2.5-7B and 0.5B shapes with random bf16 weights drawn on the device, and QLoRA
+// (Qwen2<Lora<8>, Nf4Base, CudaRecompute>: random NF4 codes drawn on the device) on the 7B, 14B
+// and 32B shapes at 2048, each NF4 line with the arena's plan by part. LoRA r=8
 // all-linear (alpha 32, dropout 0.05, as bench/hf_peft_baseline.py), AdamW with clipping at 1.0.
 // Workloads mirror the HF baseline's: one sequence per step at 2048 (keep-all and recompute),
 // 4096 (recompute), 64; the identity run (50 samples of 40-80 tokens, 10 epochs, GA 16) trained
@@ -17,6 +19,7 @@
 //
 //   train_bench [workload ...]   workloads: 7b_2048_keep 7b_2048_recompute 7b_4096_recompute
 //                                7b_64 identity 0.5b_2048 0.5b_2048_full 7b_nemo_keep 7b_nemo_recompute
+//                                nf4_7b_2048_recompute nf4_14b_2048_recompute nf4_32b_2048_recompute
 //                                (default: all)
 #include <algorithm>
 #include <chrono>
@@ -80,9 +83,10 @@ void report(const std::string& name, const ModelConfig& c, double tokens_per_ste
 // One sequence of `seq` tokens per optimizer step: forward+backward, clip, AdamW, zero_grad.
 // `samples` > 1 packs that many sequences of `seq` tokens into the micro-batch (varlen attention
 // keeps them apart), as NeMo's packed micro-batch 2 does.
-template <class Device, class Layout = Lora<8>>
+template <class Device, class Layout = Lora<8>, class Precision = Bf16Mixed>
 void fixed_length(const std::string& name, const ModelConfig& cfg, int seq, int steps, int warmup, int samples = 1) {
-  using Model = Qwen2<Layout, Bf16Mixed, Device>;
+  using Model = Qwen2<Layout, Precision, Device>;
+  const std::string plan = peft::cuda::describe(Model::planned_memory(cfg, bench_lora(), {seq * samples}));
   Model model(cfg, bench_lora(), {seq * samples});
   model.fill_random_weights(1);
   model.init_adapters(0);
@@ -96,9 +100,10 @@ void fixed_length(const std::string& name, const ModelConfig& cfg, int seq, int 
   const StepTiming t = time_training_steps(model, batch, warmup, steps, &dropout, [&] {
     PEFT_CUDA_CHECK(cudaStreamSynchronize(model.stream()));
   });
-  char extra[128];
-  std::snprintf(extra, sizeof extra, ", \"loss\": %.4f, \"steps\": %d, \"step_ms_min\": %.2f, \"trainable\": %lld",
-                t.loss, steps, t.min_ms, static_cast<long long>(model.trainable_parameters().numel()));
+  char extra[448];
+  std::snprintf(extra, sizeof extra,
+                ", \"loss\": %.4f, \"steps\": %d, \"step_ms_min\": %.2f, \"trainable\": %lld, \"plan\": \"%s\"", t.loss,
+                steps, t.min_ms, static_cast<long long>(model.trainable_parameters().numel()), plan.c_str());
   report(name, cfg, static_cast<double>(seq) * samples, t.median_ms, (seq + 1) / 2.0, model.arena().high_water(),
          device_used_gb(), extra, !Model::uses_lora());
 }
@@ -159,6 +164,7 @@ int main(int argc, char** argv) {
   PEFT_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("{\"device\": \"%s\", \"sms\": %d}\n", prop.name, prop.multiProcessorCount);
   const ModelConfig b7 = preset_config<Qwen25_7B>(), b05 = preset_config<Qwen25_0_5B>();
+  const ModelConfig b14 = preset_config<Qwen25_14B>(), b32 = preset_config<Qwen25_32B>();
   try {
     if (on("7b_2048_keep")) fixed_length<Cuda>("7b_2048_keep", b7, 2048, 8, 2);
     if (on("7b_2048_recompute")) fixed_length<CudaRecompute>("7b_2048_recompute", b7, 2048, 8, 2);
@@ -172,6 +178,14 @@ int main(int argc, char** argv) {
     // timing over-counts: AdamW runs every step).
     if (on("7b_nemo_keep")) fixed_length<Cuda>("7b_nemo_keep", b7, 4096, 5, 1, 2);
     if (on("7b_nemo_recompute")) fixed_length<CudaRecompute>("7b_nemo_recompute", b7, 4096, 5, 1, 2);
+    // QLoRA, the issue's targets: one 2048-token sequence per micro-step with recompute (a GA 16
+    // step is 16 of these and one AdamW update over the same adapter).
+    if (on("nf4_7b_2048_recompute"))
+      fixed_length<CudaRecompute, Lora<8>, Nf4Base>("nf4_7b_2048_recompute", b7, 2048, 8, 2);
+    if (on("nf4_14b_2048_recompute"))
+      fixed_length<CudaRecompute, Lora<8>, Nf4Base>("nf4_14b_2048_recompute", b14, 2048, 6, 2);
+    if (on("nf4_32b_2048_recompute"))
+      fixed_length<CudaRecompute, Lora<8>, Nf4Base>("nf4_32b_2048_recompute", b32, 2048, 4, 1);
   } catch (const std::exception& e) {
     std::printf("{\"error\": \"%s\"}\n", e.what());
     return 1;

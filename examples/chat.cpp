@@ -13,6 +13,9 @@
 // default) does so when a GPU is present and the run is bfloat16, and says so on stderr;
 // otherwise it runs the CPU compositions. --device cuda without --torch_dtype (and no dtype
 // recorded by the adapter's training run) uses bfloat16, the CUDA backend's only storage.
+// A QLoRA adapter (its args.json records --quant_bits 4) is answered on a base loaded in NF4, as
+// ms-swift's infer loads it; --quant_bits 0 loads the bf16 base instead (--merge_lora true merges
+// into the bf16 base).
 //   chat_cuda --device cuda --model Qwen2.5-7B-Instruct --adapters output/v0-.../checkpoint-440 --stream true
 #include <fmt/format.h>
 
@@ -37,7 +40,7 @@ namespace {
 // The answer from the GPU when the run is one the CUDA backend does, else nothing.
 std::optional<int> chat_on_gpu([[maybe_unused]] const examples::ChatArgs& a,
                                [[maybe_unused]] const examples::ModelSource& src,
-                               [[maybe_unused]] const std::string& dtype) {
+                               [[maybe_unused]] const std::string& dtype, [[maybe_unused]] bool nf4) {
 #ifdef __CUDACC__
   const std::string cpu_only = dtype == "bfloat16" ? "" : fmt::format("--torch_dtype {} runs on the CPU only", dtype);
   if (!examples::choose_cuda(a.device, cpu_only, stderr)) return std::nullopt;
@@ -47,6 +50,7 @@ std::optional<int> chat_on_gpu([[maybe_unused]] const examples::ChatArgs& a,
   opt.max_tokens = 1024;  // the prefill chunk (longer prompts run in chunks over the cache)
   opt.logits_chunk_rows = 8;
   const std::string where = fmt::format("cuda:0 ({})", p.name);
+  if (nf4) return examples::run_chat<LoraLm<Nf4Base, CudaRecompute>>(a, src, where, opt);
   if (!a.adapters.empty()) return examples::run_chat<LoraLm<Bf16Mixed, CudaRecompute>>(a, src, where, opt);
   return examples::run_chat<FrozenLm<Bf16Mixed, CudaRecompute>>(a, src, where, opt);
 #else
@@ -85,9 +89,15 @@ int main(int argc, char** argv) {
       dtype = examples::choose_chat_dtype(*args, src);
     examples::TempDir temp;
     if (args->merge_lora) merge_first(*args, src, temp);  // refused in the CUDA build by parse_chat_args
-    if (const auto rc = chat_on_gpu(*args, src, dtype)) return *rc;
+    const bool nf4 = !args->adapters.empty() && args->quant_bits.value_or(src.qlora ? 4 : 0) == 4;
+    if (nf4)
+      fmt::print(stderr, "[model] the base's projections are loaded in NF4 ({}; --quant_bits 0 loads them in bf16)\n",
+                 args->quant_bits ? "--quant_bits 4" : "the adapter was trained with --quant_bits 4");
+    if (const auto rc = chat_on_gpu(*args, src, dtype, nf4)) return *rc;
     using examples::run_chat;
     const bool bf16 = dtype == "bfloat16";
+    if (nf4)
+      return bf16 ? run_chat<LoraLm<Nf4Base>>(*args, src, "cpu") : run_chat<LoraLm<Nf4Fp32>>(*args, src, "cpu");
     if (!args->adapters.empty())
       return bf16 ? run_chat<LoraLm<Bf16Mixed>>(*args, src, "cpu") : run_chat<LoraLm<Fp32>>(*args, src, "cpu");
     return bf16 ? run_chat<FrozenLm<Bf16Mixed>>(*args, src, "cpu") : run_chat<FrozenLm<Fp32>>(*args, src, "cpu");

@@ -7,9 +7,11 @@
 //   identity_finetune --quant_method bnb --quant_bits 4 ...   # QLoRA: an NF4 base (docs/qlora.md)
 // identity_finetune_cuda is this source built by nvcc (-DPEFT_WITH_CUDA=ON): `--device cuda`
 // trains the recipe's Qwen25_7B_Lora<Cuda> on GPU 0 (`--train_type full`: FullLm<Bf16Mixed, Cuda>,
-// every weight with an fp32 master; saved as model.safetensors + config.json, as on the CPU);
-// `--device auto` (the default) does so when a GPU is present and the run is bfloat16 LoRA or
-// full, and says so; otherwise it runs the CPU compositions. --gradient_checkpointing (default true, as ms-swift) picks Cuda or CudaRecompute
+// every weight with an fp32 master; saved as model.safetensors + config.json, as on the CPU;
+// `--quant_bits 4`: QLoRA, LoraLm<Nf4Base, Cuda>, the NF4 base on the GPU); `--device auto` (the
+// default) does so when a GPU is present and the run is bfloat16 LoRA, QLoRA or full, and says so;
+// otherwise it runs the CPU compositions. --gradient_checkpointing (default true, as ms-swift)
+// picks Cuda or CudaRecompute
 // after the planned peak is printed and held against the free memory (sft/cuda_activations.cuh).
 //   identity_finetune_cuda --device cuda --model Qwen2.5-7B-Instruct --dataset self_cognition.json ...
 //   NPROC_PER_NODE=2 identity_finetune_cuda --device cuda ...   # data-parallel over NCCL (docs/multi_gpu.md)
@@ -54,11 +56,15 @@ static std::unique_ptr<cuda::NcclCommunicator> join_gpus(examples::SftArgs& args
 // The GPU when the run is one the CUDA backend does, else nothing (std::nullopt).
 static std::optional<int> run_on_gpu(examples::SftArgs& args, const dist::LaunchEnv& env) {
   const std::string cpu_only =
-      args.quant.nf4()                 ? std::string("--quant_bits 4 (QLoRA) runs on the CPU only: no GPU NF4 kernels yet")
-      : args.torch_dtype != "bfloat16" ? fmt::format("--torch_dtype {} runs on the CPU only", args.torch_dtype)
-                                       : std::string();
+      args.torch_dtype != "bfloat16" ? fmt::format("--torch_dtype {} runs on the CPU only", args.torch_dtype)
+                                     : std::string();
   if (!examples::choose_cuda(args.device, cpu_only)) return std::nullopt;
   const auto comm = env.distributed() ? join_gpus(args, env) : nullptr;
+  if (args.quant.nf4()) {  // QLoRA: the NF4 base (bnb_4bit_compute_dtype bfloat16, as --torch_dtype)
+    if (examples::cuda_recompute_activations<Lora<>, Nf4Base>(args))
+      return examples::run_sft<LoraLm<Nf4Base, CudaRecompute>>(args, comm.get());
+    return examples::run_sft<LoraLm<Nf4Base, Cuda>>(args, comm.get());
+  }
   if (args.train_type == "full")
     return examples::cuda_recompute_activations<Full>(args)
                ? examples::run_sft<FullLm<Bf16Mixed, CudaRecompute>>(args, comm.get())

@@ -40,6 +40,7 @@ struct ChatArgs {
   std::optional<std::int64_t> max_new_tokens;
   SamplingOverrides sampling;
   std::uint64_t seed = 42;
+  std::optional<int> quant_bits;  // 4: the base in NF4 (QLoRA), 0: bf16; unset: as the adapter was trained
   std::optional<data::DatasetOptions> held_out;  // --load_data_args: the training run's validation rows
 };
 
@@ -50,6 +51,7 @@ inline std::optional<ChatArgs> parse_chat_args(int argc, char** argv, bool cuda_
   std::string stream = "false", verbose = "false", system, infer_backend = "pt", merge_lora = "false",
               load_data_args = "false";
   std::int64_t max_batch_size = 1;
+  int quant_bits = 0;
   double temperature = 0, top_p = 1, repetition_penalty = 1;
   std::int64_t top_k = 0, max_new_tokens = 0;
   po::options_description d("chat (flags as ms-swift's `swift infer`)");
@@ -66,6 +68,8 @@ inline std::optional<ChatArgs> parse_chat_args(int argc, char** argv, bool cuda_
       ("seed", po::value(&a.seed)->default_value(42), "sampling seed")
       ("device", po::value(&a.device)->default_value("auto"), "cpu | cuda | auto")
       ("torch_dtype", po::value(&a.torch_dtype), "float32 | bfloat16; default: the training run's, else config.json's")
+      ("quant_bits", po::value(&quant_bits), "4: load the base in NF4 for the adapter (QLoRA); 0: in bf16; default: "
+       "4 when the adapter's args.json records --quant_bits 4, else 0")
       ("val_dataset", po::value(&a.val_dataset), "answer every row of this dataset file (JSONL out)")
       ("verbose", po::value(&verbose)->implicit_value("true"), "per-reply token counts and speed on stderr")
       ("infer_backend", po::value(&infer_backend), "pt (the only engine here; ms-swift's default)")
@@ -103,6 +107,13 @@ inline std::optional<ChatArgs> parse_chat_args(int argc, char** argv, bool cuda_
   if (!a.result_path.empty())
     require(!std::filesystem::exists(a.result_path), "--result_path {} exists; chat does not overwrite it",
             a.result_path);
+  if (vm.count("quant_bits")) {
+    require(quant_bits == 0 || quant_bits == 4, "--quant_bits {}: not supported (valid: 4, the NF4 base of a QLoRA "
+            "adapter; 0, the bf16 base)", quant_bits);
+    require(quant_bits == 0 || !a.adapters.empty(), "--quant_bits 4 needs --adapters: the NF4 base is loaded for a "
+            "QLoRA adapter (a base model alone is chatted with in bf16)");
+    a.quant_bits = quant_bits;
+  }
   if (vm.count("system")) a.system = system;
   require_utf8_flag("system", system);
   if (vm.count("temperature")) a.sampling.temperature = temperature;

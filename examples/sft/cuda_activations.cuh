@@ -16,14 +16,14 @@
 namespace peft::examples {
 
 // Returns true for recompute; throws (with the numbers) when even recompute cannot fit.
-template <class Layout>
+template <class Layout, class Precision = Bf16Mixed>
 bool cuda_recompute_activations(const SftArgs& a) {
   const ModelConfig cfg = a.model.empty() ? embedded_default_config()
                                           : ModelConfig::from_file(std::filesystem::path(a.model) / "config.json");
   LoraConfig lora = a.lora;
   if (!a.adapters.empty()) lora = read_adapter_config(a.adapters);  // targets and rank decide the LoRA buffers
-  using Keep = Qwen2<Layout, Bf16Mixed, Cuda>;
-  using Recompute = Qwen2<Layout, Bf16Mixed, CudaRecompute>;
+  using Keep = Qwen2<Layout, Precision, Cuda>;
+  using Recompute = Qwen2<Layout, Precision, CudaRecompute>;
   const auto options = model_options<Keep>(a);
   const cuda::PlannedMemory keep = Keep::planned_memory(cfg, lora, options);
   const cuda::PlannedMemory recompute = Recompute::planned_memory(cfg, lora, options);

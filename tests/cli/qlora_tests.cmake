@@ -39,3 +39,11 @@ peft_cli_test(qlora_sweep_refused FAIL PROGRAM lr_epoch_sweep ARGS ${PEFT_FT_BAS
 peft_program_test(memory_plan memory_plan_table ARGS --lora_rank 8
   REGEX "Qwen2.5-7B \\| NF4 \\(QLoRA\\) \\| 3.14 \\| 2.03 \\| 0.301 \\| 5.47")
 peft_program_test(memory_plan memory_plan_bad_rank FAIL ARGS --lora_rank 0 REGEX "--lora_rank must be positive")
+
+# chat on a QLoRA adapter loads the base in NF4 (as ms-swift's infer does) unless --quant_bits 0.
+include(${CMAKE_CURRENT_LIST_DIR}/program_test.cmake)
+set(QLORA_CHAT_SETUP ${CMAKE_CURRENT_SOURCE_DIR}/cli/make_qlora_chat_models.cmake)
+peft_program_test(chat chat_qlora_nf4_base SETUP ${QLORA_CHAT_SETUP} ARGS --adapters qlora_ckpt --max_new_tokens 4
+  INPUT "hello" JSONL_LINES 1 REGEX "projections are loaded in NF4 \\(the adapter was trained with --quant_bits 4")
+peft_program_test(chat chat_qlora_bits_unknown FAIL ARGS --quant_bits 8 REGEX "--quant_bits 8: not supported \\(valid: 4")
+peft_program_test(chat chat_qlora_bits_without_adapter FAIL ARGS --quant_bits 4 REGEX "--quant_bits 4 needs --adapters")

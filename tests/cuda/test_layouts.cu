@@ -1,8 +1,9 @@
 // Every layout of the seven projections trains on the GPU as on the CPU oracle: for each of
 // AttentionOnly<Lora<16>>, AllLinear<Lora<8>> (with all-linear and with two targeted modules),
 // a mixed Lora<8>/Frozen bundle, full MLP + LoRA attention, LastLayers<2, Full, Lora<8>>
-// (keep and recompute) and FullModel (--train_type full: embedding, norms and lm_head train too;
-// tied and untied), Qwen2<Layout, Bf16Mixed, Cuda> and Qwen2<Layout, Bf16Mixed, Cpu> start
+// (keep and recompute), FullModel (--train_type full: embedding, norms and lm_head train too;
+// tied and untied) and, under Nf4Base (QLoRA: the frozen projections in NF4), AllLinear and a
+// Lora/Frozen mix (keep and recompute), Qwen2<Layout, P, Cuda> and Qwen2<Layout, P, Cpu> start
 // from the same RandomWeights, adapter seed and lora_B, then take 3 AdamW steps on one packed
 // batch. Checked: the same trainable tensors under the same names and shapes; per-step loss
 // (2e-3 relative, as test_model's loss check); the first step's gradients of each kind of tensor
@@ -110,11 +111,11 @@ void check_full_checkpoint(TestContext& t, const std::string& label, const std::
           peft::cuda_test::flat(gparams.to_host().list, false), 1e-7);
 }
 
-template <class Layout, class Device = Cuda>
+template <class Layout, class Device = Cuda, class Precision = Bf16Mixed>
 void check_training(TestContext& t, const std::string& label, const ModelConfig& cfg, const LoraConfig& lora,
                     const std::filesystem::path& save_to = {}) {
-  using CpuModel = Qwen2<Layout, Bf16Mixed, Cpu>;
-  using GpuModel = Qwen2<Layout, Bf16Mixed, Device>;
+  using CpuModel = Qwen2<Layout, Precision, Cpu>;
+  using GpuModel = Qwen2<Layout, Precision, Device>;
   RandomWeights w1(7), w2(7);
   auto cpu = CpuModel::from_weights(cfg, w1, lora, 42);
   auto gpu = GpuModel::from_weights(cfg, w2, lora, 42, {512});
@@ -219,6 +220,10 @@ int main(int argc, char** argv) {
     check_training<LastLayers<2, Full, Lora<8>>>(t, "LastLayers<2, Full, Lora<8>>", three_layers(false), r8, dir);
     check_training<LastLayers<2, Full, Lora<8>>, CudaRecompute>(t, "LastLayers<2, Full, Lora<8>> recompute",
                                                                  three_layers(true), r8);
+    // QLoRA: the NF4 base (quantised by the CPU's quantiser, dequantised bit for bit on the GPU).
+    check_training<Lora<8>, Cuda, Nf4Base>(t, "Nf4Base AllLinear<Lora<8>>", three_layers(false), r8);
+    check_training<Lora<8>, CudaRecompute, Nf4Base>(t, "Nf4Base AllLinear<Lora<8>> recompute", three_layers(true), r8);
+    check_training<Mixed, Cuda, Nf4Base>(t, "Nf4Base mixed Lora<8>/Frozen", three_layers(false), r8_qv);
     const auto full_dir = std::filesystem::temp_directory_path() / "peft_cuda_layouts_full";
     check_training<FullModel>(t, "FullModel untied", three_layers(false), r8, full_dir);
     check_training<FullModel>(t, "FullModel tied (one embedding, two gradients)", three_layers(true), r8);

@@ -168,65 +168,11 @@ void check_memory_plan(TestContext& t, const char* label, const ModelConfig& cfg
            std::string(label) + ": same weights and optimizer state, fewer activations under recompute");
 }
 
-// Bf16 training against HF's fp32 golden run: per-step loss within 2e-2 relative; the adapter
-// within 0.05 of its largest entry (Adam's normalised steps amplify bf16 noise in small
-// gradients; what matters is that training lands in the same place).
+// Bf16 training against HF's fp32 golden run (model_parity.cuh's check_hf_fixture).
 template <class Device>
 void check_fixture(TestContext& t, const std::string& name) {
-  using Model = Qwen2<Lora<>, Bf16Mixed, Device>;
-  const auto dir = test::fixture(name);
-  LoraConfig lora = read_adapter_config(dir / "adapter");
-  lora.lora_dropout = 0;
-  auto model = Model::from_pretrained(dir / "model", lora, 0, {256});
-  load_adapter_weights(dir / "adapter", *model);
-  const auto samples = test::fixture_samples(name);
-  const auto golden = test::fixture_golden(name);
-  const std::string label = name + " (" + std::string(Device::activations::name) + ")";
-
-  Floats got_fwd, want_fwd;
-  for (std::size_t i = 0; i < samples.size(); ++i) {
-    model->poison_activations();
-    got_fwd.push_back(static_cast<float>(model->evaluate(PackedBatch::of(samples[i])).mean()));
-    want_fwd.push_back(golden["forward_loss_before_training"][i].get<float>());
-  }
-  t.close(label + ": forward losses before training", got_fwd, want_fwd, 2e-2);
-
-  const TrainingArguments args = test::golden_args(golden);
-  Trainer<Model> trainer(*model, args, AdamW({args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay}), NamedSchedule(args.lr_scheduler_type));
-  trainer.set_quiet(true);
-  const TrainResult r = trainer.train(samples);
-  const auto& losses = golden["train_loss_per_step"];
-  t.expect(r.step_losses.size() == losses.size(), label + ": step count");
-  double worst = 0;
-  for (std::size_t s = 0; s < losses.size() && s < r.step_losses.size(); ++s)
-    worst = std::max(worst, std::abs(r.step_losses[s] - losses[s].get<double>()) / std::abs(losses[s].get<double>()));
-  std::printf("  %-46s max rel %.3e (first %.5f vs %.5f, last %.5f vs %.5f)\n", (label + ": step losses").c_str(), worst,
-              r.step_losses.front(), losses[0].get<double>(), r.step_losses.back(), losses[losses.size() - 1].get<double>());
-  t.expect(worst <= 2e-2, label + ": every step loss within 2e-2 of HF");
-  Floats gn, wn;
-  for (std::size_t s = 0; s < losses.size() && s < r.step_grad_norms.size(); ++s) {
-    gn.push_back(static_cast<float>(r.step_grad_norms[s]));
-    wn.push_back(golden["grad_norm_per_step"][s].get<float>());
-  }
-  t.close(label + ": grad norms", gn, wn, 5e-2);
-
-  const auto out = std::filesystem::temp_directory_path() / ("peft_cuda_parity_" + name);
-  std::filesystem::remove_all(out);
-  save_trained_weights(out, *model, "");
-  const auto got = SafetensorsFile::open(out / "adapter_model.safetensors");
-  const auto want = SafetensorsFile::open(dir / "adapter_trained" / "adapter_model.safetensors");
-  t.expect(got.names() == want.names(), label + ": adapter tensor names");
-  double diff = 0, scale = 0;
-  for (const auto& n : want.names()) {
-    const auto a = got.read_f32(n, want.tensor(n).shape), b = want.read_f32(n, want.tensor(n).shape);
-    for (std::size_t i = 0; i < a.size(); ++i) {
-      diff = std::max(diff, static_cast<double>(std::abs(a[i] - b[i])));
-      scale = std::max(scale, static_cast<double>(std::abs(b[i])));
-    }
-  }
-  std::printf("  %-46s max abs diff %.3e of max %.3e\n", (label + ": trained adapter").c_str(), diff, scale);
-  t.expect(diff <= 0.05 * scale, label + ": trained adapter within 0.05 of PEFT's");
-  std::filesystem::remove_all(out);
+  peft::cuda_test::check_hf_fixture<Qwen2<Lora<>, Bf16Mixed, Device>>(
+      t, name + " (" + std::string(Device::activations::name) + ")", name, name);
 }
 
 // The trainer packs a step's micro-batches into one call on this backend (Trainer's

@@ -1,6 +1,7 @@
 // cuda::DecoderLayer<Layout>: one Qwen2 decoder layer on the GPU, pre-norm residual, as
 // layers/decoder_layer.hpp, its seven projections each a cuda::Linear<policy> of the layout
-// (a Projections<...> bundle: Lora<8> here, Full or Frozen there):
+// (a Projections<...> bundle: Lora<8> here, Full or Frozen there), their frozen bases stored as the
+// precision says (bf16, or NF4 under Nf4Base: layers/cuda/nf4_base.cuh):
 //   h = x + o_proj(attn(rope(q, k), v)),  q/k/v = proj(norm1(x))
 //   out = h + down(silu(gate(norm2(h))) * up(norm2(h)))
 // Forward and backward side by side. The backward keeps the residual stream's gradient in ONE
@@ -10,6 +11,7 @@
 // over gate and up, which the layer no longer needs. The two norm weights train under a layout
 // with train_norms (FullModel): fp32 masters and gradients beside their bf16 copies (model_weight.cuh).
 #pragma once
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <string>
@@ -20,6 +22,7 @@
 #include "peft/layers/cuda/frozen_linear.cuh"
 #include "peft/layers/cuda/full_linear.cuh"
 #include "peft/layers/cuda/lora_linear.cuh"
+#include "peft/layers/cuda/nf4_base.cuh"
 #include "peft/layers/cuda/model_weight.cuh"
 #include "peft/kernels/cuda/rms_norm.cuh"
 #include "peft/kernels/cuda/rope.cuh"
@@ -114,8 +117,16 @@ class LayerWeights {
   std::array<ProjectionWeights, kProjections> lin_;
 };
 
-template <ProjectionLayout L>
+template <ProjectionLayout L, CudaPrecision Precision = Bf16Mixed>
 class DecoderLayer {
+  template <class Policy>
+  using Lin = Linear<Policy, FrozenBaseOf<Precision>>;
+  static_assert(!QuantisedBase<Precision> || !(L::q::trains_base || L::k::trains_base || L::v::trains_base ||
+                                       L::o::trains_base || L::gate::trains_base || L::up::trains_base ||
+                                       L::down::trains_base),
+                "Nf4Base: a trained weight cannot be stored in NF4; QLoRA trains LoRA adapters on a frozen "
+                "quantised base (use Lora<r> or Frozen)");
+
  public:
   // Dropout seeds of the seven projections: kProjections device scalars, or null (no dropout).
   using Seeds = const std::uint64_t*;
@@ -125,13 +136,13 @@ class DecoderLayer {
         dims_{static_cast<int>(c.hidden_size), static_cast<int>(c.intermediate_size),
               static_cast<int>(c.num_attention_heads), static_cast<int>(c.num_key_value_heads),
               static_cast<int>(c.head_dim), static_cast<float>(c.rms_norm_eps)},
-        lin_{Linear<typename L::q>(prefix_ + ".self_attn.q_proj", {c.hidden_size, dims_.q_dim(), true}, lora),
-             Linear<typename L::k>(prefix_ + ".self_attn.k_proj", {c.hidden_size, dims_.kv_dim(), true}, lora),
-             Linear<typename L::v>(prefix_ + ".self_attn.v_proj", {c.hidden_size, dims_.kv_dim(), true}, lora),
-             Linear<typename L::o>(prefix_ + ".self_attn.o_proj", {dims_.q_dim(), c.hidden_size, false}, lora),
-             Linear<typename L::gate>(prefix_ + ".mlp.gate_proj", {c.hidden_size, c.intermediate_size, false}, lora),
-             Linear<typename L::up>(prefix_ + ".mlp.up_proj", {c.hidden_size, c.intermediate_size, false}, lora),
-             Linear<typename L::down>(prefix_ + ".mlp.down_proj", {c.intermediate_size, c.hidden_size, false}, lora)},
+        lin_{Lin<typename L::q>(prefix_ + ".self_attn.q_proj", {c.hidden_size, dims_.q_dim(), true}, lora),
+             Lin<typename L::k>(prefix_ + ".self_attn.k_proj", {c.hidden_size, dims_.kv_dim(), true}, lora),
+             Lin<typename L::v>(prefix_ + ".self_attn.v_proj", {c.hidden_size, dims_.kv_dim(), true}, lora),
+             Lin<typename L::o>(prefix_ + ".self_attn.o_proj", {dims_.q_dim(), c.hidden_size, false}, lora),
+             Lin<typename L::gate>(prefix_ + ".mlp.gate_proj", {c.hidden_size, c.intermediate_size, false}, lora),
+             Lin<typename L::up>(prefix_ + ".mlp.up_proj", {c.hidden_size, c.intermediate_size, false}, lora),
+             Lin<typename L::down>(prefix_ + ".mlp.down_proj", {c.intermediate_size, c.hidden_size, false}, lora)},
         norm1_(prefix_ + ".input_layernorm.weight", 1, c.hidden_size, true),
         norm2_(prefix_ + ".post_attention_layernorm.weight", 1, c.hidden_size, true) {}
 
@@ -188,6 +199,14 @@ class DecoderLayer {
   }
 
   std::array<int, kProjections> padded_ranks() const { return weights().padded_ranks(); }
+  // Weights of the largest projection (the size of an NF4 model's dequantisation scratch).
+  std::size_t largest_projection() const {
+    std::size_t n = 0;
+    for_each_linear([&](const auto& l) {
+      n = std::max(n, static_cast<std::size_t>(l.weights().shape().in * l.weights().shape().out));
+    });
+    return n;
+  }
   LayerWeights weights() const {
     std::array<ProjectionWeights, kProjections> w;
     std::size_t p = 0;
@@ -249,8 +268,8 @@ class DecoderLayer {
 
   std::string prefix_;
   LayerDims dims_;
-  std::tuple<Linear<typename L::q>, Linear<typename L::k>, Linear<typename L::v>, Linear<typename L::o>,
-             Linear<typename L::gate>, Linear<typename L::up>, Linear<typename L::down>>
+  std::tuple<Lin<typename L::q>, Lin<typename L::k>, Lin<typename L::v>, Lin<typename L::o>, Lin<typename L::gate>,
+             Lin<typename L::up>, Lin<typename L::down>>
       lin_;
   ModelWeight<L::train_norms> norm1_, norm2_;
 };

@@ -1,13 +1,13 @@
-// cuda::Linear<Frozen>: the bf16 base W (+ b) is read-only: no gradient buffer, no optimizer
-// state; only the input gradient flows back.
+// cuda::Linear<Frozen, Base>: the base W (+ b; bf16 or NF4) is read-only: no gradient buffer, no
+// optimizer state; only the input gradient flows back.
 #pragma once
 #include "peft/core/rng.hpp"
 #include "peft/layers/cuda/linear.cuh"
 
 namespace peft::cuda {
 
-template <>
-class Linear<Frozen> {
+template <class Base>
+class Linear<Frozen, Base> {
  public:
   Linear(std::string module, LinearShape s, const LoraConfig&) : base_{std::move(module), s} {}
 
@@ -34,7 +34,7 @@ class Linear<Frozen> {
   const std::string& module() const { return base_.module; }
 
  private:
-  detail::DenseBase base_;
+  Base base_;  // bf16 (detail::DenseBase) or NF4 (detail::Nf4FrozenBase)
 };
 
 }  // namespace peft::cuda

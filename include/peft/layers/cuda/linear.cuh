@@ -5,6 +5,9 @@
 //                                        rank, or kDynamicRank: --lora_rank at run time)
 //   full_linear.cuh    Linear<Full>      fp32 master W (+ b) the optimizer updates, bf16 copy the
 //                                        GEMMs read, fp32 dW (+ db)
+// The second template argument is where the frozen base W lives: detail::DenseBase (bf16, below)
+// or detail::Nf4FrozenBase (NF4, layers/cuda/nf4_base.cuh, for the Nf4Base precision: QLoRA);
+// the policies hold it as `base_` and never look inside.
 // Every specialization offers the same members, which the decoder layer (decoder_layer.cuh) calls:
 //   Linear(module_path, LinearShape, const LoraConfig&)
 //   plan_weights(MemoryPlan&), plan_grads(MemoryPlan&)   weights first (all layers), then gradients
@@ -31,6 +34,7 @@
 #include "peft/kernels/cuda/elementwise.cuh"
 #include "peft/kernels/cuda/gemm.cuh"
 #include "peft/kernels/cuda/memory_plan.cuh"
+#include "peft/kernels/cuda/nf4_tensor.cuh"
 #include "peft/layers/linear.hpp"
 #include "peft/io/lora_config.hpp"
 #include "peft/layers/weight_source.hpp"
@@ -65,26 +69,54 @@ inline void upload_f32(float* dst, const Matrix& m, cudaStream_t stream) {
   PEFT_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
+// weight_scratch: where a quantised base (NF4) is dequantised to bf16 right before its GEMM, one
+// projection at a time (the model plans one, the size of its largest projection; null when the
+// base is bf16). Every use is on `stream`, so one projection's GEMM has read it before the next
+// dequantisation overwrites it.
 struct GemmContext {
   Gemm& gemm;
   cudaStream_t stream;
+  bf16* weight_scratch = nullptr;
 };
 
-// What a projection's forward reads: the bf16 base W [out, in] (+ b) and, when it carries a LoRA
-// adapter, A [rp, in] and B^T [rp, out] in bf16 (rp = 0: none). Pointers into the model's arena.
+// What a projection's forward reads: the base W [out, in] (+ b) in bf16, or in NF4 (dequantised
+// into the context's weight_scratch first), and, when it carries a LoRA adapter, A [rp, in] and
+// B^T [rp, out] in bf16 (rp = 0: none). Pointers into the model's arena.
 class ProjectionWeights {
  public:
   ProjectionWeights() = default;
   ProjectionWeights(LinearShape s, const bf16* w, const bf16* b, const bf16* a16 = nullptr, const bf16* bt16 = nullptr,
                     int rp = 0, float scaling = 0.0f, float dropout = 0.0f)
       : shape_(s), w_(w), b_(b), a16_(a16), bt16_(bt16), rp_(rp), scaling_(scaling), dropout_(dropout) {}
+  // An NF4 base (the tensor is the layer's: its offset is set when the checkpoint loads).
+  ProjectionWeights(LinearShape s, const Nf4DeviceTensor* w, const bf16* b) : shape_(s), nf4_(w), b_(b) {}
+  // The same base with a LoRA adapter.
+  ProjectionWeights with_adapter(const bf16* a16, const bf16* bt16, int rp, float scaling, float dropout) const {
+    ProjectionWeights p = *this;
+    p.a16_ = a16;
+    p.bt16_ = bt16;
+    p.rp_ = rp;
+    p.scaling_ = scaling;
+    p.dropout_ = dropout;
+    return p;
+  }
+
+  // The bf16 W a GEMM on c.stream reads: the weight itself, or (NF4) its dequantisation into
+  // c.weight_scratch, valid until the next projection's.
+  const bf16* base_for_gemm(GemmContext c) const {
+    if (!nf4_) return w_;
+    if (!c.weight_scratch)
+      throw Error("an NF4 projection needs the model's weight scratch (GemmContext::weight_scratch is null)");
+    dequantize_bf16(c.weight_scratch, *nf4_, c.stream);
+    return c.weight_scratch;
+  }
 
   // y [T, out] = x W^T + b (+ s * (drop(x) A^T) B^T). xa [T, rp] is kept for the backward;
   // drop_buf [T, in] is scratch when dropout is on (seed: a device scalar; null = no dropout).
   void forward(GemmContext c, const bf16* x, bf16* y, bf16* xa, bf16* drop_buf, int tokens,
                const std::uint64_t* seed) const {
     const int in = static_cast<int>(shape_.in), out = static_cast<int>(shape_.out);
-    matmul_forward(c.gemm, y, x, w_, b_, tokens, out, in, c.stream);
+    matmul_forward(c.gemm, y, x, base_for_gemm(c), b_, tokens, out, in, c.stream);
     if (!adapter()) return;
     const bf16* xin = x;
     if (seed && dropout_ > 0.0f) {
@@ -99,7 +131,8 @@ class ProjectionWeights {
   bool adapter() const { return rp_ > 0; }
   int padded_rank() const { return rp_; }
   const LinearShape& shape() const { return shape_; }
-  const bf16* weight() const { return w_; }
+  const bf16* weight() const { return w_; }  // null for an NF4 base (quantised())
+  bool quantised() const { return nf4_ != nullptr; }
   const bf16* bias() const { return b_; }
   const bf16* lora_a_bf16() const { return a16_; }
   const bf16* lora_bt_bf16() const { return bt16_; }
@@ -107,12 +140,18 @@ class ProjectionWeights {
 
  private:
   LinearShape shape_;
-  const bf16 *w_ = nullptr, *b_ = nullptr, *a16_ = nullptr, *bt16_ = nullptr;
+  const bf16* w_ = nullptr;
+  const Nf4DeviceTensor* nf4_ = nullptr;
+  const bf16 *b_ = nullptr, *a16_ = nullptr, *bt16_ = nullptr;
   int rp_ = 0;
   float scaling_ = 0.0f, dropout_ = 0.0f;
 };
 
-template <LinearPolicy Policy>
+namespace detail {
+struct DenseBase;
+}  // namespace detail
+
+template <LinearPolicy Policy, class Base = detail::DenseBase>
 class Linear;
 
 namespace detail {
@@ -151,6 +190,9 @@ struct DenseBase {
   // Random N(0, 1/in) weights and N(0, 0.02^2) bias (RandomWeights' recipe), drawn on the device.
   void fill_random(std::uint64_t seed, cudaStream_t stream) {
     fill_normal(w, static_cast<long long>(numel()), seed, 1.0f / std::sqrt(static_cast<float>(shape.in)), stream);
+    fill_bias(seed, stream);
+  }
+  void fill_bias(std::uint64_t seed, cudaStream_t stream) {
     if (shape.bias) fill_normal(b, shape.out, seed ^ 0x5bd1e995ull, 0.02f, stream);
   }
   // dx (= or +=) dy W.

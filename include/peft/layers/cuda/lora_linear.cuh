@@ -1,5 +1,6 @@
-// cuda::Linear<Lora<R>>: a frozen bf16 base W [out, in] (+ bf16 bias) and, when --target_modules
-// names the module, PEFT's LoRA branch (a module it does not name behaves as Linear<Frozen>),
+// cuda::Linear<Lora<R>, Base>: a frozen base W [out, in] (+ bf16 bias; Base: bf16 or NF4) and,
+// when --target_modules names the module, PEFT's LoRA branch (a module it does not name behaves
+// as Linear<Frozen>),
 //   y = x W^T + b + s * (dropout(x) A^T) B^T, s = alpha / r.
 //
 // The rank: R when fixed at compile time (Lora<8>; --lora_rank must then be 8), else (Lora<>)
@@ -30,8 +31,8 @@
 
 namespace peft::cuda {
 
-template <int R>
-class Linear<Lora<R>> {
+template <int R, class Base>
+class Linear<Lora<R>, Base> {
  public:
   static constexpr int kRank = R;  // kDynamicRank: --lora_rank, read at construction
 
@@ -125,7 +126,7 @@ class Linear<Lora<R>> {
   }
 
   ProjectionWeights weights() const {
-    return {base_.shape, base_.w, base_.b, a16_, bt16_, rp_, scaling_, dropout_};
+    return base_.weights().with_adapter(a16_, bt16_, rp_, scaling_, dropout_);
   }
   int padded_rank() const { return rp_; }
   bool targeted() const { return targeted_; }
@@ -133,7 +134,7 @@ class Linear<Lora<R>> {
   const std::string& module() const { return base_.module; }
 
  private:
-  detail::DenseBase base_;
+  Base base_;  // bf16 (detail::DenseBase) or NF4 (detail::Nf4FrozenBase)
   bool targeted_;
   int r_, rp_;
   float scaling_, dropout_;

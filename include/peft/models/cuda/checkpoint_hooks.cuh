@@ -15,21 +15,21 @@ namespace peft {
 // shapes, under the CPU model's names, and go through the CPU path's writer: one PEFT adapter,
 // fully trained modules (LastLayers' Full tail) in it as modules_to_save; without LoRA the HF
 // weights file (FullModel: model.safetensors + config.json, bf16), io/trained_tensors.hpp.
-template <class L, class A>
-void save_trained_weights(const std::filesystem::path& dir, Qwen2Model<L, Bf16Mixed, CudaDevice<A>>& model,
+template <class L, class P, class A>
+void save_trained_weights(const std::filesystem::path& dir, Qwen2Model<L, P, CudaDevice<A>>& model,
                           const std::string& base_model) {
-  using Model = Qwen2Model<L, Bf16Mixed, CudaDevice<A>>;
+  using Model = Qwen2Model<L, P, CudaDevice<A>>;
   const cuda::HostParameters h = model.trainable_parameters().to_host();
   if constexpr (Model::uses_lora())
     save_adapter(dir, h.list, model.lora_config(), base_model, static_cast<int>(model.config().num_hidden_layers));
   else
-    save_trained_tensors(dir, h.list, model.config(), trains_whole_model<Model>(), Bf16Mixed::storage,
-                         Bf16Mixed::name);
+    save_trained_tensors(dir, h.list, model.config(), trains_whole_model<Model>(), P::storage,
+                         P::name);
 }
 
 // Fills the CUDA model's LoRA parameters from a PEFT adapter folder (as load_adapter_weights).
-template <class L, class A>
-void load_adapter_weights(const std::filesystem::path& dir, Qwen2Model<L, Bf16Mixed, CudaDevice<A>>& model) {
+template <class L, class P, class A>
+void load_adapter_weights(const std::filesystem::path& dir, Qwen2Model<L, P, CudaDevice<A>>& model) {
   const auto params = model.trainable_parameters();
   cuda::HostParameters h = params.to_host();
   load_adapter_weights(dir, h.list);
@@ -38,15 +38,15 @@ void load_adapter_weights(const std::filesystem::path& dir, Qwen2Model<L, Bf16Mi
 
 // Resume: the trained tensors come back from the checkpoint's adapter (LoRA and modules_to_save)
 // or, without LoRA, from the fp32 masters in its optimizer state (io/trained_tensors.hpp).
-template <class L, class A>
-void load_trained_weights(const std::filesystem::path& dir, Qwen2Model<L, Bf16Mixed, CudaDevice<A>>& model) {
-  using Model = Qwen2Model<L, Bf16Mixed, CudaDevice<A>>;
+template <class L, class P, class A>
+void load_trained_weights(const std::filesystem::path& dir, Qwen2Model<L, P, CudaDevice<A>>& model) {
+  using Model = Qwen2Model<L, P, CudaDevice<A>>;
   if constexpr (Model::uses_lora()) {
     load_adapter_weights(dir, model);
   } else {
     const auto params = model.trainable_parameters();
     cuda::HostParameters h = params.to_host();
-    load_trained_tensors(dir, h.list, trains_whole_model<Model>(), Bf16Mixed::storage);
+    load_trained_tensors(dir, h.list, trains_whole_model<Model>(), P::storage);
     params.upload(h.list);
   }
 }

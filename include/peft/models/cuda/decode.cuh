@@ -7,7 +7,8 @@
 // the cache is empty, else decode_attention over the cached keys. Each layer's rotated k and v go
 // to the cache rows past .. past + n - 1 (kv_append.cuh).
 //
-// Decode (n = 1) is bound by reading every weight once per token, so it is as few dependent
+// Decode (n = 1; bf16 bases: an NF4 one takes the cuBLASLt path, dequantising each projection)
+// is bound by reading every weight once per token, so it is as few dependent
 // kernels as the data flow allows: per layer 5, LoRA on or off (gemv.cuh's fused one-row products
 // and decode_attention.cuh's single kernel):
 //   1. RMSNorm + x A^T of q/k/v + q/k/v + bias + LoRA + RoPE, k and v appended to the cache;
@@ -145,7 +146,9 @@ class Decoder {
     const auto& b = cache.buffers();
     const cudaStream_t st = m_.stream_;
     const std::int32_t* past = b.state + DecodeState::kLength;
-    if (!cache.use_gemv) {  // the comparison point: cuBLASLt at M = 1 (decode_bench --cublas)
+    // The comparison point: cuBLASLt at M = 1 (decode_bench --cublas). Also an NF4 base's path:
+    // the one-row kernels read bf16 weights, so each projection is dequantised before its GEMM.
+    if (!cache.use_gemv || m_.weight_scratch_) {
       gemm_layers(cache, b.state + DecodeState::kToken, 1, false);
       lm_head(m_.stream_x_[0], cache);
       greedy_advance(b.logits, m_.vocab(), b.state, b.out_ids, static_cast<int>(cache.capacity()), st);
@@ -290,7 +293,7 @@ class Decoder {
     bf16* x = m_.stream_x_[0];
     LayerActivations& a = m_.acts(0);
     StepScratch& s = m_.scratch_;
-    const GemmContext c{*m_.gemm_, st};
+    const GemmContext c{*m_.gemm_, st, m_.weight_scratch_};
     embedding_forward(x, ids, m_.embed_.bf16_copy(), n, m_.vocab(), m_.hidden(), st);
     for (std::size_t l = 0; l < m_.layer_weights_.size(); ++l) {
       const LayerWeights& layer = m_.layer_weights_[l];

@@ -18,10 +18,11 @@
 namespace peft::cuda {
 
 struct PlannedMemory {
-  std::size_t weights = 0;      // frozen bf16 weights, LoRA masters and their bf16 copies
+  std::size_t weights = 0;      // frozen weights (bf16; projections in NF4 under Nf4Base), LoRA masters and copies
   std::size_t activations = 0;  // what the forward keeps for the backward, residual stream included
   std::size_t optimizer = 0;    // LoRA gradients and AdamW moments
-  std::size_t workspace = 0;    // per-step scratch, logits chunk, batch tables, cuBLASLt, optimizer lists
+  std::size_t workspace = 0;    // per-step scratch (NF4: + one dequantised projection), logits chunk, batch
+                                // tables, cuBLASLt, optimizer lists
   std::size_t total() const { return weights + activations + optimizer + workspace; }
 };
 

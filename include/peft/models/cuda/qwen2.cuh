@@ -1,10 +1,12 @@
-// Qwen2Model<Layout, Bf16Mixed, CudaDevice<Activations>>: the CPU model's contract
+// Qwen2Model<Layout, Bf16Mixed | Nf4Base, CudaDevice<Activations>>: the CPU model's contract
 // (models/qwen2.hpp, shared names and checks in models/qwen2_contract.hpp) on one GPU, for every
 // layout the CPU model takes: each projection a cuda::Linear<policy>
 // (layers/cuda/: Frozen, Lora<r>, Full), a Projections<...> bundle or a layer-wise
 // LastLayers<N, Tail, Rest> (two layer vectors, visited in HF order as on the CPU); embedding,
 // norms and lm_head frozen or, under FullModel (--train_type full), trained with fp32 masters
 // (layers/cuda/model_weight.cuh); tied or untied embeddings (tied: both gradients into one weight).
+// Nf4Base (QLoRA): frozen projections in NF4 (layers/cuda/nf4_base.cuh), each dequantised into one
+// planned bf16 weight scratch right before its GEMM; embedding, norms and lm_head stay bf16.
 //
 //   from_pretrained / from_weights   the same weight bits and the same adapter Rng draws as the
 //                                    CPU model, so both start from identical parameters
@@ -52,8 +54,10 @@ struct CudaModelOptions {
   bool graphs = true;  // replay a captured CUDA graph for a step shape seen before
 };
 
-template <class L, class A>
-class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
+template <class L, PrecisionPolicy P, class A>
+class Qwen2Model<L, P, CudaDevice<A>> {
+  static_assert(cuda::CudaPrecision<P>, "the CUDA backend computes in bf16: Bf16Mixed, or Nf4Base (QLoRA); Fp32 and "
+                                        "Nf4Fp32 run on Cpu");
   static_assert(ModelLayout<L>,
                 "Qwen2<Layout, ...>: Layout must be a linear policy (Lora<r>, Full, Frozen), a "
                 "Projections<q, k, v, o, gate, up, down, lm_head, train_embedding, train_norms> bundle or a "
@@ -67,7 +71,7 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
 
  public:
   using Layout = L;
-  using Precision = Bf16Mixed;
+  using Precision = P;
   using Device = CudaDevice<A>;
   using Options = CudaModelOptions;  // from_pretrained / from_weights' run-time sizes
   static constexpr bool trains_lm_head = W::lm_head::trains_base;
@@ -176,6 +180,11 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
   // tensors and bits as load_weights(SafetensorsWeights), without the fp32 round trip.
   // Fully trained tensors then take their fp32 masters from the loaded bf16 values.
   cuda::WeightLoadStats load_pretrained(const std::filesystem::path& dir, const cuda::WeightLoaderOptions& o = {}) {
+    if constexpr (QuantisedBase<P>) {  // NF4: each projection quantised on the host as it is read
+      SafetensorsWeights src(dir);
+      load_weights(src);
+      return {};
+    }
     const cuda::WeightLoadStats stats = cuda::load_weights_bf16(dir, base_weights(), stream_, o);
     widen_masters();
     return stats;
@@ -282,7 +291,7 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
   Matrix logits(const PackedBatch& batch, std::span<const Eigen::Index> rows = {}) {
     const int T = upload_batch(batch);
     draw_dropout_seeds(nullptr);
-    const cuda::GemmContext c{*gemm_, stream_};
+    const cuda::GemmContext c{*gemm_, stream_, weight_scratch_};
     cuda::embedding_forward(stream_x_[0], d_ids_, embed_.bf16_copy(), T, vocab(), hidden(), stream_);
     for_each_layer([&](const auto& layer, std::size_t l) {
       layer.forward(c, stream_x_[l], stream_x_[l + 1], acts(l), scratch_, T, nullptr);
@@ -392,7 +401,7 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
   // entropy, the loss sum's copy to pinned memory, and the backward.
   void device_step(int T, float grad_scale) {
     const bool backward = grad_scale != 0.0f;
-    const cuda::GemmContext c{*gemm_, stream_};
+    const cuda::GemmContext c{*gemm_, stream_, weight_scratch_};
     const std::size_t th = static_cast<std::size_t>(T) * cfg_.hidden_size;
 
     cuda::embedding_forward(stream_x_[0], d_ids_, embed_.bf16_copy(), T, vocab(), hidden(), stream_);
@@ -509,6 +518,11 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
     for (auto& a : acts_) a.plan(m, d, opt_.max_tokens, rp);
     if (!m.allocating()) planned_.activations = m.bytes() - planned_.weights - planned_.optimizer;
     scratch_.plan(m, d, opt_.max_tokens, max_rp, uses_lora() && lora_.lora_dropout > 0);
+    if constexpr (QuantisedBase<P>) {  // the largest projection, dequantised (ProjectionWeights::base_for_gemm)
+      std::size_t largest = 0;
+      for_each_layer([&](const auto& layer, std::size_t) { largest = std::max(largest, layer.largest_projection()); });
+      weight_scratch_ = m.take<cuda::bf16>(largest, "NF4 weight scratch (bf16)");
+    }
     dstream_ = m.take<cuda::bf16>(T * H, "residual stream gradient");
     final_h_ = m.take<cuda::bf16>(T * H, "final norm output");
     final_rstd_ = m.take<float>(T, "final norm rstd");
@@ -557,8 +571,8 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
   CudaModelOptions opt_;
   cuda::PlannedMemory planned_;  // plan()'s count by part (its counting pass)
   cudaStream_t stream_ = nullptr;
-  std::vector<cuda::DecoderLayer<Rest>> rest_;  // layers [0, L - kTailLayers)
-  std::vector<cuda::DecoderLayer<Tail>> tail_;  // the last kTailLayers (empty for a uniform layout)
+  std::vector<cuda::DecoderLayer<Rest, P>> rest_;  // layers [0, L - kTailLayers)
+  std::vector<cuda::DecoderLayer<Tail, P>> tail_;  // the last kTailLayers (empty for a uniform layout)
   std::vector<cuda::LayerWeights> layer_weights_;  // every layer's forward view, for generation (decode.cuh)
   std::unique_ptr<cuda::DeviceArena> arena_;
   std::unique_ptr<cuda::Gemm> gemm_;
@@ -573,6 +587,7 @@ class Qwen2Model<L, Bf16Mixed, CudaDevice<A>> {
   std::vector<cuda::bf16*> stream_x_;
   std::vector<cuda::LayerActivations> acts_;
   cuda::StepScratch scratch_;
+  cuda::bf16* weight_scratch_ = nullptr;  // Nf4Base: the projection being multiplied, in bf16; else null
   cuda::bf16 *dstream_ = nullptr, *final_h_ = nullptr, *dy_ = nullptr, *h_sel_ = nullptr, *dh_sel_ = nullptr;
   float *final_rstd_ = nullptr, *row_loss_ = nullptr;
   double* loss_sum_ = nullptr;
