@@ -25,14 +25,11 @@ summary=()
 row() { summary+=("$(printf '%-44s %s' "$1" "$2")"); echo "${summary[-1]}"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/device.txt"
 
-deps="${PEFT_GPU_DEPS:-}"
-dep_flags=()
-[[ -n "$deps" ]] && dep_flags=(-DCMAKE_CUDA_FLAGS="-I$deps/include" -DCMAKE_CXX_FLAGS="-I$deps/include"
-                               -DCMAKE_CUDA_STANDARD_LIBRARIES="$deps/lib/libutf8proc.a $deps/lib/libpcre2-8.a")
+# shellcheck source=tools/gpu/gpu_build.sh
+source "$root/tools/gpu/gpu_build.sh"
 build() {  # build <dir> <archs>
   local start=$SECONDS
-  cmake -S "$root/tests/cuda" -B "$1" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$nvcc" \
-    -DPEFT_CUDA_ARCHS="$2" -DPEFT_CUDA_NVCC_THREADS=0 "${dep_flags[@]}" && cmake --build "$1" -j 8 --target cuda_test_decode
+  build_cuda_tests "$1" "$2" 8 cuda_test_decode
   local rc=$?
   echo "build $1 ($2): rc $rc, $((SECONDS - start)) s"
   return $rc
@@ -45,14 +42,8 @@ if [[ "${DECODE_PTX80:-1}" != 0 ]]; then
   ptx_pid=$!
 fi
 if [[ ! -x "$bin/decode_bench" ]]; then  # one translation unit: nvcc directly, with peftCuda.cmake's flags
-  mkdir -p "$bin"
   start=$SECONDS
-  inc=() libs=(-lutf8proc -lpcre2-8)
-  [[ -n "$deps" ]] && inc=(-I"$deps/include") libs=("$deps/lib/libutf8proc.a" "$deps/lib/libpcre2-8.a")
-  "$nvcc" -O3 -DNDEBUG -std=c++20 -arch=sm_90a --threads 0 --expt-relaxed-constexpr -lineinfo -DFMT_USE_CONSTEXPR=1 \
-    -DFMT_HEADER_ONLY=1 -I"$root/include" -I"$root/examples" -I/usr/include/eigen3 "${inc[@]}" \
-    -Xcudafe --diag_suppress=20012,--diag_suppress=20011,--diag_suppress=20014 "$root/bench/decode_bench.cu" \
-    -o "$bin/decode_bench" -lcublasLt "${libs[@]}" -ldl >"$out/build_bench.log" 2>&1
+  build_cuda_bench "$root/bench/decode_bench.cu" "$bin/decode_bench" >"$out/build_bench.log" 2>&1
   row "build decode_bench (sm_90a)" "rc $? $((SECONDS - start)) s"
   tail -5 "$out/build_bench.log"
 fi

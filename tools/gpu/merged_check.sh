@@ -18,6 +18,8 @@ build="$root/build-check"
 mkdir -p "$out" "$build/bench/bin"
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 export PEFT_FIXTURES_DIR="$root/tests/fixtures"
+# shellcheck source=tools/gpu/gpu_build.sh
+source "$root/tools/gpu/gpu_build.sh"
 summary=()
 row() { summary+=("$(printf '%-44s %s' "$1" "$2")"); echo "${summary[-1]}"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/summary.txt"
@@ -25,17 +27,9 @@ echo "commit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknow
 
 # 1. builds
 start=$SECONDS
-( cmake -S "$root/tests/cuda" -B "$build/tests" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$nvcc" \
-    -DPEFT_CUDA_ARCHS=90a -DPEFT_CUDA_NVCC_THREADS=0 -DCMAKE_CUDA_FLAGS="-I$deps/include" \
-    -DCMAKE_CXX_FLAGS="-I$deps/include" \
-    -DCMAKE_CUDA_STANDARD_LIBRARIES="$deps/lib/libutf8proc.a $deps/lib/libpcre2-8.a" &&
-  cmake --build "$build/tests" -j 12 ) >"$out/build_tests.log" 2>&1 &
+build_cuda_tests "$build/tests" 90a 12 >"$out/build_tests.log" 2>&1 &
 tests_pid=$!
-# train_bench is one translation unit: nvcc directly, with peftCuda.cmake's flags.
-"$nvcc" -O3 -DNDEBUG -std=c++20 -arch=sm_90a --threads 0 --expt-relaxed-constexpr -lineinfo \
-  -DFMT_USE_CONSTEXPR=1 -DFMT_HEADER_ONLY=1 -I"$root/include" -I"$root/examples" -I/usr/include/eigen3 \
-  -I"$deps/include" "$root/bench/train_bench.cu" -o "$build/bench/bin/train_bench" -lcublasLt \
-  "$deps/lib/libutf8proc.a" "$deps/lib/libpcre2-8.a" -ldl >"$out/build_bench.log" 2>&1
+build_cuda_bench "$root/bench/train_bench.cu" "$build/bench/bin/train_bench" >"$out/build_bench.log" 2>&1
 bench_rc=$?
 wait $tests_pid
 tests_rc=$?

@@ -34,14 +34,11 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 # 1. builds
 # The GPU machine has no utf8proc / PCRE2 (the data loader's): DEPS (optional) holds their headers
 # (DEPS/include) and static libraries (DEPS/lib), copied from a development machine.
-deps="${PEFT_GPU_DEPS:-}"
-dep_flags=()
-[[ -n "$deps" ]] && dep_flags=(-DCMAKE_CUDA_FLAGS="-I$deps/include" -DCMAKE_CXX_FLAGS="-I$deps/include"
-                               -DCMAKE_CUDA_STANDARD_LIBRARIES="$deps/lib/libutf8proc.a $deps/lib/libpcre2-8.a")
+# shellcheck source=tools/gpu/gpu_build.sh
+source "$root/tools/gpu/gpu_build.sh"
 build() {  # build <dir> <archs> <jobs>
   local start=$SECONDS
-  cmake -S "$root/tests/cuda" -B "$1" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$nvcc" \
-    -DPEFT_CUDA_ARCHS="$2" -DPEFT_CUDA_NVCC_THREADS=0 "${dep_flags[@]}" && cmake --build "$1" -j "$3" --target "${tests[@]}"
+  build_cuda_tests "$1" "$2" "$3" "${tests[@]}"
   local rc=$?
   echo "build $1 ($2): rc $rc, $((SECONDS - start)) s"
   return $rc

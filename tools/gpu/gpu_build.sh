@@ -1,0 +1,30 @@
+# The two builds every GPU check script makes on the GPU machine, written once (sourced by
+# tools/gpu/*_check.sh; they set `root` and `nvcc`). The GPU machine has no utf8proc / PCRE2 (the
+# data loader's): PEFT_GPU_DEPS, when set, holds their headers (include/) and static libraries
+# (lib/), copied from a development machine.
+
+# build_cuda_tests DIR ARCHS JOBS [TARGET...]: tests/cuda configured for ARCHS (e.g. 90a,
+# "80-virtual", "80;86;89;90a") and built, all of it or the named targets.
+build_cuda_tests() {
+  local dir=$1 archs=$2 jobs=$3
+  shift 3
+  local deps="${PEFT_GPU_DEPS:-}" flags=() targets=()
+  [[ -n "$deps" ]] && flags=(-DCMAKE_CUDA_FLAGS="-I$deps/include" -DCMAKE_CXX_FLAGS="-I$deps/include"
+                             -DCMAKE_CUDA_STANDARD_LIBRARIES="$deps/lib/libutf8proc.a $deps/lib/libpcre2-8.a")
+  (($# > 0)) && targets=(--target "$@")
+  cmake -S "$root/tests/cuda" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$nvcc" \
+    -DPEFT_CUDA_ARCHS="$archs" -DPEFT_CUDA_NVCC_THREADS=0 "${flags[@]}" &&
+    cmake --build "$dir" -j "$jobs" "${targets[@]}"
+}
+
+# build_cuda_bench SOURCE BINARY [TREE]: a one-translation-unit program (bench/*.cu) by nvcc
+# directly, with cmake/peftCuda.cmake's flags, for sm_90a; TREE (default: root) gives include/.
+build_cuda_bench() {
+  local src=$1 bin=$2 tree=${3:-$root} deps="${PEFT_GPU_DEPS:-}" inc=() libs=(-lutf8proc -lpcre2-8)
+  [[ -n "$deps" ]] && inc=(-I"$deps/include") libs=("$deps/lib/libutf8proc.a" "$deps/lib/libpcre2-8.a")
+  mkdir -p "$(dirname "$bin")"
+  "$nvcc" -O3 -DNDEBUG -std=c++20 -arch=sm_90a --threads 0 --expt-relaxed-constexpr -lineinfo -DFMT_USE_CONSTEXPR=1 \
+    -DFMT_HEADER_ONLY=1 -I"$tree/include" -I"$tree/examples" -I/usr/include/eigen3 "${inc[@]}" \
+    -Xcudafe --diag_suppress=20012,--diag_suppress=20011,--diag_suppress=20014 "$src" -o "$bin" -lcublasLt \
+    "${libs[@]}" -ldl
+}
