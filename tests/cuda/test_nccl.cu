@@ -20,6 +20,7 @@
 
 #include "cuda_test.cuh"
 #include "peft/dist/nccl_communicator.cuh"
+#include "peft/optim/cuda/device_parameters.cuh"
 
 using namespace peft;
 using peft::cuda_test::Floats;
