@@ -1,6 +1,6 @@
 // "--learning_rat: unknown flag; did you mean --learning_rate?": a mistyped flag is answered with
 // the closest real ones (edit distance), so a user fixes it without reading the whole --help.
-// Every program's parser (sft_args.hpp, infer/options.hpp) turns Boost's unknown_option into this.
+// Every program's parser (examples/command_line.hpp) turns Boost's unknown_option into this.
 #pragma once
 #include <algorithm>
 #include <boost/program_options.hpp>
