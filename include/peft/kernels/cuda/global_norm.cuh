@@ -85,12 +85,6 @@ class GlobalGradNorm {
   const float* clip_scale() const { return scalars_ + 1; }  // device scalar: what AdamW multiplies g by
 
  private:
-  static std::vector<std::int64_t> numels_of(const std::vector<GradTensor>& grads) {
-    std::vector<std::int64_t> n;
-    for (const auto& g : grads) n.push_back(g.numel);
-    return n;
-  }
-
   ChunkTable chunks_;
   GradTensor* tensors_ = nullptr;
   float* partials_ = nullptr;

@@ -25,6 +25,14 @@ struct TensorChunk {
   std::int64_t begin, end;  // element range [begin, end) of that tensor
 };
 
+// The element counts of a list of tensor descriptors (anything with a `numel`), what ChunkTable cuts.
+template <class Tensor>
+std::vector<std::int64_t> numels_of(const std::vector<Tensor>& tensors) {
+  std::vector<std::int64_t> n;
+  for (const auto& t : tensors) n.push_back(t.numel);
+  return n;
+}
+
 class ChunkTable {
  public:
   static constexpr std::int64_t kChunkElements = 16384;
@@ -97,12 +105,6 @@ class MultiTensorList {
   const std::vector<Tensor>& tensors() const { return host_; }
 
  private:
-  static std::vector<std::int64_t> numels_of(const std::vector<Tensor>& tensors) {
-    std::vector<std::int64_t> n;
-    for (const auto& t : tensors) n.push_back(t.numel);
-    return n;
-  }
-
   ChunkTable chunks_;
   std::vector<Tensor> host_;
   Tensor* device_ = nullptr;
