@@ -105,10 +105,6 @@ inline std::filesystem::path data_home_or_env(const std::filesystem::path& data_
   return env ? std::filesystem::path(env) : std::filesystem::path();
 }
 
-}  // namespace detail
-
-namespace detail {
-
 // Steps 1-3: every spec's rows read, sampled and split with one seeded random state, then the
 // picks concatenated and shuffled. The rows themselves are kept per spec, unencoded.
 struct PickedRows {
