@@ -5,7 +5,10 @@
 //   gguf      the exported GGUF in llama.cpp (node-llama-cpp, tools/llama_check/greedy.mjs), with
 //             the chat template stored in the GGUF rendering the prompt,
 // and every difference is printed: the prompt tokens, the first differing answer token, and the
-// largest gap between our log-softmax and llama.cpp's over its 5 most likely first tokens. Our
+// largest gap between our log-softmax and llama.cpp's over its 5 most likely first tokens. Where
+// llama.cpp's greedy answer parts from ours, our answer is scored in llama.cpp token by token: if
+// each of our tokens is within the GGUF type's tolerance of llama.cpp's own best choice, the two
+// parted at a near-tie that rounded weights flip (said so), else they differ. Our
 // forms run in fp32, or in bf16 when the GGUF is bf16, so the GGUF meets the arithmetic it stores.
 // llama.cpp is skipped (with a note) where node-llama-cpp is not installed.
 #pragma once
@@ -46,6 +49,7 @@ struct FormAnswer {
   std::vector<std::int32_t> prompt, tokens;
   std::vector<std::pair<std::int32_t, double>> logprobs;  // llama.cpp's top first tokens
   std::vector<double> first_logsoftmax;                   // ours, over the whole vocabulary
+  std::optional<std::int32_t> stop_id;                    // the stop token the answer ended at
 };
 
 namespace detail {
@@ -69,19 +73,53 @@ std::vector<FormAnswer> answer_greedy(Model& model, const std::vector<std::vecto
     g.stop_ids = stop_ids;
     const Generation r = gen.generate(p, g, [](std::int32_t) {});
     for (auto id : r.tokens)
-      if (std::find(stop_ids.begin(), stop_ids.end(), id) == stop_ids.end()) a.tokens.push_back(id);
+      if (std::find(stop_ids.begin(), stop_ids.end(), id) == stop_ids.end())
+        a.tokens.push_back(id);
+      else
+        a.stop_id = id;
     out.push_back(std::move(a));
   }
   return out;
 }
 
-// llama.cpp's answers through the node script; nullopt (and a note) where it is not installed.
-// The ids of `stop_ids` llama.cpp does not end generation at are appended to `not_eog`.
-inline std::optional<std::vector<FormAnswer>> answer_in_llama_cpp(const std::filesystem::path& gguf,
-                                                                  const nlohmann::json& messages_per_case,
-                                                                  std::int64_t max_new_tokens,
-                                                                  const std::vector<std::int32_t>& stop_ids,
-                                                                  std::vector<std::int32_t>& not_eog) {
+// The tokens a form is scored on: its answer, and the stop token it ended at.
+inline std::vector<std::int32_t> answer_and_stop(const FormAnswer& a) {
+  std::vector<std::int32_t> t = a.tokens;
+  if (a.stop_id) t.push_back(*a.stop_id);
+  return t;
+}
+
+// Two greedy decoders that part at a near-tie answer differently from there on, so where one
+// form's answer differs from another's, the first's answer is scored in the second token by
+// token (teacher forcing): the largest gap, over every position, between the second's best
+// log-probability and that of the first's token (0: the second would have chosen each of them).
+struct ForcedGap {
+  double gap = 0;
+  std::size_t at = 0;
+  void take(double g, std::size_t p) {
+    if (g > gap) *this = {g, p};
+  }
+};
+
+// `answer` scored in our model.
+template <class Model>
+ForcedGap forced_gap(Model& model, const FormAnswer& answer) {
+  const std::vector<std::int32_t> forced = answer_and_stop(answer);
+  std::vector<std::int32_t> ids = answer.prompt;
+  ids.insert(ids.end(), forced.begin(), forced.end());
+  auto cache = model.make_kv_cache();
+  const Matrix logits = model.forward_cached(ids, cache, true);
+  ForcedGap g;
+  for (std::size_t p = 0; p < forced.size(); ++p) {
+    const auto row = logits.row(static_cast<Eigen::Index>(answer.prompt.size() - 1 + p));
+    g.take(static_cast<double>(row.maxCoeff()) - static_cast<double>(row(forced[p])), p);
+  }
+  return g;
+}
+
+// Runs tools/llama_check/greedy.mjs on `request`; nullopt (and a note) where node-llama-cpp is not
+// installed. The request and answer files live beside the GGUF and are removed.
+inline std::optional<nlohmann::json> run_llama_cpp(const std::filesystem::path& gguf, const nlohmann::json& request) {
   namespace fs = std::filesystem;
   const fs::path dir = llama_check_dir();
   if (!fs::exists(dir / "node_modules" / "node-llama-cpp") || std::system("node --version > /dev/null 2>&1") != 0) {
@@ -91,10 +129,7 @@ inline std::optional<std::vector<FormAnswer>> answer_in_llama_cpp(const std::fil
   }
   const fs::path req = gguf.parent_path() / (".check-requests-" + peft::detail::unique_suffix() + ".json");
   const fs::path res = fs::path(req).replace_extension(".out");
-  nlohmann::json r{{"max_tokens", max_new_tokens}, {"top_logprobs", 5}, {"eog_probe", stop_ids},
-                   {"cases", nlohmann::json::array()}};
-  for (const auto& m : messages_per_case) r["cases"].push_back({{"messages", m}});
-  std::ofstream(req) << r.dump();
+  std::ofstream(req) << request.dump();
   const std::string cmd = fmt::format("node '{}' '{}' '{}' > '{}'", (dir / "greedy.mjs").string(), gguf.string(),
                                       req.string(), res.string());
   const int rc = std::system(cmd.c_str());
@@ -104,13 +139,28 @@ inline std::optional<std::vector<FormAnswer>> answer_in_llama_cpp(const std::fil
     fs::remove(res, ignored);
     fail("llama.cpp could not run {} (exit status {} of: {})", gguf.string(), rc, cmd);
   }
-  const nlohmann::json j = read_json_file(res);
+  nlohmann::json j = read_json_file(res);
   fs::remove(res, ignored);
-  const auto eog = j.at("eog").get<std::vector<std::int32_t>>();
+  return j;
+}
+
+// llama.cpp's answers; nullopt where it is not installed. The ids of `stop_ids` llama.cpp does
+// not end generation at are appended to `not_eog`.
+inline std::optional<std::vector<FormAnswer>> answer_in_llama_cpp(const std::filesystem::path& gguf,
+                                                                  const nlohmann::json& messages_per_case,
+                                                                  std::int64_t max_new_tokens,
+                                                                  const std::vector<std::int32_t>& stop_ids,
+                                                                  std::vector<std::int32_t>& not_eog) {
+  nlohmann::json r{{"max_tokens", max_new_tokens}, {"top_logprobs", 5}, {"eog_probe", stop_ids},
+                   {"cases", nlohmann::json::array()}};
+  for (const auto& m : messages_per_case) r["cases"].push_back({{"messages", m}});
+  const auto j = run_llama_cpp(gguf, r);
+  if (!j) return std::nullopt;
+  const auto eog = j->at("eog").get<std::vector<std::int32_t>>();
   for (auto id : stop_ids)
     if (std::find(eog.begin(), eog.end(), id) == eog.end()) not_eog.push_back(id);
   std::vector<FormAnswer> out;
-  for (const auto& c : j.at("cases")) {
+  for (const auto& c : j->at("cases")) {
     FormAnswer a;
     a.prompt = c.at("prompt").get<std::vector<std::int32_t>>();
     a.tokens = c.at("tokens").get<std::vector<std::int32_t>>();
@@ -118,6 +168,18 @@ inline std::optional<std::vector<FormAnswer>> answer_in_llama_cpp(const std::fil
     out.push_back(std::move(a));
   }
   return out;
+}
+
+// `answer` scored in llama.cpp.
+inline ForcedGap forced_gap_in_llama_cpp(const std::filesystem::path& gguf, const FormAnswer& answer) {
+  const nlohmann::json r{{"max_tokens", 0}, {"top_logprobs", 0},
+                         {"cases", {{{"tokens", answer.prompt}, {"forced", answer_and_stop(answer)}}}}};
+  ForcedGap g;
+  const auto j = run_llama_cpp(gguf, r);
+  if (!j) return g;
+  const auto& scores = j->at("cases").at(0).at("scores");
+  for (std::size_t p = 0; p < scores.size(); ++p) g.take(scores[p][1].get<double>() - scores[p][2].get<double>(), p);
+  return g;
 }
 
 inline std::string first_difference(const std::vector<std::int32_t>& a, const std::vector<std::int32_t>& b) {
@@ -168,28 +230,39 @@ bool check_forms(const ExportForms& f, std::int64_t max_new_tokens, double logpr
 
   bool same = true;
   double worst_logprob_gap = 0;
+  std::size_t tied_answers = 0;
   for (std::size_t i = 0; i < questions.size(); ++i) {
-    std::vector<std::string> diffs;
-    if (unmerged) {
-      const auto d = first_difference((*unmerged)[i].tokens, merged[i].tokens);
-      if (!d.empty()) diffs.push_back("unmerged vs merged at " + d);
-    }
+    std::vector<std::string> diffs, ties;
+    // A parting is a near-tie when the scored answer stays within the tolerance everywhere.
+    auto parting = [&](const std::string& forms, const std::string& d, const ForcedGap& g) {
+      if (g.gap > logprob_tolerance)
+        diffs.push_back(fmt::format("{} at {}; scored token by token, token {} is {:.2e} below the best choice "
+                                    "(BEYOND the tolerance {:.0e})", forms, d, g.at, g.gap, logprob_tolerance));
+      else
+        ties.push_back(fmt::format("{} part at a near-tie, {}: every answer token is the other's greedy choice "
+                                   "within {:.2e}", forms, d, g.gap));
+    };
+    if (unmerged)
+      if (const auto d = first_difference((*unmerged)[i].tokens, merged[i].tokens); !d.empty())
+        parting("unmerged vs merged", d, forced_gap(*merged_model, (*unmerged)[i]));
     if (gguf) {
       const FormAnswer& g = (*gguf)[i];
       if (g.prompt != merged[i].prompt)
         diffs.push_back("the prompt tokens differ (llama.cpp's template or tokenizer) at " +
                         first_difference(merged[i].prompt, g.prompt));
       else if (const auto d = first_difference(merged[i].tokens, g.tokens); !d.empty())
-        diffs.push_back("merged vs gguf at " + d);
+        parting("merged vs gguf", d, forced_gap_in_llama_cpp(f.gguf, merged[i]));
       for (const auto& [id, lp] : g.logprobs)
         worst_logprob_gap = std::max(worst_logprob_gap, std::fabs(lp - merged[i].first_logsoftmax[id]));
     }
     const std::string forms = fmt::format("{}merged{}", unmerged ? "unmerged, " : "", gguf ? ", gguf" : "");
     if (diffs.empty())
-      fmt::print("[check] {} {}: {} agree ({} tokens)\n", i + 1, questions[i], forms, merged[i].tokens.size());
+      fmt::print("[check] {} {}: {} agree ({} tokens{}{})\n", i + 1, questions[i], forms, merged[i].tokens.size(),
+                 ties.empty() ? "" : "; ", fmt::join(ties, "; "));
     else
       fmt::print("[check] {} {}: DIFFERENT: {}\n", i + 1, questions[i], fmt::join(diffs, "; "));
     same = same && diffs.empty();
+    tied_answers += diffs.empty() && !ties.empty();
   }
   if (gguf) {
     if (not_eog.empty())
@@ -203,7 +276,13 @@ bool check_forms(const ExportForms& f, std::int64_t max_new_tokens, double logpr
                logprob_tolerance);
     same = same && close;
   }
-  fmt::print("[check] {}\n", same ? "all forms agree" : "the forms differ (see above)");
+  if (!same)
+    fmt::print("[check] the forms differ (see above)\n");
+  else if (tied_answers > 0)
+    fmt::print("[check] all forms agree (up to near-ties of the tolerance {:.0e} in {} of {} answers, see above)\n",
+               logprob_tolerance, tied_answers, questions.size());
+  else
+    fmt::print("[check] all forms agree\n");
   return same;
 }
 

@@ -1,13 +1,18 @@
 // llama.cpp (node-llama-cpp's prebuilt CPU build) as the independent client for our GGUF exports.
 //   node greedy.mjs MODEL.gguf REQUESTS.json   -> JSON on stdout
 // REQUESTS: {"max_tokens": N, "top_logprobs": K, "eog_probe": [ids],
-//            "cases": [{"tokens": [ids]} | {"messages": [...]}]}.
+//            "cases": [{"tokens": [ids]} | {"messages": [...]} | {"tokens": [ids], "forced": [ids]}]}.
 // A "messages" case is rendered with the chat template stored in the GGUF (tokenizer.chat_template,
 // through the Jinja engine node-llama-cpp uses) and tokenized by llama.cpp, special tokens parsed.
 // Each case answers {prompt, tokens, stopped, logprobs}: the greedy continuation (temperature 0)
 // up to an end-of-generation token of llama.cpp's (not included; stopped = true) or max_tokens,
 // and the K most likely next tokens after the prompt with their log-probabilities (softmax of the
 // logits at temperature 1, nothing cut), for comparing logits up to their constant shift.
+// A "forced" case is scored instead of answered (teacher forcing): after the prompt and each
+// forced token before it, llama.cpp's most likely next token and its log-probability, and the
+// forced token's: {prompt, scores: [[best_id, best_logprob, forced_logprob], ...]}. Two greedy
+// decoders that part at a near-tie answer differently from there on; scoring one's answer in the
+// other tells a near-tie (the forced token is almost the best) from a real difference.
 import {readFileSync} from "node:fs";
 import {getLlama, LlamaLogLevel} from "node-llama-cpp";
 import {Template} from "@huggingface/jinja";
@@ -37,10 +42,33 @@ function promptOf(c) {
   return model.tokenize(text, true);
 }
 
+const everything = {temperature: 1, topK: 0, topP: 1, minP: 0};
+
+async function scoreForced(seq, prompt, forced) {
+  const scores = [];
+  let input = prompt;
+  for (const f of forced) {
+    // One step: evaluate the input, read the next-token distribution, stop before sampling on.
+    for await (const r of seq.evaluateWithMetadata(input, {probabilities: true}, everything)) {
+      let best = -1, bestP = -1;
+      for (const [id, p] of r.probabilities) if (p > bestP) { bestP = p; best = id; }
+      scores.push([best, Math.log(bestP), Math.log(r.probabilities.get(f) ?? 0)]);
+      break;
+    }
+    input = [f];
+  }
+  return scores;
+}
+
 const out = [];
 for (const c of req.cases) {
   const prompt = promptOf(c);
   const seq = context.getSequence();
+  if (c.forced) {
+    out.push({prompt, scores: await scoreForced(seq, prompt, c.forced)});
+    seq.dispose();
+    continue;
+  }
   const tokens = [];
   let stopped = false;
   for await (const t of seq.evaluate(prompt, {temperature: 0})) {
@@ -51,8 +79,7 @@ for (const c of req.cases) {
   await seq.clearHistory();
   let logprobs = [];
   if (req.top_logprobs > 0) {
-    for await (const r of seq.evaluateWithMetadata(prompt, {probabilities: true},
-                                                   {temperature: 1, topK: 0, topP: 1, minP: 0})) {
+    for await (const r of seq.evaluateWithMetadata(prompt, {probabilities: true}, everything)) {
       logprobs = [...r.probabilities.entries()].sort((a, b) => b[1] - a[1]).slice(0, req.top_logprobs)
           .map(([id, p]) => [id, Math.log(p)]);
       break;
