@@ -34,6 +34,7 @@
 #include "peft/kernels/cuda/elementwise.cuh"
 #include "peft/kernels/cuda/gemm.cuh"
 #include "peft/kernels/cuda/memory_plan.cuh"
+#include "peft/kernels/cuda/nf4_gemv.cuh"
 #include "peft/kernels/cuda/nf4_tensor.cuh"
 #include "peft/layers/linear.hpp"
 #include "peft/io/lora_config.hpp"
@@ -80,7 +81,8 @@ struct GemmContext {
 };
 
 // What a projection's forward reads: the base W [out, in] (+ b) in bf16, or in NF4 (dequantised
-// into the context's weight_scratch first), and, when it carries a LoRA adapter, A [rp, in] and
+// into the context's weight_scratch first; at 1-8 tokens, decode, multiplied as its codes are read
+// by nf4_gemv instead), and, when it carries a LoRA adapter, A [rp, in] and
 // B^T [rp, out] in bf16 (rp = 0: none). Pointers into the model's arena.
 class ProjectionWeights {
  public:
@@ -116,7 +118,10 @@ class ProjectionWeights {
   void forward(GemmContext c, const bf16* x, bf16* y, bf16* xa, bf16* drop_buf, int tokens,
                const std::uint64_t* seed) const {
     const int in = static_cast<int>(shape_.in), out = static_cast<int>(shape_.out);
-    matmul_forward(c.gemm, y, x, base_for_gemm(c), b_, tokens, out, in, c.stream);
+    if (nf4_ && nf4_gemv_fits(*nf4_, tokens))  // decode: multiply as the codes are read (nf4_gemv.cuh)
+      nf4_gemv(y, x, tokens, *nf4_, b_, c.stream);
+    else
+      matmul_forward(c.gemm, y, x, base_for_gemm(c), b_, tokens, out, in, c.stream);
     if (!adapter()) return;
     const bf16* xin = x;
     if (seed && dropout_ > 0.0f) {

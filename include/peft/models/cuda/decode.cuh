@@ -7,7 +7,8 @@
 // the cache is empty, else decode_attention over the cached keys. Each layer's rotated k and v go
 // to the cache rows past .. past + n - 1 (kv_append.cuh).
 //
-// Decode (n = 1; bf16 bases: an NF4 one takes the cuBLASLt path, dequantising each projection)
+// Decode (n = 1; bf16 bases: an NF4 one takes the projections' path below, where each frozen
+// product is kernels/cuda/nf4_gemv.cuh's fused NF4 GEMV, reading the codes once)
 // is bound by reading every weight once per token, so it is as few dependent
 // kernels as the data flow allows: per layer 5, LoRA on or off (gemv.cuh's fused one-row products
 // and decode_attention.cuh's single kernel):
@@ -147,7 +148,7 @@ class Decoder {
     const cudaStream_t st = m_.stream_;
     const std::int32_t* past = b.state + DecodeState::kLength;
     // The comparison point: cuBLASLt at M = 1 (decode_bench --cublas). Also an NF4 base's path:
-    // the one-row kernels read bf16 weights, so each projection is dequantised before its GEMM.
+    // the one-row kernels read bf16 weights; its projections' forward multiplies the NF4 codes.
     if (!cache.use_gemv || m_.weight_scratch_) {
       gemm_layers(cache, b.state + DecodeState::kToken, 1, false);
       lm_head(m_.stream_x_[0], cache);
