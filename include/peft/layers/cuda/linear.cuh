@@ -79,6 +79,7 @@ inline void upload_f32(float* dst, const Matrix& m, cudaStream_t stream) {
 //               its epilogue): no separate read-modify-write of y; dropout as kSeparate
 //   kFused      kReordered, and dropout inside the rank-r passes (kernels/cuda/lora_dropout.cuh):
 //               no dropout buffer, the backward's dA and masked dx in one pass over x and dx
+//               (at padded rank 8, where those kernels are faster: fuses_dropout)
 enum class LoraKernels { kSeparate, kReordered, kFused };
 
 // weight_scratch: where a quantised base (NF4) is dequantised to bf16 right before its GEMM, one
@@ -159,9 +160,14 @@ class ProjectionWeights {
   }
 
   // Whether a step with this seed drops the adapter's input, and whether in the fused kernels.
+  // They run on CUDA cores, so they win at padded rank 8 only (H200, 7B shapes at seq 2048, per
+  // projection: q_proj forward 27 vs 32 us, backward 37 vs 69; down_proj 121 vs 161, 283 vs 325)
+  // and lose at 64 (q_proj 90 vs 33, 109 vs 70; bench/RESULTS.md); ranks between are unmeasured
+  // and keep the cuBLASLt path with the dropout buffer.
+  static constexpr int kFusedDropoutMaxRank = 8;
   bool drops(const std::uint64_t* seed) const { return adapter() && seed && dropout_ > 0.0f; }
   bool fuses_dropout(GemmContext c, const std::uint64_t* seed) const {
-    return drops(seed) && c.lora == LoraKernels::kFused && lora_dropout_fusable(rp_);
+    return drops(seed) && c.lora == LoraKernels::kFused && rp_ <= kFusedDropoutMaxRank && lora_dropout_fusable(rp_);
   }
 
   bool adapter() const { return rp_ > 0; }
