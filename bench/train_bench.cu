@@ -17,16 +17,25 @@
 // causal attention (forward, and 2.5x that backward); recompute's extra forward is not credited.
 // A full fine-tune also computes every weight gradient: 6 instead of 4 FLOPs per weight and token.
 //
-//   train_bench [workload ...]   workloads: 7b_2048_keep 7b_2048_recompute 7b_4096_recompute
-//                                7b_64 identity 0.5b_2048 0.5b_2048_full 7b_nemo_keep 7b_nemo_recompute
-//                                nf4_7b_2048_recompute nf4_14b_2048_recompute nf4_32b_2048_recompute
-//                                (default: all)
+//   train_bench [option ...] [workload ...]
+//     workloads: 7b_2048_keep 7b_2048_recompute 7b_4096_recompute 7b_64 identity 0.5b_2048
+//                0.5b_2048_full 7b_nemo_keep 7b_nemo_recompute nf4_7b_2048_recompute
+//                nf4_14b_2048_recompute nf4_32b_2048_recompute (default: all)
+//     --lora-kernels=K[,K...]  separate | reordered | fused (CudaModelOptions::lora_kernels; default
+//                              the model's): each fixed-length workload once per K, for an A/B
+//     --lora-rank=N            LoRA rank N (Lora<> at run time; default Lora<8>)
+//     --breakdown              after the timed steps, 3 instrumented eager steps: device time by part
+//                              (base GEMMs, LoRA, attention, elementwise, lm_head + CE, optimizer,
+//                              other/idle) from CUDA events (kernels/cuda/step_profile.cuh)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <cstdlib>
 #include <random>
+#include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "peft/qwen_cuda.cuh"
@@ -37,6 +46,18 @@ using namespace peft;
 namespace {
 
 constexpr double kPeakFlops = 805e12;
+
+struct BenchOptions {
+  std::vector<peft::cuda::LoraKernels> kernels;  // empty: the model's default
+  int rank = 0;                                  // 0: Lora<8>
+  bool breakdown = false;
+};
+BenchOptions bench;
+
+const char* kernels_name(peft::cuda::LoraKernels k) {
+  using peft::cuda::LoraKernels;
+  return k == LoraKernels::kSeparate ? "separate" : k == LoraKernels::kReordered ? "reordered" : "fused";
+}
 
 double flops_per_token(const ModelConfig& c, double mean_keys, bool weight_grads) {
   const double h = static_cast<double>(c.hidden_size), i = static_cast<double>(c.intermediate_size);
@@ -55,7 +76,7 @@ double device_used_gb() {
 
 LoraConfig bench_lora() {
   LoraConfig l;
-  l.r = 8;
+  l.r = bench.rank > 0 ? bench.rank : 8;
   l.lora_alpha = 32;
   l.lora_dropout = 0.05;
   l.target_modules = {"all-linear"};
@@ -80,14 +101,57 @@ void report(const std::string& name, const ModelConfig& c, double tokens_per_ste
   std::fflush(stdout);
 }
 
+// Where the device time of a step goes: `steps` instrumented eager steps (after one that creates
+// the events), the optimizer timed here and everything else by the model's own scopes.
+template <class Model>
+void print_breakdown(const std::string& name, Model& model, const PackedBatch& batch, int steps) {
+  using peft::cuda::StepPart;
+  peft::cuda::StepProfile prof;
+  model.set_step_profile(&prof);
+  const auto params = model.trainable_parameters();
+  AdamW opt = adamw_from(TrainingArguments{});
+  optimizer_init(opt, params);
+  const float scale = 1.0f / static_cast<float>(batch.label_tokens);
+  Rng dropout(1);
+  for (int s = 0; s <= steps; ++s) {
+    if (s == 1) prof.reset();
+    prof.step_begin(model.stream());
+    model.forward_backward(batch, scale, &dropout);
+    {
+      const peft::cuda::ProfileScope o(&prof, StepPart::kOptimizer, model.stream());
+      clip_grad_norm(params, 1.0);
+      optimizer_step(opt, params, 1e-4);
+      model.zero_grad();
+    }
+    prof.step_end(model.stream());
+    prof.collect();
+  }
+  model.set_step_profile(nullptr);
+  std::string parts;
+  std::printf("# breakdown %s (%d instrumented eager steps, %zu timed calls a step): ms a step, %% of %.2f ms\n",
+              name.c_str(), prof.steps(), prof.scopes_per_step(), prof.total_ms());
+  for (std::size_t i = 0; i < peft::cuda::StepProfile::kParts; ++i) {
+    const auto p = static_cast<StepPart>(i);
+    std::printf("#   %-58s %8.2f  %5.1f%%\n", peft::cuda::step_part_name(p), prof.part_ms(p),
+                100.0 * prof.part_ms(p) / prof.total_ms());
+    parts += std::string(parts.empty() ? "" : ", ") + "\"" + peft::cuda::step_part_name(p) + "\": " +
+             std::to_string(prof.part_ms(p));
+  }
+  std::printf("#   %-58s %8.2f  %5.1f%%\n", "other / idle", prof.other_ms(), 100.0 * prof.other_ms() / prof.total_ms());
+  std::printf("{\"breakdown\": \"%s\", \"eager_step_ms\": %.2f, \"other_idle_ms\": %.2f, \"parts_ms\": {%s}}\n",
+              name.c_str(), prof.total_ms(), prof.other_ms(), parts.c_str());
+  std::fflush(stdout);
+}
+
 // One sequence of `seq` tokens per optimizer step: forward+backward, clip, AdamW, zero_grad.
 // `samples` > 1 packs that many sequences of `seq` tokens into the micro-batch (varlen attention
 // keeps them apart), as NeMo's packed micro-batch 2 does.
 template <class Device, class Layout = Lora<8>, class Precision = Bf16Mixed>
-void fixed_length(const std::string& name, const ModelConfig& cfg, int seq, int steps, int warmup, int samples = 1) {
+void fixed_length_with(const std::string& name, const ModelConfig& cfg, int seq, int steps, int warmup, int samples,
+                       CudaModelOptions opt) {
   using Model = Qwen2<Layout, Precision, Device>;
-  const std::string plan = peft::cuda::describe(Model::planned_memory(cfg, bench_lora(), {seq * samples}));
-  Model model(cfg, bench_lora(), {seq * samples});
+  const std::string plan = peft::cuda::describe(Model::planned_memory(cfg, bench_lora(), opt));
+  Model model(cfg, bench_lora(), opt);
   model.fill_random_weights(1);
   model.init_adapters(0);
   std::mt19937 rng(0);
@@ -100,12 +164,33 @@ void fixed_length(const std::string& name, const ModelConfig& cfg, int seq, int 
   const StepTiming t = time_training_steps(model, batch, warmup, steps, &dropout, [&] {
     PEFT_CUDA_CHECK(cudaStreamSynchronize(model.stream()));
   });
-  char extra[448];
+  char extra[512];
   std::snprintf(extra, sizeof extra,
-                ", \"loss\": %.4f, \"steps\": %d, \"step_ms_min\": %.2f, \"trainable\": %lld, \"plan\": \"%s\"", t.loss,
-                steps, t.min_ms, static_cast<long long>(model.trainable_parameters().numel()), plan.c_str());
+                ", \"lora_kernels\": \"%s\", \"lora_rank\": %d, \"loss\": %.4f, \"steps\": %d, \"step_ms_min\": %.2f, "
+                "\"trainable\": %lld, \"plan\": \"%s\"",
+                kernels_name(opt.lora_kernels), bench_lora().r, t.loss, steps, t.min_ms,
+                static_cast<long long>(model.trainable_parameters().numel()), plan.c_str());
   report(name, cfg, static_cast<double>(seq) * samples, t.median_ms, (seq + 1) / 2.0, model.arena().high_water(),
          device_used_gb(), extra, !Model::uses_lora());
+  if (bench.breakdown) print_breakdown(name + " " + kernels_name(opt.lora_kernels), model, batch, 3);
+}
+
+// Once per --lora-kernels choice (once with the default when none); --lora-rank runs Lora<>.
+template <class Device, class Layout = Lora<8>, class Precision = Bf16Mixed>
+void fixed_length(const std::string& name, const ModelConfig& cfg, int seq, int steps, int warmup, int samples = 1) {
+  CudaModelOptions opt{seq * samples};
+  std::vector<peft::cuda::LoraKernels> kernels = bench.kernels;
+  if (kernels.empty()) kernels.push_back(opt.lora_kernels);
+  for (const auto k : kernels) {
+    opt.lora_kernels = k;
+    if constexpr (std::is_same_v<Layout, Lora<8>>) {
+      if (bench.rank > 0) {
+        fixed_length_with<Device, Lora<>, Precision>(name, cfg, seq, steps, warmup, samples, opt);
+        continue;
+      }
+    }
+    fixed_length_with<Device, Layout, Precision>(name, cfg, seq, steps, warmup, samples, opt);
+  }
 }
 
 // The recipe's identity run through the Trainer: batch 16 of packed samples, GA 1 (the same
@@ -158,7 +243,36 @@ void identity_run(const ModelConfig& cfg) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<std::string> want(argv + 1, argv + argc);
+  std::vector<std::string> want;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--breakdown") {
+      bench.breakdown = true;
+    } else if (a.rfind("--lora-rank=", 0) == 0) {
+      bench.rank = std::atoi(a.c_str() + 12);
+      if (bench.rank <= 0) {
+        std::fprintf(stderr, "train_bench: --lora-rank needs a positive rank (got '%s')\n", a.c_str());
+        return 2;
+      }
+    } else if (a.rfind("--lora-kernels=", 0) == 0) {
+      std::stringstream list(a.substr(15));
+      for (std::string k; std::getline(list, k, ',');) {
+        using peft::cuda::LoraKernels;
+        if (k == "separate") bench.kernels.push_back(LoraKernels::kSeparate);
+        else if (k == "reordered") bench.kernels.push_back(LoraKernels::kReordered);
+        else if (k == "fused") bench.kernels.push_back(LoraKernels::kFused);
+        else {
+          std::fprintf(stderr, "train_bench: --lora-kernels: '%s' is not separate, reordered or fused\n", k.c_str());
+          return 2;
+        }
+      }
+    } else if (a.rfind("--", 0) == 0) {
+      std::fprintf(stderr, "train_bench: unknown option '%s'\n", a.c_str());
+      return 2;
+    } else {
+      want.push_back(a);
+    }
+  }
   auto on = [&](const char* w) { return want.empty() || std::find(want.begin(), want.end(), w) != want.end(); };
   cudaDeviceProp prop{};
   PEFT_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));

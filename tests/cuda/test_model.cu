@@ -9,6 +9,8 @@
 // --small skips (3), for compute-sanitizer.
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
+#include <random>
 
 #include "../support/fixture.hpp"
 #include "cuda_test.cuh"
@@ -148,6 +150,68 @@ void check_graphs(TestContext& t, const char* label, ModelConfig cfg) {
   }
 }
 
+// The LoRA branch's three kernel sets (CudaModelOptions::lora_kernels: today's separate passes, the
+// reordered forward, dropout fused into the rank-r passes) compute the same step: same weights,
+// same dropout seeds, dropout on; they differ in bf16 rounding order only. The fused model's step
+// is then profiled (StepProfile): the same loss, and every part the model times shows up.
+void check_lora_kernels(TestContext& t, const char* label, ModelConfig cfg) {
+  using GpuModel = Qwen2<Lora<>, Bf16Mixed, Cuda>;
+  using peft::cuda::LoraKernels;
+  LoraConfig lora;
+  lora.r = 8;
+  lora.lora_dropout = 0.1;
+  const auto samples = random_samples(t, static_cast<int>(cfg.vocab_size), {40, 24, 57});
+  std::vector<const Sample*> ptrs;
+  for (const auto& s : samples) ptrs.push_back(&s);
+  const PackedBatch b = PackedBatch::of(ptrs);
+  const float scale = 1.0f / static_cast<float>(b.label_tokens);
+  std::vector<float> losses;
+  std::vector<Floats> grads;
+  std::vector<std::unique_ptr<GpuModel>> models;
+  for (const auto k : {LoraKernels::kSeparate, LoraKernels::kReordered, LoraKernels::kFused}) {
+    RandomWeights w(5);
+    CudaModelOptions opt{256};
+    opt.lora_kernels = k;
+    auto m = GpuModel::from_weights(cfg, w, lora, 9, opt);
+    auto h = m->trainable_parameters().to_host();
+    std::mt19937 rb(3);  // the same lora_B values in every model
+    std::normal_distribution<float> nb(0.0f, 0.05f);
+    for (std::size_t i = 0; i < h.list.size(); ++i)
+      if (h.list[i].name.find("lora_B") != std::string::npos)
+        for (Eigen::Index j = 0; j < h.values[i].size(); ++j) h.values[i].data()[j] = nb(rb);
+    m->trainable_parameters().upload(h.list);
+    m->poison_activations();
+    Rng dropout(77);
+    losses.push_back(static_cast<float>(m->forward_backward(b, scale, &dropout).sum));
+    grads.push_back(cuda_grads(*m));
+    models.push_back(std::move(m));
+  }
+  const std::string name(label);
+  t.close(name + ": reordered vs separate, loss", {losses[1]}, {losses[0]}, 1e-3);
+  t.close(name + ": reordered vs separate, LoRA grads", grads[1], grads[0], 2e-2);
+  t.close(name + ": fused vs separate, loss", {losses[2]}, {losses[0]}, 1e-3);
+  t.close(name + ": fused vs separate, LoRA grads", grads[2], grads[0], 2e-2);
+
+  GpuModel& fused = *models[2];
+  peft::cuda::StepProfile prof;
+  fused.set_step_profile(&prof);
+  fused.zero_grad();
+  Rng dropout(77);
+  prof.step_begin(fused.stream());
+  const float profiled = static_cast<float>(fused.forward_backward(b, scale, &dropout).sum);
+  prof.step_end(fused.stream());
+  prof.collect();
+  fused.set_step_profile(nullptr);
+  t.close(name + ": profiled step, same loss", {profiled}, {losses[2]}, 1e-6);
+  using peft::cuda::StepPart;
+  bool parts = prof.steps() == 1 && prof.scopes_per_step() > 0 && prof.other_ms() >= -0.05 * prof.total_ms();
+  for (const auto p : {StepPart::kBaseGemm, StepPart::kLora, StepPart::kAttention, StepPart::kElementwise,
+                       StepPart::kLmHeadCe})
+    parts = parts && prof.part_ms(p) > 0.0;
+  t.expect(parts && prof.part_ms(StepPart::kOptimizer) == 0.0,
+           name + ": profile has every model part (" + std::to_string(prof.scopes_per_step()) + " calls)");
+}
+
 // planned_memory (what the programs' --gradient_checkpointing decision reads, before any device
 // call) is exactly the arena the model then allocates, and recompute plans less activation memory.
 void check_memory_plan(TestContext& t, const char* label, const ModelConfig& cfg) {
@@ -226,6 +290,7 @@ int main(int argc, char** argv) {
     check_packing(t, "d64 packing", test::tiny_test_config(64, true, 1));
     check_packing(t, "d16 packing", test::tiny_test_config(16, false, 4));
     check_graphs(t, "d64 graphs+dropout", test::tiny_test_config(64, true, 1));
+    check_lora_kernels(t, "d64 LoRA kernels+dropout", test::tiny_test_config(64, true, 1));
     check_memory_plan(t, "d128 memory plan", test::tiny_test_config(128, false, 1));
     if (!t.small) {
       check_fixture<Cuda>(t, "tiny_public");

@@ -27,6 +27,9 @@ __device__ inline std::uint64_t mix64(std::uint64_t z) {  // splitmix64's finali
 __device__ inline float hash_uniform(std::uint64_t seed, std::uint64_t i) {
   return static_cast<float>(mix64(seed + 0x9e3779b97f4a7c15ull * (i + 1)) >> 40) * (1.0f / 16777216.0f);
 }
+// LoRA dropout's decision for element i of a [T, in] input (row-major index): every kernel that
+// applies the mask (here and kernels/cuda/lora_dropout.cuh) asks this, so their masks agree.
+__device__ inline bool dropped(std::uint64_t seed, std::uint64_t i, float p) { return hash_uniform(seed, i) < p; }
 
 __global__ void residual_add_kernel(bf16* __restrict__ out, const bf16* __restrict__ a, const bf16* __restrict__ b,
                                     long long packs) {
@@ -49,7 +52,7 @@ __global__ void dropout_kernel(bf16* __restrict__ out, const bf16* __restrict__ 
   if (i >= n) return;
   const std::uint64_t seed = *seed_ptr;
   const float keep = 1.0f / (1.0f - p);
-  out[i] = hash_uniform(seed, i) < p ? to_bf16(0.0f) : to_bf16(to_float(x[i]) * keep);
+  out[i] = dropped(seed, i, p) ? to_bf16(0.0f) : to_bf16(to_float(x[i]) * keep);
 }
 
 __global__ void add_dropout_kernel(bf16* __restrict__ dx, const bf16* __restrict__ g, long long n,
@@ -58,7 +61,7 @@ __global__ void add_dropout_kernel(bf16* __restrict__ dx, const bf16* __restrict
   if (i >= n) return;
   const std::uint64_t seed = *seed_ptr;
   const float keep = 1.0f / (1.0f - p);
-  const float m = hash_uniform(seed, i) < p ? 0.0f : keep;
+  const float m = dropped(seed, i, p) ? 0.0f : keep;
   dx[i] = to_bf16(to_float(dx[i]) + to_float(g[i]) * m);
 }
 

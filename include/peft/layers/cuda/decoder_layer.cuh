@@ -216,25 +216,41 @@ class DecoderLayer {
   const LayerDims& dims() const { return dims_; }
 
   // ---- forward: x [T, hidden] -> out [T, hidden] (out may not alias x) -------------------------
+  // (The braces scope each call's StepProfile part: c.part() is a no-op unless profiling.)
   void forward(GemmContext c, const bf16* x, bf16* out, LayerActivations& a, StepScratch& s, int T,
                const Seeds& seeds) const {
     const LayerDims& d = dims_;
-    rms_norm_forward(a.n1, a.rstd1, x, norm1_.bf16_copy(), T, d.hidden, d.eps, c.stream);
+    {
+      const ProfileScope e = c.part(StepPart::kElementwise);
+      rms_norm_forward(a.n1, a.rstd1, x, norm1_.bf16_copy(), T, d.hidden, d.eps, c.stream);
+    }
     lin<kQ>().forward(c, a.n1, a.q, a.xa[kQ], s.drop, T, seed(seeds, kQ));
     lin<kK>().forward(c, a.n1, a.k, a.xa[kK], s.drop, T, seed(seeds, kK));
     lin<kV>().forward(c, a.n1, a.v, a.xa[kV], s.drop, T, seed(seeds, kV));
-    rope_apply(a.q, s.rope, d.heads, d.head_dim, c.stream);
-    rope_apply(a.k, s.rope, d.kv_heads, d.head_dim, c.stream);
-    const AttentionDims ad{d.heads, d.kv_heads, d.head_dim};
-    attention_forward(a.attn, a.lse, a.q, a.k, a.v, ad, s.batch, c.stream);
+    {
+      const ProfileScope e = c.part(StepPart::kElementwise);
+      rope_apply(a.q, s.rope, d.heads, d.head_dim, c.stream);
+      rope_apply(a.k, s.rope, d.kv_heads, d.head_dim, c.stream);
+    }
+    {
+      const ProfileScope e = c.part(StepPart::kAttention);
+      const AttentionDims ad{d.heads, d.kv_heads, d.head_dim};
+      attention_forward(a.attn, a.lse, a.q, a.k, a.v, ad, s.batch, c.stream);
+    }
     lin<kO>().forward(c, a.attn, s.proj, a.xa[kO], s.drop, T, seed(seeds, kO));
-    residual_add(a.h, x, s.proj, static_cast<long long>(T) * d.hidden, c.stream);
-
-    rms_norm_forward(a.n2, a.rstd2, a.h, norm2_.bf16_copy(), T, d.hidden, d.eps, c.stream);
+    {
+      const ProfileScope e = c.part(StepPart::kElementwise);
+      residual_add(a.h, x, s.proj, static_cast<long long>(T) * d.hidden, c.stream);
+      rms_norm_forward(a.n2, a.rstd2, a.h, norm2_.bf16_copy(), T, d.hidden, d.eps, c.stream);
+    }
     lin<kGate>().forward(c, a.n2, a.gate, a.xa[kGate], s.drop, T, seed(seeds, kGate));
     lin<kUp>().forward(c, a.n2, a.up, a.xa[kUp], s.drop, T, seed(seeds, kUp));
-    swiglu_forward(s.act, a.gate, a.up, T, d.inter, d.inter, c.stream);
+    {
+      const ProfileScope e = c.part(StepPart::kElementwise);
+      swiglu_forward(s.act, a.gate, a.up, T, d.inter, d.inter, c.stream);
+    }
     lin<kDown>().forward(c, s.act, s.proj, a.xa[kDown], s.drop, T, seed(seeds, kDown));
+    const ProfileScope e = c.part(StepPart::kElementwise);
     residual_add(out, a.h, s.proj, static_cast<long long>(T) * d.hidden, c.stream);
   }
 
@@ -243,22 +259,39 @@ class DecoderLayer {
                 const Seeds& seeds) const {
     const LayerDims& d = dims_;
     // MLP branch. down's input (the SwiGLU product) was not kept: recompute it for down's dA or dW.
-    if (lin<kDown>().reads_input_in_backward()) swiglu_forward(s.act, a.gate, a.up, T, d.inter, d.inter, c.stream);
+    if (lin<kDown>().reads_input_in_backward()) {
+      const ProfileScope e = c.part(StepPart::kElementwise);
+      swiglu_forward(s.act, a.gate, a.up, T, d.inter, d.inter, c.stream);
+    }
     lin<kDown>().backward(c, s.act, dstream, s.dact, false, a.xa[kDown], s.dxa, s.drop, T, seed(seeds, kDown));
-    swiglu_backward(a.gate, a.up, s.dact, a.gate, a.up, T, d.inter, d.inter, c.stream);  // in place: dgate, dup
+    {
+      const ProfileScope e = c.part(StepPart::kElementwise);
+      swiglu_backward(a.gate, a.up, s.dact, a.gate, a.up, T, d.inter, d.inter, c.stream);  // in place: dgate, dup
+    }
     lin<kGate>().backward(c, a.n2, a.gate, s.dn, false, a.xa[kGate], s.dxa, s.drop, T, seed(seeds, kGate));
     lin<kUp>().backward(c, a.n2, a.up, s.dn, true, a.xa[kUp], s.dxa, s.drop, T, seed(seeds, kUp));
-    rms_norm_backward(dstream, norm2_.grad(), s.dn, a.h, norm2_.bf16_copy(), a.rstd2, T, d.hidden, c.stream, true);
+    {
+      const ProfileScope e = c.part(StepPart::kElementwise);
+      rms_norm_backward(dstream, norm2_.grad(), s.dn, a.h, norm2_.bf16_copy(), a.rstd2, T, d.hidden, c.stream, true);
+    }
 
     // Attention branch.
     lin<kO>().backward(c, a.attn, dstream, s.dattn, false, a.xa[kO], s.dxa, s.drop, T, seed(seeds, kO));
-    const AttentionDims ad{d.heads, d.kv_heads, d.head_dim};
-    attention_backward(s.dq, s.dk, s.dv, s.attn_scratch, s.dattn, a.attn, a.q, a.k, a.v, a.lse, ad, s.batch, c.stream);
-    rope_apply(s.dq, s.rope, d.heads, d.head_dim, c.stream, true);
-    rope_apply(s.dk, s.rope, d.kv_heads, d.head_dim, c.stream, true);
+    {
+      const ProfileScope e = c.part(StepPart::kAttention);
+      const AttentionDims ad{d.heads, d.kv_heads, d.head_dim};
+      attention_backward(s.dq, s.dk, s.dv, s.attn_scratch, s.dattn, a.attn, a.q, a.k, a.v, a.lse, ad, s.batch,
+                         c.stream);
+    }
+    {
+      const ProfileScope e = c.part(StepPart::kElementwise);
+      rope_apply(s.dq, s.rope, d.heads, d.head_dim, c.stream, true);
+      rope_apply(s.dk, s.rope, d.kv_heads, d.head_dim, c.stream, true);
+    }
     lin<kQ>().backward(c, a.n1, s.dq, s.dn, false, a.xa[kQ], s.dxa, s.drop, T, seed(seeds, kQ));
     lin<kK>().backward(c, a.n1, s.dk, s.dn, true, a.xa[kK], s.dxa, s.drop, T, seed(seeds, kK));
     lin<kV>().backward(c, a.n1, s.dv, s.dn, true, a.xa[kV], s.dxa, s.drop, T, seed(seeds, kV));
+    const ProfileScope e = c.part(StepPart::kElementwise);
     rms_norm_backward(dstream, norm1_.grad(), s.dn, x, norm1_.bf16_copy(), a.rstd1, T, d.hidden, c.stream, true);
   }
 

@@ -61,6 +61,7 @@ class Linear<Full> {
                 int tokens, const std::uint64_t*) const {
     const int in = static_cast<int>(base_.shape.in), out = static_cast<int>(base_.shape.out);
     base_.backward_input(c, dy, dx, accumulate, tokens);
+    const ProfileScope base = c.part(StepPart::kBaseGemm);  // the weight gradient too
     matmul_backward_weight(c.gemm, dw_, dy, x, tokens, out, in, c.stream, 1.0f, 1.0f);
     if (base_.shape.bias) bias_grad_accumulate(db_, dy, tokens, out, c.stream);
   }

@@ -33,9 +33,11 @@
 #include "peft/io/cuda_weight_loader.cuh"
 #include "peft/kernels/cuda/elementwise.cuh"
 #include "peft/kernels/cuda/gemm.cuh"
+#include "peft/kernels/cuda/lora_dropout.cuh"
 #include "peft/kernels/cuda/memory_plan.cuh"
 #include "peft/kernels/cuda/nf4_gemv.cuh"
 #include "peft/kernels/cuda/nf4_tensor.cuh"
+#include "peft/kernels/cuda/step_profile.cuh"
 #include "peft/layers/linear.hpp"
 #include "peft/io/lora_config.hpp"
 #include "peft/layers/weight_source.hpp"
@@ -70,14 +72,33 @@ inline void upload_f32(float* dst, const Matrix& m, cudaStream_t stream) {
   PEFT_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
+// The LoRA branch's kernels, kept selectable so the benchmark can measure one against another in
+// one run (CudaModelOptions::lora_kernels; bench/RESULTS.md has the numbers):
+//   kSeparate   y = x W^T + b, then y += s xa B^T (y written, read and rewritten); dropout writes
+//               the dropped input to a [T, in] buffer that the GEMMs read (forward and backward)
+//   kReordered  y = s xa B^T first, then the base GEMM adds x W^T + b onto it (beta = 1, bias in
+//               its epilogue): no separate read-modify-write of y; dropout as kSeparate
+//   kFused      kReordered, and dropout inside the rank-r passes (kernels/cuda/lora_dropout.cuh):
+//               no dropout buffer, the backward's dA and masked dx in one pass over x and dx
+//               (at padded rank 8, where those kernels are faster: fuses_dropout)
+enum class LoraKernels { kSeparate, kReordered, kFused };
+
 // weight_scratch: where a quantised base (NF4) is dequantised to bf16 right before its GEMM, one
 // projection at a time (the model plans one, the size of its largest projection; null when the
 // base is bf16). Every use is on `stream`, so one projection's GEMM has read it before the next
 // dequantisation overwrites it.
+//
+// profile: when set (an instrumented, eager step: bench/train_bench --breakdown), each call opens a
+// ProfileScope for its kind of work (step_profile.cuh); null in every ordinary step.
+// lora: how a LoRA branch runs (LoraKernels below); the fastest by default.
 struct GemmContext {
   Gemm& gemm;
   cudaStream_t stream;
   bf16* weight_scratch = nullptr;
+  StepProfile* profile = nullptr;
+  LoraKernels lora = LoraKernels::kFused;
+
+  ProfileScope part(StepPart p) const { return {profile, p, stream}; }
 };
 
 // What a projection's forward reads: the base W [out, in] (+ b) in bf16, or in NF4 (dequantised
@@ -114,23 +135,47 @@ class ProjectionWeights {
   }
 
   // y [T, out] = x W^T + b (+ s * (drop(x) A^T) B^T). xa [T, rp] is kept for the backward;
-  // drop_buf [T, in] is scratch when dropout is on (seed: a device scalar; null = no dropout).
+  // drop_buf [T, in] is scratch when dropout is on and not fused (seed: a device scalar; null = no
+  // dropout).
   void forward(GemmContext c, const bf16* x, bf16* y, bf16* xa, bf16* drop_buf, int tokens,
                const std::uint64_t* seed) const {
     const int in = static_cast<int>(shape_.in), out = static_cast<int>(shape_.out);
-    if (nf4_ && nf4_gemv_fits(*nf4_, tokens))  // decode: multiply as the codes are read (nf4_gemv.cuh)
-      nf4_gemv(y, x, tokens, *nf4_, b_, c.stream);
-    else
-      matmul_forward(c.gemm, y, x, base_for_gemm(c), b_, tokens, out, in, c.stream);
-    if (!adapter()) return;
-    const bf16* xin = x;
-    if (seed && dropout_ > 0.0f) {
-      dropout_forward(drop_buf, x, static_cast<long long>(tokens) * in, seed, dropout_, c.stream);
-      xin = drop_buf;
+    // NF4 at 1-8 tokens (decode): the codes multiplied as they are read (nf4_gemv.cuh); it writes
+    // y, so the adapter's term is added after it.
+    const bool gemv = nf4_ && nf4_gemv_fits(*nf4_, tokens);
+    if (!adapter() || c.lora == LoraKernels::kSeparate || gemv) {
+      {
+        const ProfileScope base = c.part(StepPart::kBaseGemm);
+        if (gemv)
+          nf4_gemv(y, x, tokens, *nf4_, b_, c.stream);
+        else
+          matmul_forward(c.gemm, y, x, base_for_gemm(c), b_, tokens, out, in, c.stream);
+      }
+      if (!adapter()) return;
+      const ProfileScope lora = c.part(StepPart::kLora);
+      down_project(c, x, xa, drop_buf, tokens, seed);
+      // y += s * xa B^T  (B^T stored [rp, out]: a plain [T, rp] x [rp, out] product)
+      c.gemm.matmul(y, out, xa, rp_, false, bt16_, out, false, tokens, out, rp_, scaling_, 1.0f, nullptr, c.stream);
+      return;
     }
-    matmul_forward(c.gemm, xa, xin, a16_, nullptr, tokens, rp_, in, c.stream);  // xa = x A^T
-    // y += s * xa B^T  (B^T stored [rp, out]: a plain [T, rp] x [rp, out] product)
-    c.gemm.matmul(y, out, xa, rp_, false, bt16_, out, false, tokens, out, rp_, scaling_, 1.0f, nullptr, c.stream);
+    {
+      const ProfileScope lora = c.part(StepPart::kLora);
+      down_project(c, x, xa, drop_buf, tokens, seed);
+      c.gemm.matmul(y, out, xa, rp_, false, bt16_, out, false, tokens, out, rp_, scaling_, 0.0f, nullptr, c.stream);
+    }
+    const ProfileScope base = c.part(StepPart::kBaseGemm);
+    matmul_forward(c.gemm, y, x, base_for_gemm(c), b_, tokens, out, in, c.stream, 1.0f, 1.0f);  // y += x W^T + b
+  }
+
+  // Whether a step with this seed drops the adapter's input, and whether in the fused kernels.
+  // They run on CUDA cores, so they win at padded rank 8 only (H200, 7B shapes at seq 2048, per
+  // projection: q_proj forward 27 vs 32 us, backward 37 vs 69; down_proj 121 vs 161, 283 vs 325)
+  // and lose at 64 (q_proj 90 vs 33, 109 vs 70; bench/RESULTS.md); ranks between are unmeasured
+  // and keep the cuBLASLt path with the dropout buffer.
+  static constexpr int kFusedDropoutMaxRank = 8;
+  bool drops(const std::uint64_t* seed) const { return adapter() && seed && dropout_ > 0.0f; }
+  bool fuses_dropout(GemmContext c, const std::uint64_t* seed) const {
+    return drops(seed) && c.lora == LoraKernels::kFused && rp_ <= kFusedDropoutMaxRank && lora_dropout_fusable(rp_);
   }
 
   bool adapter() const { return rp_ > 0; }
@@ -144,6 +189,21 @@ class ProjectionWeights {
   float scaling() const { return scaling_; }
 
  private:
+  // xa [T, rp] = drop(x) A^T.
+  void down_project(GemmContext c, const bf16* x, bf16* xa, bf16* drop_buf, int tokens, const std::uint64_t* seed) const {
+    const int in = static_cast<int>(shape_.in);
+    if (fuses_dropout(c, seed)) {
+      lora_down_dropout(xa, x, a16_, rp_, tokens, in, seed, dropout_, c.stream);
+      return;
+    }
+    const bf16* xin = x;
+    if (drops(seed)) {
+      dropout_forward(drop_buf, x, static_cast<long long>(tokens) * in, seed, dropout_, c.stream);
+      xin = drop_buf;
+    }
+    matmul_forward(c.gemm, xa, xin, a16_, nullptr, tokens, rp_, in, c.stream);
+  }
+
   LinearShape shape_;
   const bf16* w_ = nullptr;
   const Nf4DeviceTensor* nf4_ = nullptr;
@@ -202,6 +262,7 @@ struct DenseBase {
   }
   // dx (= or +=) dy W.
   void backward_input(GemmContext c, const bf16* dy, bf16* dx, bool accumulate, int tokens) const {
+    const ProfileScope base = c.part(StepPart::kBaseGemm);
     matmul_backward_input(c.gemm, dx, dy, w, tokens, static_cast<int>(shape.out), static_cast<int>(shape.in), c.stream,
                           1.0f, accumulate ? 1.0f : 0.0f);
   }

@@ -98,17 +98,23 @@ class Linear<Lora<R>, Base> {
   }
 
   // dx (= or +=) dy W + (s dy B) A (masked by the forward's dropout); dA, dB^T accumulate.
-  // dxa [T, rp] and drop_buf [T, in] are scratch.
+  // dxa [T, rp] is scratch, and so is drop_buf [T, in] when dropout is on and not fused.
   void backward(GemmContext c, const bf16* x, const bf16* dy, bf16* dx, bool accumulate, const bf16* xa, bf16* dxa,
                 bf16* drop_buf, int tokens, const std::uint64_t* seed) const {
     const int in = static_cast<int>(base_.shape.in), out = static_cast<int>(base_.shape.out);
     base_.backward_input(c, dy, dx, accumulate, tokens);
     if (!targeted_) return;
+    const ProfileScope lora = c.part(StepPart::kLora);
     // dB^T [rp, out] += s * xa^T dy
     c.gemm.matmul(dbt_, out, xa, rp_, true, dy, out, false, rp_, out, tokens, scaling_, 1.0f, nullptr, c.stream);
     // dxa [T, rp] = s * dy B  (B = (B^T)^T: B^T [rp, out] read transposed)
     c.gemm.matmul(dxa, rp_, dy, out, false, bt16_, out, true, tokens, rp_, out, scaling_, 0.0f, nullptr, c.stream);
-    const bool drop = seed && dropout_ > 0.0f;
+    const ProjectionWeights w = weights();
+    if (w.fuses_dropout(c, seed)) {  // dA += dxa^T drop(x) and dx += (dxa A) * mask in one pass
+      lora_dropout_backward(dx, da_, dxa, x, a16_, rp_, tokens, in, seed, dropout_, c.stream);
+      return;
+    }
+    const bool drop = w.drops(seed);
     const long long n = static_cast<long long>(tokens) * in;
     const bf16* xin = x;
     if (drop) {

@@ -78,6 +78,7 @@ struct Nf4FrozenBase {
   }
   // dx (= or +=) dy W, W dequantised into c.weight_scratch first.
   void backward_input(GemmContext c, const bf16* dy, bf16* dx, bool accumulate, int tokens) const {
+    const ProfileScope base = c.part(StepPart::kBaseGemm);
     matmul_backward_input(c.gemm, dx, dy, weights().base_for_gemm(c), tokens, static_cast<int>(shape.out),
                           static_cast<int>(shape.in), c.stream, 1.0f, accumulate ? 1.0f : 0.0f);
   }

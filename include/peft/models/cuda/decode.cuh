@@ -294,7 +294,7 @@ class Decoder {
     bf16* x = m_.stream_x_[0];
     LayerActivations& a = m_.acts(0);
     StepScratch& s = m_.scratch_;
-    const GemmContext c{*m_.gemm_, st, m_.weight_scratch_};
+    const GemmContext c{*m_.gemm_, st, m_.weight_scratch_, nullptr, m_.opt_.lora_kernels};
     embedding_forward(x, ids, m_.embed_.bf16_copy(), n, m_.vocab(), m_.hidden(), st);
     for (std::size_t l = 0; l < m_.layer_weights_.size(); ++l) {
       const LayerWeights& layer = m_.layer_weights_[l];

@@ -52,6 +52,9 @@ struct CudaModelOptions {
   std::size_t extra_bytes = 16u << 20;  // slack beyond the plan (which counts the optimizer state too)
   int device = 0;
   bool graphs = true;  // replay a captured CUDA graph for a step shape seen before
+  // The LoRA branch's kernels (layers/cuda/linear.cuh): the default is the fastest measured; the
+  // others stay selectable for the benchmark's A/B (bench/train_bench --lora-kernels).
+  cuda::LoraKernels lora_kernels = cuda::LoraKernels::kFused;
 };
 
 template <class L, PrecisionPolicy P, class A>
@@ -269,7 +272,7 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     // captured CUDA graph instead of ~100 launches per layer.
     const StepShape shape{T, n_labels_, scratch_.batch.num_seqs, scratch_.batch.max_seqlen, backward, dropout_on_,
                           std::bit_cast<std::uint32_t>(grad_scale)};
-    if (!opt_.graphs) {
+    if (!opt_.graphs || profile_) {  // a profiled step runs eagerly: its events sit between the calls
       device_step(T, grad_scale);
     } else if (auto it = graphs_.find(shape); it != graphs_.end()) {
       PEFT_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
@@ -291,7 +294,7 @@ class Qwen2Model<L, P, CudaDevice<A>> {
   Matrix logits(const PackedBatch& batch, std::span<const Eigen::Index> rows = {}) {
     const int T = upload_batch(batch);
     draw_dropout_seeds(nullptr);
-    const cuda::GemmContext c{*gemm_, stream_, weight_scratch_};
+    const cuda::GemmContext c{*gemm_, stream_, weight_scratch_, nullptr, opt_.lora_kernels};
     cuda::embedding_forward(stream_x_[0], d_ids_, embed_.bf16_copy(), T, vocab(), hidden(), stream_);
     for_each_layer([&](const auto& layer, std::size_t l) {
       layer.forward(c, stream_x_[l], stream_x_[l + 1], acts(l), scratch_, T, nullptr);
@@ -365,6 +368,9 @@ class Qwen2Model<L, P, CudaDevice<A>> {
            cuda::gb(total) + " (cudaMemGetInfo)";
   }
   cudaStream_t stream() const { return stream_; }
+  // Instrumented steps (bench/train_bench --breakdown): while set, every step runs eagerly and
+  // records its parts into *p (step_profile.cuh); null again restores graph replay.
+  void set_step_profile(cuda::StepProfile* p) { profile_ = p; }
 
  private:
   int hidden() const { return static_cast<int>(cfg_.hidden_size); }
@@ -401,19 +407,27 @@ class Qwen2Model<L, P, CudaDevice<A>> {
   // entropy, the loss sum's copy to pinned memory, and the backward.
   void device_step(int T, float grad_scale) {
     const bool backward = grad_scale != 0.0f;
-    const cuda::GemmContext c{*gemm_, stream_, weight_scratch_};
+    const cuda::GemmContext c{*gemm_, stream_, weight_scratch_, profile_, opt_.lora_kernels};
     const std::size_t th = static_cast<std::size_t>(T) * cfg_.hidden_size;
+    using cuda::StepPart;
 
-    cuda::embedding_forward(stream_x_[0], d_ids_, embed_.bf16_copy(), T, vocab(), hidden(), stream_);
+    {
+      const cuda::ProfileScope e = c.part(StepPart::kElementwise);
+      cuda::embedding_forward(stream_x_[0], d_ids_, embed_.bf16_copy(), T, vocab(), hidden(), stream_);
+    }
     for_each_layer([&](const auto& layer, std::size_t l) {
       layer.forward(c, stream_x_[l], stream_x_[l + 1], acts(l), scratch_, T, layer_seeds(l));
     });
-    cuda::rms_norm_forward(final_h_, final_rstd_, stream_x_[n_layers()], final_norm_.bf16_copy(), T, hidden(), eps(),
-                           stream_);
+    {
+      const cuda::ProfileScope e = c.part(StepPart::kElementwise);
+      cuda::rms_norm_forward(final_h_, final_rstd_, stream_x_[n_layers()], final_norm_.bf16_copy(), T, hidden(), eps(),
+                             stream_);
+    }
 
     // Cross entropy over the labelled rows only (gathered), chunked over the vocabulary.
     const int n = n_labels_;
     if (n > 0) {
+      const cuda::ProfileScope ce = c.part(StepPart::kLmHeadCe);
       cuda::gather_rows(h_sel_, final_h_, d_label_rows_, n, hidden(), stream_);
       cuda::lm_head_cross_entropy(*gemm_, row_loss_, backward ? dh_sel_ : nullptr, backward ? lm_grad() : nullptr,
                                   h_sel_, lm_weight(),
@@ -425,11 +439,14 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     PEFT_CUDA_CHECK(cudaMemcpyAsync(host_loss(), loss_sum_, sizeof(double), cudaMemcpyDeviceToHost, stream_));
 
     if (backward && n > 0) {
-      // dY: the labelled rows' dh, zero elsewhere; the final norm's backward starts the stream.
-      PEFT_CUDA_CHECK(cudaMemsetAsync(dy_, 0, th * sizeof(cuda::bf16), stream_));
-      cuda::scatter_rows(dy_, dh_sel_, d_label_rows_, n, hidden(), stream_);
-      cuda::rms_norm_backward(dstream_, final_norm_.grad(), dy_, stream_x_[n_layers()], final_norm_.bf16_copy(),
-                              final_rstd_, T, hidden(), stream_, false);
+      {
+        // dY: the labelled rows' dh, zero elsewhere; the final norm's backward starts the stream.
+        const cuda::ProfileScope e = c.part(StepPart::kElementwise);
+        PEFT_CUDA_CHECK(cudaMemsetAsync(dy_, 0, th * sizeof(cuda::bf16), stream_));
+        cuda::scatter_rows(dy_, dh_sel_, d_label_rows_, n, hidden(), stream_);
+        cuda::rms_norm_backward(dstream_, final_norm_.grad(), dy_, stream_x_[n_layers()], final_norm_.bf16_copy(),
+                                final_rstd_, T, hidden(), stream_, false);
+      }
       for_each_layer_reverse([&](const auto& layer, std::size_t l) {
         if constexpr (!keeps_layers)  // re-run this layer's forward into the one set of buffers
           if (l + 1 < n_layers())     // (the last layer's are still there from the forward)
@@ -437,8 +454,10 @@ class Qwen2Model<L, P, CudaDevice<A>> {
         layer.backward(c, stream_x_[l], dstream_, acts(l), scratch_, T, layer_seeds(l));
       });
       // A frozen embedding stops the gradient here; a trained one adds each token's row.
-      if constexpr (W::train_embedding)
+      if constexpr (W::train_embedding) {
+        const cuda::ProfileScope e = c.part(StepPart::kElementwise);
         cuda::embedding_backward(embed_.grad(), d_ids_, dstream_, T, vocab(), hidden(), stream_);
+      }
     }
   }
 
@@ -569,6 +588,7 @@ class Qwen2Model<L, P, CudaDevice<A>> {
   ModelConfig cfg_;
   LoraConfig lora_;
   CudaModelOptions opt_;
+  cuda::StepProfile* profile_ = nullptr;  // set_step_profile
   cuda::PlannedMemory planned_;  // plan()'s count by part (its counting pass)
   cudaStream_t stream_ = nullptr;
   std::vector<cuda::DecoderLayer<Rest, P>> rest_;  // layers [0, L - kTailLayers)

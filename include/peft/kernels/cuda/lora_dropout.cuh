@@ -1,0 +1,272 @@
+// LoRA's two passes over its input with dropout folded in, so neither the forward nor the
+// backward writes the dropped input x * mask / (1 - p) to memory and reads it back:
+//   lora_down_dropout        xa [T, rp] = drop(x) A^T                       (forward)
+//   lora_dropout_backward    dA [rp, in] += dxa^T drop(x)                   (backward, one pass:
+//                            dx [T, in]  += ((dxa A) * mask) / (1 - p)       x and dx read once)
+// The mask is elementwise.cuh's (`detail::dropped` of the same seed and row-major index), so these
+// kernels drop exactly the elements dropout_forward / dropout_backward_add drop, and the dropped
+// input is rounded to bf16 before use as dropout_forward's output is (the cuBLAS path's operand).
+//
+// Why plain FMA kernels and not tensor cores: at rank 8 each input element meets 8 multiply-adds,
+// and the padded rank is a template parameter so the accumulators live in registers. The forward
+// tiles A through shared memory (each block reuses one tile for its tokens); the backward gives
+// each thread one or two input columns for a run of tokens, keeps A's columns in registers, and
+// adds its dA partial sums with atomics (fp32; the order of those adds is not fixed, a ~1e-7
+// relative wobble).
+// Measured on the H200 (cuda_test_lora_dropout's timings, bench/RESULTS.md) they beat
+// dropout_forward + cuBLASLt at rank 8 and lose at 64, where the FMAs dominate; the model uses them
+// at rank 8 only (ProjectionWeights::fuses_dropout). Even at rank 8 the forward streams a 7B
+// q_proj input at ~0.5 TB/s (27 us for 14.7 MB), a ninth of the memory's rate: the per-element
+// hash (three 64-bit multiplies; ~11 us of integer work by instruction count) and ~2 blocks an SM
+// (256 blocks of 8 warps at seq 2048) are the suspects, not yet measured apart.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <type_traits>
+
+#include "peft/kernels/cuda/bf16.cuh"
+#include "peft/kernels/cuda/cuda_check.cuh"
+#include "peft/kernels/cuda/elementwise.cuh"
+
+namespace peft::cuda {
+namespace detail {
+
+constexpr int kLoraMaxFusedRank = 64;
+constexpr int kLoraTile = 256;  // input columns per shared tile of A: 32 lanes x 8
+constexpr int kLoraDownWarps = 8;
+constexpr int kLoraBackThreads = 128;  // x 1 or 2 columns each
+constexpr int kLoraBackTokens = 32;    // dxa rows staged in shared memory at a time
+
+// The dropped input as dropout_kernel stores it: 0 or bf16(x / (1 - p)).
+__device__ inline float dropped_input(float x, bool drop, float keep) { return drop ? 0.0f : to_float(to_bf16(x * keep)); }
+
+// One warp per TPW tokens; the block's tokens share each tile of A.
+template <int RP, int TPW>
+__global__ void __launch_bounds__(kLoraDownWarps * 32)
+    lora_down_dropout_kernel(bf16* __restrict__ xa, const bf16* __restrict__ x, const bf16* __restrict__ a, int T, int in,
+                             const std::uint64_t* __restrict__ seed_ptr, float p) {
+  __shared__ __align__(16) bf16 tile[RP * kLoraTile];
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int t0 = (static_cast<int>(blockIdx.x) * kLoraDownWarps + warp) * TPW;
+  const std::uint64_t seed = *seed_ptr;
+  const float keep = 1.0f / (1.0f - p);
+  float acc[TPW][RP];
+#pragma unroll
+  for (int j = 0; j < TPW; ++j)
+#pragma unroll
+    for (int r = 0; r < RP; ++r) acc[j][r] = 0.0f;
+
+  for (int k0 = 0; k0 < in; k0 += kLoraTile) {
+    const int col = k0 + lane * 8;
+    float xd[TPW][8];  // loaded before the tile, so the loads overlap its fill
+#pragma unroll
+    for (int j = 0; j < TPW; ++j) {
+      const int t = t0 + j;
+      if (t < T && col < in) {
+        const std::uint64_t idx = static_cast<std::uint64_t>(t) * static_cast<std::uint64_t>(in) + col;
+        const Bf16x8 v = load128cs(x + idx);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) xd[j][e] = dropped_input(to_float(v[e]), dropped(seed, idx + e, p), keep);
+      } else {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) xd[j][e] = 0.0f;
+      }
+    }
+    __syncthreads();  // the previous tile's readers are done
+    for (int i = static_cast<int>(threadIdx.x); i < RP * (kLoraTile / 8); i += static_cast<int>(blockDim.x)) {
+      const int r = i / (kLoraTile / 8), c = (i % (kLoraTile / 8)) * 8;
+      Bf16x8 v;
+      if (k0 + c < in) {
+        v = load128(a + static_cast<std::size_t>(r) * in + k0 + c);
+      } else {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) v[e] = to_bf16(0.0f);
+      }
+      store128(tile + r * kLoraTile + c, v);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < RP; ++r) {
+      const Bf16x8 w = load128(tile + r * kLoraTile + lane * 8);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const float we = to_float(w[e]);
+#pragma unroll
+        for (int j = 0; j < TPW; ++j) acc[j][r] += xd[j][e] * we;
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < TPW; ++j) {
+    const int t = t0 + j;
+#pragma unroll
+    for (int r = 0; r < RP; ++r) {
+      float v = acc[j][r];
+#pragma unroll
+      for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+      if (t < T && lane == r % 32) xa[static_cast<std::size_t>(t) * RP + r] = to_bf16(v);
+    }
+  }
+}
+
+// C (1 or 2) adjacent bf16 columns as floats, and back.
+template <int C>
+__device__ inline void load_columns(const bf16* p, float (&v)[C]) {
+  if constexpr (C == 2) {
+    const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
+    v[0] = f.x;
+    v[1] = f.y;
+  } else {
+    v[0] = to_float(*p);
+  }
+}
+template <int C>
+__device__ inline void store_columns(bf16* p, const float (&v)[C]) {
+  if constexpr (C == 2) {
+    *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(v[0], v[1]);
+  } else {
+    *p = to_bf16(v[0]);
+  }
+}
+
+// Each thread: C input columns from c over tokens [blockIdx.y * per_block, ...); A's columns and
+// the dA partial sums stay in registers (2 C RP floats: C = 1 above rank 32, so rank 64 fits).
+template <int RP, int C>
+__global__ void __launch_bounds__(kLoraBackThreads)
+    lora_dropout_backward_kernel(bf16* __restrict__ dx, float* __restrict__ da, const bf16* __restrict__ dxa,
+                                 const bf16* __restrict__ x, const bf16* __restrict__ a, int T, int in, int per_block,
+                                 const std::uint64_t* __restrict__ seed_ptr, float p) {
+  __shared__ __align__(16) float rows[kLoraBackTokens * RP];
+  const int c = (static_cast<int>(blockIdx.x) * kLoraBackThreads + static_cast<int>(threadIdx.x)) * C;
+  const bool live = c < in;  // in % 8 == 0: all C columns are in range
+  const int begin = static_cast<int>(blockIdx.y) * per_block, end = min(T, begin + per_block);
+  const std::uint64_t seed = *seed_ptr;
+  const float keep = 1.0f / (1.0f - p);
+  float w[RP][C], g[RP][C];  // A[r, c + e]; dA partial sums
+#pragma unroll
+  for (int r = 0; r < RP; ++r) {
+    if (live) {
+      load_columns<C>(a + static_cast<std::size_t>(r) * in + c, w[r]);
+    } else {
+#pragma unroll
+      for (int e = 0; e < C; ++e) w[r][e] = 0.0f;
+    }
+#pragma unroll
+    for (int e = 0; e < C; ++e) g[r][e] = 0.0f;
+  }
+  for (int tb = begin; tb < end; tb += kLoraBackTokens) {
+    const int n = min(kLoraBackTokens, end - tb);
+    __syncthreads();
+    for (int i = static_cast<int>(threadIdx.x); i < n * RP; i += kLoraBackThreads)
+      rows[i] = to_float(dxa[static_cast<std::size_t>(tb) * RP + i]);
+    __syncthreads();
+    if (!live) continue;
+#pragma unroll 2
+    for (int j = 0; j < n; ++j) {
+      const std::uint64_t idx = static_cast<std::uint64_t>(tb + j) * static_cast<std::uint64_t>(in) + c;
+      float xv[C], dv[C], s[C];
+      bool drop[C];
+      load_columns<C>(x + idx, xv);
+#pragma unroll
+      for (int e = 0; e < C; ++e) {
+        drop[e] = dropped(seed, idx + e, p);
+        xv[e] = dropped_input(xv[e], drop[e], keep);
+        s[e] = 0.0f;
+      }
+      const float* d = rows + j * RP;
+#pragma unroll
+      for (int r = 0; r < RP; ++r)
+#pragma unroll
+        for (int e = 0; e < C; ++e) {
+          s[e] += d[r] * w[r][e];
+          g[r][e] += d[r] * xv[e];
+        }
+      load_columns<C>(dx + idx, dv);
+#pragma unroll
+      for (int e = 0; e < C; ++e) dv[e] += (drop[e] ? 0.0f : keep) * s[e];
+      store_columns<C>(dx + idx, dv);
+    }
+  }
+  if (!live) return;
+#pragma unroll
+  for (int r = 0; r < RP; ++r)
+#pragma unroll
+    for (int e = 0; e < C; ++e) atomicAdd(da + static_cast<std::size_t>(r) * in + c + e, g[r][e]);
+}
+
+// f(std::integral_constant<int, rp>) for a padded rank the kernels are compiled for.
+template <class F>
+void with_fused_rank(int rp, const char* what, F&& f) {
+  switch (rp) {
+    case 8: return f(std::integral_constant<int, 8>{});
+    case 16: return f(std::integral_constant<int, 16>{});
+    case 24: return f(std::integral_constant<int, 24>{});
+    case 32: return f(std::integral_constant<int, 32>{});
+    case 40: return f(std::integral_constant<int, 40>{});
+    case 48: return f(std::integral_constant<int, 48>{});
+    case 56: return f(std::integral_constant<int, 56>{});
+    case 64: return f(std::integral_constant<int, 64>{});
+    default:
+      throw Error(std::string(what) + ": padded LoRA rank " + std::to_string(rp) +
+                  " has no fused kernel (multiples of 8 up to 64; lora_dropout_fusable says which)");
+  }
+}
+
+inline void check_lora_dropout_shape(const char* what, int in) {
+  if (in % 8 != 0) throw Error(std::string(what) + ": input width " + std::to_string(in) + " is not a multiple of 8");
+}
+
+inline int device_sm_count() {
+  static const int sms = [] {
+    int dev = 0, n = 0;
+    PEFT_CUDA_CHECK(cudaGetDevice(&dev));
+    PEFT_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+    return n;
+  }();
+  return sms;
+}
+
+}  // namespace detail
+
+// ----------------------------------------------------------------------------------------------
+
+// Whether the fused kernels take this padded rank (else the caller keeps the dropout buffer path).
+inline bool lora_dropout_fusable(int rp) { return rp > 0 && rp % 8 == 0 && rp <= detail::kLoraMaxFusedRank; }
+
+// xa [T, rp] = drop(x) A^T, x [T, in], A [rp, in] (bf16), *seed on the device, dropout p.
+inline void lora_down_dropout(bf16* xa, const bf16* x, const bf16* a, int rp, int tokens, int in,
+                              const std::uint64_t* seed, float p, cudaStream_t stream) {
+  detail::check_lora_dropout_shape("lora_down_dropout", in);
+  if (tokens == 0) return;
+  detail::with_fused_rank(rp, "lora_down_dropout", [&](auto r) {
+    constexpr int RP = decltype(r)::value;
+    constexpr int TPW = RP <= 16 ? 1 : 2;  // more tokens a warp share a tile read at higher rank
+    const unsigned blocks = static_cast<unsigned>((tokens + detail::kLoraDownWarps * TPW - 1) / (detail::kLoraDownWarps * TPW));
+    detail::lora_down_dropout_kernel<RP, TPW><<<blocks, detail::kLoraDownWarps * 32, 0, stream>>>(xa, x, a, tokens, in,
+                                                                                                 seed, p);
+  });
+  PEFT_CUDA_CHECK_LAUNCH("lora_down_dropout_kernel");
+}
+
+// dA [rp, in] += dxa^T drop(x) (fp32) and dx [T, in] += (dxa A) * mask / (1 - p) (bf16), one pass.
+inline void lora_dropout_backward(bf16* dx, float* da, const bf16* dxa, const bf16* x, const bf16* a, int rp, int tokens,
+                                  int in, const std::uint64_t* seed, float p, cudaStream_t stream) {
+  detail::check_lora_dropout_shape("lora_dropout_backward", in);
+  if (tokens == 0) return;
+  detail::with_fused_rank(rp, "lora_dropout_backward", [&](auto r) {
+    constexpr int RP = decltype(r)::value;
+    constexpr int C = RP <= 32 ? 2 : 1;
+    const int col_blocks = (in + C * detail::kLoraBackThreads - 1) / (C * detail::kLoraBackThreads);
+    // Enough token slices for two blocks an SM; a slice no shorter than one staged group of rows.
+    const int max_slices = (tokens + detail::kLoraBackTokens - 1) / detail::kLoraBackTokens;
+    const int slices = std::clamp((2 * detail::device_sm_count() + col_blocks - 1) / col_blocks, 1, max_slices);
+    const int per_block = (tokens + slices - 1) / slices;
+    const dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>((tokens + per_block - 1) / per_block));
+    detail::lora_dropout_backward_kernel<RP, C>
+        <<<grid, detail::kLoraBackThreads, 0, stream>>>(dx, da, dxa, x, a, tokens, in, per_block, seed, p);
+  });
+  PEFT_CUDA_CHECK_LAUNCH("lora_dropout_backward_kernel");
+}
+
+}  // namespace peft::cuda

@@ -1,0 +1,134 @@
+// The fused LoRA dropout kernels (kernels/cuda/lora_dropout.cuh) against a plain reference built
+// from dropout_forward, the kernel they replace: its output on an all-ones input is the mask
+// itself (0 or 1/(1-p)), its output on x the dropped input; the host then computes in double
+//   xa = drop(x) A^T,  dA0 + dxa^T drop(x),  dx0 + ((dxa A) * mask) / (1 - p).
+// A kernel whose mask differed from dropout_forward's in any element would miss by far more than
+// the tolerances (1e-2 for bf16 outputs: one rounding; 1e-5 for the fp32 dA, accumulated in fp32 in
+// another order). Shapes cover ragged token counts, widths that are not a tile multiple, and
+// padded ranks 8, 24 and 64 (the kernels' range). Not small: the 7B q_proj and down_proj shapes
+// timed against the kernels they replace.
+#include "cuda_test.cuh"
+#include "peft/kernels/cuda/elementwise.cuh"
+#include "peft/kernels/cuda/gemm.cuh"
+#include "peft/kernels/cuda/lora_dropout.cuh"
+
+namespace peft::cuda_test {
+namespace {
+
+void check_shape(TestContext& t, cuda::DeviceArena& arena, int T, int in, int rp, float p, std::uint64_t seed_value) {
+  const std::string label = "T=" + std::to_string(T) + " in=" + std::to_string(in) + " rp=" + std::to_string(rp) +
+                            " p=" + std::to_string(p).substr(0, 4);
+  const std::size_t n = static_cast<std::size_t>(T) * in;
+  const Floats x = t.normal(n), a = t.normal(static_cast<std::size_t>(rp) * in, 0.05f), dxa = t.normal(static_cast<std::size_t>(T) * rp),
+               dx0 = t.normal(n, 0.1f), da0 = t.normal_f32(static_cast<std::size_t>(rp) * in, 0.1f);
+  const Floats ones(n, 1.0f);
+  auto* seed = upload(arena, std::vector<std::uint64_t>{seed_value});
+  auto *dx_in = upload_bf16(arena, x), *d_a = upload_bf16(arena, a), *d_dxa = upload_bf16(arena, dxa),
+       *d_ones = upload_bf16(arena, ones);
+  auto* d_drop = alloc_poisoned<bf16>(arena, n);
+  cuda::dropout_forward(d_drop, d_ones, static_cast<long long>(n), seed, p, 0);
+  const Floats mask = download_bf16(d_drop, n);
+  cuda::dropout_forward(d_drop, dx_in, static_cast<long long>(n), seed, p, 0);
+  const Floats xd = download_bf16(d_drop, n);  // dropout_forward's dropped input, bf16
+
+  Floats xa_ref(static_cast<std::size_t>(T) * rp), da_ref(da0), dx_ref(n);
+  const double keep = 1.0 / (1.0 - static_cast<double>(p));
+  std::size_t kept = 0;
+  for (int tk = 0; tk < T; ++tk) {
+    for (int r = 0; r < rp; ++r) {
+      double s = 0;
+      for (int i = 0; i < in; ++i) s += static_cast<double>(xd[tk * in + i]) * a[r * in + i];
+      xa_ref[tk * rp + r] = static_cast<float>(s);
+    }
+    for (int i = 0; i < in; ++i) {
+      const std::size_t e = static_cast<std::size_t>(tk) * in + i;
+      double g = 0;
+      for (int r = 0; r < rp; ++r) g += static_cast<double>(dxa[tk * rp + r]) * a[r * in + i];
+      kept += mask[e] != 0.0f;
+      dx_ref[e] = static_cast<float>(dx0[e] + (mask[e] != 0.0f ? keep * g : 0.0));
+    }
+  }
+  for (int r = 0; r < rp; ++r)
+    for (int i = 0; i < in; ++i) {
+      double s = da0[r * in + i];
+      for (int tk = 0; tk < T; ++tk) s += static_cast<double>(dxa[tk * rp + r]) * xd[tk * in + i];
+      da_ref[r * in + i] = static_cast<float>(s);
+    }
+  // The draw itself: a mask that kept everything (or nothing) would make the checks below weak.
+  const double kept_frac = static_cast<double>(kept) / static_cast<double>(n);
+  const double spread = 4.0 * std::sqrt(static_cast<double>(p) * (1.0 - p) / static_cast<double>(n)) + 0.01;
+  t.expect(std::abs(kept_frac - (1.0 - p)) < spread, label + ": mask keeps ~1-p (" + std::to_string(kept_frac) + ")");
+
+  auto* xa = alloc_poisoned<bf16>(arena, static_cast<std::size_t>(T) * rp);
+  cuda::lora_down_dropout(xa, dx_in, d_a, rp, T, in, seed, p, 0);
+  t.close(label + ": xa = drop(x) A^T", download_bf16(xa, static_cast<std::size_t>(T) * rp), xa_ref, 1e-2);
+
+  auto* dx = upload_bf16(arena, dx0);
+  auto* da = upload_f32(arena, da0);
+  cuda::lora_dropout_backward(dx, da, d_dxa, dx_in, d_a, rp, T, in, seed, p, 0);
+  t.close(label + ": dA += dxa^T drop(x)", download_f32(da, static_cast<std::size_t>(rp) * in), da_ref, 1e-5);
+  t.close(label + ": dx += (dxa A) mask/(1-p)", download_bf16(dx, n), dx_ref, 1e-2);
+}
+
+// One 7B projection's dropout passes at seq 2048: fused against dropout_forward + cuBLASLt
+// (+ dropout_backward_add), the path they replace.
+void time_shape(cuda::DeviceArena& arena, cuda::Gemm& gemm, const char* name, int T, int in, int rp) {
+  const std::size_t n = static_cast<std::size_t>(T) * in;
+  auto *x = arena.alloc<bf16>(n, "x"), *buf = arena.alloc<bf16>(n, "dropout buffer"), *dx = arena.alloc<bf16>(n, "dx");
+  auto *a = arena.alloc<bf16>(static_cast<std::size_t>(rp) * in, "A"), *xa = arena.alloc<bf16>(static_cast<std::size_t>(T) * rp, "xa");
+  auto* da = arena.alloc<float>(static_cast<std::size_t>(rp) * in, "dA");
+  fill_random_bf16(x, n, 1u, 1.0f);
+  fill_random_bf16(dx, n, 2u, 1.0f);
+  fill_random_bf16(a, static_cast<std::size_t>(rp) * in, 3u, 0.05f);
+  fill_random_bf16(xa, static_cast<std::size_t>(T) * rp, 4u, 1.0f);
+  fill_random_f32(da, static_cast<std::size_t>(rp) * in, 5u, 0.1f);
+  auto* seed = upload(arena, std::vector<std::uint64_t>{42});
+  const float p = 0.05f;
+  const long long ne = static_cast<long long>(n);
+  const float f_sep = median_ms([&] {
+    cuda::dropout_forward(buf, x, ne, seed, p, 0);
+    cuda::matmul_forward(gemm, xa, buf, a, nullptr, T, rp, in, 0);
+  });
+  const float f_fus = median_ms([&] { cuda::lora_down_dropout(xa, x, a, rp, T, in, seed, p, 0); });
+  const float b_sep = median_ms([&] {
+    cuda::dropout_forward(buf, x, ne, seed, p, 0);
+    gemm.matmul(da, in, xa, rp, true, buf, in, false, rp, in, T, 1.0f, 1.0f, nullptr, 0);
+    gemm.matmul(buf, in, xa, rp, false, a, in, false, T, in, rp, 1.0f, 0.0f, nullptr, 0);
+    cuda::dropout_backward_add(dx, buf, ne, seed, p, 0);
+  });
+  const float b_fus = median_ms([&] { cuda::lora_dropout_backward(dx, da, xa, x, a, rp, T, in, seed, p, 0); });
+  std::printf("  timing %s T=%d in=%d rp=%d: forward %.1f -> %.1f us, backward (dA, dx) %.1f -> %.1f us\n", name, T, in,
+              rp, f_sep * 1e3, f_fus * 1e3, b_sep * 1e3, b_fus * 1e3);
+}
+
+}  // namespace
+
+int test_main(int argc, char** argv) {
+  return run_test(argc, argv, "lora dropout (fused)", [](TestContext& t) {
+    cuda::DeviceArena arena(std::size_t{3} << 30);
+    check_shape(t, arena, 37, 328, 8, 0.05f, 0x1234);
+    check_shape(t, arena, t.small ? 5 : 300, t.small ? 72 : 1032, 24, 0.5f, 0x9e37);
+    check_shape(t, arena, t.small ? 9 : 70, t.small ? 264 : 520, 64, 0.1f, 77);
+    // A zero seed and a one-token batch: nothing special-cased.
+    check_shape(t, arena, 1, 64, 16, 0.3f, 0);
+    bool threw = false;
+    try {
+      cuda::lora_down_dropout(nullptr, nullptr, nullptr, 72, 4, 64, nullptr, 0.1f, 0);
+    } catch (const Error& e) {
+      threw = std::string(e.what()).find("padded LoRA rank 72") != std::string::npos;
+    }
+    t.expect(threw && !cuda::lora_dropout_fusable(72) && cuda::lora_dropout_fusable(64),
+             "rank 72: no fused kernel, refused by name");
+    if (!t.small) {
+      cuda::Gemm gemm(arena);
+      time_shape(arena, gemm, "q_proj", 2048, 3584, 8);
+      time_shape(arena, gemm, "down_proj", 2048, 18944, 8);
+      time_shape(arena, gemm, "q_proj r64", 2048, 3584, 64);
+      time_shape(arena, gemm, "down_proj r64", 2048, 18944, 64);
+    }
+  });
+}
+
+}  // namespace peft::cuda_test
+
+int main(int argc, char** argv) { return peft::cuda_test::test_main(argc, argv); }
