@@ -20,6 +20,7 @@
 //   train_bench [workload ...]   workloads: 7b_2048_keep 7b_2048_recompute 7b_4096_recompute
 //                                7b_64 identity 0.5b_2048 0.5b_2048_full 7b_nemo_keep 7b_nemo_recompute
 //                                nf4_7b_2048_recompute nf4_14b_2048_recompute nf4_32b_2048_recompute
+//                                7b_2048_keep_embed_device 7b_2048_keep_embed_host
 //                                (default: all)
 #include <algorithm>
 #include <chrono>
@@ -83,11 +84,15 @@ void report(const std::string& name, const ModelConfig& c, double tokens_per_ste
 // One sequence of `seq` tokens per optimizer step: forward+backward, clip, AdamW, zero_grad.
 // `samples` > 1 packs that many sequences of `seq` tokens into the micro-batch (varlen attention
 // keeps them apart), as NeMo's packed micro-batch 2 does.
+// `embedding`: where the token embedding lives (automatic: host memory when frozen and untied).
 template <class Device, class Layout = Lora<8>, class Precision = Bf16Mixed>
-void fixed_length(const std::string& name, const ModelConfig& cfg, int seq, int steps, int warmup, int samples = 1) {
+void fixed_length(const std::string& name, const ModelConfig& cfg, int seq, int steps, int warmup, int samples = 1,
+                  EmbeddingHome embedding = EmbeddingHome::automatic) {
   using Model = Qwen2<Layout, Precision, Device>;
-  const std::string plan = peft::cuda::describe(Model::planned_memory(cfg, bench_lora(), {seq * samples}));
-  Model model(cfg, bench_lora(), {seq * samples});
+  CudaModelOptions opt{seq * samples};
+  opt.embedding = embedding;
+  const std::string plan = peft::cuda::describe(Model::planned_memory(cfg, bench_lora(), opt));
+  Model model(cfg, bench_lora(), opt);
   model.fill_random_weights(1);
   model.init_adapters(0);
   std::mt19937 rng(0);
@@ -100,10 +105,12 @@ void fixed_length(const std::string& name, const ModelConfig& cfg, int seq, int 
   const StepTiming t = time_training_steps(model, batch, warmup, steps, &dropout, [&] {
     PEFT_CUDA_CHECK(cudaStreamSynchronize(model.stream()));
   });
-  char extra[448];
+  char extra[640];
   std::snprintf(extra, sizeof extra,
-                ", \"loss\": %.4f, \"steps\": %d, \"step_ms_min\": %.2f, \"trainable\": %lld, \"plan\": \"%s\"", t.loss,
-                steps, t.min_ms, static_cast<long long>(model.trainable_parameters().numel()), plan.c_str());
+                ", \"loss\": %.4f, \"steps\": %d, \"step_ms_min\": %.2f, \"trainable\": %lld, \"embedding\": \"%s\", "
+                "\"arena_peak_bytes\": %zu, \"plan\": \"%s\"",
+                t.loss, steps, t.min_ms, static_cast<long long>(model.trainable_parameters().numel()),
+                model.embedding_in_host_memory() ? "host" : "device", model.arena().high_water(), plan.c_str());
   report(name, cfg, static_cast<double>(seq) * samples, t.median_ms, (seq + 1) / 2.0, model.arena().high_water(),
          device_used_gb(), extra, !Model::uses_lora());
 }
@@ -167,6 +174,11 @@ int main(int argc, char** argv) {
   const ModelConfig b14 = preset_config<Qwen25_14B>(), b32 = preset_config<Qwen25_32B>();
   try {
     if (on("7b_2048_keep")) fixed_length<Cuda>("7b_2048_keep", b7, 2048, 8, 2);
+    // The host embedding's cost on the fastest step (bf16, keep-all): the same workload both ways.
+    if (on("7b_2048_keep_embed_device"))
+      fixed_length<Cuda>("7b_2048_keep_embed_device", b7, 2048, 8, 2, 1, EmbeddingHome::device);
+    if (on("7b_2048_keep_embed_host"))
+      fixed_length<Cuda>("7b_2048_keep_embed_host", b7, 2048, 8, 2, 1, EmbeddingHome::host);
     if (on("7b_2048_recompute")) fixed_length<CudaRecompute>("7b_2048_recompute", b7, 2048, 8, 2);
     if (on("7b_4096_recompute")) fixed_length<CudaRecompute>("7b_4096_recompute", b7, 4096, 5, 1);
     if (on("7b_64")) fixed_length<Cuda>("7b_64", b7, 64, 30, 5);

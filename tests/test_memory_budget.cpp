@@ -28,6 +28,15 @@ TEST_CASE("planned memory adds its parts and prints each") {
   CHECK(s == "16.80 GB (weights 15.30 GB, activations 0.70 GB, optimizer state 0.20 GB, workspace 0.60 GB)");
 }
 
+TEST_CASE("an embedding in host memory is printed apart and counts neither in the total nor in the fit") {
+  PlannedMemory p = recompute;
+  p.host_embedding = 1'090'000'000;
+  CHECK(p.total() == 16'800'000'000);
+  CHECK(describe(p) == "16.80 GB (weights 15.30 GB, activations 0.70 GB, optimizer state 0.20 GB, workspace 0.60 GB); "
+                       "embedding: host (pinned) 1.09 GB");
+  CHECK(fits(p, p.total() + kUnplannedReserve));
+}
+
 TEST_CASE("a plan fits when it and the unplanned reserve fit the free memory") {
   CHECK(fits(recompute, recompute.total() + kUnplannedReserve));
   CHECK_FALSE(fits(recompute, recompute.total() + kUnplannedReserve - 1));

@@ -60,7 +60,8 @@ struct DeviceParameter {
 inline void upload_bf16(bf16* dst, const Matrix& m, cudaStream_t stream) {
   std::vector<std::uint16_t> h(static_cast<std::size_t>(m.size()));
   for (std::size_t i = 0; i < h.size(); ++i) h[i] = float_to_bf16(m.data()[i]);
-  PEFT_CUDA_CHECK(cudaMemcpyAsync(dst, h.data(), h.size() * 2, cudaMemcpyHostToDevice, stream));
+  // Default (unified addressing): dst may also be mapped host memory (a host embedding).
+  PEFT_CUDA_CHECK(cudaMemcpyAsync(dst, h.data(), h.size() * 2, cudaMemcpyDefault, stream));
   PEFT_CUDA_CHECK(cudaStreamSynchronize(stream));  // h dies here
 }
 inline void upload_f32(float* dst, const Matrix& m, cudaStream_t stream) {

@@ -7,6 +7,8 @@
 // (layers/cuda/model_weight.cuh); tied or untied embeddings (tied: both gradients into one weight).
 // Nf4Base (QLoRA): frozen projections in NF4 (layers/cuda/nf4_base.cuh), each dequantised into one
 // planned bf16 weight scratch right before its GEMM; embedding, norms and lm_head stay bf16.
+// A frozen, untied embedding lives in pinned host memory by default (CudaModelOptions::embedding):
+// a step reads only its T rows, through the device alias (kernels/cuda/host_mapped.cuh).
 //
 //   from_pretrained / from_weights   the same weight bits and the same adapter Rng draws as the
 //                                    CPU model, so both start from identical parameters
@@ -45,6 +47,12 @@
 
 namespace peft {
 
+// Where the token embedding lives. automatic: in pinned host memory when that is valid (frozen
+// and untied: the forward only gathers T rows, the backward never touches it), else on the device.
+// A tied embedding is lm_head's GEMM operand every step and a trained one is updated every step:
+// both stay on the device, and asking for host then is an error.
+enum class EmbeddingHome { automatic, device, host };
+
 // Run-time sizes of the CUDA model's plan.
 struct CudaModelOptions {
   int max_tokens = 4096;       // tokens per micro-batch (the packed batch); sizes every activation
@@ -52,6 +60,7 @@ struct CudaModelOptions {
   std::size_t extra_bytes = 16u << 20;  // slack beyond the plan (which counts the optimizer state too)
   int device = 0;
   bool graphs = true;  // replay a captured CUDA graph for a step shape seen before
+  EmbeddingHome embedding = EmbeddingHome::automatic;
 };
 
 template <class L, PrecisionPolicy P, class A>
@@ -98,6 +107,15 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     zero_grad();
   }
 
+  // Where opt.embedding puts this layout's embedding (see EmbeddingHome).
+  static bool embedding_on_host(const ModelConfig& cfg, EmbeddingHome home) {
+    const bool valid = !W::train_embedding && !cfg.tie_word_embeddings;
+    if (home == EmbeddingHome::host)
+      require(valid, "CudaModelOptions::embedding = host needs a frozen, untied embedding; this one is {}",
+              W::train_embedding ? "trained (--train_type full)" : "tied to lm_head (tie_word_embeddings)");
+    return valid && home != EmbeddingHome::device;
+  }
+
   // The device memory this model would take with these options, by part, without touching a GPU:
   // plan() run as a count (the arena is exactly this size). The programs compare it with the free
   // memory before choosing the activation policy (memory_budget.hpp).
@@ -117,6 +135,7 @@ class Qwen2Model<L, P, CudaDevice<A>> {
         final_norm_(std::string(qwen2::kFinalNorm), 1, cfg.hidden_size, true),
         lm_head_(std::string(qwen2::kLmHead), cfg.vocab_size, cfg.hidden_size, false) {
     cfg_.validate("model config");
+    embed_on_host_ = embedding_on_host(cfg_, opt_.embedding);
     if (uses_lora()) lora_.validate();
     check_shapes();
     require(opt_.max_tokens > 0, "CudaModelOptions::max_tokens must be positive (got {})", opt_.max_tokens);
@@ -291,7 +310,7 @@ class Qwen2Model<L, P, CudaDevice<A>> {
   Matrix logits(const PackedBatch& batch, std::span<const Eigen::Index> rows = {}) {
     const int T = upload_batch(batch);
     draw_dropout_seeds(nullptr);
-    const cuda::GemmContext c{*gemm_, stream_, weight_scratch_};
+    const cuda::GemmContext c{*gemm_, stream_, scratch_.weight};
     cuda::embedding_forward(stream_x_[0], d_ids_, embed_.bf16_copy(), T, vocab(), hidden(), stream_);
     for_each_layer([&](const auto& layer, std::size_t l) {
       layer.forward(c, stream_x_[l], stream_x_[l + 1], acts(l), scratch_, T, nullptr);
@@ -362,9 +381,11 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     PEFT_CUDA_CHECK(cudaMemGetInfo(&free, &total));
     return "[memory] measured: arena high-water " + cuda::gb(arena_->high_water()) + " of " +
            cuda::gb(arena_->capacity()) + " planned; device memory in use " + cuda::gb(total - free) + " of " +
-           cuda::gb(total) + " (cudaMemGetInfo)";
+           cuda::gb(total) + " (cudaMemGetInfo)" +
+           (embed_.on_host() ? "; embedding: host (pinned) " + cuda::gb(embed_.host_bytes()) : std::string());
   }
   cudaStream_t stream() const { return stream_; }
+  bool embedding_in_host_memory() const { return embed_on_host_; }
 
  private:
   int hidden() const { return static_cast<int>(cfg_.hidden_size); }
@@ -401,7 +422,7 @@ class Qwen2Model<L, P, CudaDevice<A>> {
   // entropy, the loss sum's copy to pinned memory, and the backward.
   void device_step(int T, float grad_scale) {
     const bool backward = grad_scale != 0.0f;
-    const cuda::GemmContext c{*gemm_, stream_, weight_scratch_};
+    const cuda::GemmContext c{*gemm_, stream_, scratch_.weight};
     const std::size_t th = static_cast<std::size_t>(T) * cfg_.hidden_size;
 
     cuda::embedding_forward(stream_x_[0], d_ids_, embed_.bf16_copy(), T, vocab(), hidden(), stream_);
@@ -431,9 +452,11 @@ class Qwen2Model<L, P, CudaDevice<A>> {
       cuda::rms_norm_backward(dstream_, final_norm_.grad(), dy_, stream_x_[n_layers()], final_norm_.bf16_copy(),
                               final_rstd_, T, hidden(), stream_, false);
       for_each_layer_reverse([&](const auto& layer, std::size_t l) {
-        if constexpr (!keeps_layers)  // re-run this layer's forward into the one set of buffers
-          if (l + 1 < n_layers())     // (the last layer's are still there from the forward)
-            layer.forward(c, stream_x_[l], final_h_, acts(l), scratch_, T, layer_seeds(l));
+        // Re-run this layer's forward into the one set of buffers (the last layer's are still there
+        // from the forward). Its output rewrites stream_x_[l + 1] with the values it holds, which
+        // nothing reads again (layer l + 1's backward is done); final_h_ shares the step scratch.
+        if constexpr (!keeps_layers)
+          if (l + 1 < n_layers()) layer.forward(c, stream_x_[l], stream_x_[l + 1], acts(l), scratch_, T, layer_seeds(l));
         layer.backward(c, stream_x_[l], dstream_, acts(l), scratch_, T, layer_seeds(l));
       });
       // A frozen embedding stops the gradient here; a trained one adds each token's row.
@@ -468,7 +491,8 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     const auto T = static_cast<std::size_t>(opt_.max_tokens);
     const auto H = static_cast<std::size_t>(cfg_.hidden_size);
     const cuda::LayerDims d = layer_dims();
-    embed_.plan_weights(m);
+    embed_.plan_weights(m, embed_on_host_);
+    if (!m.allocating()) planned_.host_embedding = embed_on_host_ ? embed_.host_bytes() : 0;
     for_each_layer([&](auto& layer, std::size_t) { layer.plan_weights(m); });
     final_norm_.plan_weights(m);
     if (!cfg_.tie_word_embeddings) lm_head_.plan_weights(m);
@@ -517,21 +541,29 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     acts_.assign(keeps_layers ? n_layers() : 1, {});
     for (auto& a : acts_) a.plan(m, d, opt_.max_tokens, rp);
     if (!m.allocating()) planned_.activations = m.bytes() - planned_.weights - planned_.optimizer;
-    scratch_.plan(m, d, opt_.max_tokens, max_rp, uses_lora() && lora_.lora_dropout > 0);
-    if constexpr (QuantisedBase<P>) {  // the largest projection, dequantised (ProjectionWeights::base_for_gemm)
-      std::size_t largest = 0;
+    std::size_t largest = 0;  // NF4: the largest projection, dequantised (ProjectionWeights::base_for_gemm)
+    if constexpr (QuantisedBase<P>)
       for_each_layer([&](const auto& layer, std::size_t) { largest = std::max(largest, layer.largest_projection()); });
-      weight_scratch_ = m.take<cuda::bf16>(largest, "NF4 weight scratch (bf16)");
-    }
+    scratch_.plan_rope(m, d, opt_.max_tokens);
+    // The layers' step scratch is dead between the last layer's forward and the first layer's
+    // backward, exactly when the loss's buffers live (final norm output, labelled rows, logits
+    // chunk, d(final norm output)): one block holds either.
+    cuda::overlay(
+        m, "step scratch / loss buffers",
+        [&](cuda::MemoryPlan& p) {
+          scratch_.plan(p, d, opt_.max_tokens, max_rp, uses_lora() && lora_.lora_dropout > 0, largest);
+        },
+        [&](cuda::MemoryPlan& p) {
+          final_h_ = p.take<cuda::bf16>(T * H, "final norm output");
+          dy_ = p.take<cuda::bf16>(T * H, "final norm output gradient");
+          h_sel_ = p.take<cuda::bf16>(T * H, "labelled rows");
+          dh_sel_ = p.take<cuda::bf16>(T * H, "labelled rows gradient");
+          logits_.rows = std::min(opt_.logits_chunk_rows, opt_.max_tokens);
+          logits_.ld = cuda::LogitsChunk::ld_for(vocab());
+          logits_.data = p.take<cuda::bf16>(static_cast<std::size_t>(logits_.rows) * logits_.ld, "logits chunk");
+        });
     dstream_ = m.take<cuda::bf16>(T * H, "residual stream gradient");
-    final_h_ = m.take<cuda::bf16>(T * H, "final norm output");
     final_rstd_ = m.take<float>(T, "final norm rstd");
-    dy_ = m.take<cuda::bf16>(T * H, "final norm output gradient");
-    h_sel_ = m.take<cuda::bf16>(T * H, "labelled rows");
-    dh_sel_ = m.take<cuda::bf16>(T * H, "labelled rows gradient");
-    logits_.rows = std::min(opt_.logits_chunk_rows, opt_.max_tokens);
-    logits_.ld = cuda::LogitsChunk::ld_for(vocab());
-    logits_.data = m.take<cuda::bf16>(static_cast<std::size_t>(logits_.rows) * logits_.ld, "logits chunk");
     row_loss_ = m.take<float>(T, "per-row loss");
     loss_sum_ = m.take<double>(1, "loss sum");
     d_ids_ = m.take<std::int32_t>(T, "token ids");
@@ -586,8 +618,8 @@ class Qwen2Model<L, P, CudaDevice<A>> {
   char *grads_begin_ = nullptr, *grads_end_ = nullptr;
   std::vector<cuda::bf16*> stream_x_;
   std::vector<cuda::LayerActivations> acts_;
-  cuda::StepScratch scratch_;
-  cuda::bf16* weight_scratch_ = nullptr;  // Nf4Base: the projection being multiplied, in bf16; else null
+  cuda::StepScratch scratch_;  // its .weight: Nf4Base's dequantised projection (null for bf16)
+  bool embed_on_host_ = false;  // CudaModelOptions::embedding resolved for this layout and config
   cuda::bf16 *dstream_ = nullptr, *final_h_ = nullptr, *dy_ = nullptr, *h_sel_ = nullptr, *dh_sel_ = nullptr;
   float *final_rstd_ = nullptr, *row_loss_ = nullptr;
   double* loss_sum_ = nullptr;
