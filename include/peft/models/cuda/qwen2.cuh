@@ -38,6 +38,7 @@
 #include "peft/kernels/cuda/graph_capture.cuh"
 #include "peft/models/cuda/batch_upload.cuh"
 #include "peft/models/cuda/memory_budget.hpp"
+#include "peft/models/cuda/model_options.hpp"
 #include "peft/policies/cuda_device.hpp"
 #include "peft/models/cuda/decode.cuh"
 #include "peft/layers/cuda/decoder_layer.cuh"
@@ -46,22 +47,6 @@
 #include "peft/models/qwen2_contract.hpp"
 
 namespace peft {
-
-// Where the token embedding lives. automatic: in pinned host memory when that is valid (frozen
-// and untied: the forward only gathers T rows, the backward never touches it), else on the device.
-// A tied embedding is lm_head's GEMM operand every step and a trained one is updated every step:
-// both stay on the device, and asking for host then is an error.
-enum class EmbeddingHome { automatic, device, host };
-
-// Run-time sizes of the CUDA model's plan.
-struct CudaModelOptions {
-  int max_tokens = 4096;       // tokens per micro-batch (the packed batch); sizes every activation
-  int logits_chunk_rows = 512;  // rows of vocabulary-wide bf16 logits alive at once
-  std::size_t extra_bytes = 16u << 20;  // slack beyond the plan (which counts the optimizer state too)
-  int device = 0;
-  bool graphs = true;  // replay a captured CUDA graph for a step shape seen before
-  EmbeddingHome embedding = EmbeddingHome::automatic;
-};
 
 template <class L, PrecisionPolicy P, class A>
 class Qwen2Model<L, P, CudaDevice<A>> {
@@ -107,15 +92,6 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     zero_grad();
   }
 
-  // Where opt.embedding puts this layout's embedding (see EmbeddingHome).
-  static bool embedding_on_host(const ModelConfig& cfg, EmbeddingHome home) {
-    const bool valid = !W::train_embedding && !cfg.tie_word_embeddings;
-    if (home == EmbeddingHome::host)
-      require(valid, "CudaModelOptions::embedding = host needs a frozen, untied embedding; this one is {}",
-              W::train_embedding ? "trained (--train_type full)" : "tied to lm_head (tie_word_embeddings)");
-    return valid && home != EmbeddingHome::device;
-  }
-
   // The device memory this model would take with these options, by part, without touching a GPU:
   // plan() run as a count (the arena is exactly this size). The programs compare it with the free
   // memory before choosing the activation policy (memory_budget.hpp).
@@ -135,7 +111,7 @@ class Qwen2Model<L, P, CudaDevice<A>> {
         final_norm_(std::string(qwen2::kFinalNorm), 1, cfg.hidden_size, true),
         lm_head_(std::string(qwen2::kLmHead), cfg.vocab_size, cfg.hidden_size, false) {
     cfg_.validate("model config");
-    embed_on_host_ = embedding_on_host(cfg_, opt_.embedding);
+    embed_on_host_ = peft::embedding_in_host_memory(opt_.embedding, W::train_embedding, cfg_.tie_word_embeddings);
     if (uses_lora()) lora_.validate();
     check_shapes();
     require(opt_.max_tokens > 0, "CudaModelOptions::max_tokens must be positive (got {})", opt_.max_tokens);
