@@ -20,7 +20,8 @@
 //   train_bench [option ...] [workload ...]
 //     workloads: 7b_2048_keep 7b_2048_recompute 7b_4096_recompute 7b_64 identity 0.5b_2048
 //                0.5b_2048_full 7b_nemo_keep 7b_nemo_recompute nf4_7b_2048_recompute
-//                nf4_14b_2048_recompute nf4_32b_2048_recompute (default: all)
+//                nf4_14b_2048_recompute nf4_32b_2048_recompute 7b_2048_keep_embed_device
+//                7b_2048_keep_embed_host (default: all)
 //     --lora-kernels=K[,K...]  separate | reordered | fused (CudaModelOptions::lora_kernels; default
 //                              the model's): each fixed-length workload once per K, for an A/B
 //     --lora-rank=N            LoRA rank N (Lora<> at run time; default Lora<8>)
@@ -164,21 +165,25 @@ void fixed_length_with(const std::string& name, const ModelConfig& cfg, int seq,
   const StepTiming t = time_training_steps(model, batch, warmup, steps, &dropout, [&] {
     PEFT_CUDA_CHECK(cudaStreamSynchronize(model.stream()));
   });
-  char extra[512];
+  char extra[768];
   std::snprintf(extra, sizeof extra,
                 ", \"lora_kernels\": \"%s\", \"lora_rank\": %d, \"loss\": %.4f, \"steps\": %d, \"step_ms_min\": %.2f, "
-                "\"trainable\": %lld, \"plan\": \"%s\"",
+                "\"trainable\": %lld, \"embedding\": \"%s\", \"arena_peak_bytes\": %zu, \"plan\": \"%s\"",
                 kernels_name(opt.lora_kernels), bench_lora().r, t.loss, steps, t.min_ms,
-                static_cast<long long>(model.trainable_parameters().numel()), plan.c_str());
+                static_cast<long long>(model.trainable_parameters().numel()),
+                model.embedding_in_host_memory() ? "host" : "device", model.arena().high_water(), plan.c_str());
   report(name, cfg, static_cast<double>(seq) * samples, t.median_ms, (seq + 1) / 2.0, model.arena().high_water(),
          device_used_gb(), extra, !Model::uses_lora());
   if (bench.breakdown) print_breakdown(name + " " + kernels_name(opt.lora_kernels), model, batch, 3);
 }
 
 // Once per --lora-kernels choice (once with the default when none); --lora-rank runs Lora<>.
+// `embedding`: where the token embedding lives (automatic: host memory when frozen and untied).
 template <class Device, class Layout = Lora<8>, class Precision = Bf16Mixed>
-void fixed_length(const std::string& name, const ModelConfig& cfg, int seq, int steps, int warmup, int samples = 1) {
+void fixed_length(const std::string& name, const ModelConfig& cfg, int seq, int steps, int warmup, int samples = 1,
+                  EmbeddingHome embedding = EmbeddingHome::automatic) {
   CudaModelOptions opt{seq * samples};
+  opt.embedding = embedding;
   std::vector<peft::cuda::LoraKernels> kernels = bench.kernels;
   if (kernels.empty()) kernels.push_back(opt.lora_kernels);
   for (const auto k : kernels) {
@@ -281,6 +286,11 @@ int main(int argc, char** argv) {
   const ModelConfig b14 = preset_config<Qwen25_14B>(), b32 = preset_config<Qwen25_32B>();
   try {
     if (on("7b_2048_keep")) fixed_length<Cuda>("7b_2048_keep", b7, 2048, 8, 2);
+    // The host embedding's cost on the fastest step (bf16, keep-all): the same workload both ways.
+    if (on("7b_2048_keep_embed_device"))
+      fixed_length<Cuda>("7b_2048_keep_embed_device", b7, 2048, 8, 2, 1, EmbeddingHome::device);
+    if (on("7b_2048_keep_embed_host"))
+      fixed_length<Cuda>("7b_2048_keep_embed_host", b7, 2048, 8, 2, 1, EmbeddingHome::host);
     if (on("7b_2048_recompute")) fixed_length<CudaRecompute>("7b_2048_recompute", b7, 2048, 8, 2);
     if (on("7b_4096_recompute")) fixed_length<CudaRecompute>("7b_4096_recompute", b7, 4096, 5, 1);
     if (on("7b_64")) fixed_length<Cuda>("7b_64", b7, 64, 30, 5);

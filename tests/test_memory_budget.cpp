@@ -1,11 +1,13 @@
 // The CUDA programs' memory decision (models/cuda/memory_budget.hpp), host arithmetic only: the
 // planned parts add up, --gradient_checkpointing picks the plan, keep-all falls back to recompute
-// when it does not fit the free memory, and a run that cannot fit fails with the numbers.
+// when it does not fit the free memory, and a run that cannot fit fails with the numbers; where
+// the embedding lives (models/cuda/model_options.hpp).
 #include <catch2/catch.hpp>
 
 #include <string>
 
 #include "peft/models/cuda/memory_budget.hpp"
+#include "peft/models/cuda/model_options.hpp"
 
 using namespace peft;
 using namespace peft::cuda;
@@ -26,6 +28,26 @@ TEST_CASE("planned memory adds its parts and prints each") {
   CHECK(recompute.total() == 16'800'000'000);
   const std::string s = describe(recompute);
   CHECK(s == "16.80 GB (weights 15.30 GB, activations 0.70 GB, optimizer state 0.20 GB, workspace 0.60 GB)");
+}
+
+TEST_CASE("an embedding in host memory is printed apart and counts neither in the total nor in the fit") {
+  PlannedMemory p = recompute;
+  p.host_embedding = 1'090'000'000;
+  CHECK(p.total() == 16'800'000'000);
+  CHECK(describe(p) == "16.80 GB (weights 15.30 GB, activations 0.70 GB, optimizer state 0.20 GB, workspace 0.60 GB); "
+                       "embedding: host (pinned) 1.09 GB");
+  CHECK(fits(p, p.total() + kUnplannedReserve));
+}
+
+TEST_CASE("the embedding goes to host memory only when frozen and untied, and host is refused otherwise") {
+  CHECK(embedding_in_host_memory(EmbeddingHome::automatic, false, false));
+  CHECK_FALSE(embedding_in_host_memory(EmbeddingHome::automatic, false, true));  // tied: lm_head's operand
+  CHECK_FALSE(embedding_in_host_memory(EmbeddingHome::automatic, true, false));  // trained
+  CHECK_FALSE(embedding_in_host_memory(EmbeddingHome::device, false, false));
+  CHECK(embedding_in_host_memory(EmbeddingHome::host, false, false));
+  CHECK(CudaModelOptions{}.embedding == EmbeddingHome::automatic);
+  CHECK_THROWS_WITH(embedding_in_host_memory(EmbeddingHome::host, false, true), Contains("tied"));
+  CHECK_THROWS_WITH(embedding_in_host_memory(EmbeddingHome::host, true, false), Contains("--train_type full"));
 }
 
 TEST_CASE("a plan fits when it and the unplanned reserve fit the free memory") {

@@ -3,7 +3,7 @@
 #   1. the CUDA tests the NF4 model touches (qlora, layouts, model, decode, nf4_dequant; PEFT_QLORA_TESTS
 #      overrides the list) and bench/train_bench, built side by side; each test run once;
 #   2. train_bench: bf16 LoRA 7B seq 2048 recompute, then the NF4 workloads (PEFT_QLORA_BENCH
-#      overrides the list). No HF baseline;
+#      overrides the list, PEFT_QLORA_BENCH_TIMEOUT its time limit, default 150 s). No HF baseline;
 #   3. optional: identity_finetune_cuda (and chat_cuda) prebuilt on a development machine
 #      (BIN_DIR, built with -DPEFT_WITH_CUDA=ON): a QLoRA run on the embedded model with --device
 #      cuda, then chat_cuda on its checkpoint (the NF4 base picked from args.json).
@@ -57,8 +57,8 @@ grep -h "qlora\|Nf4Base\|NF4" "$out"/cuda_test_*.txt | head -60
 # 3. the benchmark
 if ((bench_rc == 0)); then
   # shellcheck disable=SC2086
-  timeout 150 "$build/bench/bin/train_bench" ${PEFT_QLORA_BENCH-7b_2048_recompute nf4_7b_2048_recompute \
-    nf4_14b_2048_recompute nf4_32b_2048_recompute} 2>&1 | tee "$out/train_bench.jsonl"
+  timeout "${PEFT_QLORA_BENCH_TIMEOUT:-150}" "$build/bench/bin/train_bench" ${PEFT_QLORA_BENCH-7b_2048_recompute \
+    nf4_7b_2048_recompute nf4_14b_2048_recompute nf4_32b_2048_recompute} 2>&1 | tee "$out/train_bench.jsonl"
 fi
 
 # 4. the programs, prebuilt: a QLoRA run on the GPU, then chat on its checkpoint

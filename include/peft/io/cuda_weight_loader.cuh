@@ -143,7 +143,8 @@ inline WeightLoadStats load_weights_bf16(const SafetensorsModel& model, std::spa
         const PlannedTensor& p = plan.reads[ch.read];
         convert_to_bf16(*p.stored, ch.begin, ch.count, ring.host(b));
         PEFT_CUDA_CHECK(cudaMemcpyAsync(dst[p.request].data + ch.begin, ring.host(b), ch.count * 2,
-                                        cudaMemcpyHostToDevice, ring.stream(static_cast<std::size_t>(t))));
+                                        cudaMemcpyDefault,  // dst may be mapped host memory (host embedding)
+                                        ring.stream(static_cast<std::size_t>(t))));
         PEFT_CUDA_CHECK(cudaEventRecord(ring.event(b), ring.stream(static_cast<std::size_t>(t))));
         {
           std::lock_guard lock(mu);

@@ -67,15 +67,23 @@ struct LayerActivations {
   }
 };
 
-// Buffers shared by all layers within a step (never live across layers).
+// Buffers shared by all layers within a step (never live across layers): plan() lays out the
+// temporaries (the model overlays them with the loss's buffers, which are alive only between the
+// forward and the backward), plan_rope() the step's rope table (read by every layer, so apart).
+// Under Nf4Base `weight` is the projection being multiplied, dequantised to bf16 right before its
+// GEMM. Three buffers share one block, as each is alive only inside one call and no call uses two:
+// `weight` (from a projection's dequantisation to its base GEMM), `drop` (the adapter's dropped
+// input: written after the base GEMM, read by the LoRA GEMMs of the same projection) and
+// `attn_scratch` (inside attention_backward).
 struct StepScratch {
   bf16 *act = nullptr, *proj = nullptr, *dn = nullptr, *dattn = nullptr, *dq = nullptr, *dk = nullptr, *dv = nullptr,
-       *dact = nullptr, *dxa = nullptr, *drop = nullptr;
+       *dact = nullptr, *dxa = nullptr, *drop = nullptr, *weight = nullptr;
   float* attn_scratch = nullptr;
   RopeTable rope;
   VarlenBatch batch{};
 
-  void plan(MemoryPlan& m, const LayerDims& d, int T, int max_rp, bool dropout) {
+  // weight_elems: the largest NF4 projection (0 for a bf16 base: no weight scratch).
+  void plan(MemoryPlan& m, const LayerDims& d, int T, int max_rp, bool dropout, std::size_t weight_elems) {
     const std::size_t t = static_cast<std::size_t>(T);
     act = m.take<bf16>(t * d.inter, "scratch swiglu");
     proj = m.take<bf16>(t * d.hidden, "scratch projection output");
@@ -86,9 +94,18 @@ struct StepScratch {
     dv = m.take<bf16>(t * d.kv_dim(), "scratch dv");
     dact = m.take<bf16>(t * d.inter, "scratch d(swiglu)");
     dxa = m.take<bf16>(t * (max_rp > 0 ? max_rp : 8), "scratch lora dxa");
-    drop = dropout ? m.take<bf16>(t * std::max(d.inter, d.hidden), "scratch dropout input") : nullptr;
-    attn_scratch = m.take<float>(attention_backward_scratch_floats(T, {d.heads, d.kv_heads, d.head_dim}),
-                                 "scratch attention backward");
+    drop = weight = nullptr;
+    overlay(
+        m, "scratch dropout input / NF4 weight / attention backward",
+        [&](MemoryPlan& p) { drop = dropout ? p.take<bf16>(t * std::max(d.inter, d.hidden), "scratch dropout input") : nullptr; },
+        [&](MemoryPlan& p) { weight = weight_elems ? p.take<bf16>(weight_elems, "NF4 weight scratch (bf16)") : nullptr; },
+        [&](MemoryPlan& p) {
+          attn_scratch = p.take<float>(attention_backward_scratch_floats(T, {d.heads, d.kv_heads, d.head_dim}),
+                                       "scratch attention backward");
+        });
+  }
+  void plan_rope(MemoryPlan& m, const LayerDims& d, int T) {
+    const std::size_t t = static_cast<std::size_t>(T);
     rope.cos = m.take<float>(t * (d.head_dim / 2), "rope cos");
     rope.sin = m.take<float>(t * (d.head_dim / 2), "rope sin");
   }

@@ -39,6 +39,7 @@
 #include "peft/kernels/cuda/nf4_tensor.cuh"
 #include "peft/kernels/cuda/step_profile.cuh"
 #include "peft/layers/linear.hpp"
+#include "peft/layers/lora_kernels.hpp"
 #include "peft/io/lora_config.hpp"
 #include "peft/layers/weight_source.hpp"
 
@@ -63,7 +64,8 @@ struct DeviceParameter {
 inline void upload_bf16(bf16* dst, const Matrix& m, cudaStream_t stream) {
   std::vector<std::uint16_t> h(static_cast<std::size_t>(m.size()));
   for (std::size_t i = 0; i < h.size(); ++i) h[i] = float_to_bf16(m.data()[i]);
-  PEFT_CUDA_CHECK(cudaMemcpyAsync(dst, h.data(), h.size() * 2, cudaMemcpyHostToDevice, stream));
+  // Default (unified addressing): dst may also be mapped host memory (a host embedding).
+  PEFT_CUDA_CHECK(cudaMemcpyAsync(dst, h.data(), h.size() * 2, cudaMemcpyDefault, stream));
   PEFT_CUDA_CHECK(cudaStreamSynchronize(stream));  // h dies here
 }
 inline void upload_f32(float* dst, const Matrix& m, cudaStream_t stream) {
@@ -72,16 +74,6 @@ inline void upload_f32(float* dst, const Matrix& m, cudaStream_t stream) {
   PEFT_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
-// The LoRA branch's kernels, kept selectable so the benchmark can measure one against another in
-// one run (CudaModelOptions::lora_kernels; bench/RESULTS.md has the numbers):
-//   kSeparate   y = x W^T + b, then y += s xa B^T (y written, read and rewritten); dropout writes
-//               the dropped input to a [T, in] buffer that the GEMMs read (forward and backward)
-//   kReordered  y = s xa B^T first, then the base GEMM adds x W^T + b onto it (beta = 1, bias in
-//               its epilogue): no separate read-modify-write of y; dropout as kSeparate
-//   kFused      kReordered, and dropout inside the rank-r passes (kernels/cuda/lora_dropout.cuh):
-//               no dropout buffer, the backward's dA and masked dx in one pass over x and dx
-//               (at padded rank 8, where those kernels are faster: fuses_dropout)
-enum class LoraKernels { kSeparate, kReordered, kFused };
 
 // weight_scratch: where a quantised base (NF4) is dequantised to bf16 right before its GEMM, one
 // projection at a time (the model plans one, the size of its largest projection; null when the

@@ -4,11 +4,15 @@
 // lm_head = Full) it also has an fp32 master, which the optimizer updates and then rounds into the
 // bf16 copy, and an fp32 gradient, as cuda::Linear<Full> holds a projection's weight
 // (full_linear.cuh). The CPU layers round the same way (Embedding, RmsNorm under Bf16Mixed).
+// A frozen weight read only by row gathers (an untied embedding) may live in pinned host memory
+// instead of the arena (plan_weights(m, true): kernels/cuda/host_mapped.cuh); its bf16_copy() is
+// then the device alias of that memory, so every reader is unchanged.
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "peft/kernels/cuda/host_mapped.cuh"
 #include "peft/kernels/cuda/trained_weight.cuh"
 #include "peft/layers/cuda/linear.cuh"
 
@@ -21,7 +25,17 @@ class ModelWeight {
   ModelWeight(std::string name, std::int64_t rows, std::int64_t cols, bool is_vector)
       : name_(std::move(name)), rows_(rows), cols_(cols), is_vector_(is_vector) {}
 
-  void plan_weights(MemoryPlan& m) {
+  // on_host: pinned, mapped host memory (frozen only), allocated on the plan's allocating pass and
+  // not counted in the arena.
+  void plan_weights(MemoryPlan& m, bool on_host = false) {
+    if (on_host) {
+      if constexpr (Trainable) throw Error(name_ + ": a trained weight cannot live in host memory");
+      if (m.allocating()) {
+        host_ = HostMappedBuffer(host_bytes(), name_ + " (host embedding)");
+        w_ = static_cast<bf16*>(host_.device());
+      }
+      return;
+    }
     w_ = m.take<bf16>(static_cast<std::size_t>(numel()), "model weight (bf16)");
     if constexpr (Trainable) w32_ = m.take<float>(static_cast<std::size_t>(numel()), "model weight master");
   }
@@ -54,6 +68,8 @@ class ModelWeight {
   bf16* bf16_copy() const { return w_; }
   float* grad() const { return dw_; }  // null when frozen: the kernels then skip the weight gradient
   long long numel() const { return static_cast<long long>(rows_) * cols_; }
+  std::size_t host_bytes() const { return static_cast<std::size_t>(numel()) * sizeof(bf16); }
+  bool on_host() const { return host_.bytes() > 0; }
 
  private:
   std::string name_;
@@ -61,6 +77,7 @@ class ModelWeight {
   bool is_vector_;
   bf16* w_ = nullptr;
   float *w32_ = nullptr, *dw_ = nullptr;
+  HostMappedBuffer host_;  // the bf16 values when planned on the host
 };
 
 }  // namespace peft::cuda

@@ -149,7 +149,7 @@ class Decoder {
     const std::int32_t* past = b.state + DecodeState::kLength;
     // The comparison point: cuBLASLt at M = 1 (decode_bench --cublas). Also an NF4 base's path:
     // the one-row kernels read bf16 weights; its projections' forward multiplies the NF4 codes.
-    if (!cache.use_gemv || m_.weight_scratch_) {
+    if (!cache.use_gemv || m_.scratch_.weight) {
       gemm_layers(cache, b.state + DecodeState::kToken, 1, false);
       lm_head(m_.stream_x_[0], cache);
       greedy_advance(b.logits, m_.vocab(), b.state, b.out_ids, static_cast<int>(cache.capacity()), st);
@@ -294,7 +294,7 @@ class Decoder {
     bf16* x = m_.stream_x_[0];
     LayerActivations& a = m_.acts(0);
     StepScratch& s = m_.scratch_;
-    const GemmContext c{*m_.gemm_, st, m_.weight_scratch_, nullptr, m_.opt_.lora_kernels};
+    const GemmContext c{*m_.gemm_, st, m_.scratch_.weight, nullptr, m_.opt_.lora_kernels};
     embedding_forward(x, ids, m_.embed_.bf16_copy(), n, m_.vocab(), m_.hidden(), st);
     for (std::size_t l = 0; l < m_.layer_weights_.size(); ++l) {
       const LayerWeights& layer = m_.layer_weights_[l];

@@ -23,7 +23,8 @@ struct PlannedMemory {
   std::size_t optimizer = 0;    // LoRA gradients and AdamW moments
   std::size_t workspace = 0;    // per-step scratch (NF4: + one dequantised projection), logits chunk, batch
                                 // tables, cuBLASLt, optimizer lists
-  std::size_t total() const { return weights + activations + optimizer + workspace; }
+  std::size_t host_embedding = 0;  // a frozen untied embedding in pinned host memory: not device memory
+  std::size_t total() const { return weights + activations + optimizer + workspace; }  // device bytes
 };
 
 // Device memory a run needs beyond its arena (cuBLASLt's handle, captured graphs, stream and
@@ -36,10 +37,12 @@ inline std::string gb(std::size_t bytes) {
   return s;
 }
 
-// "16.71 GB (weights 15.27 GB, activations 0.65 GB, optimizer state 0.16 GB, workspace 0.63 GB)"
+// "16.71 GB (weights 15.27 GB, activations 0.65 GB, optimizer state 0.16 GB, workspace 0.63 GB)", and
+// "; embedding: host (pinned) 1.09 GB" after it when the embedding lives in host memory.
 inline std::string describe(const PlannedMemory& p) {
   return gb(p.total()) + " (weights " + gb(p.weights) + ", activations " + gb(p.activations) + ", optimizer state " +
-         gb(p.optimizer) + ", workspace " + gb(p.workspace) + ")";
+         gb(p.optimizer) + ", workspace " + gb(p.workspace) + ")" +
+         (p.host_embedding ? "; embedding: host (pinned) " + gb(p.host_embedding) : std::string());
 }
 
 inline bool fits(const PlannedMemory& p, std::size_t free_bytes) { return p.total() + kUnplannedReserve <= free_bytes; }

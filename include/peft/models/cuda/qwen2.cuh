@@ -7,6 +7,8 @@
 // (layers/cuda/model_weight.cuh); tied or untied embeddings (tied: both gradients into one weight).
 // Nf4Base (QLoRA): frozen projections in NF4 (layers/cuda/nf4_base.cuh), each dequantised into one
 // planned bf16 weight scratch right before its GEMM; embedding, norms and lm_head stay bf16.
+// A frozen, untied embedding lives in pinned host memory by default (CudaModelOptions::embedding):
+// a step reads only its T rows, through the device alias (kernels/cuda/host_mapped.cuh).
 //
 //   from_pretrained / from_weights   the same weight bits and the same adapter Rng draws as the
 //                                    CPU model, so both start from identical parameters
@@ -36,6 +38,7 @@
 #include "peft/kernels/cuda/graph_capture.cuh"
 #include "peft/models/cuda/batch_upload.cuh"
 #include "peft/models/cuda/memory_budget.hpp"
+#include "peft/models/cuda/model_options.hpp"
 #include "peft/policies/cuda_device.hpp"
 #include "peft/models/cuda/decode.cuh"
 #include "peft/layers/cuda/decoder_layer.cuh"
@@ -44,18 +47,6 @@
 #include "peft/models/qwen2_contract.hpp"
 
 namespace peft {
-
-// Run-time sizes of the CUDA model's plan.
-struct CudaModelOptions {
-  int max_tokens = 4096;       // tokens per micro-batch (the packed batch); sizes every activation
-  int logits_chunk_rows = 512;  // rows of vocabulary-wide bf16 logits alive at once
-  std::size_t extra_bytes = 16u << 20;  // slack beyond the plan (which counts the optimizer state too)
-  int device = 0;
-  bool graphs = true;  // replay a captured CUDA graph for a step shape seen before
-  // The LoRA branch's kernels (layers/cuda/linear.cuh): the default is the fastest measured; the
-  // others stay selectable for the benchmark's A/B (bench/train_bench --lora-kernels).
-  cuda::LoraKernels lora_kernels = cuda::LoraKernels::kFused;
-};
 
 template <class L, PrecisionPolicy P, class A>
 class Qwen2Model<L, P, CudaDevice<A>> {
@@ -120,6 +111,7 @@ class Qwen2Model<L, P, CudaDevice<A>> {
         final_norm_(std::string(qwen2::kFinalNorm), 1, cfg.hidden_size, true),
         lm_head_(std::string(qwen2::kLmHead), cfg.vocab_size, cfg.hidden_size, false) {
     cfg_.validate("model config");
+    embed_on_host_ = peft::embedding_in_host_memory(opt_.embedding, W::train_embedding, cfg_.tie_word_embeddings);
     if (uses_lora()) lora_.validate();
     check_shapes();
     require(opt_.max_tokens > 0, "CudaModelOptions::max_tokens must be positive (got {})", opt_.max_tokens);
@@ -294,7 +286,7 @@ class Qwen2Model<L, P, CudaDevice<A>> {
   Matrix logits(const PackedBatch& batch, std::span<const Eigen::Index> rows = {}) {
     const int T = upload_batch(batch);
     draw_dropout_seeds(nullptr);
-    const cuda::GemmContext c{*gemm_, stream_, weight_scratch_, nullptr, opt_.lora_kernels};
+    const cuda::GemmContext c{*gemm_, stream_, scratch_.weight, nullptr, opt_.lora_kernels};
     cuda::embedding_forward(stream_x_[0], d_ids_, embed_.bf16_copy(), T, vocab(), hidden(), stream_);
     for_each_layer([&](const auto& layer, std::size_t l) {
       layer.forward(c, stream_x_[l], stream_x_[l + 1], acts(l), scratch_, T, nullptr);
@@ -365,12 +357,14 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     PEFT_CUDA_CHECK(cudaMemGetInfo(&free, &total));
     return "[memory] measured: arena high-water " + cuda::gb(arena_->high_water()) + " of " +
            cuda::gb(arena_->capacity()) + " planned; device memory in use " + cuda::gb(total - free) + " of " +
-           cuda::gb(total) + " (cudaMemGetInfo)";
+           cuda::gb(total) + " (cudaMemGetInfo)" +
+           (embed_.on_host() ? "; embedding: host (pinned) " + cuda::gb(embed_.host_bytes()) : std::string());
   }
   cudaStream_t stream() const { return stream_; }
   // Instrumented steps (bench/train_bench --breakdown): while set, every step runs eagerly and
   // records its parts into *p (step_profile.cuh); null again restores graph replay.
   void set_step_profile(cuda::StepProfile* p) { profile_ = p; }
+  bool embedding_in_host_memory() const { return embed_on_host_; }
 
  private:
   int hidden() const { return static_cast<int>(cfg_.hidden_size); }
@@ -407,7 +401,7 @@ class Qwen2Model<L, P, CudaDevice<A>> {
   // entropy, the loss sum's copy to pinned memory, and the backward.
   void device_step(int T, float grad_scale) {
     const bool backward = grad_scale != 0.0f;
-    const cuda::GemmContext c{*gemm_, stream_, weight_scratch_, profile_, opt_.lora_kernels};
+    const cuda::GemmContext c{*gemm_, stream_, scratch_.weight, profile_, opt_.lora_kernels};
     const std::size_t th = static_cast<std::size_t>(T) * cfg_.hidden_size;
     using cuda::StepPart;
 
@@ -448,9 +442,11 @@ class Qwen2Model<L, P, CudaDevice<A>> {
                                 final_rstd_, T, hidden(), stream_, false);
       }
       for_each_layer_reverse([&](const auto& layer, std::size_t l) {
-        if constexpr (!keeps_layers)  // re-run this layer's forward into the one set of buffers
-          if (l + 1 < n_layers())     // (the last layer's are still there from the forward)
-            layer.forward(c, stream_x_[l], final_h_, acts(l), scratch_, T, layer_seeds(l));
+        // Re-run this layer's forward into the one set of buffers (the last layer's are still there
+        // from the forward). Its output rewrites stream_x_[l + 1] with the values it holds, which
+        // nothing reads again (layer l + 1's backward is done); final_h_ shares the step scratch.
+        if constexpr (!keeps_layers)
+          if (l + 1 < n_layers()) layer.forward(c, stream_x_[l], stream_x_[l + 1], acts(l), scratch_, T, layer_seeds(l));
         layer.backward(c, stream_x_[l], dstream_, acts(l), scratch_, T, layer_seeds(l));
       });
       // A frozen embedding stops the gradient here; a trained one adds each token's row.
@@ -487,7 +483,8 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     const auto T = static_cast<std::size_t>(opt_.max_tokens);
     const auto H = static_cast<std::size_t>(cfg_.hidden_size);
     const cuda::LayerDims d = layer_dims();
-    embed_.plan_weights(m);
+    embed_.plan_weights(m, embed_on_host_);
+    if (!m.allocating()) planned_.host_embedding = embed_on_host_ ? embed_.host_bytes() : 0;
     for_each_layer([&](auto& layer, std::size_t) { layer.plan_weights(m); });
     final_norm_.plan_weights(m);
     if (!cfg_.tie_word_embeddings) lm_head_.plan_weights(m);
@@ -536,21 +533,29 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     acts_.assign(keeps_layers ? n_layers() : 1, {});
     for (auto& a : acts_) a.plan(m, d, opt_.max_tokens, rp);
     if (!m.allocating()) planned_.activations = m.bytes() - planned_.weights - planned_.optimizer;
-    scratch_.plan(m, d, opt_.max_tokens, max_rp, uses_lora() && lora_.lora_dropout > 0);
-    if constexpr (QuantisedBase<P>) {  // the largest projection, dequantised (ProjectionWeights::base_for_gemm)
-      std::size_t largest = 0;
+    std::size_t largest = 0;  // NF4: the largest projection, dequantised (ProjectionWeights::base_for_gemm)
+    if constexpr (QuantisedBase<P>)
       for_each_layer([&](const auto& layer, std::size_t) { largest = std::max(largest, layer.largest_projection()); });
-      weight_scratch_ = m.take<cuda::bf16>(largest, "NF4 weight scratch (bf16)");
-    }
+    scratch_.plan_rope(m, d, opt_.max_tokens);
+    // The layers' step scratch is dead between the last layer's forward and the first layer's
+    // backward, exactly when the loss's buffers live (final norm output, labelled rows, logits
+    // chunk, d(final norm output)): one block holds either.
+    cuda::overlay(
+        m, "step scratch / loss buffers",
+        [&](cuda::MemoryPlan& p) {
+          scratch_.plan(p, d, opt_.max_tokens, max_rp, uses_lora() && lora_.lora_dropout > 0, largest);
+        },
+        [&](cuda::MemoryPlan& p) {
+          final_h_ = p.take<cuda::bf16>(T * H, "final norm output");
+          dy_ = p.take<cuda::bf16>(T * H, "final norm output gradient");
+          h_sel_ = p.take<cuda::bf16>(T * H, "labelled rows");
+          dh_sel_ = p.take<cuda::bf16>(T * H, "labelled rows gradient");
+          logits_.rows = std::min(opt_.logits_chunk_rows, opt_.max_tokens);
+          logits_.ld = cuda::LogitsChunk::ld_for(vocab());
+          logits_.data = p.take<cuda::bf16>(static_cast<std::size_t>(logits_.rows) * logits_.ld, "logits chunk");
+        });
     dstream_ = m.take<cuda::bf16>(T * H, "residual stream gradient");
-    final_h_ = m.take<cuda::bf16>(T * H, "final norm output");
     final_rstd_ = m.take<float>(T, "final norm rstd");
-    dy_ = m.take<cuda::bf16>(T * H, "final norm output gradient");
-    h_sel_ = m.take<cuda::bf16>(T * H, "labelled rows");
-    dh_sel_ = m.take<cuda::bf16>(T * H, "labelled rows gradient");
-    logits_.rows = std::min(opt_.logits_chunk_rows, opt_.max_tokens);
-    logits_.ld = cuda::LogitsChunk::ld_for(vocab());
-    logits_.data = m.take<cuda::bf16>(static_cast<std::size_t>(logits_.rows) * logits_.ld, "logits chunk");
     row_loss_ = m.take<float>(T, "per-row loss");
     loss_sum_ = m.take<double>(1, "loss sum");
     d_ids_ = m.take<std::int32_t>(T, "token ids");
@@ -606,8 +611,8 @@ class Qwen2Model<L, P, CudaDevice<A>> {
   char *grads_begin_ = nullptr, *grads_end_ = nullptr;
   std::vector<cuda::bf16*> stream_x_;
   std::vector<cuda::LayerActivations> acts_;
-  cuda::StepScratch scratch_;
-  cuda::bf16* weight_scratch_ = nullptr;  // Nf4Base: the projection being multiplied, in bf16; else null
+  cuda::StepScratch scratch_;  // its .weight: Nf4Base's dequantised projection (null for bf16)
+  bool embed_on_host_ = false;  // CudaModelOptions::embedding resolved for this layout and config
   cuda::bf16 *dstream_ = nullptr, *final_h_ = nullptr, *dy_ = nullptr, *h_sel_ = nullptr, *dh_sel_ = nullptr;
   float *final_rstd_ = nullptr, *row_loss_ = nullptr;
   double* loss_sum_ = nullptr;

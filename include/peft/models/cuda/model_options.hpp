@@ -1,0 +1,41 @@
+// CudaModelOptions: the CUDA model's run-time sizes and placements (models/cuda/qwen2.cuh takes
+// them), and where the token embedding lives. Plain C++ (no CUDA headers), so the programs can
+// fill them and the placement rule is unit-tested without a GPU (tests/test_memory_budget.cpp).
+#pragma once
+#include <cstddef>
+
+#include "peft/core/error.hpp"
+#include "peft/layers/lora_kernels.hpp"
+
+namespace peft {
+
+// Where the token embedding lives. automatic: in pinned host memory when that is valid (frozen
+// and untied: the forward only gathers T rows, the backward never touches it), else on the device.
+// A tied embedding is lm_head's GEMM operand every step and a trained one is updated every step:
+// both stay on the device, and asking for host then is an error. Measured on the H200: +0.3% of
+// the 7B's bf16 keep-all step (bench/RESULTS.md), so automatic does not depend on the precision.
+enum class EmbeddingHome { automatic, device, host };
+
+// Run-time sizes of the CUDA model's plan.
+struct CudaModelOptions {
+  int max_tokens = 4096;       // tokens per micro-batch (the packed batch); sizes every activation
+  int logits_chunk_rows = 512;  // rows of vocabulary-wide bf16 logits alive at once
+  std::size_t extra_bytes = 16u << 20;  // slack beyond the plan (which counts the optimizer state too)
+  int device = 0;
+  bool graphs = true;  // replay a captured CUDA graph for a step shape seen before
+  EmbeddingHome embedding = EmbeddingHome::automatic;
+  // The LoRA branch's kernels (layers/cuda/linear.cuh): the default is the fastest measured; the
+  // others stay selectable for the benchmark's A/B (bench/train_bench --lora-kernels).
+  cuda::LoraKernels lora_kernels = cuda::LoraKernels::kFused;
+};
+
+// Whether `home` puts an embedding that is (or is not) trained / tied in host memory.
+inline bool embedding_in_host_memory(EmbeddingHome home, bool trained, bool tied) {
+  const bool valid = !trained && !tied;
+  if (home == EmbeddingHome::host)
+    require(valid, "CudaModelOptions::embedding = host needs a frozen, untied embedding; this one is {}",
+            trained ? "trained (--train_type full)" : "tied to lm_head (tie_word_embeddings)");
+  return valid && home != EmbeddingHome::device;
+}
+
+}  // namespace peft
