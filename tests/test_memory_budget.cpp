@@ -50,6 +50,21 @@ TEST_CASE("the embedding goes to host memory only when frozen and untied, and ho
   CHECK_THROWS_WITH(embedding_in_host_memory(EmbeddingHome::host, true, false), Contains("--train_type full"));
 }
 
+TEST_CASE("the CUDA model refuses shapes its kernels do not take, naming the field") {
+  ModelConfig cfg;
+  cfg.hidden_size = 64;
+  cfg.intermediate_size = 176;
+  cfg.num_attention_heads = 4;
+  cfg.num_key_value_heads = 2;
+  cfg.head_dim = 16;
+  CHECK_NOTHROW(check_cuda_model_shapes(cfg));
+  cfg.intermediate_size = 100;
+  CHECK_THROWS_WITH(check_cuda_model_shapes(cfg), Contains("intermediate_size to be a multiple of 8 (config has 100)"));
+  cfg.intermediate_size = 176;
+  cfg.head_dim = 256;
+  CHECK_THROWS_WITH(check_cuda_model_shapes(cfg), Contains("even head_dim <= 128 (got 256)"));
+}
+
 TEST_CASE("a plan fits when it and the unplanned reserve fit the free memory") {
   CHECK(fits(recompute, recompute.total() + kUnplannedReserve));
   CHECK_FALSE(fits(recompute, recompute.total() + kUnplannedReserve - 1));

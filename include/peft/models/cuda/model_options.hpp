@@ -1,10 +1,12 @@
 // CudaModelOptions: the CUDA model's run-time sizes and placements (models/cuda/qwen2.cuh takes
-// them), and where the token embedding lives. Plain C++ (no CUDA headers), so the programs can
+// them), where the token embedding lives, and the shapes the kernels take. Plain C++ (no CUDA headers), so the programs can
 // fill them and the placement rule is unit-tested without a GPU (tests/test_memory_budget.cpp).
 #pragma once
 #include <cstddef>
+#include <cstdint>
 
 #include "peft/core/error.hpp"
+#include "peft/io/model_config.hpp"
 #include "peft/layers/lora_kernels.hpp"
 
 namespace peft {
@@ -36,6 +38,19 @@ inline bool embedding_in_host_memory(EmbeddingHome home, bool trained, bool tied
     require(valid, "CudaModelOptions::embedding = host needs a frozen, untied embedding; this one is {}",
             trained ? "trained (--train_type full)" : "tied to lm_head (tie_word_embeddings)");
   return valid && home != EmbeddingHome::device;
+}
+
+// The shapes the CUDA kernels take: 16-byte rows (multiples of 8 bf16) for cuBLASLt and the
+// vectorised kernels, and a head_dim the attention kernels tile (even, at most 128).
+inline void check_cuda_model_shapes(const ModelConfig& cfg) {
+  auto mult8 = [&](std::int64_t v, const char* field) {
+    require(v % 8 == 0, "the CUDA backend needs {} to be a multiple of 8 (config has {})", field, v);
+  };
+  mult8(cfg.hidden_size, "hidden_size");
+  mult8(cfg.intermediate_size, "intermediate_size");
+  mult8(cfg.num_key_value_heads * cfg.head_dim, "num_key_value_heads * head_dim");
+  require(cfg.head_dim % 2 == 0 && cfg.head_dim <= 128, "the CUDA backend needs an even head_dim <= 128 (got {})",
+          cfg.head_dim);
 }
 
 }  // namespace peft

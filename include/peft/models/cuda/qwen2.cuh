@@ -113,7 +113,7 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     cfg_.validate("model config");
     embed_on_host_ = peft::embedding_in_host_memory(opt_.embedding, W::train_embedding, cfg_.tie_word_embeddings);
     if (uses_lora()) lora_.validate();
-    check_shapes();
+    check_cuda_model_shapes(cfg_);
     require(opt_.max_tokens > 0, "CudaModelOptions::max_tokens must be positive (got {})", opt_.max_tokens);
     qwen2::check_tail_layers(kTailLayers, cfg_);
     qwen2::check_tied_lm_head(cfg_, W::lm_head::trains_base, W::train_embedding);
@@ -467,17 +467,6 @@ class Qwen2Model<L, P, CudaDevice<A>> {
 
   // The kernels need 16-byte rows and packs; a shape that breaks them is named here, not deep
   // inside a launch.
-  void check_shapes() const {
-    auto mult8 = [&](std::int64_t v, const char* field) {
-      require(v % 8 == 0, "the CUDA backend needs {} to be a multiple of 8 (config has {})", field, v);
-    };
-    mult8(cfg_.hidden_size, "hidden_size");
-    mult8(cfg_.intermediate_size, "intermediate_size");
-    mult8(cfg_.num_key_value_heads * cfg_.head_dim, "num_key_value_heads * head_dim");
-    require(cfg_.head_dim % 2 == 0 && cfg_.head_dim <= 128, "the CUDA backend needs an even head_dim <= 128 (got {})",
-            cfg_.head_dim);
-  }
-
   // The whole layout, run once to count and once to allocate.
   void plan(cuda::MemoryPlan& m) {
     const auto T = static_cast<std::size_t>(opt_.max_tokens);
@@ -503,22 +492,7 @@ class Qwen2Model<L, P, CudaDevice<A>> {
         grads_end_ = grads_begin_ + (m.bytes() - before);
       }
     }
-    // Optimizer moments are taken at optimizer_init; count them here so the arena has room.
-    // So are the grad norm's and AdamW's chunk tables (one entry per 16K values each, and a
-    // partial sum): 18 MB for a 7B model's fully trained MLPs, more than extra_bytes' slack.
-    if (!m.allocating()) {
-      std::size_t moments = 0, chunks = 0;  // two fp32 moments per parameter, each 256-byte aligned
-      const auto params = trainable_parameters().tensors();
-      for (const auto& p : params) {
-        moments += 2 * (static_cast<std::size_t>(p.numel()) * 4 + 256);
-        chunks += static_cast<std::size_t>((p.numel() + cuda::ChunkTable::kChunkElements - 1) /
-                                           cuda::ChunkTable::kChunkElements);
-      }
-      m.take<char>(moments, "AdamW moments");
-      m.take<char>(chunks * (2 * sizeof(cuda::TensorChunk) + sizeof(float)) +
-                       params.size() * (sizeof(cuda::AdamWTensor) + sizeof(cuda::GradTensor)) + 5 * 256,
-                   "optimizer chunk tables");
-    }
+    if (!m.allocating()) cuda::count_optimizer_state(m, trainable_parameters());  // taken at optimizer_init
     if (!m.allocating()) planned_.optimizer = m.bytes() - planned_.weights;  // with the moments counted above
     // Activations: the residual stream at every layer boundary, then per-layer sets.
     stream_x_.assign(n_layers() + 1, nullptr);

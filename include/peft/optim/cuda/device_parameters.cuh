@@ -18,7 +18,9 @@
 #include <string>
 #include <vector>
 
+#include "peft/kernels/cuda/adamw.cuh"
 #include "peft/kernels/cuda/global_norm.cuh"
+#include "peft/kernels/cuda/memory_plan.cuh"
 #include "peft/kernels/cuda/multi_tensor.cuh"
 #include "peft/layers/cuda/lora_linear.cuh"
 #include "peft/core/parameter.hpp"
@@ -128,6 +130,22 @@ class DeviceParameters {
 };
 
 // ---- the hooks every optimizer shares --------------------------------------------------------
+
+// Counts the optimizer's device memory in a model's plan, before the optimizer exists (its
+// optimizer_init takes it from the arena later): two fp32 moments a parameter, each 256-byte
+// aligned, and the grad norm's and the fused update's chunk tables (one entry per 16K values each,
+// and a partial sum: 18 MB for a 7B model's fully trained MLPs, more than the arena's slack).
+inline void count_optimizer_state(MemoryPlan& m, const DeviceParameters& params) {
+  std::size_t moments = 0, chunks = 0;
+  for (const auto& p : params.tensors()) {
+    moments += 2 * (static_cast<std::size_t>(p.numel()) * 4 + 256);
+    chunks += static_cast<std::size_t>((p.numel() + ChunkTable::kChunkElements - 1) / ChunkTable::kChunkElements);
+  }
+  m.take<char>(moments, "AdamW moments");
+  m.take<char>(chunks * (2 * sizeof(TensorChunk) + sizeof(float)) +
+                   params.tensors().size() * (sizeof(AdamWTensor) + sizeof(GradTensor)) + 5 * 256,
+               "optimizer chunk tables");
+}
 
 // The start of every optimizer_init: a second one on the same model (lr_epoch_sweep trains one
 // loaded model cell after cell) gives the previous optimizer's device state back first (only when
