@@ -191,7 +191,10 @@ inline std::string first_difference(const std::vector<std::int32_t>& a, const st
 }
 
 template <class P>
-bool check_forms(const ExportForms& f, std::int64_t max_new_tokens, double logprob_tolerance) {
+// logprob_tolerance: the GGUF type's (llama.cpp against our merged model); ours_tolerance: our
+// unmerged against our merged model, both in P (fp32: summation order only; bf16: the merge's
+// rounding of W + s B A).
+bool check_forms(const ExportForms& f, std::int64_t max_new_tokens, double logprob_tolerance, double ours_tolerance) {
   namespace fs = std::filesystem;
   const fs::path tok_path = f.merged / "tokenizer.json";
   require(fs::exists(tok_path), "--check: {} is missing; the identity questions need the model's tokenizer",
@@ -234,24 +237,24 @@ bool check_forms(const ExportForms& f, std::int64_t max_new_tokens, double logpr
   for (std::size_t i = 0; i < questions.size(); ++i) {
     std::vector<std::string> diffs, ties;
     // A parting is a near-tie when the scored answer stays within the tolerance everywhere.
-    auto parting = [&](const std::string& forms, const std::string& d, const ForcedGap& g) {
-      if (g.gap > logprob_tolerance)
+    auto parting = [&](const std::string& forms, const std::string& d, const ForcedGap& g, double tol) {
+      if (g.gap > tol)
         diffs.push_back(fmt::format("{} at {}; scored token by token, token {} is {:.2e} below the best choice "
-                                    "(BEYOND the tolerance {:.0e})", forms, d, g.at, g.gap, logprob_tolerance));
+                                    "(BEYOND the tolerance {:.0e})", forms, d, g.at, g.gap, tol));
       else
         ties.push_back(fmt::format("{} part at a near-tie, {}: every answer token is the other's greedy choice "
                                    "within {:.2e}", forms, d, g.gap));
     };
     if (unmerged)
       if (const auto d = first_difference((*unmerged)[i].tokens, merged[i].tokens); !d.empty())
-        parting("unmerged vs merged", d, forced_gap(*merged_model, (*unmerged)[i]));
+        parting("unmerged vs merged", d, forced_gap(*merged_model, (*unmerged)[i]), ours_tolerance);
     if (gguf) {
       const FormAnswer& g = (*gguf)[i];
       if (g.prompt != merged[i].prompt)
         diffs.push_back("the prompt tokens differ (llama.cpp's template or tokenizer) at " +
                         first_difference(merged[i].prompt, g.prompt));
       else if (const auto d = first_difference(merged[i].tokens, g.tokens); !d.empty())
-        parting("merged vs gguf", d, forced_gap_in_llama_cpp(f.gguf, merged[i]));
+        parting("merged vs gguf", d, forced_gap_in_llama_cpp(f.gguf, merged[i]), logprob_tolerance);
       for (const auto& [id, lp] : g.logprobs)
         worst_logprob_gap = std::max(worst_logprob_gap, std::fabs(lp - merged[i].first_logsoftmax[id]));
     }
@@ -304,8 +307,9 @@ inline double logprob_tolerance(gguf::TensorType t) {
 // bf16 GGUFs are answered by our bf16 model, the others by fp32.
 inline bool check_export_forms(const ExportForms& f, std::int64_t max_new_tokens, gguf::TensorType type) {
   const double tol = logprob_tolerance(type);
-  return type == gguf::TensorType::BF16 ? detail::check_forms<Bf16Mixed>(f, max_new_tokens, tol)
-                                        : detail::check_forms<Fp32>(f, max_new_tokens, tol);
+  const double bf16_tol = logprob_tolerance(gguf::TensorType::BF16), f32_tol = logprob_tolerance(gguf::TensorType::F32);
+  return type == gguf::TensorType::BF16 ? detail::check_forms<Bf16Mixed>(f, max_new_tokens, tol, bf16_tol)
+                                        : detail::check_forms<Fp32>(f, max_new_tokens, tol, f32_tol);
 }
 
 }  // namespace peft::examples

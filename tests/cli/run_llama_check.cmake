@@ -86,8 +86,11 @@ elseif(MODE STREQUAL "forced")
   run(${NODE} ${LLAMA_DIR}/greedy.mjs out/model.gguf greedy.json)
   string(JSON answer GET "${out}" cases 0 tokens)
   string(JSON n LENGTH "${answer}")
+  if(n LESS 6)
+    message(FATAL_ERROR "llama.cpp answered ${n} tokens (${answer}); the check replaces the 6th")
+  endif()
   string(JSON swapped GET "${answer}" 5)
-  math(EXPR swapped "(${swapped} + 1) % 512")
+  math(EXPR swapped "(${swapped} + 1) % 512")  # tiny_public's vocabulary
   string(JSON altered SET "${answer}" 5 ${swapped})
   file(WRITE ${WORK_DIR}/forced.json "{\"max_tokens\": 0, \"top_logprobs\": 0, \"cases\": [
     {\"tokens\": ${prompt}, \"forced\": ${answer}}, {\"tokens\": ${prompt}, \"forced\": ${altered}}]}")

@@ -7,8 +7,8 @@
 //   (2) the HF fixture: tiny_public's model quantised on load, trained by the ordinary Trainer,
 //       against qlora_tiny's golden run (HF PEFT training LoRA in fp32 on the NF4 round trip of
 //       the same model): bf16 tolerances, as test_model's fixture checks (Cuda and CudaRecompute);
-//   (3) generation: the KV-cache path (prefill, then one-token steps on cuBLASLt, each projection
-//       dequantised) gives the training forward's logits, with the embedding on the device and in
+//   (3) generation: the KV-cache path (prefill on cuBLASLt, each projection dequantised, then
+//       one-token steps through the fused NF4 GEMV) gives the training forward's logits, with the embedding on the device and in
 //       host memory;
 //   (4) the host embedding (CudaModelOptions::embedding): the plan no longer counts it (and says
 //       so), a tied one is refused, and training the same tiny untied model with the embedding on

@@ -52,7 +52,9 @@ async function scoreForced(seq, prompt, forced) {
     for await (const r of seq.evaluateWithMetadata(input, {probabilities: true}, everything)) {
       let best = -1, bestP = -1;
       for (const [id, p] of r.probabilities) if (p > bestP) { bestP = p; best = id; }
-      scores.push([best, Math.log(bestP), Math.log(r.probabilities.get(f) ?? 0)]);
+      // A token of probability 0 (or below float range) scores a finite -1000: JSON has no -Infinity.
+      const logOf = (p) => (p > 0 ? Math.log(p) : -1000);
+      scores.push([best, logOf(bestP), logOf(r.probabilities.get(f) ?? 0)]);
       break;
     }
     input = [f];

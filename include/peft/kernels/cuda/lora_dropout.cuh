@@ -27,6 +27,7 @@
 
 #include "peft/kernels/cuda/bf16.cuh"
 #include "peft/kernels/cuda/cuda_check.cuh"
+#include "peft/kernels/cuda/device_kernels.cuh"
 #include "peft/kernels/cuda/elementwise.cuh"
 
 namespace peft::cuda {
@@ -217,16 +218,6 @@ inline void check_lora_dropout_shape(const char* what, int in) {
   if (in % 8 != 0) throw Error(std::string(what) + ": input width " + std::to_string(in) + " is not a multiple of 8");
 }
 
-inline int device_sm_count() {
-  static const int sms = [] {
-    int dev = 0, n = 0;
-    PEFT_CUDA_CHECK(cudaGetDevice(&dev));
-    PEFT_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-    return n;
-  }();
-  return sms;
-}
-
 }  // namespace detail
 
 // ----------------------------------------------------------------------------------------------
@@ -260,7 +251,7 @@ inline void lora_dropout_backward(bf16* dx, float* da, const bf16* dxa, const bf
     const int col_blocks = (in + C * detail::kLoraBackThreads - 1) / (C * detail::kLoraBackThreads);
     // Enough token slices for two blocks an SM; a slice no shorter than one staged group of rows.
     const int max_slices = (tokens + detail::kLoraBackTokens - 1) / detail::kLoraBackTokens;
-    const int slices = std::clamp((2 * detail::device_sm_count() + col_blocks - 1) / col_blocks, 1, max_slices);
+    const int slices = std::clamp((2 * current_device_kernels().gpu.sms + col_blocks - 1) / col_blocks, 1, max_slices);
     const int per_block = (tokens + slices - 1) / slices;
     const dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>((tokens + per_block - 1) / per_block));
     detail::lora_dropout_backward_kernel<RP, C>

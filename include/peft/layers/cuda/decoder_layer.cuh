@@ -71,10 +71,12 @@ struct LayerActivations {
 // temporaries (the model overlays them with the loss's buffers, which are alive only between the
 // forward and the backward), plan_rope() the step's rope table (read by every layer, so apart).
 // Under Nf4Base `weight` is the projection being multiplied, dequantised to bf16 right before its
-// GEMM. Three buffers share one block, as each is alive only inside one call and no call uses two:
-// `weight` (from a projection's dequantisation to its base GEMM), `drop` (the adapter's dropped
-// input: written after the base GEMM, read by the LoRA GEMMs of the same projection) and
-// `attn_scratch` (inside attention_backward).
+// GEMM. Three buffers share one block: `weight` (from a projection's dequantisation to its base
+// GEMM), `drop` (the adapter's dropped input, from the dropout pass to the LoRA GEMMs that read it)
+// and `attn_scratch` (inside attention_backward). A projection's forward and backward use both
+// `weight` and `drop`, one after the other: safe because every use is on the one stream, in order
+// (each reader is queued before the next writer). Anything moved to a second stream must first
+// give these buffers separate memory.
 struct StepScratch {
   bf16 *act = nullptr, *proj = nullptr, *dn = nullptr, *dattn = nullptr, *dq = nullptr, *dk = nullptr, *dv = nullptr,
        *dact = nullptr, *dxa = nullptr, *drop = nullptr, *weight = nullptr;

@@ -74,15 +74,15 @@ inline void upload_f32(float* dst, const Matrix& m, cudaStream_t stream) {
   PEFT_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
-
 // weight_scratch: where a quantised base (NF4) is dequantised to bf16 right before its GEMM, one
 // projection at a time (the model plans one, the size of its largest projection; null when the
 // base is bf16). Every use is on `stream`, so one projection's GEMM has read it before the next
-// dequantisation overwrites it.
+// write overwrites it: the next dequantisation, or the dropout buffer that shares its memory
+// (StepScratch, decoder_layer.cuh).
 //
 // profile: when set (an instrumented, eager step: bench/train_bench --breakdown), each call opens a
 // ProfileScope for its kind of work (step_profile.cuh); null in every ordinary step.
-// lora: how a LoRA branch runs (LoraKernels below); the fastest by default.
+// lora: how a LoRA branch runs (LoraKernels, layers/lora_kernels.hpp); the fastest by default.
 struct GemmContext {
   Gemm& gemm;
   cudaStream_t stream;
@@ -117,7 +117,7 @@ class ProjectionWeights {
   }
 
   // The bf16 W a GEMM on c.stream reads: the weight itself, or (NF4) its dequantisation into
-  // c.weight_scratch, valid until the next projection's.
+  // c.weight_scratch, valid until the stream's next write there (see GemmContext).
   const bf16* base_for_gemm(GemmContext c) const {
     if (!nf4_) return w_;
     if (!c.weight_scratch)

@@ -6,7 +6,8 @@
 // norms and lm_head frozen or, under FullModel (--train_type full), trained with fp32 masters
 // (layers/cuda/model_weight.cuh); tied or untied embeddings (tied: both gradients into one weight).
 // Nf4Base (QLoRA): frozen projections in NF4 (layers/cuda/nf4_base.cuh), each dequantised into one
-// planned bf16 weight scratch right before its GEMM; embedding, norms and lm_head stay bf16.
+// planned bf16 weight scratch right before its GEMM (at 1-8 tokens, decode, multiplied as read by
+// kernels/cuda/nf4_gemv.cuh instead); embedding, norms and lm_head stay bf16.
 // A frozen, untied embedding lives in pinned host memory by default (CudaModelOptions::embedding):
 // a step reads only its T rows, through the device alias (kernels/cuda/host_mapped.cuh).
 //
