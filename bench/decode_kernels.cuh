@@ -9,7 +9,8 @@
 // real step does (15 GB pass between two reads of one layer's weights). Time per launch from CUDA
 // events over >= 30 launches; GB/s = the bytes the kernel must read (weights, LoRA A and B, bias,
 // norm weight; K and V for attention) / that time. The gemv kernels are also timed at the other
-// grids of 2 to 4 blocks per SM (gemv_blocks_per_sm) beside the default.
+// grids of 2 to 4 blocks per SM (gemv_blocks_per_sm) beside the default, and attention at other
+// split lengths (decode_attention_split_keys).
 #pragma once
 #include <algorithm>
 #include <cstdio>
@@ -50,7 +51,7 @@ class Allocations {  // device buffers of the measurement, freed at the end
 
 struct Result {
   std::string kernel;
-  int blocks_per_sm = 0;  // 0: not a gemv launch
+  int blocks_per_sm = 0;  // 0: attention at the default split, -1: a swept variant (not in the sums)
   double us = 0, gb = 0;
 };
 
@@ -235,11 +236,17 @@ inline std::vector<Result> measure(const peft::ModelConfig& cfg, int r, double r
   }
 
   // Attention over the cache at the mean context of the two benchmark shapes (64 + 256 / 2 and
-  // 2048 + 2048 / 2).
+  // 2048 + 2048 / 2), at the default split length, then at the others of the sweep (named so, and
+  // left out of the sums).
   const kc::DecodeAttentionDims d{heads, kvh, hd};
   float* att_scratch = mem.take<float>(kc::decode_attention_scratch_floats(1, d));
   unsigned* counters = mem.take<unsigned>(kc::decode_attention_counters(1, d));
   bf16* q = mem.random(Q, 1.0f);
+  const int default_split = kc::decode_attention_split_keys();
+  std::vector<int> split_sweep{default_split};
+  for (int k : {32, 64, 128, 256})
+    if (k != default_split) split_sweep.push_back(k);
+  std::vector<Result> swept;
   for (int ctx : {192, 3072}) {
     const double bytes = 2.0 * 2.0 * ctx * KV;
     std::vector<std::pair<bf16*, bf16*>> caches;
@@ -248,13 +255,22 @@ inline std::vector<Result> measure(const peft::ModelConfig& cfg, int r, double r
     const std::int32_t last = ctx - 1;
     PEFT_CUDA_CHECK(cudaMemcpy(past, &last, 4, cudaMemcpyHostToDevice));
     PEFT_CUDA_CHECK(cudaDeviceSynchronize());
-    const double us = time_launches(
-        [&](int i) {
-          kc::decode_attention(out, att_scratch, counters, q, caches[i].first, caches[i].second, past, 1, d, st);
-        },
-        static_cast<int>(caches.size()), st);
-    results.push_back({"attention, " + std::to_string(ctx) + " keys", 0, us, bytes / 1e9});
+    for (int keys : split_sweep) {
+      kc::decode_attention_split_keys() = keys;
+      const double us = time_launches(
+          [&](int i) {
+            kc::decode_attention(out, att_scratch, counters, q, caches[i].first, caches[i].second, past, 1, d, st);
+          },
+          static_cast<int>(caches.size()), st);
+      const std::string name = "attention, " + std::to_string(ctx) + " keys";
+      if (keys == default_split)
+        results.push_back({name, 0, us, bytes / 1e9});
+      else
+        swept.push_back({name + ", split " + std::to_string(keys), -1, us, bytes / 1e9});
+    }
+    kc::decode_attention_split_keys() = default_split;
   }
+  results.insert(results.end(), swept.begin(), swept.end());
   PEFT_CUDA_CHECK(cudaStreamSynchronize(st));
   cudaStreamDestroy(st);
 
@@ -263,7 +279,7 @@ inline std::vector<Result> measure(const peft::ModelConfig& cfg, int r, double r
   for (const Result& x : results) {
     const double gbs = x.gb / (x.us * 1e-6);
     std::printf("%-34s %6s %10.2f %10.2f %9.0f %7.0f%%\n", x.kernel.c_str(),
-                x.blocks_per_sm ? std::to_string(x.blocks_per_sm).c_str() : "-", x.us, x.gb * 1e3, gbs,
+                x.blocks_per_sm > 0 ? std::to_string(x.blocks_per_sm).c_str() : "-", x.us, x.gb * 1e3, gbs,
                 100 * gbs * 1e9 / read_bw);
   }
   for (const Result& x : results)

@@ -524,6 +524,17 @@ void check_decode_attention(TestContext& t, int heads, int kv_heads, int hd, int
   t.expect(std::all_of(c.begin(), c.end(), [](unsigned x) { return x == 0; }), label + ": counters back to 0");
 }
 
+// A head size the kernel's 16-byte rows cannot serve is refused before launch, naming it.
+void check_decode_attention_rejects(TestContext& t) {
+  std::string what;
+  try {
+    kc::decode_attention(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 1, {8, 4, 12}, nullptr);
+  } catch (const std::exception& e) {
+    what = e.what();
+  }
+  t.expect(what.find("head_dim 12") != std::string::npos, "decode_attention: head_dim 12 refused (" + what + ")");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -535,10 +546,19 @@ int main(int argc, char** argv) {
     check_fused_wide(t, 9000, true);    // 3 batches, the last partial; rows end mid-pass
     check_fused_rope_append(t);
     check_fused_argmax(t);
-    check_decode_attention(t, 20, 2, 64, 250, 1);  // group 10 (two blocks a kv head), 8 splits
-    check_decode_attention(t, 28, 4, 128, 1000, 1);  // the 7B's heads, 32 splits
-    check_decode_attention(t, 8, 4, 16, 10, 1);      // one split: no merge
-    check_decode_attention(t, 20, 2, 64, 250, 3);    // three queries over a cache
+    check_decode_attention(t, 20, 2, 64, 250, 1);    // group 10 (two blocks a kv head), one split of 4 tiles
+    check_decode_attention(t, 28, 4, 128, 1000, 1);  // the 7B's heads, 8 splits of 126 keys: two tiles a split
+    check_decode_attention(t, 8, 4, 16, 10, 1);      // one split, one tile
+    check_decode_attention(t, 20, 2, 64, 400, 3);    // three queries over a cache, 4 splits each
+    check_decode_attention(t, 28, 4, 128, 5000, 1);  // 32 splits (the grid's) of 157 keys: three tiles
+    check_decode_attention(t, 8, 2, 64, 100, 40);    // 40 queries: one split each, up to 3 tiles
+    {
+      const int keep = kc::decode_attention_split_keys();
+      kc::decode_attention_split_keys() = 32;  // 251 keys: 8 splits of a tile each, merged
+      check_decode_attention(t, 20, 2, 64, 250, 1);
+      kc::decode_attention_split_keys() = keep;
+    }
+    check_decode_attention_rejects(t);
     check_cached(t, "d64 gqa2 tied", tiny_config(64, true, 1));
     check_cached(t, "d16 gqa2 untied", tiny_config(16, false, 4));
     check_cached(t, "d128 mha untied", tiny_config(128, false, 1));

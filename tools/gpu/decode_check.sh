@@ -6,8 +6,9 @@
 #      waits for that one;
 #   2. meanwhile decode_bench at prompt 64 / 256 new tokens, first with DECODE_KERNELS=1 its
 #      --kernels table (each kernel of the step alone, GB/s), with DECODE_SWEEP="2 3" also at those
-#      PEFT_GEMV_BLOCKS_PER_SM, DECODE_NOPDL=1 also without programmatic dependent launch, and with
-#      DECODE_LONG=1 at prompt 2048 / 2048 new;
+#      PEFT_GEMV_BLOCKS_PER_SM, DECODE_NOPDL=1 also without programmatic dependent launch,
+#      DECODE_MERGED=1 also without the adapter (merged weights' cost: decode_bench --merged), and
+#      with DECODE_LONG=1 at prompt 2048 / 2048 new;
 #   3. runs the test builds, then (unless DECODE_HF=0) HF generate (bench/hf_generate_baseline.py)
 #      on the same shapes once the builds are done (it is bound by the host's launches: no compiler
 #      beside it); HF_LONG=1 adds its 2048 / 2048 run (one generate, ~100 s).
@@ -64,6 +65,7 @@ fi
 ours p64_n256
 for b in ${DECODE_SWEEP:-}; do PEFT_GEMV_BLOCKS_PER_SM=$b ours "p64_n256_blocks$b"; done
 [[ "${DECODE_NOPDL:-0}" == 1 ]] && PEFT_DECODE_PDL=0 ours p64_n256_nopdl
+[[ "${DECODE_MERGED:-0}" == 1 ]] && ours p64_n256_merged --merged
 [[ "${DECODE_LONG:-0}" == 1 ]] && ours p2048_n2048 --prompt 2048 --new 2048
 
 wait $native_pid

@@ -6,20 +6,32 @@
 // One kernel (flash-decoding, with the merge folded in). A block owns one kv head, all the query
 // heads that share it (GQA packed: up to 8 per block, so each key and value row is read once for
 // the group, not once per query head) and a contiguous range of keys (a split): at n = 1 there
-// are only kv_heads groups, far too few blocks to pull a long cache at bandwidth. Each warp walks
-// keys with an online softmax per head, the block merges its warps and leaves an unnormalised
-// partial (max, sum, output); the last split block of a (query, kv head) to finish merges the
-// splits in split order (grid_sync.cuh) and writes the output. The split count follows the
-// length (at least 32 keys a split, at most the grid's), so a short cache costs a few blocks and
-// no merge, and `past` is read from DEVICE memory: the grid depends only on n, so a captured CUDA
-// graph replays unchanged at every position.
+// are only kv_heads groups, far too few blocks to pull a long cache at bandwidth. The last split
+// block of a (query, kv head) to finish merges the splits in split order (grid_sync.cuh) and
+// writes the output. The split count follows the length (one split up to twice
+// decode_attention_split_keys(), else at least that many keys a split, at most the grid's), so a
+// short cache costs a block per kv head and no merge, and `past` is read from DEVICE memory: the
+// grid depends only on n, so a captured CUDA graph replays unchanged.
+//
+// Why this shape: at one token the kernel moves well under a megabyte, so its time is latency:
+// the round trips to memory, and the dependent steps of the arithmetic. A block walks its keys
+// in tiles of 64, and for a tile every thread issues all its K and V loads at once (one round
+// trip a tile; the first tiles were prefetched into L2 before the wait on the previous kernel,
+// which wrote only the newest row). A half-warp owns a key (a lane holds 8 of its features and q
+// of all 8 heads in registers), and the 8 heads' partial dot products are reduced across the 16
+// lanes in one butterfly that halves the values at each step (8 shuffles a key for all heads,
+// where a warp-wide reduction per head took 40), leaving head c / 2 on lane c. The softmax of a
+// tile is a warp per head over the tile's scores in shared memory; P V is again a half-warp per
+// key, each lane accumulating its 8 features for the 8 heads in registers, rescaled per tile
+// (online softmax), and reduced across the block once at the end.
 //
 // Layout: q, out [n, heads * D] bf16; k_cache, v_cache [capacity, kv_heads * D] bf16 (keys after
-// RoPE); D even, at most 128. Scores, statistics and accumulators are fp32; the output is rounded
-// to bf16 once.
+// RoPE); D a multiple of 8, at most 128. Scores, statistics and accumulators are fp32; the output
+// is rounded to bf16 once.
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
 #include "peft/kernels/cuda/bf16.cuh"
@@ -38,126 +50,187 @@ namespace detail {
 
 constexpr int kDecodeAttnWarps = 8;
 constexpr int kDecodeMaxDim = 128;
-constexpr int kDecodeDimsPerLane = kDecodeMaxDim / 32;
-constexpr int kDecodeMaxGroup = 8;      // query heads a block serves (more: another block reads the kv head)
-constexpr int kDecodeMinSplitKeys = 32;  // a split shorter than this costs more in merging than it saves
+constexpr int kDecodeMaxGroup = 8;       // query heads a block serves (more: another block reads the kv head)
+constexpr int kDecodeKeysPerPass = 2 * kDecodeAttnWarps;  // a half-warp a key
+constexpr int kDecodeTile = 64;          // keys a block holds at once (scores in shared memory)
+constexpr int kDecodeTileLoads = kDecodeTile / kDecodeKeysPerPass;  // K and V rows a thread loads a tile
 constexpr int kDecodeMaxSplits = 32;     // decode_attention_splits(n) <= this
 
 inline int decode_group_blocks(DecodeAttentionDims d) {
   return (d.heads / d.kv_heads + kDecodeMaxGroup - 1) / kDecodeMaxGroup;
 }
 
+__device__ inline float warp_max(float v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  return v;
+}
+
+// The 8 heads' partial dot products s[] of a half-warp summed over its 16 lanes: the lane with
+// feature chunk c returns head c / 2's score. Each step sends half of what is left to the partner
+// and keeps the half its bit selects (4 + 2 + 1 + 1 shuffles).
+__device__ __forceinline__ float butterfly_heads(const float (&s)[kDecodeMaxGroup], int c) {
+  float r4[4], r2[2];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const bool hi = c & 8;
+    const float send = hi ? s[i] : s[i + 4], keep = hi ? s[i + 4] : s[i];
+    r4[i] = keep + __shfl_xor_sync(0xffffffffu, send, 8);
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const bool hi = c & 4;
+    const float send = hi ? r4[i] : r4[i + 2], keep = hi ? r4[i + 2] : r4[i];
+    r2[i] = keep + __shfl_xor_sync(0xffffffffu, send, 4);
+  }
+  const bool hi = c & 2;
+  float r = (hi ? r2[1] : r2[0]) + __shfl_xor_sync(0xffffffffu, hi ? r2[0] : r2[1], 2);
+  return r + __shfl_xor_sync(0xffffffffu, r, 1);
+}
+
 // grid (splits, kv_heads * group_blocks, n). partial_o [n, heads, splits, D], partial_ml
 // [n, heads, splits, 2], counters [n, kv_heads * group_blocks] (zero between launches).
-__global__ void __launch_bounds__(32 * kDecodeAttnWarps) decode_attention_kernel(
+__global__ void __launch_bounds__(32 * kDecodeAttnWarps, 1) decode_attention_kernel(
     bf16* __restrict__ out, float* __restrict__ partial_o, float* __restrict__ partial_ml, unsigned* counters,
     const bf16* __restrict__ q, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache,
-    const std::int32_t* __restrict__ past_ptr, int heads, int kv_heads, int head_dim, float scale) {
-  __shared__ float sm_m[kDecodeAttnWarps][kDecodeMaxGroup], sm_l[kDecodeAttnWarps][kDecodeMaxGroup];
-  __shared__ float sm_o[kDecodeAttnWarps][kDecodeMaxGroup][kDecodeMaxDim];
-  __shared__ float sm_f[kDecodeMaxGroup][kDecodeMaxSplits];  // the merge: each split's max, then weight
+    const std::int32_t* __restrict__ past_ptr, int heads, int kv_heads, int head_dim, float scale, int split_keys) {
+  __shared__ __align__(16) float sc[kDecodeTile][kDecodeMaxGroup];  // a tile's scores, then probabilities
+  __shared__ __align__(16) float red[kDecodeAttnWarps][kDecodeMaxGroup][kDecodeMaxDim];  // the warps' P V
+  __shared__ float sm_m[kDecodeMaxGroup], sm_l[kDecodeMaxGroup], sm_corr[kDecodeMaxGroup];
+  __shared__ float sm_f[kDecodeMaxGroup][kDecodeMaxSplits];   // the merge: each split's max, then weight
   __shared__ float sm_pl[kDecodeMaxGroup][kDecodeMaxSplits];  // and its sum
   __shared__ float sm_sum[kDecodeMaxGroup];
   __shared__ int sm_last;
-  pdl_wait();
-  pdl_release();
   const int split = blockIdx.x, splits = gridDim.x, t = blockIdx.z;
   const int group = heads / kv_heads, group_blocks = (group + kDecodeMaxGroup - 1) / kDecodeMaxGroup;
   const int kvh = blockIdx.y / group_blocks, g0 = (blockIdx.y % group_blocks) * kDecodeMaxGroup;
   const int G = min(kDecodeMaxGroup, group - g0);
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, half = lane / 16, c = lane % 16;
+  const int d0 = c * 8;  // this lane's 8 features of a row
+  const bool has_d = d0 < head_dim;
+  // The length comes from the decode state, written by an earlier step (every kernel before the
+  // previous one has finished once this one runs: pdl.cuh), so it is read before the wait.
   const int len = *past_ptr + t + 1;  // keys this query sees
-  const int active = min(splits, (len + kDecodeMinSplitKeys - 1) / kDecodeMinSplitKeys);
+  const int active = len <= 2 * split_keys ? 1 : min(splits, (len + split_keys - 1) / split_keys);
   if (split >= active) return;
   const int chunk = (len + active - 1) / active;
   const int k0 = split * chunk, k1 = min(len, k0 + chunk);
   const int kv_dim = kv_heads * head_dim;
   const int h0 = kvh * group + g0;  // first query head of this block
-
-  float qr[kDecodeMaxGroup][kDecodeDimsPerLane], acc[kDecodeMaxGroup][kDecodeDimsPerLane];
-  float m[kDecodeMaxGroup], l[kDecodeMaxGroup];
-#pragma unroll
-  for (int g = 0; g < kDecodeMaxGroup; ++g) {
-    const bf16* qrow = q + (static_cast<long long>(t) * heads + h0 + g) * head_dim;
-#pragma unroll
-    for (int j = 0; j < kDecodeDimsPerLane; ++j) {
-      const int d = lane + 32 * j;
-      qr[g][j] = g < G && d < head_dim ? to_float(qrow[d]) * scale : 0.0f;
-      acc[g][j] = 0.0f;
-    }
-    m[g] = -INFINITY;
-    l[g] = 0.0f;
-  }
-  float kf[kDecodeDimsPerLane], vf[kDecodeDimsPerLane];
-  auto load_kv = [&](int key, float* kd, float* vd) {  // key's row of this kv head (zeros past k1)
-    const bf16* kr = k_cache + static_cast<long long>(key) * kv_dim + kvh * head_dim;
-    const bf16* vr = v_cache + static_cast<long long>(key) * kv_dim + kvh * head_dim;
-#pragma unroll
-    for (int j = 0; j < kDecodeDimsPerLane; ++j) {
-      const int d = lane + 32 * j;
-      kd[j] = key < k1 && d < head_dim ? to_float(kr[d]) : 0.0f;
-      vd[j] = key < k1 && d < head_dim ? to_float(vr[d]) : 0.0f;
+  const long long head_off = static_cast<long long>(kvh) * head_dim;
+  auto prefetch_rows = [&](int from, int to) {  // K and V rows [from, to) of this kv head into L2
+    const int lines = (head_dim * 2 + 127) / 128;
+    for (int i = threadIdx.x; i < (to - from) * lines * 2; i += blockDim.x) {
+      const int row = from + i / (2 * lines), line = (i / 2) % lines;
+      const bf16* base = (i & 1) ? v_cache : k_cache;
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(base + static_cast<long long>(row) * kv_dim + head_off + line * 64));
     }
   };
-  load_kv(k0 + warp, kf, vf);
-  for (int key = k0 + warp; key < k1; key += kDecodeAttnWarps) {
-    float kn[kDecodeDimsPerLane], vn[kDecodeDimsPerLane];  // the next key's rows in flight meanwhile
-    load_kv(key + kDecodeAttnWarps, kn, vn);
-    // All 8 heads' scores reduced side by side (heads past G have q = 0 and are never written):
-    // 8 independent shuffle chains in flight instead of G in sequence, the long context's bound.
-#pragma unroll
-    for (int g = 0; g < kDecodeMaxGroup; ++g) {
-      float s = 0.0f;
-#pragma unroll
-      for (int j = 0; j < kDecodeDimsPerLane; ++j) s += qr[g][j] * kf[j];
-      s = warp_sum(s);
-      const float m_new = fmaxf(m[g], s);
-      const float corr = expf(m[g] - m_new), p = expf(s - m_new);
-      l[g] = l[g] * corr + p;
-#pragma unroll
-      for (int j = 0; j < kDecodeDimsPerLane; ++j) acc[g][j] = acc[g][j] * corr + p * vf[j];
-      m[g] = m_new;
-    }
-#pragma unroll
-    for (int j = 0; j < kDecodeDimsPerLane; ++j) {
-      kf[j] = kn[j];
-      vf[j] = vn[j];
-    }
-  }
+  prefetch_rows(k0, min(k1, k0 + 2 * kDecodeTile));  // L2 is coherent: the newest row's write lands there too
+  pdl_wait();
+  pdl_release();
+
+  float qr[kDecodeMaxGroup][8], acc[kDecodeMaxGroup][8];
 #pragma unroll
   for (int g = 0; g < kDecodeMaxGroup; ++g) {
-    if (lane == 0) {
-      sm_m[warp][g] = m[g];
-      sm_l[warp][g] = l[g];
-    }
+    Bf16x8 p{};
+    if (g < G && has_d) p = load128(q + (static_cast<long long>(t) * heads + h0 + g) * head_dim + d0);
 #pragma unroll
-    for (int j = 0; j < kDecodeDimsPerLane; ++j)
-      if (lane + 32 * j < head_dim) sm_o[warp][g][lane + 32 * j] = acc[g][j];
+    for (int e = 0; e < 8; ++e) {
+      qr[g][e] = to_float(p[e]) * scale;
+      acc[g][e] = 0.0f;
+    }
   }
+  float m_run = -INFINITY, l_run = 0.0f;  // head `warp`'s running max and sum (warps < G)
+  for (int base = k0; base < k1; base += kDecodeTile) {
+    Bf16x8 kk[kDecodeTileLoads], vv[kDecodeTileLoads];
+#pragma unroll
+    for (int it = 0; it < kDecodeTileLoads; ++it) {
+      const int key = base + it * kDecodeKeysPerPass + warp * 2 + half;
+      const bool ok = key < k1 && has_d;
+      const long long at = static_cast<long long>(key) * kv_dim + head_off + d0;
+      kk[it] = ok ? load128(k_cache + at) : Bf16x8{};
+      vv[it] = ok ? load128(v_cache + at) : Bf16x8{};
+    }
+    if (base + 2 * kDecodeTile < k1) prefetch_rows(base + 2 * kDecodeTile, min(k1, base + 3 * kDecodeTile));
+#pragma unroll
+    for (int it = 0; it < kDecodeTileLoads; ++it) {
+      float s[kDecodeMaxGroup];
+#pragma unroll
+      for (int g = 0; g < kDecodeMaxGroup; ++g) {
+        float a = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) a += qr[g][e] * to_float(kk[it][e]);
+        s[g] = a;
+      }
+      const float v = butterfly_heads(s, c);
+      const int kl = it * kDecodeKeysPerPass + warp * 2 + half;
+      if ((c & 1) == 0) sc[kl][c / 2] = base + kl < k1 ? v : -INFINITY;
+    }
+    __syncthreads();
+    if (warp < G) {  // warp g: head g's softmax over the tile, the running statistics rescaled
+      static_assert(kDecodeTile == 64, "two scores a lane");
+      const float s0 = sc[lane][warp], s1 = sc[lane + 32][warp];
+      const float m_new = fmaxf(m_run, warp_max(fmaxf(s0, s1)));  // finite: a tile holds a key
+      const float corr = expf(m_run - m_new), p0 = expf(s0 - m_new), p1 = expf(s1 - m_new);
+      sc[lane][warp] = p0;
+      sc[lane + 32][warp] = p1;
+      l_run = l_run * corr + warp_sum(p0 + p1);
+      m_run = m_new;
+      if (lane == 0) sm_corr[warp] = corr;
+    } else if (lane == 0) {
+      sm_corr[warp] = 0.0f;
+    }
+    __syncthreads();
+    float corr[kDecodeMaxGroup];
+#pragma unroll
+    for (int g = 0; g < kDecodeMaxGroup; ++g) corr[g] = sm_corr[g];
+#pragma unroll
+    for (int g = 0; g < kDecodeMaxGroup; ++g)
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[g][e] *= corr[g];
+#pragma unroll
+    for (int it = 0; it < kDecodeTileLoads; ++it) {
+      const int kl = it * kDecodeKeysPerPass + warp * 2 + half;
+      const Floatx4 pa = load128(&sc[kl][0]), pb = load128(&sc[kl][4]);
+      const float p[kDecodeMaxGroup] = {pa[0], pa[1], pa[2], pa[3], pb[0], pb[1], pb[2], pb[3]};
+#pragma unroll
+      for (int g = 0; g < kDecodeMaxGroup; ++g)
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[g][e] += p[g] * to_float(vv[it][e]);
+    }
+    __syncthreads();  // the next tile overwrites sc
+  }
+  if (warp < G && lane == 0) {
+    sm_m[warp] = m_run;
+    sm_l[warp] = l_run;
+  }
+  // P V of the block: the two half-warps, then the warps through shared memory.
+#pragma unroll
+  for (int g = 0; g < kDecodeMaxGroup; ++g)
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[g][e] += __shfl_xor_sync(0xffffffffu, acc[g][e], 16);
+  if (half == 0 && has_d)
+#pragma unroll
+    for (int g = 0; g < kDecodeMaxGroup; ++g) {
+      store128(&red[warp][g][d0], Floatx4{{acc[g][0], acc[g][1], acc[g][2], acc[g][3]}});
+      store128(&red[warp][g][d0 + 4], Floatx4{{acc[g][4], acc[g][5], acc[g][6], acc[g][7]}});
+    }
   __syncthreads();
-  // This block's (head, feature) values, merged over its warps.
   for (int e = threadIdx.x; e < G * head_dim; e += blockDim.x) {
     const int g = e / head_dim, d = e % head_dim;
-    float bm = -INFINITY;
-    for (int w = 0; w < kDecodeAttnWarps; ++w)
-      if (sm_l[w][g] > 0.0f) bm = fmaxf(bm, sm_m[w][g]);
-    float o = 0.0f, bl = 0.0f;
-    for (int w = 0; w < kDecodeAttnWarps; ++w)
-      if (sm_l[w][g] > 0.0f) {
-        const float f = expf(sm_m[w][g] - bm);
-        o += sm_o[w][g][d] * f;
-        bl += sm_l[w][g] * f;
-      }
+    float o = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kDecodeAttnWarps; ++w) o += red[w][g][d];
     const long long head = static_cast<long long>(t) * heads + h0 + g;
     if (active == 1) {  // the only split: the output directly
-      out[head * head_dim + d] = to_bf16(o / bl);
+      out[head * head_dim + d] = to_bf16(o / sm_l[g]);
       continue;
     }
     const long long slot = head * splits + split;
     partial_o[slot * head_dim + d] = o;
     if (d == 0) {
-      partial_ml[2 * slot] = bm;
-      partial_ml[2 * slot + 1] = bl;
+      partial_ml[2 * slot] = sm_m[g];
+      partial_ml[2 * slot + 1] = sm_l[g];
     }
   }
   if (active == 1) return;
@@ -212,7 +285,7 @@ __global__ void __launch_bounds__(32 * kDecodeAttnWarps) decode_attention_kernel
 // Splits per query: enough blocks to fill the GPU at n = 1 over a long cache, none at n >= 32 (the
 // query rows are enough there). decode_attention_scratch_floats sizes the partials for n queries,
 // decode_attention_counters the merge counters (zero when first used; the kernel leaves them so).
-inline int decode_attention_splits(int n) { return n >= 32 ? 1 : 32 / n; }
+inline int decode_attention_splits(int n) { return n >= 32 ? 1 : detail::kDecodeMaxSplits / n; }
 inline std::size_t decode_attention_scratch_floats(int n, DecodeAttentionDims d) {
   return static_cast<std::size_t>(n) * decode_attention_splits(n) * d.heads * (d.head_dim + 2);
 }
@@ -220,14 +293,28 @@ inline std::size_t decode_attention_counters(int n, DecodeAttentionDims d) {
   return static_cast<std::size_t>(n) * d.kv_heads * detail::decode_group_blocks(d);
 }
 
+// The fewest keys a split is given, and half the length up to which a query's keys are one split:
+// 128 (two tiles), unless PEFT_DECODE_SPLIT_KEYS says otherwise; a tuning knob that decode_bench
+// --kernels also sets between measurements. Read at launch (a captured graph keeps its value).
+// Why 128, on an H200 at the 7B's heads (bench/RESULTS.md): 192 keys took 9.6 us as one split and
+// 11.5-13.2 us as 2-6 split blocks and their merge; 3072 keys 18.0 us in 24 splits of 128 keys,
+// 19.4 in 32 of 96 and 20.3 in 12 of 256.
+inline int& decode_attention_split_keys() {
+  static int keys = [] {
+    const char* e = std::getenv("PEFT_DECODE_SPLIT_KEYS");
+    return e && std::atoi(e) > 0 ? std::atoi(e) : 2 * detail::kDecodeTile;
+  }();
+  return keys;
+}
+
 // out [n, heads * D]; scratch: decode_attention_scratch_floats(n, d) floats; counters:
 // decode_attention_counters(n, d), zero; past: device int32.
 inline void decode_attention(bf16* out, float* scratch, unsigned* counters, const bf16* q, const bf16* k_cache,
                              const bf16* v_cache, const std::int32_t* past, int n, DecodeAttentionDims d,
                              cudaStream_t stream) {
-  if (d.head_dim <= 0 || d.head_dim > detail::kDecodeMaxDim || d.head_dim % 2 != 0 || d.kv_heads <= 0 ||
+  if (d.head_dim <= 0 || d.head_dim > detail::kDecodeMaxDim || d.head_dim % 8 != 0 || d.kv_heads <= 0 ||
       d.heads % d.kv_heads != 0)
-    throw Error("decode_attention: head_dim " + std::to_string(d.head_dim) + " (even, at most 128), heads " +
+    throw Error("decode_attention: head_dim " + std::to_string(d.head_dim) + " (a multiple of 8, at most 128), heads " +
                 std::to_string(d.heads) + ", kv_heads " + std::to_string(d.kv_heads));
   if (n == 0) return;
   const int splits = decode_attention_splits(n);
@@ -237,7 +324,7 @@ inline void decode_attention(bf16* out, float* scratch, unsigned* counters, cons
   launch_pdl("decode_attention_kernel", detail::decode_attention_kernel,
              dim3(splits, d.kv_heads * detail::decode_group_blocks(d), n), dim3(32 * detail::kDecodeAttnWarps), 0,
              stream, out, partial_o, partial_ml, counters, q, k_cache, v_cache, past, d.heads, d.kv_heads, d.head_dim,
-             1.0f / sqrtf(static_cast<float>(d.head_dim)));
+             1.0f / sqrtf(static_cast<float>(d.head_dim)), decode_attention_split_keys());
 }
 
 }  // namespace peft::cuda

@@ -102,57 +102,62 @@ constexpr int kGemvWarps = 8;
 constexpr int kGemvChunk = 32 * 8 * 4;  // inputs per x A^T work item: one pass of 4 loads per lane
 constexpr int kSyncItems = 0, kSyncExited = 32, kSyncReady = 64;  // GemvScratch::sync words (+ 32 * copy)
 constexpr int kXaLoads = 24;  // chunks a lane loads at once when summing x A^T (inputs up to 24576)
-constexpr int kGemvStage = 2;  // x chunks of 8 a thread stages per round trip (8192 inputs a block)
 
 __device__ inline GemvSegment gemv_pick(const GemvArgs& a, int s) {
   return s == 0 ? a.seg[0] : (s == 1 ? a.seg[1] : a.seg[2]);
 }
 __device__ inline int gemv_items_of(const GemvSegment& s) { return s.rope ? s.rows / 2 : s.rows; }
 
-// One row, or two (RoPE pairs, gate/up: sharing x's loads), of `in` weights against x: 4 16-byte
-// loads of each row per lane issued before the first is used (a warp keeps 2 or 4 KB in flight).
-// Every pass is predicated (a zero pack past the row's end), so the last one is one round trip
-// however many loads it has left: a row of 3584 is 4 round trips (it was 5: the remainder went one
-// load at a time), and the code is one loop body, which keeps the kernel within 64 registers.
-__device__ __forceinline__ Bf16x8 gemv_load_w(const bf16* w, int c, int in) {
-  return c < in ? load128cs(w + c) : Bf16x8{};
-}
-__device__ __forceinline__ Bf16x8 gemv_load_x(const bf16* xs, int c, int in) {
-  return c < in ? load128(xs + c) : Bf16x8{};
-}
-__device__ __forceinline__ float gemv_dot(const bf16* __restrict__ w, const bf16* xs, int in, int lane) {
+__device__ inline float gemv_dot(const bf16* __restrict__ w, const bf16* xs, int in, int lane) {
   float acc = 0.0f;
-  for (int c = lane * 8; c < in; c += 4 * 256) {
-    const Bf16x8 w0 = gemv_load_w(w, c, in), w1 = gemv_load_w(w, c + 256, in), w2 = gemv_load_w(w, c + 512, in),
-                 w3 = gemv_load_w(w, c + 768, in);
-    const Bf16x8 x0 = gemv_load_x(xs, c, in), x1 = gemv_load_x(xs, c + 256, in), x2 = gemv_load_x(xs, c + 512, in),
-                 x3 = gemv_load_x(xs, c + 768, in);
+  int c = lane * 8;
+  for (; c + 3 * 256 < in; c += 4 * 256) {  // four loads in flight per lane
+    const Bf16x8 w0 = load128cs(w + c), w1 = load128cs(w + c + 256), w2 = load128cs(w + c + 512),
+                 w3 = load128cs(w + c + 768);
+    const Bf16x8 x0 = load128(xs + c), x1 = load128(xs + c + 256), x2 = load128(xs + c + 512),
+                 x3 = load128(xs + c + 768);
 #pragma unroll
     for (int i = 0; i < 8; ++i)
       acc += to_float(w0[i]) * to_float(x0[i]) + to_float(w1[i]) * to_float(x1[i]) +
              to_float(w2[i]) * to_float(x2[i]) + to_float(w3[i]) * to_float(x3[i]);
   }
+  for (; c < in; c += 256) {
+    const Bf16x8 w0 = load128cs(w + c), x0 = load128(xs + c);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) acc += to_float(w0[i]) * to_float(x0[i]);
+  }
   return warp_sum(acc);
 }
 
-__device__ __forceinline__ void gemv_dot2(const bf16* __restrict__ w1, const bf16* __restrict__ w2, const bf16* xs,
-                                          int in, int lane, float& r1, float& r2) {
+// Two rows against the same x (RoPE pairs, gate/up), their loads interleaved: as many round
+// trips as gemv_dot's one row, for both.
+__device__ inline void gemv_dot2(const bf16* __restrict__ w1, const bf16* __restrict__ w2, const bf16* xs, int in,
+                                 int lane, float& r1, float& r2) {
   float a1 = 0.0f, a2 = 0.0f;
-  for (int c = lane * 8; c < in; c += 4 * 256) {
+  int c = lane * 8;
+  for (; c + 3 * 256 < in; c += 4 * 256) {
     Bf16x8 p[4], q[4];
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
-      p[u] = gemv_load_w(w1, c + u * 256, in);
-      q[u] = gemv_load_w(w2, c + u * 256, in);
+      p[u] = load128cs(w1 + c + u * 256);
+      q[u] = load128cs(w2 + c + u * 256);
     }
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
-      const Bf16x8 x = gemv_load_x(xs, c + u * 256, in);
+      const Bf16x8 x = load128(xs + c + u * 256);
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
         a1 += to_float(p[u][i]) * to_float(x[i]);
         a2 += to_float(q[u][i]) * to_float(x[i]);
       }
+    }
+  }
+  for (; c < in; c += 256) {
+    const Bf16x8 p0 = load128cs(w1 + c), q0 = load128cs(w2 + c), x0 = load128(xs + c);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      a1 += to_float(p0[i]) * to_float(x0[i]);
+      a2 += to_float(q0[i]) * to_float(x0[i]);
     }
   }
   r1 = warp_sum(a1);
@@ -161,7 +166,7 @@ __device__ __forceinline__ void gemv_dot2(const bf16* __restrict__ w1, const bf1
 
 // x A^T work item `k`: row r of an adapted segment's A over inputs [c * 1024, (c + 1) * 1024).
 // The last item to finish turns the partials into every segment's xa and raises the ready flag.
-__device__ __forceinline__ void gemv_lora_item(const GemvArgs& a, int k, const bf16* xs, int lane) {
+__device__ inline void gemv_lora_item(const GemvArgs& a, int k, const bf16* xs, int lane) {
   const int chunks = (a.in + kGemvChunk - 1) / kGemvChunk;
   int s = 0, off = 0;
   for (;; ++s) {
@@ -234,44 +239,19 @@ __device__ inline void gemv_take_xa(const GemvArgs& a, GemvXa& xa, int lane) {
   }
   xa.ready = true;
 }
-// What row o's epilogue reads besides the dot product (lane r's B^T[r, o] for ranks up to 32,
-// the bias, the residual) is cold in HBM at every token: prefetched into L1 before the row is
-// streamed, so its latency hides behind the row's instead of following it. Prefetches, not loads:
-// at 64 registers a thread, values held across the row would spill.
-__device__ inline void prefetch_l1(const void* p) { asm volatile("prefetch.global.L1 [%0];" ::"l"(p)); }
-__device__ inline void gemv_prefetch_extra(const GemvSegment& s, int o, int lane) {
-  // one address a lane (the bias and the residual on the last two lanes, past any rank <= 30)
-  const bf16* p = s.a && lane < s.rp ? s.bt + static_cast<long long>(lane) * s.rows + o
-                  : lane == 31 && s.bias ? s.bias + o
-                  : lane == 30 && s.residual ? s.residual + o
-                                             : nullptr;
-  if (p) prefetch_l1(p);
-}
-struct GemvRowExtra {
-  float bt = 0.0f, bias = 0.0f, residual = 0.0f;
-};
-__device__ inline GemvRowExtra gemv_extra(const GemvSegment& s, int o, int lane) {
-  GemvRowExtra e;
-  if (s.a && lane < s.rp) e.bt = to_float(s.bt[static_cast<long long>(lane) * s.rows + o]);
-  if (s.bias) e.bias = to_float(s.bias[o]);
-  if (s.residual) e.residual = to_float(s.residual[o]);
-  return e;
-}
-
 // The LoRA term xa . B^T[:, o] of segment s, summed across the warp (every lane gets it).
-__device__ inline float gemv_lora(const GemvSegment& seg, const GemvXa& xa, int s, int o, int lane,
-                                  const GemvRowExtra& e) {
+__device__ inline float gemv_lora(const GemvSegment& seg, const GemvXa& xa, int s, int o, int lane) {
   if (!seg.a) return 0.0f;
   const float x = s == 0 ? xa.v[0] : (s == 1 ? xa.v[1] : xa.v[2]);  // no local-memory indexing
-  float l = lane < seg.rp ? x * e.bt : 0.0f;
+  float l = lane < seg.rp ? x * to_float(seg.bt[static_cast<long long>(lane) * seg.rows + o]) : 0.0f;
   for (int r = lane + 32; r < seg.rp; r += 32)  // ranks above 32: read per row
     l += __ldcg(seg.xa + r) * to_float(seg.bt[static_cast<long long>(r) * seg.rows + o]);
   return warp_sum(l);
 }
 
 // The projection's value at row o before any residual (bias and LoRA term included).
-__device__ inline float gemv_finish(const GemvSegment& s, float acc, float lora, const GemvRowExtra& e) {
-  const float v = acc + e.bias;
+__device__ inline float gemv_finish(const GemvSegment& s, int o, float acc, float lora) {
+  const float v = acc + (s.bias ? to_float(s.bias[o]) : 0.0f);
   return s.a ? v + s.scale * lora : v;
 }
 
@@ -280,36 +260,31 @@ __device__ inline bf16* gemv_out(const GemvArgs& a, const GemvSegment& s) {
 }
 
 // Stores row o and returns the value stored (fp32 outputs: what the argmax compares).
-__device__ inline float gemv_store(const GemvArgs& a, const GemvSegment& seg, int o, float acc, float lora,
-                                   const GemvRowExtra& e) {
-  const float v = gemv_finish(seg, acc, lora, e);
+__device__ inline float gemv_store(const GemvArgs& a, const GemvSegment& seg, int o, float acc, float lora) {
+  const float v = gemv_finish(seg, o, acc, lora);
   if (seg.y32) {
     const float out = seg.round32 ? to_float(to_bf16(v)) : v;
     seg.y32[o] = out;
     return out;
   }
   const float r = to_float(to_bf16(v));
-  gemv_out(a, seg)[o] = to_bf16(seg.residual ? e.residual + r : r);
+  gemv_out(a, seg)[o] = to_bf16(seg.residual ? to_float(seg.residual[o]) + r : r);
   return 0.0f;
 }
 
 // Output item it (after the x A^T items): a row, a RoPE pair, or a gate/up pair.
-__device__ __forceinline__ void gemv_output_item(const GemvArgs& a, int it, const bf16* xs, int lane, GemvXa& xa, float& best,
+__device__ inline void gemv_output_item(const GemvArgs& a, int it, const bf16* xs, int lane, GemvXa& xa, float& best,
                                         int& best_id) {
   if (a.swiglu) {
     const GemvSegment& g = a.seg[0];
     const GemvSegment& u = a.seg[1];
-    gemv_prefetch_extra(g, it, lane);
-    gemv_prefetch_extra(u, it, lane);
-    float r[2];
-    gemv_dot2(g.w + static_cast<long long>(it) * a.in, u.w + static_cast<long long>(it) * a.in, xs, a.in, lane, r[0],
-              r[1]);
+    float ga, ua;
+    gemv_dot2(g.w + static_cast<long long>(it) * a.in, u.w + static_cast<long long>(it) * a.in, xs, a.in, lane, ga, ua);
     if (g.a || u.a) gemv_take_xa(a, xa, lane);
-    const GemvRowExtra ge = gemv_extra(g, it, lane), ue = gemv_extra(u, it, lane);
-    const float gl = gemv_lora(g, xa, 0, it, lane, ge), ul = gemv_lora(u, xa, 1, it, lane, ue);
+    const float gl = gemv_lora(g, xa, 0, it, lane), ul = gemv_lora(u, xa, 1, it, lane);
     if (lane == 0) {
-      const float gv = to_float(to_bf16(gemv_finish(g, r[0], gl, ge)));
-      const float uv = to_float(to_bf16(gemv_finish(u, r[1], ul, ue)));
+      const float gv = to_float(to_bf16(gemv_finish(g, it, ga, gl)));
+      const float uv = to_float(to_bf16(gemv_finish(u, it, ua, ul)));
       g.y[it] = to_bf16(gv * sigmoid(gv) * uv);
     }
     return;
@@ -319,17 +294,14 @@ __device__ __forceinline__ void gemv_output_item(const GemvArgs& a, int it, cons
   const GemvSegment seg = gemv_pick(a, s);
   if (seg.rope) {
     const int half = a.head_dim / 2, o1 = (j / half) * a.head_dim + j % half, o2 = o1 + half;
-    gemv_prefetch_extra(seg, o1, lane);
-    gemv_prefetch_extra(seg, o2, lane);
-    float r[2];
+    float r1, r2;
     gemv_dot2(seg.w + static_cast<long long>(o1) * a.in, seg.w + static_cast<long long>(o2) * a.in, xs, a.in, lane,
-              r[0], r[1]);
+              r1, r2);
     if (seg.a) gemv_take_xa(a, xa, lane);
-    const GemvRowExtra e1 = gemv_extra(seg, o1, lane), e2 = gemv_extra(seg, o2, lane);
-    const float l1 = gemv_lora(seg, xa, s, o1, lane, e1), l2 = gemv_lora(seg, xa, s, o2, lane, e2);
+    const float l1 = gemv_lora(seg, xa, s, o1, lane), l2 = gemv_lora(seg, xa, s, o2, lane);
     if (lane == 0) {
-      const float x1 = to_float(to_bf16(gemv_finish(seg, r[0], l1, e1)));
-      const float x2 = to_float(to_bf16(gemv_finish(seg, r[1], l2, e2)));
+      const float x1 = to_float(to_bf16(gemv_finish(seg, o1, r1, l1)));
+      const float x2 = to_float(to_bf16(gemv_finish(seg, o2, r2, l2)));
       const float c = a.rope_cos[j % half], sn = a.rope_sin[j % half];
       bf16* y = gemv_out(a, seg);
       y[o1] = to_bf16(x1 * c - x2 * sn);
@@ -337,13 +309,11 @@ __device__ __forceinline__ void gemv_output_item(const GemvArgs& a, int it, cons
     }
     return;
   }
-  gemv_prefetch_extra(seg, j, lane);
-  const float r[1] = {gemv_dot(seg.w + static_cast<long long>(j) * a.in, xs, a.in, lane)};
+  const float acc = gemv_dot(seg.w + static_cast<long long>(j) * a.in, xs, a.in, lane);
   if (seg.a) gemv_take_xa(a, xa, lane);
-  const GemvRowExtra e = gemv_extra(seg, j, lane);
-  const float l = gemv_lora(seg, xa, s, j, lane, e);
+  const float l = gemv_lora(seg, xa, s, j, lane);
   if (lane == 0) {
-    const float v = gemv_store(a, seg, j, r[0], l, e);
+    const float v = gemv_store(a, seg, j, acc, l);
     if (a.state && argmax_better(v, j, best, best_id)) {
       best = v;
       best_id = j;
@@ -378,25 +348,12 @@ __global__ void __launch_bounds__(32 * kGemvWarps, 4) gemv_kernel(GemvArgs a) { 
   }
   pdl_wait();
   pdl_release();
-  // x (normalised) into shared memory, kGemvStage chunks of 8 a thread loaded at once (one round
-  // trip per 8192 inputs, where it was one per 2048), the RMSNorm weight's with the first batch.
-  constexpr int kPass = 32 * kGemvWarps * 8, kBatch = kGemvStage * kPass;
-  Bf16x8 xv[kGemvStage], nv[kGemvStage];
-  const int c0 = tid * 8;
-#pragma unroll
-  for (int i = 0; i < kGemvStage; ++i) {
-    xv[i] = gemv_load_x(a.x, c0 + i * kPass, a.in);
-    nv[i] = a.norm_w ? gemv_load_x(a.norm_w, c0 + i * kPass, a.in) : Bf16x8{};
-  }
   float rstd = 1.0f;
   if (a.norm_w) {
     float sq = 0.0f;
-#pragma unroll
-    for (int i = 0; i < kGemvStage; ++i)
-      for (int e = 0; e < 8; ++e) sq += to_float(xv[i][e]) * to_float(xv[i][e]);
-    for (int c = c0 + kBatch; c < a.in; c += kPass) {  // inputs past the first batch (hidden > 8192)
+    for (int c = tid * 8; c < a.in; c += 32 * kGemvWarps * 8) {
       const Bf16x8 p = load128(a.x + c);
-      for (int e = 0; e < 8; ++e) sq += to_float(p[e]) * to_float(p[e]);
+      for (int i = 0; i < 8; ++i) sq += to_float(p[i]) * to_float(p[i]);
     }
     sq = warp_sum(sq);
     if (lane == 0) red[warp] = sq;
@@ -405,23 +362,13 @@ __global__ void __launch_bounds__(32 * kGemvWarps, 4) gemv_kernel(GemvArgs a) { 
     for (int w = 0; w < kGemvWarps; ++w) total += red[w];
     rstd = rsqrtf(total / static_cast<float>(a.in) + a.eps);
   }
-  for (int base = 0;;) {
-#pragma unroll
-    for (int i = 0; i < kGemvStage; ++i) {
-      const int c = base + c0 + i * kPass;
-      if (c >= a.in) break;
-      Bf16x8 p = xv[i];
-      if (a.norm_w)
-        for (int e = 0; e < 8; ++e) p[e] = to_bf16(to_float(to_bf16(to_float(p[e]) * rstd)) * to_float(nv[i][e]));
-      store128(xs + c, p);
+  for (int c = tid * 8; c < a.in; c += 32 * kGemvWarps * 8) {
+    Bf16x8 p = load128(a.x + c);
+    if (a.norm_w) {
+      const Bf16x8 wp = load128(a.norm_w + c);
+      for (int i = 0; i < 8; ++i) p[i] = to_bf16(to_float(to_bf16(to_float(p[i]) * rstd)) * to_float(wp[i]));
     }
-    base += kBatch;
-    if (base >= a.in) break;
-#pragma unroll
-    for (int i = 0; i < kGemvStage; ++i) {  // the next batch (in > 8192: the down projection's input)
-      xv[i] = gemv_load_x(a.x, base + c0 + i * kPass, a.in);
-      nv[i] = a.norm_w ? gemv_load_x(a.norm_w, base + c0 + i * kPass, a.in) : Bf16x8{};
-    }
+    store128(xs + c, p);
   }
   __syncthreads();
 
