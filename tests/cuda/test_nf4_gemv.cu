@@ -64,9 +64,11 @@ void check_shape(TestContext& t, std::int64_t rows, std::int64_t cols, bool time
         }
       const Floats got = download_bf16(y, n);
       t.close(what + " vs CPU", got, ref, kTol);
-      cuda::matmul_forward(gemm, y_gemm, dx, w16, with_bias ? db : nullptr, tokens, static_cast<int>(rows),
-                           static_cast<int>(cols), cudaStream_t{0});
-      t.close(what + " vs dequantise + cuBLASLt", got, download_bf16(y_gemm, n), kTol);
+      if (rows % 8 == 0) {  // cuBLASLt's 16-byte leading dimensions (the model's shapes all are)
+        cuda::matmul_forward(gemm, y_gemm, dx, w16, with_bias ? db : nullptr, tokens, static_cast<int>(rows),
+                             static_cast<int>(cols), cudaStream_t{0});
+        t.close(what + " vs dequantise + cuBLASLt", got, download_bf16(y_gemm, n), kTol);
+      }
     }
 
   if (time_it) {
@@ -86,7 +88,7 @@ int test_main(int argc, char** argv) {
   return run_test(argc, argv, "nf4 gemv", [](TestContext& t) {
     check_shape(t, 1, 64, false);
     check_shape(t, 13, 200, false);    // fewer rows than a block has warps; 200 = 25 chunks
-    check_shape(t, 300, 1032, false);  // rows over several blocks; a partial last stride of lanes
+    check_shape(t, 296, 1032, false);  // rows over several blocks; a partial last stride of lanes
     if (!t.small) {
       check_shape(t, 3584, 3584, true);   // q_proj / o_proj
       check_shape(t, 18944, 3584, true);  // gate_proj / up_proj
