@@ -62,13 +62,15 @@ async function scoreForced(seq, prompt, forced) {
   return scores;
 }
 
+// One sequence for every case, its history cleared in between: disposing a sequence right after
+// breaking out of its generator and asking the context for another raced ("No sequences left").
+const seq = context.getSequence();
 const out = [];
 for (const c of req.cases) {
   const prompt = promptOf(c);
-  const seq = context.getSequence();
+  await seq.clearHistory();
   if (c.forced) {
     out.push({prompt, scores: await scoreForced(seq, prompt, c.forced)});
-    seq.dispose();
     continue;
   }
   const tokens = [];
@@ -87,9 +89,9 @@ for (const c of req.cases) {
       break;
     }
   }
-  seq.dispose();
   out.push({prompt, tokens, stopped, logprobs});
 }
+seq.dispose();
 // eog_probe: ids the caller stops at; llama.cpp must end generation at each of them too.
 const eog = (req.eog_probe ?? []).filter((id) => model.isEogToken(id));
 console.log(JSON.stringify({cases: out, eog}));
