@@ -37,15 +37,20 @@ namespace detail {
 inline constexpr int kNf4Threads = 256;
 inline constexpr int kNf4BlocksPerSm = 8;  // 2048 resident threads per SM on sm_80 / sm_90
 
+// The block's copy of the decode tables in shared memory (every NF4 kernel's first step).
+__device__ inline void load_nf4_tables(float* map, float* code, const nf4::Nf4Tables& tables) {
+  for (int i = threadIdx.x; i < 256; i += blockDim.x) map[i] = tables.map[i];
+  if (threadIdx.x < 16) code[threadIdx.x] = tables.code[threadIdx.x];
+  __syncthreads();
+}
+
 // dst[o] = element first + o, for o < count.
 __global__ void __launch_bounds__(kNf4Threads)
     nf4_dequant_kernel(bf16* __restrict__ dst, nf4::Nf4Data t, nf4::Nf4Tables tables, std::int64_t first,
                        std::int64_t count) {
   __shared__ float map[256];
   __shared__ float code[16];
-  for (int i = threadIdx.x; i < 256; i += blockDim.x) map[i] = tables.map[i];
-  if (threadIdx.x < 16) code[threadIdx.x] = tables.code[threadIdx.x];
-  __syncthreads();
+  load_nf4_tables(map, code, tables);
   const std::int64_t chunks = (count + nf4::kChunk - 1) / nf4::kChunk;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   for (std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < chunks; c += stride) {

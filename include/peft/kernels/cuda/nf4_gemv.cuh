@@ -35,9 +35,7 @@ __global__ void __launch_bounds__(kNf4GemvThreads)
                     nf4::Nf4Tables tables, int rows, int cols, const bf16* __restrict__ bias) {
   __shared__ float map[256];
   __shared__ float code[16];
-  for (int i = threadIdx.x; i < 256; i += blockDim.x) map[i] = tables.map[i];
-  if (threadIdx.x < 16) code[threadIdx.x] = tables.code[threadIdx.x];
-  __syncthreads();
+  load_nf4_tables(map, code, tables);
   const int lane = threadIdx.x & 31;
   const int warps_per_block = blockDim.x / 32;
   const int warps = gridDim.x * warps_per_block;

@@ -134,27 +134,26 @@ class ProjectionWeights {
     const int in = static_cast<int>(shape_.in), out = static_cast<int>(shape_.out);
     // NF4 at 1-8 tokens (decode): the codes multiplied as they are read (nf4_gemv.cuh); it writes
     // y, so the adapter's term is added after it.
+    // Base first (y = x W^T + b, then the adapter adds onto it) without an adapter, for kSeparate, and
+    // for the GEMV; else the adapter's term first and the base GEMM accumulates (beta 1).
     const bool gemv = nf4_ && nf4_gemv_fits(*nf4_, tokens);
-    if (!adapter() || c.lora == LoraKernels::kSeparate || gemv) {
-      {
-        const ProfileScope base = c.part(StepPart::kBaseGemm);
-        if (gemv)
-          nf4_gemv(y, x, tokens, *nf4_, b_, c.stream);
-        else
-          matmul_forward(c.gemm, y, x, base_for_gemm(c), b_, tokens, out, in, c.stream);
-      }
-      if (!adapter()) return;
-      const ProfileScope lora = c.part(StepPart::kLora);
-      down_project(c, x, xa, drop_buf, tokens, seed);
-      // y += s * xa B^T  (B^T stored [rp, out]: a plain [T, rp] x [rp, out] product)
-      c.gemm.matmul(y, out, xa, rp_, false, bt16_, out, false, tokens, out, rp_, scaling_, 1.0f, nullptr, c.stream);
-      return;
+    const bool base_first = !adapter() || c.lora == LoraKernels::kSeparate || gemv;
+    if (base_first) {
+      const ProfileScope base = c.part(StepPart::kBaseGemm);
+      if (gemv)
+        nf4_gemv(y, x, tokens, *nf4_, b_, c.stream);
+      else
+        matmul_forward(c.gemm, y, x, base_for_gemm(c), b_, tokens, out, in, c.stream);
     }
+    if (!adapter()) return;
     {
       const ProfileScope lora = c.part(StepPart::kLora);
       down_project(c, x, xa, drop_buf, tokens, seed);
-      c.gemm.matmul(y, out, xa, rp_, false, bt16_, out, false, tokens, out, rp_, scaling_, 0.0f, nullptr, c.stream);
+      // y (+)= s * xa B^T  (B^T stored [rp, out]: a plain [T, rp] x [rp, out] product)
+      c.gemm.matmul(y, out, xa, rp_, false, bt16_, out, false, tokens, out, rp_, scaling_, base_first ? 1.0f : 0.0f,
+                    nullptr, c.stream);
     }
+    if (base_first) return;
     const ProfileScope base = c.part(StepPart::kBaseGemm);
     matmul_forward(c.gemm, y, x, base_for_gemm(c), b_, tokens, out, in, c.stream, 1.0f, 1.0f);  // y += x W^T + b
   }

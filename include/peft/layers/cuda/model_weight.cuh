@@ -69,7 +69,6 @@ class ModelWeight {
   float* grad() const { return dw_; }  // null when frozen: the kernels then skip the weight gradient
   long long numel() const { return static_cast<long long>(rows_) * cols_; }
   std::size_t host_bytes() const { return static_cast<std::size_t>(numel()) * sizeof(bf16); }
-  bool on_host() const { return host_.bytes() > 0; }
 
  private:
   std::string name_;

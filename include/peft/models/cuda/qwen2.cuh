@@ -359,7 +359,7 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     return "[memory] measured: arena high-water " + cuda::gb(arena_->high_water()) + " of " +
            cuda::gb(arena_->capacity()) + " planned; device memory in use " + cuda::gb(total - free) + " of " +
            cuda::gb(total) + " (cudaMemGetInfo)" +
-           (embed_.on_host() ? "; embedding: host (pinned) " + cuda::gb(embed_.host_bytes()) : std::string());
+           (embed_on_host_ ? "; embedding: host (pinned) " + cuda::gb(embed_.host_bytes()) : std::string());
   }
   cudaStream_t stream() const { return stream_; }
   // Instrumented steps (bench/train_bench --breakdown): while set, every step runs eagerly and
@@ -466,8 +466,6 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     return dropout_on_ ? d_seeds_ + l * cuda::kProjections : nullptr;
   }
 
-  // The kernels need 16-byte rows and packs; a shape that breaks them is named here, not deep
-  // inside a launch.
   // The whole layout, run once to count and once to allocate.
   void plan(cuda::MemoryPlan& m) {
     const auto T = static_cast<std::size_t>(opt_.max_tokens);
