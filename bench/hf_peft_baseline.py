@@ -10,10 +10,14 @@ import json, time, sys, os, torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 from peft import LoraConfig, get_peft_model
 
+# hidden, intermediate, layers, heads, kv heads (include/peft/models/presets.hpp's untied presets)
+UNTIED = {"7b": (3584, 18944, 28, 28, 4), "14b": (5120, 13824, 48, 40, 8), "32b": (5120, 27648, 64, 40, 8)}
+
 def make(cfg_name):
-    if cfg_name == "7b":
-        c = Qwen2Config(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                        num_attention_heads=28, num_key_value_heads=4, vocab_size=152064,
+    if cfg_name in UNTIED:
+        h, i, l, nh, kv = UNTIED[cfg_name]
+        c = Qwen2Config(hidden_size=h, intermediate_size=i, num_hidden_layers=l,
+                        num_attention_heads=nh, num_key_value_heads=kv, vocab_size=152064,
                         rope_theta=1e6, rms_norm_eps=1e-6, max_position_embeddings=32768,
                         tie_word_embeddings=False, torch_dtype="bfloat16")
     else:  # 0.5b
@@ -28,7 +32,7 @@ def make(cfg_name):
     torch.set_default_dtype(torch.float32)
     return m
 
-def run(model_name, seq, bsz, gc, steps=6, warm=2):
+def run(model_name, seq, bsz, gc, steps=6, warm=2, name=None):
     torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
     m = make(model_name)
     if gc:
@@ -46,11 +50,12 @@ def run(model_name, seq, bsz, gc, steps=6, warm=2):
         out.loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
     torch.cuda.synchronize(); dt = time.time() - t0
     tok = steps * bsz * seq
-    name = f"{model_name}_{seq}" + ("" if model_name != "7b" or seq == 64 else ("_recompute" if gc else "_keep"))
-    if bsz == 2 and seq == 4096: name = "7b_nemo" + ("_recompute" if gc else "_keep")
+    if name is None:
+        name = f"{model_name}_{seq}" + ("" if model_name != "7b" or seq == 64 else ("_recompute" if gc else "_keep"))
+        if bsz == 2 and seq == 4096: name = "7b_nemo" + ("_recompute" if gc else "_keep")
     r = dict(workload=name, model=model_name, seq=seq, bsz=bsz, grad_ckpt=gc, attn=m.config._attn_implementation,
              tok_per_s=round(tok / dt, 1), step_ms=round(dt / steps * 1000, 1),
-             peak_gb=round(torch.cuda.max_memory_allocated() / 2**30, 2))
+             peak_gb=round(torch.cuda.max_memory_allocated() / 2**30, 2), peak_bytes=torch.cuda.max_memory_allocated())
     print(json.dumps(r), flush=True)
     del m, opt, out; torch.cuda.empty_cache()
 
@@ -91,3 +96,12 @@ if __name__ == "__main__":
         if not wanted(name): continue
         try: run(*args)
         except Exception as e: print(json.dumps(dict(args=args, error=str(e)[:300])), flush=True)
+    # The "will it fit" grid's bf16 rows (train_bench's grid_*: gradient checkpointing, one sequence a
+    # step); only when asked by name or by "grid" (no bitsandbytes here, so no NF4 rows).
+    for model in ["0.5b", "7b", "14b", "32b"]:
+        for seq in [512, 2048]:
+            name = f"grid_{model}_bf16_{seq}"
+            if only is None or (name not in only and "grid" not in only): continue
+            big = model in ("14b", "32b")
+            try: run(model, seq, 1, True, steps=3 if big else 6, warm=1 if big else 2, name=name)
+            except Exception as e: print(json.dumps(dict(workload=name, error=str(e)[:300])), flush=True)

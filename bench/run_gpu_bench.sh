@@ -77,3 +77,8 @@ if "identity" in ours or "identity" in hf:
     print("identity run wall time: ours train {} s, init+train+save {} s; HF train {} s, init+train+save {} s".format(
         f(o.get("train_s"), "{:.2f}"), f(o.get("total_s"), "{:.2f}"), f(h.get("train_s"), "{:.1f}"), f(h.get("total_s"), "{:.1f}")))
 EOF
+# The "will it fit" grid (issue 15), when its rows ran: ours planned and measured beside HF's bf16.
+if grep -q '"workload": "grid_' "$out/ours.jsonl" 2>/dev/null; then
+  echo
+  python3 "$root/bench/memory_grid.py" "$out/ours.jsonl" "$out/hf.jsonl"
+fi

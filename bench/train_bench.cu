@@ -21,7 +21,8 @@
 //     workloads: 7b_2048_keep 7b_2048_recompute 7b_4096_recompute 7b_64 identity 0.5b_2048
 //                0.5b_2048_full 7b_nemo_keep 7b_nemo_recompute nf4_7b_2048_recompute
 //                nf4_14b_2048_recompute nf4_32b_2048_recompute 7b_2048_keep_embed_device
-//                7b_2048_keep_embed_host (default: all)
+//                7b_2048_keep_embed_host, and the "will it fit" grid: grid_<0.5b|7b|14b|32b>_<bf16|nf4>_<512|2048>
+//                (recompute, one sequence a micro-step; `grid` picks all 16) (default: all but the grid)
 //     --lora-kernels=K[,K...]  separate | reordered | fused (CudaModelOptions::lora_kernels; default
 //                              the model's): each fixed-length workload once per K, for an A/B
 //     --lora-rank=N            LoRA rank N (Lora<> at run time; default Lora<8>)
@@ -32,6 +33,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <cstdlib>
 #include <random>
 #include <sstream>
@@ -69,11 +71,12 @@ double flops_per_token(const ModelConfig& c, double mean_keys, bool weight_grads
   return (weight_grads ? 6.0 : 4.0) * linear + 3.5 * attn_fwd;
 }
 
-double device_used_gb() {
+std::size_t device_used_bytes() {
   std::size_t free = 0, total = 0;
   PEFT_CUDA_CHECK(cudaMemGetInfo(&free, &total));
-  return static_cast<double>(total - free) / (1u << 30);
+  return total - free;
 }
+double device_used_gb() { return static_cast<double>(device_used_bytes()) / (1u << 30); }
 
 LoraConfig bench_lora() {
   LoraConfig l;
@@ -151,7 +154,8 @@ template <class Device, class Layout = Lora<8>, class Precision = Bf16Mixed>
 void fixed_length_with(const std::string& name, const ModelConfig& cfg, int seq, int steps, int warmup, int samples,
                        CudaModelOptions opt) {
   using Model = Qwen2<Layout, Precision, Device>;
-  const std::string plan = peft::cuda::describe(Model::planned_memory(cfg, bench_lora(), opt));
+  const peft::cuda::PlannedMemory planned = Model::planned_memory(cfg, bench_lora(), opt);
+  const std::string plan = peft::cuda::describe(planned);
   Model model(cfg, bench_lora(), opt);
   model.fill_random_weights(1);
   model.init_adapters(0);
@@ -168,10 +172,12 @@ void fixed_length_with(const std::string& name, const ModelConfig& cfg, int seq,
   char extra[768];
   std::snprintf(extra, sizeof extra,
                 ", \"lora_kernels\": \"%s\", \"lora_rank\": %d, \"loss\": %.4f, \"steps\": %d, \"step_ms_min\": %.2f, "
-                "\"trainable\": %lld, \"embedding\": \"%s\", \"arena_peak_bytes\": %zu, \"plan\": \"%s\"",
+                "\"trainable\": %lld, \"embedding\": \"%s\", \"arena_peak_bytes\": %zu, \"planned_bytes\": %zu, "
+                "\"host_embedding_bytes\": %zu, \"device_used_bytes\": %zu, \"plan\": \"%s\"",
                 kernels_name(opt.lora_kernels), bench_lora().r, t.loss, steps, t.min_ms,
                 static_cast<long long>(model.trainable_parameters().numel()),
-                model.embedding_in_host_memory() ? "host" : "device", model.arena().high_water(), plan.c_str());
+                model.embedding_in_host_memory() ? "host" : "device", model.arena().high_water(), planned.total(),
+                planned.host_embedding, device_used_bytes(), plan.c_str());
   report(name, cfg, static_cast<double>(seq) * samples, t.median_ms, (seq + 1) / 2.0, model.arena().high_water(),
          device_used_gb(), extra, !Model::uses_lora());
   if (bench.breakdown) print_breakdown(name + " " + kernels_name(opt.lora_kernels), model, batch, 3);
@@ -245,6 +251,24 @@ void identity_run(const ModelConfig& cfg) {
          extra);
 }
 
+// Issue 15's "will it fit" table: every preset x base x length, recompute (the lightest plan), the
+// planned and measured peak side by side (bench/memory_grid.py prints it beside HF's bf16 rows).
+template <class Precision>
+void grid_row(const std::string& model, const ModelConfig& cfg, int seq, const std::function<bool(const char*)>& on) {
+  const bool nf4 = std::is_same_v<Precision, Nf4Base>;
+  const std::string name = "grid_" + model + (nf4 ? "_nf4_" : "_bf16_") + std::to_string(seq);
+  if (!on(name.c_str()) && !on("grid")) return;
+  // Fewer steps where a step is long (the 32B at 2048: ~1 s); the median of at least 3.
+  const double step_gflop = flops_per_token(cfg, seq / 2.0, false) * seq / 1e9;
+  const int steps = step_gflop > 2e5 ? 3 : step_gflop > 5e4 ? 5 : 10;
+  try {
+    fixed_length<CudaRecompute, Lora<8>, Precision>(name, cfg, seq, steps, 1);
+  } catch (const std::exception& e) {  // a row that does not fit is a row of the table, not the end of it
+    std::printf("{\"workload\": \"%s\", \"error\": \"%s\"}\n", name.c_str(), e.what());
+    std::fflush(stdout);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -310,6 +334,15 @@ int main(int argc, char** argv) {
       fixed_length<CudaRecompute, Lora<8>, Nf4Base>("nf4_14b_2048_recompute", b14, 2048, 6, 2);
     if (on("nf4_32b_2048_recompute"))
       fixed_length<CudaRecompute, Lora<8>, Nf4Base>("nf4_32b_2048_recompute", b32, 2048, 4, 1);
+    const std::function<bool(const char*)> grid_on = [&](const char* w) {
+      return !want.empty() && std::find(want.begin(), want.end(), w) != want.end();
+    };
+    const std::pair<const char*, ModelConfig> grid_models[] = {{"0.5b", b05}, {"7b", b7}, {"14b", b14}, {"32b", b32}};
+    for (const auto& [model, cfg] : grid_models)
+      for (const int seq : {512, 2048}) {
+        grid_row<Bf16Mixed>(model, cfg, seq, grid_on);
+        grid_row<Nf4Base>(model, cfg, seq, grid_on);
+      }
   } catch (const std::exception& e) {
     std::printf("{\"error\": \"%s\"}\n", e.what());
     return 1;
