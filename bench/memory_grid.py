@@ -5,14 +5,15 @@ arena peak is torch's max_memory_allocated counterpart, "device in use" adds the
     python3 bench/memory_grid.py OURS.jsonl [HF.jsonl]"""
 import json, sys
 
-def load(path):
+def load(path, prefix=""):
+    """A benchmark's JSON lines by workload (those whose name starts with prefix); {} when absent."""
     rows = {}
     try:
         for line in open(path):
             line = line.strip()
             if line.startswith("{"):
                 j = json.loads(line)
-                if str(j.get("workload", "")).startswith("grid_"): rows[j["workload"]] = j
+                if "workload" in j and str(j["workload"]).startswith(prefix): rows[j["workload"]] = j
     except FileNotFoundError:
         pass
     return rows
@@ -20,20 +21,24 @@ def load(path):
 def gb(v): return "-" if v is None else "{:.2f}".format(v / 1e9)
 def num(v): return "-" if v is None else "{:,.0f}".format(v)
 
-ours = load(sys.argv[1])
-hf = load(sys.argv[2]) if len(sys.argv) > 2 else {}
-print("| model | base | seq | planned arena GB | measured arena peak GB | device in use GB | host (pinned) GB "
-      "| tokens/s | HF bf16 peak GB | HF bf16 tokens/s | ours/HF tokens/s |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-for model in ["0.5b", "7b", "14b", "32b"]:
-    for base in ["bf16", "nf4"]:
-        for seq in [512, 2048]:
-            name = f"grid_{model}_{base}_{seq}"
-            o, h = ours.get(name, {}), hf.get(f"grid_{model}_bf16_{seq}", {})
-            if not o and not h: continue
-            err = o.get("error") or h.get("error")
-            ratio = "-" if not o.get("tok_per_s") or not h.get("tok_per_s") else "{:.2f}x".format(o["tok_per_s"] / h["tok_per_s"])
-            print(f"| Qwen2.5-{model.upper()} | {base.upper() if base == 'nf4' else base} | {seq} | {gb(o.get('planned_bytes'))} "
-                  f"| {gb(o.get('arena_peak_bytes'))} | {gb(o.get('device_used_bytes'))} | {gb(o.get('host_embedding_bytes'))} "
-                  f"| {num(o.get('tok_per_s'))} | {gb(h.get('peak_bytes'))} | {num(h.get('tok_per_s'))} | {ratio} |"
-                  + (f" error: {err}" if err else ""))
+def main():
+    ours = load(sys.argv[1], "grid_")
+    hf = load(sys.argv[2], "grid_") if len(sys.argv) > 2 else {}
+    print("| model | base | seq | planned arena GB | measured arena peak GB | device in use GB | host (pinned) GB "
+          "| tokens/s | HF bf16 peak GB | HF bf16 tokens/s | ours/HF tokens/s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for model in ["0.5b", "7b", "14b", "32b"]:
+        for base in ["bf16", "nf4"]:
+            for seq in [512, 2048]:
+                name = f"grid_{model}_{base}_{seq}"
+                o, h = ours.get(name, {}), hf.get(f"grid_{model}_bf16_{seq}", {})
+                if not o and not h: continue
+                err = o.get("error") or h.get("error")
+                ratio = "-" if not o.get("tok_per_s") or not h.get("tok_per_s") else "{:.2f}x".format(o["tok_per_s"] / h["tok_per_s"])
+                print(f"| Qwen2.5-{model.upper()} | {base.upper() if base == 'nf4' else base} | {seq} | {gb(o.get('planned_bytes'))} "
+                      f"| {gb(o.get('arena_peak_bytes'))} | {gb(o.get('device_used_bytes'))} | {gb(o.get('host_embedding_bytes'))} "
+                      f"| {num(o.get('tok_per_s'))} | {gb(h.get('peak_bytes'))} | {num(h.get('tok_per_s'))} | {ratio} |"
+                      + (f" error: {err}" if err else ""))
+
+if __name__ == "__main__":
+    main()

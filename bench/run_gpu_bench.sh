@@ -40,19 +40,9 @@ if ((hf == 1)); then
   cat "$out/hf.jsonl"
 fi
 
-python3 - "$out/ours.jsonl" "$out/hf.jsonl" <<'EOF'
-import json, sys
-def load(path):
-    rows = {}
-    try:
-        for line in open(path):
-            line = line.strip()
-            if line.startswith("{"):
-                j = json.loads(line)
-                if "workload" in j: rows[j["workload"]] = j
-    except FileNotFoundError:
-        pass
-    return rows
+PYTHONPATH="$root/bench" python3 - "$out/ours.jsonl" "$out/hf.jsonl" <<'EOF'
+import sys
+from memory_grid import load
 ours, hf = load(sys.argv[1]), load(sys.argv[2])
 targets = {"7b_2048_keep": "21000 tok/s, 24 GB", "7b_2048_recompute": "17500 tok/s, 17.5 GB",
            "identity": "train 3 s", "7b_64": "10 ms/step", "7b_nemo_keep": "18000 tok/s (NeMo: 14110 on an H100)",
