@@ -18,16 +18,10 @@ set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 bin="${1:?usage: decode_check.sh BIN_DIR}"
 out="${OUT:-$root/build-decode-check/out}"
-mkdir -p "$out"
 nvcc="${CUDACXX:-/usr/local/cuda/bin/nvcc}"
-export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-export PEFT_FIXTURES_DIR="$root/tests/fixtures"
-summary=()
-row() { summary+=("$(printf '%-44s %s' "$1" "$2")"); echo "${summary[-1]}"; }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/device.txt"
-
 # shellcheck source=tools/gpu/gpu_build.sh
 source "$root/tools/gpu/gpu_build.sh"
+check_setup
 build() {  # build <dir> <archs>
   local start=$SECONDS
   build_cuda_tests "$1" "$2" 8 cuda_test_decode

@@ -1,7 +1,23 @@
-# The two builds every GPU check script makes on the GPU machine, written once (sourced by
-# tools/gpu/*_check.sh; they set `root` and `nvcc`). The GPU machine has no utf8proc / PCRE2 (the
+# What every GPU check script shares, written once (sourced by tools/gpu/*_check.sh; they set
+# `root`, `out` and `nvcc`): the set-up and summary rows, and the two builds they make. The GPU machine has no utf8proc / PCRE2 (the
 # data loader's): PEFT_GPU_DEPS, when set, holds their headers (include/) and static libraries
 # (lib/), copied from a development machine.
+
+# check_setup: the output folder, the run-time library path and test fixtures, an empty summary,
+# and the device's name (also in $out/device.txt).
+check_setup() {
+  mkdir -p "$out"
+  export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+  export PEFT_FIXTURES_DIR="${PEFT_FIXTURES_DIR:-$root/tests/fixtures}"
+  summary=()
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/device.txt"
+}
+
+# row NAME VALUE: a summary row, printed now and kept for the table the script prints last.
+row() {
+  summary+=("$(printf '%-44s %s' "$1" "$2")")
+  echo "${summary[-1]}"
+}
 
 # build_cuda_tests DIR ARCHS JOBS [TARGET...]: tests/cuda configured for ARCHS (e.g. 90a,
 # "80-virtual", "80;86;89;90a") and built, all of it or the named targets.

@@ -17,14 +17,10 @@ out="${OUT:-$root/build-lora/out}"
 : "${PEFT_GPU_DEPS:?PEFT_GPU_DEPS must name the staged utf8proc/PCRE2 headers and static libraries}"
 nvcc="${CUDACXX:-/usr/local/cuda/bin/nvcc}"
 build="$root/build-lora"
-mkdir -p "$out" "$build/bench"
-export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-export PEFT_FIXTURES_DIR="$root/tests/fixtures"
+mkdir -p "$build/bench"
 # shellcheck source=tools/gpu/gpu_build.sh
 source "$root/tools/gpu/gpu_build.sh"
-summary=()
-row() { summary+=("$(printf '%-40s %s' "$1" "$2")"); echo "${summary[-1]}"; }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/device.txt"
+check_setup
 
 failures=0
 run_test() {  # run_test BUILD_DIR NAME TIME_LIMIT

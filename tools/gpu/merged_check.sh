@@ -15,14 +15,10 @@ out="${OUT:-$root/build-check/out}"
 deps="${PEFT_GPU_DEPS:?PEFT_GPU_DEPS must name the staged utf8proc/PCRE2 headers and static libraries}"
 nvcc="${CUDACXX:-/usr/local/cuda/bin/nvcc}"
 build="$root/build-check"
-mkdir -p "$out" "$build/bench/bin"
-export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-export PEFT_FIXTURES_DIR="$root/tests/fixtures"
+mkdir -p "$build/bench/bin"
 # shellcheck source=tools/gpu/gpu_build.sh
 source "$root/tools/gpu/gpu_build.sh"
-summary=()
-row() { summary+=("$(printf '%-44s %s' "$1" "$2")"); echo "${summary[-1]}"; }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/summary.txt"
+check_setup
 echo "commit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 
 # 1. builds

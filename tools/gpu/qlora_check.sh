@@ -16,15 +16,10 @@ deps="${PEFT_GPU_DEPS:?PEFT_GPU_DEPS must name the staged utf8proc/PCRE2 headers
 bin="${1:-}"
 nvcc="${CUDACXX:-/usr/local/cuda/bin/nvcc}"
 build="$root/build-check"
-mkdir -p "$out" "$build/bench/bin"
-export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-export PEFT_FIXTURES_DIR="$root/tests/fixtures"
-summary=()
-row() { summary+=("$(printf '%-44s %s' "$1" "$2")"); echo "${summary[-1]}"; }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/summary.txt"
-
+mkdir -p "$build/bench/bin"
 # shellcheck source=tools/gpu/gpu_build.sh
 source "$root/tools/gpu/gpu_build.sh"
+check_setup
 
 # 1. builds
 start=$SECONDS
