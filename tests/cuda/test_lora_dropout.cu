@@ -70,6 +70,50 @@ void check_shape(TestContext& t, cuda::DeviceArena& arena, int T, int in, int rp
   t.close(label + ": dx += (dxa A) mask/(1-p)", download_bf16(dx, n), dx_ref, 1e-2);
 }
 
+// The mask's statistics, since it comes from a hash and not a generator: at p = 1/2 over 2^20
+// elements, the drop rate, neighbours (next element, next row of a 1024-wide input) dropped
+// together a quarter of the time, and the masks of related seeds (s+1, the high word's lowest bit,
+// s+2^32+1) agreeing half of the time, each within 5 standard deviations (~1e-3 here). A hash
+// that let the index's or the seed's low or high bits through would miss these by far more.
+void mask_statistics(TestContext& t, cuda::DeviceArena& arena) {
+  const std::size_t n = std::size_t{1} << 20, width = 1024;
+  const float p = 0.5f;
+  auto* ones = upload_bf16(arena, Floats(n, 1.0f));
+  auto* d_mask = alloc_poisoned<bf16>(arena, n);
+  auto* seed = upload(arena, std::vector<std::uint64_t>{0});
+  auto mask_of = [&](std::uint64_t s) {
+    PEFT_CUDA_CHECK(cudaMemcpy(seed, &s, sizeof s, cudaMemcpyHostToDevice));
+    cuda::dropout_forward(d_mask, ones, static_cast<long long>(n), seed, p, 0);
+    const Floats m = download_bf16(d_mask, n);
+    std::vector<bool> dropped(n);
+    for (std::size_t i = 0; i < n; ++i) dropped[i] = m[i] == 0.0f;
+    return dropped;
+  };
+  const std::uint64_t base = 0x5eed5eed12345678ull;
+  const std::vector<bool> m = mask_of(base);
+  auto near = [&](const std::string& what, std::size_t hits, std::size_t trials, double expect) {
+    const double f = static_cast<double>(hits) / static_cast<double>(trials);
+    const double sd = std::sqrt(expect * (1.0 - expect) / static_cast<double>(trials));
+    t.expect(std::abs(f - expect) < 5.0 * sd, "mask statistics: " + what + " " + std::to_string(f) + " (expected " +
+                                                   std::to_string(expect) + ")");
+  };
+  std::size_t d = 0, next = 0, below = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    d += m[i];
+    if (i + 1 < n) next += m[i] && m[i + 1];
+    if (i + width < n) below += m[i] && m[i + width];
+  }
+  near("drop rate", d, n, 0.5);
+  near("element and the next both dropped", next, n - 1, 0.25);
+  near("element and the one a row below both dropped", below, n - width, 0.25);
+  for (const std::uint64_t other : {base + 1, base ^ (std::uint64_t{1} << 32), base + (std::uint64_t{1} << 32) + 1}) {
+    const std::vector<bool> o = mask_of(other);
+    std::size_t same = 0;
+    for (std::size_t i = 0; i < n; ++i) same += m[i] == o[i];
+    near("agreement with a related seed", same, n, 0.5);
+  }
+}
+
 // One 7B projection's dropout passes at seq 2048: fused against dropout_forward + cuBLASLt
 // (+ dropout_backward_add), the path they replace.
 void time_shape(cuda::DeviceArena& arena, cuda::Gemm& gemm, const char* name, int T, int in, int rp) {
@@ -111,6 +155,7 @@ int test_main(int argc, char** argv) {
     check_shape(t, arena, t.small ? 9 : 70, t.small ? 264 : 520, 64, 0.1f, 77);
     // A zero seed and a one-token batch: nothing special-cased.
     check_shape(t, arena, 1, 64, 16, 0.3f, 0);
+    mask_statistics(t, arena);
     bool threw = false;
     try {
       cuda::lora_down_dropout(nullptr, nullptr, nullptr, 72, 4, 64, nullptr, 0.1f, 0);
