@@ -110,6 +110,19 @@ PEFT_HOST_DEVICE inline float decode_absmax(const Nf4Data& t, const float* map, 
   return add_rn(mul_rn(map[t.absmax_code[block]], t.absmax_scale[block / kAbsmaxBlock]), t.offset);
 }
 
+// The 8 weights of one 32-bit word of packed codes (4 bytes, byte k in bits 8k..8k+7) whose block
+// has this absmax, as bf16 bits: decode_chunk's fast path, and the fused GEMM's (nf4_gemm.cuh)
+// decoding of its weight tiles.
+PEFT_HOST_DEVICE inline void decode_word(std::uint32_t word, float absmax, const float* code, std::uint16_t* out) {
+  using namespace decode_detail;
+  PEFT_NF4_UNROLL
+  for (int k = 0; k < kChunk / 2; ++k) {
+    const std::uint32_t byte = (word >> (8 * k)) & 0xffu;  // elements 2k (high nibble), 2k + 1 (low)
+    out[2 * k] = bf16_bits(mul_rn(code[byte >> 4], absmax));
+    out[2 * k + 1] = bf16_bits(mul_rn(code[byte & 0x0fu], absmax));
+  }
+}
+
 // Dequantises elements [first, min(first + kChunk, end)) of the flattened tensor into out[0, n)
 // as bf16 bits and returns n (first < end). A whole chunk starting at a multiple of 8 (every chunk
 // of a whole tensor or of a row range whose start is a multiple of 8, but the tail) takes the
@@ -119,14 +132,7 @@ PEFT_HOST_DEVICE inline int decode_chunk(const Nf4Data& t, const float* map, con
                                          std::int64_t end, std::uint16_t* out) {
   using namespace decode_detail;
   if (first % kChunk == 0 && end - first >= kChunk) {
-    const std::uint32_t word = load_u32(t.packed + first / 2);
-    const float absmax = decode_absmax(t, map, first / kBlock);
-    PEFT_NF4_UNROLL
-    for (int k = 0; k < kChunk / 2; ++k) {
-      const std::uint32_t byte = (word >> (8 * k)) & 0xffu;  // elements 2k (high nibble), 2k + 1 (low)
-      out[2 * k] = bf16_bits(mul_rn(code[byte >> 4], absmax));
-      out[2 * k + 1] = bf16_bits(mul_rn(code[byte & 0x0fu], absmax));
-    }
+    decode_word(load_u32(t.packed + first / 2), decode_absmax(t, map, first / kBlock), code, out);
     return kChunk;
   }
   const int n = end - first < kChunk ? static_cast<int>(end - first) : kChunk;

@@ -76,11 +76,10 @@ struct Nf4FrozenBase {
     w.offset = 1.0f / (0.55f * std::sqrt(static_cast<float>(shape.in)));
     if (shape.bias) fill_normal(b, shape.out, seed ^ 0x5bd1e995ull, 0.02f, stream);
   }
-  // dx (= or +=) dy W, W dequantised into c.weight_scratch first.
+  // dx (= or +=) dy W: fused at few tokens, else W dequantised into c.weight_scratch first.
   void backward_input(GemmContext c, const bf16* dy, bf16* dx, bool accumulate, int tokens) const {
     const ProfileScope base = c.part(StepPart::kBaseGemm);
-    matmul_backward_input(c.gemm, dx, dy, weights().base_for_gemm(c), tokens, static_cast<int>(shape.out),
-                          static_cast<int>(shape.in), c.stream, 1.0f, accumulate ? 1.0f : 0.0f);
+    weights().nf4_backward_input(c, dy, dx, accumulate ? 1.0f : 0.0f, tokens);
   }
   ProjectionWeights weights() const { return {shape, &w, b}; }
 };
