@@ -104,10 +104,16 @@ PEFT_HOST_DEVICE inline std::uint32_t load_u32(const std::uint8_t* p) {
 
 }  // namespace decode_detail
 
+// absmax = map[code] * scale + offset, from the block's mapped code and its group's scale (for a
+// caller that loaded them itself, ahead of their use: nf4_gemm.cuh).
+PEFT_HOST_DEVICE inline float absmax_value(float mapped, float scale, float offset) {
+  using namespace decode_detail;
+  return add_rn(mul_rn(mapped, scale), offset);
+}
+
 // The double-dequantised absmax of 64-element block `block`.
 PEFT_HOST_DEVICE inline float decode_absmax(const Nf4Data& t, const float* map, std::int64_t block) {
-  using namespace decode_detail;
-  return add_rn(mul_rn(map[t.absmax_code[block]], t.absmax_scale[block / kAbsmaxBlock]), t.offset);
+  return absmax_value(map[t.absmax_code[block]], t.absmax_scale[block / kAbsmaxBlock], t.offset);
 }
 
 // The 8 weights of one 32-bit word of packed codes (4 bytes, byte k in bits 8k..8k+7) whose block

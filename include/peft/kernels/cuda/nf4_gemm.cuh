@@ -50,9 +50,10 @@ namespace detail {
 inline constexpr int kNf4GemmThreads = 128;
 inline constexpr int kNf4GemmMaxSplits = 8;
 // How many CTAs an SM is given before the reduction stops being split further (each holds at
-// most 49 KB of shared memory, so four fit an SM). Measured on the H200 (7B shapes,
-// 9-64 tokens): 2 is up to 20% slower than 4, 8 and 16 within a few percent of it.
-inline constexpr int kNf4GemmCtasPerSm = 4;
+// most 49 KB of shared memory, so four to eight are resident). Measured on the H200 (7B shapes,
+// 9-64 tokens, test_nf4_gemm's timing lines): gate_proj's forward at 9 tokens takes 71.8 us at 2,
+// 62.0 at 4, 56.7 at 8, 57.5 at 16; the other shapes are within a few percent from 4 on.
+inline constexpr int kNf4GemmCtasPerSm = 8;
 static_assert(nf4::kBlock == kNf4GemmTile, "a weight tile's row is one NF4 block");
 
 template <int BM>
@@ -60,31 +61,38 @@ constexpr std::size_t nf4_gemm_smem() {
   return sizeof(nf4::Nf4Tables) + 2 * static_cast<std::size_t>(BM + kNf4GemmTile) * kNf4GemmTile * sizeof(bf16);
 }
 
-// One thread's share of a weight tile: 16 bytes of codes (32 weights) and their block's absmax.
+// One thread's share of a weight tile as loaded: 16 bytes of codes (32 weights), their block's
+// absmax code and its group's scale. Nothing here is used until the tile is decoded, after the
+// tensor cores' work on the previous tile, so the loads' latency hides behind it (a warp issues in
+// order: a use right after the load would stall it there).
 struct Nf4TileCodes {
   uint4 words;
-  float absmax;
+  std::uint32_t absmax_code;
+  float scale;
 };
 
 // The codes of W's tile at (row0, col0): thread i takes row i / 2, half i % 2.
-__device__ inline Nf4TileCodes load_tile_codes(const nf4::Nf4Data& w, const float* map, int cols, int row0,
-                                               int col0) {
+__device__ inline Nf4TileCodes load_tile_codes(const nf4::Nf4Data& w, int cols, int row0, int col0) {
   const int r = threadIdx.x >> 1, half = threadIdx.x & 1;
   const std::int64_t block = (static_cast<std::int64_t>(row0 + r) * cols + col0) / nf4::kBlock;
   Nf4TileCodes c;
   c.words = __ldg(reinterpret_cast<const uint4*>(w.packed + block * (nf4::kBlock / 2)) + half);
-  c.absmax = nf4::decode_absmax(w, map, block);
+  c.absmax_code = __ldg(w.absmax_code + block);
+  c.scale = __ldg(w.absmax_scale + block / nf4::kAbsmaxBlock);
   return c;
 }
 
-// The thread's 32 weights, decoded, into the swizzled [64, 64] tile.
-__device__ inline void store_tile_weights(bf16* tile, const Nf4TileCodes& c, const float* code) {
+// The thread's 32 weights, decoded (quant/nf4_decode.hpp's arithmetic), into the swizzled
+// [64, 64] tile.
+__device__ inline void store_tile_weights(bf16* tile, const Nf4TileCodes& c, const float* map, const float* code,
+                                          float offset) {
   const int r = threadIdx.x >> 1, half = threadIdx.x & 1;
+  const float absmax = nf4::absmax_value(map[c.absmax_code], c.scale, offset);
   const std::uint32_t words[4] = {c.words.x, c.words.y, c.words.z, c.words.w};
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
     std::uint16_t bits[nf4::kChunk];
-    nf4::decode_word(words[j], c.absmax, code, bits);
+    nf4::decode_word(words[j], absmax, code, bits);
     Bf16x8 pack;
 #pragma unroll
     for (int e = 0; e < nf4::kChunk; ++e) pack[e] = __ushort_as_bfloat16(bits[e]);
@@ -118,12 +126,12 @@ __global__ void __launch_bounds__(kNf4GemmThreads)
   auto fetch = [&](int kt, int stage) {
     load_tile_async<BM, T64, kNf4GemmThreads>(as + stage * BM * T64, a, m0, tokens - m0, n_red, kt * T64);
     cp_async_commit();
-    return kInputGrad ? load_tile_codes(w, map, cols, kt * T64, n0) : load_tile_codes(w, map, cols, n0, kt * T64);
+    return kInputGrad ? load_tile_codes(w, cols, kt * T64, n0) : load_tile_codes(w, cols, n0, kt * T64);
   };
 
   float acc[MT][4][4] = {};
   if (kt0 < kt1) {
-    store_tile_weights(ws, fetch(kt0, 0), code);
+    store_tile_weights(ws, fetch(kt0, 0), map, code, w.offset);
     cp_async_wait<0>();
     __syncthreads();
   }
@@ -153,7 +161,7 @@ __global__ void __launch_bounds__(kNf4GemmThreads)
         }
       }
     }
-    if (more) store_tile_weights(ws + (stage ^ 1) * T64 * T64, next, code);
+    if (more) store_tile_weights(ws + (stage ^ 1) * T64 * T64, next, map, code, w.offset);
     cp_async_wait<0>();
     __syncthreads();
   }

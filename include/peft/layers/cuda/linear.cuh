@@ -75,7 +75,8 @@ inline void upload_f32(float* dst, const Matrix& m, cudaStream_t stream) {
   PEFT_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
-// weight_scratch: where a quantised base (NF4) is dequantised to bf16 right before its GEMM, one
+// weight_scratch: where a quantised base (NF4) is dequantised to bf16 right before its GEMM (or, at
+// few tokens, where the fused NF4 GEMM puts its split reduction's partial sums), one
 // projection at a time (the model plans one, the size of its largest projection; null when the
 // base is bf16). Every use is on `stream`, so one projection's GEMM has read it before the next
 // write overwrites it: the next dequantisation, or the dropout buffer that shares its memory
@@ -101,12 +102,12 @@ struct GemmContext {
 //                                  its split reduction's fp32 workspace
 //   above                          dequantise into the weight scratch, then cuBLASLt
 // The bound is where the fused GEMM stops beating dequantise + cuBLASLt summed over a layer's seven
-// 7B projections (tests/cuda/test_nf4_gemm.cu's timing lines, H200, eager launches, us, fused vs
-// dequantise + cuBLASLt, forward): at T = 64 q/o 30.4 vs 25.4, k/v 18.9 vs 23.4, gate/up 90.1 vs
-// 97.6, down 98.0 vs 104.4 (input gradients alike), a layer ~20 us faster; at T = 100 q/o 38.1 vs
-// 26.8, gate/up 121.5 vs 99.5, down 136.2 vs 106.3, slower. Past a 128-token tile the tensor-core
-// work (mma.sync, ~35% of the H200's bf16 peak here, the weight decode on the same SM) is what
-// costs, and cuBLASLt does it faster than the dequantisation pass costs.
+// 7B projections (tests/cuda/test_nf4_gemm.cu's timing lines: H200, GPU time in a CUDA graph, us,
+// fused vs dequantise + cuBLASLt, forward; input gradients alike): at T = 64 q/o 21.8 vs 18.6,
+// k/v 11.2 vs 11.1, gate/up 78.8 vs 91.3, down 83.9 vs 97.0, a layer ~31 us faster; at T = 100 q/o
+// 30.2 vs 19.4, k/v 12.8 vs 11.1, gate/up 109.7 vs 92.9, down 118.4 vs 98.4, ~79 us slower. Past
+// a few dozen tokens the tensor-core work (mma.sync with the weight decode on the same SM, far
+// below the H200's bf16 peak) is what costs, and cuBLASLt does it faster than the pass costs.
 inline constexpr int kNf4FusedMaxTokens = 64;
 
 // What a projection's forward reads: the base W [out, in] (+ b) in bf16, or in NF4 (see
