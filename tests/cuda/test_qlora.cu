@@ -1,5 +1,6 @@
 // QLoRA on the GPU: Qwen2<Lora<>, Nf4Base, Cuda> (the frozen projections in NF4, dequantised one
-// at a time into one bf16 scratch before each GEMM). test_layouts.cu holds it to the CPU's
+// at a time into one bf16 scratch before each GEMM, or at up to 64 tokens (the fixture's steps,
+// the prefill here) decoded inside the fused NF4 GEMM where the shape is whole 64-wide tiles). test_layouts.cu holds it to the CPU's
 // Nf4Base step for step on random weights; here:
 //   (1) the plan: the arena counts each projection at its NF4 size (packed codes, absmax codes,
 //       scales, each block rounded to the arena's 256 bytes) instead of bf16, plus ONE scratch the
@@ -7,7 +8,7 @@
 //   (2) the HF fixture: tiny_public's model quantised on load, trained by the ordinary Trainer,
 //       against qlora_tiny's golden run (HF PEFT training LoRA in fp32 on the NF4 round trip of
 //       the same model): bf16 tolerances, as test_model's fixture checks (Cuda and CudaRecompute);
-//   (3) generation: the KV-cache path (prefill on cuBLASLt, each projection dequantised, then
+//   (3) generation: the KV-cache path (a 16-token prefill through the fused NF4 GEMM, then
 //       one-token steps through the fused NF4 GEMV) gives the training forward's logits, with the embedding on the device and in
 //       host memory;
 //   (4) the host embedding (CudaModelOptions::embedding): the plan no longer counts it (and says

@@ -104,10 +104,29 @@ PEFT_HOST_DEVICE inline std::uint32_t load_u32(const std::uint8_t* p) {
 
 }  // namespace decode_detail
 
+// absmax = map[code] * scale + offset, from the block's mapped code and its group's scale (for a
+// caller that loaded them itself, ahead of their use: nf4_gemm.cuh).
+PEFT_HOST_DEVICE inline float absmax_value(float mapped, float scale, float offset) {
+  using namespace decode_detail;
+  return add_rn(mul_rn(mapped, scale), offset);
+}
+
 // The double-dequantised absmax of 64-element block `block`.
 PEFT_HOST_DEVICE inline float decode_absmax(const Nf4Data& t, const float* map, std::int64_t block) {
+  return absmax_value(map[t.absmax_code[block]], t.absmax_scale[block / kAbsmaxBlock], t.offset);
+}
+
+// The 8 weights of one 32-bit word of packed codes (4 bytes, byte k in bits 8k..8k+7) whose block
+// has this absmax, as bf16 bits: decode_chunk's fast path, and the fused GEMM's (nf4_gemm.cuh)
+// decoding of its weight tiles.
+PEFT_HOST_DEVICE inline void decode_word(std::uint32_t word, float absmax, const float* code, std::uint16_t* out) {
   using namespace decode_detail;
-  return add_rn(mul_rn(map[t.absmax_code[block]], t.absmax_scale[block / kAbsmaxBlock]), t.offset);
+  PEFT_NF4_UNROLL
+  for (int k = 0; k < kChunk / 2; ++k) {
+    const std::uint32_t byte = (word >> (8 * k)) & 0xffu;  // elements 2k (high nibble), 2k + 1 (low)
+    out[2 * k] = bf16_bits(mul_rn(code[byte >> 4], absmax));
+    out[2 * k + 1] = bf16_bits(mul_rn(code[byte & 0x0fu], absmax));
+  }
 }
 
 // Dequantises elements [first, min(first + kChunk, end)) of the flattened tensor into out[0, n)
@@ -119,14 +138,7 @@ PEFT_HOST_DEVICE inline int decode_chunk(const Nf4Data& t, const float* map, con
                                          std::int64_t end, std::uint16_t* out) {
   using namespace decode_detail;
   if (first % kChunk == 0 && end - first >= kChunk) {
-    const std::uint32_t word = load_u32(t.packed + first / 2);
-    const float absmax = decode_absmax(t, map, first / kBlock);
-    PEFT_NF4_UNROLL
-    for (int k = 0; k < kChunk / 2; ++k) {
-      const std::uint32_t byte = (word >> (8 * k)) & 0xffu;  // elements 2k (high nibble), 2k + 1 (low)
-      out[2 * k] = bf16_bits(mul_rn(code[byte >> 4], absmax));
-      out[2 * k + 1] = bf16_bits(mul_rn(code[byte & 0x0fu], absmax));
-    }
+    decode_word(load_u32(t.packed + first / 2), decode_absmax(t, map, first / kBlock), code, out);
     return kChunk;
   }
   const int n = end - first < kChunk ? static_cast<int>(end - first) : kChunk;

@@ -10,7 +10,8 @@
 // at M = 2048 (one 2048-token sequence) 278 GFLOP, 348 us at ~800 TFLOP/s bf16, so the
 // dequantisation adds ~10% to that matmul, ~5% at M = 4096; it breaks even only near M = 210
 // tokens (2.516 B x 800 TFLOP/s / (2 FLOP x 4.8 TB/s)), far below a training batch. A fused
-// kernel would win back that 5-10% but would have to match cuBLASLt's GEMM to be worth it.
+// kernel would win back that 5-10% but would have to match cuBLASLt's GEMM to be worth it; the
+// one there is (nf4_gemm.cuh) does not, and is used only up to 64 tokens, where it wins.
 // The cost in memory is one scratch, not a bf16 copy of the model: the model (not part of this
 // header; docs/qlora.md) is to dequantise one projection at a time into a buffer reused across
 // layers, so the peak extra memory is the largest projection in bf16, 136 MB at 7B.

@@ -35,6 +35,7 @@
 #include "peft/kernels/cuda/gemm.cuh"
 #include "peft/kernels/cuda/lora_dropout.cuh"
 #include "peft/kernels/cuda/memory_plan.cuh"
+#include "peft/kernels/cuda/nf4_gemm.cuh"
 #include "peft/kernels/cuda/nf4_gemv.cuh"
 #include "peft/kernels/cuda/nf4_tensor.cuh"
 #include "peft/kernels/cuda/step_profile.cuh"
@@ -74,7 +75,8 @@ inline void upload_f32(float* dst, const Matrix& m, cudaStream_t stream) {
   PEFT_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
-// weight_scratch: where a quantised base (NF4) is dequantised to bf16 right before its GEMM, one
+// weight_scratch: where a quantised base (NF4) is dequantised to bf16 right before its GEMM (or, at
+// few tokens, where the fused NF4 GEMM puts its split reduction's partial sums), one
 // projection at a time (the model plans one, the size of its largest projection; null when the
 // base is bf16). Every use is on `stream`, so one projection's GEMM has read it before the next
 // write overwrites it: the next dequantisation, or the dropout buffer that shares its memory
@@ -93,9 +95,23 @@ struct GemmContext {
   ProfileScope part(StepPart p) const { return {profile, p, stream}; }
 };
 
-// What a projection's forward reads: the base W [out, in] (+ b) in bf16, or in NF4 (dequantised
-// into the context's weight_scratch first; at 1-8 tokens, decode, multiplied as its codes are read
-// by nf4_gemv instead), and, when it carries a LoRA adapter, A [rp, in] and
+// Where an NF4 base's products run, by token count T (H200, 7B shapes; docs/qlora.md):
+//   T <= 8 (decode, forward only)  nf4_gemv: the codes multiplied as they are read
+//   T <= kNf4FusedMaxTokens        nf4_gemm: the codes decoded tile by tile inside a tensor-core
+//                                  GEMM (forward and input gradient), the weight scratch only as
+//                                  its split reduction's fp32 workspace
+//   above                          dequantise into the weight scratch, then cuBLASLt
+// The bound is where the fused GEMM stops beating dequantise + cuBLASLt summed over a layer's seven
+// 7B projections (tests/cuda/test_nf4_gemm.cu's timing lines: H200, GPU time in a CUDA graph, us,
+// fused vs dequantise + cuBLASLt, forward; input gradients alike): at T = 64 q/o 21.8 vs 18.6,
+// k/v 11.2 vs 11.1, gate/up 78.8 vs 91.3, down 83.9 vs 97.0, a layer ~31 us faster; at T = 100 q/o
+// 30.2 vs 19.4, k/v 12.8 vs 11.1, gate/up 109.7 vs 92.9, down 118.4 vs 98.4, ~79 us slower. Past
+// a few dozen tokens the tensor-core work (mma.sync with the weight decode on the same SM, far
+// below the H200's bf16 peak) is what costs, and cuBLASLt does it faster than the pass costs.
+inline constexpr int kNf4FusedMaxTokens = 64;
+
+// What a projection's forward reads: the base W [out, in] (+ b) in bf16, or in NF4 (see
+// kNf4FusedMaxTokens for which kernel multiplies it), and, when it carries a LoRA adapter, A [rp, in] and
 // B^T [rp, out] in bf16 (rp = 0: none). Pointers into the model's arena.
 class ProjectionWeights {
  public:
@@ -125,13 +141,29 @@ class ProjectionWeights {
     dequantize_bf16(c.weight_scratch, *nf4_, c.stream);
     return c.weight_scratch;
   }
+  // Whether an NF4 base's GEMMs at this token count run fused (nf4_gemm.cuh) instead.
+  bool fused_nf4(int tokens) const { return nf4_ && tokens <= kNf4FusedMaxTokens && nf4_gemm_fits(*nf4_); }
+  // The fused GEMM's split-reduction workspace: the weight scratch, which holds this projection in
+  // bf16 (out x in x 2 bytes) on the dequantising path, so it has at least that room.
+  float* fused_workspace(GemmContext c) const { return reinterpret_cast<float*>(c.weight_scratch); }
+  std::size_t fused_workspace_bytes(GemmContext c) const {
+    return c.weight_scratch ? static_cast<std::size_t>(shape_.out) * static_cast<std::size_t>(shape_.in) * 2 : 0;
+  }
+  // dx (= or +=) dy W for an NF4 base (Nf4FrozenBase::backward_input).
+  void nf4_backward_input(GemmContext c, const bf16* dy, bf16* dx, float beta, int tokens) const {
+    if (fused_nf4(tokens))
+      nf4_gemm_input_grad(dx, dy, tokens, *nf4_, beta, fused_workspace(c), fused_workspace_bytes(c), c.stream);
+    else
+      matmul_backward_input(c.gemm, dx, dy, base_for_gemm(c), tokens, static_cast<int>(shape_.out),
+                            static_cast<int>(shape_.in), c.stream, 1.0f, beta);
+  }
 
   // y [T, out] = x W^T + b (+ s * (drop(x) A^T) B^T). xa [T, rp] is kept for the backward;
   // drop_buf [T, in] is scratch when dropout is on and not fused (seed: a device scalar; null = no
   // dropout).
   void forward(GemmContext c, const bf16* x, bf16* y, bf16* xa, bf16* drop_buf, int tokens,
                const std::uint64_t* seed) const {
-    const int in = static_cast<int>(shape_.in), out = static_cast<int>(shape_.out);
+    const int out = static_cast<int>(shape_.out);
     // NF4 at 1-8 tokens (decode): the codes multiplied as they are read (nf4_gemv.cuh); it writes
     // y, so the adapter's term is added after it.
     // Base first (y = x W^T + b, then the adapter adds onto it) without an adapter, for kSeparate, and
@@ -143,7 +175,7 @@ class ProjectionWeights {
       if (gemv)
         nf4_gemv(y, x, tokens, *nf4_, b_, c.stream);
       else
-        matmul_forward(c.gemm, y, x, base_for_gemm(c), b_, tokens, out, in, c.stream);
+        base_product(c, x, y, tokens, 0.0f);
     }
     if (!adapter()) return;
     {
@@ -155,7 +187,7 @@ class ProjectionWeights {
     }
     if (base_first) return;
     const ProfileScope base = c.part(StepPart::kBaseGemm);
-    matmul_forward(c.gemm, y, x, base_for_gemm(c), b_, tokens, out, in, c.stream, 1.0f, 1.0f);  // y += x W^T + b
+    base_product(c, x, y, tokens, 1.0f);  // y += x W^T + b
   }
 
   // Whether a step with this seed drops the adapter's input, and whether in the fused kernels.
@@ -180,6 +212,15 @@ class ProjectionWeights {
   float scaling() const { return scaling_; }
 
  private:
+  // y = x W^T + b + beta y: fused (NF4 at kNf4FusedMaxTokens or fewer) or through cuBLASLt.
+  void base_product(GemmContext c, const bf16* x, bf16* y, int tokens, float beta) const {
+    const int in = static_cast<int>(shape_.in), out = static_cast<int>(shape_.out);
+    if (fused_nf4(tokens))
+      nf4_gemm_forward(y, x, tokens, *nf4_, b_, beta, fused_workspace(c), fused_workspace_bytes(c), c.stream);
+    else
+      matmul_forward(c.gemm, y, x, base_for_gemm(c), b_, tokens, out, in, c.stream, 1.0f, beta);
+  }
+
   // xa [T, rp] = drop(x) A^T.
   void down_project(GemmContext c, const bf16* x, bf16* xa, bf16* drop_buf, int tokens, const std::uint64_t* seed) const {
     const int in = static_cast<int>(shape_.in);

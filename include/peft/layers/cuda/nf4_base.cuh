@@ -6,8 +6,8 @@
 //
 // Why a bf16 copy is never kept: the forward GEMM and the input-gradient GEMM each dequantise W
 // into the model's one weight scratch right before they run (ProjectionWeights::base_for_gemm,
-// as bitsandbytes' MatMul4Bit does), so the model's extra memory is its largest projection in
-// bf16. Loading quantises one tensor at a time on the host with the CPU backend's quantiser, from
+// as bitsandbytes' MatMul4Bit does; up to 64 tokens they decode it inside a fused GEMM instead,
+// kNf4FusedMaxTokens), so the model's extra memory is its largest projection in bf16. Loading quantises one tensor at a time on the host with the CPU backend's quantiser, from
 // the checkpoint's value rounded to bf16 (what torch_dtype=bfloat16 loading gives bitsandbytes),
 // so the GPU's NF4 bits are the CPU oracle's bits.
 #pragma once
@@ -76,11 +76,10 @@ struct Nf4FrozenBase {
     w.offset = 1.0f / (0.55f * std::sqrt(static_cast<float>(shape.in)));
     if (shape.bias) fill_normal(b, shape.out, seed ^ 0x5bd1e995ull, 0.02f, stream);
   }
-  // dx (= or +=) dy W, W dequantised into c.weight_scratch first.
+  // dx (= or +=) dy W: fused at few tokens, else W dequantised into c.weight_scratch first.
   void backward_input(GemmContext c, const bf16* dy, bf16* dx, bool accumulate, int tokens) const {
     const ProfileScope base = c.part(StepPart::kBaseGemm);
-    matmul_backward_input(c.gemm, dx, dy, weights().base_for_gemm(c), tokens, static_cast<int>(shape.out),
-                          static_cast<int>(shape.in), c.stream, 1.0f, accumulate ? 1.0f : 0.0f);
+    weights().nf4_backward_input(c, dy, dx, accumulate ? 1.0f : 0.0f, tokens);
   }
   ProjectionWeights weights() const { return {shape, &w, b}; }
 };
