@@ -546,6 +546,15 @@ int main(int argc, char** argv) {
     check_fused_wide(t, 9000, true);    // 3 batches, the last partial; rows end mid-pass
     check_fused_rope_append(t);
     check_fused_argmax(t);
+    {  // the prefetch before the wait is a hint: the least (4 KB a warp) and every row of every item
+      const int keep = kc::gemv_prefetch_mb();
+      for (int mb : {0, 4096}) {
+        kc::gemv_prefetch_mb() = mb;
+        check_fused_lora(t);
+        check_fused_rope_append(t);
+      }
+      kc::gemv_prefetch_mb() = keep;
+    }
     check_decode_attention(t, 20, 2, 64, 250, 1);    // group 10 (two blocks a kv head), one split of 4 tiles
     check_decode_attention(t, 28, 4, 128, 1000, 1);  // the 7B's heads, 8 splits of 126 keys: two tiles a split
     check_decode_attention(t, 8, 4, 16, 10, 1);      // one split, one tile

@@ -94,6 +94,8 @@ struct GemvArgs {
   int out_capacity = 0;
   GemvScratch scratch;
   int lora_items = 0, items = 0;  // set by gemv(): x A^T chunks, then output rows (or row pairs)
+  bool batch_tail = true;          // set by gemv(): gemv_dot's predicated last pass (gemv_batch_tail())
+  int prefetch_bytes = 0;          // set by gemv(): weight bytes a warp pulls into L2 before its wait
 };
 
 namespace detail {
@@ -108,7 +110,9 @@ __device__ inline GemvSegment gemv_pick(const GemvArgs& a, int s) {
 }
 __device__ inline int gemv_items_of(const GemvSegment& s) { return s.rope ? s.rows / 2 : s.rows; }
 
-__device__ inline float gemv_dot(const bf16* __restrict__ w, const bf16* xs, int in, int lane) {
+// batch_tail: the pass of fewer than 4 loads left at the end of a row issued together (in 3584,
+// the 7B's hidden size, is 3.5 passes: 4 round trips a row instead of 5).
+__device__ inline float gemv_dot(const bf16* __restrict__ w, const bf16* xs, int in, int lane, bool batch_tail) {
   float acc = 0.0f;
   int c = lane * 8;
   for (; c + 3 * 256 < in; c += 4 * 256) {  // four loads in flight per lane
@@ -121,6 +125,20 @@ __device__ inline float gemv_dot(const bf16* __restrict__ w, const bf16* xs, int
       acc += to_float(w0[i]) * to_float(x0[i]) + to_float(w1[i]) * to_float(x1[i]) +
              to_float(w2[i]) * to_float(x2[i]) + to_float(w3[i]) * to_float(x3[i]);
   }
+  if (batch_tail && c < in) {  // the last 1-3 loads predicated, in flight together: one round trip
+    Bf16x8 p[3] = {};
+#pragma unroll
+    for (int u = 0; u < 3; ++u)
+      if (c + u * 256 < in) p[u] = load128cs(w + c + u * 256);
+#pragma unroll
+    for (int u = 0; u < 3; ++u)
+      if (c + u * 256 < in) {
+        const Bf16x8 x = load128(xs + c + u * 256);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc += to_float(p[u][i]) * to_float(x[i]);
+      }
+    return warp_sum(acc);
+  }
   for (; c < in; c += 256) {
     const Bf16x8 w0 = load128cs(w + c), x0 = load128(xs + c);
 #pragma unroll
@@ -132,7 +150,7 @@ __device__ inline float gemv_dot(const bf16* __restrict__ w, const bf16* xs, int
 // Two rows against the same x (RoPE pairs, gate/up), their loads interleaved: as many round
 // trips as gemv_dot's one row, for both.
 __device__ inline void gemv_dot2(const bf16* __restrict__ w1, const bf16* __restrict__ w2, const bf16* xs, int in,
-                                 int lane, float& r1, float& r2) {
+                                 int lane, bool batch_tail, float& r1, float& r2) {
   float a1 = 0.0f, a2 = 0.0f;
   int c = lane * 8;
   for (; c + 3 * 256 < in; c += 4 * 256) {
@@ -151,6 +169,26 @@ __device__ inline void gemv_dot2(const bf16* __restrict__ w1, const bf16* __rest
         a2 += to_float(q[u][i]) * to_float(x[i]);
       }
     }
+  }
+  if (batch_tail && c < in) {
+    Bf16x8 p[3] = {}, q[3] = {};
+#pragma unroll
+    for (int u = 0; u < 3; ++u)
+      if (c + u * 256 < in) {
+        p[u] = load128cs(w1 + c + u * 256);
+        q[u] = load128cs(w2 + c + u * 256);
+      }
+#pragma unroll
+    for (int u = 0; u < 3; ++u)
+      if (c + u * 256 < in) {
+        const Bf16x8 x = load128(xs + c + u * 256);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          a1 += to_float(p[u][i]) * to_float(x[i]);
+          a2 += to_float(q[u][i]) * to_float(x[i]);
+        }
+      }
+    c = in;
   }
   for (; c < in; c += 256) {
     const Bf16x8 p0 = load128cs(w1 + c), q0 = load128cs(w2 + c), x0 = load128(xs + c);
@@ -239,19 +277,35 @@ __device__ inline void gemv_take_xa(const GemvArgs& a, GemvXa& xa, int lane) {
   }
   xa.ready = true;
 }
+// The operands of row o's epilogue that do not depend on the product: its B^T column (lane r
+// holds rank r < 32), bias and residual. Loaded before the row's weights so that their round
+// trips overlap the weight stream instead of following it (one to three dependent round trips
+// an item otherwise: 10-30% of a small projection's time).
+struct GemvRowOperands {
+  float bt = 0.0f, bias = 0.0f, residual = 0.0f;
+};
+__device__ inline GemvRowOperands gemv_operands(const GemvSegment& s, int o, int lane) {
+  GemvRowOperands r;
+  if (s.a && lane < s.rp) r.bt = to_float(s.bt[static_cast<long long>(lane) * s.rows + o]);
+  if (s.bias) r.bias = to_float(s.bias[o]);
+  if (s.residual) r.residual = to_float(s.residual[o]);
+  return r;
+}
+
 // The LoRA term xa . B^T[:, o] of segment s, summed across the warp (every lane gets it).
-__device__ inline float gemv_lora(const GemvSegment& seg, const GemvXa& xa, int s, int o, int lane) {
+__device__ inline float gemv_lora(const GemvSegment& seg, const GemvXa& xa, int s, const GemvRowOperands& op, int o,
+                                  int lane) {
   if (!seg.a) return 0.0f;
   const float x = s == 0 ? xa.v[0] : (s == 1 ? xa.v[1] : xa.v[2]);  // no local-memory indexing
-  float l = lane < seg.rp ? x * to_float(seg.bt[static_cast<long long>(lane) * seg.rows + o]) : 0.0f;
+  float l = lane < seg.rp ? x * op.bt : 0.0f;
   for (int r = lane + 32; r < seg.rp; r += 32)  // ranks above 32: read per row
     l += __ldcg(seg.xa + r) * to_float(seg.bt[static_cast<long long>(r) * seg.rows + o]);
   return warp_sum(l);
 }
 
-// The projection's value at row o before any residual (bias and LoRA term included).
-__device__ inline float gemv_finish(const GemvSegment& s, int o, float acc, float lora) {
-  const float v = acc + (s.bias ? to_float(s.bias[o]) : 0.0f);
+// The projection's value at a row before any residual (bias and LoRA term included).
+__device__ inline float gemv_finish(const GemvSegment& s, const GemvRowOperands& op, float acc, float lora) {
+  const float v = acc + op.bias;
   return s.a ? v + s.scale * lora : v;
 }
 
@@ -260,15 +314,16 @@ __device__ inline bf16* gemv_out(const GemvArgs& a, const GemvSegment& s) {
 }
 
 // Stores row o and returns the value stored (fp32 outputs: what the argmax compares).
-__device__ inline float gemv_store(const GemvArgs& a, const GemvSegment& seg, int o, float acc, float lora) {
-  const float v = gemv_finish(seg, o, acc, lora);
+__device__ inline float gemv_store(const GemvArgs& a, const GemvSegment& seg, const GemvRowOperands& op, int o,
+                                   float acc, float lora) {
+  const float v = gemv_finish(seg, op, acc, lora);
   if (seg.y32) {
     const float out = seg.round32 ? to_float(to_bf16(v)) : v;
     seg.y32[o] = out;
     return out;
   }
   const float r = to_float(to_bf16(v));
-  gemv_out(a, seg)[o] = to_bf16(seg.residual ? to_float(seg.residual[o]) + r : r);
+  gemv_out(a, seg)[o] = to_bf16(seg.residual ? op.residual + r : r);
   return 0.0f;
 }
 
@@ -278,13 +333,15 @@ __device__ inline void gemv_output_item(const GemvArgs& a, int it, const bf16* x
   if (a.swiglu) {
     const GemvSegment& g = a.seg[0];
     const GemvSegment& u = a.seg[1];
+    const GemvRowOperands gop = gemv_operands(g, it, lane), uop = gemv_operands(u, it, lane);
     float ga, ua;
-    gemv_dot2(g.w + static_cast<long long>(it) * a.in, u.w + static_cast<long long>(it) * a.in, xs, a.in, lane, ga, ua);
+    gemv_dot2(g.w + static_cast<long long>(it) * a.in, u.w + static_cast<long long>(it) * a.in, xs, a.in, lane, a.batch_tail,
+              ga, ua);
     if (g.a || u.a) gemv_take_xa(a, xa, lane);
-    const float gl = gemv_lora(g, xa, 0, it, lane), ul = gemv_lora(u, xa, 1, it, lane);
+    const float gl = gemv_lora(g, xa, 0, gop, it, lane), ul = gemv_lora(u, xa, 1, uop, it, lane);
     if (lane == 0) {
-      const float gv = to_float(to_bf16(gemv_finish(g, it, ga, gl)));
-      const float uv = to_float(to_bf16(gemv_finish(u, it, ua, ul)));
+      const float gv = to_float(to_bf16(gemv_finish(g, gop, ga, gl)));
+      const float uv = to_float(to_bf16(gemv_finish(u, uop, ua, ul)));
       g.y[it] = to_bf16(gv * sigmoid(gv) * uv);
     }
     return;
@@ -294,26 +351,28 @@ __device__ inline void gemv_output_item(const GemvArgs& a, int it, const bf16* x
   const GemvSegment seg = gemv_pick(a, s);
   if (seg.rope) {
     const int half = a.head_dim / 2, o1 = (j / half) * a.head_dim + j % half, o2 = o1 + half;
+    const GemvRowOperands op1 = gemv_operands(seg, o1, lane), op2 = gemv_operands(seg, o2, lane);
+    const float c = a.rope_cos[j % half], sn = a.rope_sin[j % half];
     float r1, r2;
     gemv_dot2(seg.w + static_cast<long long>(o1) * a.in, seg.w + static_cast<long long>(o2) * a.in, xs, a.in, lane,
-              r1, r2);
+              a.batch_tail, r1, r2);
     if (seg.a) gemv_take_xa(a, xa, lane);
-    const float l1 = gemv_lora(seg, xa, s, o1, lane), l2 = gemv_lora(seg, xa, s, o2, lane);
+    const float l1 = gemv_lora(seg, xa, s, op1, o1, lane), l2 = gemv_lora(seg, xa, s, op2, o2, lane);
     if (lane == 0) {
-      const float x1 = to_float(to_bf16(gemv_finish(seg, o1, r1, l1)));
-      const float x2 = to_float(to_bf16(gemv_finish(seg, o2, r2, l2)));
-      const float c = a.rope_cos[j % half], sn = a.rope_sin[j % half];
+      const float x1 = to_float(to_bf16(gemv_finish(seg, op1, r1, l1)));
+      const float x2 = to_float(to_bf16(gemv_finish(seg, op2, r2, l2)));
       bf16* y = gemv_out(a, seg);
       y[o1] = to_bf16(x1 * c - x2 * sn);
       y[o2] = to_bf16(x2 * c + x1 * sn);
     }
     return;
   }
-  const float acc = gemv_dot(seg.w + static_cast<long long>(j) * a.in, xs, a.in, lane);
+  const GemvRowOperands op = gemv_operands(seg, j, lane);
+  const float acc = gemv_dot(seg.w + static_cast<long long>(j) * a.in, xs, a.in, lane, a.batch_tail);
   if (seg.a) gemv_take_xa(a, xa, lane);
-  const float l = gemv_lora(seg, xa, s, j, lane);
+  const float l = gemv_lora(seg, xa, s, op, j, lane);
   if (lane == 0) {
-    const float v = gemv_store(a, seg, j, acc, l);
+    const float v = gemv_store(a, seg, op, j, acc, l);
     if (a.state && argmax_better(v, j, best, best_id)) {
       best = v;
       best_id = j;
@@ -321,16 +380,34 @@ __device__ inline void gemv_output_item(const GemvArgs& a, int it, const bf16* x
   }
 }
 
-// The first weight row warp `gw` will read (for the prefetch before the previous kernel ends).
-__device__ inline const bf16* gemv_first_row(const GemvArgs& a, int gw) {
-  if (gw < a.lora_items) return nullptr;
-  int j = gw - a.lora_items, s = 0;
-  if (j >= a.items) return nullptr;
-  if (a.swiglu) return a.seg[0].w + static_cast<long long>(j) * a.in;
-  while (s + 1 < a.count && j >= gemv_items_of(gemv_pick(a, s))) j -= gemv_items_of(gemv_pick(a, s++));
-  const GemvSegment seg = gemv_pick(a, s);
-  const int row = seg.rope ? (j / (a.head_dim / 2)) * a.head_dim + j % (a.head_dim / 2) : j;
-  return seg.w + static_cast<long long>(row) * a.in;
+// Before the wait on the previous kernel: this warp's weight rows, in the order it will read
+// them, pulled into L2, up to a.prefetch_bytes (a line of 128 bytes a lane at a time). The
+// previous kernel may still be streaming, or be the attention, which leaves HBM idle for its
+// ~10 us: the rows are then read from L2. The budget keeps the launch's prefetches within L2.
+__device__ inline void gemv_prefetch(const GemvArgs& a, int gw, int warps, int lane) {
+  const int row_bytes = a.in * static_cast<int>(sizeof(bf16));
+  int budget = a.prefetch_bytes;
+  for (int item = max(gw, a.lora_items); budget > 0 && item < a.lora_items + a.items; item += warps) {
+    int j = item - a.lora_items, s = 0;
+    const bf16 *r1, *r2 = nullptr;
+    if (a.swiglu) {
+      r1 = a.seg[0].w + static_cast<long long>(j) * a.in;
+      r2 = a.seg[1].w + static_cast<long long>(j) * a.in;
+    } else {
+      while (s + 1 < a.count && j >= gemv_items_of(gemv_pick(a, s))) j -= gemv_items_of(gemv_pick(a, s++));
+      const GemvSegment seg = gemv_pick(a, s);
+      const int half = a.head_dim / 2;
+      const int row = seg.rope ? (j / half) * a.head_dim + j % half : j;
+      r1 = seg.w + static_cast<long long>(row) * a.in;
+      if (seg.rope) r2 = r1 + static_cast<long long>(half) * a.in;
+    }
+    const int n = min(row_bytes, r2 ? budget / 2 : budget);
+    for (int at = lane * 128; at < n; at += 32 * 128) {
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(reinterpret_cast<const char*>(r1) + at));
+      if (r2) asm volatile("prefetch.global.L2 [%0];" ::"l"(reinterpret_cast<const char*>(r2) + at));
+    }
+    budget -= r2 ? 2 * n : n;
+  }
 }
 
 __global__ void __launch_bounds__(32 * kGemvWarps, 4) gemv_kernel(GemvArgs a) {  // 4 blocks an SM: <= 64 registers
@@ -340,12 +417,7 @@ __global__ void __launch_bounds__(32 * kGemvWarps, 4) gemv_kernel(GemvArgs a) { 
   __shared__ int red_id[kGemvWarps];
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int gw = static_cast<int>(blockIdx.x) * kGemvWarps + warp, warps = static_cast<int>(gridDim.x) * kGemvWarps;
-  {  // before waiting on the previous kernel: pull the first 4 KB of this warp's first row into L2
-    const bf16* w = gemv_first_row(a, gw);
-    const int c = lane * 8;
-    for (int at = c; w && at < a.in && at < 2048; at += 256)
-      asm volatile("prefetch.global.L2 [%0];" ::"l"(w + at));
-  }
+  gemv_prefetch(a, gw, warps, lane);
   pdl_wait();
   pdl_release();
   float rstd = 1.0f;
@@ -430,6 +502,28 @@ inline int& gemv_blocks_per_sm() {
   return per_sm;
 }
 
+// Weight bytes one launch pulls into L2 before waiting on the previous kernel (gemv_prefetch),
+// shared out among its warps, at least 4 KB a warp: PEFT_GEMV_PREFETCH_MB, default 24 (half the
+// H100/H200's 50 MB L2: what the small projections, qkv and o, read in all, and what the ~10 us of
+// attention before o leaves time to fetch). A tuning knob, measured in bench/RESULTS.md.
+inline int& gemv_prefetch_mb() {
+  static int mb = [] {
+    const char* e = std::getenv("PEFT_GEMV_PREFETCH_MB");
+    return e && std::atoi(e) >= 0 && *e ? std::atoi(e) : 24;
+  }();
+  return mb;
+}
+
+// gemv_dot's last pass of a row as one predicated batch (default), or its loads one after
+// another (PEFT_GEMV_BATCH_TAIL=0, the earlier kernel), for the A/B in bench/RESULTS.md.
+inline bool& gemv_batch_tail() {
+  static bool on = [] {
+    const char* e = std::getenv("PEFT_GEMV_BATCH_TAIL");
+    return !(e && std::atoi(e) == 0 && *e);
+  }();
+  return on;
+}
+
 // Runs the segments of `a` (1 to 3; in % 8 == 0, 16-byte aligned rows). `sms`: the device's SM
 // count (the grid is a few blocks per SM, each warp looping over work items). Segments with an
 // adapter (seg.a), a state to advance (argmax) need a.scratch.
@@ -478,6 +572,9 @@ inline void gemv(const GemvArgs& args, int sms, cudaStream_t stream) {
     blocks = std::max(1, std::min(blocks, resident * sms));
     if (a.state) blocks = std::min(blocks, a.scratch.best_slots);
   }
+  a.batch_tail = gemv_batch_tail();
+  const long long per_warp = (static_cast<long long>(gemv_prefetch_mb()) << 20) / (blocks * detail::kGemvWarps);
+  a.prefetch_bytes = static_cast<int>(std::max(4096LL, std::min(per_warp, 1LL << 20)) / 128 * 128);
   launch_pdl("gemv_kernel", detail::gemv_kernel, dim3(blocks), dim3(32 * detail::kGemvWarps), smem, stream, a);
 }
 
