@@ -277,35 +277,46 @@ __device__ inline void gemv_take_xa(const GemvArgs& a, GemvXa& xa, int lane) {
   }
   xa.ready = true;
 }
-// The operands of row o's epilogue that do not depend on the product: its B^T column (lane r
-// holds rank r < 32), bias and residual. Loaded before the row's weights so that their round
-// trips overlap the weight stream instead of following it (one to three dependent round trips
-// an item otherwise: 10-30% of a small projection's time).
-struct GemvRowOperands {
-  float bt = 0.0f, bias = 0.0f, residual = 0.0f;
-};
-__device__ inline GemvRowOperands gemv_operands(const GemvSegment& s, int o, int lane) {
-  GemvRowOperands r;
-  if (s.a && lane < s.rp) r.bt = to_float(s.bt[static_cast<long long>(lane) * s.rows + o]);
-  if (s.bias) r.bias = to_float(s.bias[o]);
-  if (s.residual) r.residual = to_float(s.residual[o]);
-  return r;
+// The operands of row o's epilogue that do not depend on the product, one register a lane: lane
+// r < rank holds B^T[r, o], lane 31 the bias and lane 30 the residual (with a rank above 30 those
+// two are read after the row). Loaded before the row's weights, so that their round trips overlap
+// the weight stream instead of following it (one to three dependent round trips an item
+// otherwise, a large share of a small projection's time); one register, not three, because the
+// kernel is at its 64 (three spilled).
+__device__ inline bool gemv_packed(const GemvSegment& s) { return !s.a || s.rp <= 30; }
+__device__ inline float gemv_operand(const GemvSegment& s, int o, int lane) {
+  const bf16* p = nullptr;
+  if (s.a && lane < s.rp)
+    p = s.bt + static_cast<long long>(lane) * s.rows + o;
+  else if (gemv_packed(s) && lane == 31)
+    p = s.bias ? s.bias + o : nullptr;
+  else if (gemv_packed(s) && lane == 30)
+    p = s.residual ? s.residual + o : nullptr;
+  return p ? to_float(*p) : 0.0f;
+}
+// Row o's bias and residual (0 without), every lane calling (the shuffles).
+__device__ inline float gemv_bias(const GemvSegment& s, float op, int o) {
+  const float v = __shfl_sync(0xffffffffu, op, 31);
+  return !s.bias ? 0.0f : gemv_packed(s) ? v : to_float(s.bias[o]);
+}
+__device__ inline float gemv_residual(const GemvSegment& s, float op, int o) {
+  const float v = __shfl_sync(0xffffffffu, op, 30);
+  return !s.residual ? 0.0f : gemv_packed(s) ? v : to_float(s.residual[o]);
 }
 
 // The LoRA term xa . B^T[:, o] of segment s, summed across the warp (every lane gets it).
-__device__ inline float gemv_lora(const GemvSegment& seg, const GemvXa& xa, int s, const GemvRowOperands& op, int o,
-                                  int lane) {
+__device__ inline float gemv_lora(const GemvSegment& seg, const GemvXa& xa, int s, float op, int o, int lane) {
   if (!seg.a) return 0.0f;
   const float x = s == 0 ? xa.v[0] : (s == 1 ? xa.v[1] : xa.v[2]);  // no local-memory indexing
-  float l = lane < seg.rp ? x * op.bt : 0.0f;
+  float l = lane < seg.rp ? x * op : 0.0f;
   for (int r = lane + 32; r < seg.rp; r += 32)  // ranks above 32: read per row
     l += __ldcg(seg.xa + r) * to_float(seg.bt[static_cast<long long>(r) * seg.rows + o]);
   return warp_sum(l);
 }
 
 // The projection's value at a row before any residual (bias and LoRA term included).
-__device__ inline float gemv_finish(const GemvSegment& s, const GemvRowOperands& op, float acc, float lora) {
-  const float v = acc + op.bias;
+__device__ inline float gemv_finish(const GemvSegment& s, float bias, float acc, float lora) {
+  const float v = acc + bias;
   return s.a ? v + s.scale * lora : v;
 }
 
@@ -314,16 +325,16 @@ __device__ inline bf16* gemv_out(const GemvArgs& a, const GemvSegment& s) {
 }
 
 // Stores row o and returns the value stored (fp32 outputs: what the argmax compares).
-__device__ inline float gemv_store(const GemvArgs& a, const GemvSegment& seg, const GemvRowOperands& op, int o,
-                                   float acc, float lora) {
-  const float v = gemv_finish(seg, op, acc, lora);
+__device__ inline float gemv_store(const GemvArgs& a, const GemvSegment& seg, int o, float acc, float lora, float bias,
+                                   float residual) {
+  const float v = gemv_finish(seg, bias, acc, lora);
   if (seg.y32) {
     const float out = seg.round32 ? to_float(to_bf16(v)) : v;
     seg.y32[o] = out;
     return out;
   }
   const float r = to_float(to_bf16(v));
-  gemv_out(a, seg)[o] = to_bf16(seg.residual ? op.residual + r : r);
+  gemv_out(a, seg)[o] = to_bf16(seg.residual ? residual + r : r);
   return 0.0f;
 }
 
@@ -333,15 +344,16 @@ __device__ inline void gemv_output_item(const GemvArgs& a, int it, const bf16* x
   if (a.swiglu) {
     const GemvSegment& g = a.seg[0];
     const GemvSegment& u = a.seg[1];
-    const GemvRowOperands gop = gemv_operands(g, it, lane), uop = gemv_operands(u, it, lane);
+    const float gop = gemv_operand(g, it, lane), uop = gemv_operand(u, it, lane);
     float ga, ua;
-    gemv_dot2(g.w + static_cast<long long>(it) * a.in, u.w + static_cast<long long>(it) * a.in, xs, a.in, lane, a.batch_tail,
-              ga, ua);
+    gemv_dot2(g.w + static_cast<long long>(it) * a.in, u.w + static_cast<long long>(it) * a.in, xs, a.in, lane,
+              a.batch_tail, ga, ua);
     if (g.a || u.a) gemv_take_xa(a, xa, lane);
     const float gl = gemv_lora(g, xa, 0, gop, it, lane), ul = gemv_lora(u, xa, 1, uop, it, lane);
+    const float gb = gemv_bias(g, gop, it), ub = gemv_bias(u, uop, it);
     if (lane == 0) {
-      const float gv = to_float(to_bf16(gemv_finish(g, gop, ga, gl)));
-      const float uv = to_float(to_bf16(gemv_finish(u, uop, ua, ul)));
+      const float gv = to_float(to_bf16(gemv_finish(g, gb, ga, gl)));
+      const float uv = to_float(to_bf16(gemv_finish(u, ub, ua, ul)));
       g.y[it] = to_bf16(gv * sigmoid(gv) * uv);
     }
     return;
@@ -351,28 +363,30 @@ __device__ inline void gemv_output_item(const GemvArgs& a, int it, const bf16* x
   const GemvSegment seg = gemv_pick(a, s);
   if (seg.rope) {
     const int half = a.head_dim / 2, o1 = (j / half) * a.head_dim + j % half, o2 = o1 + half;
-    const GemvRowOperands op1 = gemv_operands(seg, o1, lane), op2 = gemv_operands(seg, o2, lane);
-    const float c = a.rope_cos[j % half], sn = a.rope_sin[j % half];
+    const float op1 = gemv_operand(seg, o1, lane), op2 = gemv_operand(seg, o2, lane);
     float r1, r2;
     gemv_dot2(seg.w + static_cast<long long>(o1) * a.in, seg.w + static_cast<long long>(o2) * a.in, xs, a.in, lane,
               a.batch_tail, r1, r2);
     if (seg.a) gemv_take_xa(a, xa, lane);
     const float l1 = gemv_lora(seg, xa, s, op1, o1, lane), l2 = gemv_lora(seg, xa, s, op2, o2, lane);
+    const float b1 = gemv_bias(seg, op1, o1), b2 = gemv_bias(seg, op2, o2);
     if (lane == 0) {
-      const float x1 = to_float(to_bf16(gemv_finish(seg, op1, r1, l1)));
-      const float x2 = to_float(to_bf16(gemv_finish(seg, op2, r2, l2)));
+      const float x1 = to_float(to_bf16(gemv_finish(seg, b1, r1, l1)));
+      const float x2 = to_float(to_bf16(gemv_finish(seg, b2, r2, l2)));
+      const float c = a.rope_cos[j % half], sn = a.rope_sin[j % half];
       bf16* y = gemv_out(a, seg);
       y[o1] = to_bf16(x1 * c - x2 * sn);
       y[o2] = to_bf16(x2 * c + x1 * sn);
     }
     return;
   }
-  const GemvRowOperands op = gemv_operands(seg, j, lane);
+  const float op = gemv_operand(seg, j, lane);
   const float acc = gemv_dot(seg.w + static_cast<long long>(j) * a.in, xs, a.in, lane, a.batch_tail);
   if (seg.a) gemv_take_xa(a, xa, lane);
   const float l = gemv_lora(seg, xa, s, op, j, lane);
+  const float bias = gemv_bias(seg, op, j), residual = gemv_residual(seg, op, j);
   if (lane == 0) {
-    const float v = gemv_store(a, seg, op, j, acc, l);
+    const float v = gemv_store(a, seg, j, acc, l, bias, residual);
     if (a.state && argmax_better(v, j, best, best_id)) {
       best = v;
       best_id = j;
