@@ -94,7 +94,7 @@ struct GemvArgs {
   int out_capacity = 0;
   GemvScratch scratch;
   int lora_items = 0, items = 0;  // set by gemv(): x A^T chunks, then output rows (or row pairs)
-  bool batch_tail = true;          // set by gemv(): gemv_dot's predicated last pass (gemv_batch_tail())
+  int prefetch_mb = -1;            // this launch's L2 prefetch budget in MB (-1: gemv_prefetch_mb())
   int prefetch_bytes = 0;          // set by gemv(): weight bytes a warp pulls into L2 before its wait
 };
 
@@ -110,9 +110,7 @@ __device__ inline GemvSegment gemv_pick(const GemvArgs& a, int s) {
 }
 __device__ inline int gemv_items_of(const GemvSegment& s) { return s.rope ? s.rows / 2 : s.rows; }
 
-// batch_tail: the pass of fewer than 4 loads left at the end of a row issued together (in 3584,
-// the 7B's hidden size, is 3.5 passes: 4 round trips a row instead of 5).
-__device__ inline float gemv_dot(const bf16* __restrict__ w, const bf16* xs, int in, int lane, bool batch_tail) {
+__device__ inline float gemv_dot(const bf16* __restrict__ w, const bf16* xs, int in, int lane) {
   float acc = 0.0f;
   int c = lane * 8;
   for (; c + 3 * 256 < in; c += 4 * 256) {  // four loads in flight per lane
@@ -125,20 +123,6 @@ __device__ inline float gemv_dot(const bf16* __restrict__ w, const bf16* xs, int
       acc += to_float(w0[i]) * to_float(x0[i]) + to_float(w1[i]) * to_float(x1[i]) +
              to_float(w2[i]) * to_float(x2[i]) + to_float(w3[i]) * to_float(x3[i]);
   }
-  if (batch_tail && c < in) {  // the last 1-3 loads predicated, in flight together: one round trip
-    Bf16x8 p[3] = {};
-#pragma unroll
-    for (int u = 0; u < 3; ++u)
-      if (c + u * 256 < in) p[u] = load128cs(w + c + u * 256);
-#pragma unroll
-    for (int u = 0; u < 3; ++u)
-      if (c + u * 256 < in) {
-        const Bf16x8 x = load128(xs + c + u * 256);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) acc += to_float(p[u][i]) * to_float(x[i]);
-      }
-    return warp_sum(acc);
-  }
   for (; c < in; c += 256) {
     const Bf16x8 w0 = load128cs(w + c), x0 = load128(xs + c);
 #pragma unroll
@@ -150,7 +134,7 @@ __device__ inline float gemv_dot(const bf16* __restrict__ w, const bf16* xs, int
 // Two rows against the same x (RoPE pairs, gate/up), their loads interleaved: as many round
 // trips as gemv_dot's one row, for both.
 __device__ inline void gemv_dot2(const bf16* __restrict__ w1, const bf16* __restrict__ w2, const bf16* xs, int in,
-                                 int lane, bool batch_tail, float& r1, float& r2) {
+                                 int lane, float& r1, float& r2) {
   float a1 = 0.0f, a2 = 0.0f;
   int c = lane * 8;
   for (; c + 3 * 256 < in; c += 4 * 256) {
@@ -169,26 +153,6 @@ __device__ inline void gemv_dot2(const bf16* __restrict__ w1, const bf16* __rest
         a2 += to_float(q[u][i]) * to_float(x[i]);
       }
     }
-  }
-  if (batch_tail && c < in) {
-    Bf16x8 p[3] = {}, q[3] = {};
-#pragma unroll
-    for (int u = 0; u < 3; ++u)
-      if (c + u * 256 < in) {
-        p[u] = load128cs(w1 + c + u * 256);
-        q[u] = load128cs(w2 + c + u * 256);
-      }
-#pragma unroll
-    for (int u = 0; u < 3; ++u)
-      if (c + u * 256 < in) {
-        const Bf16x8 x = load128(xs + c + u * 256);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          a1 += to_float(p[u][i]) * to_float(x[i]);
-          a2 += to_float(q[u][i]) * to_float(x[i]);
-        }
-      }
-    c = in;
   }
   for (; c < in; c += 256) {
     const Bf16x8 p0 = load128cs(w1 + c), q0 = load128cs(w2 + c), x0 = load128(xs + c);
@@ -346,8 +310,7 @@ __device__ inline void gemv_output_item(const GemvArgs& a, int it, const bf16* x
     const GemvSegment& u = a.seg[1];
     const float gop = gemv_operand(g, it, lane), uop = gemv_operand(u, it, lane);
     float ga, ua;
-    gemv_dot2(g.w + static_cast<long long>(it) * a.in, u.w + static_cast<long long>(it) * a.in, xs, a.in, lane,
-              a.batch_tail, ga, ua);
+    gemv_dot2(g.w + static_cast<long long>(it) * a.in, u.w + static_cast<long long>(it) * a.in, xs, a.in, lane, ga, ua);
     if (g.a || u.a) gemv_take_xa(a, xa, lane);
     const float gl = gemv_lora(g, xa, 0, gop, it, lane), ul = gemv_lora(u, xa, 1, uop, it, lane);
     const float gb = gemv_bias(g, gop, it), ub = gemv_bias(u, uop, it);
@@ -366,7 +329,7 @@ __device__ inline void gemv_output_item(const GemvArgs& a, int it, const bf16* x
     const float op1 = gemv_operand(seg, o1, lane), op2 = gemv_operand(seg, o2, lane);
     float r1, r2;
     gemv_dot2(seg.w + static_cast<long long>(o1) * a.in, seg.w + static_cast<long long>(o2) * a.in, xs, a.in, lane,
-              a.batch_tail, r1, r2);
+              r1, r2);
     if (seg.a) gemv_take_xa(a, xa, lane);
     const float l1 = gemv_lora(seg, xa, s, op1, o1, lane), l2 = gemv_lora(seg, xa, s, op2, o2, lane);
     const float b1 = gemv_bias(seg, op1, o1), b2 = gemv_bias(seg, op2, o2);
@@ -381,7 +344,7 @@ __device__ inline void gemv_output_item(const GemvArgs& a, int it, const bf16* x
     return;
   }
   const float op = gemv_operand(seg, j, lane);
-  const float acc = gemv_dot(seg.w + static_cast<long long>(j) * a.in, xs, a.in, lane, a.batch_tail);
+  const float acc = gemv_dot(seg.w + static_cast<long long>(j) * a.in, xs, a.in, lane);
   if (seg.a) gemv_take_xa(a, xa, lane);
   const float l = gemv_lora(seg, xa, s, op, j, lane);
   const float bias = gemv_bias(seg, op, j), residual = gemv_residual(seg, op, j);
@@ -395,9 +358,10 @@ __device__ inline void gemv_output_item(const GemvArgs& a, int it, const bf16* x
 }
 
 // Before the wait on the previous kernel: this warp's weight rows, in the order it will read
-// them, pulled into L2, up to a.prefetch_bytes (a line of 128 bytes a lane at a time). The
-// previous kernel may still be streaming, or be the attention, which leaves HBM idle for its
-// ~10 us: the rows are then read from L2. The budget keeps the launch's prefetches within L2.
+// them, pulled into L2, up to a.prefetch_bytes (a line of 128 bytes a lane at a time; the first
+// 4 KB by default). More than that was slower on an H200 behind a streaming kernel (all launches
+// at 24 MB: -1.5% a token, 40 MB: -4%; bench/RESULTS.md); after the attention, which leaves HBM
+// idle for ~10 us, the o projection may take a larger share (gemv_prefetch_o_mb()).
 __device__ inline void gemv_prefetch(const GemvArgs& a, int gw, int warps, int lane) {
   const int row_bytes = a.in * static_cast<int>(sizeof(bf16));
   int budget = a.prefetch_bytes;
@@ -517,25 +481,22 @@ inline int& gemv_blocks_per_sm() {
 }
 
 // Weight bytes one launch pulls into L2 before waiting on the previous kernel (gemv_prefetch),
-// shared out among its warps, at least 4 KB a warp: PEFT_GEMV_PREFETCH_MB, default 24 (half the
-// H100/H200's 50 MB L2: what the small projections, qkv and o, read in all, and what the ~10 us of
-// attention before o leaves time to fetch). A tuning knob, measured in bench/RESULTS.md.
+// shared out among its warps, at least 4 KB a warp: PEFT_GEMV_PREFETCH_MB, default 0 (so 4 KB a
+// warp: more measured slower, see gemv_prefetch). GemvArgs::prefetch_mb >= 0 overrides it for
+// one launch. Tuning knobs, measured in bench/RESULTS.md.
+inline int gemv_env_int(const char* name, int fallback) {  // the knobs below
+  const char* e = std::getenv(name);
+  return e && *e ? std::atoi(e) : fallback;
+}
 inline int& gemv_prefetch_mb() {
-  static int mb = [] {
-    const char* e = std::getenv("PEFT_GEMV_PREFETCH_MB");
-    return e && std::atoi(e) >= 0 && *e ? std::atoi(e) : 24;
-  }();
+  static int mb = std::max(0, gemv_env_int("PEFT_GEMV_PREFETCH_MB", 0));
   return mb;
 }
-
-// gemv_dot's last pass of a row as one predicated batch (default), or its loads one after
-// another (PEFT_GEMV_BATCH_TAIL=0, the earlier kernel), for the A/B in bench/RESULTS.md.
-inline bool& gemv_batch_tail() {
-  static bool on = [] {
-    const char* e = std::getenv("PEFT_GEMV_BATCH_TAIL");
-    return !(e && std::atoi(e) == 0 && *e);
-  }();
-  return on;
+// The budget of the o projection's launch, which follows the attention (model/decode.cuh):
+// PEFT_GEMV_PREFETCH_O_MB, default -1 (the launch-wide knob's).
+inline int& gemv_prefetch_o_mb() {
+  static int mb = gemv_env_int("PEFT_GEMV_PREFETCH_O_MB", -1);
+  return mb;
 }
 
 // Runs the segments of `a` (1 to 3; in % 8 == 0, 16-byte aligned rows). `sms`: the device's SM
@@ -586,8 +547,8 @@ inline void gemv(const GemvArgs& args, int sms, cudaStream_t stream) {
     blocks = std::max(1, std::min(blocks, resident * sms));
     if (a.state) blocks = std::min(blocks, a.scratch.best_slots);
   }
-  a.batch_tail = gemv_batch_tail();
-  const long long per_warp = (static_cast<long long>(gemv_prefetch_mb()) << 20) / (blocks * detail::kGemvWarps);
+  const int mb = a.prefetch_mb >= 0 ? a.prefetch_mb : gemv_prefetch_mb();
+  const long long per_warp = (static_cast<long long>(mb) << 20) / (blocks * detail::kGemvWarps);
   a.prefetch_bytes = static_cast<int>(std::max(4096LL, std::min(per_warp, 1LL << 20)) / 128 * 128);
   launch_pdl("gemv_kernel", detail::gemv_kernel, dim3(blocks), dim3(32 * detail::kGemvWarps), smem, stream, a);
 }
