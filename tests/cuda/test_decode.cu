@@ -555,13 +555,6 @@ int main(int argc, char** argv) {
       }
       kc::gemv_prefetch_mb() = keep;
     }
-    {  // x staged one chunk a thread at a time (the A/B knob's other setting)
-      const int keep = kc::gemv_stage();
-      kc::gemv_stage() = 1;
-      check_fused_wide(t, 18944, false);
-      check_fused_wide(t, 9000, true);
-      kc::gemv_stage() = keep;
-    }
     check_decode_attention(t, 20, 2, 64, 250, 1);    // group 10 (two blocks a kv head), one split of 4 tiles
     check_decode_attention(t, 28, 4, 128, 1000, 1);  // the 7B's heads, 8 splits of 126 keys: two tiles a split
     check_decode_attention(t, 8, 4, 16, 10, 1);      // one split, one tile

@@ -94,7 +94,6 @@ struct GemvArgs {
   int out_capacity = 0;
   GemvScratch scratch;
   int lora_items = 0, items = 0;  // set by gemv(): x A^T chunks, then output rows (or row pairs)
-  int stage = 3;                   // set by gemv(): x chunks a thread stages at once (gemv_stage())
   int prefetch_mb = -1;            // this launch's L2 prefetch budget in MB (-1: gemv_prefetch_mb())
   int prefetch_bytes = 0;          // set by gemv(): weight bytes a warp pulls into L2 before its wait
 };
@@ -104,7 +103,6 @@ namespace detail {
 constexpr int kGemvWarps = 8;
 constexpr int kGemvChunk = 32 * 8 * 4;  // inputs per x A^T work item: one pass of 4 loads per lane
 constexpr int kSyncItems = 0, kSyncExited = 32, kSyncReady = 64;  // GemvScratch::sync words (+ 32 * copy)
-constexpr int kGemvStage = 3;  // x chunks of 8 a thread stages at once, at most (GemvArgs::stage; 4 spilled)
 constexpr int kXaLoads = 24;  // chunks a lane loads at once when summing x A^T (inputs up to 24576)
 
 __device__ inline GemvSegment gemv_pick(const GemvArgs& a, int s) {
@@ -400,22 +398,12 @@ __global__ void __launch_bounds__(32 * kGemvWarps, 4) gemv_kernel(GemvArgs a) { 
   gemv_prefetch(a, gw, warps, lane);
   pdl_wait();
   pdl_release();
-  // x (normalised) into shared memory, a thread loading up to kGemvStage of its chunks of 8 at
-  // once (a.stage of them; 1: one load, one round trip, at a time, as before): the down
-  // projection's 18944 inputs are 4 round trips instead of 10 before its rows can start.
-  constexpr int kPass = 32 * kGemvWarps * 8;
-  const int stage = a.stage, step = stage * kPass;
   float rstd = 1.0f;
   if (a.norm_w) {
     float sq = 0.0f;
-    for (int base = tid * 8; base < a.in; base += step) {
-      Bf16x8 p[kGemvStage] = {};
-#pragma unroll
-      for (int u = 0; u < kGemvStage; ++u)
-        if (u < stage && base + u * kPass < a.in) p[u] = load128(a.x + base + u * kPass);
-#pragma unroll
-      for (int u = 0; u < kGemvStage; ++u)
-        for (int i = 0; i < 8; ++i) sq += to_float(p[u][i]) * to_float(p[u][i]);
+    for (int c = tid * 8; c < a.in; c += 32 * kGemvWarps * 8) {
+      const Bf16x8 p = load128(a.x + c);
+      for (int i = 0; i < 8; ++i) sq += to_float(p[i]) * to_float(p[i]);
     }
     sq = warp_sum(sq);
     if (lane == 0) red[warp] = sq;
@@ -424,22 +412,13 @@ __global__ void __launch_bounds__(32 * kGemvWarps, 4) gemv_kernel(GemvArgs a) { 
     for (int w = 0; w < kGemvWarps; ++w) total += red[w];
     rstd = rsqrtf(total / static_cast<float>(a.in) + a.eps);
   }
-  for (int base = tid * 8; base < a.in; base += step) {
-    Bf16x8 p[kGemvStage] = {}, wp[kGemvStage] = {};
-#pragma unroll
-    for (int u = 0; u < kGemvStage; ++u)
-      if (u < stage && base + u * kPass < a.in) {
-        p[u] = load128(a.x + base + u * kPass);
-        if (a.norm_w) wp[u] = load128(a.norm_w + base + u * kPass);
-      }
-#pragma unroll
-    for (int u = 0; u < kGemvStage; ++u)
-      if (u < stage && base + u * kPass < a.in) {
-        if (a.norm_w)
-          for (int i = 0; i < 8; ++i)
-            p[u][i] = to_bf16(to_float(to_bf16(to_float(p[u][i]) * rstd)) * to_float(wp[u][i]));
-        store128(xs + base + u * kPass, p[u]);
-      }
+  for (int c = tid * 8; c < a.in; c += 32 * kGemvWarps * 8) {
+    Bf16x8 p = load128(a.x + c);
+    if (a.norm_w) {
+      const Bf16x8 wp = load128(a.norm_w + c);
+      for (int i = 0; i < 8; ++i) p[i] = to_bf16(to_float(to_bf16(to_float(p[i]) * rstd)) * to_float(wp[i]));
+    }
+    store128(xs + c, p);
   }
   __syncthreads();
 
@@ -513,12 +492,6 @@ inline int& gemv_prefetch_mb() {
   static int mb = std::max(0, gemv_env_int("PEFT_GEMV_PREFETCH_MB", 0));
   return mb;
 }
-// x chunks of 8 a thread of the one-row products loads at once when staging x: 3 (the most),
-// unless PEFT_GEMV_STAGE says otherwise (1: the loop of one load at a time, for the A/B).
-inline int& gemv_stage() {
-  static int n = std::clamp(gemv_env_int("PEFT_GEMV_STAGE", detail::kGemvStage), 1, detail::kGemvStage);
-  return n;
-}
 // The budget of the o projection's launch, which follows the attention (model/decode.cuh):
 // PEFT_GEMV_PREFETCH_O_MB, default -1 (the launch-wide knob's).
 inline int& gemv_prefetch_o_mb() {
@@ -574,7 +547,6 @@ inline void gemv(const GemvArgs& args, int sms, cudaStream_t stream) {
     blocks = std::max(1, std::min(blocks, resident * sms));
     if (a.state) blocks = std::min(blocks, a.scratch.best_slots);
   }
-  a.stage = gemv_stage();
   const int mb = a.prefetch_mb >= 0 ? a.prefetch_mb : gemv_prefetch_mb();
   const long long per_warp = (static_cast<long long>(mb) << 20) / (blocks * detail::kGemvWarps);
   a.prefetch_bytes = static_cast<int>(std::max(4096LL, std::min(per_warp, 1LL << 20)) / 128 * 128);
