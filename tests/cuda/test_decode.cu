@@ -555,6 +555,16 @@ int main(int argc, char** argv) {
       }
       kc::gemv_prefetch_mb() = keep;
     }
+    {  // a row's last partial pass as one predicated batch (PEFT_GEMV_BATCH_TAIL=1): rows of 2600,
+      // 9000, 18944 and 256 inputs end partway into a pass of 4 loads
+      const bool keep = kc::gemv_batch_tail();
+      kc::gemv_batch_tail() = !keep;
+      check_fused_lora(t);
+      check_fused_wide(t, 18944, false);
+      check_fused_wide(t, 9000, true);
+      check_fused_rope_append(t);
+      kc::gemv_batch_tail() = keep;
+    }
     check_decode_attention(t, 20, 2, 64, 250, 1);    // group 10 (two blocks a kv head), one split of 4 tiles
     check_decode_attention(t, 28, 4, 128, 1000, 1);  // the 7B's heads, 8 splits of 126 keys: two tiles a split
     check_decode_attention(t, 8, 4, 16, 10, 1);      // one split, one tile

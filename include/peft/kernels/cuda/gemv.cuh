@@ -94,7 +94,7 @@ struct GemvArgs {
   int out_capacity = 0;
   GemvScratch scratch;
   int lora_items = 0, items = 0;  // set by gemv(): x A^T chunks, then output rows (or row pairs)
-  int prefetch_mb = -1;            // this launch's L2 prefetch budget in MB (-1: gemv_prefetch_mb())
+  bool batch_tail = false;         // set by gemv(): gemv_dot's predicated last pass (gemv_batch_tail())
   int prefetch_bytes = 0;          // set by gemv(): weight bytes a warp pulls into L2 before its wait
 };
 
@@ -110,7 +110,9 @@ __device__ inline GemvSegment gemv_pick(const GemvArgs& a, int s) {
 }
 __device__ inline int gemv_items_of(const GemvSegment& s) { return s.rope ? s.rows / 2 : s.rows; }
 
-__device__ inline float gemv_dot(const bf16* __restrict__ w, const bf16* xs, int in, int lane) {
+// batch_tail: the pass of fewer than 4 loads left at the end of a row issued together (in 3584,
+// the 7B's hidden size, is 3.5 passes: 4 round trips a row instead of 5).
+__device__ inline float gemv_dot(const bf16* __restrict__ w, const bf16* xs, int in, int lane, bool batch_tail) {
   float acc = 0.0f;
   int c = lane * 8;
   for (; c + 3 * 256 < in; c += 4 * 256) {  // four loads in flight per lane
@@ -123,6 +125,20 @@ __device__ inline float gemv_dot(const bf16* __restrict__ w, const bf16* xs, int
       acc += to_float(w0[i]) * to_float(x0[i]) + to_float(w1[i]) * to_float(x1[i]) +
              to_float(w2[i]) * to_float(x2[i]) + to_float(w3[i]) * to_float(x3[i]);
   }
+  if (batch_tail && c < in) {  // the last 1-3 loads predicated, in flight together: one round trip
+    Bf16x8 p[3] = {};
+#pragma unroll
+    for (int u = 0; u < 3; ++u)
+      if (c + u * 256 < in) p[u] = load128cs(w + c + u * 256);
+#pragma unroll
+    for (int u = 0; u < 3; ++u)
+      if (c + u * 256 < in) {
+        const Bf16x8 x = load128(xs + c + u * 256);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc += to_float(p[u][i]) * to_float(x[i]);
+      }
+    return warp_sum(acc);
+  }
   for (; c < in; c += 256) {
     const Bf16x8 w0 = load128cs(w + c), x0 = load128(xs + c);
 #pragma unroll
@@ -134,7 +150,7 @@ __device__ inline float gemv_dot(const bf16* __restrict__ w, const bf16* xs, int
 // Two rows against the same x (RoPE pairs, gate/up), their loads interleaved: as many round
 // trips as gemv_dot's one row, for both.
 __device__ inline void gemv_dot2(const bf16* __restrict__ w1, const bf16* __restrict__ w2, const bf16* xs, int in,
-                                 int lane, float& r1, float& r2) {
+                                 int lane, bool batch_tail, float& r1, float& r2) {
   float a1 = 0.0f, a2 = 0.0f;
   int c = lane * 8;
   for (; c + 3 * 256 < in; c += 4 * 256) {
@@ -153,6 +169,26 @@ __device__ inline void gemv_dot2(const bf16* __restrict__ w1, const bf16* __rest
         a2 += to_float(q[u][i]) * to_float(x[i]);
       }
     }
+  }
+  if (batch_tail && c < in) {
+    Bf16x8 p[3] = {}, q[3] = {};
+#pragma unroll
+    for (int u = 0; u < 3; ++u)
+      if (c + u * 256 < in) {
+        p[u] = load128cs(w1 + c + u * 256);
+        q[u] = load128cs(w2 + c + u * 256);
+      }
+#pragma unroll
+    for (int u = 0; u < 3; ++u)
+      if (c + u * 256 < in) {
+        const Bf16x8 x = load128(xs + c + u * 256);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          a1 += to_float(p[u][i]) * to_float(x[i]);
+          a2 += to_float(q[u][i]) * to_float(x[i]);
+        }
+      }
+    c = in;
   }
   for (; c < in; c += 256) {
     const Bf16x8 p0 = load128cs(w1 + c), q0 = load128cs(w2 + c), x0 = load128(xs + c);
@@ -245,8 +281,9 @@ __device__ inline void gemv_take_xa(const GemvArgs& a, GemvXa& xa, int lane) {
 // r < rank holds B^T[r, o], lane 31 the bias and lane 30 the residual (with a rank above 30 those
 // two are read after the row). Loaded before the row's weights, so that their round trips overlap
 // the weight stream instead of following it (one to three dependent round trips an item
-// otherwise, a large share of a small projection's time); one register, not three, because the
-// kernel is at its 64 (three spilled).
+// otherwise); one register, not three, because the kernel is at its 64 (three a lane took its
+// spills from 28 to 48 bytes). End to end on an H200: 215.6 tokens/s against main's 213.8 in the
+// same call, within run-to-run noise (bench/RESULTS.md).
 __device__ inline bool gemv_packed(const GemvSegment& s) { return !s.a || s.rp <= 30; }
 __device__ inline float gemv_operand(const GemvSegment& s, int o, int lane) {
   const bf16* p = nullptr;
@@ -310,7 +347,8 @@ __device__ inline void gemv_output_item(const GemvArgs& a, int it, const bf16* x
     const GemvSegment& u = a.seg[1];
     const float gop = gemv_operand(g, it, lane), uop = gemv_operand(u, it, lane);
     float ga, ua;
-    gemv_dot2(g.w + static_cast<long long>(it) * a.in, u.w + static_cast<long long>(it) * a.in, xs, a.in, lane, ga, ua);
+    gemv_dot2(g.w + static_cast<long long>(it) * a.in, u.w + static_cast<long long>(it) * a.in, xs, a.in, lane,
+              a.batch_tail, ga, ua);
     if (g.a || u.a) gemv_take_xa(a, xa, lane);
     const float gl = gemv_lora(g, xa, 0, gop, it, lane), ul = gemv_lora(u, xa, 1, uop, it, lane);
     const float gb = gemv_bias(g, gop, it), ub = gemv_bias(u, uop, it);
@@ -329,7 +367,7 @@ __device__ inline void gemv_output_item(const GemvArgs& a, int it, const bf16* x
     const float op1 = gemv_operand(seg, o1, lane), op2 = gemv_operand(seg, o2, lane);
     float r1, r2;
     gemv_dot2(seg.w + static_cast<long long>(o1) * a.in, seg.w + static_cast<long long>(o2) * a.in, xs, a.in, lane,
-              r1, r2);
+              a.batch_tail, r1, r2);
     if (seg.a) gemv_take_xa(a, xa, lane);
     const float l1 = gemv_lora(seg, xa, s, op1, o1, lane), l2 = gemv_lora(seg, xa, s, op2, o2, lane);
     const float b1 = gemv_bias(seg, op1, o1), b2 = gemv_bias(seg, op2, o2);
@@ -344,7 +382,7 @@ __device__ inline void gemv_output_item(const GemvArgs& a, int it, const bf16* x
     return;
   }
   const float op = gemv_operand(seg, j, lane);
-  const float acc = gemv_dot(seg.w + static_cast<long long>(j) * a.in, xs, a.in, lane);
+  const float acc = gemv_dot(seg.w + static_cast<long long>(j) * a.in, xs, a.in, lane, a.batch_tail);
   if (seg.a) gemv_take_xa(a, xa, lane);
   const float l = gemv_lora(seg, xa, s, op, j, lane);
   const float bias = gemv_bias(seg, op, j), residual = gemv_residual(seg, op, j);
@@ -358,10 +396,10 @@ __device__ inline void gemv_output_item(const GemvArgs& a, int it, const bf16* x
 }
 
 // Before the wait on the previous kernel: this warp's weight rows, in the order it will read
-// them, pulled into L2, up to a.prefetch_bytes (a line of 128 bytes a lane at a time; the first
-// 4 KB by default). More than that was slower on an H200 behind a streaming kernel (all launches
-// at 24 MB: -1.5% a token, 40 MB: -4%; bench/RESULTS.md); after the attention, which leaves HBM
-// idle for ~10 us, the o projection may take a larger share (gemv_prefetch_o_mb()).
+// them, pulled into L2, up to a.prefetch_bytes (a line of 128 bytes a lane at a time), so the
+// first round trips of its rows hit L2. The budget is gemv_prefetch_mb()'s, shared out; a large
+// one was meant to use the ~10 us of HBM idleness during the attention before o, but measured
+// slower overall (gemv_prefetch_mb()).
 __device__ inline void gemv_prefetch(const GemvArgs& a, int gw, int warps, int lane) {
   const int row_bytes = a.in * static_cast<int>(sizeof(bf16));
   int budget = a.prefetch_bytes;
@@ -481,22 +519,27 @@ inline int& gemv_blocks_per_sm() {
 }
 
 // Weight bytes one launch pulls into L2 before waiting on the previous kernel (gemv_prefetch),
-// shared out among its warps, at least 4 KB a warp: PEFT_GEMV_PREFETCH_MB, default 0 (so 4 KB a
-// warp: more measured slower, see gemv_prefetch). GemvArgs::prefetch_mb >= 0 overrides it for
-// one launch. Tuning knobs, measured in bench/RESULTS.md.
-inline int gemv_env_int(const char* name, int fallback) {  // the knobs below
-  const char* e = std::getenv(name);
-  return e && *e ? std::atoi(e) : fallback;
-}
+// shared out among its warps, at least 4 KB a warp: PEFT_GEMV_PREFETCH_MB, default 0, i.e. 4 KB
+// a warp, about what the kernel prefetched before the budget existed. More was slower end to end
+// on an H200 (24 MB: 210.9 tokens/s, 40 MB: 205.4, against 215.2 at 0; bench/RESULTS.md): a
+// tuning knob for other GPUs.
 inline int& gemv_prefetch_mb() {
-  static int mb = std::max(0, gemv_env_int("PEFT_GEMV_PREFETCH_MB", 0));
+  static int mb = [] {
+    const char* e = std::getenv("PEFT_GEMV_PREFETCH_MB");
+    return e && std::atoi(e) >= 0 && *e ? std::atoi(e) : 0;
+  }();
   return mb;
 }
-// The budget of the o projection's launch, which follows the attention (model/decode.cuh):
-// PEFT_GEMV_PREFETCH_O_MB, default -1 (the launch-wide knob's).
-inline int& gemv_prefetch_o_mb() {
-  static int mb = gemv_env_int("PEFT_GEMV_PREFETCH_O_MB", -1);
-  return mb;
+
+// gemv_dot's last pass of a row as one predicated batch (PEFT_GEMV_BATCH_TAIL=1), or its loads
+// one after another (default, as before): on an H200 the two were within noise end to end
+// (215.2 and 215.6 tokens/s; bench/RESULTS.md), so the default stays the earlier loop.
+inline bool& gemv_batch_tail() {
+  static bool on = [] {
+    const char* e = std::getenv("PEFT_GEMV_BATCH_TAIL");
+    return e && *e && std::atoi(e) != 0;
+  }();
+  return on;
 }
 
 // Runs the segments of `a` (1 to 3; in % 8 == 0, 16-byte aligned rows). `sms`: the device's SM
@@ -547,8 +590,8 @@ inline void gemv(const GemvArgs& args, int sms, cudaStream_t stream) {
     blocks = std::max(1, std::min(blocks, resident * sms));
     if (a.state) blocks = std::min(blocks, a.scratch.best_slots);
   }
-  const int mb = a.prefetch_mb >= 0 ? a.prefetch_mb : gemv_prefetch_mb();
-  const long long per_warp = (static_cast<long long>(mb) << 20) / (blocks * detail::kGemvWarps);
+  a.batch_tail = gemv_batch_tail();
+  const long long per_warp = (static_cast<long long>(gemv_prefetch_mb()) << 20) / (blocks * detail::kGemvWarps);
   a.prefetch_bytes = static_cast<int>(std::max(4096LL, std::min(per_warp, 1LL << 20)) / 128 * 128);
   launch_pdl("gemv_kernel", detail::gemv_kernel, dim3(blocks), dim3(32 * detail::kGemvWarps), smem, stream, a);
 }

@@ -214,7 +214,6 @@ class Decoder {
     GemvArgs o = args(cache, b.attn, d.q_dim());
     o.seg[0] = proj(lin[kO], cache, kO, b.h, b.x);
     o.count = 1;
-    o.prefetch_mb = gemv_prefetch_o_mb();  // the attention before it leaves HBM idle
     gemv(o, sms, st);
 
     GemvArgs gu = args(cache, b.h, d.hidden, layer.norm2_weight(), d.eps);
