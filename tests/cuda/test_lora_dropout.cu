@@ -63,11 +63,18 @@ void check_shape(TestContext& t, cuda::DeviceArena& arena, int T, int in, int rp
   cuda::lora_down_dropout(xa, dx_in, d_a, rp, T, in, seed, p, 0);
   t.close(label + ": xa = drop(x) A^T", download_bf16(xa, static_cast<std::size_t>(T) * rp), xa_ref, 1e-2);
 
-  auto* dx = upload_bf16(arena, dx0);
-  auto* da = upload_f32(arena, da0);
-  cuda::lora_dropout_backward(dx, da, d_dxa, dx_in, d_a, rp, T, in, seed, p, 0);
-  t.close(label + ": dA += dxa^T drop(x)", download_f32(da, static_cast<std::size_t>(rp) * in), da_ref, 1e-5);
-  t.close(label + ": dx += (dxa A) mask/(1-p)", download_bf16(dx, n), dx_ref, 1e-2);
+  // The backward at its default grid and at others (the token slicing changes, the sums must not).
+  const int chosen = cuda::lora_back_blocks_per_sm();
+  for (const int per_sm : {chosen, 1, 4, 32}) {
+    cuda::lora_back_blocks_per_sm() = per_sm;
+    const std::string at = label + " (" + std::to_string(per_sm) + " blocks an SM)";
+    auto* dx = upload_bf16(arena, dx0);
+    auto* da = upload_f32(arena, da0);
+    cuda::lora_dropout_backward(dx, da, d_dxa, dx_in, d_a, rp, T, in, seed, p, 0);
+    t.close(at + ": dA += dxa^T drop(x)", download_f32(da, static_cast<std::size_t>(rp) * in), da_ref, 1e-5);
+    t.close(at + ": dx += (dxa A) mask/(1-p)", download_bf16(dx, n), dx_ref, 1e-2);
+  }
+  cuda::lora_back_blocks_per_sm() = chosen;
 }
 
 // The mask's statistics, since it comes from a hash and not a generator: at p = 1/2 over 2^20
@@ -143,6 +150,15 @@ void time_shape(cuda::DeviceArena& arena, cuda::Gemm& gemm, const char* name, in
   const float b_fus = median_ms([&] { cuda::lora_dropout_backward(dx, da, xa, x, a, rp, T, in, seed, p, 0); });
   std::printf("  timing %s T=%d in=%d rp=%d: forward %.1f -> %.1f us, backward (dA, dx) %.1f -> %.1f us\n", name, T, in,
               rp, f_sep * 1e3, f_fus * 1e3, b_sep * 1e3, b_fus * 1e3);
+  // The backward's grid, for tuning lora_back_blocks_per_sm().
+  const int chosen = cuda::lora_back_blocks_per_sm();
+  for (const int per_sm : {2, 4, 8}) {
+    cuda::lora_back_blocks_per_sm() = per_sm;
+    const float b = median_ms([&] { cuda::lora_dropout_backward(dx, da, xa, x, a, rp, T, in, seed, p, 0); });
+    std::printf("  timing %s backward at %d blocks an SM: %.1f us (default %d: %.1f)\n", name, per_sm, b * 1e3, chosen,
+                b_fus * 1e3);
+  }
+  cuda::lora_back_blocks_per_sm() = chosen;
 }
 
 }  // namespace

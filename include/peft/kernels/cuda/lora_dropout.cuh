@@ -17,11 +17,14 @@
 // dropout_forward + cuBLASLt at rank 8 and lose at 64, where the FMAs dominate; the model uses them
 // at rank 8 only (ProjectionWeights::fuses_dropout). Even at rank 8 the forward streams a 7B
 // q_proj input at ~0.5 TB/s (27 us for 14.7 MB), a ninth of the memory's rate: the per-element
-// hash (three 64-bit multiplies; ~11 us of integer work by instruction count) and ~2 blocks an SM
-// (256 blocks of 8 warps at seq 2048) are the suspects, not yet measured apart.
+// hash was one suspect (the 32-bit one took it from 27 to 24 us) and bytes in flight another (four
+// 16-byte chunks of x a lane before each A tile: 26 us, not kept); ~2 blocks an SM (256 blocks of 8
+// warps at seq 2048) and the A tile's refill from L2 by every block remain (bench/RESULTS.md).
+// The backward had the bytes-in-flight problem: its grid is many blocks an SM now.
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <type_traits>
 
@@ -222,6 +225,19 @@ inline void check_lora_dropout_shape(const char* what, int in) {
 
 // ----------------------------------------------------------------------------------------------
 
+// Blocks per SM the backward aims for (token slices x column blocks): each thread has only its C
+// columns of x and dx in flight a token, so it takes many warps to cover the memory's latency.
+// 16 unless PEFT_LORA_BACK_BLOCKS_PER_SM says otherwise (a tuning knob; cuda_test_lora_dropout's
+// timing lines try several). H200, rank 8, seq 2048 (bench/RESULTS.md): down_proj 278 us at 2,
+// 159 at 4, 161 at 8, 132 at 16; q_proj 33, 31, 26, 26.
+inline int& lora_back_blocks_per_sm() {
+  static int per_sm = [] {
+    const char* e = std::getenv("PEFT_LORA_BACK_BLOCKS_PER_SM");
+    return e && std::atoi(e) > 0 ? std::atoi(e) : 16;
+  }();
+  return per_sm;
+}
+
 // Whether the fused kernels take this padded rank (else the caller keeps the dropout buffer path).
 inline bool lora_dropout_fusable(int rp) { return rp > 0 && rp % 8 == 0 && rp <= detail::kLoraMaxFusedRank; }
 
@@ -249,9 +265,11 @@ inline void lora_dropout_backward(bf16* dx, float* da, const bf16* dxa, const bf
     constexpr int RP = decltype(r)::value;
     constexpr int C = RP <= 32 ? 2 : 1;
     const int col_blocks = (in + C * detail::kLoraBackThreads - 1) / (C * detail::kLoraBackThreads);
-    // Enough token slices for two blocks an SM; a slice no shorter than one staged group of rows.
+    // Enough token slices for lora_back_blocks_per_sm() blocks an SM; a slice no shorter than one
+    // staged group of rows.
     const int max_slices = (tokens + detail::kLoraBackTokens - 1) / detail::kLoraBackTokens;
-    const int slices = std::clamp((2 * current_device_kernels().gpu.sms + col_blocks - 1) / col_blocks, 1, max_slices);
+    const int slices = std::clamp((lora_back_blocks_per_sm() * current_device_kernels().gpu.sms + col_blocks - 1) /
+                                      col_blocks, 1, max_slices);
     const int per_block = (tokens + slices - 1) / slices;
     const dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>((tokens + per_block - 1) / per_block));
     detail::lora_dropout_backward_kernel<RP, C>
