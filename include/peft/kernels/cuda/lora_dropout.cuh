@@ -45,12 +45,20 @@ constexpr int kLoraBackTokens = 32;    // dxa rows staged in shared memory at a 
 // The dropped input as dropout_kernel stores it: 0 or bf16(x / (1 - p)).
 __device__ inline float dropped_input(float x, bool drop, float keep) { return drop ? 0.0f : to_float(to_bf16(x * keep)); }
 
-// One warp per TPW tokens; the block's tokens share each tile of A.
+// One warp per TPW tokens; the block's tokens share each tile of A. Software-pipelined: the next
+// tile's x and A are loaded into registers while this tile's mask and products are computed, so a
+// tile costs one memory round trip or its arithmetic, whichever is longer, not both in a row; A's
+// tile is double-buffered in shared memory up to rank 32 (2 x 32 x 256 x 2 bytes = 32 KB), single
+// above (one more barrier a tile).
 template <int RP, int TPW>
 __global__ void __launch_bounds__(kLoraDownWarps * 32)
     lora_down_dropout_kernel(bf16* __restrict__ xa, const bf16* __restrict__ x, const bf16* __restrict__ a, int T, int in,
                              const std::uint64_t* __restrict__ seed_ptr, float p) {
-  __shared__ __align__(16) bf16 tile[RP * kLoraTile];
+  constexpr int kBuffers = RP <= 32 ? 2 : 1;
+  constexpr int kThreads = kLoraDownWarps * 32;
+  constexpr int kAPerThread = RP * (kLoraTile / 8) / kThreads;  // 16-byte pieces of A's tile a thread
+  static_assert(RP * (kLoraTile / 8) % kThreads == 0, "A's tile splits evenly over the block");
+  __shared__ __align__(16) bf16 tile[kBuffers][RP * kLoraTile];
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int t0 = (static_cast<int>(blockIdx.x) * kLoraDownWarps + warp) * TPW;
   const std::uint64_t seed = *seed_ptr;
@@ -61,44 +69,71 @@ __global__ void __launch_bounds__(kLoraDownWarps * 32)
 #pragma unroll
     for (int r = 0; r < RP; ++r) acc[j][r] = 0.0f;
 
-  for (int k0 = 0; k0 < in; k0 += kLoraTile) {
+  Bf16x8 xv[TPW], av[kAPerThread];
+  auto load_tiles = [&](int k0) {  // this lane's 8 columns of x for its tokens, this thread's share of A
     const int col = k0 + lane * 8;
-    float xd[TPW][8];  // loaded before the tile, so the loads overlap its fill
 #pragma unroll
     for (int j = 0; j < TPW; ++j) {
-      const int t = t0 + j;
-      if (t < T && col < in) {
-        const std::uint64_t idx = static_cast<std::uint64_t>(t) * static_cast<std::uint64_t>(in) + col;
-        const Bf16x8 v = load128cs(x + idx);
-#pragma unroll
-        for (int e = 0; e < 8; ++e) xd[j][e] = dropped_input(to_float(v[e]), dropped(seed, idx + e, p), keep);
+      if (t0 + j < T && col < in) {
+        xv[j] = load128cs(x + static_cast<std::size_t>(t0 + j) * static_cast<std::size_t>(in) + col);
       } else {
 #pragma unroll
-        for (int e = 0; e < 8; ++e) xd[j][e] = 0.0f;
+        for (int e = 0; e < 8; ++e) xv[j][e] = to_bf16(0.0f);
       }
     }
-    __syncthreads();  // the previous tile's readers are done
-    for (int i = static_cast<int>(threadIdx.x); i < RP * (kLoraTile / 8); i += static_cast<int>(blockDim.x)) {
+#pragma unroll
+    for (int q = 0; q < kAPerThread; ++q) {
+      const int i = static_cast<int>(threadIdx.x) + q * kThreads;
       const int r = i / (kLoraTile / 8), c = (i % (kLoraTile / 8)) * 8;
-      Bf16x8 v;
       if (k0 + c < in) {
-        v = load128(a + static_cast<std::size_t>(r) * in + k0 + c);
+        av[q] = load128(a + static_cast<std::size_t>(r) * in + k0 + c);
       } else {
 #pragma unroll
-        for (int e = 0; e < 8; ++e) v[e] = to_bf16(0.0f);
+        for (int e = 0; e < 8; ++e) av[q][e] = to_bf16(0.0f);
       }
-      store128(tile + r * kLoraTile + c, v);
     }
-    __syncthreads();
+  };
+  auto store_a = [&](int buffer) {
+#pragma unroll
+    for (int q = 0; q < kAPerThread; ++q) {
+      const int i = static_cast<int>(threadIdx.x) + q * kThreads;
+      store128(tile[buffer] + (i / (kLoraTile / 8)) * kLoraTile + (i % (kLoraTile / 8)) * 8, av[q]);
+    }
+  };
+
+  load_tiles(0);
+  store_a(0);
+  __syncthreads();
+  int buffer = 0;
+  for (int k0 = 0; k0 < in; k0 += kLoraTile) {
+    Bf16x8 xc[TPW];
+#pragma unroll
+    for (int j = 0; j < TPW; ++j) xc[j] = xv[j];
+    const bool more = k0 + kLoraTile < in;
+    if (more) load_tiles(k0 + kLoraTile);  // in flight during this tile's work
+    const int col = k0 + lane * 8;
+    float xd[TPW][8];
+#pragma unroll
+    for (int j = 0; j < TPW; ++j) {
+      const std::uint64_t idx = static_cast<std::uint64_t>(t0 + j) * static_cast<std::uint64_t>(in) + col;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) xd[j][e] = dropped_input(to_float(xc[j][e]), dropped(seed, idx + e, p), keep);
+    }
 #pragma unroll
     for (int r = 0; r < RP; ++r) {
-      const Bf16x8 w = load128(tile + r * kLoraTile + lane * 8);
+      const Bf16x8 w = load128(tile[buffer] + r * kLoraTile + lane * 8);
 #pragma unroll
       for (int e = 0; e < 8; ++e) {
         const float we = to_float(w[e]);
 #pragma unroll
         for (int j = 0; j < TPW; ++j) acc[j][r] += xd[j][e] * we;
       }
+    }
+    if (more) {
+      if constexpr (kBuffers == 1) __syncthreads();  // this tile's readers are done
+      buffer = kBuffers == 2 ? buffer ^ 1 : 0;
+      store_a(buffer);
+      __syncthreads();
     }
   }
 #pragma unroll
