@@ -16,10 +16,10 @@
 // Measured on the H200 (cuda_test_lora_dropout's timings, bench/RESULTS.md) they beat
 // dropout_forward + cuBLASLt at rank 8 and lose at 64, where the FMAs dominate; the model uses them
 // at rank 8 only (ProjectionWeights::fuses_dropout). Even at rank 8 the forward streams a 7B
-// q_proj input at ~0.5 TB/s (27 us for 14.7 MB), a ninth of the memory's rate: the per-element
-// hash was one suspect (the 32-bit one took it from 27 to 24 us) and bytes in flight another (four
-// 16-byte chunks of x a lane before each A tile: 26 us, not kept); ~2 blocks an SM (256 blocks of 8
-// warps at seq 2048) and the A tile's refill from L2 by every block remain (bench/RESULTS.md).
+// q_proj input at ~0.6 TB/s (25 us for 14.7 MB), a seventh of the memory's rate. Tried: a 32-bit
+// mask hash (27 -> 24 us, kept), four chunks of x a lane in flight (26 us, not kept), the tiles
+// software-pipelined (25 us; down_proj 111 -> 100, kept); left: ~2 blocks an SM (256 blocks of 8
+// warps at seq 2048) and the per-element work (bench/RESULTS.md).
 // The backward had the bytes-in-flight problem: its grid is many blocks an SM now.
 #pragma once
 #include <algorithm>
