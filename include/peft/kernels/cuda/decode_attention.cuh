@@ -31,11 +31,11 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 
 #include "peft/kernels/cuda/bf16.cuh"
 #include "peft/kernels/cuda/cuda_check.cuh"
+#include "peft/kernels/cuda/device_kernels.cuh"
 #include "peft/kernels/cuda/grid_sync.cuh"
 #include "peft/kernels/cuda/pdl.cuh"
 #include "peft/kernels/cuda/rms_norm.cuh"
@@ -300,10 +300,7 @@ inline std::size_t decode_attention_counters(int n, DecodeAttentionDims d) {
 // 11.5-13.2 us as 2-6 split blocks and their merge; 3072 keys 18.0 us in 24 splits of 128 keys,
 // 19.4 in 32 of 96 and 20.3 in 12 of 256.
 inline int& decode_attention_split_keys() {
-  static int keys = [] {
-    const char* e = std::getenv("PEFT_DECODE_SPLIT_KEYS");
-    return e && std::atoi(e) > 0 ? std::atoi(e) : 2 * detail::kDecodeTile;
-  }();
+  static int keys = env_tuning_knob("PEFT_DECODE_SPLIT_KEYS", 2 * detail::kDecodeTile);
   return keys;
 }
 

@@ -65,6 +65,13 @@ inline const DeviceKernels& current_device_kernels() {
   return device_kernels(device);
 }
 
+// A launch-shape tuning knob from the environment (the benches sweep them): the variable's positive
+// integer value, else `fallback`. Callers read it once into a static they hand out by reference.
+inline int env_tuning_knob(const char* name, int fallback) {
+  const char* e = std::getenv(name);
+  return e && std::atoi(e) > 0 ? std::atoi(e) : fallback;
+}
+
 // PEFT_DECODE_PDL=0 turns programmatic dependent launch off (pdl.cuh); on by default where Hopper.
 inline bool pdl_requested() {
   static const bool on = [] {

@@ -30,11 +30,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 
 #include "peft/kernels/cuda/bf16.cuh"
 #include "peft/kernels/cuda/cuda_check.cuh"
+#include "peft/kernels/cuda/device_kernels.cuh"
 #include "peft/kernels/cuda/greedy_step.cuh"
 #include "peft/kernels/cuda/grid_sync.cuh"
 #include "peft/kernels/cuda/pdl.cuh"
@@ -423,10 +423,7 @@ __global__ void __launch_bounds__(32 * kGemvWarps, 4) gemv_kernel(GemvArgs a) { 
 // file full at 64 registers a thread) unless PEFT_GEMV_BLOCKS_PER_SM says otherwise; a tuning knob
 // that decode_bench --kernels also sets between measurements.
 inline int& gemv_blocks_per_sm() {
-  static int per_sm = [] {
-    const char* e = std::getenv("PEFT_GEMV_BLOCKS_PER_SM");
-    return e && std::atoi(e) > 0 ? std::atoi(e) : 4;
-  }();
+  static int per_sm = env_tuning_knob("PEFT_GEMV_BLOCKS_PER_SM", 4);
   return per_sm;
 }
 

@@ -24,7 +24,6 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 #include <type_traits>
 
@@ -266,10 +265,7 @@ inline void check_lora_dropout_shape(const char* what, int in) {
 // timing lines try several). H200, rank 8, seq 2048 (bench/RESULTS.md): down_proj 278 us at 2,
 // 159 at 4, 161 at 8, 132 at 16; q_proj 33, 31, 26, 26.
 inline int& lora_back_blocks_per_sm() {
-  static int per_sm = [] {
-    const char* e = std::getenv("PEFT_LORA_BACK_BLOCKS_PER_SM");
-    return e && std::atoi(e) > 0 ? std::atoi(e) : 16;
-  }();
+  static int per_sm = env_tuning_knob("PEFT_LORA_BACK_BLOCKS_PER_SM", 16);
   return per_sm;
 }
 
