@@ -45,6 +45,12 @@ namespace peft::cuda {
 // W's rows and columns must be multiples of this (one weight tile's side = one NF4 block).
 inline constexpr int kNf4GemmTile = 64;
 
+// Whether the fused GEMM takes this weight: both dimensions whole 64-wide tiles (every Qwen2.5
+// projection, 0.5B to 32B).
+inline bool nf4_gemm_fits(const Nf4DeviceTensor& w) {
+  return w.rows % kNf4GemmTile == 0 && w.cols % kNf4GemmTile == 0;
+}
+
 namespace detail {
 
 inline constexpr int kNf4GemmThreads = 128;
@@ -245,7 +251,7 @@ void nf4_gemm(const char* what, bf16* out, const bf16* a, int tokens, const Nf4D
   const auto aligned = [](const void* p, std::uintptr_t n) { return reinterpret_cast<std::uintptr_t>(p) % n == 0; };
   const std::string shape = std::to_string(tokens) + " tokens against a [" + std::to_string(w.rows) + ", " +
                             std::to_string(w.cols) + "] NF4 weight";
-  if (tokens < 0 || w.rows % kNf4GemmTile != 0 || w.cols % kNf4GemmTile != 0)
+  if (tokens < 0 || !nf4_gemm_fits(w))
     throw Error(std::string(what) + ": " + shape + ": the weight's rows and columns must be multiples of " +
                 std::to_string(kNf4GemmTile));
   if (tokens == 0 || w.numel() == 0) return;
@@ -263,12 +269,6 @@ void nf4_gemm(const char* what, bf16* out, const bf16* a, int tokens, const Nf4D
 }
 
 }  // namespace detail
-
-// Whether the fused GEMM takes this weight: both dimensions whole 64-wide tiles (every Qwen2.5
-// projection, 0.5B to 32B).
-inline bool nf4_gemm_fits(const Nf4DeviceTensor& w) {
-  return w.rows % kNf4GemmTile == 0 && w.cols % kNf4GemmTile == 0;
-}
 
 // y[tokens, w.rows] = x[tokens, w.cols] w^T (+ bias[w.rows]) (+ beta y), bf16 row-major; y is
 // only read when beta != 0. workspace (fp32, may be null): where the split reduction's partial

@@ -132,23 +132,6 @@ class ProjectionWeights {
     return p;
   }
 
-  // The bf16 W a GEMM on c.stream reads: the weight itself, or (NF4) its dequantisation into
-  // c.weight_scratch, valid until the stream's next write there (see GemmContext).
-  const bf16* base_for_gemm(GemmContext c) const {
-    if (!nf4_) return w_;
-    if (!c.weight_scratch)
-      throw Error("an NF4 projection needs the model's weight scratch (GemmContext::weight_scratch is null)");
-    dequantize_bf16(c.weight_scratch, *nf4_, c.stream);
-    return c.weight_scratch;
-  }
-  // Whether an NF4 base's GEMMs at this token count run fused (nf4_gemm.cuh) instead.
-  bool fused_nf4(int tokens) const { return nf4_ && tokens <= kNf4FusedMaxTokens && nf4_gemm_fits(*nf4_); }
-  // The fused GEMM's split-reduction workspace: the weight scratch, which holds this projection in
-  // bf16 (out x in x 2 bytes) on the dequantising path, so it has at least that room.
-  float* fused_workspace(GemmContext c) const { return reinterpret_cast<float*>(c.weight_scratch); }
-  std::size_t fused_workspace_bytes(GemmContext c) const {
-    return c.weight_scratch ? static_cast<std::size_t>(shape_.out) * static_cast<std::size_t>(shape_.in) * 2 : 0;
-  }
   // dx (= or +=) dy W for an NF4 base (Nf4FrozenBase::backward_input).
   void nf4_backward_input(GemmContext c, const bf16* dy, bf16* dx, float beta, int tokens) const {
     if (fused_nf4(tokens))
@@ -212,6 +195,23 @@ class ProjectionWeights {
   float scaling() const { return scaling_; }
 
  private:
+  // The bf16 W a GEMM on c.stream reads: the weight itself, or (NF4) its dequantisation into
+  // c.weight_scratch, valid until the stream's next write there (see GemmContext).
+  const bf16* base_for_gemm(GemmContext c) const {
+    if (!nf4_) return w_;
+    if (!c.weight_scratch)
+      throw Error("an NF4 projection needs the model's weight scratch (GemmContext::weight_scratch is null)");
+    dequantize_bf16(c.weight_scratch, *nf4_, c.stream);
+    return c.weight_scratch;
+  }
+  // Whether an NF4 base's GEMMs at this token count run fused (nf4_gemm.cuh) instead.
+  bool fused_nf4(int tokens) const { return nf4_ && tokens <= kNf4FusedMaxTokens && nf4_gemm_fits(*nf4_); }
+  // The fused GEMM's split-reduction workspace: the weight scratch, which holds this projection in
+  // bf16 (out x in x 2 bytes) on the dequantising path, so it has at least that room.
+  float* fused_workspace(GemmContext c) const { return reinterpret_cast<float*>(c.weight_scratch); }
+  std::size_t fused_workspace_bytes(GemmContext c) const {
+    return c.weight_scratch ? static_cast<std::size_t>(shape_.out) * static_cast<std::size_t>(shape_.in) * 2 : 0;
+  }
   // y = x W^T + b + beta y: fused (NF4 at kNf4FusedMaxTokens or fewer) or through cuBLASLt.
   void base_product(GemmContext c, const bf16* x, bf16* y, int tokens, float beta) const {
     const int in = static_cast<int>(shape_.in), out = static_cast<int>(shape_.out);

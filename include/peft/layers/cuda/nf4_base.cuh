@@ -7,8 +7,9 @@
 // Why a bf16 copy is never kept: the forward GEMM and the input-gradient GEMM each dequantise W
 // into the model's one weight scratch right before they run (ProjectionWeights::base_for_gemm,
 // as bitsandbytes' MatMul4Bit does; up to 64 tokens they decode it inside a fused GEMM instead,
-// kNf4FusedMaxTokens), so the model's extra memory is its largest projection in bf16. Loading quantises one tensor at a time on the host with the CPU backend's quantiser, from
-// the checkpoint's value rounded to bf16 (what torch_dtype=bfloat16 loading gives bitsandbytes),
+// kNf4FusedMaxTokens), so the model's extra memory is its largest projection in bf16. Loading
+// quantises one tensor at a time on the host with the CPU backend's quantiser, from the
+// checkpoint's value rounded to bf16 (what torch_dtype=bfloat16 loading gives bitsandbytes),
 // so the GPU's NF4 bits are the CPU oracle's bits.
 #pragma once
 #include <cmath>
