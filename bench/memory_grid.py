@@ -3,20 +3,9 @@ planned and measured) beside bench/hf_peft_baseline.py's grid_* lines (HF transf
 only: no bitsandbytes on the GPU machine). Markdown on stdout; GB = 10^9 bytes throughout (the
 arena peak is torch's max_memory_allocated counterpart, "device in use" adds the CUDA context).
     python3 bench/memory_grid.py OURS.jsonl [HF.jsonl]"""
-import json, sys
+import sys
 
-def load(path, prefix=""):
-    """A benchmark's JSON lines by workload (those whose name starts with prefix); {} when absent."""
-    rows = {}
-    try:
-        for line in open(path):
-            line = line.strip()
-            if line.startswith("{"):
-                j = json.loads(line)
-                if "workload" in j and str(j["workload"]).startswith(prefix): rows[j["workload"]] = j
-    except FileNotFoundError:
-        pass
-    return rows
+from bench_rows import load
 
 def gb(v): return "-" if v is None else "{:.2f}".format(v / 1e9)
 def num(v): return "-" if v is None else "{:,.0f}".format(v)

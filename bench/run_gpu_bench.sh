@@ -42,7 +42,7 @@ fi
 
 PYTHONPATH="$root/bench" python3 - "$out/ours.jsonl" "$out/hf.jsonl" <<'EOF'
 import sys
-from memory_grid import load
+from bench_rows import load
 ours, hf = load(sys.argv[1]), load(sys.argv[2])
 targets = {"7b_2048_keep": "21000 tok/s, 24 GB", "7b_2048_recompute": "17500 tok/s, 17.5 GB",
            "identity": "train 3 s", "7b_64": "10 ms/step", "7b_nemo_keep": "18000 tok/s (NeMo: 14110 on an H100)",

@@ -33,7 +33,6 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <functional>
 #include <cstdlib>
 #include <random>
 #include <sstream>
@@ -169,6 +168,7 @@ void fixed_length_with(const std::string& name, const ModelConfig& cfg, int seq,
   const StepTiming t = time_training_steps(model, batch, warmup, steps, &dropout, [&] {
     PEFT_CUDA_CHECK(cudaStreamSynchronize(model.stream()));
   });
+  const std::size_t used = device_used_bytes();
   char extra[768];
   std::snprintf(extra, sizeof extra,
                 ", \"lora_kernels\": \"%s\", \"lora_rank\": %d, \"loss\": %.4f, \"steps\": %d, \"step_ms_min\": %.2f, "
@@ -177,9 +177,9 @@ void fixed_length_with(const std::string& name, const ModelConfig& cfg, int seq,
                 kernels_name(opt.lora_kernels), bench_lora().r, t.loss, steps, t.min_ms,
                 static_cast<long long>(model.trainable_parameters().numel()),
                 model.embedding_in_host_memory() ? "host" : "device", model.arena().high_water(), planned.total(),
-                planned.host_embedding, device_used_bytes(), plan.c_str());
+                planned.host_embedding, used, plan.c_str());
   report(name, cfg, static_cast<double>(seq) * samples, t.median_ms, (seq + 1) / 2.0, model.arena().high_water(),
-         device_used_gb(), extra, !Model::uses_lora());
+         static_cast<double>(used) / (1u << 30), extra, !Model::uses_lora());
   if (bench.breakdown) print_breakdown(name + " " + kernels_name(opt.lora_kernels), model, batch, 3);
 }
 
@@ -253,11 +253,13 @@ void identity_run(const ModelConfig& cfg) {
 
 // Issue 15's "will it fit" table: every preset x base x length, recompute (the lightest plan), the
 // planned and measured peak side by side (bench/memory_grid.py prints it beside HF's bf16 rows).
+// Only when named, or all of it by `grid`: a default run leaves it out.
 template <class Precision>
-void grid_row(const std::string& model, const ModelConfig& cfg, int seq, const std::function<bool(const char*)>& on) {
+void grid_row(const std::string& model, const ModelConfig& cfg, int seq, const std::vector<std::string>& want) {
   const bool nf4 = std::is_same_v<Precision, Nf4Base>;
   const std::string name = "grid_" + model + (nf4 ? "_nf4_" : "_bf16_") + std::to_string(seq);
-  if (!on(name.c_str()) && !on("grid")) return;
+  auto named = [&](const std::string& w) { return std::find(want.begin(), want.end(), w) != want.end(); };
+  if (!named(name) && !named("grid")) return;
   // Fewer steps where a step is long (the 32B at 2048: ~1 s); the median of at least 3.
   const double step_gflop = flops_per_token(cfg, seq / 2.0, false) * seq / 1e9;
   const int steps = step_gflop > 2e5 ? 3 : step_gflop > 5e4 ? 5 : 10;
@@ -334,14 +336,11 @@ int main(int argc, char** argv) {
       fixed_length<CudaRecompute, Lora<8>, Nf4Base>("nf4_14b_2048_recompute", b14, 2048, 6, 2);
     if (on("nf4_32b_2048_recompute"))
       fixed_length<CudaRecompute, Lora<8>, Nf4Base>("nf4_32b_2048_recompute", b32, 2048, 4, 1);
-    const std::function<bool(const char*)> grid_on = [&](const char* w) {
-      return !want.empty() && std::find(want.begin(), want.end(), w) != want.end();
-    };
     const std::pair<const char*, ModelConfig> grid_models[] = {{"0.5b", b05}, {"7b", b7}, {"14b", b14}, {"32b", b32}};
     for (const auto& [model, cfg] : grid_models)
       for (const int seq : {512, 2048}) {
-        grid_row<Bf16Mixed>(model, cfg, seq, grid_on);
-        grid_row<Nf4Base>(model, cfg, seq, grid_on);
+        grid_row<Bf16Mixed>(model, cfg, seq, want);
+        grid_row<Nf4Base>(model, cfg, seq, want);
       }
   } catch (const std::exception& e) {
     std::printf("{\"error\": \"%s\"}\n", e.what());

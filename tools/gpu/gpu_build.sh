@@ -1,7 +1,7 @@
 # What every GPU check script shares, written once (sourced by tools/gpu/*_check.sh; they set
-# `root`, `out` and `nvcc`): the set-up and summary rows, and the two builds they make. The GPU machine has no utf8proc / PCRE2 (the
-# data loader's): PEFT_GPU_DEPS, when set, holds their headers (include/) and static libraries
-# (lib/), copied from a development machine.
+# `root`, `out` and `nvcc`): the set-up and summary rows, and the two builds they make. The GPU
+# machine has no utf8proc / PCRE2 (the data loader's): PEFT_GPU_DEPS, when set, holds their
+# headers (include/) and static libraries (lib/), copied from a development machine.
 
 # check_setup: the output folder, the run-time library path and test fixtures, an empty summary,
 # and the device's name (also in $out/device.txt).
