@@ -13,7 +13,37 @@ macro(peft_cuda_language_settings)
   set(CMAKE_CUDA_STANDARD_REQUIRED ON)
   set(CMAKE_CUDA_RUNTIME_LIBRARY Static)
   find_package(CUDAToolkit REQUIRED)
+  peft_find_cudnn()
 endmacro()
+
+# cuDNN's fused attention (kernels/cuda/attention_cudnn.cuh) is optional: on where cuDNN 9 (cudnn.h,
+# libcudnn) and NVIDIA's header-only cudnn_frontend (cudnn_frontend.h: github.com/NVIDIA/cudnn-frontend,
+# or pip's nvidia-cudnn-frontend; point PEFT_CUDNN_FRONTEND_DIR at it) are found, else peft's own
+# attention kernels serve every shape. Binaries built with it need libcudnn.so.9 and libnvrtc where
+# they run.
+set(PEFT_WITH_CUDNN AUTO CACHE STRING "cuDNN fused attention: AUTO (where found), ON (required), OFF")
+set(PEFT_CUDNN_FRONTEND_DIR "" CACHE PATH "folder holding cudnn_frontend.h (or its include/)")
+function(peft_find_cudnn)
+  set(PEFT_CUDNN_FOUND FALSE PARENT_SCOPE)
+  if(PEFT_WITH_CUDNN STREQUAL "OFF")
+    return()
+  endif()
+  find_path(PEFT_CUDNN_FRONTEND_INCLUDE cudnn_frontend.h
+            HINTS ${PEFT_CUDNN_FRONTEND_DIR} ${PEFT_CUDNN_FRONTEND_DIR}/include $ENV{CUDNN_FRONTEND_DIR}/include)
+  find_path(PEFT_CUDNN_INCLUDE cudnn.h HINTS ${CUDAToolkit_INCLUDE_DIRS})
+  find_library(PEFT_CUDNN_LIBRARY NAMES cudnn libcudnn.so.9 HINTS ${CUDAToolkit_LIBRARY_DIR})
+  if(PEFT_CUDNN_FRONTEND_INCLUDE AND PEFT_CUDNN_INCLUDE AND PEFT_CUDNN_LIBRARY)
+    set(PEFT_CUDNN_FOUND TRUE PARENT_SCOPE)
+    message(STATUS "cuDNN fused attention: on (${PEFT_CUDNN_LIBRARY}, ${PEFT_CUDNN_FRONTEND_INCLUDE})")
+  elseif(PEFT_WITH_CUDNN STREQUAL "ON")
+    message(FATAL_ERROR "PEFT_WITH_CUDNN=ON but cuDNN was not found: cudnn_frontend.h "
+            "'${PEFT_CUDNN_FRONTEND_INCLUDE}' (set PEFT_CUDNN_FRONTEND_DIR), cudnn.h '${PEFT_CUDNN_INCLUDE}', "
+            "libcudnn '${PEFT_CUDNN_LIBRARY}'")
+  else()
+    message(STATUS "cuDNN fused attention: off (needs cudnn_frontend.h: set PEFT_CUDNN_FRONTEND_DIR; and cuDNN 9); "
+            "peft's own attention kernels are used")
+  endif()
+endfunction()
 
 # Which GPUs the binaries run on. One build serves them all: machine code (SASS) for each listed
 # architecture, plus PTX of the newest for later GPUs (the driver compiles it at first launch).
@@ -70,6 +100,12 @@ function(peft_cuda_target target)
   endif()
   target_compile_definitions(${target} PRIVATE FMT_USE_CONSTEXPR=1 PEFT_CUDA_ARCHS_BUILT="${archs_text}")
   target_link_libraries(${target} PRIVATE CUDA::cublasLt)
+  if(PEFT_CUDNN_FOUND)
+    target_compile_definitions(${target} PRIVATE PEFT_WITH_CUDNN=1 CUDNN_FRONTEND_SKIP_JSON_LIB=1)
+    target_include_directories(${target} SYSTEM PRIVATE ${PEFT_CUDNN_FRONTEND_INCLUDE} ${PEFT_CUDNN_INCLUDE})
+    # cudnn_frontend's own engines compile kernels at run time: NVRTC and the driver API.
+    target_link_libraries(${target} PRIVATE ${PEFT_CUDNN_LIBRARY} CUDA::nvrtc CUDA::cuda_driver)
+  endif()
 endfunction()
 
 # peft_cuda_program(target source): a CUDA example program (identity_finetune_cuda, chat_cuda, ...)

@@ -1,5 +1,6 @@
 // Flash-style causal GQA attention over packed variable-length samples against
-// kernels/cpu/attention.hpp: the mma.sync kernels the model uses (attention_forward/backward),
+// kernels/cpu/attention.hpp: our mma.sync kernels (attention_forward_own / _backward_own; cuDNN has
+// test_attention_cudnn.cu),
 // the previous WMMA kernels and the plain-FMA reference (attention_simt.cuh). out, dq, dk, dv
 // for sample lengths on and off the 64- and 128-row tile edges, packed samples of different
 // lengths (including 1), groups of 1, 2 and 7 query heads per kv head, head_dim 128 and 64.
@@ -43,7 +44,7 @@ static void run_case(TestContext& t, cuda::DeviceArena& arena, std::vector<int> 
     const std::string name = impl == 0 ? "mma " : impl == 1 ? "wmma " : "simt ";
     auto* out = alloc_poisoned<cuda::bf16>(arena, nq);
     auto* lse = alloc_poisoned<float>(arena, static_cast<std::size_t>(heads) * tokens);
-    if (impl == 0) cuda::attention_forward(out, lse, dq_in, dk_in, dv_in, dims, batch, 0);
+    if (impl == 0) cuda::attention_forward_own(out, lse, dq_in, dk_in, dv_in, dims, batch, 0);
     else if (impl == 1) cuda::attention_forward_wmma(out, lse, dq_in, dk_in, dv_in, dims, batch, 0);
     else cuda::attention_forward_simt(out, lse, dq_in, dk_in, dv_in, dims, batch, 0);
     t.close(name + "forward out" + tag, download_bf16(out, nq), ref.out, 1e-2);
@@ -52,7 +53,7 @@ static void run_case(TestContext& t, cuda::DeviceArena& arena, std::vector<int> 
     auto* dk = alloc_poisoned<cuda::bf16>(arena, nk);
     auto* dv = alloc_poisoned<cuda::bf16>(arena, nk);
     auto* scratch = alloc_poisoned<float>(arena, cuda::attention_backward_scratch_floats(tokens, dims));
-    if (impl == 0) cuda::attention_backward(dq, dk, dv, scratch, ddout, out, dq_in, dk_in, dv_in, lse, dims, batch, 0);
+    if (impl == 0) cuda::attention_backward_own(dq, dk, dv, scratch, ddout, out, dq_in, dk_in, dv_in, lse, dims, batch, 0);
     else if (impl == 1)
       cuda::attention_backward_wmma(dq, dk, dv, scratch, ddout, out, dq_in, dk_in, dv_in, lse, dims, batch, 0);
     else cuda::attention_backward_simt(dq, dk, dv, scratch, ddout, out, dq_in, dk_in, dv_in, lse, dims, batch, 0);
@@ -85,11 +86,11 @@ static void time_shape(TestContext& t, cuda::DeviceArena& arena, const char* mod
   for (bool old : {true, false}) {
     const float fwd = median_ms([&] {
       if (old) cuda::attention_forward_wmma(out, lse, q, k, v, dims, batch, 0);
-      else cuda::attention_forward(out, lse, q, k, v, dims, batch, 0);
+      else cuda::attention_forward_own(out, lse, q, k, v, dims, batch, 0);
     }, 2, 10);
     const float bwd = median_ms([&] {
       if (old) cuda::attention_backward_wmma(dq, dk, dv, scratch, dout, out, q, k, v, lse, dims, batch, 0);
-      else cuda::attention_backward(dq, dk, dv, scratch, dout, out, q, k, v, lse, dims, batch, 0);
+      else cuda::attention_backward_own(dq, dk, dv, scratch, dout, out, q, k, v, lse, dims, batch, 0);
     }, 2, 10);
     std::printf("  timing: %s %s attention one layer, seq %d: forward %.3f ms (%.1f TFLOP/s), backward %.3f ms "
                 "(%.1f TFLOP/s, counting 2.5x the forward's FLOPs)\n",

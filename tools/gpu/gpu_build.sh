@@ -2,6 +2,8 @@
 # `root`, `out` and `nvcc`): the set-up and summary rows, and the two builds they make. The GPU
 # machine has no utf8proc / PCRE2 (the data loader's): PEFT_GPU_DEPS, when set, holds their
 # headers (include/) and static libraries (lib/), copied from a development machine.
+# PEFT_CUDNN_FRONTEND_DIR, when set, holds cudnn_frontend's headers: the builds then have cuDNN's
+# fused attention (kernels/cuda/attention_cudnn.cuh) and link libcudnn.
 
 # check_setup: the output folder, the run-time library path and test fixtures, an empty summary,
 # and the device's name (also in $out/device.txt).
@@ -28,6 +30,7 @@ build_cuda_tests() {
   [[ -n "$deps" ]] && flags=(-DCMAKE_CUDA_FLAGS="-I$deps/include" -DCMAKE_CXX_FLAGS="-I$deps/include"
                              -DCMAKE_CUDA_STANDARD_LIBRARIES="$deps/lib/libutf8proc.a $deps/lib/libpcre2-8.a")
   (($# > 0)) && targets=(--target "$@")
+  [[ -n "${PEFT_CUDNN_FRONTEND_DIR:-}" ]] && flags+=(-DPEFT_CUDNN_FRONTEND_DIR="$PEFT_CUDNN_FRONTEND_DIR")
   cmake -S "$root/tests/cuda" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$nvcc" \
     -DPEFT_CUDA_ARCHS="$archs" -DPEFT_CUDA_NVCC_THREADS=0 "${flags[@]}" &&
     cmake --build "$dir" -j "$jobs" "${targets[@]}"
@@ -38,6 +41,8 @@ build_cuda_tests() {
 build_cuda_bench() {
   local src=$1 bin=$2 tree=${3:-$root} deps="${PEFT_GPU_DEPS:-}" inc=() libs=(-lutf8proc -lpcre2-8)
   [[ -n "$deps" ]] && inc=(-I"$deps/include") libs=("$deps/lib/libutf8proc.a" "$deps/lib/libpcre2-8.a")
+  [[ -n "${PEFT_CUDNN_FRONTEND_DIR:-}" ]] && inc+=(-DPEFT_WITH_CUDNN=1 -DCUDNN_FRONTEND_SKIP_JSON_LIB=1
+    -isystem "$PEFT_CUDNN_FRONTEND_DIR/include") libs+=(-lcudnn -lnvrtc -L"$(dirname "$nvcc")/../lib64/stubs" -lcuda)
   mkdir -p "$(dirname "$bin")"
   "$nvcc" -O3 -DNDEBUG -std=c++20 -arch=sm_90a --threads 0 --expt-relaxed-constexpr -lineinfo -DFMT_USE_CONSTEXPR=1 \
     -DFMT_HEADER_ONLY=1 -I"$tree/include" -I"$tree/examples" -I/usr/include/eigen3 "${inc[@]}" \

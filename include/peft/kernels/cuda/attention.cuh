@@ -12,8 +12,9 @@
 // FA2 identity for rowsum(dP * P). Scores, statistics and accumulators stay fp32; P and dS are
 // rounded to bf16 as the operands of the second products (as FA2 does).
 //
-// attention_forward / attention_backward run the mma.sync kernels of attention_mma.cuh (why they
-// are fast is told there). This file keeps the first tensor-core version, on WMMA 16x16x16
+// attention_forward / attention_backward run cuDNN's fused attention where the build has it and
+// it serves the shape (attention_cudnn.cuh), else the mma.sync kernels of attention_mma.cuh (why
+// they are fast is told there). This file keeps the first tensor-core version, on WMMA 16x16x16
 // fragments with each score tile staged in fp32 shared memory (4 warps, 16 rows each, 64 x 64
 // tiles), as attention_forward_wmma / attention_backward_wmma: ~4x slower, it is the baseline the
 // test times the new kernels against and a second implementation it checks against the CPU.
@@ -23,6 +24,7 @@
 #include <cstdint>
 #include <string>
 
+#include "peft/kernels/cuda/attention_cudnn.cuh"
 #include "peft/kernels/cuda/attention_mma.cuh"
 #include "peft/kernels/cuda/attention_small.cuh"
 #include "peft/kernels/cuda/attention_varlen.cuh"
@@ -159,9 +161,10 @@ struct MmaBackwardCore {
 // models) run the small-shape kernels of attention_small.cuh under the same contract.
 inline bool attention_has_fast_path(int head_dim) { return head_dim == 64 || head_dim == 128; }
 
+// Our kernels alone (the A/B and the test compare them with cuDNN's).
 // out: [tokens, heads * D] bf16; lse: [heads, tokens] fp32, kept for the backward.
-inline void attention_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, AttentionDims d,
-                              VarlenBatch b, cudaStream_t stream) {
+inline void attention_forward_own(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, AttentionDims d,
+                                  VarlenBatch b, cudaStream_t stream) {
   if (!attention_has_fast_path(d.head_dim)) return small_attention_forward(out, lse, q, k, v, d, b, stream);
   detail::check_attention(d, "attention_forward");
   if (b.tokens == 0 || b.num_seqs == 0) return;
@@ -171,14 +174,35 @@ inline void attention_forward(bf16* out, float* lse, const bf16* q, const bf16* 
 
 // dq, dk, dv overwritten (bf16); out and lse are the forward's; scratch holds
 // attention_backward_scratch_floats(tokens, d) floats from the arena.
-inline void attention_backward(bf16* dq, bf16* dk, bf16* dv, float* scratch, const bf16* dout, const bf16* out,
-                               const bf16* q, const bf16* k, const bf16* v, const float* lse, AttentionDims d,
-                               VarlenBatch b, cudaStream_t stream) {
+inline void attention_backward_own(bf16* dq, bf16* dk, bf16* dv, float* scratch, const bf16* dout, const bf16* out,
+                                   const bf16* q, const bf16* k, const bf16* v, const float* lse, AttentionDims d,
+                                   VarlenBatch b, cudaStream_t stream) {
   if (!attention_has_fast_path(d.head_dim))
     return small_attention_backward(dq, dk, dv, scratch, dout, out, q, k, v, lse, d, b, stream);
   detail::check_attention(d, "attention_backward");
   if (b.tokens == 0 || b.num_seqs == 0) return;
   detail::attention_backward_with<detail::MmaBackwardCore>(dq, dk, dv, scratch, dout, out, q, k, v, lse, d, b, stream);
+}
+
+// What the model calls: cuDNN's fused attention where built in and serving the shape, else ours.
+inline void attention_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, AttentionDims d,
+                              VarlenBatch b, cudaStream_t stream) {
+#ifdef PEFT_WITH_CUDNN
+  if (attention_has_fast_path(d.head_dim) && b.tokens > 0 && cudnn_attention_forward(out, lse, q, k, v, d, b, stream))
+    return;
+#endif
+  attention_forward_own(out, lse, q, k, v, d, b, stream);
+}
+
+inline void attention_backward(bf16* dq, bf16* dk, bf16* dv, float* scratch, const bf16* dout, const bf16* out,
+                               const bf16* q, const bf16* k, const bf16* v, const float* lse, AttentionDims d,
+                               VarlenBatch b, cudaStream_t stream) {
+#ifdef PEFT_WITH_CUDNN
+  if (attention_has_fast_path(d.head_dim) && b.tokens > 0 &&
+      cudnn_attention_backward(dq, dk, dv, scratch, dout, out, q, k, v, lse, d, b, stream))
+    return;
+#endif
+  attention_backward_own(dq, dk, dv, scratch, dout, out, q, k, v, lse, d, b, stream);
 }
 
 }  // namespace peft::cuda
