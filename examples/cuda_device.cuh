@@ -3,8 +3,8 @@
 // run the CUDA backend can do, `--device auto` (the default) takes the GPU when both hold, and the
 // choice is printed as a "[device]" line so a log says where its numbers came from, followed by a
 // "[cuda]" line naming the GPU, its compute capability and the kernel family it runs
-// (kernels/cuda/kernel_family.hpp). A GPU older than sm_80 is an error under `--device cuda` and
-// leaves `--device auto` on the CPU, saying why.
+// (kernels/cuda/kernel_family.hpp), and a "[cuda] attention" line (cuDNN's or ours). A GPU older
+// than sm_80 is an error under `--device cuda` and leaves `--device auto` on the CPU, saying why.
 #pragma once
 #include <cuda_runtime.h>
 #include <fmt/format.h>
@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <string>
 
+#include "peft/kernels/cuda/attention.cuh"
 #include "peft/kernels/cuda/device_kernels.cuh"
 #include "peft/core/error.hpp"
 
@@ -51,7 +52,7 @@ inline bool choose_cuda(const std::string& device, const std::string& cpu_only, 
   }
   if (device == "cuda" || (device == "auto" && has_gpu && cpu_only.empty())) {
     fmt::print(out, "[device] cuda:0 ({}){}\n", gpu, device == "auto" ? ", chosen by --device auto" : "");
-    fmt::print(out, "{}\n", kernels);
+    fmt::print(out, "{}\n{}\n", kernels, cuda::describe_attention());
     return true;
   }
   if (device == "auto")

@@ -5,7 +5,8 @@
 // tied and untied) and, under Nf4Base (QLoRA: the frozen projections in NF4), AllLinear and a
 // Lora/Frozen mix (keep and recompute), Qwen2<Layout, P, Cuda> and Qwen2<Layout, P, Cpu> start
 // from the same RandomWeights, adapter seed and lora_B, then take 3 AdamW steps on one packed
-// batch. Checked: the same trainable tensors under the same names and shapes; per-step loss
+// batch (four short samples; AllLinear also on 600 + 90 tokens, keep and recompute, which a build
+// with cuDNN runs through its fused attention). Checked: the same trainable tensors under the same names and shapes; per-step loss
 // (2e-3 relative, as test_model's loss check); the first step's gradients of each kind of tensor
 // (lora_A, lora_B, full weights, full biases, embedding, norms, lm_head: 3e-2, test_model's gradient tolerance: bf16
 // activation gradients vs the CPU's fp32 ones); the grad norm (3e-2); and what training moved,
@@ -113,12 +114,14 @@ void check_full_checkpoint(TestContext& t, const std::string& label, const std::
 
 template <class Layout, class Device = Cuda, class Precision = Bf16Mixed>
 void check_training(TestContext& t, const std::string& label, const ModelConfig& cfg, const LoraConfig& lora,
-                    const std::filesystem::path& save_to = {}) {
+                    const std::filesystem::path& save_to = {}, const std::vector<int>& lengths = {37, 64, 5, 90}) {
   using CpuModel = Qwen2<Layout, Precision, Cpu>;
   using GpuModel = Qwen2<Layout, Precision, Device>;
   RandomWeights w1(7), w2(7);
   auto cpu = CpuModel::from_weights(cfg, w1, lora, 42);
-  auto gpu = GpuModel::from_weights(cfg, w2, lora, 42, {512});
+  int tokens = 0;
+  for (int l : lengths) tokens += l;
+  auto gpu = GpuModel::from_weights(cfg, w2, lora, 42, {std::max(512, tokens)});
   const ParameterList host = cpu->trainable_parameters();
   cuda_test::randomize_lora_b(t, host);
   const auto gparams = gpu->trainable_parameters();
@@ -130,7 +133,7 @@ void check_training(TestContext& t, const std::string& label, const ModelConfig&
   t.expect(same, label + ": the CPU's trainable tensors, names and shapes (" + std::to_string(host.size()) + ")");
   const auto initial = by_kind(host, false);
 
-  const auto samples = cuda_test::random_samples(t, static_cast<int>(cfg.vocab_size), {37, 64, 5, 90});
+  const auto samples = cuda_test::random_samples(t, static_cast<int>(cfg.vocab_size), lengths);
   const PackedBatch batch = cuda_test::packed_samples(samples);
   const float scale = 1.0f / static_cast<float>(batch.label_tokens);
   const AdamW::Options o{0.9, 0.999, 1e-3, 0.01};
@@ -228,6 +231,18 @@ int main(int argc, char** argv) {
     check_training<FullModel>(t, "FullModel untied", three_layers(false), r8, full_dir);
     check_training<FullModel>(t, "FullModel tied (one embedding, two gradients)", three_layers(true), r8);
     check_training<FullModel, CudaRecompute>(t, "FullModel tied recompute", three_layers(true), r8);
+    // Samples long enough for cuDNN's fused attention where the build has it (attention_cudnn.cuh:
+    // a longest sample of >= 512 tokens; these two are of different lengths: its ragged path).
+#ifdef PEFT_WITH_CUDNN
+    const long long cudnn_before = peft::cuda::detail::CudnnAttention::for_current_device().passes_run();
+#endif
+    check_training<Lora<8>>(t, "AllLinear<Lora<8>> samples of 600 + 90 tokens", three_layers(false), r8, {}, {600, 90});
+    check_training<Lora<8>, CudaRecompute>(t, "AllLinear<Lora<8>> 600 + 90 tokens recompute", three_layers(false), r8,
+                                           {}, {600, 90});
+#ifdef PEFT_WITH_CUDNN
+    t.expect(peft::cuda::detail::CudnnAttention::for_current_device().passes_run() > cudnn_before,
+             "the long samples' attention ran on cuDNN");
+#endif
     // A compile-time rank must match --lora_rank, with the CPU's words.
     bool threw = false;
     try {

@@ -184,6 +184,17 @@ inline void attention_backward_own(bf16* dq, bf16* dk, bf16* dv, float* scratch,
   detail::attention_backward_with<detail::MmaBackwardCore>(dq, dk, dv, scratch, dout, out, q, k, v, lse, d, b, stream);
 }
 
+// The programs' "[cuda] attention: ..." line: which implementation long samples get.
+inline std::string describe_attention() {
+#ifdef PEFT_WITH_CUDNN
+  if (attention_impl_requested() == AttentionImpl::own) return "[cuda] attention: peft's kernels (PEFT_ATTENTION=own)";
+  return "[cuda] attention: cuDNN's fused attention for samples of " + std::to_string(cudnn_attention_min_seq()) +
+         " tokens and more, peft's kernels below";
+#else
+  return "[cuda] attention: peft's kernels (built without cuDNN)";
+#endif
+}
+
 // What the model calls: cuDNN's fused attention where built in and serving the shape, else ours.
 inline void attention_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, AttentionDims d,
                               VarlenBatch b, cudaStream_t stream) {

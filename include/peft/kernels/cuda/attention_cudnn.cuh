@@ -152,8 +152,10 @@ class CudnnAttention {
     return true;
   }
 
-  // How long each graph build took, in order (the test reports them).
+  // How long each graph build took, in order (the test reports them), and how many passes cuDNN ran
+  // (the model tests check it served).
   const std::vector<double>& build_ms() const { return build_ms_; }
+  long long passes_run() const { return passes_; }
 
  private:
   struct Plan {
@@ -268,6 +270,7 @@ class CudnnAttention {
     if (cudnnSetStream(handle_, stream) != CUDNN_STATUS_SUCCESS) throw Error("cudnnSetStream failed");
     auto st = p.graph->execute(handle_, pack, workspace);
     if (!st.is_good()) throw Error(std::string("cuDNN attention ") + pass + " failed: " + st.get_message());
+    ++passes_;
   }
 
   static std::shared_ptr<fe::graph::Graph> new_graph() {
@@ -365,6 +368,7 @@ class CudnnAttention {
   std::size_t fwd_workspace_bytes_ = 0;
   std::vector<double> build_ms_;
   int built_ = 0;
+  long long passes_ = 0;
   void* ragged_ = nullptr;  // offsets and lengths of samples of different lengths
   int ragged_capacity_ = 0;
 };
