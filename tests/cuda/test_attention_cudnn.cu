@@ -4,9 +4,10 @@
 // our rows and the [heads, tokens] statistics, GQA 7:1, d 64), packed samples of different lengths
 // (ragged offsets and padding mask; lengths 1 and 37 among them), with nothing written past the
 // last token, and the 7B shape (28/4 heads, d 128: 2048 tokens; 1500 + 548) against
-// attention_forward_own / attention_backward_own. The two implementations' statistics are
-// interchangeable (our backward from cuDNN's forward must equal cuDNN's backward); what cuDNN is
-// not asked for (samples all shorter than the threshold) runs our kernels through the same entry
+// attention_forward_own / attention_backward_own. The two implementations' statistics agree
+// (ragged batches keep them as [tokens, heads], compared transposed) and, for samples of one length
+// on cuDNN's tiles, are interchangeable (our backward from cuDNN's forward must equal cuDNN's
+// backward); what cuDNN is not asked for (samples all shorter than the threshold) runs our kernels through the same entry
 // points; a graph-captured forward + backward replays to the eager results. Tolerances: 1e-2
 // relative L2 on bf16 outputs as test_attention.cu, 1e-4 on the fp32 statistics, 1e-3 between
 // replay and eager (cuDNN's dQ accumulates with atomics). Then times both at the 7B and 0.5B
@@ -63,6 +64,16 @@ std::string tag(int samples, int seq, cuda::AttentionDims d) { return tag(std::v
 // Rows of this many tokens past each output stay poisoned: cuDNN writes nothing past `tokens`.
 constexpr int kGuardTokens = 64;
 
+// cuDNN's statistics in our [heads, tokens] layout (ragged batches keep them as [tokens, heads]).
+Floats lse_as_ours(const float* lse, const cuda::VarlenBatch& b, int heads) {
+  Floats v = download_f32(lse, static_cast<std::size_t>(b.tokens) * heads);
+  if (!cuda::cudnn_attention_ragged(b)) return v;
+  Floats o(v.size());
+  for (int t = 0; t < b.tokens; ++t)
+    for (int h = 0; h < heads; ++h) o[static_cast<std::size_t>(h) * b.tokens + t] = v[static_cast<std::size_t>(t) * heads + h];
+  return o;
+}
+
 bool guard_intact(const cuda::bf16* p, std::size_t n, std::size_t guard) {
   std::vector<std::uint16_t> h(guard);
   PEFT_CUDA_CHECK(cudaDeviceSynchronize());
@@ -87,17 +98,12 @@ void against_reference(TestContext& t, cuda::DeviceArena& arena, const std::vect
   const std::string s = tag(lengths, d);
   t.expect(cuda::cudnn_attention_forward(b.out, b.lse, b.q, b.k, b.v, d, batch, 0), "cuDNN serves forward" + s);
   t.close("cudnn forward out" + s, download_bf16(b.out, nq), ref.out, 1e-2);
-  // Samples of different lengths: cuDNN's backward wants workspace for every sample at the longest's
-  // length, which our scratch (sized by tokens) may not hold; then ours serves it.
-  const bool ragged = static_cast<long long>(batch.num_seqs) * batch.max_seqlen != batch.tokens;
   const bool served =
       cuda::cudnn_attention_backward(b.dq, b.dk, b.dv, b.scratch, b.dout, b.out, b.q, b.k, b.v, b.lse, d, batch, 0);
-  if (!served) cuda::attention_backward_own(b.dq, b.dk, b.dv, b.scratch, b.dout, b.out, b.q, b.k, b.v, b.lse, d, batch, 0);
-  if (ragged) std::printf("  (backward%s by %s)\n", s.c_str(), served ? "cuDNN" : "ours: cuDNN declined");
-  else t.expect(served, "cuDNN serves backward" + s);
-  t.close(std::string(served ? "cudnn" : "ours") + " backward dq" + s, download_bf16(b.dq, nq), ref.dq, 1e-2);
-  t.close(std::string(served ? "cudnn" : "ours") + " backward dk" + s, download_bf16(b.dk, nk), ref.dk, 1e-2);
-  t.close(std::string(served ? "cudnn" : "ours") + " backward dv" + s, download_bf16(b.dv, nk), ref.dv, 1e-2);
+  t.expect(served, "cuDNN serves backward" + s);
+  t.close("cudnn backward dq" + s, download_bf16(b.dq, nq), ref.dq, 1e-2);
+  t.close("cudnn backward dk" + s, download_bf16(b.dk, nk), ref.dk, 1e-2);
+  t.close("cudnn backward dv" + s, download_bf16(b.dv, nk), ref.dv, 1e-2);
   const std::size_t gq = static_cast<std::size_t>(kGuardTokens) * d.heads * d.head_dim,
                     gk = static_cast<std::size_t>(kGuardTokens) * d.kv_heads * d.head_dim;
   t.expect(guard_intact(b.out, nq, gq) && guard_intact(b.dq, nq, gq) && guard_intact(b.dk, nk, gk) &&
@@ -108,7 +114,7 @@ void against_reference(TestContext& t, cuda::DeviceArena& arena, const std::vect
   auto* own_out = alloc_poisoned<cuda::bf16>(arena, nq);
   cuda::attention_forward_own(own_out, own_lse, b.q, b.k, b.v, d, batch, 0);
   const std::size_t nlse = static_cast<std::size_t>(tokens) * d.heads;
-  t.close("cudnn lse = ours" + s, download_f32(b.lse, nlse), download_f32(own_lse, nlse), 1e-4);
+  t.close("cudnn lse = ours" + s, lse_as_ours(b.lse, batch, d.heads), download_f32(own_lse, nlse), 1e-4);
   arena.release(m0);
 }
 
@@ -133,19 +139,23 @@ void against_own(TestContext& t, cuda::DeviceArena& arena, const std::vector<int
            "cuDNN serves backward" + s);
   cuda::attention_forward_own(o.out, o.lse, q, k, v, d, batch, 0);
   t.close("cudnn out = ours" + s, download_bf16(c.out, c.nq), download_bf16(o.out, c.nq), 1e-2);
-  t.close("cudnn lse = ours" + s, download_f32(c.lse, c.nlse), download_f32(o.lse, c.nlse), 1e-4);
+  const std::size_t nlse = static_cast<std::size_t>(tokens) * d.heads;
+  t.close("cudnn lse = ours" + s, lse_as_ours(c.lse, batch, d.heads), download_f32(o.lse, nlse), 1e-4);
   cuda::attention_backward_own(o.dq, o.dk, o.dv, o.scratch, dout, o.out, q, k, v, o.lse, d, batch, 0);
   t.close("cudnn dq = ours" + s, download_bf16(c.dq, c.nq), download_bf16(o.dq, c.nq), 1e-2);
   t.close("cudnn dk = ours" + s, download_bf16(c.dk, c.nk), download_bf16(o.dk, c.nk), 1e-2);
   t.close("cudnn dv = ours" + s, download_bf16(c.dv, c.nk), download_bf16(o.dv, c.nk), 1e-2);
-  // Our backward from cuDNN's forward (out, lse) equals cuDNN's backward.
-  cuda::attention_backward_own(o.dq, o.dk, o.dv, o.scratch, dout, c.out, q, k, v, c.lse, d, batch, 0);
-  t.close("ours from cuDNN's forward: dq" + s, download_bf16(o.dq, c.nq), download_bf16(c.dq, c.nq), 1e-2);
-  t.close("ours from cuDNN's forward: dk" + s, download_bf16(o.dk, c.nk), download_bf16(c.dk, c.nk), 1e-2);
+  // Our backward from cuDNN's forward (out, lse) equals cuDNN's backward (statistics in our layout:
+  // samples of one length on cuDNN's tiles).
+  if (!cuda::cudnn_attention_ragged(batch)) {
+    cuda::attention_backward_own(o.dq, o.dk, o.dv, o.scratch, dout, c.out, q, k, v, c.lse, d, batch, 0);
+    t.close("ours from cuDNN's forward: dq" + s, download_bf16(o.dq, c.nq), download_bf16(c.dq, c.nq), 1e-2);
+    t.close("ours from cuDNN's forward: dk" + s, download_bf16(o.dk, c.nk), download_bf16(c.dk, c.nk), 1e-2);
+  }
   // Captured into a CUDA graph (as the model's steps are) and replayed: the same results.
   cudaStream_t stream = nullptr;
   PEFT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  poison(o.out, c.nq), poison(o.lse, c.nlse), poison(o.dq, c.nq), poison(o.dk, c.nk);
+  poison(o.out, c.nq), poison(o.lse, nlse), poison(o.dq, c.nq), poison(o.dk, c.nk);
   bool served = true;
   cudaGraphExec_t exec = cuda::capture_graph(stream, [&] {
     served = cuda::cudnn_attention_forward(o.out, o.lse, q, k, v, d, batch, stream) &&

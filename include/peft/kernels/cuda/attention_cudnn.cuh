@@ -12,8 +12,11 @@
 // step, and a cuDNN graph is built per shape (the 9.14 library has no dynamic shapes for attention:
 // ~1 s for each of the first graphs of a process, ~75 ms for later shapes, measured on the H200),
 // at most PEFT_CUDNN_ATTENTION_MAX_GRAPHS of them. The statistics cuDNN keeps for the backward are ours: the
-// natural-log log-sum-exp of the scaled scores, [heads, tokens] fp32, so a forward by one
-// implementation and a backward by the other agree (the test mixes them).
+// natural-log log-sum-exp of the scaled scores. For samples of one length they are also laid out
+// as ours, [heads, tokens] fp32, so a forward by one implementation and a backward by the other
+// agree (the test mixes them); for ragged batches they are cuDNN's [tokens, heads] (its backward's
+// workspace is then sized by tokens, not samples x longest, and fits our scratch), and cuDNN serves
+// the forward only when it will serve that shape's backward too.
 //
 // Workspace: the backward's comes from the caller's attention scratch (the arena's), and a shape
 // whose plan wants more declines; the forward's (none at the shapes measured) from a buffer this
@@ -85,13 +88,13 @@ enum CudnnAttentionUid : std::int64_t {
 // For samples of different lengths: each sample's length and where it starts in q / out, in k / v
 // and in lse (elements), from cu_seqlens. One thread a sample.
 __global__ void cudnn_ragged_offsets_kernel(const std::int32_t* __restrict__ cu, int samples, std::int64_t q_row,
-                                            std::int64_t kv_row, std::int64_t* __restrict__ off,
+                                            std::int64_t kv_row, std::int64_t stats_row, std::int64_t* __restrict__ off,
                                             std::int32_t* __restrict__ seqlen) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i > samples) return;
   off[i] = cu[i] * q_row;
   off[samples + 1 + i] = cu[i] * kv_row;
-  off[2 * (samples + 1) + i] = cu[i];
+  off[2 * (samples + 1) + i] = cu[i] * stats_row;
   if (i < samples) seqlen[i] = cu[i + 1] - cu[i];
 }
 
@@ -121,9 +124,9 @@ class CudnnAttention {
 
   // Runs the pass and returns true, or returns false (nothing launched) when cuDNN declines.
   bool forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const Shape& s,
-               const std::int32_t* cu_seqlens, cudaStream_t stream) {
+               std::size_t backward_scratch_bytes, const std::int32_t* cu_seqlens, cudaStream_t stream) {
     Plan* p = plan(s, stream);
-    if (!p || !ragged_ready(s, stream)) return false;
+    if (!p || !ragged_ready(s, stream) || (s.ragged && !pair_served(s, backward_scratch_bytes, stream))) return false;
     if (p->workspace > static_cast<std::int64_t>(fwd_workspace_bytes_)) {
       if (capturing(stream)) return false;
       if (fwd_workspace_) PEFT_CUDA_CHECK(cudaFree(fwd_workspace_));
@@ -140,6 +143,11 @@ class CudnnAttention {
   bool backward(bf16* dq, bf16* dk, bf16* dv, void* scratch, std::size_t scratch_bytes, const bf16* dout,
                 const bf16* out, const bf16* q, const bf16* k, const bf16* v, const float* lse, const Shape& s,
                 const std::int32_t* cu_seqlens, cudaStream_t stream) {
+    if (s.ragged) {  // served exactly when its forward was: the statistics are in cuDNN's layout
+      Shape f = s;
+      f.backward = false;
+      if (auto it = paired_.find(f); it == paired_.end() || !it->second) return false;
+    }
     Plan* p = plan(s, stream);
     if (!p || p->workspace > static_cast<std::int64_t>(scratch_bytes)) return decline(s, p, scratch_bytes);
     if (!ragged_ready(s, stream)) return false;
@@ -165,6 +173,20 @@ class CudnnAttention {
 
   CudnnAttention() = default;
 
+  // A ragged forward runs on cuDNN only if its backward can too (built, and its workspace fits the
+  // scratch the backward will be given): decided once per shape, so forward and backward agree.
+  bool pair_served(const Shape& s, std::size_t backward_scratch_bytes, cudaStream_t stream) {
+    if (auto it = paired_.find(s); it != paired_.end()) return it->second;
+    if (capturing(stream)) return false;
+    Shape b = s;
+    b.backward = true;
+    Plan* p = plan(b, stream);
+    const bool ok = p && p->workspace <= static_cast<std::int64_t>(backward_scratch_bytes);
+    if (p && !ok) decline(b, p, backward_scratch_bytes);
+    paired_[s] = ok;
+    return ok;
+  }
+
   // The runner's buffer for the ragged arrays holds `samples`; grown only outside a capture.
   bool ragged_ready(const Shape& s, cudaStream_t stream) {
     if (!s.ragged || s.batch <= ragged_capacity_) return true;
@@ -183,7 +205,7 @@ class CudnnAttention {
     auto* seqlen = reinterpret_cast<std::int32_t*>(off + 3 * (s.batch + 1));
     cudnn_ragged_offsets_kernel<<<(s.batch + 1 + 127) / 128, 128, 0, stream>>>(
         cu, s.batch, static_cast<std::int64_t>(s.heads) * s.head_dim, static_cast<std::int64_t>(s.kv_heads) * s.head_dim,
-        off, seqlen);
+        s.heads, off, seqlen);
     PEFT_CUDA_CHECK_LAUNCH("cudnn_ragged_offsets_kernel");
     pack[kUidOffsetQ] = off;
     pack[kUidOffsetKv] = off + (s.batch + 1);
@@ -314,10 +336,16 @@ class CudnnAttention {
         packed_strides(s.seq, heads, s.head_dim));
     if (offset) t->set_ragged_offset(offset);
   }
-  // lse [heads, tokens]: sample b's row of head h starts at h * tokens + (b * seq, or its offset).
+  // Samples of one length: lse [heads, tokens] as ours (sample b's row of head h at h * tokens +
+  // b * seq). Ragged: [tokens, heads], cuDNN's packed layout, which its backward sizes its workspace
+  // by (max_total_seq_len below); only cuDNN's own backward reads it (see `paired_`).
   static void stats_layout(fe::graph::Tensor_attributes& t, const Shape& s, const Ragged& r) {
-    t.set_data_type(fe::DataType_t::FLOAT).set_dim({s.batch, s.heads, s.seq, 1}).set_stride({s.seq, s.tokens, 1, 1});
-    if (r.off_stats) t.set_ragged_offset(r.off_stats);
+    t.set_data_type(fe::DataType_t::FLOAT).set_dim({s.batch, s.heads, s.seq, 1});
+    if (r.off_stats) {
+      t.set_stride({static_cast<std::int64_t>(s.seq) * s.heads, 1, s.heads, 1}).set_ragged_offset(r.off_stats);
+    } else {
+      t.set_stride({s.seq, s.tokens, 1, 1});
+    }
   }
   template <class Attributes>
   static void causal(Attributes& opts, const Shape& s, const Ragged& r) {
@@ -353,6 +381,7 @@ class CudnnAttention {
     auto stats = g->tensor(stats_attr);
     auto opts = fe::graph::SDPA_backward_attributes().set_name("peft_attention_backward");
     causal(opts, s, r);
+    if (s.ragged) opts.set_max_total_seq_len_q(s.tokens).set_max_total_seq_len_kv(s.tokens);  // workspace by tokens
     auto [dq, dk, dv] = g->sdpa_backward(q, k, v, o, dout, stats, opts);
     as_output(dq, kUidDQ, s, s.heads, r.off_q);
     as_output(dk, kUidDK, s, s.kv_heads, r.off_kv);
@@ -364,6 +393,7 @@ class CudnnAttention {
   bool handle_failed_ = false;
   std::map<Shape, Plan> plans_;
   std::map<Shape, bool> warned_workspace_;
+  std::map<Shape, bool> paired_;  // ragged forward shapes: whether cuDNN serves the pair
   void* fwd_workspace_ = nullptr;
   std::size_t fwd_workspace_bytes_ = 0;
   std::vector<double> build_ms_;
@@ -373,16 +403,24 @@ class CudnnAttention {
   int ragged_capacity_ = 0;
 };
 
+}  // namespace detail
+
+// Whether cuDNN sees the batch as ragged (offsets, padding mask, [tokens, heads] statistics).
+// Samples of one length off cuDNN's 128-row tiles are ragged too: for them the 9.14 library's
+// frontend would add a padding mask of its own that a CUDA graph does not capture (the replayed
+// backward was wrong), where ours is computed by a kernel on the stream.
+inline bool cudnn_attention_ragged(VarlenBatch b) {
+  return static_cast<long long>(b.num_seqs) * b.max_seqlen != b.tokens || b.max_seqlen % 128 != 0;
+}
+
+namespace detail {
+
 // The shape cuDNN is asked for, or nothing when the batch is not one it serves (see the top).
 inline bool cudnn_attention_shape(AttentionDims d, VarlenBatch b, bool backward, CudnnAttention::Shape& s) {
   if (attention_impl_requested() == AttentionImpl::own) return false;
   if (b.num_seqs <= 0 || b.max_seqlen <= 0) return false;
   if (b.max_seqlen < cudnn_attention_min_seq() && attention_impl_requested() != AttentionImpl::cudnn) return false;
-  // Samples of one length off cuDNN's 128-row tiles also take the ragged path: for them the 9.14
-  // library's frontend would add a padding mask of its own that a CUDA graph does not capture (the
-  // replayed backward was wrong), where ours is computed by a kernel on the stream.
-  const bool ragged = static_cast<long long>(b.num_seqs) * b.max_seqlen != b.tokens || b.max_seqlen % 128 != 0;
-  s = {b.num_seqs, b.max_seqlen, d.heads, d.kv_heads, d.head_dim, backward, ragged, b.tokens};
+  s = {b.num_seqs, b.max_seqlen, d.heads, d.kv_heads, d.head_dim, backward, cudnn_attention_ragged(b), b.tokens};
   return true;
 }
 
@@ -393,7 +431,8 @@ inline bool cudnn_attention_forward(bf16* out, float* lse, const bf16* q, const 
                                     AttentionDims d, VarlenBatch b, cudaStream_t stream) {
   detail::CudnnAttention::Shape s{};
   if (!detail::cudnn_attention_shape(d, b, false, s)) return false;
-  return detail::CudnnAttention::for_current_device().forward(out, lse, q, k, v, s, b.cu_seqlens, stream);
+  return detail::CudnnAttention::for_current_device().forward(
+      out, lse, q, k, v, s, attention_backward_scratch_floats(b.tokens, d) * sizeof(float), b.cu_seqlens, stream);
 }
 
 // true: cuDNN wrote dq, dk, dv (using `scratch` as its workspace); false: run our kernels.

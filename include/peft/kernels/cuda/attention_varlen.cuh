@@ -19,10 +19,13 @@ struct VarlenBatch {
   int num_seqs, max_seqlen, tokens;
 };
 
-// fp32 scratch the backward needs: dQ accumulator, per-query-head dK and dV partials, D.
+// fp32 scratch the backward needs: dQ accumulator, per-query-head dK and dV partials, D. cuDNN's
+// backward (attention_cudnn.cuh) takes it as its workspace, whose pieces are the same four but
+// aligned: the margin is their padding.
+inline constexpr std::size_t kAttentionScratchMarginFloats = 1 << 16;
 inline std::size_t attention_backward_scratch_floats(int tokens, AttentionDims d) {
   const std::size_t nq = static_cast<std::size_t>(tokens) * d.heads * d.head_dim;
-  return 3 * nq + static_cast<std::size_t>(d.heads) * tokens;
+  return 3 * nq + static_cast<std::size_t>(d.heads) * tokens + kAttentionScratchMarginFloats;
 }
 
 }  // namespace peft::cuda
