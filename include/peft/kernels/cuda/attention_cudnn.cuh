@@ -5,23 +5,25 @@
 // at run time it declines, and our kernels run, when cuDNN is absent or refuses the shape.
 //
 // What it serves: batches whose longest sample has at least `cudnn_attention_min_seq()` tokens.
-// Samples of one length (tokens = num_seqs x max_seqlen) are cuDNN's [B, H, S, D] with strides over
-// our packed [tokens, heads * D] rows; samples of different lengths add cuDNN's ragged offsets and
-// padding mask (each sample's start and length, computed on the device from cu_seqlens, so the
-// step stays capturable). Short samples stay on our kernels: attention is a small share of their
+// Samples of one length on cuDNN's 128-row tiles are its [B, H, S, D] with strides over our packed
+// [tokens, heads * D] rows; every other batch is ragged (cudnn_attention_ragged): cuDNN's offsets
+// and padding mask, each sample's start and length computed on the device from cu_seqlens, so the
+// step stays capturable. Short samples stay on our kernels: attention is a small share of their
 // step, and a cuDNN graph is built per shape (the 9.14 library has no dynamic shapes for attention:
-// ~1 s for each of the first graphs of a process, ~75 ms for later shapes, measured on the H200),
-// at most PEFT_CUDNN_ATTENTION_MAX_GRAPHS of them. The statistics cuDNN keeps for the backward are ours: the
-// natural-log log-sum-exp of the scaled scores. For samples of one length they are also laid out
-// as ours, [heads, tokens] fp32, so a forward by one implementation and a backward by the other
-// agree (the test mixes them); for ragged batches they are cuDNN's [tokens, heads] (its backward's
-// workspace is then sized by tokens, not samples x longest, and fits our scratch), and cuDNN serves
-// the forward only when it will serve that shape's backward too.
+// ~0.5-1 s for each of the first graphs of a process, 42-80 ms for later ones, measured on the
+// H200), at most PEFT_CUDNN_ATTENTION_MAX_GRAPHS of them.
 //
-// Workspace: the backward's comes from the caller's attention scratch (the arena's), and a shape
-// whose plan wants more declines; the forward's (none at the shapes measured) from a buffer this
-// runner allocates once outside any graph capture. A shape never built is not built while a CUDA
-// graph is being captured (building synchronises); it runs our kernels in that replay instead.
+// Statistics: cuDNN keeps ours for the backward, the natural-log log-sum-exp of the scaled scores,
+// fp32. Unragged they are laid out as ours, [heads, tokens], so a forward by one implementation and a
+// backward by the other agree (the test mixes them). Ragged they are cuDNN's [tokens, heads]: its
+// backward, told the token count, then sizes its workspace by tokens (by samples x longest
+// otherwise, which did not fit our scratch), and such a shape's forward runs on cuDNN only when its
+// backward will too.
+//
+// Workspace: the backward's is the caller's attention scratch (the arena's), and a plan that wants
+// more declines; the forward's (none at the shapes measured) a buffer of this runner's. A shape
+// never built is not built while a CUDA graph is being captured (building synchronises); it runs
+// our kernels in that replay instead.
 //
 // PEFT_ATTENTION=own turns it off (A/B, or to rule it out); =cudnn makes a refusal an error.
 #pragma once
@@ -129,7 +131,7 @@ class CudnnAttention {
     if (!p || !ragged_ready(s, stream) || (s.ragged && !pair_served(s, backward_scratch_bytes, stream))) return false;
     if (p->workspace > static_cast<std::int64_t>(fwd_workspace_bytes_)) {
       if (capturing(stream)) return false;
-      if (fwd_workspace_) PEFT_CUDA_CHECK(cudaFree(fwd_workspace_));
+      if (fwd_workspace_) retired_.push_back(fwd_workspace_);
       PEFT_CUDA_CHECK(cudaMalloc(&fwd_workspace_, static_cast<std::size_t>(p->workspace)));
       fwd_workspace_bytes_ = static_cast<std::size_t>(p->workspace);
     }
@@ -191,8 +193,7 @@ class CudnnAttention {
   bool ragged_ready(const Shape& s, cudaStream_t stream) {
     if (!s.ragged || s.batch <= ragged_capacity_) return true;
     if (capturing(stream)) return false;
-    PEFT_CUDA_CHECK(cudaStreamSynchronize(stream));
-    if (ragged_) PEFT_CUDA_CHECK(cudaFree(ragged_));
+    if (ragged_) retired_.push_back(ragged_);
     const int cap = std::max(64, 2 * s.batch);
     PEFT_CUDA_CHECK(cudaMalloc(&ragged_, 3 * (cap + 1) * sizeof(std::int64_t) + cap * sizeof(std::int32_t)));
     ragged_capacity_ = cap;
@@ -401,6 +402,8 @@ class CudnnAttention {
   long long passes_ = 0;
   void* ragged_ = nullptr;  // offsets and lengths of samples of different lengths
   int ragged_capacity_ = 0;
+  // Buffers outgrown, never freed: a CUDA graph captured with one still launches with its address.
+  std::vector<void*> retired_;
 };
 
 }  // namespace detail

@@ -18,8 +18,10 @@
 // at rank 8 only (ProjectionWeights::fuses_dropout). Even at rank 8 the forward streams a 7B
 // q_proj input at ~0.6 TB/s (25 us for 14.7 MB), a seventh of the memory's rate. Tried: a 32-bit
 // mask hash (27 -> 24 us, kept), four chunks of x a lane in flight (26 us, not kept), the tiles
-// software-pipelined (25 us; down_proj 111 -> 100, kept); left: ~2 blocks an SM (256 blocks of 8
-// warps at seq 2048) and the per-element work (bench/RESULTS.md).
+// software-pipelined (25 us; down_proj 111 -> 100, kept), each row split over 2 or 4 warps (4x the
+// warps, a quarter of the dependent tile loads each: q_proj 24.5 -> 25.6 / 33.3 us, down_proj 97.9
+// -> 105.6 / 126.6, not kept); so neither bytes in flight nor occupancy bound it: the per-element
+// work does (bench/RESULTS.md).
 // The backward had the bytes-in-flight problem: its grid is many blocks an SM now.
 #pragma once
 #include <algorithm>
