@@ -5,8 +5,8 @@
 // A kernel whose mask differed from dropout_forward's in any element would miss by far more than
 // the tolerances (1e-2 for bf16 outputs: one rounding; 1e-5 for the fp32 dA, accumulated in fp32 in
 // another order). Shapes cover ragged token counts, widths that are not a tile multiple, and
-// padded ranks 8, 24 and 64 (the kernels' range). Not small: the 7B q_proj and down_proj shapes
-// timed against the kernels they replace.
+// padded ranks 8, 24 and 64 (the kernels' range); rank 8's forward both on tensor cores and on the
+// FMA kernel. Not small: the 7B q_proj and down_proj shapes timed against the kernels they replace.
 #include "cuda_test.cuh"
 #include "peft/kernels/cuda/elementwise.cuh"
 #include "peft/kernels/cuda/gemm.cuh"
@@ -59,9 +59,17 @@ void check_shape(TestContext& t, cuda::DeviceArena& arena, int T, int in, int rp
   const double spread = 4.0 * std::sqrt(static_cast<double>(p) * (1.0 - p) / static_cast<double>(n)) + 0.01;
   t.expect(std::abs(kept_frac - (1.0 - p)) < spread, label + ": mask keeps ~1-p (" + std::to_string(kept_frac) + ")");
 
-  auto* xa = alloc_poisoned<bf16>(arena, static_cast<std::size_t>(T) * rp);
-  cuda::lora_down_dropout(xa, dx_in, d_a, rp, T, in, seed, p, 0);
-  t.close(label + ": xa = drop(x) A^T", download_bf16(xa, static_cast<std::size_t>(T) * rp), xa_ref, 1e-2);
+  // The forward; at rank 8 also with the tensor-core kernel off (the FMA kernel every rank has).
+  const bool mma = cuda::lora_down_mma();
+  for (const bool on : {mma, false}) {
+    if (rp != 8 && !on) continue;
+    cuda::lora_down_mma() = on;
+    auto* xa = alloc_poisoned<bf16>(arena, static_cast<std::size_t>(T) * rp);
+    cuda::lora_down_dropout(xa, dx_in, d_a, rp, T, in, seed, p, 0);
+    t.close(label + (rp == 8 ? (on ? " (tensor cores)" : " (FMA)") : "") + ": xa = drop(x) A^T",
+            download_bf16(xa, static_cast<std::size_t>(T) * rp), xa_ref, 1e-2);
+  }
+  cuda::lora_down_mma() = mma;
 
   // The backward at its default grid and at others (the token slicing changes, the sums must not).
   const int chosen = cuda::lora_back_blocks_per_sm();
@@ -150,6 +158,13 @@ void time_shape(cuda::DeviceArena& arena, cuda::Gemm& gemm, const char* name, in
   const float b_fus = median_ms([&] { cuda::lora_dropout_backward(dx, da, xa, x, a, rp, T, in, seed, p, 0); });
   std::printf("  timing %s T=%d in=%d rp=%d: forward %.1f -> %.1f us, backward (dA, dx) %.1f -> %.1f us\n", name, T, in,
               rp, f_sep * 1e3, f_fus * 1e3, b_sep * 1e3, b_fus * 1e3);
+  if (rp == 8) {  // the forward on CUDA cores, for the tensor-core kernel's A/B
+    cuda::lora_down_mma() = false;
+    const float f = median_ms([&] { cuda::lora_down_dropout(xa, x, a, rp, T, in, seed, p, 0); });
+    cuda::lora_down_mma() = true;
+    std::printf("  timing %s forward on CUDA cores (FMA kernel): %.1f us (tensor cores: %.1f)\n", name, f * 1e3,
+                f_fus * 1e3);
+  }
   // The backward's grid, for tuning lora_back_blocks_per_sm().
   const int chosen = cuda::lora_back_blocks_per_sm();
   for (const int per_sm : {2, 4, 8}) {
@@ -167,6 +182,7 @@ int test_main(int argc, char** argv) {
   return run_test(argc, argv, "lora dropout (fused)", [](TestContext& t) {
     cuda::DeviceArena arena(std::size_t{3} << 30);
     check_shape(t, arena, 37, 328, 8, 0.05f, 0x1234);
+    check_shape(t, arena, t.small ? 3 : 130, t.small ? 1032 : 3592, 8, 0.1f, 5);  // in % 16 == 8: a half step
     check_shape(t, arena, t.small ? 5 : 300, t.small ? 72 : 1032, 24, 0.5f, 0x9e37);
     check_shape(t, arena, t.small ? 9 : 70, t.small ? 264 : 520, 64, 0.1f, 77);
     // A zero seed and a one-token batch: nothing special-cased.
