@@ -7,21 +7,19 @@
 // kernels drop exactly the elements dropout_forward / dropout_backward_add drop, and the dropped
 // input is rounded to bf16 before use as dropout_forward's output is (the cuBLAS path's operand).
 //
-// Why plain FMA kernels and not tensor cores: at rank 8 each input element meets 8 multiply-adds,
-// and the padded rank is a template parameter so the accumulators live in registers. The forward
-// tiles A through shared memory (each block reuses one tile for its tokens); the backward gives
-// each thread one or two input columns for a run of tokens, keeps A's columns in registers, and
-// adds its dA partial sums with atomics (fp32; the order of those adds is not fixed, a ~1e-7
-// relative wobble).
-// Measured on the H200 (cuda_test_lora_dropout's timings, bench/RESULTS.md) they beat
-// dropout_forward + cuBLASLt at rank 8 and lose at 64, where the FMAs dominate; the model uses them
-// at rank 8 only (ProjectionWeights::fuses_dropout). Even at rank 8 the forward streams a 7B
-// q_proj input at ~0.6 TB/s (25 us for 14.7 MB), a seventh of the memory's rate. Tried: a 32-bit
-// mask hash (27 -> 24 us, kept), four chunks of x a lane in flight (26 us, not kept), the tiles
-// software-pipelined (25 us; down_proj 111 -> 100, kept), each row split over 2 or 4 warps (4x the
-// warps, a quarter of the dependent tile loads each: q_proj 24.5 -> 25.6 / 33.3 us, down_proj 97.9
-// -> 105.6 / 126.6, not kept); so neither bytes in flight nor occupancy bound it: the per-element
-// work does (bench/RESULTS.md).
+// The FMA kernels: the padded rank is a template parameter so the accumulators live in registers.
+// The forward tiles A through shared memory (each block reuses one tile for its tokens); the
+// backward gives each thread one or two input columns for a run of tokens, keeps A's columns in
+// registers, and adds its dA partial sums with atomics (fp32; the order of those adds is not fixed,
+// a ~1e-7 relative wobble). Measured on the H200 (cuda_test_lora_dropout's timings,
+// bench/RESULTS.md) they beat dropout_forward + cuBLASLt at rank 8 and lose at 64, where the FMAs
+// dominate; the model uses them at rank 8 only (ProjectionWeights::fuses_dropout).
+// The forward at rank 8 runs on tensor cores instead (lora_down_dropout_mma_kernel): the FMA
+// kernel streamed a 7B q_proj input at ~0.6 TB/s, bound by its per-element work, not by bytes in
+// flight or occupancy. Tried on it: a 32-bit mask hash (27 -> 24 us, kept), four chunks of x a lane
+// in flight (26 us, not kept), the tiles software-pipelined (25 us; down_proj 111 -> 100, kept),
+// each row split over 2 or 4 warps (q_proj 24.5 -> 25.6 / 33.3 us, down_proj 97.9 -> 105.6 / 126.6,
+// not kept); the mma kernel: q_proj 26.6 -> 18.0 us, down_proj 100.6 -> 68.6.
 // The backward had the bytes-in-flight problem: its grid is many blocks an SM now.
 #pragma once
 #include <algorithm>
