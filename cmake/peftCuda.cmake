@@ -17,8 +17,8 @@ macro(peft_cuda_language_settings)
 endmacro()
 
 # cuDNN's fused attention (kernels/cuda/attention_cudnn.cuh) is optional: on where cuDNN 9 (cudnn.h,
-# libcudnn) and NVIDIA's header-only cudnn_frontend (cudnn_frontend.h: github.com/NVIDIA/cudnn-frontend,
-# or pip's nvidia-cudnn-frontend; point PEFT_CUDNN_FRONTEND_DIR at it) are found, else peft's own
+# libcudnn) and NVIDIA's header-only cudnn_frontend (cudnn_frontend.h: github.com/NVIDIA/cudnn-frontend;
+# point PEFT_CUDNN_FRONTEND_DIR at its include/) are found, else peft's own
 # attention kernels serve every shape. Binaries built with it need libcudnn.so.9 and libnvrtc where
 # they run.
 set(PEFT_WITH_CUDNN AUTO CACHE STRING "cuDNN fused attention: AUTO (where found), ON (required), OFF")
