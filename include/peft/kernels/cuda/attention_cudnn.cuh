@@ -36,9 +36,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
-#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -282,7 +282,7 @@ class CudnnAttention {
   }
 
   bool decline(const Shape& s, const Plan* p, std::size_t scratch_bytes) {
-    if (p && warned_workspace_.emplace(s, true).second)
+    if (p && warned_workspace_.insert(s).second)
       refuse(s, "cuDNN wants " + std::to_string(p->workspace) + " bytes of workspace, the scratch has " +
                     std::to_string(scratch_bytes));
     return false;
@@ -393,7 +393,7 @@ class CudnnAttention {
   cudnnHandle_t handle_ = nullptr;
   bool handle_failed_ = false;
   std::map<Shape, Plan> plans_;
-  std::map<Shape, bool> warned_workspace_;
+  std::set<Shape> warned_workspace_;
   std::map<Shape, bool> paired_;  // ragged forward shapes: whether cuDNN serves the pair
   void* fwd_workspace_ = nullptr;
   std::size_t fwd_workspace_bytes_ = 0;

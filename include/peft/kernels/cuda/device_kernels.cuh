@@ -72,12 +72,15 @@ inline int env_tuning_knob(const char* name, int fallback) {
   return e && std::atoi(e) > 0 ? std::atoi(e) : fallback;
 }
 
+// A path that is on unless the environment variable is "0" (the A/B switches).
+inline bool env_switch_on(const char* name) {
+  const char* e = std::getenv(name);
+  return !(e && std::strcmp(e, "0") == 0);
+}
+
 // PEFT_DECODE_PDL=0 turns programmatic dependent launch off (pdl.cuh); on by default where Hopper.
 inline bool pdl_requested() {
-  static const bool on = [] {
-    const char* e = std::getenv("PEFT_DECODE_PDL");
-    return !(e && std::strcmp(e, "0") == 0);
-  }();
+  static const bool on = env_switch_on("PEFT_DECODE_PDL");
   return on;
 }
 

@@ -24,7 +24,6 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 #include <type_traits>
 
@@ -334,10 +333,7 @@ inline int& lora_back_blocks_per_sm() {
 // Whether the forward at rank 8 runs on tensor cores (lora_down_dropout_mma_kernel); on unless
 // PEFT_LORA_DOWN_MMA=0 (the A/B; cuda_test_lora_dropout checks both).
 inline bool& lora_down_mma() {
-  static bool on = [] {
-    const char* e = std::getenv("PEFT_LORA_DOWN_MMA");
-    return !(e && std::string(e) == "0");
-  }();
+  static bool on = env_switch_on("PEFT_LORA_DOWN_MMA");
   return on;
 }
 
