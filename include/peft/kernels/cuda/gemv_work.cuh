@@ -1,0 +1,355 @@
+// The work of a one-row product launch (gemv.cuh), apart from how the weights are streamed: its
+// arguments, the items (LoRA's x A^T chunks, then output rows or row pairs), what an item does with
+// its dot products, the input staged with its RMSNorm, and the block's exit (argmax, counters).
+// Both kernels in gemv.cuh run exactly this; they differ only in how a row's dot product is read.
+//
+// Fused, written so the values are those of the unfused kernels (up to fp32 summation order):
+//   - the input RMSNorm on load (rms_norm.cuh's rounding: x * rstd to bf16, times w to bf16);
+//   - LoRA's x A^T: A's rows are extra work items of the same launch, handed out before any
+//     output row, in chunks of 1024 inputs (so none is a long serial loop); the last chunk to finish
+//     sums the partials in a fixed order, rounds x A^T to bf16 (the training forward's xa) and
+//     raises a flag that the output rows wait on before their epilogue (grid_sync.cuh);
+//   - the epilogue: bias, the LoRA term scale * xa . B^T[:, o], rounding to bf16, then + residual;
+//   - RoPE (rope segments): a warp owns rows i and i + head_dim/2 of a head, rounds both, rotates
+//     them with the step's cos/sin (kv_append.cuh's formula) and writes them, and an at_row
+//     segment writes straight into the KV cache's row *row_at: q/k/v, RoPE and the append are one
+//     launch;
+//   - SwiGLU: a warp computes gate[o] and up[o] and writes silu(gate) * up (swiglu.cuh's math);
+//   - greedy's argmax over the fp32 outputs (the lm_head): per warp, per block, then the last
+//     block to finish reduces the blocks' winners and advances the decode state as
+//     greedy_step.cuh's kernel does (ties to the lowest id; NaN never wins).
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "peft/kernels/cuda/bf16.cuh"
+#include "peft/kernels/cuda/cuda_check.cuh"
+#include "peft/kernels/cuda/device_kernels.cuh"
+#include "peft/kernels/cuda/greedy_step.cuh"
+#include "peft/kernels/cuda/grid_sync.cuh"
+#include "peft/kernels/cuda/pdl.cuh"
+#include "peft/kernels/cuda/rms_norm.cuh"
+#include "peft/kernels/cuda/swiglu.cuh"
+
+namespace peft::cuda {
+
+struct GemvSegment {
+  const bf16* w = nullptr;         // [rows, in]
+  int rows = 0;
+  const bf16* bias = nullptr;      // [rows] or null
+  const bf16* a = nullptr;         // LoRA A [rp, in], or null (no adapter)
+  float* xa = nullptr;             // [rp]: where this launch leaves x A^T (bf16 values in fp32)
+  const bf16* bt = nullptr;        // [rp, rows] B^T
+  int rp = 0;
+  float scale = 0.0f;
+  const bf16* residual = nullptr;  // [rows] added after rounding, or null
+  bf16* y = nullptr;               // bf16 output, or
+  float* y32 = nullptr;            // fp32 output (round32: through bf16 first, as a bf16 GEMM's output)
+  bool round32 = false;
+  bool rope = false;    // rotate rows (i, i + head_dim / 2) of each head after rounding (GemvArgs::rope_*)
+  bool at_row = false;  // y is a cache [*, rows]: written at row *GemvArgs::row_at
+};
+
+// Device memory for the in-launch hand-offs (model/kv_cache.cuh owns it). sync: kGemvSyncWords
+// zeroed once (counters and flags each on its own 128-byte line); every launch leaves them at 0.
+// The finished x A^T and its ready flag are published in kGemvCopies copies, block b reading copy
+// b % kGemvCopies: thousands of warps reading one line would queue on one L2 slice.
+constexpr int kGemvCopies = 16;
+constexpr int kGemvSyncWords = 64 + 32 * kGemvCopies;
+constexpr int kGemvXaCopyFloats = 128;  // a copy: 3 segments x 32 ranks (+ padding to 512 bytes)
+struct GemvScratch {
+  unsigned* sync = nullptr;
+  float* xa_copies = nullptr;  // kGemvCopies * kGemvXaCopyFloats
+  float* partial = nullptr;  // x A^T partials: rp * ceil(in / 1024) floats per adapted segment
+  std::size_t partial_floats = 0;
+  float* best = nullptr;     // argmax: a (value, id) pair per block
+  int best_slots = 0;
+};
+
+struct GemvArgs {
+  const bf16* x = nullptr;       // [in]
+  int in = 0;
+  const bf16* norm_w = nullptr;  // RMSNorm weight applied to x on load, or null
+  float eps = 0.0f;
+  GemvSegment seg[3];
+  int count = 0;
+  bool swiglu = false;  // seg[0] gate, seg[1] up (same rows): seg[0].y = silu(gate) * up
+  const float* rope_cos = nullptr;  // [head_dim / 2] of the token (rope.cuh's table, row 0)
+  const float* rope_sin = nullptr;
+  int head_dim = 0;
+  const std::int32_t* row_at = nullptr;  // device: the cache row at_row segments write
+  // Argmax of seg[0]'s fp32 outputs, advancing the decode state (greedy_step.cuh), or null.
+  std::int32_t* state = nullptr;
+  std::int32_t* out_ids = nullptr;
+  int out_capacity = 0;
+  GemvScratch scratch;
+  int lora_items = 0, items = 0;  // set by gemv(): x A^T chunks, then output rows (or row pairs)
+};
+
+namespace detail {
+
+constexpr int kGemvWarps = 8;
+constexpr int kGemvChunk = 32 * 8 * 4;  // inputs per x A^T work item: one pass of 4 loads per lane
+constexpr int kSyncItems = 0, kSyncExited = 32, kSyncReady = 64;  // GemvScratch::sync words (+ 32 * copy)
+constexpr int kXaLoads = 24;  // chunks a lane loads at once when summing x A^T (inputs up to 24576)
+
+__device__ inline GemvSegment gemv_pick(const GemvArgs& a, int s) {
+  return s == 0 ? a.seg[0] : (s == 1 ? a.seg[1] : a.seg[2]);
+}
+__device__ inline int gemv_items_of(const GemvSegment& s) { return s.rope ? s.rows / 2 : s.rows; }
+
+// x A^T work item `k`: row r of an adapted segment's A over inputs [c * 1024, (c + 1) * 1024).
+// The last item to finish turns the partials into every segment's xa and raises the ready flag.
+__device__ inline void gemv_lora_item(const GemvArgs& a, int k, const bf16* xs, int lane) {
+  const int chunks = (a.in + kGemvChunk - 1) / kGemvChunk;
+  int s = 0, off = 0;
+  for (;; ++s) {
+    const GemvSegment g = gemv_pick(a, s);
+    if (!g.a) continue;
+    if (k < off + g.rp * chunks) break;
+    off += g.rp * chunks;
+  }
+  const GemvSegment seg = gemv_pick(a, s);
+  const int j = k - off, r = j / chunks, c = j % chunks;
+  const bf16* w = seg.a + static_cast<long long>(r) * a.in;
+  const int c0 = c * kGemvChunk, c1 = min(a.in, c0 + kGemvChunk);
+  float acc = 0.0f;
+#pragma unroll
+  for (int u = 0; u < 4; ++u) {
+    const int at = c0 + u * 256 + lane * 8;
+    if (at < c1) {
+      const Bf16x8 w0 = load128cs(w + at), x0 = load128(xs + at);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc += to_float(w0[i]) * to_float(x0[i]);
+    }
+  }
+  acc = warp_sum(acc);
+  int last = 0;
+  if (lane == 0) {
+    a.scratch.partial[k] = acc;  // k = off + r * chunks + c: the segments' partials back to back
+    last = arrive_last(&a.scratch.sync[kSyncItems], static_cast<unsigned>(a.lora_items));
+  }
+  if (!__shfl_sync(0xffffffffu, last, 0)) return;
+  __threadfence();
+  off = 0;
+  for (int t = 0; t < a.count; ++t) {
+    const GemvSegment g = gemv_pick(a, t);
+    if (!g.a) continue;
+    for (int rr = lane; rr < g.rp; rr += 32) {  // the chunks of row rr, loaded at once, summed in order
+      const float* p = a.scratch.partial + off + rr * chunks;
+      float v[kXaLoads];
+#pragma unroll
+      for (int i = 0; i < kXaLoads; ++i) v[i] = i < chunks ? __ldcg(p + i) : 0.0f;
+      float sum = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kXaLoads; ++i) sum += v[i];
+      for (int i = kXaLoads; i < chunks; ++i) sum += __ldcg(p + i);
+      const float x = to_float(to_bf16(sum));
+      g.xa[rr] = x;
+      if (rr < 32)
+        for (int c = 0; c < kGemvCopies; ++c) a.scratch.xa_copies[c * kGemvXaCopyFloats + t * 32 + rr] = x;
+    }
+    off += g.rp * chunks;
+  }
+  __threadfence();
+  __syncwarp();
+  if (lane < kGemvCopies) atomicExch(&a.scratch.sync[kSyncReady + 32 * lane], 1u);
+}
+
+// Per warp: x A^T of each segment, lane r holding row r < 32 (read once, after the flag).
+struct GemvXa {
+  float v[3];
+  bool ready = false;
+};
+__device__ inline void gemv_take_xa(const GemvArgs& a, GemvXa& xa, int lane) {
+  if (xa.ready) return;
+  const int copy = static_cast<int>(blockIdx.x) % kGemvCopies;
+  wait_flag(&a.scratch.sync[kSyncReady + 32 * copy], lane);
+  const float* from = a.scratch.xa_copies + copy * kGemvXaCopyFloats;
+#pragma unroll
+  for (int s = 0; s < 3; ++s) {
+    const GemvSegment g = gemv_pick(a, s);
+    xa.v[s] = s < a.count && g.a && lane < g.rp ? __ldcg(from + s * 32 + lane) : 0.0f;
+  }
+  xa.ready = true;
+}
+// The LoRA term xa . B^T[:, o] of segment s, summed across the warp (every lane gets it).
+__device__ inline float gemv_lora(const GemvSegment& seg, const GemvXa& xa, int s, int o, int lane) {
+  if (!seg.a) return 0.0f;
+  const float x = s == 0 ? xa.v[0] : (s == 1 ? xa.v[1] : xa.v[2]);  // no local-memory indexing
+  float l = lane < seg.rp ? x * to_float(seg.bt[static_cast<long long>(lane) * seg.rows + o]) : 0.0f;
+  for (int r = lane + 32; r < seg.rp; r += 32)  // ranks above 32: read per row
+    l += __ldcg(seg.xa + r) * to_float(seg.bt[static_cast<long long>(r) * seg.rows + o]);
+  return warp_sum(l);
+}
+
+// The projection's value at row o before any residual (bias and LoRA term included).
+__device__ inline float gemv_finish(const GemvSegment& s, int o, float acc, float lora) {
+  const float v = acc + (s.bias ? to_float(s.bias[o]) : 0.0f);
+  return s.a ? v + s.scale * lora : v;
+}
+
+__device__ inline bf16* gemv_out(const GemvArgs& a, const GemvSegment& s) {
+  return s.at_row ? s.y + static_cast<long long>(*a.row_at) * s.rows : s.y;
+}
+
+// Stores row o and returns the value stored (fp32 outputs: what the argmax compares).
+__device__ inline float gemv_store(const GemvArgs& a, const GemvSegment& seg, int o, float acc, float lora) {
+  const float v = gemv_finish(seg, o, acc, lora);
+  if (seg.y32) {
+    const float out = seg.round32 ? to_float(to_bf16(v)) : v;
+    seg.y32[o] = out;
+    return out;
+  }
+  const float r = to_float(to_bf16(v));
+  gemv_out(a, seg)[o] = to_bf16(seg.residual ? to_float(seg.residual[o]) + r : r);
+  return 0.0f;
+}
+
+// Output item `it` (counted after the x A^T items): one row, or two read against the same x (a
+// RoPE pair of one head, or gate/up). Depends on the arguments alone, so a kernel may map its
+// items before it waits on the previous kernel (to start streaming their weights).
+struct GemvItem {
+  int s = 0, j = 0;    // segment, and the item within it
+  int o1 = 0, o2 = 0;  // its row(s) in the segment
+  const bf16* w1 = nullptr;
+  const bf16* w2 = nullptr;  // the pair's second row, or null
+};
+__device__ inline GemvItem gemv_item(const GemvArgs& a, int it) {
+  GemvItem m;
+  if (a.swiglu) {
+    m.j = m.o1 = m.o2 = it;
+    m.w1 = a.seg[0].w + static_cast<long long>(it) * a.in;
+    m.w2 = a.seg[1].w + static_cast<long long>(it) * a.in;
+    return m;
+  }
+  int s = 0, j = it;
+  while (s + 1 < a.count && j >= gemv_items_of(gemv_pick(a, s))) j -= gemv_items_of(gemv_pick(a, s++));
+  const GemvSegment seg = gemv_pick(a, s);
+  m.s = s;
+  m.j = j;
+  if (seg.rope) {
+    const int half = a.head_dim / 2;
+    m.o1 = (j / half) * a.head_dim + j % half;
+    m.o2 = m.o1 + half;
+    m.w2 = seg.w + static_cast<long long>(m.o2) * a.in;
+  } else {
+    m.o1 = j;
+  }
+  m.w1 = seg.w + static_cast<long long>(m.o1) * a.in;
+  return m;
+}
+
+// What an output item does with its dot products r1 (row o1) and r2 (o2; pairs only), summed
+// across the warp: the LoRA term, bias, rounding, residual, RoPE, SwiGLU, the argmax.
+__device__ inline void gemv_item_finish(const GemvArgs& a, const GemvItem& m, float r1, float r2, int lane, GemvXa& xa,
+                                        float& best, int& best_id) {
+  if (a.swiglu) {
+    const GemvSegment& g = a.seg[0];
+    const GemvSegment& u = a.seg[1];
+    if (g.a || u.a) gemv_take_xa(a, xa, lane);
+    const float gl = gemv_lora(g, xa, 0, m.j, lane), ul = gemv_lora(u, xa, 1, m.j, lane);
+    if (lane == 0) {
+      const float gv = to_float(to_bf16(gemv_finish(g, m.j, r1, gl)));
+      const float uv = to_float(to_bf16(gemv_finish(u, m.j, r2, ul)));
+      g.y[m.j] = to_bf16(gv * sigmoid(gv) * uv);
+    }
+    return;
+  }
+  const GemvSegment seg = gemv_pick(a, m.s);
+  if (seg.a) gemv_take_xa(a, xa, lane);
+  if (seg.rope) {
+    const float l1 = gemv_lora(seg, xa, m.s, m.o1, lane), l2 = gemv_lora(seg, xa, m.s, m.o2, lane);
+    if (lane == 0) {
+      const int half = a.head_dim / 2;
+      const float x1 = to_float(to_bf16(gemv_finish(seg, m.o1, r1, l1)));
+      const float x2 = to_float(to_bf16(gemv_finish(seg, m.o2, r2, l2)));
+      const float c = a.rope_cos[m.j % half], sn = a.rope_sin[m.j % half];
+      bf16* y = gemv_out(a, seg);
+      y[m.o1] = to_bf16(x1 * c - x2 * sn);
+      y[m.o2] = to_bf16(x2 * c + x1 * sn);
+    }
+    return;
+  }
+  const float l = gemv_lora(seg, xa, m.s, m.j, lane);
+  if (lane == 0) {
+    const float v = gemv_store(a, seg, m.j, r1, l);
+    if (a.state && argmax_better(v, m.j, best, best_id)) {
+      best = v;
+      best_id = m.j;
+    }
+  }
+}
+
+// The block's copy of x in shared memory, with the input RMSNorm applied when there is one.
+// `red`: kGemvWarps floats of shared memory. Ends with the block synchronised.
+__device__ inline void gemv_stage_x(const GemvArgs& a, bf16* xs, float* red) {
+  const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
+  float rstd = 1.0f;
+  if (a.norm_w) {
+    float sq = 0.0f;
+    for (int c = tid * 8; c < a.in; c += 32 * kGemvWarps * 8) {
+      const Bf16x8 p = load128(a.x + c);
+      for (int i = 0; i < 8; ++i) sq += to_float(p[i]) * to_float(p[i]);
+    }
+    sq = warp_sum(sq);
+    if (lane == 0) red[warp] = sq;
+    __syncthreads();
+    float total = 0.0f;
+    for (int w = 0; w < kGemvWarps; ++w) total += red[w];
+    rstd = rsqrtf(total / static_cast<float>(a.in) + a.eps);
+  }
+  for (int c = tid * 8; c < a.in; c += 32 * kGemvWarps * 8) {
+    Bf16x8 p = load128(a.x + c);
+    if (a.norm_w) {
+      const Bf16x8 wp = load128(a.norm_w + c);
+      for (int i = 0; i < 8; ++i) p[i] = to_bf16(to_float(to_bf16(to_float(p[i]) * rstd)) * to_float(wp[i]));
+    }
+    store128(xs + c, p);
+  }
+  __syncthreads();
+}
+
+// The block's end: its argmax winner published, and the last block to exit puts the ready flags
+// back to 0 and (lm_head) reduces the blocks' winners and advances the decode state.
+// `red` / `red_id`: kGemvWarps floats / ints of shared memory.
+__device__ inline void gemv_block_exit(const GemvArgs& a, float best, int best_id, float* red, int* red_id) {
+  const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
+  if (!a.scratch.sync) return;
+  if (a.state) {  // this block's winner
+    if (lane == 0) {
+      red[warp] = best;
+      red_id[warp] = best_id;
+    }
+    __syncthreads();
+    if (tid == 0) {
+      for (int w = 1; w < kGemvWarps; ++w)
+        if (argmax_better(red[w], red_id[w], best, best_id)) {
+          best = red[w];
+          best_id = red_id[w];
+        }
+      a.scratch.best[2 * blockIdx.x] = best;
+      a.scratch.best[2 * blockIdx.x + 1] = __int_as_float(best_id);
+    }
+  }
+  __syncthreads();  // every warp is past its wait on the ready flag
+  if (tid == 0 && arrive_last(&a.scratch.sync[kSyncExited], gridDim.x)) {
+    for (int c = 0; c < kGemvCopies; ++c) a.scratch.sync[kSyncReady + 32 * c] = 0;
+    if (a.state) {
+      for (unsigned b = 0; b < gridDim.x; ++b) {
+        const float v = __ldcg(a.scratch.best + 2 * b);
+        const int id = __float_as_int(__ldcg(a.scratch.best + 2 * b + 1));
+        if (argmax_better(v, id, best, best_id)) {
+          best = v;
+          best_id = id;
+        }
+      }
+      greedy_commit(best_id, a.seg[0].rows, a.state, a.out_ids, a.out_capacity);
+    }
+  }
+}
+
+}  // namespace detail
+}  // namespace peft::cuda
