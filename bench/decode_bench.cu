@@ -22,9 +22,7 @@
 //   decode_bench --kernels: instead, each kernel of the step alone, its achieved read bandwidth
 //     (bench/decode_kernels.cuh): a table, one JSON line per kernel and grid, and the step time
 //     the kernels add up to
-//   PEFT_GEMV_BLOCKS_PER_SM (default 4): the row kernel's grid, for tuning
-//   PEFT_GEMV_STREAM=0: the row kernel instead of the streaming one (Hopper); PEFT_GEMV_STREAM_DEPTH
-//     (2-4): the streaming kernel's pieces in flight a warp
+//   PEFT_GEMV_BLOCKS_PER_SM (default 4): the one-row kernels' grid, for tuning
 //   PEFT_DECODE_PDL=0: no programmatic dependent launch (pdl.cuh), for comparison
 //   PEFT_DECODE_SPLIT_KEYS (default 128): attention's split length (decode_attention.cuh)
 #include <algorithm>
@@ -210,7 +208,7 @@ int main(int argc, char** argv) {
       const auto rs = decode_kernels::measure(cfg, 8, bw);
       std::printf("streaming-read kernel: %.2f TB/s\n", bw / 1e12);
       for (int ctx = 0; ctx < 2; ++ctx)
-        decode_kernels::print_sum(rs, static_cast<int>(cfg.num_hidden_layers), decode_kernels::default_grid(), ctx,
+        decode_kernels::print_sum(rs, static_cast<int>(cfg.num_hidden_layers), peft::cuda::gemv_blocks_per_sm(), ctx,
                                   bw);
       return 0;
     }

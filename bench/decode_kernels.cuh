@@ -8,10 +8,9 @@
 // copies of its weights (at least 4x the L2 cache) that every launch reads them from HBM, as the
 // real step does (15 GB pass between two reads of one layer's weights). Time per launch from CUDA
 // events over >= 30 launches; GB/s = the bytes the kernel must read (weights, LoRA A and B, bias,
-// norm weight; K and V for attention) / that time. On Hopper the gemv kernels are also timed as
-// the row kernel (gemv_row_kernel, 4 blocks an SM) beside the default streaming one (1 block an
-// SM); elsewhere the row kernel at the other grids of 2 to 4 blocks per SM (gemv_blocks_per_sm);
-// attention at other split lengths (decode_attention_split_keys).
+// norm weight; K and V for attention) / that time. The gemv kernels are also timed at the other
+// grids of 2 to 4 blocks per SM (gemv_blocks_per_sm) beside the default, and attention at other
+// split lengths (decode_attention_split_keys).
 #pragma once
 #include <algorithm>
 #include <cstdio>
@@ -49,10 +48,6 @@ class Allocations {  // device buffers of the measurement, freed at the end
   std::vector<void*> ptrs_;
   std::uint64_t seed_ = 1;
 };
-
-// The blocks an SM of the default one-row kernel: 1 for the streaming kernel (Hopper), else the
-// row kernel's grid.
-inline int default_grid() { return kc::hopper_kernels() && kc::gemv_streams() ? 1 : kc::gemv_blocks_per_sm(); }
 
 struct Result {
   std::string kernel;
@@ -219,8 +214,7 @@ inline std::vector<Result> measure(const peft::ModelConfig& cfg, int r, double r
     shapes.push_back({shapes[i].name.substr(0, shapes[i].name.find(' ')) + " without LoRA", false,
                       no_lora(shapes[i].make)});
   std::vector<Result> results;
-  const int default_bps = kc::gemv_blocks_per_sm(), default_grid_ = default_grid();
-  const bool default_streams = kc::gemv_streams();
+  const int default_bps = kc::gemv_blocks_per_sm();
   for (const Shape& shape : shapes) {
     double bytes = 0;
     std::vector<kc::GemvArgs> copies{shape.make(bytes)};
@@ -230,17 +224,15 @@ inline std::vector<Result> measure(const peft::ModelConfig& cfg, int r, double r
     }
     for (kc::GemvArgs& a : copies) a.scratch = scratch;
     PEFT_CUDA_CHECK(cudaDeviceSynchronize());
-    std::vector<int> sweep{default_grid_};  // a grid of 1: the streaming kernel
+    std::vector<int> sweep{default_bps};
     for (int bps : {4, 3, 2})
-      if (bps != default_grid_ && shape.sweep && (default_grid_ != 1 || bps == default_bps)) sweep.push_back(bps);
+      if (bps != default_bps && shape.sweep) sweep.push_back(bps);
     for (int bps : sweep) {
-      kc::gemv_streams() = bps == 1;
-      if (bps > 1) kc::gemv_blocks_per_sm() = bps;
+      kc::gemv_blocks_per_sm() = bps;
       const double us = time_launches([&](int i) { kc::gemv(copies[i], sms, st); }, static_cast<int>(copies.size()), st);
       results.push_back({shape.name, bps, us, bytes / 1e9});
     }
     kc::gemv_blocks_per_sm() = default_bps;
-    kc::gemv_streams() = default_streams;
   }
 
   // Attention over the cache at the mean context of the two benchmark shapes (64 + 256 / 2 and

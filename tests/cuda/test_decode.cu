@@ -356,8 +356,8 @@ void check_fused_lora(TestContext& t) {
 
 // Inputs wider than one staging batch (4096 inputs a block: the down projection's 18944), with
 // and without the RMSNorm on load (its sum of squares then reads past the batch), rows ending in
-// a partial pass of the predicated loads (a partial 4 KB piece of the streaming kernel), and more
-// rows than warps (several items a warp, their pieces streamed back to back): == the unfused values.
+// a partial pass of the predicated loads, and more rows than warps (several items a warp): == the
+// unfused values.
 void check_fused_wide(TestContext& t, int in, bool norm, int rows = 96) {
   kc::DeviceArena arena(64 << 20);
   const int sms = device_sms();
@@ -444,60 +444,6 @@ void check_fused_rope_append(TestContext& t) {
       for (float v : cache_row(kc1, r)) others = others && std::isnan(v);
   t.expect(others, "fused append: only the cache row *past written");
   t.expect(sc.counters_zero(), "fused RoPE: counters back to 0");
-}
-
-// The two weight-streaming kernels (gemv.cuh) on the 7B's q/k/v (RoPE pairs, the cache append,
-// LoRA on all three, the norm on load) and gate/up (SwiGLU pairs): the same outputs up to the fp32
-// order of their sums. On a GPU without the streaming kernel both runs take the row kernel.
-void check_kernels_agree(TestContext& t) {
-  kc::DeviceArena arena(256 << 20);
-  const int sms = device_sms(), in = 3584, hd = 128, heads = 28, kv_heads = 4, inter = 4000;
-  Scratch sc(arena, sms);
-  const Floats x = t.normal(in), nw = t.normal(in, 0.2f);
-  auto* row_at = upload(arena, std::vector<std::int32_t>{1});
-  float* xa = arena.alloc<float>(24, "test xa");
-  kc::GemvArgs qkv{upload_bf16(arena, x), in, upload_bf16(arena, nw), 1e-6f};
-  const int rows[3] = {heads * hd, kv_heads * hd, kv_heads * hd};
-  for (int s = 0; s < 3; ++s)
-    qkv.seg[s] = device_seg(arena, host_seg(t, rows[s], in, true, false), xa + 8 * s,
-                            alloc_poisoned<bf16>(arena, static_cast<std::size_t>(rows[s]) * (s == 0 ? 1 : 3)));
-  qkv.count = 3;
-  qkv.seg[0].rope = qkv.seg[1].rope = true;
-  qkv.seg[1].at_row = qkv.seg[2].at_row = true;
-  qkv.rope_cos = upload_f32(arena, t.normal(hd / 2));
-  qkv.rope_sin = upload_f32(arena, t.normal(hd / 2));
-  qkv.head_dim = hd;
-  qkv.row_at = row_at;
-  qkv.scratch = sc.g;
-  kc::GemvArgs gu{upload_bf16(arena, x), in, upload_bf16(arena, nw), 1e-6f};
-  gu.seg[0] = device_seg(arena, host_seg(t, inter, in, false, false), xa, alloc_poisoned<bf16>(arena, inter));
-  gu.seg[1] = device_seg(arena, host_seg(t, inter, in, false, false), xa + 8, nullptr);
-  gu.count = 2;
-  gu.swiglu = true;
-  gu.scratch = sc.g;
-  auto outputs = [&] {
-    kc::gemv(qkv, sms, nullptr);
-    kc::gemv(gu, sms, nullptr);
-    Floats all = download_bf16(qkv.seg[0].y, rows[0]);
-    for (int s = 1; s < 3; ++s) {  // the cache row written (row 1 of 3)
-      const Floats c = download_bf16(qkv.seg[s].y, static_cast<std::size_t>(rows[s]) * 3);
-      all.insert(all.end(), c.begin() + rows[s], c.begin() + 2 * rows[s]);
-    }
-    const Floats act = download_bf16(gu.seg[0].y, inter);
-    all.insert(all.end(), act.begin(), act.end());
-    return all;
-  };
-  const bool keep = kc::gemv_streams();
-  kc::gemv_streams() = true;
-  const Floats streamed = outputs();
-  kc::gemv_streams() = false;
-  const Floats by_rows = outputs();
-  kc::gemv_streams() = keep;
-  bool finite = true;
-  for (float v : streamed) finite = finite && std::isfinite(v);
-  t.expect(finite, "streaming kernel: every q/k/v/cache/act output written");
-  t.close("streaming kernel == row kernel (7B q/k/v + RoPE + append, gate/up + SwiGLU, LoRA)", streamed, by_rows, 5e-3);
-  t.expect(sc.counters_zero(), "both kernels: counters back to 0");
 }
 
 // The argmax folded into the lm_head launch: ties to the lowest id across blocks, NaN never wins,
@@ -597,24 +543,12 @@ int main(int argc, char** argv) {
   TestContext t(argc, argv, "cuda_test_decode");
   try {
     std::printf("  %s\n", peft::cuda::describe_device(0).c_str());  // which kernel family (PDL or not) ran
-    check_kernels_agree(t);
-    for (bool streams : {true, false}) {  // the Hopper streaming kernel and the row kernel (gemv.cuh)
-      kc::gemv_streams() = streams;
-      std::printf("  one-row products: %s\n",
-                  streams && kc::hopper_kernels() ? "gemv_stream_kernel (bulk copies)" : "gemv_row_kernel");
-      check_fused_lora(t);
-      check_fused_wide(t, 18944, false);     // the 7B's down projection: 5 staging batches, 10 pieces a row
-      check_fused_wide(t, 9000, true);       // 3 batches, the last partial; rows end mid-pass
-      check_fused_wide(t, 3584, true, 3000); // ~3 rows a warp
-      check_fused_rope_append(t);
-      check_fused_argmax(t);
-      check_cached(t, "d64 gqa2 tied", tiny_config(64, true, 1));
-      check_cached(t, "d16 gqa2 untied", tiny_config(16, false, 4));
-      check_cached(t, "d128 mha untied", tiny_config(128, false, 1));
-      check_graph(t, "d64 graph", tiny_config(64, true, 1));
-      check_fixture_greedy(t, "tiny_public", "adapter_trained");
-    }
-    kc::gemv_streams() = true;
+    check_fused_lora(t);
+    check_fused_wide(t, 18944, false);  // the 7B's down projection: 5 staging batches
+    check_fused_wide(t, 9000, true);    // 3 batches, the last partial; rows end mid-pass
+    check_fused_wide(t, 3584, true, 6000);  // more rows than the grid's warps at 4 blocks an SM
+    check_fused_rope_append(t);
+    check_fused_argmax(t);
     check_decode_attention(t, 20, 2, 64, 250, 1);    // group 10 (two blocks a kv head), one split of 4 tiles
     check_decode_attention(t, 28, 4, 128, 1000, 1);  // the 7B's heads, 8 splits of 126 keys: two tiles a split
     check_decode_attention(t, 8, 4, 16, 10, 1);      // one split, one tile
@@ -628,8 +562,13 @@ int main(int argc, char** argv) {
       kc::decode_attention_split_keys() = keep;
     }
     check_decode_attention_rejects(t);
+    check_cached(t, "d64 gqa2 tied", tiny_config(64, true, 1));
+    check_cached(t, "d16 gqa2 untied", tiny_config(16, false, 4));
+    check_cached(t, "d128 mha untied", tiny_config(128, false, 1));
     check_chunked(t, "d64 chunked", tiny_config(64, true, 1));
     check_chunked(t, "d16 chunked", tiny_config(16, false, 4));
+    check_graph(t, "d64 graph", tiny_config(64, true, 1));
+    check_fixture_greedy(t, "tiny_public", "adapter_trained");
     check_fixture_greedy(t, "tiny_public", "adapter");
     check_fixture_greedy(t, "batch2_ga2_linear", "adapter_trained");
   } catch (const std::exception& e) {

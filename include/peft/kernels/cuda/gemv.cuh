@@ -1,40 +1,112 @@
 // One-row matrix products for the decode step: y[o] = x . W[o] (+ bias + LoRA + residual), with
-// the work that surrounds them at one token fused in (gemv_work.cuh), so a decoder layer is 4 of
-// these launches plus one attention kernel (model/decode.cuh).
+// the work that surrounds them at one token fused in, so a decoder layer is 4 of these launches
+// plus one attention kernel (model/decode.cuh).
 //
 // Why not cuBLASLt: at one token a projection is a matrix-vector product, bound by reading W once
 // from HBM. A GEMM library tiles for M >= 64 and wastes most of each tile at M = 1, and a LoRA
-// projection there is three launches (base, x A^T, (x A^T) B^T) plus a residual add. Several
-// projections of the same input (q/k/v, gate/up) are "segments" of one launch, so the small ones
-// ride along with the big one instead of paying a launch and a wave tail each. x sits in shared
-// memory, staged once per block; accumulation is fp32.
+// projection there is three launches (base, x A^T, (x A^T) B^T) plus a residual add. Here one
+// warp owns an output row (or a pair of rows) and streams it with 16-byte evict-first loads (the
+// weights are read once per token and should not push the KV cache out of L2), accumulating in
+// fp32; x sits in shared memory, staged once per block. Several projections of the same input
+// (q/k/v, gate/up) are "segments" of one launch, so the small ones ride along with the big one
+// instead of paying a launch and a wave tail each.
 //
-// Two kernels read the weights:
-//   - gemv_stream_kernel (Hopper): one block an SM; each warp streams its rows through a ring of
-//     4 KB pieces in shared memory filled by bulk copies (bulk_copy.cuh), 8-16 KB a warp in
-//     flight with no registers held. The first pieces are requested before the kernel waits on
-//     the previous one (programmatic dependent launch): at ~105 KB of shared memory a block, the
-//     next launch's block fits beside the running one on its SM, so the weights of the next
-//     projection are on their way while this one finishes, and HBM does not idle between the
-//     step's ~140 kernels. Items go round-robin over the blocks first, so every SM gets the same
-//     share of rows.
-//   - gemv_row_kernel (every GPU): a warp owns an output row (or a pair) and streams it with
-//     16-byte evict-first loads, four a lane in flight; 4 blocks an SM. Measured on the H200 it
-//     reached ~41% of the bandwidth on the 26-33 MB projections (q/k/v, o): its blocks fill the
-//     register file, so the next kernel can only start as they leave, and each row costs a few
-//     dependent round trips (bench/RESULTS.md).
-// Both run the same work items in the same per-row order of products within a lane, but their
-// fp32 sums are split differently (bits may differ between the two, never between runs of one).
+// Fused, written so the values are those of the unfused kernels (up to fp32 summation order):
+//   - the input RMSNorm on load (rms_norm.cuh's rounding: x * rstd to bf16, times w to bf16);
+//   - LoRA's x A^T: A's rows are extra work items of the same launch, handed to the lowest warps
+//     first in chunks of 1024 inputs (so none is a long serial loop); the last chunk to finish
+//     sums the partials in a fixed order, rounds x A^T to bf16 (the training forward's xa) and
+//     raises a flag that the output rows wait on before their epilogue (grid_sync.cuh);
+//   - the epilogue: bias, the LoRA term scale * xa . B^T[:, o], rounding to bf16, then + residual;
+//   - RoPE (rope segments): a warp owns rows i and i + head_dim/2 of a head, rounds both, rotates
+//     them with the step's cos/sin (kv_append.cuh's formula) and writes them, and an at_row
+//     segment writes straight into the KV cache's row *row_at: q/k/v, RoPE and the append are one
+//     launch;
+//   - SwiGLU: a warp computes gate[o] and up[o] and writes silu(gate) * up (swiglu.cuh's math);
+//   - greedy's argmax over the fp32 outputs (the lm_head): per warp, per block, then the last
+//     block to finish reduces the blocks' winners and advances the decode state as
+//     greedy_step.cuh's kernel does (ties to the lowest id; NaN never wins).
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 
-#include "peft/kernels/cuda/bulk_copy.cuh"
-#include "peft/kernels/cuda/gemv_work.cuh"
+#include "peft/kernels/cuda/bf16.cuh"
+#include "peft/kernels/cuda/cuda_check.cuh"
+#include "peft/kernels/cuda/device_kernels.cuh"
+#include "peft/kernels/cuda/greedy_step.cuh"
+#include "peft/kernels/cuda/grid_sync.cuh"
+#include "peft/kernels/cuda/pdl.cuh"
+#include "peft/kernels/cuda/rms_norm.cuh"
+#include "peft/kernels/cuda/swiglu.cuh"
 
 namespace peft::cuda {
+
+struct GemvSegment {
+  const bf16* w = nullptr;         // [rows, in]
+  int rows = 0;
+  const bf16* bias = nullptr;      // [rows] or null
+  const bf16* a = nullptr;         // LoRA A [rp, in], or null (no adapter)
+  float* xa = nullptr;             // [rp]: where this launch leaves x A^T (bf16 values in fp32)
+  const bf16* bt = nullptr;        // [rp, rows] B^T
+  int rp = 0;
+  float scale = 0.0f;
+  const bf16* residual = nullptr;  // [rows] added after rounding, or null
+  bf16* y = nullptr;               // bf16 output, or
+  float* y32 = nullptr;            // fp32 output (round32: through bf16 first, as a bf16 GEMM's output)
+  bool round32 = false;
+  bool rope = false;    // rotate rows (i, i + head_dim / 2) of each head after rounding (GemvArgs::rope_*)
+  bool at_row = false;  // y is a cache [*, rows]: written at row *GemvArgs::row_at
+};
+
+// Device memory for the in-launch hand-offs (model/kv_cache.cuh owns it). sync: kGemvSyncWords
+// zeroed once (counters and flags each on its own 128-byte line); every launch leaves them at 0.
+// The finished x A^T and its ready flag are published in kGemvCopies copies, block b reading copy
+// b % kGemvCopies: thousands of warps reading one line would queue on one L2 slice.
+constexpr int kGemvCopies = 16;
+constexpr int kGemvSyncWords = 64 + 32 * kGemvCopies;
+constexpr int kGemvXaCopyFloats = 128;  // a copy: 3 segments x 32 ranks (+ padding to 512 bytes)
+struct GemvScratch {
+  unsigned* sync = nullptr;
+  float* xa_copies = nullptr;  // kGemvCopies * kGemvXaCopyFloats
+  float* partial = nullptr;  // x A^T partials: rp * ceil(in / 1024) floats per adapted segment
+  std::size_t partial_floats = 0;
+  float* best = nullptr;     // argmax: a (value, id) pair per block
+  int best_slots = 0;
+};
+
+struct GemvArgs {
+  const bf16* x = nullptr;       // [in]
+  int in = 0;
+  const bf16* norm_w = nullptr;  // RMSNorm weight applied to x on load, or null
+  float eps = 0.0f;
+  GemvSegment seg[3];
+  int count = 0;
+  bool swiglu = false;  // seg[0] gate, seg[1] up (same rows): seg[0].y = silu(gate) * up
+  const float* rope_cos = nullptr;  // [head_dim / 2] of the token (rope.cuh's table, row 0)
+  const float* rope_sin = nullptr;
+  int head_dim = 0;
+  const std::int32_t* row_at = nullptr;  // device: the cache row at_row segments write
+  // Argmax of seg[0]'s fp32 outputs, advancing the decode state (greedy_step.cuh), or null.
+  std::int32_t* state = nullptr;
+  std::int32_t* out_ids = nullptr;
+  int out_capacity = 0;
+  GemvScratch scratch;
+  int lora_items = 0, items = 0;  // set by gemv(): x A^T chunks, then output rows (or row pairs)
+};
+
 namespace detail {
+
+constexpr int kGemvWarps = 8;
+constexpr int kGemvChunk = 32 * 8 * 4;  // inputs per x A^T work item: one pass of 4 loads per lane
+constexpr int kSyncItems = 0, kSyncExited = 32, kSyncReady = 64;  // GemvScratch::sync words (+ 32 * copy)
+constexpr int kXaLoads = 24;  // chunks a lane loads at once when summing x A^T (inputs up to 24576)
+
+__device__ inline GemvSegment gemv_pick(const GemvArgs& a, int s) {
+  return s == 0 ? a.seg[0] : (s == 1 ? a.seg[1] : a.seg[2]);
+}
+__device__ inline int gemv_items_of(const GemvSegment& s) { return s.rope ? s.rows / 2 : s.rows; }
 
 __device__ inline float gemv_dot(const bf16* __restrict__ w, const bf16* xs, int in, int lane) {
   float acc = 0.0f;
@@ -92,178 +164,272 @@ __device__ inline void gemv_dot2(const bf16* __restrict__ w1, const bf16* __rest
   r2 = warp_sum(a2);
 }
 
+// x A^T work item `k`: row r of an adapted segment's A over inputs [c * 1024, (c + 1) * 1024).
+// The last item to finish turns the partials into every segment's xa and raises the ready flag.
+__device__ inline void gemv_lora_item(const GemvArgs& a, int k, const bf16* xs, int lane) {
+  const int chunks = (a.in + kGemvChunk - 1) / kGemvChunk;
+  int s = 0, off = 0;
+  for (;; ++s) {
+    const GemvSegment g = gemv_pick(a, s);
+    if (!g.a) continue;
+    if (k < off + g.rp * chunks) break;
+    off += g.rp * chunks;
+  }
+  const GemvSegment seg = gemv_pick(a, s);
+  const int j = k - off, r = j / chunks, c = j % chunks;
+  const bf16* w = seg.a + static_cast<long long>(r) * a.in;
+  const int c0 = c * kGemvChunk, c1 = min(a.in, c0 + kGemvChunk);
+  float acc = 0.0f;
+#pragma unroll
+  for (int u = 0; u < 4; ++u) {
+    const int at = c0 + u * 256 + lane * 8;
+    if (at < c1) {
+      const Bf16x8 w0 = load128cs(w + at), x0 = load128(xs + at);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc += to_float(w0[i]) * to_float(x0[i]);
+    }
+  }
+  acc = warp_sum(acc);
+  int last = 0;
+  if (lane == 0) {
+    a.scratch.partial[k] = acc;  // k = off + r * chunks + c: the segments' partials back to back
+    last = arrive_last(&a.scratch.sync[kSyncItems], static_cast<unsigned>(a.lora_items));
+  }
+  if (!__shfl_sync(0xffffffffu, last, 0)) return;
+  __threadfence();
+  off = 0;
+  for (int t = 0; t < a.count; ++t) {
+    const GemvSegment g = gemv_pick(a, t);
+    if (!g.a) continue;
+    for (int rr = lane; rr < g.rp; rr += 32) {  // the chunks of row rr, loaded at once, summed in order
+      const float* p = a.scratch.partial + off + rr * chunks;
+      float v[kXaLoads];
+#pragma unroll
+      for (int i = 0; i < kXaLoads; ++i) v[i] = i < chunks ? __ldcg(p + i) : 0.0f;
+      float sum = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kXaLoads; ++i) sum += v[i];
+      for (int i = kXaLoads; i < chunks; ++i) sum += __ldcg(p + i);
+      const float x = to_float(to_bf16(sum));
+      g.xa[rr] = x;
+      if (rr < 32)
+        for (int c = 0; c < kGemvCopies; ++c) a.scratch.xa_copies[c * kGemvXaCopyFloats + t * 32 + rr] = x;
+    }
+    off += g.rp * chunks;
+  }
+  __threadfence();
+  __syncwarp();
+  if (lane < kGemvCopies) atomicExch(&a.scratch.sync[kSyncReady + 32 * lane], 1u);
+}
+
+// Per warp: x A^T of each segment, lane r holding row r < 32 (read once, after the flag).
+struct GemvXa {
+  float v[3];
+  bool ready = false;
+};
+__device__ inline void gemv_take_xa(const GemvArgs& a, GemvXa& xa, int lane) {
+  if (xa.ready) return;
+  const int copy = static_cast<int>(blockIdx.x) % kGemvCopies;
+  wait_flag(&a.scratch.sync[kSyncReady + 32 * copy], lane);
+  const float* from = a.scratch.xa_copies + copy * kGemvXaCopyFloats;
+#pragma unroll
+  for (int s = 0; s < 3; ++s) {
+    const GemvSegment g = gemv_pick(a, s);
+    xa.v[s] = s < a.count && g.a && lane < g.rp ? __ldcg(from + s * 32 + lane) : 0.0f;
+  }
+  xa.ready = true;
+}
+// The LoRA term xa . B^T[:, o] of segment s, summed across the warp (every lane gets it).
+__device__ inline float gemv_lora(const GemvSegment& seg, const GemvXa& xa, int s, int o, int lane) {
+  if (!seg.a) return 0.0f;
+  const float x = s == 0 ? xa.v[0] : (s == 1 ? xa.v[1] : xa.v[2]);  // no local-memory indexing
+  float l = lane < seg.rp ? x * to_float(seg.bt[static_cast<long long>(lane) * seg.rows + o]) : 0.0f;
+  for (int r = lane + 32; r < seg.rp; r += 32)  // ranks above 32: read per row
+    l += __ldcg(seg.xa + r) * to_float(seg.bt[static_cast<long long>(r) * seg.rows + o]);
+  return warp_sum(l);
+}
+
+// The projection's value at row o before any residual (bias and LoRA term included).
+__device__ inline float gemv_finish(const GemvSegment& s, int o, float acc, float lora) {
+  const float v = acc + (s.bias ? to_float(s.bias[o]) : 0.0f);
+  return s.a ? v + s.scale * lora : v;
+}
+
+__device__ inline bf16* gemv_out(const GemvArgs& a, const GemvSegment& s) {
+  return s.at_row ? s.y + static_cast<long long>(*a.row_at) * s.rows : s.y;
+}
+
+// Stores row o and returns the value stored (fp32 outputs: what the argmax compares).
+__device__ inline float gemv_store(const GemvArgs& a, const GemvSegment& seg, int o, float acc, float lora) {
+  const float v = gemv_finish(seg, o, acc, lora);
+  if (seg.y32) {
+    const float out = seg.round32 ? to_float(to_bf16(v)) : v;
+    seg.y32[o] = out;
+    return out;
+  }
+  const float r = to_float(to_bf16(v));
+  gemv_out(a, seg)[o] = to_bf16(seg.residual ? to_float(seg.residual[o]) + r : r);
+  return 0.0f;
+}
+
+// Output item it (after the x A^T items): a row, a RoPE pair, or a gate/up pair.
+__device__ inline void gemv_output_item(const GemvArgs& a, int it, const bf16* xs, int lane, GemvXa& xa, float& best,
+                                        int& best_id) {
+  if (a.swiglu) {
+    const GemvSegment& g = a.seg[0];
+    const GemvSegment& u = a.seg[1];
+    float ga, ua;
+    gemv_dot2(g.w + static_cast<long long>(it) * a.in, u.w + static_cast<long long>(it) * a.in, xs, a.in, lane, ga, ua);
+    if (g.a || u.a) gemv_take_xa(a, xa, lane);
+    const float gl = gemv_lora(g, xa, 0, it, lane), ul = gemv_lora(u, xa, 1, it, lane);
+    if (lane == 0) {
+      const float gv = to_float(to_bf16(gemv_finish(g, it, ga, gl)));
+      const float uv = to_float(to_bf16(gemv_finish(u, it, ua, ul)));
+      g.y[it] = to_bf16(gv * sigmoid(gv) * uv);
+    }
+    return;
+  }
+  int s = 0, j = it;
+  while (s + 1 < a.count && j >= gemv_items_of(gemv_pick(a, s))) j -= gemv_items_of(gemv_pick(a, s++));
+  const GemvSegment seg = gemv_pick(a, s);
+  if (seg.rope) {
+    const int half = a.head_dim / 2, o1 = (j / half) * a.head_dim + j % half, o2 = o1 + half;
+    float r1, r2;
+    gemv_dot2(seg.w + static_cast<long long>(o1) * a.in, seg.w + static_cast<long long>(o2) * a.in, xs, a.in, lane,
+              r1, r2);
+    if (seg.a) gemv_take_xa(a, xa, lane);
+    const float l1 = gemv_lora(seg, xa, s, o1, lane), l2 = gemv_lora(seg, xa, s, o2, lane);
+    if (lane == 0) {
+      const float x1 = to_float(to_bf16(gemv_finish(seg, o1, r1, l1)));
+      const float x2 = to_float(to_bf16(gemv_finish(seg, o2, r2, l2)));
+      const float c = a.rope_cos[j % half], sn = a.rope_sin[j % half];
+      bf16* y = gemv_out(a, seg);
+      y[o1] = to_bf16(x1 * c - x2 * sn);
+      y[o2] = to_bf16(x2 * c + x1 * sn);
+    }
+    return;
+  }
+  const float acc = gemv_dot(seg.w + static_cast<long long>(j) * a.in, xs, a.in, lane);
+  if (seg.a) gemv_take_xa(a, xa, lane);
+  const float l = gemv_lora(seg, xa, s, j, lane);
+  if (lane == 0) {
+    const float v = gemv_store(a, seg, j, acc, l);
+    if (a.state && argmax_better(v, j, best, best_id)) {
+      best = v;
+      best_id = j;
+    }
+  }
+}
 
 // The first weight row warp `gw` will read (for the prefetch before the previous kernel ends).
 __device__ inline const bf16* gemv_first_row(const GemvArgs& a, int gw) {
-  if (gw < a.lora_items || gw - a.lora_items >= a.items) return nullptr;
-  return gemv_item(a, gw - a.lora_items).w1;
+  if (gw < a.lora_items) return nullptr;
+  int j = gw - a.lora_items, s = 0;
+  if (j >= a.items) return nullptr;
+  if (a.swiglu) return a.seg[0].w + static_cast<long long>(j) * a.in;
+  while (s + 1 < a.count && j >= gemv_items_of(gemv_pick(a, s))) j -= gemv_items_of(gemv_pick(a, s++));
+  const GemvSegment seg = gemv_pick(a, s);
+  const int row = seg.rope ? (j / (a.head_dim / 2)) * a.head_dim + j % (a.head_dim / 2) : j;
+  return seg.w + static_cast<long long>(row) * a.in;
 }
 
-__global__ void __launch_bounds__(32 * kGemvWarps, 4) gemv_row_kernel(GemvArgs a) {  // 4 blocks an SM: <= 64 registers
+__global__ void __launch_bounds__(32 * kGemvWarps, 4) gemv_kernel(GemvArgs a) {  // 4 blocks an SM: <= 64 registers
   extern __shared__ __align__(16) unsigned char gemv_smem[];
   bf16* xs = reinterpret_cast<bf16*>(gemv_smem);
   __shared__ float red[kGemvWarps];
   __shared__ int red_id[kGemvWarps];
-  const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int gw = static_cast<int>(blockIdx.x) * kGemvWarps + warp, warps = static_cast<int>(gridDim.x) * kGemvWarps;
   {  // before waiting on the previous kernel: pull the first 4 KB of this warp's first row into L2
     const bf16* w = gemv_first_row(a, gw);
-    for (int at = lane * 8; w && at < a.in && at < 2048; at += 256) asm volatile("prefetch.global.L2 [%0];" ::"l"(w + at));
+    const int c = lane * 8;
+    for (int at = c; w && at < a.in && at < 2048; at += 256)
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(w + at));
   }
   pdl_wait();
   pdl_release();
-  gemv_stage_x(a, xs, red);
+  float rstd = 1.0f;
+  if (a.norm_w) {
+    float sq = 0.0f;
+    for (int c = tid * 8; c < a.in; c += 32 * kGemvWarps * 8) {
+      const Bf16x8 p = load128(a.x + c);
+      for (int i = 0; i < 8; ++i) sq += to_float(p[i]) * to_float(p[i]);
+    }
+    sq = warp_sum(sq);
+    if (lane == 0) red[warp] = sq;
+    __syncthreads();
+    float total = 0.0f;
+    for (int w = 0; w < kGemvWarps; ++w) total += red[w];
+    rstd = rsqrtf(total / static_cast<float>(a.in) + a.eps);
+  }
+  for (int c = tid * 8; c < a.in; c += 32 * kGemvWarps * 8) {
+    Bf16x8 p = load128(a.x + c);
+    if (a.norm_w) {
+      const Bf16x8 wp = load128(a.norm_w + c);
+      for (int i = 0; i < 8; ++i) p[i] = to_bf16(to_float(to_bf16(to_float(p[i]) * rstd)) * to_float(wp[i]));
+    }
+    store128(xs + c, p);
+  }
+  __syncthreads();
+
   GemvXa xa;
   float best = -INFINITY;
   int best_id = a.seg[0].rows;
   for (int item = gw; item < a.lora_items + a.items; item += warps) {
-    if (item < a.lora_items) {
+    if (item < a.lora_items)
       gemv_lora_item(a, item, xs, lane);
-      continue;
-    }
-    const GemvItem m = gemv_item(a, item - a.lora_items);
-    float r1, r2 = 0.0f;
-    if (m.w2)
-      gemv_dot2(m.w1, m.w2, xs, a.in, lane, r1, r2);
     else
-      r1 = gemv_dot(m.w1, xs, a.in, lane);
-    gemv_item_finish(a, m, r1, r2, lane, xa, best, best_id);
+      gemv_output_item(a, item - a.lora_items, xs, lane, xa, best, best_id);
   }
-  gemv_block_exit(a, best, best_id, red, red_id);
-}
-
-constexpr int kPieceElems = 2048;  // a bulk copy: 4 KB of a row
-constexpr int kPieceBytes = kPieceElems * 2;
-constexpr int kStreamMaxDepth = 4;  // pieces in flight a warp
-
-// Shared memory of gemv_stream_kernel: x (rounded up to 128 bytes), then each warp's ring of
-// `depth` pieces, then its `depth` barriers.
-__host__ __device__ inline int gemv_stream_x_bytes(int in) { return (in * 2 + 127) / 128 * 128; }
-__host__ __device__ inline int gemv_stream_smem(int in, int depth) {
-  return gemv_stream_x_bytes(in) + kGemvWarps * depth * (kPieceBytes + 8);
-}
-
-// The dot product of one piece of a row (n inputs from x's column c0) with x, this lane's share.
-__device__ inline float gemv_piece_dot(const bf16* w, const bf16* xs, int n, int lane) {
-  float acc = 0.0f;
-#pragma unroll
-  for (int u = 0; u < kPieceElems / 256; ++u) {
-    const int e = u * 256 + lane * 8;
-    if (e < n) {
-      const Bf16x8 w8 = load128(w + e), x8 = load128(xs + e);
-#pragma unroll
-      for (int i = 0; i < 8; ++i) acc += to_float(w8[i]) * to_float(x8[i]);
+  if (!a.scratch.sync) return;
+  if (a.state) {  // this block's winner
+    if (lane == 0) {
+      red[warp] = best;
+      red_id[warp] = best_id;
+    }
+    __syncthreads();
+    if (tid == 0) {
+      for (int w = 1; w < kGemvWarps; ++w)
+        if (argmax_better(red[w], red_id[w], best, best_id)) {
+          best = red[w];
+          best_id = red_id[w];
+        }
+      a.scratch.best[2 * blockIdx.x] = best;
+      a.scratch.best[2 * blockIdx.x + 1] = __int_as_float(best_id);
     }
   }
-  return acc;
-}
-
-// Warp (b, w) of a grid of B blocks takes items w * B + b, then every W = 8 B-th after it.
-__global__ void __launch_bounds__(32 * kGemvWarps, 2) gemv_stream_kernel(GemvArgs a, int depth) {
-  extern __shared__ __align__(128) unsigned char gemv_stream_smem_[];
-  __shared__ float red[kGemvWarps];
-  __shared__ int red_id[kGemvWarps];
-  const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
-  bf16* xs = reinterpret_cast<bf16*>(gemv_stream_smem_);
-  unsigned char* rings = gemv_stream_smem_ + gemv_stream_x_bytes(a.in);
-  bf16* ring = reinterpret_cast<bf16*>(rings + warp * depth * kPieceBytes);
-  auto* bars = reinterpret_cast<std::uint64_t*>(rings + kGemvWarps * depth * kPieceBytes) + warp * depth;
-  const int blocks = static_cast<int>(gridDim.x), stride = blocks * kGemvWarps;
-  const int first = warp * blocks + static_cast<int>(blockIdx.x), total = a.lora_items + a.items;
-  const int pieces = (a.in + kPieceElems - 1) / kPieceElems;
-  const std::uint64_t policy = l2_evict_first_policy();
-  if (lane == 0)
-    for (int d = 0; d < depth; ++d) mbarrier_init_one(bars + d);
-  __syncwarp();
-
-  // The producer's place in this warp's stream of pieces: item pk, its row pr, piece pp.
-  int pk = first;
-  while (pk < a.lora_items) pk += stride;
-  int pr = 0, pp = 0;
-  GemvItem pm;
-  if (pk < total) pm = gemv_item(a, pk - a.lora_items);
-  unsigned issued = 0;
-  auto issue = [&] {  // the stream's next piece into the slot it cycles to (the one just read)
-    if (pk >= total) return;
-    const int c0 = pp * kPieceElems, n = min(kPieceElems, a.in - c0);
-    const unsigned slot = issued % static_cast<unsigned>(depth);
-    if (lane == 0)
-      bulk_copy_to_shared(ring + slot * kPieceElems, (pr == 0 ? pm.w1 : pm.w2) + c0, static_cast<unsigned>(n) * 2u,
-                          bars + slot, policy);
-    ++issued;
-    if (++pp < pieces) return;
-    pp = 0;
-    if (++pr < (pm.w2 ? 2 : 1)) return;
-    pr = 0;
-    pk += stride;
-    if (pk < total) pm = gemv_item(a, pk - a.lora_items);
-  };
-  for (int d = 0; d < depth; ++d) issue();  // the weights need nothing from the previous kernel
-
-  pdl_wait();
-  pdl_release();
-  gemv_stage_x(a, xs, red);
-  GemvXa xa;
-  float best = -INFINITY;
-  int best_id = a.seg[0].rows;
-  unsigned used = 0;
-  for (int item = first; item < total; item += stride) {
-    if (item < a.lora_items) {
-      gemv_lora_item(a, item, xs, lane);
-      continue;
-    }
-    const GemvItem m = gemv_item(a, item - a.lora_items);
-    float acc[2] = {0.0f, 0.0f};
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      if (r == 1 && !m.w2) break;
-      for (int p = 0; p < pieces; ++p) {
-        const unsigned slot = used % static_cast<unsigned>(depth);
-        mbarrier_wait(bars + slot, (used / static_cast<unsigned>(depth)) & 1u);
-        acc[r] += gemv_piece_dot(ring + slot * kPieceElems, xs + p * kPieceElems, min(kPieceElems, a.in - p * kPieceElems),
-                                 lane);
-        __syncwarp();  // every lane is done with the slot before it is refilled
-        issue();
-        ++used;
+  __syncthreads();  // every warp is past its wait on the ready flag
+  if (tid == 0 && arrive_last(&a.scratch.sync[kSyncExited], gridDim.x)) {
+    for (int c = 0; c < kGemvCopies; ++c) a.scratch.sync[kSyncReady + 32 * c] = 0;
+    if (a.state) {
+      for (unsigned b = 0; b < gridDim.x; ++b) {
+        const float v = __ldcg(a.scratch.best + 2 * b);
+        const int id = __float_as_int(__ldcg(a.scratch.best + 2 * b + 1));
+        if (argmax_better(v, id, best, best_id)) {
+          best = v;
+          best_id = id;
+        }
       }
+      greedy_commit(best_id, a.seg[0].rows, a.state, a.out_ids, a.out_capacity);
     }
-    gemv_item_finish(a, m, warp_sum(acc[0]), warp_sum(acc[1]), lane, xa, best, best_id);
   }
-  gemv_block_exit(a, best, best_id, red, red_id);
 }
 
 }  // namespace detail
 
 // ----------------------------------------------------------------------------------------------
 
-// Blocks per SM the row kernel launches (each warp loops over work items): 4 (the register file
-// full at 64 registers a thread) unless PEFT_GEMV_BLOCKS_PER_SM says otherwise; a tuning knob
+// Blocks per SM the one-row products launch (each warp loops over work items): 4 (the register
+// file full at 64 registers a thread) unless PEFT_GEMV_BLOCKS_PER_SM says otherwise; a tuning knob
 // that decode_bench --kernels also sets between measurements.
 inline int& gemv_blocks_per_sm() {
   static int per_sm = env_tuning_knob("PEFT_GEMV_BLOCKS_PER_SM", 4);
   return per_sm;
 }
 
-// Whether the Hopper kernel streams the weights (gemv_stream_kernel): on Hopper unless
-// PEFT_GEMV_STREAM=0 (the A/B; cuda_test_decode runs its checks with both kernels).
-inline bool& gemv_streams() {
-  static bool on = env_switch_on("PEFT_GEMV_STREAM");
-  return on;
-}
-
-// Pieces in flight a warp for an input of `in` (0: none fits, use the row kernel): up to 4, as
-// many as keep the block within ~110 KB (two blocks an SM: this launch's and the next one's), at
-// least 2; PEFT_GEMV_STREAM_DEPTH sets it (a tuning knob).
-inline int gemv_stream_depth(int in) {
-  static const int forced = env_tuning_knob("PEFT_GEMV_STREAM_DEPTH", 0);
-  const int x = detail::gemv_stream_x_bytes(in), per_depth = detail::gemv_stream_smem(in, 1) - x;
-  int depth = forced > 0 ? std::min(forced, detail::kStreamMaxDepth)
-                         : std::clamp((110 * 1024 - x) / per_depth, 2, detail::kStreamMaxDepth);
-  return static_cast<std::size_t>(detail::gemv_stream_smem(in, depth)) <= smem_optin() ? depth : 0;
-}
-
 // Runs the segments of `a` (1 to 3; in % 8 == 0, 16-byte aligned rows). `sms`: the device's SM
-// count. Segments with an adapter (seg.a), a state to advance (argmax) need a.scratch.
+// count (the grid is a few blocks per SM, each warp looping over work items). Segments with an
+// adapter (seg.a), a state to advance (argmax) need a.scratch.
 inline void gemv(const GemvArgs& args, int sms, cudaStream_t stream) {
   GemvArgs a = args;
   auto fail = [&](const std::string& what) { throw Error("gemv: " + what); };
@@ -290,37 +456,26 @@ inline void gemv(const GemvArgs& args, int sms, cudaStream_t stream) {
          std::to_string(a.scratch.partial_floats) + " partials)");
   if (a.state && (!a.scratch.sync || !a.scratch.best || a.count != 1 || !a.seg[0].y32))
     fail("the argmax needs scratch and one fp32 segment");
-  // Raises a kernel's shared-memory limit once to what it needs (the attribute is per kernel).
-  auto allow_smem = [](auto kernel, std::size_t smem, std::size_t& raised) {
-    if (smem <= raised) return;
-    PEFT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    raised = smem;
-  };
-  // The hand-offs need every block resident at once (one wave).
-  auto one_wave = [&](auto kernel, int blocks, std::size_t smem) {
-    if (!a.scratch.sync) return blocks;
-    int resident = 0;
-    PEFT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, 32 * detail::kGemvWarps, smem));
-    blocks = std::max(1, std::min(blocks, resident * sms));
-    return a.state ? std::min(blocks, a.scratch.best_slots) : blocks;
-  };
-  const int groups = (a.lora_items + a.items + detail::kGemvWarps - 1) / detail::kGemvWarps;
-  const int depth = hopper_kernels() && gemv_streams() ? gemv_stream_depth(a.in) : 0;
-  if (depth > 0) {
-    static std::size_t raised = 48 * 1024;
-    const std::size_t smem = static_cast<std::size_t>(detail::gemv_stream_smem(a.in, depth));
-    allow_smem(detail::gemv_stream_kernel, smem, raised);
-    const int blocks = one_wave(detail::gemv_stream_kernel, std::max(1, std::min(groups, sms)), smem);
-    launch_pdl("gemv_stream_kernel", detail::gemv_stream_kernel, dim3(blocks), dim3(32 * detail::kGemvWarps), smem,
-               stream, a, depth);
-    return;
-  }
-  static std::size_t raised = 48 * 1024;
   const std::size_t smem = static_cast<std::size_t>(a.in) * sizeof(bf16);
-  allow_smem(detail::gemv_row_kernel, smem, raised);
-  const int blocks = one_wave(detail::gemv_row_kernel, std::max(1, std::min(groups, gemv_blocks_per_sm() * sms)), smem);
-  launch_pdl("gemv_row_kernel", detail::gemv_row_kernel, dim3(blocks), dim3(32 * detail::kGemvWarps), smem, stream, a);
+  if (smem > 48 * 1024) {
+    static std::size_t raised = 48 * 1024;  // the attribute is per kernel: raise it once, as needed
+    if (smem > raised) {
+      PEFT_CUDA_CHECK(cudaFuncSetAttribute(detail::gemv_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(smem)));
+      raised = smem;
+    }
+  }
+  const int per_sm = gemv_blocks_per_sm();
+  const int groups = (a.lora_items + a.items + detail::kGemvWarps - 1) / detail::kGemvWarps;
+  int blocks = std::max(1, std::min(groups, per_sm * sms));
+  if (a.scratch.sync) {  // the hand-offs need every block resident at once (one wave)
+    int resident = 0;
+    PEFT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, detail::gemv_kernel,
+                                                                  32 * detail::kGemvWarps, smem));
+    blocks = std::max(1, std::min(blocks, resident * sms));
+    if (a.state) blocks = std::min(blocks, a.scratch.best_slots);
+  }
+  launch_pdl("gemv_kernel", detail::gemv_kernel, dim3(blocks), dim3(32 * detail::kGemvWarps), smem, stream, a);
 }
 
 }  // namespace peft::cuda
-

@@ -10,8 +10,8 @@
 //     does not depend on which one arrived last) and puts the counter back to 0 for the next
 //     launch. Nobody waits.
 //   - a flag set by the last arriver, spun on by the blocks that need the result. Only safe when
-//     the producers never wait themselves and are resident: the gemv hands the producing work
-//     out before any other and keeps its grid within one wave (gemv()).
+//     the producers never wait themselves and are resident: the gemv gives the producing work to
+//     the lowest warps first and keeps its grid within one wave (gemv()).
 // Counters live in memory zeroed once when the KV cache is made; every use leaves them at 0.
 // Results are read once per warp (then kept in registers): many warps re-reading one L2 line
 // serialise on it.

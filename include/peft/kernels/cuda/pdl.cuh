@@ -3,7 +3,7 @@
 // Why: one decode token is ~290 dependent launches whose work is a few microseconds each, so the
 // gap between a kernel's end and the next one's start is a large share of the step. With the
 // launch attribute, the next kernel is scheduled while the current one still runs; its blocks
-// do what needs no earlier result (the one-row products start streaming their weights: gemv.cuh) and then
+// do what needs no earlier result (the one-row products prefetch their weights into L2) and then
 // wait in pdl_wait() until the previous kernel has finished and its writes are visible. Each
 // kernel releases its successor only after its own wait (pdl_release after pdl_wait), so at most
 // one kernel runs ahead. Every kernel launched with launch_pdl must call pdl_wait() before it
