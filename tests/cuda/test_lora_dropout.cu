@@ -5,8 +5,9 @@
 // A kernel whose mask differed from dropout_forward's in any element would miss by far more than
 // the tolerances (1e-2 for bf16 outputs: one rounding; 1e-5 for the fp32 dA, accumulated in fp32 in
 // another order). Shapes cover ragged token counts, widths that are not a tile multiple, and
-// padded ranks 8, 24 and 64 (the kernels' range); rank 8's forward both on tensor cores and on the
-// FMA kernel. Not small: the 7B q_proj and down_proj shapes timed against the kernels they replace.
+// padded ranks 8, 24 and 64 (the kernels' range); rank 8's forward and backward both on tensor
+// cores and on the FMA kernels. Not small: the 7B q_proj and down_proj shapes timed against the
+// kernels they replace.
 #include "cuda_test.cuh"
 #include "peft/kernels/cuda/elementwise.cuh"
 #include "peft/kernels/cuda/gemm.cuh"
@@ -71,18 +72,28 @@ void check_shape(TestContext& t, cuda::DeviceArena& arena, int T, int in, int rp
   }
   cuda::lora_down_mma() = mma;
 
-  // The backward at its default grid and at others (the token slicing changes, the sums must not).
-  const int chosen = cuda::lora_back_blocks_per_sm();
-  for (const int per_sm : {chosen, 1, 4, 32}) {
-    cuda::lora_back_blocks_per_sm() = per_sm;
-    const std::string at = label + " (" + std::to_string(per_sm) + " blocks an SM)";
-    auto* dx = upload_bf16(arena, dx0);
-    auto* da = upload_f32(arena, da0);
-    cuda::lora_dropout_backward(dx, da, d_dxa, dx_in, d_a, rp, T, in, seed, p, 0);
-    t.close(at + ": dA += dxa^T drop(x)", download_f32(da, static_cast<std::size_t>(rp) * in), da_ref, 1e-5);
-    t.close(at + ": dx += (dxa A) mask/(1-p)", download_bf16(dx, n), dx_ref, 1e-2);
+  // The backward at its default grid and at others (the split of the work changes, the sums must
+  // not); at rank 8 on tensor cores and on the FMA kernel, each at its own grid knob.
+  const bool back_mma = cuda::lora_back_mma();
+  for (const bool on : {back_mma, false}) {
+    if (rp != 8 && !on) continue;
+    cuda::lora_back_mma() = on;
+    const bool tensor_cores = rp == 8 && on;
+    int& knob = tensor_cores ? cuda::lora_back_mma_blocks_per_sm() : cuda::lora_back_blocks_per_sm();
+    const int chosen = knob;
+    for (const int per_sm : {chosen, 1, 4, 32}) {
+      knob = per_sm;
+      const std::string at = label + (rp == 8 ? (tensor_cores ? " (tensor cores, " : " (FMA, ") : " (") +
+                             (per_sm > 0 ? std::to_string(per_sm) : std::string("as many")) + " blocks an SM)";
+      auto* dx = upload_bf16(arena, dx0);
+      auto* da = upload_f32(arena, da0);
+      cuda::lora_dropout_backward(dx, da, d_dxa, dx_in, d_a, rp, T, in, seed, p, 0);
+      t.close(at + ": dA += dxa^T drop(x)", download_f32(da, static_cast<std::size_t>(rp) * in), da_ref, 1e-5);
+      t.close(at + ": dx += (dxa A) mask/(1-p)", download_bf16(dx, n), dx_ref, 1e-2);
+    }
+    knob = chosen;
   }
-  cuda::lora_back_blocks_per_sm() = chosen;
+  cuda::lora_back_mma() = back_mma;
 }
 
 // The mask's statistics, since it comes from a hash and not a generator: at p = 1/2 over 2^20
@@ -129,6 +140,27 @@ void mask_statistics(TestContext& t, cuda::DeviceArena& arena) {
   }
 }
 
+__global__ void probability_compare_kernel(unsigned* mismatches, float p) {
+  const unsigned k = blockIdx.x * blockDim.x + threadIdx.x;  // every 24-bit value
+  const bool as_float = static_cast<float>(k) * (1.0f / 16777216.0f) < p;
+  if (as_float != cuda::detail::below_probability(k, p)) atomicAdd(mismatches, 1u);
+}
+
+// The mask's integer threshold (below_probability) against the float comparison it replaced,
+// (k / 2^24 < p), over all 2^24 values of k, at probabilities on and between multiples of 2^-24.
+void mask_threshold(TestContext& t, cuda::DeviceArena& arena) {
+  auto* count = upload(arena, std::vector<unsigned>{0});
+  for (const float p : {0.0f, 1e-9f, 5.9604645e-8f, 0.05f, 0.1f, 1.0f / 3.0f, 0.5f, 0.7f, 0.99999994f, 1.0f}) {
+    PEFT_CUDA_CHECK(cudaMemset(count, 0, sizeof(unsigned)));
+    probability_compare_kernel<<<(1u << 24) / 256, 256>>>(count, p);
+    PEFT_CUDA_CHECK(cudaGetLastError());
+    unsigned h = 1;
+    PEFT_CUDA_CHECK(cudaMemcpy(&h, count, sizeof h, cudaMemcpyDeviceToHost));
+    t.expect(h == 0, "mask threshold at p = " + std::to_string(p) + ": the integer test == the float test for all "
+                     "2^24 values (" + std::to_string(h) + " differ)");
+  }
+}
+
 // One 7B projection's dropout passes at seq 2048: fused against dropout_forward + cuBLASLt
 // (+ dropout_backward_add), the path they replace.
 void time_shape(cuda::DeviceArena& arena, cuda::Gemm& gemm, const char* name, int T, int in, int rp) {
@@ -158,18 +190,39 @@ void time_shape(cuda::DeviceArena& arena, cuda::Gemm& gemm, const char* name, in
   const float b_fus = median_ms([&] { cuda::lora_dropout_backward(dx, da, xa, x, a, rp, T, in, seed, p, 0); });
   std::printf("  timing %s T=%d in=%d rp=%d: forward %.1f -> %.1f us, backward (dA, dx) %.1f -> %.1f us\n", name, T, in,
               rp, f_sep * 1e3, f_fus * 1e3, b_sep * 1e3, b_fus * 1e3);
-  if (rp == 8) {  // the forward on CUDA cores, for the tensor-core kernel's A/B
+  auto backward = [&] { cuda::lora_dropout_backward(dx, da, xa, x, a, rp, T, in, seed, p, 0); };
+  if (rp == 8) {  // forward and backward on CUDA cores, for the tensor-core kernels' A/B
+    const bool down = cuda::lora_down_mma(), back = cuda::lora_back_mma();
     cuda::lora_down_mma() = false;
     const float f = median_ms([&] { cuda::lora_down_dropout(xa, x, a, rp, T, in, seed, p, 0); });
     cuda::lora_down_mma() = true;
+    const float f_tc = median_ms([&] { cuda::lora_down_dropout(xa, x, a, rp, T, in, seed, p, 0); });
+    cuda::lora_down_mma() = down;
     std::printf("  timing %s forward on CUDA cores (FMA kernel): %.1f us (tensor cores: %.1f)\n", name, f * 1e3,
-                f_fus * 1e3);
+                f_tc * 1e3);
+    cuda::lora_back_mma() = false;
+    const float b = median_ms(backward);
+    cuda::lora_back_mma() = true;
+    const float b_tc = median_ms(backward);
+    std::printf("  timing %s backward on CUDA cores (FMA kernel): %.1f us (tensor cores: %.1f)\n", name, b * 1e3,
+                b_tc * 1e3);
+    // The tensor-core backward's grid, for tuning lora_back_mma_blocks_per_sm().
+    const int chosen = cuda::lora_back_mma_blocks_per_sm();
+    for (const int per_sm : {1, 2, 3, 8}) {
+      cuda::lora_back_mma_blocks_per_sm() = per_sm;
+      const float bg = median_ms(backward);
+      std::printf("  timing %s tensor-core backward at %d blocks an SM: %.1f us (default, as many as fit: %.1f)\n",
+                  name, per_sm, bg * 1e3, b_tc * 1e3);
+    }
+    cuda::lora_back_mma_blocks_per_sm() = chosen;
+    cuda::lora_back_mma() = back;
+    return;
   }
-  // The backward's grid, for tuning lora_back_blocks_per_sm().
+  // The FMA backward's grid, for tuning lora_back_blocks_per_sm().
   const int chosen = cuda::lora_back_blocks_per_sm();
   for (const int per_sm : {2, 4, 8}) {
     cuda::lora_back_blocks_per_sm() = per_sm;
-    const float b = median_ms([&] { cuda::lora_dropout_backward(dx, da, xa, x, a, rp, T, in, seed, p, 0); });
+    const float b = median_ms(backward);
     std::printf("  timing %s backward at %d blocks an SM: %.1f us (default %d: %.1f)\n", name, per_sm, b * 1e3, chosen,
                 b_fus * 1e3);
   }
@@ -183,11 +236,19 @@ int test_main(int argc, char** argv) {
     cuda::DeviceArena arena(std::size_t{3} << 30);
     check_shape(t, arena, 37, 328, 8, 0.05f, 0x1234);
     check_shape(t, arena, t.small ? 3 : 130, t.small ? 1032 : 3592, 8, 0.1f, 5);  // in % 16 == 8: a half step
+    // Rank 8's tensor-core backward: p = 0 (nothing dropped), 16-token steps cut short (T % 16),
+    // a last 64-column strip with one lane's columns (3592 % 64 == 8) or five (1000 % 64 == 40).
+    check_shape(t, arena, 37, t.small ? 136 : 3592, 8, 0.0f, 0xabcd);
+    check_shape(t, arena, t.small ? 16 : 100, 1000, 8, 0.05f, 0x51);
+    // Enough 16-token steps (57 strips x 63) that a warp of the tensor-core backward takes several,
+    // across strip boundaries, even at 1 block an SM.
+    check_shape(t, arena, t.small ? 200 : 1000, t.small ? 1032 : 3592, 8, 0.05f, 0x77);
     check_shape(t, arena, t.small ? 5 : 300, t.small ? 72 : 1032, 24, 0.5f, 0x9e37);
     check_shape(t, arena, t.small ? 9 : 70, t.small ? 264 : 520, 64, 0.1f, 77);
     // A zero seed and a one-token batch: nothing special-cased.
     check_shape(t, arena, 1, 64, 16, 0.3f, 0);
     mask_statistics(t, arena);
+    mask_threshold(t, arena);
     bool threw = false;
     try {
       cuda::lora_down_dropout(nullptr, nullptr, nullptr, 72, 4, 64, nullptr, 0.1f, 0);

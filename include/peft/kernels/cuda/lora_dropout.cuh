@@ -14,24 +14,26 @@
 // a ~1e-7 relative wobble). Measured on the H200 (cuda_test_lora_dropout's timings,
 // bench/RESULTS.md) they beat dropout_forward + cuBLASLt at rank 8 and lose at 64, where the FMAs
 // dominate; the model uses them at rank 8 only (ProjectionWeights::fuses_dropout).
-// The forward at rank 8 runs on tensor cores instead (lora_down_dropout_mma_kernel): the FMA
-// kernel streamed a 7B q_proj input at ~0.6 TB/s, bound by its per-element work, not by bytes in
-// flight or occupancy. Tried on it: a 32-bit mask hash (27 -> 24 us, kept), four chunks of x a lane
-// in flight (26 us, not kept), the tiles software-pipelined (25 us; down_proj 111 -> 100, kept),
-// each row split over 2 or 4 warps (q_proj 24.5 -> 25.6 / 33.3 us, down_proj 97.9 -> 105.6 / 126.6,
-// not kept); the mma kernel: q_proj 26.6 -> 18.0 us, down_proj 100.6 -> 68.6.
-// The backward had the bytes-in-flight problem: its grid is many blocks an SM now.
+// Both passes at rank 8 run on tensor cores instead (lora_dropout_mma.cuh): the FMA forward
+// streamed a 7B q_proj input at ~0.6 TB/s, bound by its per-element work, not by bytes in flight
+// or occupancy. Tried on it: a 32-bit mask hash (27 -> 24 us, kept), four chunks of x a lane in
+// flight (26 us, not kept), the tiles software-pipelined (25 us; down_proj 111 -> 100, kept), each
+// row split over 2 or 4 warps (q_proj 24.5 -> 25.6 / 33.3 us, down_proj 97.9 -> 105.6 / 126.6, not
+// kept); the mma kernel: q_proj 26.6 -> 18.0 us, down_proj 100.6 -> 68.6 (and 15.5 / 55.5 once its
+// dropped input was rounded to bf16 once, not twice). The FMA backward had the bytes-in-flight
+// problem first (its grid is many blocks an SM now); on tensor cores (T=2048, H200): q_proj
+// 24.4 -> 20.6 us, down_proj 132.0 -> 82.0.
 #pragma once
 #include <algorithm>
 #include <cstdint>
 #include <string>
 #include <type_traits>
 
-#include "peft/kernels/cuda/attention_mma.cuh"
 #include "peft/kernels/cuda/bf16.cuh"
 #include "peft/kernels/cuda/cuda_check.cuh"
 #include "peft/kernels/cuda/device_kernels.cuh"
 #include "peft/kernels/cuda/elementwise.cuh"
+#include "peft/kernels/cuda/lora_dropout_mma.cuh"
 
 namespace peft::cuda {
 namespace detail {
@@ -146,66 +148,6 @@ __global__ void __launch_bounds__(kLoraDownWarps * 32)
       for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
       if (t < T && lane == r % 32) xa[static_cast<std::size_t>(t) * RP + r] = to_bf16(v);
     }
-  }
-}
-
-// Rank 8 on tensor cores: the products, the bf16 conversions of A and the additions go to
-// mma.sync m16n8k16 (16 tokens x 16 columns of the dropped input times 16 x 8 of A^T), leaving a
-// thread the mask and rounding of its 8 elements a step (the FMA kernel above is bound by its
-// per-element work). A block is 16 tokens; its kLoraMmaWarps warps take every kLoraMmaWarps-th
-// 16-column step of the row and their accumulators meet in shared memory, added in warp order.
-// Fragments are read straight from global memory (two 4-byte pieces of a row a lane: a row's 32
-// bytes a step come from one sector).
-constexpr int kLoraMmaWarps = 16;
-
-__device__ inline std::uint32_t load_pair(const bf16* p) { return *reinterpret_cast<const std::uint32_t*>(p); }
-
-// Two adjacent elements of x, dropped as dropped_input does (0, or bf16(x / (1 - p))), packed.
-__device__ inline std::uint32_t drop_pair(std::uint32_t xv, std::uint64_t idx, std::uint64_t seed, float p, float keep) {
-  const __nv_bfloat162 v = *reinterpret_cast<const __nv_bfloat162*>(&xv);
-  const float lo = dropped_input(__low2float(v), dropped(seed, idx, p), keep);
-  const float hi = dropped_input(__high2float(v), dropped(seed, idx + 1, p), keep);
-  return pack_bf16(lo, hi);  // already bf16 values: exact
-}
-
-__global__ void __launch_bounds__(kLoraMmaWarps * 32)
-    lora_down_dropout_mma_kernel(bf16* __restrict__ xa, const bf16* __restrict__ x, const bf16* __restrict__ a, int T,
-                                 int in, const std::uint64_t* __restrict__ seed_ptr, float p) {
-  __shared__ float part[kLoraMmaWarps][16][8];
-  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-  const int g = lane / 4, q = lane % 4;  // fragment row (token) and column pair
-  const int t_lo = static_cast<int>(blockIdx.x) * 16 + g, t_hi = t_lo + 8;
-  const bool ok_lo = t_lo < T, ok_hi = t_hi < T;
-  const bf16* x_lo = x + static_cast<std::size_t>(ok_lo ? t_lo : 0) * in;
-  const bf16* x_hi = x + static_cast<std::size_t>(ok_hi ? t_hi : 0) * in;
-  const bf16* a_row = a + static_cast<std::size_t>(g) * in;  // B fragment column n = g: rank g
-  const std::uint64_t seed = *seed_ptr;
-  const float keep = 1.0f / (1.0f - p);
-  const std::uint64_t row_lo = static_cast<std::uint64_t>(t_lo) * in, row_hi = static_cast<std::uint64_t>(t_hi) * in;
-  float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll 4
-  for (int k = warp * 16; k < in; k += kLoraMmaWarps * 16) {
-    const int c0 = k + 2 * q, c1 = c0 + 8;  // in is a multiple of 8: a pair is in or out whole
-    const bool in0 = c0 < in, in1 = c1 < in;
-    const std::uint32_t x00 = ok_lo && in0 ? load_pair(x_lo + c0) : 0u, x10 = ok_hi && in0 ? load_pair(x_hi + c0) : 0u,
-                        x01 = ok_lo && in1 ? load_pair(x_lo + c1) : 0u, x11 = ok_hi && in1 ? load_pair(x_hi + c1) : 0u;
-    const std::uint32_t b0 = in0 ? load_pair(a_row + c0) : 0u, b1 = in1 ? load_pair(a_row + c1) : 0u;
-    const std::uint32_t af[4] = {drop_pair(x00, row_lo + c0, seed, p, keep), drop_pair(x10, row_hi + c0, seed, p, keep),
-                                 drop_pair(x01, row_lo + c1, seed, p, keep), drop_pair(x11, row_hi + c1, seed, p, keep)};
-    mma16816(c, af, b0, b1);
-  }
-  part[warp][g][2 * q] = c[0];
-  part[warp][g][2 * q + 1] = c[1];
-  part[warp][g + 8][2 * q] = c[2];
-  part[warp][g + 8][2 * q + 1] = c[3];
-  __syncthreads();
-  if (threadIdx.x < 16 * 8) {
-    const int row = static_cast<int>(threadIdx.x) / 8, col = static_cast<int>(threadIdx.x) % 8;
-    float v = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kLoraMmaWarps; ++w) v += part[w][row][col];
-    const int t = static_cast<int>(blockIdx.x) * 16 + row;
-    if (t < T) xa[static_cast<std::size_t>(t) * 8 + col] = to_bf16(v);
   }
 }
 
@@ -337,6 +279,20 @@ inline bool& lora_down_mma() {
   return on;
 }
 
+// Whether the backward at rank 8 runs on tensor cores (lora_dropout_backward_mma_kernel); on unless
+// PEFT_LORA_BACK_MMA=0 (the A/B; cuda_test_lora_dropout checks both).
+inline bool& lora_back_mma() {
+  static bool on = env_switch_on("PEFT_LORA_BACK_MMA");
+  return on;
+}
+
+// Blocks per SM of the tensor-core backward's grid: 0 (the default) for as many as fit at once,
+// else PEFT_LORA_BACK_MMA_BLOCKS_PER_SM's value (cuda_test_lora_dropout's timing lines try some).
+inline int& lora_back_mma_blocks_per_sm() {
+  static int per_sm = env_tuning_knob("PEFT_LORA_BACK_MMA_BLOCKS_PER_SM", 0);
+  return per_sm;
+}
+
 // Whether the fused kernels take this padded rank (else the caller keeps the dropout buffer path).
 inline bool lora_dropout_fusable(int rp) { return rp > 0 && rp % 8 == 0 && rp <= detail::kLoraMaxFusedRank; }
 
@@ -366,6 +322,25 @@ inline void lora_dropout_backward(bf16* dx, float* da, const bf16* dxa, const bf
                                   int in, const std::uint64_t* seed, float p, cudaStream_t stream) {
   detail::check_lora_dropout_shape("lora_dropout_backward", in);
   if (tokens == 0) return;
+  const auto aligned = [](const void* ptr) { return reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0; };
+  // The tensor-core kernel moves 16 bytes an access (x, dx, A, dA); other pointers take the FMA one.
+  if (rp == 8 && lora_back_mma() && aligned(dx) && aligned(da) && aligned(x) && aligned(a)) {
+    const int strips = (in + detail::kLoraBackMmaCols - 1) / detail::kLoraBackMmaCols, steps = (tokens + 15) / 16;
+    static const int fit = [] {  // blocks an SM holds at once (registers: 4 at 128 threads)
+      int n = 0;
+      PEFT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, detail::lora_dropout_backward_mma_kernel,
+                                                                    detail::kLoraBackMmaWarps * 32, 0));
+      return std::max(n, 1);
+    }();
+    const long long work = static_cast<long long>(strips) * steps;  // warp steps; each warp gets one or more
+    const int per_sm = lora_back_mma_blocks_per_sm() > 0 ? lora_back_mma_blocks_per_sm() : fit;
+    const long long blocks = std::min<long long>(static_cast<long long>(per_sm) * current_device_kernels().gpu.sms,
+                                                 (work + detail::kLoraBackMmaWarps - 1) / detail::kLoraBackMmaWarps);
+    detail::lora_dropout_backward_mma_kernel<<<static_cast<unsigned>(blocks), detail::kLoraBackMmaWarps * 32, 0,
+                                               stream>>>(dx, da, dxa, x, a, tokens, in, seed, p);
+    PEFT_CUDA_CHECK_LAUNCH("lora_dropout_backward_mma_kernel");
+    return;
+  }
   detail::with_fused_rank(rp, "lora_dropout_backward", [&](auto r) {
     constexpr int RP = decltype(r)::value;
     constexpr int C = RP <= 32 ? 2 : 1;
