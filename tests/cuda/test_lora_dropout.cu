@@ -69,6 +69,15 @@ void check_shape(TestContext& t, cuda::DeviceArena& arena, int T, int in, int rp
     cuda::lora_down_dropout(xa, dx_in, d_a, rp, T, in, seed, p, 0);
     t.close(label + (rp == 8 ? (on ? " (tensor cores)" : " (FMA)") : "") + ": xa = drop(x) A^T",
             download_bf16(xa, static_cast<std::size_t>(T) * rp), xa_ref, 1e-2);
+    if (rp == 8 && on) {  // with scratch: the row split over blocks, the partials added in order
+      const std::size_t floats = n / 2;
+      auto* scratch = alloc_poisoned<float>(arena, floats);
+      const int splits = cuda::lora_down_splits(T, in, floats);
+      auto* xs = alloc_poisoned<bf16>(arena, static_cast<std::size_t>(T) * rp);
+      cuda::lora_down_dropout(xs, dx_in, d_a, rp, T, in, seed, p, 0, scratch, floats);
+      t.close(label + " (tensor cores, row in " + std::to_string(splits) + " splits): xa = drop(x) A^T",
+              download_bf16(xs, static_cast<std::size_t>(T) * rp), xa_ref, 1e-2);
+    }
   }
   cuda::lora_down_mma() = mma;
 
@@ -161,6 +170,27 @@ void mask_threshold(TestContext& t, cuda::DeviceArena& arena) {
   }
 }
 
+// The LoRA branch's cuBLASLt products at one projection's shape, each alone, as lora_linear.cuh
+// calls them: the forward's y = s xa B^T (K = the rank) and the backward's dB^T += s xa^T dy and
+// dxa = s dy B, which both read dy: what a fused dB / dxa pass or a concatenated-K GEMM would replace.
+void time_lora_gemms(cuda::DeviceArena& arena, cuda::Gemm& gemm, const char* name, int T, int out, int rp) {
+  const std::size_t ny = static_cast<std::size_t>(T) * out, nr = static_cast<std::size_t>(rp) * out,
+                    nx = static_cast<std::size_t>(T) * rp;
+  auto *y = arena.alloc<bf16>(ny, "y / dy"), *bt = arena.alloc<bf16>(nr, "B^T"), *xa = arena.alloc<bf16>(nx, "xa"),
+       *dxa = arena.alloc<bf16>(nx, "dxa");
+  auto* dbt = arena.alloc<float>(nr, "dB^T");
+  fill_random_bf16(y, ny, 6u, 1.0f);
+  fill_random_bf16(bt, nr, 7u, 0.05f);
+  fill_random_bf16(xa, nx, 8u, 1.0f);
+  fill_random_f32(dbt, nr, 9u, 0.1f);
+  const float up = median_ms([&] { gemm.matmul(y, out, xa, rp, false, bt, out, false, T, out, rp, 0.5f, 0.0f, nullptr, 0); });
+  const float db = median_ms([&] { gemm.matmul(dbt, out, xa, rp, true, y, out, false, rp, out, T, 0.5f, 1.0f, nullptr, 0); });
+  const float dx = median_ms([&] { gemm.matmul(dxa, rp, y, out, false, bt, out, true, T, rp, out, 0.5f, 0.0f, nullptr, 0); });
+  std::printf("  timing %s LoRA GEMMs T=%d out=%d rp=%d: up (y = s xa B^T) %.1f us, dB^T += s xa^T dy %.1f us, "
+              "dxa = s dy B %.1f us (dy %.1f MB)\n",
+              name, T, out, rp, up * 1e3, db * 1e3, dx * 1e3, static_cast<double>(ny) * 2 / 1e6);
+}
+
 // One 7B projection's dropout passes at seq 2048: fused against dropout_forward + cuBLASLt
 // (+ dropout_backward_add), the path they replace.
 void time_shape(cuda::DeviceArena& arena, cuda::Gemm& gemm, const char* name, int T, int in, int rp) {
@@ -180,7 +210,9 @@ void time_shape(cuda::DeviceArena& arena, cuda::Gemm& gemm, const char* name, in
     cuda::dropout_forward(buf, x, ne, seed, p, 0);
     cuda::matmul_forward(gemm, xa, buf, a, nullptr, T, rp, in, 0);
   });
-  const float f_fus = median_ms([&] { cuda::lora_down_dropout(xa, x, a, rp, T, in, seed, p, 0); });
+  // The forward as the model runs it: the dropout buffer lends the row splits their scratch.
+  const float f_fus = median_ms(
+      [&] { cuda::lora_down_dropout(xa, x, a, rp, T, in, seed, p, 0, reinterpret_cast<float*>(buf), n / 2); });
   const float b_sep = median_ms([&] {
     cuda::dropout_forward(buf, x, ne, seed, p, 0);
     gemm.matmul(da, in, xa, rp, true, buf, in, false, rp, in, T, 1.0f, 1.0f, nullptr, 0);
@@ -196,10 +228,12 @@ void time_shape(cuda::DeviceArena& arena, cuda::Gemm& gemm, const char* name, in
     cuda::lora_down_mma() = false;
     const float f = median_ms([&] { cuda::lora_down_dropout(xa, x, a, rp, T, in, seed, p, 0); });
     cuda::lora_down_mma() = true;
-    const float f_tc = median_ms([&] { cuda::lora_down_dropout(xa, x, a, rp, T, in, seed, p, 0); });
+    const float f_tc = median_ms([&] { cuda::lora_down_dropout(xa, x, a, rp, T, in, seed, p, 0); });  // one split
+    std::printf("  timing %s forward on tensor cores, the row in %d splits: %.1f us\n", name,
+                cuda::lora_down_splits(T, in, n / 2), f_fus * 1e3);
     cuda::lora_down_mma() = down;
-    std::printf("  timing %s forward on CUDA cores (FMA kernel): %.1f us (tensor cores: %.1f)\n", name, f * 1e3,
-                f_tc * 1e3);
+    std::printf("  timing %s forward on CUDA cores (FMA kernel): %.1f us (tensor cores, one split: %.1f)\n", name,
+                f * 1e3, f_tc * 1e3);
     cuda::lora_back_mma() = false;
     const float b = median_ms(backward);
     cuda::lora_back_mma() = true;
@@ -243,6 +277,8 @@ int test_main(int argc, char** argv) {
     // Enough 16-token steps (57 strips x 63) that a warp of the tensor-core backward takes several,
     // across strip boundaries, even at 1 block an SM.
     check_shape(t, arena, t.small ? 200 : 1000, t.small ? 1032 : 3592, 8, 0.05f, 0x77);
+    // A short batch of down_proj's width: the forward's row in many splits (a last one shorter).
+    check_shape(t, arena, 20, t.small ? 4104 : 18944, 8, 0.05f, 0x3d);
     check_shape(t, arena, t.small ? 5 : 300, t.small ? 72 : 1032, 24, 0.5f, 0x9e37);
     check_shape(t, arena, t.small ? 9 : 70, t.small ? 264 : 520, 64, 0.1f, 77);
     // A zero seed and a one-token batch: nothing special-cased.
@@ -263,6 +299,13 @@ int test_main(int argc, char** argv) {
       time_shape(arena, gemm, "down_proj", 2048, 18944, 8);
       time_shape(arena, gemm, "q_proj r64", 2048, 3584, 64);
       time_shape(arena, gemm, "down_proj r64", 2048, 18944, 64);
+      time_shape(arena, gemm, "q_proj", 64, 3584, 8);  // the recipe's short samples
+      time_shape(arena, gemm, "down_proj", 64, 18944, 8);
+      for (const int T : {2048, 64}) {
+        time_lora_gemms(arena, gemm, "q/o/down", T, 3584, 8);
+        time_lora_gemms(arena, gemm, "k/v", T, 512, 8);
+        time_lora_gemms(arena, gemm, "gate/up", T, 18944, 8);
+      }
     }
   });
 }

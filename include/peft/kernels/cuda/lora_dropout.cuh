@@ -296,15 +296,42 @@ inline int& lora_back_mma_blocks_per_sm() {
 // Whether the fused kernels take this padded rank (else the caller keeps the dropout buffer path).
 inline bool lora_dropout_fusable(int rp) { return rp > 0 && rp % 8 == 0 && rp <= detail::kLoraMaxFusedRank; }
 
-// xa [T, rp] = drop(x) A^T, x [T, in], A [rp, in] (bf16), *seed on the device, dropout p.
+// Splits of the row the rank-8 tensor-core forward takes for `tokens` x `in`. A batch of at most a
+// quarter as many 16-token blocks as SMs is split for two blocks an SM, each split at least 32 steps
+// of 16 columns (two a warp), and only as many as `scratch_floats` holds partials for (splits x tokens
+// x 8). Measured on the H200 (cuda_test_lora_dropout's timing lines): at 64 tokens q_proj 15.2 ->
+// 10.4 us, down_proj 45.6 -> 13.0; at 2048 tokens (128 blocks) 3 splits were slower (q_proj 16.2 ->
+// 22.4, down_proj 52.8 -> 60.3: the partials and the second launch cost more than the overlap gives).
+// PEFT_LORA_DOWN_SPLIT=0: never split (the A/B).
+inline int lora_down_splits(int tokens, int in, std::size_t scratch_floats) {
+  static const bool on = env_switch_on("PEFT_LORA_DOWN_SPLIT");
+  const int blocks = (tokens + 15) / 16, steps = (in + 15) / 16, sms = current_device_kernels().gpu.sms;
+  if (!on || 4 * blocks > sms) return 1;
+  const int want = (2 * sms + blocks - 1) / blocks;
+  const int most = static_cast<int>(std::min<std::size_t>(scratch_floats / (static_cast<std::size_t>(tokens) * 8), 1 << 20));
+  return std::max(1, std::min({want, steps / 32, most}));
+}
+
+// xa [T, rp] = drop(x) A^T, x [T, in], A [rp, in] (bf16), *seed on the device, dropout p. `scratch`
+// (fp32, `scratch_floats` of them; may be null) lets the rank-8 kernel split long rows over blocks.
 inline void lora_down_dropout(bf16* xa, const bf16* x, const bf16* a, int rp, int tokens, int in,
-                              const std::uint64_t* seed, float p, cudaStream_t stream) {
+                              const std::uint64_t* seed, float p, cudaStream_t stream, float* scratch = nullptr,
+                              std::size_t scratch_floats = 0) {
   detail::check_lora_dropout_shape("lora_down_dropout", in);
   if (tokens == 0) return;
   if (rp == 8 && lora_down_mma()) {
-    detail::lora_down_dropout_mma_kernel<<<static_cast<unsigned>((tokens + 15) / 16), detail::kLoraMmaWarps * 32, 0,
-                                           stream>>>(xa, x, a, tokens, in, seed, p);
+    const int splits = scratch ? lora_down_splits(tokens, in, scratch_floats) : 1;
+    const int k_chunk = ((in + 15) / 16 + splits - 1) / splits * 16;
+    const dim3 grid(static_cast<unsigned>((tokens + 15) / 16), static_cast<unsigned>((in + k_chunk - 1) / k_chunk));
+    float* part = grid.y > 1 ? scratch : nullptr;
+    detail::lora_down_dropout_mma_kernel<<<grid, detail::kLoraMmaWarps * 32, 0, stream>>>(xa, part, x, a, tokens, in,
+                                                                                           k_chunk, seed, p);
     PEFT_CUDA_CHECK_LAUNCH("lora_down_dropout_mma_kernel");
+    if (part) {
+      detail::lora_down_reduce_kernel<<<static_cast<unsigned>((tokens * 8 + 255) / 256), 256, 0, stream>>>(
+          xa, part, tokens, static_cast<int>(grid.y));
+      PEFT_CUDA_CHECK_LAUNCH("lora_down_reduce_kernel");
+    }
     return;
   }
   detail::with_fused_rank(rp, "lora_down_dropout", [&](auto r) {

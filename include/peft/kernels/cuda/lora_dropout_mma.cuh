@@ -20,6 +20,10 @@ namespace peft::cuda::detail {
 // 16-column step of the row and their accumulators meet in shared memory, added in warp order.
 // Fragments are read straight from global memory (two 4-byte pieces of a row a lane: a row's 32
 // bytes a step come from one sector).
+// A warp's steps are a chain of dependent round trips, and at 16 tokens a block a short batch is
+// a few blocks: down_proj at 64 tokens took 46 us (74 steps a warp), more than dropout + cuBLASLt.
+// So the row can be split over gridDim.y blocks (columns [k0, k1) each): each writes its fp32
+// partial sums to `part` [split, T, 8] and lora_down_reduce_kernel adds them in split order.
 constexpr int kLoraMmaWarps = 16;
 
 __device__ inline std::uint32_t load_pair(const bf16* p) { return *reinterpret_cast<const std::uint32_t*>(p); }
@@ -33,8 +37,9 @@ __device__ inline std::uint32_t drop_pair(std::uint32_t xv, std::uint64_t idx, s
 }
 
 __global__ void __launch_bounds__(kLoraMmaWarps * 32)
-    lora_down_dropout_mma_kernel(bf16* __restrict__ xa, const bf16* __restrict__ x, const bf16* __restrict__ a, int T,
-                                 int in, const std::uint64_t* __restrict__ seed_ptr, float p) {
+    lora_down_dropout_mma_kernel(bf16* __restrict__ xa, float* __restrict__ split_part, const bf16* __restrict__ x,
+                                 const bf16* __restrict__ a, int T, int in, int k_chunk,
+                                 const std::uint64_t* __restrict__ seed_ptr, float p) {
   __shared__ float part[kLoraMmaWarps][16][8];
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int g = lane / 4, q = lane % 4;  // fragment row (token) and column pair
@@ -47,8 +52,9 @@ __global__ void __launch_bounds__(kLoraMmaWarps * 32)
   const float keep = 1.0f / (1.0f - p);
   const std::uint64_t row_lo = static_cast<std::uint64_t>(t_lo) * in, row_hi = static_cast<std::uint64_t>(t_hi) * in;
   float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  const int k0 = static_cast<int>(blockIdx.y) * k_chunk, k1 = min(in, k0 + k_chunk);  // k_chunk % 16 == 0
 #pragma unroll 4
-  for (int k = warp * 16; k < in; k += kLoraMmaWarps * 16) {
+  for (int k = k0 + warp * 16; k < k1; k += kLoraMmaWarps * 16) {
     const int c0 = k + 2 * q, c1 = c0 + 8;  // in is a multiple of 8: a pair is in or out whole
     const bool in0 = c0 < in, in1 = c1 < in;
     const std::uint32_t x00 = ok_lo && in0 ? load_pair(x_lo + c0) : 0u, x10 = ok_hi && in0 ? load_pair(x_hi + c0) : 0u,
@@ -69,8 +75,21 @@ __global__ void __launch_bounds__(kLoraMmaWarps * 32)
 #pragma unroll
     for (int w = 0; w < kLoraMmaWarps; ++w) v += part[w][row][col];
     const int t = static_cast<int>(blockIdx.x) * 16 + row;
-    if (t < T) xa[static_cast<std::size_t>(t) * 8 + col] = to_bf16(v);
+    if (t >= T) return;
+    if (split_part)
+      split_part[(static_cast<std::size_t>(blockIdx.y) * T + t) * 8 + col] = v;
+    else
+      xa[static_cast<std::size_t>(t) * 8 + col] = to_bf16(v);
   }
+}
+
+// xa [T, 8] = bf16 of the `splits` partial sums of lora_down_dropout_mma_kernel, added in order.
+__global__ void lora_down_reduce_kernel(bf16* __restrict__ xa, const float* __restrict__ split_part, int T, int splits) {
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i >= T * 8) return;
+  float v = 0.0f;
+  for (int s = 0; s < splits; ++s) v += split_part[static_cast<std::size_t>(s) * T * 8 + i];
+  xa[i] = to_bf16(v);
 }
 
 // Rank 8 backward on tensor cores; lora_dropout.cuh's FMA kernel is bound by its per-element work

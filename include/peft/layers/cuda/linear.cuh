@@ -224,8 +224,9 @@ class ProjectionWeights {
   // xa [T, rp] = drop(x) A^T.
   void down_project(GemmContext c, const bf16* x, bf16* xa, bf16* drop_buf, int tokens, const std::uint64_t* seed) const {
     const int in = static_cast<int>(shape_.in);
-    if (fuses_dropout(c, seed)) {
-      lora_down_dropout(xa, x, a16_, rp_, tokens, in, seed, dropout_, c.stream);
+    if (fuses_dropout(c, seed)) {  // drop_buf ([tokens, in] bf16, idle here) holds the row splits' partials
+      lora_down_dropout(xa, x, a16_, rp_, tokens, in, seed, dropout_, c.stream, reinterpret_cast<float*>(drop_buf),
+                        drop_buf ? static_cast<std::size_t>(tokens) * in / 2 : 0);
       return;
     }
     const bf16* xin = x;
