@@ -27,13 +27,18 @@ namespace peft::cuda::detail {
 constexpr int kLoraMmaWarps = 16;
 
 __device__ inline std::uint32_t load_pair(const bf16* p) { return *reinterpret_cast<const std::uint32_t*>(p); }
+// The two bf16 of a packed pair as floats (exact: a bf16 is a float's high half).
+__device__ inline float bf16_lo(std::uint32_t v) { return __uint_as_float(v << 16); }
+__device__ inline float bf16_hi(std::uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
 
-// Two adjacent elements of x, dropped and packed: 0 or bf16(x / (1 - p)), dropped_input's values
-// (lora_dropout.cuh), rounded once by the packing conversion instead of twice.
+// A packed pair of x with its two drop decisions applied: 0 or bf16(x / (1 - p)), dropped_input's
+// values (lora_dropout.cuh), rounded once by the packing conversion instead of twice.
+__device__ inline std::uint32_t pack_dropped(std::uint32_t xv, bool d0, bool d1, float keep) {
+  return pack_bf16(d0 ? 0.0f : bf16_lo(xv) * keep, d1 ? 0.0f : bf16_hi(xv) * keep);
+}
+// Elements idx and idx + 1 of x (packed in xv), dropped by the mask and packed.
 __device__ inline std::uint32_t drop_pair(std::uint32_t xv, std::uint64_t idx, std::uint64_t seed, float p, float keep) {
-  const __nv_bfloat162 v = *reinterpret_cast<const __nv_bfloat162*>(&xv);
-  return pack_bf16(dropped(seed, idx, p) ? 0.0f : __low2float(v) * keep,
-                   dropped(seed, idx + 1, p) ? 0.0f : __high2float(v) * keep);
+  return pack_dropped(xv, dropped(seed, idx, p), dropped(seed, idx + 1, p), keep);
 }
 
 __global__ void __launch_bounds__(kLoraMmaWarps * 32)
@@ -115,8 +120,6 @@ __device__ inline void mma1688(float (&c)[4], std::uint32_t a0, std::uint32_t a1
 __device__ inline std::uint32_t load_u16(const bf16* p) { return *reinterpret_cast<const unsigned short*>(p); }
 __device__ inline std::uint32_t low_halves(std::uint32_t lo, std::uint32_t hi) { return __byte_perm(lo, hi, 0x5410); }
 __device__ inline std::uint32_t high_halves(std::uint32_t lo, std::uint32_t hi) { return __byte_perm(lo, hi, 0x7632); }
-__device__ inline float bf16_lo(std::uint32_t v) { return __uint_as_float(v << 16); }
-__device__ inline float bf16_hi(std::uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
 
 // p[0..3] += v (fp32): one vector reduction on sm_90, four atomics before it.
 __device__ inline void red_add4(float* p, float v0, float v1, float v2, float v3) {
@@ -188,7 +191,7 @@ __device__ __forceinline__ void lora_back_mma_step(float (&acc)[4][4], const std
       const bool d0 = dropped(seed, idx | (2 * j), p), d1 = dropped(seed, idx | (2 * j + 1), p);
       kept |= (d0 ? 0u : 1u) << (8 * k + 2 * j);
       kept |= (d1 ? 0u : 1u) << (8 * k + 2 * j + 1);
-      xd[k][j] = pack_bf16(d0 ? 0.0f : bf16_lo(xw[k][j]) * keep, d1 ? 0.0f : bf16_hi(xw[k][j]) * keep);
+      xd[k][j] = pack_dropped(xw[k][j], d0, d1, keep);
     }
   }
   // dx += (dxa A) * mask / (1 - p): half h's sums are tokens 2h, 2h + 1 of the lane's four.
