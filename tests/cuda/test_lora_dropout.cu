@@ -170,27 +170,6 @@ void mask_threshold(TestContext& t, cuda::DeviceArena& arena) {
   }
 }
 
-// The LoRA branch's cuBLASLt products at one projection's shape, each alone, as lora_linear.cuh
-// calls them: the forward's y = s xa B^T (K = the rank) and the backward's dB^T += s xa^T dy and
-// dxa = s dy B, which both read dy: what a fused dB / dxa pass or a concatenated-K GEMM would replace.
-void time_lora_gemms(cuda::DeviceArena& arena, cuda::Gemm& gemm, const char* name, int T, int out, int rp) {
-  const std::size_t ny = static_cast<std::size_t>(T) * out, nr = static_cast<std::size_t>(rp) * out,
-                    nx = static_cast<std::size_t>(T) * rp;
-  auto *y = arena.alloc<bf16>(ny, "y / dy"), *bt = arena.alloc<bf16>(nr, "B^T"), *xa = arena.alloc<bf16>(nx, "xa"),
-       *dxa = arena.alloc<bf16>(nx, "dxa");
-  auto* dbt = arena.alloc<float>(nr, "dB^T");
-  fill_random_bf16(y, ny, 6u, 1.0f);
-  fill_random_bf16(bt, nr, 7u, 0.05f);
-  fill_random_bf16(xa, nx, 8u, 1.0f);
-  fill_random_f32(dbt, nr, 9u, 0.1f);
-  const float up = median_ms([&] { gemm.matmul(y, out, xa, rp, false, bt, out, false, T, out, rp, 0.5f, 0.0f, nullptr, 0); });
-  const float db = median_ms([&] { gemm.matmul(dbt, out, xa, rp, true, y, out, false, rp, out, T, 0.5f, 1.0f, nullptr, 0); });
-  const float dx = median_ms([&] { gemm.matmul(dxa, rp, y, out, false, bt, out, true, T, rp, out, 0.5f, 0.0f, nullptr, 0); });
-  std::printf("  timing %s LoRA GEMMs T=%d out=%d rp=%d: up (y = s xa B^T) %.1f us, dB^T += s xa^T dy %.1f us, "
-              "dxa = s dy B %.1f us (dy %.1f MB)\n",
-              name, T, out, rp, up * 1e3, db * 1e3, dx * 1e3, static_cast<double>(ny) * 2 / 1e6);
-}
-
 // One 7B projection's dropout passes at seq 2048: fused against dropout_forward + cuBLASLt
 // (+ dropout_backward_add), the path they replace.
 void time_shape(cuda::DeviceArena& arena, cuda::Gemm& gemm, const char* name, int T, int in, int rp) {
@@ -301,11 +280,6 @@ int test_main(int argc, char** argv) {
       time_shape(arena, gemm, "down_proj r64", 2048, 18944, 64);
       time_shape(arena, gemm, "q_proj", 64, 3584, 8);  // the recipe's short samples
       time_shape(arena, gemm, "down_proj", 64, 18944, 8);
-      for (const int T : {2048, 64}) {
-        time_lora_gemms(arena, gemm, "q/o/down", T, 3584, 8);
-        time_lora_gemms(arena, gemm, "k/v", T, 512, 8);
-        time_lora_gemms(arena, gemm, "gate/up", T, 18944, 8);
-      }
     }
   });
 }

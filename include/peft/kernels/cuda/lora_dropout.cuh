@@ -327,11 +327,7 @@ inline void lora_down_dropout(bf16* xa, const bf16* x, const bf16* a, int rp, in
     detail::lora_down_dropout_mma_kernel<<<grid, detail::kLoraMmaWarps * 32, 0, stream>>>(xa, part, x, a, tokens, in,
                                                                                            k_chunk, seed, p);
     PEFT_CUDA_CHECK_LAUNCH("lora_down_dropout_mma_kernel");
-    if (part) {
-      detail::lora_down_reduce_kernel<<<static_cast<unsigned>((tokens * 8 + 255) / 256), 256, 0, stream>>>(
-          xa, part, tokens, static_cast<int>(grid.y));
-      PEFT_CUDA_CHECK_LAUNCH("lora_down_reduce_kernel");
-    }
+    if (part) detail::rank8_add_splits(xa, part, tokens, static_cast<int>(grid.y), stream);
     return;
   }
   detail::with_fused_rank(rp, "lora_down_dropout", [&](auto r) {
@@ -352,19 +348,11 @@ inline void lora_dropout_backward(bf16* dx, float* da, const bf16* dxa, const bf
   const auto aligned = [](const void* ptr) { return reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0; };
   // The tensor-core kernel moves 16 bytes an access (x, dx, A, dA); other pointers take the FMA one.
   if (rp == 8 && lora_back_mma() && aligned(dx) && aligned(da) && aligned(x) && aligned(a)) {
-    const int strips = (in + detail::kLoraBackMmaCols - 1) / detail::kLoraBackMmaCols, steps = (tokens + 15) / 16;
-    static const int fit = [] {  // blocks an SM holds at once (registers: 4 at 128 threads)
-      int n = 0;
-      PEFT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, detail::lora_dropout_backward_mma_kernel,
-                                                                    detail::kLoraBackMmaWarps * 32, 0));
-      return std::max(n, 1);
-    }();
-    const long long work = static_cast<long long>(strips) * steps;  // warp steps; each warp gets one or more
+    static const int fit = detail::blocks_that_fit(detail::lora_dropout_backward_mma_kernel,  // 4 (registers)
+                                                   detail::kLoraBackMmaWarps * 32);
     const int per_sm = lora_back_mma_blocks_per_sm() > 0 ? lora_back_mma_blocks_per_sm() : fit;
-    const long long blocks = std::min<long long>(static_cast<long long>(per_sm) * current_device_kernels().gpu.sms,
-                                                 (work + detail::kLoraBackMmaWarps - 1) / detail::kLoraBackMmaWarps);
-    detail::lora_dropout_backward_mma_kernel<<<static_cast<unsigned>(blocks), detail::kLoraBackMmaWarps * 32, 0,
-                                               stream>>>(dx, da, dxa, x, a, tokens, in, seed, p);
+    const unsigned blocks = detail::rank8_share_blocks(detail::kLoraBackMmaWarps, tokens, in, per_sm);
+    detail::lora_dropout_backward_mma_kernel<<<blocks, detail::kLoraBackMmaWarps * 32, 0, stream>>>(dx, da, dxa, x, a, tokens, in, seed, p);
     PEFT_CUDA_CHECK_LAUNCH("lora_dropout_backward_mma_kernel");
     return;
   }

@@ -7,9 +7,9 @@
 #pragma once
 #include <cstdint>
 
-#include "peft/kernels/cuda/attention_mma.cuh"
 #include "peft/kernels/cuda/bf16.cuh"
 #include "peft/kernels/cuda/elementwise.cuh"
+#include "peft/kernels/cuda/rank8_mma.cuh"
 
 namespace peft::cuda::detail {
 
@@ -23,13 +23,8 @@ namespace peft::cuda::detail {
 // A warp's steps are a chain of dependent round trips, and at 16 tokens a block a short batch is
 // a few blocks: down_proj at 64 tokens took 46 us (74 steps a warp), more than dropout + cuBLASLt.
 // So the row can be split over gridDim.y blocks (columns [k0, k1) each): each writes its fp32
-// partial sums to `part` [split, T, 8] and lora_down_reduce_kernel adds them in split order.
+// partial sums to `part` [split, T, 8] and rank8_add_splits adds them in split order.
 constexpr int kLoraMmaWarps = 16;
-
-__device__ inline std::uint32_t load_pair(const bf16* p) { return *reinterpret_cast<const std::uint32_t*>(p); }
-// The two bf16 of a packed pair as floats (exact: a bf16 is a float's high half).
-__device__ inline float bf16_lo(std::uint32_t v) { return __uint_as_float(v << 16); }
-__device__ inline float bf16_hi(std::uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
 
 // A packed pair of x with its two drop decisions applied: 0 or bf16(x / (1 - p)), dropped_input's
 // values (lora_dropout.cuh), rounded once by the packing conversion instead of twice.
@@ -88,15 +83,6 @@ __global__ void __launch_bounds__(kLoraMmaWarps * 32)
   }
 }
 
-// xa [T, 8] = bf16 of the `splits` partial sums of lora_down_dropout_mma_kernel, added in order.
-__global__ void lora_down_reduce_kernel(bf16* __restrict__ xa, const float* __restrict__ split_part, int T, int splits) {
-  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
-  if (i >= T * 8) return;
-  float v = 0.0f;
-  for (int s = 0; s < splits; ++s) v += split_part[static_cast<std::size_t>(s) * T * 8 + i];
-  xa[i] = to_bf16(v);
-}
-
 // Rank 8 backward on tensor cores; lora_dropout.cuh's FMA kernel is bound by its per-element work
 // (16 FMAs, the mask, the conversions), as the forward was. Both products go to mma.sync, on one
 // register layout: a lane owns 8 adjacent columns (one 16-byte load of x and of dx a token) of 4
@@ -109,44 +95,7 @@ __global__ void lora_down_reduce_kernel(bf16* __restrict__ xa, const float* __re
 //   dA^T [64 cols, 8 ranks] += drop(x)^T [cols, 16 tokens] x dxa, m16n8k16 per tile, takes the
 //     dropped x as its A fragment after one byte permute a pair (token pairs, not column pairs).
 constexpr int kLoraBackMmaWarps = 4;
-constexpr int kLoraBackMmaCols = 64;  // a warp's strip: 8 lanes x 8 columns
-
-// c += a (16x8, row) * b (8x8, col), bf16 in, fp32 accumulate.
-__device__ inline void mma1688(float (&c)[4], std::uint32_t a0, std::uint32_t a1, std::uint32_t b) {
-  asm("mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(b));
-}
-__device__ inline std::uint32_t load_u16(const bf16* p) { return *reinterpret_cast<const unsigned short*>(p); }
-__device__ inline std::uint32_t low_halves(std::uint32_t lo, std::uint32_t hi) { return __byte_perm(lo, hi, 0x5410); }
-__device__ inline std::uint32_t high_halves(std::uint32_t lo, std::uint32_t hi) { return __byte_perm(lo, hi, 0x7632); }
-
-// p[0..3] += v (fp32): one vector reduction on sm_90, four atomics before it.
-__device__ inline void red_add4(float* p, float v0, float v1, float v2, float v3) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("red.global.add.v4.f32 [%0], {%1,%2,%3,%4};\n" ::"l"(p), "f"(v0), "f"(v1), "f"(v2), "f"(v3)
-               : "memory");
-#else
-  atomicAdd(p, v0);
-  atomicAdd(p + 1, v1);
-  atomicAdd(p + 2, v2);
-  atomicAdd(p + 3, v3);
-#endif
-}
-
-// A^T's fragments for dx's mma (row = column, k = rank 2q, 2q + 1) at the lane's 8 columns.
-__device__ __forceinline__ void lora_back_a_fragments(std::uint32_t (&af)[4][2], const bf16* __restrict__ a, int in,
-                                                      int col, bool live, int q) {
-  const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
-  const uint4 r0 = live ? *reinterpret_cast<const uint4*>(a + static_cast<std::size_t>(2 * q) * in + col) : zero;
-  const uint4 r1 = live ? *reinterpret_cast<const uint4*>(a + static_cast<std::size_t>(2 * q + 1) * in + col) : zero;
-  const std::uint32_t w0[4] = {r0.x, r0.y, r0.z, r0.w}, w1[4] = {r1.x, r1.y, r1.z, r1.w};
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    af[j][0] = low_halves(w0[j], w1[j]);
-    af[j][1] = high_halves(w0[j], w1[j]);
-  }
-}
+constexpr int kLoraBackMmaCols = kRank8StripCols;
 
 // One 16-token step from t0 over the lane's 8 columns: dx += its LoRA term, acc (dA^T, tile j:
 // [0] dA[2q][col+2j], [1] dA[2q+1][col+2j], [2]/[3] the same at col+2j+1) += drop(x)^T dxa.
@@ -239,11 +188,9 @@ __global__ void __launch_bounds__(kLoraBackMmaWarps * 32, 4)
                                      const bf16* __restrict__ x, const bf16* __restrict__ a, int T, int in,
                                      const std::uint64_t* __restrict__ seed_ptr, float p) {
   const int lane = static_cast<int>(threadIdx.x) % 32, g = lane / 4, q = lane % 4;
-  const int steps = (T + 15) / 16, total = (in + kLoraBackMmaCols - 1) / kLoraBackMmaCols * steps;
-  const long long warps = static_cast<long long>(gridDim.x) * kLoraBackMmaWarps;
-  const long long w = static_cast<long long>(blockIdx.x) * kLoraBackMmaWarps + static_cast<int>(threadIdx.x) / 32;
-  int s = static_cast<int>(total * w / warps);
-  const int stop = static_cast<int>(total * (w + 1) / warps);
+  const WarpShare share = rank8_warp_share(T, in, kLoraBackMmaWarps);
+  const int steps = share.steps, stop = share.end;
+  int s = share.begin;
   const std::uint64_t seed = *seed_ptr;
   const float keep = 1.0f / (1.0f - p);
   while (s < stop) {
@@ -251,7 +198,7 @@ __global__ void __launch_bounds__(kLoraBackMmaWarps * 32, 4)
     const int col = strip * kLoraBackMmaCols + 8 * g;
     const bool live = col < in;  // in % 8 == 0: the lane's 8 columns are in or out whole
     std::uint32_t af[4][2];
-    lora_back_a_fragments(af, a, in, col, live, q);
+    rank8_column_fragments(af, a, in, col, live, q);
     float acc[4][4] = {};
     for (; s < last; ++s)
       lora_back_mma_step(acc, af, dx, dxa, x, T, in, col, live, (s - strip * steps) * 16, g, q, seed, p, keep);

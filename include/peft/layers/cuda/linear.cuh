@@ -34,6 +34,7 @@
 #include "peft/kernels/cuda/elementwise.cuh"
 #include "peft/kernels/cuda/gemm.cuh"
 #include "peft/kernels/cuda/lora_dropout.cuh"
+#include "peft/kernels/cuda/lora_up_mma.cuh"
 #include "peft/kernels/cuda/memory_plan.cuh"
 #include "peft/kernels/cuda/nf4_gemm.cuh"
 #include "peft/kernels/cuda/nf4_gemv.cuh"
@@ -165,8 +166,11 @@ class ProjectionWeights {
       const ProfileScope lora = c.part(StepPart::kLora);
       down_project(c, x, xa, drop_buf, tokens, seed);
       // y (+)= s * xa B^T  (B^T stored [rp, out]: a plain [T, rp] x [rp, out] product)
-      c.gemm.matmul(y, out, xa, rp_, false, bt16_, out, false, tokens, out, rp_, scaling_, base_first ? 1.0f : 0.0f,
-                    nullptr, c.stream);
+      if (up_on_tensor_cores(c, y))
+        lora_up_forward(y, xa, bt16_, tokens, out, scaling_, base_first, c.stream);
+      else
+        c.gemm.matmul(y, out, xa, rp_, false, bt16_, out, false, tokens, out, rp_, scaling_, base_first ? 1.0f : 0.0f,
+                      nullptr, c.stream);
     }
     if (base_first) return;
     const ProfileScope base = c.part(StepPart::kBaseGemm);
@@ -182,6 +186,12 @@ class ProjectionWeights {
   bool drops(const std::uint64_t* seed) const { return adapter() && seed && dropout_ > 0.0f; }
   bool fuses_dropout(GemmContext c, const std::uint64_t* seed) const {
     return drops(seed) && c.lora == LoraKernels::kFused && rp_ <= kFusedDropoutMaxRank && lora_dropout_fusable(rp_);
+  }
+
+  // Whether the up projection's products (y += s xa B^T; dB^T and dxa from dy) run on the rank-8
+  // tensor-core kernels (lora_up_mma.cuh) rather than cuBLASLt; y is y or dy.
+  bool up_on_tensor_cores(GemmContext c, const bf16* y) const {
+    return c.lora == LoraKernels::kFused && lora_up_fits(rp_, static_cast<int>(shape_.out), y, bt16_);
   }
 
   bool adapter() const { return rp_ > 0; }

@@ -105,11 +105,17 @@ class Linear<Lora<R>, Base> {
     base_.backward_input(c, dy, dx, accumulate, tokens);
     if (!targeted_) return;
     const ProfileScope lora = c.part(StepPart::kLora);
-    // dB^T [rp, out] += s * xa^T dy
-    c.gemm.matmul(dbt_, out, xa, rp_, true, dy, out, false, rp_, out, tokens, scaling_, 1.0f, nullptr, c.stream);
-    // dxa [T, rp] = s * dy B  (B = (B^T)^T: B^T [rp, out] read transposed)
-    c.gemm.matmul(dxa, rp_, dy, out, false, bt16_, out, true, tokens, rp_, out, scaling_, 0.0f, nullptr, c.stream);
     const ProjectionWeights w = weights();
+    if (w.up_on_tensor_cores(c, dy) && (lora_up_backward_scratch_floats(tokens, out) == 0 || drop_buf)) {
+      // both from one pass over dy; drop_buf (idle until the dropout pass below) holds the partial
+      // dxa sums (StepScratch plans it that large)
+      lora_up_backward(dbt_, dxa, dy, xa, bt16_, tokens, out, scaling_, reinterpret_cast<float*>(drop_buf), c.stream);
+    } else {
+      // dB^T [rp, out] += s * xa^T dy
+      c.gemm.matmul(dbt_, out, xa, rp_, true, dy, out, false, rp_, out, tokens, scaling_, 1.0f, nullptr, c.stream);
+      // dxa [T, rp] = s * dy B  (B = (B^T)^T: B^T [rp, out] read transposed)
+      c.gemm.matmul(dxa, rp_, dy, out, false, bt16_, out, true, tokens, rp_, out, scaling_, 0.0f, nullptr, c.stream);
+    }
     if (w.fuses_dropout(c, seed)) {  // dA += dxa^T drop(x) and dx += (dxa A) * mask in one pass
       lora_dropout_backward(dx, da_, dxa, x, a16_, rp_, tokens, in, seed, dropout_, c.stream);
       return;

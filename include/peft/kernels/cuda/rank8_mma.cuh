@@ -1,0 +1,113 @@
+// What the LoRA branch's rank-8 tensor-core kernels share (lora_dropout_mma.cuh: the down
+// projection and its backward; lora_up_mma.cuh: the up projection and its backward): bf16 pair
+// handling, the m16n8k8 / transpose instructions, vector reductions, the fragments of a rank-major
+// [8, n] matrix (A or B^T), and the split of (64-column strip, 16-token step) pairs over warps.
+// All of it is sm_80 PTX (sm_75 for movmatrix) except red_add4's vector form, which is sm_90's.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+
+#include "peft/kernels/cuda/attention_mma.cuh"
+#include "peft/kernels/cuda/bf16.cuh"
+#include "peft/kernels/cuda/cuda_check.cuh"
+#include "peft/kernels/cuda/device_kernels.cuh"
+
+namespace peft::cuda::detail {
+
+__device__ inline std::uint32_t load_pair(const bf16* p) { return *reinterpret_cast<const std::uint32_t*>(p); }
+__device__ inline std::uint32_t load_u16(const bf16* p) { return *reinterpret_cast<const unsigned short*>(p); }
+// The two bf16 of a packed pair as floats (exact: a bf16 is a float's high half).
+__device__ inline float bf16_lo(std::uint32_t v) { return __uint_as_float(v << 16); }
+__device__ inline float bf16_hi(std::uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
+__device__ inline std::uint32_t low_halves(std::uint32_t lo, std::uint32_t hi) { return __byte_perm(lo, hi, 0x5410); }
+__device__ inline std::uint32_t high_halves(std::uint32_t lo, std::uint32_t hi) { return __byte_perm(lo, hi, 0x7632); }
+__device__ inline uint4 load16(const bf16* p, bool ok) {
+  return ok ? *reinterpret_cast<const uint4*>(p) : make_uint4(0u, 0u, 0u, 0u);
+}
+
+// c += a (16x8, row) * b (8x8, col), bf16 in, fp32 accumulate.
+__device__ inline void mma1688(float (&c)[4], std::uint32_t a0, std::uint32_t a1, std::uint32_t b) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(b));
+}
+
+// The warp's 8 x 8 bf16 matrix transposed: a lane holding (row g, columns 2q, 2q + 1) gets
+// (row g, columns 2q, 2q + 1) of the transpose, i.e. (column g of rows 2q, 2q + 1).
+__device__ inline std::uint32_t transpose8x8(std::uint32_t v) {
+  std::uint32_t r;
+  asm("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(r) : "r"(v));
+  return r;
+}
+
+// p[0..3] += v (fp32): one vector reduction on sm_90, four atomics before it.
+__device__ inline void red_add4(float* p, float v0, float v1, float v2, float v3) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("red.global.add.v4.f32 [%0], {%1,%2,%3,%4};\n" ::"l"(p), "f"(v0), "f"(v1), "f"(v2), "f"(v3)
+               : "memory");
+#else
+  atomicAdd(p, v0);
+  atomicAdd(p + 1, v1);
+  atomicAdd(p + 2, v2);
+  atomicAdd(p + 3, v3);
+#endif
+}
+
+// M^T's m16n8k8 A fragments for a rank-major M [8, n] (LoRA's A [8, in] or B^T [8, out]) at the
+// lane's 8 columns col..col+7: tile j's row g is column col + 2j, row g + 8 column col + 2j + 1,
+// k = ranks 2q, 2q + 1. Zero when !live.
+__device__ __forceinline__ void rank8_column_fragments(std::uint32_t (&af)[4][2], const bf16* __restrict__ m, int n,
+                                                       int col, bool live, int q) {
+  const uint4 r0 = load16(m + static_cast<std::size_t>(2 * q) * n + col, live);
+  const uint4 r1 = load16(m + static_cast<std::size_t>(2 * q + 1) * n + col, live);
+  const std::uint32_t w0[4] = {r0.x, r0.y, r0.z, r0.w}, w1[4] = {r1.x, r1.y, r1.z, r1.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    af[j][0] = low_halves(w0[j], w1[j]);
+    af[j][1] = high_halves(w0[j], w1[j]);
+  }
+}
+
+// The (64-column strip, 16-token step) pairs of a [T, n] pass, strip-major (a strip's steps
+// token-contiguous), split evenly over every warp of the grid: this warp's pairs [begin, end).
+// A warp walking its share stays on a strip for many steps, so what it keeps per strip (fragments
+// of A or B^T, dA's sums) is loaded or flushed once a strip.
+constexpr int kRank8StripCols = 64;  // 8 lanes x 8 columns
+struct WarpShare {
+  int steps, begin, end;
+};
+__device__ inline WarpShare rank8_warp_share(int T, int n, int warps_per_block) {
+  const int steps = (T + 15) / 16, total = (n + kRank8StripCols - 1) / kRank8StripCols * steps;
+  const long long warps = static_cast<long long>(gridDim.x) * warps_per_block;
+  const long long w = static_cast<long long>(blockIdx.x) * warps_per_block + static_cast<int>(threadIdx.x) / 32;
+  return {steps, static_cast<int>(total * w / warps), static_cast<int>(total * (w + 1) / warps)};
+}
+// Blocks of `threads` of `kernel` an SM holds at once (by its registers and shared memory).
+template <class Kernel>
+int blocks_that_fit(Kernel kernel, int threads) {
+  int n = 0;
+  PEFT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, 0));
+  return std::max(n, 1);
+}
+// Blocks for such a grid: `per_sm` an SM, no more than the pairs need.
+inline unsigned rank8_share_blocks(int warps_per_block, int T, int n, int per_sm) {
+  const long long work = static_cast<long long>((n + kRank8StripCols - 1) / kRank8StripCols) * ((T + 15) / 16);
+  return static_cast<unsigned>(std::min<long long>(static_cast<long long>(per_sm) * current_device_kernels().gpu.sms,
+                                                   (work + warps_per_block - 1) / warps_per_block));
+}
+
+// out [T, 8] = bf16 of `splits` fp32 partial sums part [splits, T, 8], added in split order (so
+// the result does not depend on which block finished first).
+__global__ void rank8_add_splits_kernel(bf16* __restrict__ out, const float* __restrict__ part, int T, int splits) {
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i >= T * 8) return;
+  float v = 0.0f;
+  for (int s = 0; s < splits; ++s) v += part[static_cast<std::size_t>(s) * T * 8 + i];
+  out[i] = to_bf16(v);
+}
+inline void rank8_add_splits(bf16* out, const float* part, int T, int splits, cudaStream_t stream) {
+  rank8_add_splits_kernel<<<static_cast<unsigned>((T * 8 + 255) / 256), 256, 0, stream>>>(out, part, T, splits);
+  PEFT_CUDA_CHECK_LAUNCH("rank8_add_splits_kernel");
+}
+
+}  // namespace peft::cuda::detail
