@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The LoRA branch's GPU check in one device call (issue #14), everything built on the GPU machine
 # for sm_90a:
-#   1. bench/train_bench, cuda_test_lora_dropout (the fused dropout kernels) and the heavier tests
+#   1. bench/train_bench, cuda_test_lora_dropout and cuda_test_lora_up (the rank-r kernels) and the heavier tests
 #      below, all built at once;
 #   2. that test, then the training benchmark: 7B seq 2048 keep-all, ours only, once per LoRA
 #      kernel set (separate, reordered, fused) with the per-step breakdown, and the default set at
@@ -39,7 +39,7 @@ start=$SECONDS
 build_cuda_tests "$build/tests-b" 90a 12 cuda_test_model cuda_test_layouts cuda_test_qlora cuda_test_decode \
   >"$out/build_tests2.log" 2>&1 &
 tests2_pid=$!
-build_cuda_tests "$build/tests" 90a 2 cuda_test_lora_dropout >"$out/build_tests.log" 2>&1 &
+build_cuda_tests "$build/tests" 90a 2 cuda_test_lora_dropout cuda_test_lora_up >"$out/build_tests.log" 2>&1 &
 tests_pid=$!
 build_cuda_bench "$root/bench/train_bench.cu" "$build/bench/train_bench" >"$out/build_bench.log" 2>&1
 bench_rc=$?
@@ -49,9 +49,10 @@ row "build train_bench + lora test" "rc $bench_rc / $tests_rc, $((SECONDS - star
 ((tests_rc == 0)) || tail -30 "$out/build_tests.log"
 ((bench_rc == 0)) || tail -30 "$out/build_bench.log"
 
-# 2. the fused kernels' test, the benchmark
+# 2. the rank-r kernels' tests, the benchmark
 run_test "$build/tests" cuda_test_lora_dropout 60
-grep "timing" "$out/cuda_test_lora_dropout.txt"
+run_test "$build/tests" cuda_test_lora_up 60
+grep "timing" "$out/cuda_test_lora_dropout.txt" "$out/cuda_test_lora_up.txt"
 if ((bench_rc == 0)); then
   timeout 150 "$build/bench/train_bench" --breakdown --lora-kernels=separate,reordered,fused 7b_2048_keep \
     >"$out/bench_kernels.jsonl" 2>&1
