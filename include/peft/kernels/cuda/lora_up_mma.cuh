@@ -17,7 +17,8 @@
 // adjacent 64-column strips (512 columns) walking the same run of 16-token steps: its warps' dxa
 // sums meet in shared memory each step, and a grid of more than one column group writes fp32
 // partials [groups, T, 8] that rank8_add_splits adds in group order (deterministic); dB^T's sums
-// stay in registers for the block's run and go out with 16-byte reductions at its end.
+// stay in registers for the block's run and go out with 16-byte reductions at its end (so, as
+// the dropout backward's dA, their fp32 order varies between runs; dxa's does not).
 #pragma once
 #include <algorithm>
 #include <cstdint>

@@ -101,8 +101,8 @@ struct StepScratch {
         m, "scratch dropout input / NF4 weight / attention backward",
         [&](MemoryPlan& p) {
           // also the rank-8 up projection's partial dxa sums (lora_up_backward), dropout or not
-          const int widest = std::max({d.inter, d.hidden, d.q_dim()});
-          const std::size_t n = std::max(dropout ? t * std::max(d.inter, d.hidden) : 0,
+          const int widest = std::max({d.inter, d.hidden, d.q_dim()});  // any projection's in or out
+          const std::size_t n = std::max(dropout ? t * widest : 0,
                                          max_rp > 0 ? 2 * lora_up_backward_scratch_floats(T, widest) : 0);
           drop = n ? p.take<bf16>(n, "scratch dropout input / LoRA partial sums") : nullptr;
         },
