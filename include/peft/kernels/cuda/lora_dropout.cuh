@@ -345,9 +345,9 @@ inline void lora_dropout_backward(bf16* dx, float* da, const bf16* dxa, const bf
                                   int in, const std::uint64_t* seed, float p, cudaStream_t stream) {
   detail::check_lora_dropout_shape("lora_dropout_backward", in);
   if (tokens == 0) return;
-  const auto aligned = [](const void* ptr) { return reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0; };
   // The tensor-core kernel moves 16 bytes an access (x, dx, A, dA); other pointers take the FMA one.
-  if (rp == 8 && lora_back_mma() && aligned(dx) && aligned(da) && aligned(x) && aligned(a)) {
+  using detail::aligned16;
+  if (rp == 8 && lora_back_mma() && aligned16(dx) && aligned16(da) && aligned16(x) && aligned16(a)) {
     static const int fit = detail::blocks_that_fit(detail::lora_dropout_backward_mma_kernel,  // 4 (registers)
                                                    detail::kLoraBackMmaWarps * 32);
     const int per_sm = lora_back_mma_blocks_per_sm() > 0 ? lora_back_mma_blocks_per_sm() : fit;

@@ -199,8 +199,6 @@ __global__ void __launch_bounds__(kLoraUpBackWarps * 32)
   }
 }
 
-inline bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
-
 }  // namespace detail
 
 // Whether the tensor-core up projection runs (forward and backward); on unless PEFT_LORA_UP_MMA=0
@@ -227,8 +225,8 @@ inline int& lora_up_back_run() {
 // q_proj's width 19.9 / 15.0 / 11.5 / 11.3 / 13.8, k/v's 8.5 / 6.2 / 6.3 / 7.1 / 10.7, gate/up's 64.7 /
 // 43.9 / 36.1 / 33.9 / 31.5.
 inline int lora_up_back_default_run(int steps, int groups) {
-  const long long per_sm = (static_cast<long long>(steps) * groups + current_device_kernels().gpu.sms - 1) /
-                           current_device_kernels().gpu.sms;
+  const int sms = current_device_kernels().gpu.sms;
+  const long long per_sm = (static_cast<long long>(steps) * groups + sms - 1) / sms;
   return static_cast<int>(std::clamp<long long>(per_sm, 4, 16));
 }
 

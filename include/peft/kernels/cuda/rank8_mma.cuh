@@ -82,6 +82,9 @@ __device__ inline WarpShare rank8_warp_share(int T, int n, int warps_per_block) 
   const long long w = static_cast<long long>(blockIdx.x) * warps_per_block + static_cast<int>(threadIdx.x) / 32;
   return {steps, static_cast<int>(total * w / warps), static_cast<int>(total * (w + 1) / warps)};
 }
+// The rank-8 kernels move 16 bytes an access: pointers that are not 16-byte aligned take another path.
+inline bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
+
 // Blocks of `threads` of `kernel` an SM holds at once (by its registers and shared memory).
 template <class Kernel>
 int blocks_that_fit(Kernel kernel, int threads) {
