@@ -1,9 +1,9 @@
-// GPU training benchmark: the CUDA model (Qwen2<Lora<8>, Bf16Mixed, Cuda / CudaRecompute>) on
+// GPU training benchmark: the CUDA model (Qwen2<Lora<8>, Bf16Mixed, Cuda / CudaSelective / CudaRecompute>) on
 // the Qwen2.5-7B and 0.5B shapes with random bf16 weights drawn on the device, and QLoRA
 // (Qwen2<Lora<8>, Nf4Base, CudaRecompute>: random NF4 codes drawn on the device) on the 7B, 14B
 // and 32B shapes at 2048, each NF4 line with the arena's plan by part. LoRA r=8
 // all-linear (alpha 32, dropout 0.05, as bench/hf_peft_baseline.py), AdamW with clipping at 1.0.
-// Workloads mirror the HF baseline's: one sequence per step at 2048 (keep-all and recompute),
+// Workloads mirror the HF baseline's: one sequence per step at 2048 (keep-all, selective and recompute),
 // 4096 (recompute), 64; the identity run (50 samples of 40-80 tokens, 10 epochs, GA 16) trained
 // through the ordinary Trainer with the 16 samples of each optimizer step packed into one
 // micro-batch; the 0.5B at 2048, with LoRA and with --train_type full (FullLm<Bf16Mixed, Cuda>:
@@ -14,11 +14,12 @@
 // cudaMemGetInfo, which adds the CUDA context and cuBLAS), and MFU against 805 TFLOP/s (the
 // cuBLAS bf16 rate measured on the H100), counting the useful FLOPs only: forward and input
 // gradients of every projection and the lm_head (frozen weights need no weight gradients) plus
-// causal attention (forward, and 2.5x that backward); recompute's extra forward is not credited.
+// causal attention (forward, and 2.5x that backward); recompute's (and selective's) extra forward is not credited.
 // A full fine-tune also computes every weight gradient: 6 instead of 4 FLOPs per weight and token.
 //
 //   train_bench [option ...] [workload ...]
-//     workloads: 7b_2048_keep 7b_2048_recompute 7b_4096_recompute 7b_64 identity 0.5b_2048
+//     workloads: 7b_2048_keep 7b_2048_selective 7b_2048_recompute 7b_4096_selective 7b_4096_recompute
+//                7b_64 identity 0.5b_2048
 //                0.5b_2048_full 7b_nemo_keep 7b_nemo_recompute nf4_7b_2048_recompute
 //                nf4_14b_2048_recompute nf4_32b_2048_recompute 7b_2048_keep_embed_device
 //                7b_2048_keep_embed_host, and the "will it fit" grid: grid_<0.5b|7b|14b|32b>_<bf16|nf4>_<512|2048>
@@ -317,7 +318,9 @@ int main(int argc, char** argv) {
       fixed_length<Cuda>("7b_2048_keep_embed_device", b7, 2048, 8, 2, 1, EmbeddingHome::device);
     if (on("7b_2048_keep_embed_host"))
       fixed_length<Cuda>("7b_2048_keep_embed_host", b7, 2048, 8, 2, 1, EmbeddingHome::host);
+    if (on("7b_2048_selective")) fixed_length<CudaSelective>("7b_2048_selective", b7, 2048, 8, 2);
     if (on("7b_2048_recompute")) fixed_length<CudaRecompute>("7b_2048_recompute", b7, 2048, 8, 2);
+    if (on("7b_4096_selective")) fixed_length<CudaSelective>("7b_4096_selective", b7, 4096, 5, 1);
     if (on("7b_4096_recompute")) fixed_length<CudaRecompute>("7b_4096_recompute", b7, 4096, 5, 1);
     if (on("7b_64")) fixed_length<Cuda>("7b_64", b7, 64, 30, 5);
     if (on("identity")) identity_run(b7);

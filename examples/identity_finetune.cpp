@@ -10,9 +10,9 @@
 // every weight with an fp32 master; saved as model.safetensors + config.json, as on the CPU;
 // `--quant_bits 4`: QLoRA, LoraLm<Nf4Base, Cuda>, the NF4 base on the GPU); `--device auto` (the
 // default) does so when a GPU is present and the run is bfloat16 LoRA, QLoRA or full, and says so;
-// otherwise it runs the CPU compositions. --gradient_checkpointing (default true, as ms-swift)
-// picks Cuda or CudaRecompute
-// after the planned peak is printed and held against the free memory (sft/cuda_activations.cuh).
+// otherwise it runs the CPU compositions. --gradient_checkpointing true (default, as ms-swift) |
+// selective | false picks CudaRecompute, CudaSelective or Cuda after the planned peaks are
+// printed and held against the free memory (sft/cuda_activations.cuh).
 //   identity_finetune_cuda --device cuda --model Qwen2.5-7B-Instruct --dataset self_cognition.json ...
 //   NPROC_PER_NODE=2 identity_finetune_cuda --device cuda ...   # data-parallel over NCCL (docs/multi_gpu.md)
 #include <fmt/format.h>
@@ -60,18 +60,15 @@ static std::optional<int> run_on_gpu(examples::SftArgs& args, const dist::Launch
                                      : std::string();
   if (!examples::choose_cuda(args.device, cpu_only)) return std::nullopt;
   const auto comm = env.distributed() ? join_gpus(args, env) : nullptr;
-  if (args.quant.nf4()) {  // QLoRA: the NF4 base (bnb_4bit_compute_dtype bfloat16, as --torch_dtype)
-    if (examples::cuda_recompute_activations<Lora<>, Nf4Base>(args))
-      return examples::run_sft<LoraLm<Nf4Base, CudaRecompute>>(args, comm.get());
-    return examples::run_sft<LoraLm<Nf4Base, Cuda>>(args, comm.get());
-  }
+  // --gradient_checkpointing, and the free memory, pick the activation policy (sft/cuda_activations.cuh)
+  if (args.quant.nf4())  // QLoRA: the NF4 base (bnb_4bit_compute_dtype bfloat16, as --torch_dtype)
+    return examples::with_cuda_activations<Lora<>, Nf4Base>(
+        args, [&]<class Device>() { return examples::run_sft<LoraLm<Nf4Base, Device>>(args, comm.get()); });
   if (args.train_type == "full")
-    return examples::cuda_recompute_activations<Full>(args)
-               ? examples::run_sft<FullLm<Bf16Mixed, CudaRecompute>>(args, comm.get())
-               : examples::run_sft<FullLm<Bf16Mixed, Cuda>>(args, comm.get());
-  if (examples::cuda_recompute_activations<Lora<>>(args))  // --gradient_checkpointing, and the free memory
-    return examples::run_sft<Qwen25_7B_Lora_CudaRecompute>(args, comm.get());
-  return examples::run_sft<Qwen25_7B_Lora_Cuda>(args, comm.get());
+    return examples::with_cuda_activations<Full>(
+        args, [&]<class Device>() { return examples::run_sft<FullLm<Bf16Mixed, Device>>(args, comm.get()); });
+  return examples::with_cuda_activations<Lora<>>(
+      args, [&]<class Device>() { return examples::run_sft<Qwen25_7B_Lora<Device>>(args, comm.get()); });
 }
 #else
 static std::optional<int> run_on_gpu(examples::SftArgs&, const dist::LaunchEnv&) { return std::nullopt; }

@@ -11,7 +11,7 @@
 // seven projections of the last two decoder layers and puts LoRA r=8 on every other layer; the
 // LoRA attention + full MLP row mixes policies inside each layer instead.
 // policy_experiments_cuda is this source built by nvcc (-DPEFT_WITH_CUDA=ON): the Qwen2.5-7B shape
-// on GPU 0, Qwen2<Layout, Bf16Mixed, Cuda | CudaRecompute>, with the device memory its plan needs
+// on GPU 0, Qwen2<Layout, Bf16Mixed, Cuda | CudaSelective | CudaRecompute>, with the device memory its plan needs
 // (the arena's high-water mark: weights, LoRA masters, gradients and AdamW moments, activations,
 // scratch), on one sequence of --tokens tokens. Weights are random, drawn on the device: a step
 // costs the same as with real ones. Rows with Full projections keep fp32 masters, fp32 gradients
@@ -101,6 +101,8 @@ void run_table(int steps, int tokens) {
   row(measure<Qwen2<AttentionOnly<Lora<8>>, Bf16Mixed, Cuda>>("LoRA r=8, attention only (q,k,v,o), keep-all", cfg, 8,
                                                               tokens, steps));
   row(measure<Qwen2<Lora<8>, Bf16Mixed, Cuda>>("LoRA r=8, all-linear, keep-all", cfg, 8, tokens, steps));
+  row(measure<Qwen2<Lora<8>, Bf16Mixed, CudaSelective>>("LoRA r=8, all-linear, selective recompute", cfg, 8, tokens,
+                                                        steps));
   row(measure<Qwen2<Lora<8>, Bf16Mixed, CudaRecompute>>("LoRA r=8, all-linear, recompute per layer", cfg, 8, tokens,
                                                         steps));
   row(measure<Qwen2<Lora<64>, Bf16Mixed, Cuda>>("LoRA r=64, all-linear, keep-all", cfg, 64, tokens, steps));

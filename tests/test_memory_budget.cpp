@@ -1,6 +1,6 @@
 // The CUDA programs' memory decision (models/cuda/memory_budget.hpp), host arithmetic only: the
-// planned parts add up, --gradient_checkpointing picks the plan, keep-all falls back to recompute
-// when it does not fit the free memory, and a run that cannot fit fails with the numbers; where
+// planned parts add up, --gradient_checkpointing picks the plan, a plan that does not fit the free
+// memory falls back to the next leaner one (keep -> selective -> recompute), and a run that cannot fit fails with the numbers; where
 // the embedding lives (models/cuda/model_options.hpp).
 #include <catch2/catch.hpp>
 
@@ -19,6 +19,7 @@ constexpr std::size_t GB = 1000000000;
 
 // The 7B at 2048 tokens, in round numbers of the shape the model's plan gives.
 const PlannedMemory keep{15'300'000'000, 7'000'000'000, 200'000'000, 600'000'000};
+const PlannedMemory selective{15'300'000'000, 2'400'000'000, 200'000'000, 600'000'000};
 const PlannedMemory recompute{15'300'000'000, 700'000'000, 200'000'000, 600'000'000};
 
 }  // namespace
@@ -70,31 +71,65 @@ TEST_CASE("a plan fits when it and the unplanned reserve fit the free memory") {
   CHECK_FALSE(fits(recompute, recompute.total() + kUnplannedReserve - 1));
 }
 
+TEST_CASE("gradient_checkpointing takes true, false and selective, and names a bad value") {
+  CHECK(parse_gradient_checkpointing("true") == Activations::kRecompute);
+  CHECK(parse_gradient_checkpointing("True") == Activations::kRecompute);
+  CHECK(parse_gradient_checkpointing("false") == Activations::kKeep);
+  CHECK(parse_gradient_checkpointing("0") == Activations::kKeep);
+  CHECK(parse_gradient_checkpointing("selective") == Activations::kSelective);
+  CHECK_THROWS_WITH(parse_gradient_checkpointing("partial"),
+                    Contains("--gradient_checkpointing must be true, false or selective") && Contains("'partial'"));
+}
+
 TEST_CASE("gradient_checkpointing true recomputes even when keeping would fit") {
-  const ActivationChoice c = choose_activations(true, keep, recompute, 80 * GB);
-  CHECK(c.recompute);
+  const ActivationChoice c = choose_activations(Activations::kRecompute, keep, selective, recompute, 80 * GB);
+  CHECK(c.policy == Activations::kRecompute);
   CHECK_THAT(c.note, Contains("--gradient_checkpointing true") && Contains("planned peak 16.80 GB") &&
                          Contains("80.00 GB free"));
 }
 
 TEST_CASE("gradient_checkpointing false keeps every activation when that fits") {
-  const ActivationChoice c = choose_activations(false, keep, recompute, 80 * GB);
-  CHECK_FALSE(c.recompute);
+  const ActivationChoice c = choose_activations(Activations::kKeep, keep, selective, recompute, 80 * GB);
+  CHECK(c.policy == Activations::kKeep);
   CHECK_THAT(c.note, Contains("keep every layer's activations") && Contains("planned peak 23.10 GB"));
 }
 
-TEST_CASE("gradient_checkpointing false on a 24 GB card switches to recompute and says why") {
-  const ActivationChoice c = choose_activations(false, keep, recompute, 23 * GB);  // a 4090 after its context
-  CHECK(c.recompute);
-  CHECK_THAT(c.note, Contains("plans 23.10 GB") && Contains("23.00 GB free") && Contains("switching to recompute") &&
-                         Contains("planned peak 16.80 GB"));
+TEST_CASE("gradient_checkpointing selective keeps the attention side when that fits") {
+  const ActivationChoice c = choose_activations(Activations::kSelective, keep, selective, recompute, 23 * GB);
+  CHECK(c.policy == Activations::kSelective);
+  CHECK_THAT(c.note, Contains("--gradient_checkpointing selective: keep the attention side") &&
+                         Contains("planned peak 18.50 GB"));
+}
+
+TEST_CASE("gradient_checkpointing false on a 24 GB card switches to selective and says why") {
+  const ActivationChoice c = choose_activations(Activations::kKeep, keep, selective, recompute, 23 * GB);  // a 4090
+  CHECK(c.policy == Activations::kSelective);
+  CHECK_THAT(c.note, Contains("plans 23.10 GB") && Contains("23.00 GB free") &&
+                         Contains("switching to --gradient_checkpointing selective") && Contains("planned peak 18.50 GB"));
+}
+
+TEST_CASE("a plan falls back to recompute when neither keep nor selective fits") {
+  for (const Activations asked : {Activations::kKeep, Activations::kSelective}) {
+    const ActivationChoice c = choose_activations(asked, keep, selective, recompute, 18 * GB);
+    CHECK(c.policy == Activations::kRecompute);
+    CHECK_THAT(c.note, Contains("18.00 GB free") && Contains("switching to --gradient_checkpointing true (recompute") &&
+                           Contains("planned peak 16.80 GB"));
+  }
+  // exactly at the boundary: the plan plus the unplanned reserve
+  CHECK(choose_activations(Activations::kSelective, keep, selective, recompute, selective.total() + kUnplannedReserve)
+            .policy == Activations::kSelective);
+  CHECK(choose_activations(Activations::kSelective, keep, selective, recompute,
+                           selective.total() + kUnplannedReserve - 1)
+            .policy == Activations::kRecompute);
 }
 
 TEST_CASE("a run that does not fit even with recompute fails with the numbers") {
-  CHECK_THROWS_WITH(choose_activations(true, keep, recompute, 16 * GB),
-                    Contains("does not fit") && Contains("16.80 GB") && Contains("16.00 GB free") &&
-                        Contains("--max_length"));
-  CHECK_THROWS_WITH(choose_activations(false, keep, recompute, 12 * GB),
+  CHECK_THROWS_WITH(choose_activations(Activations::kRecompute, keep, selective, recompute, 16 * GB),
+                    Contains("does not fit") && Contains("--gradient_checkpointing true (recompute)") &&
+                        Contains("16.80 GB") && Contains("16.00 GB free") && Contains("--max_length"));
+  CHECK_THROWS_WITH(choose_activations(Activations::kKeep, keep, selective, recompute, 12 * GB),
                     Contains("plans 23.10 GB") && Contains("even recompute") && Contains("16.80 GB") &&
                         Contains("12.00 GB free"));
+  CHECK_THROWS_WITH(choose_activations(Activations::kSelective, keep, selective, recompute, 12 * GB),
+                    Contains("--gradient_checkpointing selective plans 18.50 GB") && Contains("even recompute"));
 }

@@ -223,14 +223,18 @@ int main(int argc, char** argv) {
     check_training<LastLayers<2, Full, Lora<8>>>(t, "LastLayers<2, Full, Lora<8>>", three_layers(false), r8, dir);
     check_training<LastLayers<2, Full, Lora<8>>, CudaRecompute>(t, "LastLayers<2, Full, Lora<8>> recompute",
                                                                  three_layers(true), r8);
+    check_training<LastLayers<2, Full, Lora<8>>, CudaSelective>(t, "LastLayers<2, Full, Lora<8>> selective",
+                                                                 three_layers(true), r8);
     // QLoRA: the NF4 base (quantised by the CPU's quantiser, dequantised bit for bit on the GPU).
     check_training<Lora<8>, Cuda, Nf4Base>(t, "Nf4Base AllLinear<Lora<8>>", three_layers(false), r8);
     check_training<Lora<8>, CudaRecompute, Nf4Base>(t, "Nf4Base AllLinear<Lora<8>> recompute", three_layers(true), r8);
+    check_training<Lora<8>, CudaSelective, Nf4Base>(t, "Nf4Base AllLinear<Lora<8>> selective", three_layers(true), r8);
     check_training<Mixed, Cuda, Nf4Base>(t, "Nf4Base mixed Lora<8>/Frozen", three_layers(false), r8_qv);
     const auto full_dir = std::filesystem::temp_directory_path() / "peft_cuda_layouts_full";
     check_training<FullModel>(t, "FullModel untied", three_layers(false), r8, full_dir);
     check_training<FullModel>(t, "FullModel tied (one embedding, two gradients)", three_layers(true), r8);
     check_training<FullModel, CudaRecompute>(t, "FullModel tied recompute", three_layers(true), r8);
+    check_training<FullModel, CudaSelective>(t, "FullModel untied selective", three_layers(false), r8);
     // Samples long enough for cuDNN's fused attention where the build has it (attention_cudnn.cuh:
     // a longest sample of >= 512 tokens; these two are of different lengths: its ragged path).
 #ifdef PEFT_WITH_CUDNN

@@ -1,6 +1,6 @@
 // The CUDA model held to the CPU model and to HF: (1) Qwen2<L, Bf16Mixed, Cuda> against the CPU
 // Qwen2<L, Bf16Mixed, Cpu> on tiny random configs (loss and every LoRA gradient, tensor-core and
-// small-head attention paths, padded rank 4, tied and untied heads, keep and recompute);
+// small-head attention paths, padded rank 4, tied and untied heads, keep, selective and recompute);
 // (2) packing: samples back to back in one micro-batch give the loss and gradients of the same
 // samples run one at a time; (3) training through the ordinary Trainer on the HF fixtures,
 // per-step loss within 2e-2 of the golden losses, the trained adapter close to PEFT's.
@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <memory>
 #include <random>
+#include <type_traits>
 
 #include "../support/fixture.hpp"
 #include "cuda_test.cuh"
@@ -150,6 +151,18 @@ void check_graphs(TestContext& t, const char* label, ModelConfig cfg) {
   }
 }
 
+// lora_B = the same N(0, 0.05) draws in every model it is called on (B = 0 would make every dA zero).
+template <class M>
+void set_lora_b(M& m) {
+  auto h = m.trainable_parameters().to_host();
+  std::mt19937 rb(3);
+  std::normal_distribution<float> nb(0.0f, 0.05f);
+  for (std::size_t i = 0; i < h.list.size(); ++i)
+    if (h.list[i].name.find("lora_B") != std::string::npos)
+      for (Eigen::Index j = 0; j < h.values[i].size(); ++j) h.values[i].data()[j] = nb(rb);
+  m.trainable_parameters().upload(h.list);
+}
+
 // The LoRA branch's three kernel sets (CudaModelOptions::lora_kernels: today's separate passes, the
 // reordered forward, dropout fused into the rank-r passes) compute the same step: same weights,
 // same dropout seeds, dropout on; they differ in bf16 rounding order only. The fused model's step
@@ -173,13 +186,7 @@ void check_lora_kernels(TestContext& t, const char* label, ModelConfig cfg) {
     CudaModelOptions opt{256};
     opt.lora_kernels = k;
     auto m = GpuModel::from_weights(cfg, w, lora, 9, opt);
-    auto h = m->trainable_parameters().to_host();
-    std::mt19937 rb(3);  // the same lora_B values in every model
-    std::normal_distribution<float> nb(0.0f, 0.05f);
-    for (std::size_t i = 0; i < h.list.size(); ++i)
-      if (h.list[i].name.find("lora_B") != std::string::npos)
-        for (Eigen::Index j = 0; j < h.values[i].size(); ++j) h.values[i].data()[j] = nb(rb);
-    m->trainable_parameters().upload(h.list);
+    set_lora_b(*m);
     m->poison_activations();
     Rng dropout(77);
     losses.push_back(static_cast<float>(m->forward_backward(b, scale, &dropout).sum));
@@ -213,23 +220,81 @@ void check_lora_kernels(TestContext& t, const char* label, ModelConfig cfg) {
 }
 
 // planned_memory (what the programs' --gradient_checkpointing decision reads, before any device
-// call) is exactly the arena the model then allocates, and recompute plans less activation memory.
+// call) is exactly the arena the model then allocates; selective plans less activation memory
+// than keep (by exactly the MLP side of all layers but one), recompute less than selective.
 void check_memory_plan(TestContext& t, const char* label, const ModelConfig& cfg) {
   LoraConfig lora;
   lora.r = 8;
   lora.lora_alpha = 16;
   const CudaModelOptions opt{300};
   const auto keep = Qwen2<Lora<>, Bf16Mixed, Cuda>::planned_memory(cfg, lora, opt);
+  const auto selective = Qwen2<Lora<>, Bf16Mixed, CudaSelective>::planned_memory(cfg, lora, opt);
   const auto recompute = Qwen2<Lora<>, Bf16Mixed, CudaRecompute>::planned_memory(cfg, lora, opt);
   Qwen2<Lora<>, Bf16Mixed, Cuda> a(cfg, lora, opt);
+  Qwen2<Lora<>, Bf16Mixed, CudaSelective> s(cfg, lora, opt);
   Qwen2<Lora<>, Bf16Mixed, CudaRecompute> b(cfg, lora, opt);
-  std::printf("  %s: keep %s; recompute %s\n", label, peft::cuda::describe(keep).c_str(), peft::cuda::describe(recompute).c_str());
+  std::printf("  %s: keep %s; selective %s; recompute %s\n", label, peft::cuda::describe(keep).c_str(),
+              peft::cuda::describe(selective).c_str(), peft::cuda::describe(recompute).c_str());
   t.expect(keep.total() == a.arena().capacity(), std::string(label) + ": keep plan == the arena allocated");
+  t.expect(selective.total() == s.arena().capacity(), std::string(label) + ": selective plan == the arena allocated");
   t.expect(recompute.total() == b.arena().capacity(), std::string(label) + ": recompute plan == the arena allocated");
   t.expect(keep.weights == recompute.weights && keep.optimizer == recompute.optimizer && keep.weights > 0 &&
                keep.optimizer > 0 && recompute.activations > 0 && recompute.activations < keep.activations &&
                recompute.workspace >= opt.extra_bytes,
            std::string(label) + ": same weights and optimizer state, fewer activations under recompute");
+  // n1, n2 (hidden each), gate, up (intermediate each), bf16, for layers - 1 of the layers (each
+  // allocation is rounded up to the plan's 256-byte alignment)
+  const std::size_t side = 2 * 2 * static_cast<std::size_t>(opt.max_tokens) * (cfg.hidden_size + cfg.intermediate_size);
+  const std::size_t saved = keep.activations - selective.activations;
+  const std::size_t layers = static_cast<std::size_t>(cfg.num_hidden_layers) - 1;
+  std::printf("  %s: selective saves %zu bytes (MLP side %zu a layer)\n", label, saved, side);
+  t.expect(selective.weights == keep.weights && selective.optimizer == keep.optimizer &&
+               selective.workspace == keep.workspace && saved >= side * layers && saved <= side * layers + 4 * 256 * layers &&
+               recompute.activations < selective.activations,
+           std::string(label) + ": selective drops the MLP side of all but one layer, recompute keeps less");
+}
+
+// The three activation policies on the same weights, batches and dropout seeds (dropout on, graphs
+// on: steps 0, 1, 2 eager, captured, replayed): the same forward, so the same loss (1e-6), and
+// gradients that differ only by the order of the LoRA reductions' fp32 atomics. Selective's rebuilt
+// gate/up must be the forward's (same dropout masks), and its shared MLP side must not leak a layer's
+// values into another's backward; the activations are poisoned before every step.
+void check_activation_policies(TestContext& t, const char* label, ModelConfig cfg) {
+  LoraConfig lora;
+  lora.r = 8;
+  lora.lora_dropout = 0.1;
+  auto make = [&](auto tag) {
+    using M = Qwen2<Lora<>, Bf16Mixed, typename decltype(tag)::type>;
+    RandomWeights w(5);
+    auto m = M::from_weights(cfg, w, lora, 9, {256});
+    set_lora_b(*m);
+    return m;
+  };
+  auto keep = make(std::type_identity<Cuda>{});
+  auto selective = make(std::type_identity<CudaSelective>{});
+  auto recompute = make(std::type_identity<CudaRecompute>{});
+  Rng rk(77), rs(77), rr(77);
+  for (int step = 0; step < 3; ++step) {
+    const auto samples = random_samples(t, static_cast<int>(cfg.vocab_size), {40, 24, 57});
+    std::vector<const Sample*> ptrs;
+    for (const auto& x : samples) ptrs.push_back(&x);
+    const PackedBatch b = PackedBatch::of(ptrs);
+    const float scale = 1.0f / static_cast<float>(b.label_tokens);
+    keep->zero_grad();
+    selective->zero_grad();
+    recompute->zero_grad();
+    selective->poison_activations();
+    recompute->poison_activations();
+    const auto lk = static_cast<float>(keep->forward_backward(b, scale, &rk).sum);
+    const auto ls = static_cast<float>(selective->forward_backward(b, scale, &rs).sum);
+    const auto lr = static_cast<float>(recompute->forward_backward(b, scale, &rr).sum);
+    const std::string name = std::string(label) + " step " + std::to_string(step);
+    t.close(name + ": selective loss == keep's", {ls}, {lk}, 1e-6);
+    t.close(name + ": recompute loss == keep's", {lr}, {lk}, 1e-6);
+    const Floats gk = cuda_grads(*keep);
+    t.close(name + ": selective LoRA grads vs keep", cuda_grads(*selective), gk, 1e-3);
+    t.close(name + ": recompute LoRA grads vs keep", cuda_grads(*recompute), gk, 1e-3);
+  }
 }
 
 // Bf16 training against HF's fp32 golden run (model_parity.cuh's check_hf_fixture).
@@ -285,6 +350,8 @@ int main(int argc, char** argv) {
     std::printf("  %s\n", peft::cuda::describe_device(0).c_str());  // which kernel family these checks ran
     check_against_cpu<peft::cuda::KeepActivations>(t, "d64 gqa2 tied", test::tiny_test_config(64, true, 1), 8);
     check_against_cpu<peft::cuda::RecomputeLayer>(t, "d64 gqa2 tied", test::tiny_test_config(64, true, 1), 8);
+    check_against_cpu<peft::cuda::SelectiveRecompute>(t, "d64 gqa2 tied", test::tiny_test_config(64, true, 1), 8);
+    check_against_cpu<peft::cuda::SelectiveRecompute>(t, "d16 gqa2 untied", test::tiny_test_config(16, false, 4), 4);
     check_against_cpu<peft::cuda::KeepActivations>(t, "d16 gqa2 untied", test::tiny_test_config(16, false, 4), 4);
     check_against_cpu<peft::cuda::KeepActivations>(t, "d128 mha untied", test::tiny_test_config(128, false, 1), 8);
     check_packing(t, "d64 packing", test::tiny_test_config(64, true, 1));
@@ -292,9 +359,11 @@ int main(int argc, char** argv) {
     check_graphs(t, "d64 graphs+dropout", test::tiny_test_config(64, true, 1));
     check_lora_kernels(t, "d64 LoRA kernels+dropout", test::tiny_test_config(64, true, 1));
     check_memory_plan(t, "d128 memory plan", test::tiny_test_config(128, false, 1));
+    check_activation_policies(t, "d64 keep/selective/recompute+dropout", test::tiny_test_config(64, true, 1));
     if (!t.small) {
       check_fixture<Cuda>(t, "tiny_public");
       check_fixture<CudaRecompute>(t, "tiny_public");
+      check_fixture<CudaSelective>(t, "tiny_public");
       check_fixture<Cuda>(t, "batch2_ga2_linear");
       check_accumulation_packing(t, "tiny_public");
       // intermediate_size 100 breaks the 16-byte rows the kernels need: a clear error, not a crash.

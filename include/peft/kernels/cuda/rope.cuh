@@ -36,12 +36,33 @@ __global__ void rope_table_kernel(float* __restrict__ cos_out, float* __restrict
   sin_out[idx] = sinf(angle);
 }
 
+// Two tensors rotated by one launch (q and k of a layer: one launch and one wave tail instead of
+// two): item idx < n1 is x1's, the rest x2's.
+struct RopePair {
+  bf16* x1;
+  int heads1;
+  bf16* x2;  // or null
+  int heads2;
+  __device__ bf16* pick(long long& idx, long long n1, int& heads) const {
+    if (idx < n1) {
+      heads = heads1;
+      return x1;
+    }
+    idx -= n1;
+    heads = heads2;
+    return x2;
+  }
+};
+
 // One thread per (token, head, 8 pairs): reads 8 features of each half, writes both back.
-__global__ void rope_kernel(bf16* __restrict__ x, const float* __restrict__ cos_t, const float* __restrict__ sin_t,
-                            int tokens, int heads, int head_dim, float sign) {
+__global__ void rope_kernel(RopePair xs, const float* __restrict__ cos_t, const float* __restrict__ sin_t, int tokens,
+                            int head_dim, float sign) {
   const int half = head_dim / 2, packs = half / 8;
-  const long long idx = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (idx >= static_cast<long long>(tokens) * heads * packs) return;
+  long long idx = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const long long n1 = static_cast<long long>(tokens) * xs.heads1 * packs;
+  if (idx >= n1 + static_cast<long long>(tokens) * xs.heads2 * packs) return;
+  int heads = 0;
+  bf16* x = xs.pick(idx, n1, heads);
   const int p = static_cast<int>(idx % packs);
   const long long th = idx / packs;  // token * heads + head
   const int t = static_cast<int>(th / heads);
@@ -60,11 +81,14 @@ __global__ void rope_kernel(bf16* __restrict__ x, const float* __restrict__ cos_
 }
 
 // One thread per (token, head, pair i < d/2): any even head_dim.
-__global__ void small_rope_kernel(bf16* __restrict__ x, const float* __restrict__ cos_t, const float* __restrict__ sin_t,
-                                  int tokens, int heads, int head_dim, float sign) {
+__global__ void small_rope_kernel(RopePair xs, const float* __restrict__ cos_t, const float* __restrict__ sin_t,
+                                  int tokens, int head_dim, float sign) {
   const int half = head_dim / 2;
-  const long long idx = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (idx >= static_cast<long long>(tokens) * heads * half) return;
+  long long idx = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const long long n1 = static_cast<long long>(tokens) * xs.heads1 * half;
+  if (idx >= n1 + static_cast<long long>(tokens) * xs.heads2 * half) return;
+  int heads = 0;
+  bf16* x = xs.pick(idx, n1, heads);
   const int i = static_cast<int>(idx % half);
   const long long th = idx / half;
   const int t = static_cast<int>(th / heads);
@@ -99,28 +123,28 @@ inline void rope_build_table(RopeTable& table, const std::int32_t* positions, co
   PEFT_CUDA_CHECK_LAUNCH("rope_table_kernel");
 }
 
-// In place on x [tokens, heads * head_dim] bf16. inverse = true applies the transposed rotation:
-// the backward, on the gradient of the rotated tensor. A head_dim that is not a multiple of 16
-// (only tiny test models have one) takes the one-pair-per-thread kernel.
+// In place on x [tokens, heads * head_dim] bf16, and (when x2 is given) on x2 [tokens, heads2 *
+// head_dim] in the same launch (a layer's q and k). inverse = true applies the transposed
+// rotation: the backward, on the gradient of the rotated tensor. A head_dim that is not a multiple
+// of 16 (only tiny test models have one) takes the one-pair-per-thread kernel.
 inline void rope_apply(bf16* x, const RopeTable& table, int heads, int head_dim, cudaStream_t stream,
-                       bool inverse = false) {
+                       bool inverse = false, bf16* x2 = nullptr, int heads2 = 0) {
   if (head_dim % 2 != 0 || head_dim / 2 != table.half)
     throw Error("rope_apply: head_dim " + std::to_string(head_dim) + " must be even and match the table (" +
                 std::to_string(2 * table.half) + ")");
   const float sign = inverse ? -1.0f : 1.0f;
-  if (head_dim % 16 != 0) {
-    const long long n = static_cast<long long>(table.tokens) * heads * (head_dim / 2);
-    if (n == 0) return;
-    detail::small_rope_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(
-        x, table.cos, table.sin, table.tokens, heads, head_dim, sign);
-    PEFT_CUDA_CHECK_LAUNCH("small_rope_kernel");
-    return;
-  }
-  const long long n = static_cast<long long>(table.tokens) * heads * (head_dim / 16);
+  const detail::RopePair xs{x, heads, x2, x2 ? heads2 : 0};
+  const int per_head = head_dim % 16 != 0 ? head_dim / 2 : head_dim / 16;  // threads a (token, head)
+  const long long n = static_cast<long long>(table.tokens) * (xs.heads1 + xs.heads2) * per_head;
   if (n == 0) return;
-  detail::rope_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(x, table.cos, table.sin, table.tokens,
-                                                                                 heads, head_dim, sign);
-  PEFT_CUDA_CHECK_LAUNCH("rope_kernel");
+  const auto blocks = static_cast<unsigned>((n + 255) / 256);
+  if (head_dim % 16 != 0) {
+    detail::small_rope_kernel<<<blocks, 256, 0, stream>>>(xs, table.cos, table.sin, table.tokens, head_dim, sign);
+    PEFT_CUDA_CHECK_LAUNCH("small_rope_kernel");
+  } else {
+    detail::rope_kernel<<<blocks, 256, 0, stream>>>(xs, table.cos, table.sin, table.tokens, head_dim, sign);
+    PEFT_CUDA_CHECK_LAUNCH("rope_kernel");
+  }
 }
 
 }  // namespace peft::cuda

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "peft/kernels/cuda/attention.cuh"
 #include "peft/kernels/cuda/elementwise.cuh"
@@ -41,31 +42,56 @@ struct LayerDims {
   int kv_dim() const { return kv_heads * head_dim; }
 };
 
-// What a layer's forward leaves for its backward ([T, *] bf16 unless noted).
+// What a layer's forward leaves for its backward ([T, *] bf16 unless noted). n1, n2, gate and up
+// are the "MLP side" (SelectiveRecompute keeps them in one set shared by the layers and rebuilds
+// them before each layer's backward: DecoderLayer::backward's rebuild_mlp).
 struct LayerActivations {
   bf16 *n1 = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *attn = nullptr, *h = nullptr, *n2 = nullptr,
        *gate = nullptr, *up = nullptr;
   float *rstd1 = nullptr, *rstd2 = nullptr, *lse = nullptr;  // [T], [T], [heads, T]
   std::array<bf16*, kProjections> xa{};                     // LoRA x A^T [T, rp]
 
-  void plan(MemoryPlan& m, const LayerDims& d, int T, const std::array<int, kProjections>& rp) {
+  // keeps_mlp false: the MLP side's pointers stay null (share_mlp_side fills them).
+  void plan(MemoryPlan& m, const LayerDims& d, int T, const std::array<int, kProjections>& rp, bool keeps_mlp) {
     const std::size_t t = static_cast<std::size_t>(T);
-    n1 = m.take<bf16>(t * d.hidden, "activation n1");
+    if (keeps_mlp) plan_mlp_side(m, d, T);
     q = m.take<bf16>(t * d.q_dim(), "activation q");
     k = m.take<bf16>(t * d.kv_dim(), "activation k");
     v = m.take<bf16>(t * d.kv_dim(), "activation v");
     attn = m.take<bf16>(t * d.q_dim(), "activation attention output");
     h = m.take<bf16>(t * d.hidden, "activation h");
-    n2 = m.take<bf16>(t * d.hidden, "activation n2");
-    gate = m.take<bf16>(t * d.inter, "activation gate");
-    up = m.take<bf16>(t * d.inter, "activation up");
     rstd1 = m.take<float>(t, "activation rstd1");
     rstd2 = m.take<float>(t, "activation rstd2");
     lse = m.take<float>(t * d.heads, "activation lse");
     for (int p = 0; p < kProjections; ++p)
       xa[p] = rp[p] ? m.take<bf16>(t * rp[p], "activation lora xa") : nullptr;
   }
+  void plan_mlp_side(MemoryPlan& m, const LayerDims& d, int T) {
+    const std::size_t t = static_cast<std::size_t>(T);
+    n1 = m.take<bf16>(t * d.hidden, "activation n1");
+    n2 = m.take<bf16>(t * d.hidden, "activation n2");
+    gate = m.take<bf16>(t * d.inter, "activation gate");
+    up = m.take<bf16>(t * d.inter, "activation up");
+  }
+  void share_mlp_side(const LayerActivations& from) {
+    n1 = from.n1;
+    n2 = from.n2;
+    gate = from.gate;
+    up = from.up;
+  }
 };
+
+// Every layer's activation sets as the policy says (policies/cuda_device.hpp): `sets` of them (one
+// per layer, or the one re-run layer's), each with its MLP side or all sharing one.
+inline void plan_layer_activations(MemoryPlan& m, std::vector<LayerActivations>& acts, std::size_t sets, bool keeps_mlp,
+                                   const LayerDims& d, int T, const std::array<int, kProjections>& rp) {
+  acts.assign(sets, {});
+  for (auto& a : acts) a.plan(m, d, T, rp, keeps_mlp);
+  if (keeps_mlp) return;
+  LayerActivations shared;
+  shared.plan_mlp_side(m, d, T);
+  for (auto& a : acts) a.share_mlp_side(shared);
+}
 
 // Buffers shared by all layers within a step (never live across layers): plan() lays out the
 // temporaries (the model overlays them with the loss's buffers, which are alive only between the
@@ -254,8 +280,7 @@ class DecoderLayer {
     lin<kV>().forward(c, a.n1, a.v, a.xa[kV], s.drop, T, seed(seeds, kV));
     {
       const ProfileScope e = c.part(StepPart::kElementwise);
-      rope_apply(a.q, s.rope, d.heads, d.head_dim, c.stream);
-      rope_apply(a.k, s.rope, d.kv_heads, d.head_dim, c.stream);
+      rope_apply(a.q, s.rope, d.heads, d.head_dim, c.stream, false, a.k, d.kv_heads);  // q and k, one launch
     }
     {
       const ProfileScope e = c.part(StepPart::kAttention);
@@ -280,9 +305,21 @@ class DecoderLayer {
   }
 
   // ---- backward: dstream holds d(out) on entry and d(x) on return ------------------------------
+  // rebuild_mlp (SelectiveRecompute): n1, n2, gate and up hold another layer's values; the forward's
+  // kernels rebuild them first from x and h, on the same inputs and dropout seeds, so the
+  // backward reads the forward's bits.
   void backward(GemmContext c, const bf16* x, bf16* dstream, LayerActivations& a, StepScratch& s, int T,
-                const Seeds& seeds) const {
+                const Seeds& seeds, bool rebuild_mlp = false) const {
     const LayerDims& d = dims_;
+    if (rebuild_mlp) {
+      {
+        const ProfileScope e = c.part(StepPart::kElementwise);
+        rms_norm_forward(a.n1, a.rstd1, x, norm1_.bf16_copy(), T, d.hidden, d.eps, c.stream);
+        rms_norm_forward(a.n2, a.rstd2, a.h, norm2_.bf16_copy(), T, d.hidden, d.eps, c.stream);
+      }
+      lin<kGate>().forward(c, a.n2, a.gate, a.xa[kGate], s.drop, T, seed(seeds, kGate));
+      lin<kUp>().forward(c, a.n2, a.up, a.xa[kUp], s.drop, T, seed(seeds, kUp));
+    }
     // MLP branch. down's input (the SwiGLU product) was not kept: recompute it for down's dA or dW.
     if (lin<kDown>().reads_input_in_backward()) {
       const ProfileScope e = c.part(StepPart::kElementwise);
@@ -310,8 +347,7 @@ class DecoderLayer {
     }
     {
       const ProfileScope e = c.part(StepPart::kElementwise);
-      rope_apply(s.dq, s.rope, d.heads, d.head_dim, c.stream, true);
-      rope_apply(s.dk, s.rope, d.kv_heads, d.head_dim, c.stream, true);
+      rope_apply(s.dq, s.rope, d.heads, d.head_dim, c.stream, true, s.dk, d.kv_heads);
     }
     lin<kQ>().backward(c, a.n1, s.dq, s.dn, false, a.xa[kQ], s.dxa, s.drop, T, seed(seeds, kQ));
     lin<kK>().backward(c, a.n1, s.dk, s.dn, true, a.xa[kK], s.dxa, s.drop, T, seed(seeds, kK));

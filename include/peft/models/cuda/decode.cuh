@@ -214,6 +214,7 @@ class Decoder {
     GemvArgs o = args(cache, b.attn, d.q_dim());
     o.seg[0] = proj(lin[kO], cache, kO, b.h, b.x);
     o.count = 1;
+    o.prefetch_rows = gemv_prefetch_o();  // HBM is idle while the attention kernel runs
     gemv(o, sms, st);
 
     GemvArgs gu = args(cache, b.h, d.hidden, layer.norm2_weight(), d.eps);

@@ -1,6 +1,7 @@
 // Will the run fit the GPU? The CUDA model's arena plan (qwen2_cuda.cuh's planned_memory: the same
-// plan() that lays the arena out, run as a count) split into what it holds, and the choice between
-// keeping every layer's activations and recomputing them, made before anything is allocated.
+// plan() that lays the arena out, run as a count) split into what it holds, and the choice among
+// keeping every layer's activations, keeping the attention side only (selective) and recomputing
+// each layer, made before anything is allocated.
 // Plain C++ (no CUDA headers) so the arithmetic and the decision are unit-tested on machines without
 // a GPU (tests/test_memory_budget.cpp); the programs feed it cudaMemGetInfo's free bytes.
 //
@@ -11,6 +12,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdio>
+#include <iterator>
 #include <string>
 
 #include "peft/core/error.hpp"
@@ -47,41 +49,62 @@ inline std::string describe(const PlannedMemory& p) {
 
 inline bool fits(const PlannedMemory& p, std::size_t free_bytes) { return p.total() + kUnplannedReserve <= free_bytes; }
 
+// What the forward keeps (policies/cuda_device.hpp: Cuda, CudaSelective, CudaRecompute).
+enum class Activations { kKeep, kSelective, kRecompute };
+
+// --gradient_checkpointing's values: ms-swift's true | false, and our `selective` (keep the
+// attention side, rebuild the norms and gate/up before each layer's backward).
+inline Activations parse_gradient_checkpointing(const std::string& v) {
+  if (v == "true" || v == "True" || v == "1") return Activations::kRecompute;
+  if (v == "false" || v == "False" || v == "0") return Activations::kKeep;
+  if (v == "selective") return Activations::kSelective;
+  throw Error("--gradient_checkpointing must be true, false or selective (got '" + v + "')");
+}
+
 struct ActivationChoice {
-  bool recompute = true;
+  Activations policy = Activations::kRecompute;
   std::string note;  // printed before training: the plan chosen and, if switched, why
 };
 
-// gradient_checkpointing (ms-swift's flag, default true) asks for recompute; false asks to keep
-// every layer's activations, which falls back to recompute when the keep plan does not fit the
-// free memory. Throws, with the numbers, when the chosen plan cannot fit at all.
-inline ActivationChoice choose_activations(bool gradient_checkpointing, const PlannedMemory& keep,
+// The asked policy when its plan fits the free memory, else the next leaner one that fits (keep ->
+// selective -> recompute), saying why; `true` (ms-swift's default) asks for recompute. Throws, with
+// the numbers, when not even recompute fits.
+inline ActivationChoice choose_activations(Activations asked, const PlannedMemory& keep, const PlannedMemory& selective,
                                            const PlannedMemory& recompute, std::size_t free_bytes) {
   const std::string free_s = gb(free_bytes) + " free on the GPU (" + gb(kUnplannedReserve) + " of it kept for cuBLAS and graphs)";
-  const auto too_big = [&](const std::string& what, const PlannedMemory& p) {
-    return Error("the run does not fit the GPU: " + what + " plans " + describe(p) + " but there is " +
-                 free_s + "; lower --max_length or --per_device_train_batch_size / --per_device_eval_batch_size, "
-                 "or use a GPU with more memory");
+  struct Option {
+    Activations policy;
+    const PlannedMemory& plan;
+    const char* flag;  // --gradient_checkpointing's value
+    const char* what;
   };
+  const Option options[] = {
+      {Activations::kKeep, keep, "false", "keep every layer's activations"},
+      {Activations::kSelective, selective, "selective",
+       "keep the attention side, rebuild the norms and gate/up before each layer's backward"},
+      {Activations::kRecompute, recompute, "true", "recompute each layer in the backward"}};
+  std::size_t i = static_cast<std::size_t>(asked);
+  const Option& first = options[i];
+  while (i + 1 < std::size(options) && !fits(options[i].plan, free_bytes)) ++i;
+  const Option& o = options[i];
+  if (!fits(o.plan, free_bytes)) {
+    const std::string what = i == static_cast<std::size_t>(asked)
+                                 ? std::string("--gradient_checkpointing true (recompute)")
+                                 : "--gradient_checkpointing " + std::string(first.flag) + " plans " +
+                                       gb(first.plan.total()) + ", and even recompute";
+    throw Error("the run does not fit the GPU: " + what + " plans " + describe(o.plan) + " but there is " + free_s +
+                "; lower --max_length or --per_device_train_batch_size / --per_device_eval_batch_size, "
+                "or use a GPU with more memory");
+  }
   ActivationChoice c;
-  if (gradient_checkpointing) {
-    if (!fits(recompute, free_bytes)) throw too_big("--gradient_checkpointing true (recompute)", recompute);
-    c.recompute = true;
-    c.note = "[memory] --gradient_checkpointing true: recompute each layer in the backward; planned peak " +
-             describe(recompute) + ", " + gb(free_bytes) + " free";
-    return c;
-  }
-  if (fits(keep, free_bytes)) {
-    c.recompute = false;
-    c.note = "[memory] --gradient_checkpointing false: keep every layer's activations; planned peak " + describe(keep) +
-             ", " + gb(free_bytes) + " free";
-    return c;
-  }
-  if (!fits(recompute, free_bytes))
-    throw too_big("keeping every layer's activations plans " + gb(keep.total()) + ", and even recompute", recompute);
-  c.recompute = true;
-  c.note = "[memory] --gradient_checkpointing false plans " + describe(keep) + " but there is " + free_s +
-           ": switching to recompute (gradient checkpointing), planned peak " + describe(recompute);
+  c.policy = o.policy;
+  if (&o == &first)
+    c.note = "[memory] --gradient_checkpointing " + std::string(o.flag) + ": " + o.what + "; planned peak " +
+             describe(o.plan) + ", " + gb(free_bytes) + " free";
+  else
+    c.note = "[memory] --gradient_checkpointing " + std::string(first.flag) + " plans " + describe(first.plan) +
+             " but there is " + free_s + ": switching to --gradient_checkpointing " + o.flag + " (" + o.what +
+             "), planned peak " + describe(o.plan);
   return c;
 }
 

@@ -18,7 +18,7 @@
 //
 // Memory: everything comes from one arena sized up front from (config, max tokens per
 // micro-batch) by the same plan() that lays it out (memory_plan.cuh). The activation policy
-// decides what the plan keeps per layer (activation_policy.cuh). Frozen weights have no gradient
+// decides what the plan keeps per layer (policies/cuda_device.hpp). Frozen weights have no gradient
 // buffers and a frozen embedding has no backward. The step's only host traffic is the batch's token
 // ids, positions and boundaries going in and the loss sum (one double) coming out.
 #pragma once
@@ -443,12 +443,14 @@ class Qwen2Model<L, P, CudaDevice<A>> {
                                 final_rstd_, T, hidden(), stream_, false);
       }
       for_each_layer_reverse([&](const auto& layer, std::size_t l) {
-        // Re-run this layer's forward into the one set of buffers (the last layer's are still there
-        // from the forward). Its output rewrites stream_x_[l + 1] with the values it holds, which
-        // nothing reads again (layer l + 1's backward is done); final_h_ shares the step scratch.
+        // Re-run this layer's forward into the one set of buffers, or (selective) rebuild the shared
+        // MLP side; the last layer's are still there from the forward. The re-run rewrites
+        // stream_x_[l + 1] with the values it holds, which nothing reads again (layer l + 1's
+        // backward is done); final_h_ shares the step scratch.
+        const bool rerun = l + 1 < n_layers();
         if constexpr (!keeps_layers)
-          if (l + 1 < n_layers()) layer.forward(c, stream_x_[l], stream_x_[l + 1], acts(l), scratch_, T, layer_seeds(l));
-        layer.backward(c, stream_x_[l], dstream_, acts(l), scratch_, T, layer_seeds(l));
+          if (rerun) layer.forward(c, stream_x_[l], stream_x_[l + 1], acts(l), scratch_, T, layer_seeds(l));
+        layer.backward(c, stream_x_[l], dstream_, acts(l), scratch_, T, layer_seeds(l), !A::keeps_mlp && rerun);
       });
       // A frozen embedding stops the gradient here; a trained one adds each token's row.
       if constexpr (W::train_embedding) {
@@ -503,8 +505,7 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     });
     int max_rp = 0;
     for (int r : rp) max_rp = std::max(max_rp, r);
-    acts_.assign(keeps_layers ? n_layers() : 1, {});
-    for (auto& a : acts_) a.plan(m, d, opt_.max_tokens, rp);
+    cuda::plan_layer_activations(m, acts_, keeps_layers ? n_layers() : 1, A::keeps_mlp, d, opt_.max_tokens, rp);
     if (!m.allocating()) planned_.activations = m.bytes() - planned_.weights - planned_.optimizer;
     std::size_t largest = 0;  // NF4: the largest projection, dequantised (ProjectionWeights::base_for_gemm)
     if constexpr (QuantisedBase<P>)

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The activation policies' GPU check in one device call (issue #14, item 4: selective recompute),
+# on binaries built on the development machine (tools/gpu/gpu_build.sh, sm_90a) and carried:
+#   1. cuda_test_rope, cuda_test_model (keep / selective / recompute against the CPU, against each
+#      other with dropout on, the HF fixture under each, the three memory plans) and
+#      cuda_test_layouts (selective with Full and NF4 bases), a PASS/FAIL row each;
+#   2. bench/train_bench: the 7B at 2048 tokens under the three policies, at 4096 selective and
+#      recompute, seq 64 and the identity run; then selective's per-step breakdown;
+#   3. HF transformers + PEFT beside it (keep and recompute at 2048);
+#   4. when BIN_DIR has them: cuda_test_decode, and decode_bench at prompt 64 / 256 new tokens with
+#      o_proj's whole-row prefetch on and off (PEFT_GEMV_PREFETCH_O=0), alternately, twice each.
+# Logs under $OUT; a table last.
+#   tools/gpu/activations_check.sh BIN_DIR     (BIN_DIR: the stripped programs)
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+bin="$(cd "${1:?usage: activations_check.sh BIN_DIR}" && pwd)"
+out="${OUT:-$root/build-activations/out}"
+nvcc="${CUDACXX:-/usr/local/cuda/bin/nvcc}"
+# shellcheck source=tools/gpu/gpu_build.sh
+source "$root/tools/gpu/gpu_build.sh"
+check_setup
+
+failures=0
+for t in cuda_test_rope cuda_test_model cuda_test_layouts cuda_test_decode; do
+  s=$SECONDS
+  if [[ ! -x "$bin/$t" ]]; then row "$t" "NOT BUILT"; [[ $t == cuda_test_decode ]] || failures=$((failures + 1)); continue; fi
+  (cd "$root" && timeout 300 "$bin/$t" >"$out/$t.txt" 2>&1)
+  rc=$?
+  ((rc == 0)) || { failures=$((failures + 1)); grep -E "FAIL|rror" "$out/$t.txt" | head -20; }
+  row "$t" "$( ((rc == 0)) && echo PASS || echo "FAIL(rc=$rc)") $((SECONDS - s)) s, $(tail -1 "$out/$t.txt")"
+done
+
+bench() {  # bench LABEL ARGS...: one train_bench process, its JSON lines kept
+  local label=$1
+  shift
+  timeout 300 "$bin/train_bench" "$@" >"$out/bench_$label.jsonl" 2>"$out/bench_$label.err" ||
+    { failures=$((failures + 1)); tail -5 "$out/bench_$label.err"; }
+  python3 - "$out/bench_$label.jsonl" <<'PY' | while read -r l; do row "ours $label" "$l"; done
+import json, sys
+for l in open(sys.argv[1]):
+    if not l.startswith("{"): continue
+    r = json.loads(l)
+    if "workload" in r:
+        print(f'{r["workload"]}: {r.get("tok_per_s")} tok/s, step {r.get("step_ms")} ms, arena peak '
+              f'{r.get("arena_peak_gb")} GiB, device {r.get("device_used_gb")} GB, {r.get("error", "")}')
+    elif "breakdown" in r:
+        print(f'breakdown {r["breakdown"]}: eager {r["eager_step_ms"]} ms, idle {r["other_idle_ms"]}, {r["parts_ms"]}')
+PY
+}
+bench policies 7b_2048_keep 7b_2048_selective 7b_2048_recompute 7b_4096_selective 7b_4096_recompute
+bench short 7b_64 identity
+bench breakdown --breakdown 7b_2048_selective
+
+(cd "$root/bench" && timeout 400 python3 hf_peft_baseline.py only=7b_2048_keep,7b_2048_recompute \
+  >"$out/hf.jsonl" 2>"$out/hf.err") || tail -5 "$out/hf.err"
+grep -h '^{' "$out/hf.jsonl" | while read -r l; do row "HF" "${l:0:150}"; done
+
+if [[ -x "$bin/decode_bench" ]]; then
+  for i in 1 2; do
+    for pf in 1 0; do
+      PEFT_GEMV_PREFETCH_O=$pf timeout 120 "$bin/decode_bench" >"$out/decode_pf${pf}_$i.jsonl" 2>&1 ||
+        failures=$((failures + 1))
+      row "decode 64/256 prefetch_o=$pf run $i" "$(grep -o '"decode_tok_s": [0-9.]*, "ms_per_token": [0-9.]*' "$out/decode_pf${pf}_$i.jsonl" | head -1)"
+    done
+  done
+fi
+
+echo
+echo "== summary ($failures failures) =="
+printf '%s\n' "${summary[@]}"
+exit $((failures > 0))
