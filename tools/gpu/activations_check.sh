@@ -8,12 +8,15 @@
 #      recompute, seq 64 and the identity run; then selective's per-step breakdown;
 #   3. HF transformers + PEFT beside it (keep and recompute at 2048);
 #   4. when BIN_DIR has them: cuda_test_decode, and decode_bench at prompt 64 / 256 new tokens with
-#      o_proj's whole-row prefetch on and off (PEFT_GEMV_PREFETCH_O=0), alternately, twice each.
+#      whole-row prefetches before the PDL wait in none, o (the default), o + qkv and every launch
+#      (PEFT_GEMV_PREFETCH_ROWS), then none and o again.
 # Logs under $OUT; a table last.
-#   tools/gpu/activations_check.sh BIN_DIR     (BIN_DIR: the stripped programs)
+#   tools/gpu/activations_check.sh BIN_DIR [train|decode]   (BIN_DIR: the stripped programs; the
+#   second argument runs 1-3 or 4 only: together they pass the device tool's 10 minutes a call)
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-bin="$(cd "${1:?usage: activations_check.sh BIN_DIR}" && pwd)"
+bin="$(cd "${1:?usage: activations_check.sh BIN_DIR [train|decode]}" && pwd)"
+part="${2:-all}"
 out="${OUT:-$root/build-activations/out}"
 nvcc="${CUDACXX:-/usr/local/cuda/bin/nvcc}"
 # shellcheck source=tools/gpu/gpu_build.sh
@@ -21,7 +24,10 @@ source "$root/tools/gpu/gpu_build.sh"
 check_setup
 
 failures=0
-for t in cuda_test_rope cuda_test_model cuda_test_layouts cuda_test_decode; do
+tests=(cuda_test_rope cuda_test_model cuda_test_layouts cuda_test_decode)
+[[ $part == train ]] && tests=(cuda_test_rope cuda_test_model cuda_test_layouts)
+[[ $part == decode ]] && tests=(cuda_test_decode)
+for t in "${tests[@]}"; do
   s=$SECONDS
   if [[ ! -x "$bin/$t" ]]; then row "$t" "NOT BUILT"; [[ $t == cuda_test_decode ]] || failures=$((failures + 1)); continue; fi
   (cd "$root" && timeout 300 "$bin/$t" >"$out/$t.txt" 2>&1)
@@ -47,6 +53,7 @@ for l in open(sys.argv[1]):
         print(f'breakdown {r["breakdown"]}: eager {r["eager_step_ms"]} ms, idle {r["other_idle_ms"]}, {r["parts_ms"]}')
 PY
 }
+if [[ $part != decode ]]; then
 bench policies 7b_2048_keep 7b_2048_selective 7b_2048_recompute 7b_4096_selective 7b_4096_recompute
 bench short 7b_64 identity
 bench breakdown --breakdown 7b_2048_selective
@@ -54,14 +61,14 @@ bench breakdown --breakdown 7b_2048_selective
 (cd "$root/bench" && timeout 400 python3 hf_peft_baseline.py only=7b_2048_keep,7b_2048_recompute \
   >"$out/hf.jsonl" 2>"$out/hf.err") || tail -5 "$out/hf.err"
 grep -h '^{' "$out/hf.jsonl" | while read -r l; do row "HF" "${l:0:150}"; done
+fi
 
-if [[ -x "$bin/decode_bench" ]]; then
-  for i in 1 2; do
-    for pf in 1 0; do
-      PEFT_GEMV_PREFETCH_O=$pf timeout 120 "$bin/decode_bench" >"$out/decode_pf${pf}_$i.jsonl" 2>&1 ||
-        failures=$((failures + 1))
-      row "decode 64/256 prefetch_o=$pf run $i" "$(grep -o '"decode_tok_s": [0-9.]*, "ms_per_token": [0-9.]*' "$out/decode_pf${pf}_$i.jsonl" | head -1)"
-    done
+if [[ $part != train && -x "$bin/decode_bench" ]]; then
+  for pf in none o o,qkv o,qkv,gateup,down none o; do
+    PEFT_GEMV_PREFETCH_ROWS=$pf timeout 120 "$bin/decode_bench" >>"$out/decode_${pf//,/+}.jsonl" 2>&1 ||
+      failures=$((failures + 1))
+    row "decode 64/256 prefetch rows: $pf" \
+      "$(grep -o '"decode_tok_s": [0-9.]*, "ms_per_token": [0-9.]*' "$out/decode_${pf//,/+}.jsonl" | tail -1)"
   done
 fi
 

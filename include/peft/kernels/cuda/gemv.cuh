@@ -30,7 +30,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
+#include <string_view>
 
 #include "peft/kernels/cuda/bf16.cuh"
 #include "peft/kernels/cuda/cuda_check.cuh"
@@ -429,11 +431,15 @@ inline int& gemv_blocks_per_sm() {
   static int per_sm = env_tuning_knob("PEFT_GEMV_BLOCKS_PER_SM", 4);
   return per_sm;
 }
-// Whether the decode step's o_proj prefetches its whole rows (GemvArgs::prefetch_rows): on unless
-// PEFT_GEMV_PREFETCH_O=0 (the A/B of bench/RESULTS.md).
-inline bool& gemv_prefetch_o() {
-  static bool on = env_switch_on("PEFT_GEMV_PREFETCH_O");
-  return on;
+// Which of the decode step's launches prefetch their warps' whole first rows (GemvArgs::
+// prefetch_rows): PEFT_GEMV_PREFETCH_ROWS, a comma list of qkv, o, gateup, down (default "o": it
+// follows the attention kernel, which leaves HBM idle; "none" for the A/B of bench/RESULTS.md).
+inline bool gemv_prefetch_rows(std::string_view launch) {
+  static const std::string list = [] {
+    const char* e = std::getenv("PEFT_GEMV_PREFETCH_ROWS");
+    return "," + std::string(e ? e : "o") + ",";
+  }();
+  return list.find("," + std::string(launch) + ",") != std::string::npos;
 }
 
 // Runs the segments of `a` (1 to 3; in % 8 == 0, 16-byte aligned rows). `sms`: the device's SM
