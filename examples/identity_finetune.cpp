@@ -11,8 +11,8 @@
 // `--quant_bits 4`: QLoRA, LoraLm<Nf4Base, Cuda>, the NF4 base on the GPU); `--device auto` (the
 // default) does so when a GPU is present and the run is bfloat16 LoRA, QLoRA or full, and says so;
 // otherwise it runs the CPU compositions. --gradient_checkpointing true (default, as ms-swift) |
-// selective | false picks CudaRecompute, CudaSelective or Cuda after the planned peaks are
-// printed and held against the free memory (sft/cuda_activations.cuh).
+// selective | false picks CudaRecompute, CudaSelective or Cuda after the planned peaks are held
+// against the free memory, the chosen one printed (sft/cuda_activations.cuh).
 //   identity_finetune_cuda --device cuda --model Qwen2.5-7B-Instruct --dataset self_cognition.json ...
 //   NPROC_PER_NODE=2 identity_finetune_cuda --device cuda ...   # data-parallel over NCCL (docs/multi_gpu.md)
 #include <fmt/format.h>

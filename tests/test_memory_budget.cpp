@@ -78,7 +78,7 @@ TEST_CASE("gradient_checkpointing takes true, false and selective, and names a b
   CHECK(parse_gradient_checkpointing("0") == Activations::kKeep);
   CHECK(parse_gradient_checkpointing("selective") == Activations::kSelective);
   CHECK_THROWS_WITH(parse_gradient_checkpointing("partial"),
-                    Contains("--gradient_checkpointing must be true, false or selective") && Contains("'partial'"));
+                    Contains("--gradient_checkpointing: 'partial' is not supported (valid: true, false, selective)"));
 }
 
 TEST_CASE("gradient_checkpointing true recomputes even when keeping would fit") {
@@ -115,6 +115,11 @@ TEST_CASE("a plan falls back to recompute when neither keep nor selective fits")
     CHECK_THAT(c.note, Contains("18.00 GB free") && Contains("switching to --gradient_checkpointing true (recompute") &&
                            Contains("planned peak 16.80 GB"));
   }
+  // keep asked: the note also names selective's plan, tried on the way
+  CHECK_THAT(choose_activations(Activations::kKeep, keep, selective, recompute, 18 * GB).note,
+             Contains("plans 23.10 GB (weights") && Contains(", selective 18.50 GB but there is 18.00 GB free"));
+  CHECK_THAT(choose_activations(Activations::kSelective, keep, selective, recompute, 18 * GB).note,
+             Contains("plans 18.50 GB (weights") && Contains("workspace 0.60 GB) but there is"));
   // exactly at the boundary: the plan plus the unplanned reserve
   CHECK(choose_activations(Activations::kSelective, keep, selective, recompute, selective.total() + kUnplannedReserve)
             .policy == Activations::kSelective);

@@ -1,6 +1,7 @@
 // --gradient_checkpointing for the CUDA programs: before the model is built (and its checkpoint
 // loaded), the three arena plans are counted for this run's shapes (the model's config, LoRA
-// targets, max_length x batch), printed by part, and held against the GPU's free memory; the
+// targets, max_length x batch) and held against the GPU's free memory, the chosen one printed by
+// part (and the asked one too when it did not fit); the
 // choice among Qwen2<..., Cuda> (keep every layer's activations), Qwen2<..., CudaSelective> and
 // Qwen2<..., CudaRecompute> follows models/cuda/memory_budget.hpp. The policy is a type, so
 // with_cuda_activations instantiates the program once per policy and runs the chosen one.

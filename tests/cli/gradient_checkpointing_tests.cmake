@@ -11,4 +11,4 @@ peft_cli_test(gradient_checkpointing_selective_on_cpu
   REGEX "--gradient_checkpointing chooses the GPU's activation policy. the CPU backend keeps every activation")
 peft_cli_test(gradient_checkpointing_bad_value FAIL
   ARGS ${PEFT_GC_BASE} --gradient_checkpointing sometimes
-  REGEX "--gradient_checkpointing must be true, false or selective .got 'sometimes'.")
+  REGEX "--gradient_checkpointing: 'sometimes' is not supported .valid: true, false, selective.")

@@ -1,9 +1,9 @@
 // Every layout of the seven projections trains on the GPU as on the CPU oracle: for each of
 // AttentionOnly<Lora<16>>, AllLinear<Lora<8>> (with all-linear and with two targeted modules),
 // a mixed Lora<8>/Frozen bundle, full MLP + LoRA attention, LastLayers<2, Full, Lora<8>>
-// (keep and recompute), FullModel (--train_type full: embedding, norms and lm_head train too;
-// tied and untied) and, under Nf4Base (QLoRA: the frozen projections in NF4), AllLinear and a
-// Lora/Frozen mix (keep and recompute), Qwen2<Layout, P, Cuda> and Qwen2<Layout, P, Cpu> start
+// (keep, selective and recompute), FullModel (--train_type full: embedding, norms and lm_head
+// train too; tied and untied, keep, selective and recompute) and, under Nf4Base (QLoRA: the frozen
+// projections in NF4), AllLinear (keep, selective and recompute) and a Lora/Frozen mix, Qwen2<Layout, P, Cuda> and Qwen2<Layout, P, Cpu> start
 // from the same RandomWeights, adapter seed and lora_B, then take 3 AdamW steps on one packed
 // batch (four short samples; AllLinear also on 600 + 90 tokens, keep and recompute, which a build
 // with cuDNN runs through its fused attention). Checked: the same trainable tensors under the same names and shapes; per-step loss

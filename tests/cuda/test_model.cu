@@ -5,7 +5,8 @@
 // samples run one at a time; (3) training through the ordinary Trainer on the HF fixtures,
 // per-step loss within 2e-2 of the golden losses, the trained adapter close to PEFT's.
 // Activations and scratch are poisoned with NaN before every run (an unwritten read shows up
-// as a non-finite loss or gradient). (4) CUDA graph replay equals eager execution.
+// as a non-finite loss or gradient). (4) CUDA graph replay equals eager execution. (5) The three
+// activation policies compute the same steps, dropout on; their memory plans are the arenas.
 // --small skips (3), for compute-sanitizer.
 #include <cstdlib>
 #include <filesystem>

@@ -17,6 +17,7 @@ set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 bin="$(cd "${1:?usage: activations_check.sh BIN_DIR [train|decode]}" && pwd)"
 part="${2:-all}"
+[[ $part == all || $part == train || $part == decode ]] || { echo "activations_check.sh: part must be train or decode" >&2; exit 2; }
 out="${OUT:-$root/build-activations/out}"
 nvcc="${CUDACXX:-/usr/local/cuda/bin/nvcc}"
 # shellcheck source=tools/gpu/gpu_build.sh
@@ -41,7 +42,7 @@ bench() {  # bench LABEL ARGS...: one train_bench process, its JSON lines kept
   shift
   timeout 300 "$bin/train_bench" "$@" >"$out/bench_$label.jsonl" 2>"$out/bench_$label.err" ||
     { failures=$((failures + 1)); tail -5 "$out/bench_$label.err"; }
-  python3 - "$out/bench_$label.jsonl" <<'PY' | while read -r l; do row "ours $label" "$l"; done
+  while read -r l; do row "ours $label" "$l"; done < <(python3 - "$out/bench_$label.jsonl" <<'PY'
 import json, sys
 for l in open(sys.argv[1]):
     if not l.startswith("{"): continue
@@ -52,6 +53,7 @@ for l in open(sys.argv[1]):
     elif "breakdown" in r:
         print(f'breakdown {r["breakdown"]}: eager {r["eager_step_ms"]} ms, idle {r["other_idle_ms"]}, {r["parts_ms"]}')
 PY
+  )
 }
 if [[ $part != decode ]]; then
 bench policies 7b_2048_keep 7b_2048_selective 7b_2048_recompute 7b_4096_selective 7b_4096_recompute
@@ -60,7 +62,7 @@ bench breakdown --breakdown 7b_2048_selective
 
 (cd "$root/bench" && timeout 400 python3 hf_peft_baseline.py only=7b_2048_keep,7b_2048_recompute \
   >"$out/hf.jsonl" 2>"$out/hf.err") || tail -5 "$out/hf.err"
-grep -h '^{' "$out/hf.jsonl" | while read -r l; do row "HF" "${l:0:150}"; done
+while read -r l; do row "HF" "${l:0:150}"; done < <(grep -h '^{' "$out/hf.jsonl")
 fi
 
 if [[ $part != train && -x "$bin/decode_bench" ]]; then

@@ -10,12 +10,12 @@
 //                        re-runs one layer's forward into a single set of buffers right before
 //                        that layer's backward: ~1/3 more matrix work, activation memory of one layer;
 //   keeps_mlp false    - (with keeps_layers) n1, n2, gate and up, 2 x (hidden + intermediate) values
-//                        a token, two thirds of a 7B layer's set, live in one set shared by the
-//                        layers and are rebuilt right before each layer's backward: the two norms
-//                        and the gate/up projections again (their GEMMs are ~58% of a layer's
-//                        forward matrix work), nothing on the attention side.
-// For the 7B at 2048 tokens (bench/RESULTS.md): keep ~6 GB of activations, selective ~2.2 GB,
-// recompute ~0.3 GB; selective's backward does ~half of recompute's extra matrix work.
+//                        a token, ~4/5 of a 7B layer's set, live in one set shared by the layers
+//                        and are rebuilt right before each layer's backward: the two norms and the
+//                        gate/up projections again (their GEMMs are ~58% of a layer's forward
+//                        matrix work), nothing on the attention side.
+// Planned activations of the 7B at 2048 tokens, residual stream included: keep 6.96 GB, selective
+// 1.97 GB, recompute 0.66 GB; selective's backward does ~half of recompute's extra matrix work.
 // The SwiGLU product (silu(gate) * up, intermediate-wide) is never kept under any policy: it
 // is recomputed from gate and up in the backward, one cheap element-wise pass.
 // The policy changes code paths and the memory plan, so it is a type, not a flag.

@@ -95,7 +95,7 @@ struct GemvArgs {
   std::int32_t* out_ids = nullptr;
   int out_capacity = 0;
   // Before the PDL wait each warp pulls the first 4 KB of its first row into L2; prefetch_rows
-  // pulls the whole of it (o_proj: it follows the attention kernel, which leaves HBM idle).
+  // pulls the whole of it (gemv_prefetch_rows).
   bool prefetch_rows = false;
   GemvScratch scratch;
   int lora_items = 0, items = 0;  // set by gemv(): x A^T chunks, then output rows (or row pairs)
@@ -432,12 +432,12 @@ inline int& gemv_blocks_per_sm() {
   return per_sm;
 }
 // Which of the decode step's launches prefetch their warps' whole first rows (GemvArgs::
-// prefetch_rows): PEFT_GEMV_PREFETCH_ROWS, a comma list of qkv, o, gateup, down (default "o": it
-// follows the attention kernel, which leaves HBM idle; "none" for the A/B of bench/RESULTS.md).
+// prefetch_rows): PEFT_GEMV_PREFETCH_ROWS, a comma list of qkv, o, gateup, down (default none; o
+// follows the attention kernel, which at short contexts leaves HBM idle).
 inline bool gemv_prefetch_rows(std::string_view launch) {
   static const std::string list = [] {
     const char* e = std::getenv("PEFT_GEMV_PREFETCH_ROWS");
-    return "," + std::string(e ? e : "o") + ",";
+    return "," + std::string(e ? e : "none") + ",";
   }();
   return list.find("," + std::string(launch) + ",") != std::string::npos;
 }

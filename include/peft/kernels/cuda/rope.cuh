@@ -132,6 +132,7 @@ inline void rope_apply(bf16* x, const RopeTable& table, int heads, int head_dim,
   if (head_dim % 2 != 0 || head_dim / 2 != table.half)
     throw Error("rope_apply: head_dim " + std::to_string(head_dim) + " must be even and match the table (" +
                 std::to_string(2 * table.half) + ")");
+  if (x2 && heads2 <= 0) throw Error("rope_apply: a second tensor needs its head count (got " + std::to_string(heads2) + ")");
   const float sign = inverse ? -1.0f : 1.0f;
   const detail::RopePair xs{x, heads, x2, x2 ? heads2 : 0};
   const int per_head = head_dim % 16 != 0 ? head_dim / 2 : head_dim / 16;  // threads a (token, head)

@@ -307,7 +307,8 @@ class DecoderLayer {
   // ---- backward: dstream holds d(out) on entry and d(x) on return ------------------------------
   // rebuild_mlp (SelectiveRecompute): n1, n2, gate and up hold another layer's values; the forward's
   // kernels rebuild them first from x and h, on the same inputs and dropout seeds, so the
-  // backward reads the forward's bits.
+  // backward reads the forward's bits (they also rewrite this layer's rstd1, rstd2 and gate/up
+  // x A^T with the values those already hold).
   void backward(GemmContext c, const bf16* x, bf16* dstream, LayerActivations& a, StepScratch& s, int T,
                 const Seeds& seeds, bool rebuild_mlp = false) const {
     const LayerDims& d = dims_;

@@ -215,7 +215,7 @@ class Decoder {
     GemvArgs o = args(cache, b.attn, d.q_dim());
     o.seg[0] = proj(lin[kO], cache, kO, b.h, b.x);
     o.count = 1;
-    o.prefetch_rows = gemv_prefetch_rows("o");  // HBM is idle while the attention kernel runs
+    o.prefetch_rows = gemv_prefetch_rows("o");
     gemv(o, sms, st);
 
     GemvArgs gu = args(cache, b.h, d.hidden, layer.norm2_weight(), d.eps);

@@ -58,7 +58,7 @@ inline Activations parse_gradient_checkpointing(const std::string& v) {
   if (v == "true" || v == "True" || v == "1") return Activations::kRecompute;
   if (v == "false" || v == "False" || v == "0") return Activations::kKeep;
   if (v == "selective") return Activations::kSelective;
-  throw Error("--gradient_checkpointing must be true, false or selective (got '" + v + "')");
+  throw Error("--gradient_checkpointing: '" + v + "' is not supported (valid: true, false, selective)");
 }
 
 struct ActivationChoice {
@@ -101,10 +101,13 @@ inline ActivationChoice choose_activations(Activations asked, const PlannedMemor
   if (&o == &first)
     c.note = "[memory] --gradient_checkpointing " + std::string(o.flag) + ": " + o.what + "; planned peak " +
              describe(o.plan) + ", " + gb(free_bytes) + " free";
-  else
+  else {
+    std::string skipped;  // the leaner plans tried between the asked one and the chosen one
+    for (const Option* p = &first + 1; p != &o; ++p) skipped += ", " + std::string(p->flag) + " " + gb(p->plan.total());
     c.note = "[memory] --gradient_checkpointing " + std::string(first.flag) + " plans " + describe(first.plan) +
-             " but there is " + free_s + ": switching to --gradient_checkpointing " + o.flag + " (" + o.what +
-             "), planned peak " + describe(o.plan);
+             skipped + " but there is " + free_s + ": switching to --gradient_checkpointing " + o.flag + " (" +
+             o.what + "), planned peak " + describe(o.plan);
+  }
   return c;
 }
 

@@ -444,13 +444,12 @@ class Qwen2Model<L, P, CudaDevice<A>> {
       }
       for_each_layer_reverse([&](const auto& layer, std::size_t l) {
         // Re-run this layer's forward into the one set of buffers, or (selective) rebuild the shared
-        // MLP side; the last layer's are still there from the forward. The re-run rewrites
-        // stream_x_[l + 1] with the values it holds, which nothing reads again (layer l + 1's
-        // backward is done); final_h_ shares the step scratch.
+        // MLP side; the last layer's are still there. The re-run rewrites stream_x_[l + 1] with the
+        // values it holds (layer l + 1's backward is done); final_h_ shares the step scratch.
         const bool rerun = l + 1 < n_layers();
-        if constexpr (!keeps_layers)
-          if (rerun) layer.forward(c, stream_x_[l], stream_x_[l + 1], acts(l), scratch_, T, layer_seeds(l));
-        layer.backward(c, stream_x_[l], dstream_, acts(l), scratch_, T, layer_seeds(l), !A::keeps_mlp && rerun);
+        auto* x = stream_x_[l];
+        if (!keeps_layers && rerun) layer.forward(c, x, stream_x_[l + 1], acts(l), scratch_, T, layer_seeds(l));
+        layer.backward(c, x, dstream_, acts(l), scratch_, T, layer_seeds(l), !A::keeps_mlp && rerun);
       });
       // A frozen embedding stops the gradient here; a trained one adds each token's row.
       if constexpr (W::train_embedding) {
