@@ -257,9 +257,10 @@ void check_memory_plan(TestContext& t, const char* label, const ModelConfig& cfg
 
 // The three activation policies on the same weights, batches and dropout seeds (dropout on, graphs
 // on: steps 0, 1, 2 eager, captured, replayed): the same forward, so the same loss (1e-6), and
-// gradients that differ only by the order of the LoRA reductions' fp32 atomics. Selective's rebuilt
-// gate/up must be the forward's (same dropout masks), and its shared MLP side must not leak a layer's
-// values into another's backward; the activations are poisoned before every step.
+// gradients that differ only by the order of the LoRA reductions' fp32 atomics (1e-5; 5e-8 seen).
+// Selective's rebuilt gate/up must be the forward's (same dropout masks), and its shared MLP side
+// must not leak a layer's values into another's backward; the activations are poisoned before
+// every step.
 void check_activation_policies(TestContext& t, const char* label, ModelConfig cfg) {
   LoraConfig lora;
   lora.r = 8;
@@ -293,8 +294,8 @@ void check_activation_policies(TestContext& t, const char* label, ModelConfig cf
     t.close(name + ": selective loss == keep's", {ls}, {lk}, 1e-6);
     t.close(name + ": recompute loss == keep's", {lr}, {lk}, 1e-6);
     const Floats gk = cuda_grads(*keep);
-    t.close(name + ": selective LoRA grads vs keep", cuda_grads(*selective), gk, 1e-3);
-    t.close(name + ": recompute LoRA grads vs keep", cuda_grads(*recompute), gk, 1e-3);
+    t.close(name + ": selective LoRA grads vs keep", cuda_grads(*selective), gk, 1e-5);
+    t.close(name + ": recompute LoRA grads vs keep", cuda_grads(*recompute), gk, 1e-5);
   }
 }
 

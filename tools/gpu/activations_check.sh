@@ -7,9 +7,9 @@
 #   2. bench/train_bench: the 7B at 2048 tokens under the three policies, at 4096 selective and
 #      recompute, seq 64 and the identity run; then selective's per-step breakdown;
 #   3. HF transformers + PEFT beside it (keep and recompute at 2048);
-#   4. when BIN_DIR has them: cuda_test_decode, and decode_bench at prompt 64 / 256 new tokens with
-#      whole-row prefetches before the PDL wait in none, o (the default), o + qkv and every launch
-#      (PEFT_GEMV_PREFETCH_ROWS), then none and o again.
+#   4. cuda_test_decode (the prefill shares the layers' buffers) when BIN_DIR has it.
+# (2026-12-04 the decode half also timed decode_bench with whole-row L2 prefetches, a knob since
+# removed: bench/RESULTS.md.)
 # Logs under $OUT; a table last.
 #   tools/gpu/activations_check.sh BIN_DIR [train|decode]   (BIN_DIR: the stripped programs; the
 #   second argument runs 1-3 or 4 only: together they pass the device tool's 10 minutes a call)
@@ -63,15 +63,6 @@ bench breakdown --breakdown 7b_2048_selective
 (cd "$root/bench" && timeout 400 python3 hf_peft_baseline.py only=7b_2048_keep,7b_2048_recompute \
   >"$out/hf.jsonl" 2>"$out/hf.err") || tail -5 "$out/hf.err"
 while read -r l; do row "HF" "${l:0:150}"; done < <(grep -h '^{' "$out/hf.jsonl")
-fi
-
-if [[ $part != train && -x "$bin/decode_bench" ]]; then
-  for pf in none o o,qkv o,qkv,gateup,down none o; do
-    PEFT_GEMV_PREFETCH_ROWS=$pf timeout 120 "$bin/decode_bench" >>"$out/decode_${pf//,/+}.jsonl" 2>&1 ||
-      failures=$((failures + 1))
-    row "decode 64/256 prefetch rows: $pf" \
-      "$(grep -o '"decode_tok_s": [0-9.]*, "ms_per_token": [0-9.]*' "$out/decode_${pf//,/+}.jsonl" | tail -1)"
-  done
 fi
 
 echo

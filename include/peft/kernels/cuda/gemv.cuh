@@ -30,9 +30,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
-#include <string_view>
 
 #include "peft/kernels/cuda/bf16.cuh"
 #include "peft/kernels/cuda/cuda_check.cuh"
@@ -94,9 +92,6 @@ struct GemvArgs {
   std::int32_t* state = nullptr;
   std::int32_t* out_ids = nullptr;
   int out_capacity = 0;
-  // Before the PDL wait each warp pulls the first 4 KB of its first row into L2; prefetch_rows
-  // pulls the whole of it (gemv_prefetch_rows).
-  bool prefetch_rows = false;
   GemvScratch scratch;
   int lora_items = 0, items = 0;  // set by gemv(): x A^T chunks, then output rows (or row pairs)
 };
@@ -345,10 +340,10 @@ __global__ void __launch_bounds__(32 * kGemvWarps, 4) gemv_kernel(GemvArgs a) { 
   __shared__ int red_id[kGemvWarps];
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int gw = static_cast<int>(blockIdx.x) * kGemvWarps + warp, warps = static_cast<int>(gridDim.x) * kGemvWarps;
-  {  // before waiting on the previous kernel: pull (the first 4 KB of) this warp's first row into L2
+  {  // before waiting on the previous kernel: pull the first 4 KB of this warp's first row into L2
     const bf16* w = gemv_first_row(a, gw);
-    const int c = lane * 8, end = a.prefetch_rows ? a.in : min(a.in, 2048);
-    for (int at = c; w && at < end; at += 256)
+    const int c = lane * 8;
+    for (int at = c; w && at < a.in && at < 2048; at += 256)
       asm volatile("prefetch.global.L2 [%0];" ::"l"(w + at));
   }
   pdl_wait();
@@ -430,16 +425,6 @@ __global__ void __launch_bounds__(32 * kGemvWarps, 4) gemv_kernel(GemvArgs a) { 
 inline int& gemv_blocks_per_sm() {
   static int per_sm = env_tuning_knob("PEFT_GEMV_BLOCKS_PER_SM", 4);
   return per_sm;
-}
-// Which of the decode step's launches prefetch their warps' whole first rows (GemvArgs::
-// prefetch_rows): PEFT_GEMV_PREFETCH_ROWS, a comma list of qkv, o, gateup, down (default none; o
-// follows the attention kernel, which at short contexts leaves HBM idle).
-inline bool gemv_prefetch_rows(std::string_view launch) {
-  static const std::string list = [] {
-    const char* e = std::getenv("PEFT_GEMV_PREFETCH_ROWS");
-    return "," + std::string(e ? e : "none") + ",";
-  }();
-  return list.find("," + std::string(launch) + ",") != std::string::npos;
 }
 
 // Runs the segments of `a` (1 to 3; in % 8 == 0, 16-byte aligned rows). `sms`: the device's SM

@@ -207,7 +207,6 @@ class Decoder {
     qkv.rope_sin = rope.sin;
     qkv.head_dim = d.head_dim;
     qkv.row_at = past;
-    qkv.prefetch_rows = gemv_prefetch_rows("qkv");
     gemv(qkv, sms, st);
     decode_attention(b.attn, b.attn_scratch, b.attn_counters, b.q, cache.k(l), cache.v(l), past, 1,
                      {d.heads, d.kv_heads, d.head_dim}, st);
@@ -215,7 +214,6 @@ class Decoder {
     GemvArgs o = args(cache, b.attn, d.q_dim());
     o.seg[0] = proj(lin[kO], cache, kO, b.h, b.x);
     o.count = 1;
-    o.prefetch_rows = gemv_prefetch_rows("o");
     gemv(o, sms, st);
 
     GemvArgs gu = args(cache, b.h, d.hidden, layer.norm2_weight(), d.eps);
@@ -223,13 +221,11 @@ class Decoder {
     gu.seg[1] = proj(lin[kUp], cache, kUp, nullptr);
     gu.count = 2;
     gu.swiglu = true;
-    gu.prefetch_rows = gemv_prefetch_rows("gateup");
     gemv(gu, sms, st);
 
     GemvArgs down = args(cache, b.act, d.inter);
     down.seg[0] = proj(lin[kDown], cache, kDown, b.x, b.h);
     down.count = 1;
-    down.prefetch_rows = gemv_prefetch_rows("down");
     gemv(down, sms, st);
   }
 
