@@ -85,7 +85,13 @@ TEST_CASE("gradient_checkpointing true recomputes even when keeping would fit") 
   const ActivationChoice c = choose_activations(Activations::kRecompute, keep, selective, recompute, 80 * GB);
   CHECK(c.policy == Activations::kRecompute);
   CHECK_THAT(c.note, Contains("--gradient_checkpointing true") && Contains("planned peak 16.80 GB") &&
-                         Contains("80.00 GB free"));
+                         Contains("80.00 GB free") &&
+                         Contains("; faster plans that fit: --gradient_checkpointing false (23.10 GB), selective (18.50 GB)"));
+  // a 24 GB card: only selective fits beside recompute; a 17 GB one: nothing faster
+  CHECK_THAT(choose_activations(Activations::kRecompute, keep, selective, recompute, 23 * GB).note,
+             Contains("; faster plans that fit: --gradient_checkpointing selective (18.50 GB)") && !Contains("false ("));
+  CHECK_THAT(choose_activations(Activations::kRecompute, keep, selective, recompute, 18 * GB).note,
+             !Contains("faster plans"));
 }
 
 TEST_CASE("gradient_checkpointing false keeps every activation when that fits") {
@@ -98,7 +104,9 @@ TEST_CASE("gradient_checkpointing selective keeps the attention side when that f
   const ActivationChoice c = choose_activations(Activations::kSelective, keep, selective, recompute, 23 * GB);
   CHECK(c.policy == Activations::kSelective);
   CHECK_THAT(c.note, Contains("--gradient_checkpointing selective: keep the attention side") &&
-                         Contains("planned peak 18.50 GB"));
+                         Contains("planned peak 18.50 GB") && !Contains("faster plans"));
+  CHECK_THAT(choose_activations(Activations::kSelective, keep, selective, recompute, 80 * GB).note,
+             Contains("; faster plans that fit: --gradient_checkpointing false (23.10 GB)"));
 }
 
 TEST_CASE("gradient_checkpointing false on a 24 GB card switches to selective and says why") {

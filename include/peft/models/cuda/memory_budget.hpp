@@ -67,8 +67,8 @@ struct ActivationChoice {
 };
 
 // The asked policy when its plan fits the free memory, else the next leaner one that fits (keep ->
-// selective -> recompute), saying why; `true` (ms-swift's default) asks for recompute. Throws, with
-// the numbers, when not even recompute fits.
+// selective -> recompute), saying why; `true` (ms-swift's default) asks for recompute. The note
+// names the faster plans that would fit too. Throws, with the numbers, when not even recompute fits.
 inline ActivationChoice choose_activations(Activations asked, const PlannedMemory& keep, const PlannedMemory& selective,
                                            const PlannedMemory& recompute, std::size_t free_bytes) {
   const std::string free_s = gb(free_bytes) + " free on the GPU (" + gb(kUnplannedReserve) + " of it kept for cuBLAS and graphs)";
@@ -98,10 +98,15 @@ inline ActivationChoice choose_activations(Activations asked, const PlannedMemor
   }
   ActivationChoice c;
   c.policy = o.policy;
-  if (&o == &first)
+  if (&o == &first) {
     c.note = "[memory] --gradient_checkpointing " + std::string(o.flag) + ": " + o.what + "; planned peak " +
              describe(o.plan) + ", " + gb(free_bytes) + " free";
-  else {
+    std::string faster;  // the plans that keep more, and so run faster, and would fit too
+    for (const Option* p = options; p != &o; ++p)
+      if (fits(p->plan, free_bytes))
+        faster += (faster.empty() ? "" : ", ") + std::string(p->flag) + " (" + gb(p->plan.total()) + ")";
+    if (!faster.empty()) c.note += "; faster plans that fit: --gradient_checkpointing " + faster;
+  } else {
     std::string skipped;  // the leaner plans tried between the asked one and the chosen one
     for (const Option* p = &first + 1; p != &o; ++p) skipped += ", " + std::string(p->flag) + " " + gb(p->plan.total());
     c.note = "[memory] --gradient_checkpointing " + std::string(first.flag) + " plans " + describe(first.plan) +
