@@ -1,10 +1,11 @@
 // RMSNorm forward and backward against kernels/cpu/rms_norm.hpp with the Bf16Mixed layer's
-// roundings: y (bf16) and rstd, dx accumulated onto a non-zero residual gradient, dx overwritten
+// roundings: y (bf16) and rstd, the residual add fused in (bit for bit the two kernels), dx accumulated onto a non-zero residual gradient, dx overwritten
 // (poisoned first), dw accumulated onto a non-zero fp32 gradient. Tolerance 1e-2 for bf16
 // outputs, 1e-5 for rstd (fp32 vs the CPU's double mean), 1e-3 for dw: its sums are fp32 on both
 // sides, but rstd differs in the last bits, so an xhat now and then rounds to the neighbouring
 // bf16 value (seen on the H100: 5.8e-5 at 300 x 3584).
 #include "cuda_test.cuh"
+#include "peft/kernels/cuda/elementwise.cuh"
 #include "peft/kernels/cuda/rms_norm.cuh"
 
 namespace peft::cuda_test {
@@ -20,6 +21,19 @@ static void run_case(TestContext& t, cuda::DeviceArena& arena, int rows, int col
   const RmsNormRef ref = ref_rms_norm_forward(x, w, rows, cols, eps);
   t.close("forward y" + tag, download_bf16(y, rows * cols), ref.y, 1e-2);
   t.close("forward rstd" + tag, download_f32(rstd, rows), ref.rstd, 1e-5);
+
+  // the residual add fused in: bit for bit residual_add then rms_norm_forward
+  const Floats r = t.normal(rows * cols, 2.0f);
+  auto* dr = upload_bf16(arena, r);
+  auto *h = alloc_poisoned<cuda::bf16>(arena, rows * cols), *y2 = alloc_poisoned<cuda::bf16>(arena, rows * cols);
+  auto *h_ref = alloc_poisoned<cuda::bf16>(arena, rows * cols), *y_ref = alloc_poisoned<cuda::bf16>(arena, rows * cols);
+  auto *rstd2 = alloc_poisoned<float>(arena, rows), *rstd_ref = alloc_poisoned<float>(arena, rows);
+  cuda::add_rms_norm_forward(h, y2, rstd2, dx_in, dr, dw_in, rows, cols, eps, 0);
+  cuda::residual_add(h_ref, dx_in, dr, static_cast<long long>(rows) * cols, 0);
+  cuda::rms_norm_forward(y_ref, rstd_ref, h_ref, dw_in, rows, cols, eps, 0);
+  t.close("add + norm: sum == residual_add" + tag, download_bf16(h, rows * cols), download_bf16(h_ref, rows * cols), 0.0);
+  t.close("add + norm: y == rms_norm(sum)" + tag, download_bf16(y2, rows * cols), download_bf16(y_ref, rows * cols), 0.0);
+  t.close("add + norm: rstd" + tag, download_f32(rstd2, rows), download_f32(rstd_ref, rows), 0.0);
 
   // dx += ..., dw += ...
   const Floats dx0 = t.normal(rows * cols), dw0 = t.normal_f32(cols);

@@ -10,6 +10,10 @@
 // column per block.
 //
 // One warp per token row, 16-byte packs: hidden must be a multiple of 8 (896 and 3584 are).
+//
+// add_rms_norm_forward is the decoder layer's h = x + o_proj(...) followed by norm2(h) in one
+// pass: the sum is rounded to bf16 and stored as residual_add would, and the norm reads those
+// rounded values back from the lane's own stores (no second launch, no second read of h from HBM).
 #pragma once
 #include <algorithm>
 #include <string>
@@ -27,20 +31,28 @@ __device__ inline float warp_sum(float v) {
 
 constexpr int kRmsWarpsPerBlock = 8;
 
-__global__ void rms_norm_forward_kernel(bf16* __restrict__ y, float* __restrict__ rstd_out, const bf16* __restrict__ x,
-                                        const bf16* __restrict__ w, int rows, int cols, float eps) {
+// With `b`: x = bf16(a + b) is written to `sum` (the residual stream) and normalised; else x = a.
+__global__ void rms_norm_forward_kernel(bf16* __restrict__ y, float* __restrict__ rstd_out, const bf16* a,
+                                        const bf16* __restrict__ b, bf16* sum, const bf16* __restrict__ w, int rows,
+                                        int cols, float eps) {
   const int lane = threadIdx.x % 32;
   const int row = blockIdx.x * kRmsWarpsPerBlock + threadIdx.x / 32;
   if (row >= rows) return;
-  const bf16* xr = x + static_cast<long long>(row) * cols;
+  const long long off = static_cast<long long>(row) * cols;
   float sq = 0.0f;
   for (int c = lane * 8; c < cols; c += 32 * 8) {
-    const Bf16x8 p = load128(xr + c);
+    Bf16x8 p = load128(a + off + c);
+    if (b) {
+      const Bf16x8 q = load128(b + off + c);
+      for (int i = 0; i < 8; ++i) p[i] = to_bf16(to_float(p[i]) + to_float(q[i]));
+      store128(sum + off + c, p);
+    }
     for (int i = 0; i < 8; ++i) {
       const float v = to_float(p[i]);
       sq += v * v;
     }
   }
+  const bf16* xr = (b ? sum : a) + off;  // the second pass reads what this lane stored (or a)
   const float rstd = rsqrtf(warp_sum(sq) / static_cast<float>(cols) + eps);
   bf16* yr = y + static_cast<long long>(row) * cols;
   for (int c = lane * 8; c < cols; c += 32 * 8) {
@@ -115,8 +127,21 @@ inline void rms_norm_forward(bf16* y, float* rstd, const bf16* x, const bf16* w,
   detail::check_rms_shape(cols, "rms_norm_forward");
   if (rows == 0) return;
   const int blocks = (rows + detail::kRmsWarpsPerBlock - 1) / detail::kRmsWarpsPerBlock;
-  detail::rms_norm_forward_kernel<<<blocks, 32 * detail::kRmsWarpsPerBlock, 0, stream>>>(y, rstd, x, w, rows, cols, eps);
+  detail::rms_norm_forward_kernel<<<blocks, 32 * detail::kRmsWarpsPerBlock, 0, stream>>>(y, rstd, x, nullptr, nullptr,
+                                                                                        w, rows, cols, eps);
   PEFT_CUDA_CHECK_LAUNCH("rms_norm_forward_kernel");
+}
+
+// sum = bf16(a + b) (residual_add's values) and y = rms_norm(sum) in one launch; sum may not alias
+// a or b.
+inline void add_rms_norm_forward(bf16* sum, bf16* y, float* rstd, const bf16* a, const bf16* b, const bf16* w, int rows,
+                                 int cols, float eps, cudaStream_t stream) {
+  detail::check_rms_shape(cols, "add_rms_norm_forward");
+  if (rows == 0) return;
+  const int blocks = (rows + detail::kRmsWarpsPerBlock - 1) / detail::kRmsWarpsPerBlock;
+  detail::rms_norm_forward_kernel<<<blocks, 32 * detail::kRmsWarpsPerBlock, 0, stream>>>(y, rstd, a, b, sum, w, rows,
+                                                                                        cols, eps);
+  PEFT_CUDA_CHECK_LAUNCH("rms_norm_forward_kernel (add)");
 }
 
 // dx (+)= d(norm)/dx applied to dy; dw (fp32, may be null) += sum over rows of dy * xhat.

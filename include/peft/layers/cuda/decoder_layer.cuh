@@ -290,8 +290,7 @@ class DecoderLayer {
     lin<kO>().forward(c, a.attn, s.proj, a.xa[kO], s.drop, T, seed(seeds, kO));
     {
       const ProfileScope e = c.part(StepPart::kElementwise);
-      residual_add(a.h, x, s.proj, static_cast<long long>(T) * d.hidden, c.stream);
-      rms_norm_forward(a.n2, a.rstd2, a.h, norm2_.bf16_copy(), T, d.hidden, d.eps, c.stream);
+      add_rms_norm_forward(a.h, a.n2, a.rstd2, x, s.proj, norm2_.bf16_copy(), T, d.hidden, d.eps, c.stream);
     }
     lin<kGate>().forward(c, a.n2, a.gate, a.xa[kGate], s.drop, T, seed(seeds, kGate));
     lin<kUp>().forward(c, a.n2, a.up, a.xa[kUp], s.drop, T, seed(seeds, kUp));
