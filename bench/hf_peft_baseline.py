@@ -5,10 +5,13 @@ Prints tokens/s and peak GPU memory for a few settings, one JSON line each.
 Copied from ../shared/reference/hf_peft_baseline.py and extended for bench/run_gpu_bench.sh:
 every line carries a "workload" key matching bench/train_bench.cu's names, the identity run
 also reports load (model build + PEFT wrap) + train + save wall time, and workloads can be
-picked on the command line (python3 hf_peft_baseline.py [seed] [only=7b_64,identity])."""
+picked on the command line (python3 hf_peft_baseline.py [seed] [only=7b_64,identity] [rank=64]: rank
+other than 8 suffixes the workload names with _rN)."""
 import json, time, sys, os, torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 from peft import LoraConfig, get_peft_model
+
+RANK = 8  # LoRA rank of run()'s rows (rank=N on the command line)
 
 # hidden, intermediate, layers, heads, kv heads (include/peft/models/presets.hpp's untied presets)
 UNTIED = {"7b": (3584, 18944, 28, 28, 4), "14b": (5120, 13824, 48, 40, 8), "32b": (5120, 27648, 64, 40, 8)}
@@ -38,7 +41,7 @@ def run(model_name, seq, bsz, gc, steps=6, warm=2, name=None):
     if gc:
         m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         m.enable_input_require_grads()
-    lc = LoraConfig(r=8, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+    lc = LoraConfig(r=RANK, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
     m = get_peft_model(m, lc)
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
     vocab = m.config.vocab_size
@@ -53,8 +56,9 @@ def run(model_name, seq, bsz, gc, steps=6, warm=2, name=None):
     if name is None:
         name = f"{model_name}_{seq}" + ("" if model_name != "7b" or seq == 64 else ("_recompute" if gc else "_keep"))
         if bsz == 2 and seq == 4096: name = "7b_nemo" + ("_recompute" if gc else "_keep")
+        if RANK != 8: name += f"_r{RANK}"
     r = dict(workload=name, model=model_name, seq=seq, bsz=bsz, grad_ckpt=gc, attn=m.config._attn_implementation,
-             tok_per_s=round(tok / dt, 1), step_ms=round(dt / steps * 1000, 1),
+             lora_rank=RANK, tok_per_s=round(tok / dt, 1), step_ms=round(dt / steps * 1000, 1),
              peak_gb=round(torch.cuda.max_memory_allocated() / 2**30, 2), peak_bytes=torch.cuda.max_memory_allocated())
     print(json.dumps(r), flush=True)
     del m, opt, out; torch.cuda.empty_cache()
@@ -87,6 +91,7 @@ if __name__ == "__main__":
     import transformers, peft
     print(json.dumps(dict(torch=torch.__version__, transformers=transformers.__version__, peft=peft.__version__, gpu=torch.cuda.get_device_name())), flush=True)
     only = next((a[5:].split(",") for a in sys.argv if a.startswith("only=")), None)
+    RANK = next((int(a[5:]) for a in sys.argv if a.startswith("rank=")), RANK)
     def wanted(name): return only is None or name in only
     if "seed" in sys.argv and wanted("identity"): seed_job()
     # 7b_nemo_*: NeMo AutoModel's published setup, seq 4096 x micro-batch 2 (two equal-length rows:

@@ -5,8 +5,8 @@
 // A kernel whose mask differed from dropout_forward's in any element would miss by far more than
 // the tolerances (1e-2 for bf16 outputs: one rounding; 1e-5 for the fp32 dA, accumulated in fp32 in
 // another order). Shapes cover ragged token counts, widths that are not a tile multiple, and
-// padded ranks 8, 24 and 64 (the kernels' range); rank 8's forward and backward both on tensor
-// cores and on the FMA kernels. Not small: the 7B q_proj and down_proj shapes timed against the
+// padded ranks 8..64 (the kernels' range); at every rank the tensor-core kernels (8 G, G = 1..8
+// rank groups) and the FMA ones. Not small: the 7B q_proj and down_proj shapes timed against the
 // kernels they replace.
 #include "cuda_test.cuh"
 #include "peft/kernels/cuda/elementwise.cuh"
@@ -62,17 +62,18 @@ void check_shape(TestContext& t, cuda::DeviceArena& arena, int T, int in, int rp
 
   // The forward; at rank 8 also with the tensor-core kernel off (the FMA kernel every rank has).
   const bool mma = cuda::lora_down_mma();
+  const bool tc_rank = rp % 8 == 0 && rp <= 64;  // the tensor-core kernels' ranks
   for (const bool on : {mma, false}) {
-    if (rp != 8 && !on) continue;
+    if (!tc_rank && !on) continue;
     cuda::lora_down_mma() = on;
     auto* xa = alloc_poisoned<bf16>(arena, static_cast<std::size_t>(T) * rp);
     cuda::lora_down_dropout(xa, dx_in, d_a, rp, T, in, seed, p, 0);
-    t.close(label + (rp == 8 ? (on ? " (tensor cores)" : " (FMA)") : "") + ": xa = drop(x) A^T",
+    t.close(label + (tc_rank ? (on ? " (tensor cores)" : " (FMA)") : "") + ": xa = drop(x) A^T",
             download_bf16(xa, static_cast<std::size_t>(T) * rp), xa_ref, 1e-2);
-    if (rp == 8 && on) {  // with scratch: the row split over blocks, the partials added in order
+    if (tc_rank && on) {  // with scratch: the row split over blocks, the partials added in order
       const std::size_t floats = n / 2;
       auto* scratch = alloc_poisoned<float>(arena, floats);
-      const int splits = cuda::lora_down_splits(T, in, floats);
+      const int splits = cuda::lora_down_splits(T, in, floats, rp);
       auto* xs = alloc_poisoned<bf16>(arena, static_cast<std::size_t>(T) * rp);
       cuda::lora_down_dropout(xs, dx_in, d_a, rp, T, in, seed, p, 0, scratch, floats);
       t.close(label + " (tensor cores, row in " + std::to_string(splits) + " splits): xa = drop(x) A^T",
@@ -85,14 +86,14 @@ void check_shape(TestContext& t, cuda::DeviceArena& arena, int T, int in, int rp
   // not); at rank 8 on tensor cores and on the FMA kernel, each at its own grid knob.
   const bool back_mma = cuda::lora_back_mma();
   for (const bool on : {back_mma, false}) {
-    if (rp != 8 && !on) continue;
+    if (!tc_rank && !on) continue;
     cuda::lora_back_mma() = on;
-    const bool tensor_cores = rp == 8 && on;
+    const bool tensor_cores = tc_rank && on;
     int& knob = tensor_cores ? cuda::lora_back_mma_blocks_per_sm() : cuda::lora_back_blocks_per_sm();
     const int chosen = knob;
     for (const int per_sm : {chosen, 1, 4, 32}) {
       knob = per_sm;
-      const std::string at = label + (rp == 8 ? (tensor_cores ? " (tensor cores, " : " (FMA, ") : " (") +
+      const std::string at = label + (tc_rank ? (tensor_cores ? " (tensor cores, " : " (FMA, ") : " (") +
                              (per_sm > 0 ? std::to_string(per_sm) : std::string("as many")) + " blocks an SM)";
       auto* dx = upload_bf16(arena, dx0);
       auto* da = upload_f32(arena, da0);
@@ -231,15 +232,24 @@ void time_shape(cuda::DeviceArena& arena, cuda::Gemm& gemm, const char* name, in
     cuda::lora_back_mma() = back;
     return;
   }
+  // Above rank 8 the fused lines are the tensor-core kernels; the FMA ones for comparison.
+  const bool down = cuda::lora_down_mma(), back = cuda::lora_back_mma();
+  cuda::lora_down_mma() = cuda::lora_back_mma() = false;
+  const float f_fma = median_ms([&] { cuda::lora_down_dropout(xa, x, a, rp, T, in, seed, p, 0); });
+  const float b_fma = median_ms(backward);
+  std::printf("  timing %s on CUDA cores (FMA kernels): forward %.1f us, backward %.1f us\n", name, f_fma * 1e3,
+              b_fma * 1e3);
   // The FMA backward's grid, for tuning lora_back_blocks_per_sm().
   const int chosen = cuda::lora_back_blocks_per_sm();
   for (const int per_sm : {2, 4, 8}) {
     cuda::lora_back_blocks_per_sm() = per_sm;
     const float b = median_ms(backward);
-    std::printf("  timing %s backward at %d blocks an SM: %.1f us (default %d: %.1f)\n", name, per_sm, b * 1e3, chosen,
-                b_fus * 1e3);
+    std::printf("  timing %s FMA backward at %d blocks an SM: %.1f us (default %d: %.1f)\n", name, per_sm, b * 1e3,
+                chosen, b_fma * 1e3);
   }
   cuda::lora_back_blocks_per_sm() = chosen;
+  cuda::lora_down_mma() = down;
+  cuda::lora_back_mma() = back;
 }
 
 }  // namespace
@@ -260,6 +270,15 @@ int test_main(int argc, char** argv) {
     check_shape(t, arena, 20, t.small ? 4104 : 18944, 8, 0.05f, 0x3d);
     check_shape(t, arena, t.small ? 5 : 300, t.small ? 72 : 1032, 24, 0.5f, 0x9e37);
     check_shape(t, arena, t.small ? 9 : 70, t.small ? 264 : 520, 64, 0.1f, 77);
+    // Ranks 16..64 on tensor cores (and the FMA kernels): T % 16 != 0, in % 64 != 0 (a last strip
+    // of one lane's or five lanes' columns), p = 0 and 0.05, an odd group count (40 = 5 groups);
+    // short batches of wide rows for the forward's row splits [split, T, rp].
+    for (const int rp : {16, 32, 40, 64}) {
+      check_shape(t, arena, t.small ? 21 : 77, t.small ? 136 : 1000, rp, 0.05f, 0x600d + rp);
+      check_shape(t, arena, t.small ? 9 : 37, t.small ? 264 : 3592, rp, 0.0f, 0xf00d + rp);
+      check_shape(t, arena, 20, t.small ? 4104 : 18944, rp, 0.05f, 0x5eed + rp);
+    }
+    check_shape(t, arena, t.small ? 35 : 300, t.small ? 520 : 3592, 24, 0.05f, 0x24);
     // A zero seed and a one-token batch: nothing special-cased.
     check_shape(t, arena, 1, 64, 16, 0.3f, 0);
     mask_statistics(t, arena);
@@ -276,8 +295,10 @@ int test_main(int argc, char** argv) {
       cuda::Gemm gemm(arena);
       time_shape(arena, gemm, "q_proj", 2048, 3584, 8);
       time_shape(arena, gemm, "down_proj", 2048, 18944, 8);
-      time_shape(arena, gemm, "q_proj r64", 2048, 3584, 64);
-      time_shape(arena, gemm, "down_proj r64", 2048, 18944, 64);
+      for (const int rp : {16, 32, 64}) {  // tensor cores against dropout + cuBLASLt (the model's other path)
+        time_shape(arena, gemm, ("q_proj r" + std::to_string(rp)).c_str(), 2048, 3584, rp);
+        time_shape(arena, gemm, ("down_proj r" + std::to_string(rp)).c_str(), 2048, 18944, rp);
+      }
       time_shape(arena, gemm, "q_proj", 64, 3584, 8);  // the recipe's short samples
       time_shape(arena, gemm, "down_proj", 64, 18944, 8);
     }

@@ -167,12 +167,13 @@ void set_lora_b(M& m) {
 // The LoRA branch's three kernel sets (CudaModelOptions::lora_kernels: today's separate passes, the
 // reordered forward, dropout fused into the rank-r passes) compute the same step: same weights,
 // same dropout seeds, dropout on; they differ in bf16 rounding order only. The fused model's step
-// is then profiled (StepProfile): the same loss, and every part the model times shows up.
-void check_lora_kernels(TestContext& t, const char* label, ModelConfig cfg) {
+// is then profiled (StepProfile): the same loss, and every part the model times shows up. Above
+// rank 8 the fused set runs the tensor-core kernels at padded rank r (rank groups of 8).
+void check_lora_kernels(TestContext& t, const char* label, ModelConfig cfg, int rank = 8) {
   using GpuModel = Qwen2<Lora<>, Bf16Mixed, Cuda>;
   using peft::cuda::LoraKernels;
   LoraConfig lora;
-  lora.r = 8;
+  lora.r = rank;
   lora.lora_dropout = 0.1;
   const auto samples = random_samples(t, static_cast<int>(cfg.vocab_size), {40, 24, 57});
   std::vector<const Sample*> ptrs;
@@ -194,7 +195,7 @@ void check_lora_kernels(TestContext& t, const char* label, ModelConfig cfg) {
     grads.push_back(cuda_grads(*m));
     models.push_back(std::move(m));
   }
-  const std::string name(label);
+  const std::string name = std::string(label) + " r" + std::to_string(rank);
   t.close(name + ": reordered vs separate, loss", {losses[1]}, {losses[0]}, 1e-3);
   t.close(name + ": reordered vs separate, LoRA grads", grads[1], grads[0], 2e-2);
   t.close(name + ": fused vs separate, loss", {losses[2]}, {losses[0]}, 1e-3);
@@ -356,10 +357,14 @@ int main(int argc, char** argv) {
     check_against_cpu<peft::cuda::SelectiveRecompute>(t, "d16 gqa2 untied", test::tiny_test_config(16, false, 4), 4);
     check_against_cpu<peft::cuda::KeepActivations>(t, "d16 gqa2 untied", test::tiny_test_config(16, false, 4), 4);
     check_against_cpu<peft::cuda::KeepActivations>(t, "d128 mha untied", test::tiny_test_config(128, false, 1), 8);
+    check_against_cpu<peft::cuda::KeepActivations>(t, "d128 mha untied", test::tiny_test_config(128, false, 1), 64);
+    check_against_cpu<peft::cuda::SelectiveRecompute>(t, "d64 gqa2 tied", test::tiny_test_config(64, true, 1), 16);
     check_packing(t, "d64 packing", test::tiny_test_config(64, true, 1));
     check_packing(t, "d16 packing", test::tiny_test_config(16, false, 4));
     check_graphs(t, "d64 graphs+dropout", test::tiny_test_config(64, true, 1));
     check_lora_kernels(t, "d64 LoRA kernels+dropout", test::tiny_test_config(64, true, 1));
+    check_lora_kernels(t, "d64 LoRA kernels+dropout", test::tiny_test_config(64, true, 1), 24);
+    check_lora_kernels(t, "d128 LoRA kernels+dropout", test::tiny_test_config(128, false, 1), 64);
     check_memory_plan(t, "d128 memory plan", test::tiny_test_config(128, false, 1));
     check_activation_policies(t, "d64 keep/selective/recompute+dropout", test::tiny_test_config(64, true, 1));
     if (!t.small) {

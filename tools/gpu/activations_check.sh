@@ -28,33 +28,8 @@ failures=0
 tests=(cuda_test_rope cuda_test_model cuda_test_layouts cuda_test_decode)
 [[ $part == train ]] && tests=(cuda_test_rope cuda_test_model cuda_test_layouts)
 [[ $part == decode ]] && tests=(cuda_test_decode)
-for t in "${tests[@]}"; do
-  s=$SECONDS
-  if [[ ! -x "$bin/$t" ]]; then row "$t" "NOT BUILT"; [[ $t == cuda_test_decode ]] || failures=$((failures + 1)); continue; fi
-  (cd "$root" && timeout 300 "$bin/$t" >"$out/$t.txt" 2>&1)
-  rc=$?
-  ((rc == 0)) || { failures=$((failures + 1)); grep -E "FAIL|rror" "$out/$t.txt" | head -20; }
-  row "$t" "$( ((rc == 0)) && echo PASS || echo "FAIL(rc=$rc)") $((SECONDS - s)) s, $(tail -1 "$out/$t.txt")"
-done
+test_rows "${tests[@]}"
 
-bench() {  # bench LABEL ARGS...: one train_bench process, its JSON lines kept
-  local label=$1
-  shift
-  timeout 300 "$bin/train_bench" "$@" >"$out/bench_$label.jsonl" 2>"$out/bench_$label.err" ||
-    { failures=$((failures + 1)); tail -5 "$out/bench_$label.err"; }
-  while read -r l; do row "ours $label" "$l"; done < <(python3 - "$out/bench_$label.jsonl" <<'PY'
-import json, sys
-for l in open(sys.argv[1]):
-    if not l.startswith("{"): continue
-    r = json.loads(l)
-    if "workload" in r:
-        print(f'{r["workload"]}: {r.get("tok_per_s")} tok/s, step {r.get("step_ms")} ms, arena peak '
-              f'{r.get("arena_peak_gb")} GiB, device {r.get("device_used_gb")} GB, {r.get("error", "")}')
-    elif "breakdown" in r:
-        print(f'breakdown {r["breakdown"]}: eager {r["eager_step_ms"]} ms, idle {r["other_idle_ms"]}, {r["parts_ms"]}')
-PY
-  )
-}
 if [[ $part != decode ]]; then
 bench policies 7b_2048_keep 7b_2048_selective 7b_2048_recompute 7b_4096_selective 7b_4096_recompute
 bench short 7b_64 identity

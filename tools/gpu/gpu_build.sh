@@ -49,3 +49,39 @@ build_cuda_bench() {
     -Xcudafe --diag_suppress=20012,--diag_suppress=20011,--diag_suppress=20014 "$src" -o "$bin" -lcublasLt \
     "${libs[@]}" -ldl
 }
+
+# bench LABEL ARGS...: one train_bench process ($bin/train_bench), its JSON lines kept under
+# $out, a summary row per workload or breakdown; a failure counts in $failures.
+bench() {
+  local label=$1
+  shift
+  timeout 300 "$bin/train_bench" "$@" >"$out/bench_$label.jsonl" 2>"$out/bench_$label.err" ||
+    { failures=$((failures + 1)); tail -5 "$out/bench_$label.err"; }
+  while read -r l; do row "ours $label" "$l"; done < <(python3 - "$out/bench_$label.jsonl" <<'PY'
+import json, sys
+for l in open(sys.argv[1]):
+    if not l.startswith("{"): continue
+    r = json.loads(l)
+    if "workload" in r:
+        print(f'{r["workload"]}: {r.get("tok_per_s")} tok/s, step {r.get("step_ms")} ms, arena peak '
+              f'{r.get("arena_peak_gb")} GiB, device {r.get("device_used_gb")} GB, {r.get("error", "")}')
+    elif "breakdown" in r:
+        print(f'breakdown {r["breakdown"]}: eager {r["eager_step_ms"]} ms, idle {r["other_idle_ms"]}, {r["parts_ms"]}')
+PY
+  )
+}
+
+# test_rows TEST...: each CUDA test program in $bin run from the tree's root (5 minutes at most),
+# its output under $out, a PASS/FAIL row each; a failure (or a missing program other than
+# cuda_test_decode) counts in $failures.
+test_rows() {
+  local t s rc
+  for t in "$@"; do
+    s=$SECONDS
+    if [[ ! -x "$bin/$t" ]]; then row "$t" "NOT BUILT"; [[ $t == cuda_test_decode ]] || failures=$((failures + 1)); continue; fi
+    (cd "$root" && timeout 300 "$bin/$t" >"$out/$t.txt" 2>&1)
+    rc=$?
+    ((rc == 0)) || { failures=$((failures + 1)); grep -E "FAIL|rror" "$out/$t.txt" | head -20; }
+    row "$t" "$( ((rc == 0)) && echo PASS || echo "FAIL(rc=$rc)") $((SECONDS - s)) s, $(tail -1 "$out/$t.txt")"
+  done
+}

@@ -12,7 +12,7 @@ namespace peft::cuda {
 //               its epilogue): no separate read-modify-write of y; dropout as kSeparate
 //   kFused      kReordered, and dropout inside the rank-r passes (kernels/cuda/lora_dropout.cuh):
 //               no dropout buffer, the backward's dA and masked dx in one pass over x and dx
-//               (at padded rank 8, where those kernels are faster: fuses_dropout)
+//               (at padded rank 8, and at 16-64 where both run on tensor cores: fuses_dropout)
 enum class LoraKernels { kSeparate, kReordered, kFused };
 
 }  // namespace peft::cuda

@@ -13,8 +13,8 @@
 // registers, and adds its dA partial sums with atomics (fp32; the order of those adds is not fixed,
 // a ~1e-7 relative wobble). Measured on the H200 (cuda_test_lora_dropout's timings,
 // bench/RESULTS.md) they beat dropout_forward + cuBLASLt at rank 8 and lose at 64, where the FMAs
-// dominate; the model uses them at rank 8 only (ProjectionWeights::fuses_dropout).
-// Both passes at rank 8 run on tensor cores instead (lora_dropout_mma.cuh): the FMA forward
+// dominate; the model fuses dropout only where both passes run on tensor cores instead
+// (lora_dropout_on_tensor_cores: padded ranks 8..64, lora_dropout_mma.cuh). At rank 8 the FMA forward
 // streamed a 7B q_proj input at ~0.6 TB/s, bound by its per-element work, not by bytes in flight
 // or occupancy. Tried on it: a 32-bit mask hash (27 -> 24 us, kept), four chunks of x a lane in
 // flight (26 us, not kept), the tiles software-pipelined (25 us; down_proj 111 -> 100, kept), each
@@ -254,6 +254,7 @@ void with_fused_rank(int rp, const char* what, F&& f) {
   }
 }
 
+
 inline void check_lora_dropout_shape(const char* what, int in) {
   if (in % 8 != 0) throw Error(std::string(what) + ": input width " + std::to_string(in) + " is not a multiple of 8");
 }
@@ -272,14 +273,14 @@ inline int& lora_back_blocks_per_sm() {
   return per_sm;
 }
 
-// Whether the forward at rank 8 runs on tensor cores (lora_down_dropout_mma_kernel); on unless
+// Whether the forward at ranks 8..64 runs on tensor cores (lora_down_dropout_mma_kernel); on unless
 // PEFT_LORA_DOWN_MMA=0 (the A/B; cuda_test_lora_dropout checks both).
 inline bool& lora_down_mma() {
   static bool on = env_switch_on("PEFT_LORA_DOWN_MMA");
   return on;
 }
 
-// Whether the backward at rank 8 runs on tensor cores (lora_dropout_backward_mma_kernel); on unless
+// Whether the backward at ranks 8..64 runs on tensor cores (lora_dropout_backward_mma_kernel); on unless
 // PEFT_LORA_BACK_MMA=0 (the A/B; cuda_test_lora_dropout checks both).
 inline bool& lora_back_mma() {
   static bool on = env_switch_on("PEFT_LORA_BACK_MMA");
@@ -293,22 +294,43 @@ inline int& lora_back_mma_blocks_per_sm() {
   return per_sm;
 }
 
+namespace detail {
+// The tensor-core backward's grid: as many blocks as fit (by registers: 4 an SM at rank 8, 3 at
+// 16 and 24, 2 above; LoraBackRanks) or the knob's.
+template <int G>
+void launch_lora_back_mma(bf16* dx, float* da, const bf16* dxa, const bf16* x, const bf16* a, int tokens, int in,
+                          const std::uint64_t* seed, float p, cudaStream_t stream) {
+  static const int fit = blocks_that_fit(lora_dropout_backward_mma_kernel<G>, kLoraBackMmaWarps * 32);
+  const int per_sm = lora_back_mma_blocks_per_sm() > 0 ? lora_back_mma_blocks_per_sm() : fit;
+  const unsigned blocks = rank8_share_blocks(kLoraBackMmaWarps, tokens, in, per_sm);
+  lora_dropout_backward_mma_kernel<G><<<blocks, kLoraBackMmaWarps * 32, 0, stream>>>(dx, da, dxa, x, a, tokens, in, seed, p);
+  PEFT_CUDA_CHECK_LAUNCH("lora_dropout_backward_mma_kernel");
+}
+}  // namespace detail
+
+// Whether both passes run on tensor cores at this padded rank (the model then fuses dropout at it;
+// above rank 8 only then: the FMA kernels lose to dropout + cuBLASLt there). Every multiple of 8 up
+// to 64; the passes still take the FMA kernels for pointers the tensor-core ones cannot use.
+inline bool lora_dropout_on_tensor_cores(int rp) {
+  return detail::lora_mma_rank(rp) && lora_down_mma() && lora_back_mma();
+}
+
 // Whether the fused kernels take this padded rank (else the caller keeps the dropout buffer path).
 inline bool lora_dropout_fusable(int rp) { return rp > 0 && rp % 8 == 0 && rp <= detail::kLoraMaxFusedRank; }
 
-// Splits of the row the rank-8 tensor-core forward takes for `tokens` x `in`. A batch of at most a
+// Splits of the row the tensor-core forward takes for `tokens` x `in` at padded rank `rp`. A batch of at most a
 // quarter as many 16-token blocks as SMs is split for two blocks an SM, each split at least 32 steps
 // of 16 columns (two a warp), and only as many as `scratch_floats` holds partials for (splits x tokens
-// x 8). Measured on the H200 (cuda_test_lora_dropout's timing lines): at 64 tokens q_proj 15.2 ->
+// x rp). Measured on the H200 (cuda_test_lora_dropout's timing lines): at 64 tokens q_proj 15.2 ->
 // 10.4 us, down_proj 45.6 -> 13.0; at 2048 tokens (128 blocks) 3 splits were slower (q_proj 16.2 ->
 // 22.4, down_proj 52.8 -> 60.3: the partials and the second launch cost more than the overlap gives).
 // PEFT_LORA_DOWN_SPLIT=0: never split (the A/B).
-inline int lora_down_splits(int tokens, int in, std::size_t scratch_floats) {
+inline int lora_down_splits(int tokens, int in, std::size_t scratch_floats, int rp = 8) {
   static const bool on = env_switch_on("PEFT_LORA_DOWN_SPLIT");
   const int blocks = (tokens + 15) / 16, steps = (in + 15) / 16, sms = current_device_kernels().gpu.sms;
   if (!on || 4 * blocks > sms) return 1;
   const int want = (2 * sms + blocks - 1) / blocks;
-  const int most = static_cast<int>(std::min<std::size_t>(scratch_floats / (static_cast<std::size_t>(tokens) * 8), 1 << 20));
+  const int most = static_cast<int>(std::min<std::size_t>(scratch_floats / (static_cast<std::size_t>(tokens) * rp), 1 << 20));
   return std::max(1, std::min({want, steps / 32, most}));
 }
 
@@ -319,15 +341,18 @@ inline void lora_down_dropout(bf16* xa, const bf16* x, const bf16* a, int rp, in
                               std::size_t scratch_floats = 0) {
   detail::check_lora_dropout_shape("lora_down_dropout", in);
   if (tokens == 0) return;
-  if (rp == 8 && lora_down_mma()) {
-    const int splits = scratch ? lora_down_splits(tokens, in, scratch_floats) : 1;
+  // Above rank 8 the tensor-core kernel reads x and A 8 bytes an access; other pointers take the FMA one.
+  if (detail::lora_mma_rank(rp) && lora_down_mma() && (rp == 8 || (detail::aligned16(x) && detail::aligned16(a)))) {
+    const int splits = scratch ? lora_down_splits(tokens, in, scratch_floats, rp) : 1;
     const int k_chunk = ((in + 15) / 16 + splits - 1) / splits * 16;
     const dim3 grid(static_cast<unsigned>((tokens + 15) / 16), static_cast<unsigned>((in + k_chunk - 1) / k_chunk));
     float* part = grid.y > 1 ? scratch : nullptr;
-    detail::lora_down_dropout_mma_kernel<<<grid, detail::kLoraMmaWarps * 32, 0, stream>>>(xa, part, x, a, tokens, in,
-                                                                                           k_chunk, seed, p);
+    detail::with_mma_groups(rp, [&](auto groups) {
+      detail::lora_down_dropout_mma_kernel<decltype(groups)::value>
+          <<<grid, detail::kLoraMmaWarps * 32, 0, stream>>>(xa, part, x, a, tokens, in, k_chunk, seed, p);
+    });
     PEFT_CUDA_CHECK_LAUNCH("lora_down_dropout_mma_kernel");
-    if (part) detail::rank8_add_splits(xa, part, tokens, static_cast<int>(grid.y), stream);
+    if (part) detail::rank8_add_splits(xa, part, tokens, static_cast<int>(grid.y), stream, rp);
     return;
   }
   detail::with_fused_rank(rp, "lora_down_dropout", [&](auto r) {
@@ -347,13 +372,12 @@ inline void lora_dropout_backward(bf16* dx, float* da, const bf16* dxa, const bf
   if (tokens == 0) return;
   // The tensor-core kernel moves 16 bytes an access (x, dx, A, dA); other pointers take the FMA one.
   using detail::aligned16;
-  if (rp == 8 && lora_back_mma() && aligned16(dx) && aligned16(da) && aligned16(x) && aligned16(a)) {
-    static const int fit = detail::blocks_that_fit(detail::lora_dropout_backward_mma_kernel,  // 4 (registers)
-                                                   detail::kLoraBackMmaWarps * 32);
-    const int per_sm = lora_back_mma_blocks_per_sm() > 0 ? lora_back_mma_blocks_per_sm() : fit;
-    const unsigned blocks = detail::rank8_share_blocks(detail::kLoraBackMmaWarps, tokens, in, per_sm);
-    detail::lora_dropout_backward_mma_kernel<<<blocks, detail::kLoraBackMmaWarps * 32, 0, stream>>>(dx, da, dxa, x, a, tokens, in, seed, p);
-    PEFT_CUDA_CHECK_LAUNCH("lora_dropout_backward_mma_kernel");
+  // Above rank 8 it also reads a token's dxa words 8 or 16 bytes at a time.
+  if (detail::lora_mma_rank(rp) && lora_back_mma() && aligned16(dx) && aligned16(da) && aligned16(x) && aligned16(a) &&
+      (rp == 8 || aligned16(dxa))) {
+    detail::with_mma_groups(rp, [&](auto groups) {
+      detail::launch_lora_back_mma<decltype(groups)::value>(dx, da, dxa, x, a, tokens, in, seed, p, stream);
+    });
     return;
   }
   detail::with_fused_rank(rp, "lora_dropout_backward", [&](auto r) {

@@ -6,6 +6,8 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <string>
+#include <type_traits>
 
 #include "peft/kernels/cuda/attention_mma.cuh"
 #include "peft/kernels/cuda/bf16.cuh"
@@ -53,18 +55,64 @@ __device__ inline void red_add4(float* p, float v0, float v1, float v2, float v3
 #endif
 }
 
+// A^T's m16n8k8 fragments at the lane's 8 columns for ranks r and r + 1 (rows r0 and r0 + n of a
+// rank-major [*, n] matrix at the lane's column): the layout below for any rank pair.
+__device__ __forceinline__ void rank_pair_fragments(std::uint32_t (&af)[4][2], const bf16* __restrict__ r0, int n,
+                                                    bool live) {
+  const uint4 v0 = load16(r0, live), v1 = load16(r0 + n, live);
+  const std::uint32_t w0[4] = {v0.x, v0.y, v0.z, v0.w}, w1[4] = {v1.x, v1.y, v1.z, v1.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    af[j][0] = low_halves(w0[j], w1[j]);
+    af[j][1] = high_halves(w0[j], w1[j]);
+  }
+}
 // M^T's m16n8k8 A fragments for a rank-major M [8, n] (LoRA's A [8, in] or B^T [8, out]) at the
 // lane's 8 columns col..col+7: tile j's row g is column col + 2j, row g + 8 column col + 2j + 1,
 // k = ranks 2q, 2q + 1. Zero when !live.
 __device__ __forceinline__ void rank8_column_fragments(std::uint32_t (&af)[4][2], const bf16* __restrict__ m, int n,
                                                        int col, bool live, int q) {
-  const uint4 r0 = load16(m + static_cast<std::size_t>(2 * q) * n + col, live);
-  const uint4 r1 = load16(m + static_cast<std::size_t>(2 * q + 1) * n + col, live);
-  const std::uint32_t w0[4] = {r0.x, r0.y, r0.z, r0.w}, w1[4] = {r1.x, r1.y, r1.z, r1.w};
+  rank_pair_fragments(af, m + static_cast<std::size_t>(2 * q) * n + col, n, live);
+}
+
+// N 32-bit words (2N bf16: a lane's run of ranks in a [T, rp] matrix) at p in the widest loads its
+// alignment allows (the callers' offsets are 16-byte multiples when N % 4 == 0, 8-byte when
+// N % 2 == 0); zero when !ok.
+template <int N>
+__device__ __forceinline__ void load_words(std::uint32_t (&w)[N], const bf16* p, bool ok) {
+  if constexpr (N % 4 == 0) {
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    af[j][0] = low_halves(w0[j], w1[j]);
-    af[j][1] = high_halves(w0[j], w1[j]);
+    for (int i = 0; i < N / 4; ++i) {
+      const uint4 v = ok ? reinterpret_cast<const uint4*>(p)[i] : make_uint4(0u, 0u, 0u, 0u);
+      w[4 * i] = v.x, w[4 * i + 1] = v.y, w[4 * i + 2] = v.z, w[4 * i + 3] = v.w;
+    }
+  } else if constexpr (N % 2 == 0) {
+#pragma unroll
+    for (int i = 0; i < N / 2; ++i) {
+      const uint2 v = ok ? reinterpret_cast<const uint2*>(p)[i] : make_uint2(0u, 0u);
+      w[2 * i] = v.x, w[2 * i + 1] = v.y;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < N; ++i) w[i] = ok ? reinterpret_cast<const std::uint32_t*>(p)[i] : 0u;
+  }
+}
+
+// The padded ranks the tensor-core kernels take (8 G, G = 1..8 rank groups), and
+// f(std::integral_constant<int, G>) for one of them.
+inline bool lora_mma_rank(int rp) { return rp >= 8 && rp % 8 == 0 && rp <= 64; }
+template <class F>
+void with_mma_groups(int rp, F&& f) {
+  switch (rp / 8) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    case 6: return f(std::integral_constant<int, 6>{});
+    case 7: return f(std::integral_constant<int, 7>{});
+    case 8: return f(std::integral_constant<int, 8>{});
+    default: throw Error("padded LoRA rank " + std::to_string(rp) + " has no tensor-core kernel");
   }
 }
 
@@ -99,17 +147,19 @@ inline unsigned rank8_share_blocks(int warps_per_block, int T, int n, int per_sm
                                                    (work + warps_per_block - 1) / warps_per_block));
 }
 
-// out [T, 8] = bf16 of `splits` fp32 partial sums part [splits, T, 8], added in split order (so
-// the result does not depend on which block finished first).
-__global__ void rank8_add_splits_kernel(bf16* __restrict__ out, const float* __restrict__ part, int T, int splits) {
+// out [T, width] = bf16 of `splits` fp32 partial sums part [splits, T, width], added in split order
+// (so the result does not depend on which block finished first); width is the padded rank.
+__global__ void rank8_add_splits_kernel(bf16* __restrict__ out, const float* __restrict__ part, int T, int splits,
+                                        int width) {
   const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
-  if (i >= T * 8) return;
+  if (i >= T * width) return;
   float v = 0.0f;
-  for (int s = 0; s < splits; ++s) v += part[static_cast<std::size_t>(s) * T * 8 + i];
+  for (int s = 0; s < splits; ++s) v += part[static_cast<std::size_t>(s) * T * width + i];
   out[i] = to_bf16(v);
 }
-inline void rank8_add_splits(bf16* out, const float* part, int T, int splits, cudaStream_t stream) {
-  rank8_add_splits_kernel<<<static_cast<unsigned>((T * 8 + 255) / 256), 256, 0, stream>>>(out, part, T, splits);
+inline void rank8_add_splits(bf16* out, const float* part, int T, int splits, cudaStream_t stream, int width = 8) {
+  rank8_add_splits_kernel<<<static_cast<unsigned>((T * width + 255) / 256), 256, 0, stream>>>(out, part, T, splits,
+                                                                                             width);
   PEFT_CUDA_CHECK_LAUNCH("rank8_add_splits_kernel");
 }
 

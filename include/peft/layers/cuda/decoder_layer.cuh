@@ -99,7 +99,7 @@ inline void plan_layer_activations(MemoryPlan& m, std::vector<LayerActivations>&
 // Under Nf4Base `weight` is the projection being multiplied, dequantised to bf16 right before its
 // GEMM. Three buffers share one block: `weight` (from a projection's dequantisation to its base
 // GEMM), `drop` (the adapter's dropped input, from the dropout pass to the LoRA GEMMs that read it;
-// the fused rank-8 kernels' fp32 partial sums, from one kernel to the next) and `attn_scratch` (inside attention_backward). A projection's forward and backward use both
+// the fused LoRA kernels' fp32 partial sums, from one kernel to the next) and `attn_scratch` (inside attention_backward). A projection's forward and backward use both
 // `weight` and `drop`, one after the other: safe because every use is on the one stream, in order
 // (each reader is queued before the next writer). Anything moved to a second stream must first
 // give these buffers separate memory.
@@ -126,10 +126,10 @@ struct StepScratch {
     overlay(
         m, "scratch dropout input / NF4 weight / attention backward",
         [&](MemoryPlan& p) {
-          // also the rank-8 up projection's partial dxa sums (lora_up_backward), dropout or not
+          // also the up projection's partial dxa sums (lora_up_backward), dropout or not
           const int widest = std::max({d.inter, d.hidden, d.q_dim()});  // any projection's in or out
           const std::size_t n = std::max(dropout ? t * widest : 0,
-                                         max_rp > 0 ? 2 * lora_up_backward_scratch_floats(T, widest) : 0);
+                                         max_rp > 0 ? 2 * lora_up_backward_scratch_floats(T, widest, max_rp) : 0);
           drop = n ? p.take<bf16>(n, "scratch dropout input / LoRA partial sums") : nullptr;
         },
         [&](MemoryPlan& p) { weight = weight_elems ? p.take<bf16>(weight_elems, "NF4 weight scratch (bf16)") : nullptr; },

@@ -167,7 +167,7 @@ class ProjectionWeights {
       down_project(c, x, xa, drop_buf, tokens, seed);
       // y (+)= s * xa B^T  (B^T stored [rp, out]: a plain [T, rp] x [rp, out] product)
       if (up_on_tensor_cores(c, y))
-        lora_up_forward(y, xa, bt16_, tokens, out, scaling_, base_first, c.stream);
+        lora_up_forward(y, xa, bt16_, rp_, tokens, out, scaling_, base_first, c.stream);
       else
         c.gemm.matmul(y, out, xa, rp_, false, bt16_, out, false, tokens, out, rp_, scaling_, base_first ? 1.0f : 0.0f,
                       nullptr, c.stream);
@@ -177,21 +177,22 @@ class ProjectionWeights {
     base_product(c, x, y, tokens, 1.0f);  // y += x W^T + b
   }
 
-  // Whether a step with this seed drops the adapter's input, and whether in the fused kernels.
-  // They run on CUDA cores, so they win at padded rank 8 only (H200, 7B shapes at seq 2048, per
-  // projection: q_proj forward 27 vs 32 us, backward 37 vs 69; down_proj 121 vs 161, 283 vs 325)
-  // and lose at 64 (q_proj 90 vs 33, 109 vs 70; bench/RESULTS.md); ranks between are unmeasured
-  // and keep the cuBLASLt path with the dropout buffer.
-  static constexpr int kFusedDropoutMaxRank = 8;
+  // Whether a step with this seed drops the adapter's input, and whether in the fused kernels
+  // (dropout inside the LoRA passes, no dropout buffer). At padded rank 8 always; above it only on
+  // tensor cores: the FMA kernels lose there to dropout + cuBLASLt (H200, 7B shapes at seq 2048,
+  // rank 64: q_proj forward 90 vs 33 us, backward 109 vs 70; bench/RESULTS.md).
   bool drops(const std::uint64_t* seed) const { return adapter() && seed && dropout_ > 0.0f; }
   bool fuses_dropout(GemmContext c, const std::uint64_t* seed) const {
-    return drops(seed) && c.lora == LoraKernels::kFused && rp_ <= kFusedDropoutMaxRank && lora_dropout_fusable(rp_);
+    if (!drops(seed) || c.lora != LoraKernels::kFused) return false;
+    return rp_ == 8 ? lora_dropout_fusable(rp_) : lora_dropout_on_tensor_cores(rp_);
   }
 
-  // Whether the up projection's products (y += s xa B^T; dB^T and dxa from dy) run on the rank-8
-  // tensor-core kernels (lora_up_mma.cuh) rather than cuBLASLt; y is y or dy.
+  // Whether the up projection's products (y += s xa B^T; dB^T and dxa from dy) run on the
+  // tensor-core kernels (lora_up_mma.cuh: at padded rank 8 and 16, where they win) rather than
+  // cuBLASLt; y is y or dy.
   bool up_on_tensor_cores(GemmContext c, const bf16* y) const {
-    return c.lora == LoraKernels::kFused && lora_up_fits(rp_, static_cast<int>(shape_.out), y, bt16_);
+    return c.lora == LoraKernels::kFused && lora_up_wins(rp_) &&
+           lora_up_fits(rp_, static_cast<int>(shape_.out), y, bt16_);
   }
 
   bool adapter() const { return rp_ > 0; }

@@ -101,21 +101,12 @@ class Linear<Lora<R>, Base> {
   // dxa [T, rp] is scratch, and so is drop_buf [T, in] when dropout is on and not fused.
   void backward(GemmContext c, const bf16* x, const bf16* dy, bf16* dx, bool accumulate, const bf16* xa, bf16* dxa,
                 bf16* drop_buf, int tokens, const std::uint64_t* seed) const {
-    const int in = static_cast<int>(base_.shape.in), out = static_cast<int>(base_.shape.out);
+    const int in = static_cast<int>(base_.shape.in);
     base_.backward_input(c, dy, dx, accumulate, tokens);
     if (!targeted_) return;
     const ProfileScope lora = c.part(StepPart::kLora);
     const ProjectionWeights w = weights();
-    if (w.up_on_tensor_cores(c, dy) && (lora_up_backward_scratch_floats(tokens, out) == 0 || drop_buf)) {
-      // both from one pass over dy; drop_buf (idle until the dropout pass below) holds the partial
-      // dxa sums (StepScratch plans it that large)
-      lora_up_backward(dbt_, dxa, dy, xa, bt16_, tokens, out, scaling_, reinterpret_cast<float*>(drop_buf), c.stream);
-    } else {
-      // dB^T [rp, out] += s * xa^T dy
-      c.gemm.matmul(dbt_, out, xa, rp_, true, dy, out, false, rp_, out, tokens, scaling_, 1.0f, nullptr, c.stream);
-      // dxa [T, rp] = s * dy B  (B = (B^T)^T: B^T [rp, out] read transposed)
-      c.gemm.matmul(dxa, rp_, dy, out, false, bt16_, out, true, tokens, rp_, out, scaling_, 0.0f, nullptr, c.stream);
-    }
+    up_backward(c, w, dy, xa, dxa, drop_buf, tokens);
     if (w.fuses_dropout(c, seed)) {  // dA += dxa^T drop(x) and dx += (dxa A) * mask in one pass
       lora_dropout_backward(dx, da_, dxa, x, a16_, rp_, tokens, in, seed, dropout_, c.stream);
       return;
@@ -146,6 +137,22 @@ class Linear<Lora<R>, Base> {
   const std::string& module() const { return base_.module; }
 
  private:
+  // dB^T [rp, out] += s xa^T dy and dxa [T, rp] = s dy B: from one pass over dy on tensor cores
+  // (drop_buf, idle until the dropout pass, holding the partial dxa sums: StepScratch plans it that
+  // large), else two cuBLASLt products.
+  void up_backward(GemmContext c, const ProjectionWeights& w, const bf16* dy, const bf16* xa, bf16* dxa, bf16* drop_buf,
+                   int tokens) const {
+    const int out = static_cast<int>(base_.shape.out);
+    if (w.up_on_tensor_cores(c, dy) && (lora_up_backward_scratch_floats(tokens, out, rp_) == 0 || drop_buf)) {
+      lora_up_backward(dbt_, dxa, dy, xa, bt16_, rp_, tokens, out, scaling_, reinterpret_cast<float*>(drop_buf), c.stream);
+      return;
+    }
+    // dB^T [rp, out] += s * xa^T dy
+    c.gemm.matmul(dbt_, out, xa, rp_, true, dy, out, false, rp_, out, tokens, scaling_, 1.0f, nullptr, c.stream);
+    // dxa [T, rp] = s * dy B  (B = (B^T)^T: B^T [rp, out] read transposed)
+    c.gemm.matmul(dxa, rp_, dy, out, false, bt16_, out, true, tokens, rp_, out, scaling_, 0.0f, nullptr, c.stream);
+  }
+
   Base base_;  // bf16 (detail::DenseBase) or NF4 (detail::Nf4FrozenBase)
   bool targeted_;
   int r_, rp_;
