@@ -254,7 +254,6 @@ void with_fused_rank(int rp, const char* what, F&& f) {
   }
 }
 
-
 inline void check_lora_dropout_shape(const char* what, int in) {
   if (in % 8 != 0) throw Error(std::string(what) + ": input width " + std::to_string(in) + " is not a multiple of 8");
 }

@@ -40,7 +40,6 @@ namespace detail {
 constexpr int kLoraUpWarps = 4;
 constexpr int kLoraUpBackWarps = 8;
 constexpr int kLoraUpBackCols = kLoraUpBackWarps * kRank8StripCols;  // a block's column group
-constexpr int kLoraUpMaxGroups = 8;                                  // rank groups of 8: padded rank <= 64
 
 // The forward's K = 8G ranks in G m16n8k8 slices, laid out so that a lane's xa fragments are one
 // run of 2G adjacent ranks (a wide load, not G narrow ones): slice k's k-slots 2q, 2q + 1 are
@@ -348,8 +347,7 @@ inline int lora_up_back_default_run(int steps, int groups, int rp = 8, int fit =
 // Whether these kernels take the shape: padded rank 8..64 (a multiple of 8), whole 16-byte rows of
 // y / dy and B^T.
 inline bool lora_up_fits(int rp, int out, const void* y, const void* bt) {
-  return lora_up_mma() && rp % 8 == 0 && rp >= 8 && rp <= 8 * detail::kLoraUpMaxGroups && out % 8 == 0 &&
-         detail::aligned16(y) && detail::aligned16(bt);
+  return lora_up_mma() && detail::lora_mma_rank(rp) && out % 8 == 0 && detail::aligned16(y) && detail::aligned16(bt);
 }
 
 // Whether the model should take these kernels at this padded rank rather than cuBLASLt's: they
