@@ -27,6 +27,8 @@
 //     --lora-kernels=K[,K...]  separate | reordered | fused (CudaModelOptions::lora_kernels; default
 //                              the model's): each fixed-length workload once per K, for an A/B
 //     --lora-rank=N            LoRA rank N (Lora<> at run time; default Lora<8>)
+//     --side-stream=0|1        the adapter's passes on a second stream beside the base GEMMs
+//                              (CudaModelOptions::lora_side_stream; default the model's)
 //     --breakdown              after the timed steps, 3 instrumented eager steps: device time by part
 //                              (base GEMMs, LoRA, attention, elementwise, lm_head + CE, optimizer,
 //                              other/idle) from CUDA events (kernels/cuda/step_profile.cuh)
@@ -54,6 +56,7 @@ struct BenchOptions {
   std::vector<peft::cuda::LoraKernels> kernels;  // empty: the model's default
   int rank = 0;                                  // 0: Lora<8>
   bool breakdown = false;
+  int side_stream = -1;                          // -1: the model's default (CudaModelOptions::lora_side_stream)
 };
 BenchOptions bench;
 
@@ -172,10 +175,10 @@ void fixed_length_with(const std::string& name, const ModelConfig& cfg, int seq,
   const std::size_t used = device_used_bytes();
   char extra[768];
   std::snprintf(extra, sizeof extra,
-                ", \"lora_kernels\": \"%s\", \"lora_rank\": %d, \"loss\": %.4f, \"steps\": %d, \"step_ms_min\": %.2f, "
+                ", \"lora_kernels\": \"%s\", \"side_stream\": %d, \"lora_rank\": %d, \"loss\": %.4f, \"steps\": %d, \"step_ms_min\": %.2f, "
                 "\"trainable\": %lld, \"embedding\": \"%s\", \"arena_peak_bytes\": %zu, \"planned_bytes\": %zu, "
                 "\"host_embedding_bytes\": %zu, \"device_used_bytes\": %zu, \"plan\": \"%s\"",
-                kernels_name(opt.lora_kernels), bench_lora().r, t.loss, steps, t.min_ms,
+                kernels_name(opt.lora_kernels), opt.lora_side_stream ? 1 : 0, bench_lora().r, t.loss, steps, t.min_ms,
                 static_cast<long long>(model.trainable_parameters().numel()),
                 model.embedding_in_host_memory() ? "host" : "device", model.arena().high_water(), planned.total(),
                 planned.host_embedding, used, plan.c_str());
@@ -191,6 +194,7 @@ void fixed_length(const std::string& name, const ModelConfig& cfg, int seq, int 
                   EmbeddingHome embedding = EmbeddingHome::automatic) {
   CudaModelOptions opt{seq * samples};
   opt.embedding = embedding;
+  if (bench.side_stream >= 0) opt.lora_side_stream = bench.side_stream == 1;
   std::vector<peft::cuda::LoraKernels> kernels = bench.kernels;
   if (kernels.empty()) kernels.push_back(opt.lora_kernels);
   for (const auto k : kernels) {
@@ -210,7 +214,9 @@ void fixed_length(const std::string& name, const ModelConfig& cfg, int seq, int 
 void identity_run(const ModelConfig& cfg) {
   using Model = Qwen2<Lora<8>, Bf16Mixed, Cuda>;
   const auto t_load = std::chrono::steady_clock::now();
-  Model model(cfg, bench_lora(), {16 * 80});
+  CudaModelOptions opt{16 * 80};
+  if (bench.side_stream >= 0) opt.lora_side_stream = bench.side_stream == 1;
+  Model model(cfg, bench_lora(), opt);
   model.fill_random_weights(1);
   model.init_adapters(0);
   PEFT_CUDA_CHECK(cudaDeviceSynchronize());
@@ -280,6 +286,8 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     if (a == "--breakdown") {
       bench.breakdown = true;
+    } else if (a == "--side-stream=0" || a == "--side-stream=1") {
+      bench.side_stream = a.back() - '0';
     } else if (a.rfind("--lora-rank=", 0) == 0) {
       bench.rank = std::atoi(a.c_str() + 12);
       if (bench.rank <= 0) {

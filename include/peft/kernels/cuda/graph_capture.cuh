@@ -21,7 +21,8 @@ cudaGraphExec_t capture_graph(cudaStream_t stream, F&& launch, cudaStreamCapture
   }
   PEFT_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
   cudaGraphExec_t exec = nullptr;
-  const cudaError_t st = cudaGraphInstantiate(&exec, graph, 0);
+  // The nodes keep their streams' priorities (a side stream below the main one: side_stream.cuh).
+  const cudaError_t st = cudaGraphInstantiate(&exec, graph, cudaGraphInstantiateFlagUseNodePriority);
   cudaGraphDestroy(graph);
   PEFT_CUDA_CHECK(st);
   return exec;

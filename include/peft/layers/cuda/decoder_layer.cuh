@@ -101,8 +101,10 @@ inline void plan_layer_activations(MemoryPlan& m, std::vector<LayerActivations>&
 // GEMM), `drop` (the adapter's dropped input, from the dropout pass to the LoRA GEMMs that read it;
 // the fused LoRA kernels' fp32 partial sums, from one kernel to the next) and `attn_scratch` (inside attention_backward). A projection's forward and backward use both
 // `weight` and `drop`, one after the other: safe because every use is on the one stream, in order
-// (each reader is queued before the next writer). Anything moved to a second stream must first
-// give these buffers separate memory.
+// (each reader is queued before the next writer). The side stream (side_stream.cuh) touches only
+// `drop`, between a projection's fork and its join, and only over a bf16 base (NF4's `weight`
+// shares the block); the main stream's next user of the block (the dropout backward, the
+// attention backward) comes after that join.
 struct StepScratch {
   bf16 *act = nullptr, *proj = nullptr, *dn = nullptr, *dattn = nullptr, *dq = nullptr, *dk = nullptr, *dv = nullptr,
        *dact = nullptr, *dxa = nullptr, *drop = nullptr, *weight = nullptr;
@@ -126,10 +128,12 @@ struct StepScratch {
     overlay(
         m, "scratch dropout input / NF4 weight / attention backward",
         [&](MemoryPlan& p) {
-          // also the up projection's partial dxa sums (lora_up_backward), dropout or not
+          // also the up projection's partial dxa sums (lora_up_backward), dropout or not, at the
+          // ranks where the model runs it (lora_up_wins; cuBLASLt above, which needs none)
           const int widest = std::max({d.inter, d.hidden, d.q_dim()});  // any projection's in or out
+          const bool up_kernels = max_rp > 0 && lora_up_wins(max_rp);
           const std::size_t n = std::max(dropout ? t * widest : 0,
-                                         max_rp > 0 ? 2 * lora_up_backward_scratch_floats(T, widest, max_rp) : 0);
+                                         up_kernels ? 2 * lora_up_backward_scratch_floats(T, widest, max_rp) : 0);
           drop = n ? p.take<bf16>(n, "scratch dropout input / LoRA partial sums") : nullptr;
         },
         [&](MemoryPlan& p) { weight = weight_elems ? p.take<bf16>(weight_elems, "NF4 weight scratch (bf16)") : nullptr; },
@@ -320,10 +324,12 @@ class DecoderLayer {
       lin<kGate>().forward(c, a.n2, a.gate, a.xa[kGate], s.drop, T, seed(seeds, kGate));
       lin<kUp>().forward(c, a.n2, a.up, a.xa[kUp], s.drop, T, seed(seeds, kUp));
     }
-    // MLP branch. down's input (the SwiGLU product) was not kept: recompute it for down's dA or dW.
+    // MLP branch. down's input (the SwiGLU product) was not kept: recompute it for down's dA or dW,
+    // on the side stream beside down's input-gradient GEMM where down's backward joins it first.
     if (lin<kDown>().reads_input_in_backward()) {
-      const ProfileScope e = c.part(StepPart::kElementwise);
-      swiglu_forward(s.act, a.gate, a.up, T, d.inter, d.inter, c.stream);
+      const GemmContext at = runs_beside(lin<kDown>(), c) ? c.beside() : c;
+      const ProfileScope e = at.part(StepPart::kElementwise);
+      swiglu_forward(s.act, a.gate, a.up, T, d.inter, d.inter, at.stream);
     }
     lin<kDown>().backward(c, s.act, dstream, s.dact, false, a.xa[kDown], s.dxa, s.drop, T, seed(seeds, kDown));
     {

@@ -39,6 +39,7 @@
 #include "peft/kernels/cuda/nf4_gemm.cuh"
 #include "peft/kernels/cuda/nf4_gemv.cuh"
 #include "peft/kernels/cuda/nf4_tensor.cuh"
+#include "peft/kernels/cuda/side_stream.cuh"
 #include "peft/kernels/cuda/step_profile.cuh"
 #include "peft/layers/linear.hpp"
 #include "peft/layers/lora_kernels.hpp"
@@ -86,15 +87,32 @@ inline void upload_f32(float* dst, const Matrix& m, cudaStream_t stream) {
 // profile: when set (an instrumented, eager step: bench/train_bench --breakdown), each call opens a
 // ProfileScope for its kind of work (step_profile.cuh); null in every ordinary step.
 // lora: how a LoRA branch runs (LoraKernels, layers/lora_kernels.hpp); the fastest by default.
+//
+// side: when set (a training step's fused LoRA kernels, not profiled), an adapter's x A^T and its
+// backward's dB^T / dxa run on the side stream beside the base GEMM (kernels/cuda/side_stream.cuh).
 struct GemmContext {
   Gemm& gemm;
   cudaStream_t stream;
   bf16* weight_scratch = nullptr;
   StepProfile* profile = nullptr;
   LoraKernels lora = LoraKernels::kFused;
+  const SideStream* side = nullptr;
 
   ProfileScope part(StepPart p) const { return {profile, p, stream}; }
+  // This context on the side stream, after everything queued so far here; join() waits for it.
+  GemmContext beside() const { return {side->gemm(), side->fork(stream), nullptr, nullptr, lora}; }
+  void join() const { side->join(stream); }
 };
+
+// Whether projection `l`'s backward joins c's side stream before it reads its input (LoRA over a
+// bf16 base: lora_linear.cuh), so the layer may rebuild that input on the side stream.
+template <class Lin>
+bool runs_beside(const Lin& l, GemmContext c) {
+  if constexpr (requires { l.runs_beside(c); })
+    return l.runs_beside(c);
+  else
+    return false;
+}
 
 // Where an NF4 base's products run, by token count T (H200, 7B shapes; docs/qlora.md):
 //   T <= 8 (decode, forward only)  nf4_gemv: the codes multiplied as they are read
@@ -150,10 +168,14 @@ class ProjectionWeights {
     const int out = static_cast<int>(shape_.out);
     // NF4 at 1-8 tokens (decode): the codes multiplied as they are read (nf4_gemv.cuh); it writes
     // y, so the adapter's term is added after it.
-    // Base first (y = x W^T + b, then the adapter adds onto it) without an adapter, for kSeparate, and
-    // for the GEMV; else the adapter's term first and the base GEMM accumulates (beta 1).
+    // Base first (y = x W^T + b, then the adapter adds onto it) but for kReordered off the GEMV (the
+    // adapter's term first, and the base GEMM accumulates, beta 1). x A^T runs on the side stream,
+    // beside the base GEMM, when the context has one (not under NF4, whose weight scratch shares
+    // drop_buf's memory).
     const bool gemv = nf4_ && nf4_gemv_fits(*nf4_, tokens);
-    const bool base_first = !adapter() || c.lora == LoraKernels::kSeparate || gemv;
+    const bool beside = adapter() && c.side && !nf4_;
+    const bool base_first = !adapter() || c.lora != LoraKernels::kReordered || gemv;
+    if (beside) down_project(c.beside(), x, xa, drop_buf, tokens, seed);
     if (base_first) {
       const ProfileScope base = c.part(StepPart::kBaseGemm);
       if (gemv)
@@ -164,7 +186,10 @@ class ProjectionWeights {
     if (!adapter()) return;
     {
       const ProfileScope lora = c.part(StepPart::kLora);
-      down_project(c, x, xa, drop_buf, tokens, seed);
+      if (beside)
+        c.join();
+      else
+        down_project(c, x, xa, drop_buf, tokens, seed);
       // y (+)= s * xa B^T  (B^T stored [rp, out]: a plain [T, rp] x [rp, out] product)
       if (up_on_tensor_cores(c, y))
         lora_up_forward(y, xa, bt16_, rp_, tokens, out, scaling_, base_first, c.stream);

@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "peft/core/rng.hpp"
@@ -102,11 +103,17 @@ class Linear<Lora<R>, Base> {
   void backward(GemmContext c, const bf16* x, const bf16* dy, bf16* dx, bool accumulate, const bf16* xa, bf16* dxa,
                 bf16* drop_buf, int tokens, const std::uint64_t* seed) const {
     const int in = static_cast<int>(base_.shape.in);
+    const ProjectionWeights w = weights();
+    // dB^T and dxa need only dy: on the side stream they run beside the input-gradient GEMM.
+    const bool beside = runs_beside(c);
+    if (beside) up_backward(c.beside(), w, dy, xa, dxa, drop_buf, tokens);
     base_.backward_input(c, dy, dx, accumulate, tokens);
     if (!targeted_) return;
     const ProfileScope lora = c.part(StepPart::kLora);
-    const ProjectionWeights w = weights();
-    up_backward(c, w, dy, xa, dxa, drop_buf, tokens);
+    if (beside)
+      c.join();
+    else
+      up_backward(c, w, dy, xa, dxa, drop_buf, tokens);
     if (w.fuses_dropout(c, seed)) {  // dA += dxa^T drop(x) and dx += (dxa A) * mask in one pass
       lora_dropout_backward(dx, da_, dxa, x, a16_, rp_, tokens, in, seed, dropout_, c.stream);
       return;
@@ -132,6 +139,9 @@ class Linear<Lora<R>, Base> {
     return base_.weights().with_adapter(a16_, bt16_, rp_, scaling_, dropout_);
   }
   int padded_rank() const { return rp_; }
+  // Whether the backward runs dB^T / dxa on c's side stream (and joins it before it reads x): not
+  // under NF4, whose dequantisation scratch shares drop_buf's memory.
+  bool runs_beside(GemmContext c) const { return targeted_ && c.side && std::is_same_v<Base, detail::DenseBase>; }
   bool targeted() const { return targeted_; }
   bool reads_input_in_backward() const { return targeted_; }  // dA needs x
   const std::string& module() const { return base_.module; }

@@ -29,6 +29,9 @@ struct CudaModelOptions {
   // The LoRA branch's kernels (layers/cuda/linear.cuh): the default is the fastest measured; the
   // others stay selectable for the benchmark's A/B (bench/train_bench --lora-kernels).
   cuda::LoraKernels lora_kernels = cuda::LoraKernels::kFused;
+  // A training step's adapter passes on a second stream beside the base GEMMs (fused kernels only;
+  // kernels/cuda/side_stream.cuh); false keeps one stream (bench/train_bench --side-stream=0).
+  bool lora_side_stream = true;
 };
 
 // Whether `home` puts an embedding that is (or is not) trained / tied in host memory.

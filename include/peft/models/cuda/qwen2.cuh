@@ -76,7 +76,7 @@ class Qwen2Model<L, P, CudaDevice<A>> {
       : Qwen2Model(cfg, lora, opt, LayoutOnly{}) {
     PEFT_CUDA_CHECK(cudaSetDevice(opt_.device));
     cuda::device_kernels(opt_.device);  // an unsupported card (older than sm_80) fails here, named
-    PEFT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    stream_ = cuda::make_prioritised_stream(true);  // the side stream (side_stream.cuh) fills in below it
     cuda::MemoryPlan count;
     plan(count);
     arena_ = std::make_unique<cuda::DeviceArena>(count.bytes() + opt_.extra_bytes);
@@ -84,6 +84,7 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     plan(real);
     for_each_layer([&](const auto& layer, std::size_t) { layer_weights_.push_back(layer.weights()); });
     gemm_ = std::make_unique<cuda::Gemm>(*arena_);
+    if (uses_side_stream()) side_ = std::make_unique<cuda::SideStream>(*arena_);
     PEFT_CUDA_CHECK(cudaMallocHost(&pinned_, pinned_bytes()));
     state_.arena = arena_.get();
     state_.stream = stream_;
@@ -131,6 +132,7 @@ class Qwen2Model<L, P, CudaDevice<A>> {
   ~Qwen2Model() {
     for (auto& [shape, exec] : graphs_) cudaGraphExecDestroy(exec);
     gemm_.reset();
+    side_.reset();
     state_.norm.reset();
     state_.optimizer.reset();
     arena_.reset();
@@ -336,6 +338,9 @@ class Qwen2Model<L, P, CudaDevice<A>> {
   const ModelConfig& config() const { return cfg_; }
   const LoraConfig& lora_config() const { return lora_; }
   static constexpr bool uses_lora() { return detail::any_adapter<Rest>() || detail::any_adapter<Tail>(); }
+  bool uses_side_stream() const {  // the adapter's passes beside the base GEMMs (side_stream.cuh)
+    return uses_lora() && opt_.lora_side_stream && opt_.lora_kernels == cuda::LoraKernels::kFused;
+  }
   // Tests: fills every activation and scratch buffer with NaN (0xFF bytes), so a kernel that reads
   // what nothing wrote shows up as a non-finite loss or gradient. (Skipped under
   // PEFT_CUDA_ARENA_DEBUG, where the buffers are separate allocations.)
@@ -402,7 +407,8 @@ class Qwen2Model<L, P, CudaDevice<A>> {
   // entropy, the loss sum's copy to pinned memory, and the backward.
   void device_step(int T, float grad_scale) {
     const bool backward = grad_scale != 0.0f;
-    const cuda::GemmContext c{*gemm_, stream_, scratch_.weight, profile_, opt_.lora_kernels};
+    const cuda::GemmContext c{*gemm_, stream_, scratch_.weight, profile_, opt_.lora_kernels,
+                              profile_ ? nullptr : side_.get()};  // a profiled step runs on one stream
     const std::size_t th = static_cast<std::size_t>(T) * cfg_.hidden_size;
     using cuda::StepPart;
 
@@ -537,7 +543,8 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     d_label_rows_ = m.take<std::int32_t>(T, "label rows");
     d_targets_ = m.take<std::int32_t>(T, "targets");
     d_seeds_ = m.take<std::uint64_t>(n_layers() * cuda::kProjections, "dropout seeds");
-    if (!m.allocating()) m.take<char>(32u << 20, "cuBLASLt workspace");  // taken by Gemm after the plan
+    if (!m.allocating())  // taken by the Gemms after the plan
+      m.take<char>((32u << 20) + (uses_side_stream() ? cuda::SideStream::kWorkspaceBytes : 0), "cuBLASLt workspaces");
     if (!m.allocating()) planned_.workspace = m.bytes() - planned_.weights - planned_.optimizer - planned_.activations;
   }
 
@@ -574,6 +581,7 @@ class Qwen2Model<L, P, CudaDevice<A>> {
   std::vector<cuda::LayerWeights> layer_weights_;  // every layer's forward view, for generation (decode.cuh)
   std::unique_ptr<cuda::DeviceArena> arena_;
   std::unique_ptr<cuda::Gemm> gemm_;
+  std::unique_ptr<cuda::SideStream> side_;  // CudaModelOptions::lora_side_stream
   cuda::TrainingState state_;
   void* pinned_ = nullptr;
 
