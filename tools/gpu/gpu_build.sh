@@ -85,3 +85,14 @@ test_rows() {
     row "$t" "$( ((rc == 0)) && echo PASS || echo "FAIL(rc=$rc)") $((SECONDS - s)) s, $(tail -1 "$out/$t.txt")"
   done
 }
+
+# check_finish FINAL: the logs under $out packed into FINAL/logs.tgz (the device tool returns few
+# files), the summary table printed last; exits 1 if anything counted in $failures.
+check_finish() {
+  mkdir -p "$1"
+  tar -C "$out" -czf "$1/logs.tgz" .
+  echo
+  echo "== summary ($failures failures) =="
+  printf '%s\n' "${summary[@]}"
+  exit $((failures > 0))
+}

@@ -49,9 +49,4 @@ else
   hf r64 only=7b_2048_keep rank=64
 fi
 
-mkdir -p "$final"
-tar -C "$out" -czf "$final/logs.tgz" .
-echo
-echo "== summary ($failures failures) =="
-printf '%s\n' "${summary[@]}"
-exit $((failures > 0))
+check_finish "$final"

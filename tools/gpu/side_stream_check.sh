@@ -41,9 +41,4 @@ if [[ $nohf != nohf ]]; then
   while read -r l; do row "HF" "${l:0:150}"; done < <(grep -h '^{"workload' "$out/hf.jsonl")
 fi
 
-mkdir -p "$final"
-tar -C "$out" -czf "$final/logs.tgz" .
-echo
-echo "== summary ($failures failures) =="
-printf '%s\n' "${summary[@]}"
-exit $((failures > 0))
+check_finish "$final"
