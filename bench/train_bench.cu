@@ -31,7 +31,8 @@
 //                              (CudaModelOptions::lora_side_stream; default the model's)
 //     --breakdown              after the timed steps, 3 instrumented eager steps: device time by part
 //                              (base GEMMs, LoRA, attention, elementwise, lm_head + CE, optimizer,
-//                              other/idle) from CUDA events (kernels/cuda/step_profile.cuh)
+//                              other/idle) from CUDA events (kernels/cuda/step_profile.cuh); the
+//                              instrumented step runs on one stream (the side stream's passes in line)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
