@@ -6,7 +6,8 @@
 #     a PASS/FAIL row each;
 #   A/B: train_bench with --side-stream=0 and =1 alternately, twice, at seq 2048 keep-all and
 #     selective, seq 64 and the identity run; once each NeMo's setup (keep-all) and rank 64
-#     keep-all; HF transformers + PEFT (keep-all) beside it unless `nohf`.
+#     keep-all; the breakdown of seq 2048 keep-all and seq 64; HF transformers + PEFT (keep-all)
+#     beside it unless `nohf`.
 # Logs in $OUT/logs.tgz (the device tool returns few files); a table last.
 #   tools/gpu/side_stream_check.sh BIN_DIR [nohf] [TEST...]   (TEST "none": no tests)
 set -uo pipefail
@@ -35,6 +36,7 @@ for side in 0 1; do
   bench "side$side-nemo" --side-stream=$side 7b_nemo_keep
   bench "side$side-r64" --side-stream=$side --lora-rank=64 7b_2048_keep
 done
+bench breakdown --breakdown 7b_2048_keep 7b_64
 if [[ $nohf != nohf ]]; then
   (cd "$root/bench" && timeout 400 python3 hf_peft_baseline.py only=7b_2048_keep >"$out/hf.jsonl" 2>"$out/hf.err") ||
     tail -5 "$out/hf.err"

@@ -10,11 +10,11 @@ namespace peft::cuda {
 //               the dropped input to a [T, in] buffer that the GEMMs read (forward and backward)
 //   kReordered  y = s xa B^T first, then the base GEMM adds x W^T + b onto it (beta = 1, bias in
 //               its epilogue): no separate read-modify-write of y; dropout as kSeparate
-//   kFused      dropout inside the rank-r passes (kernels/cuda/lora_dropout.cuh): no dropout
-//               buffer, the backward's dA and masked dx in one pass over x and dx (at padded rank
-//               8, and at 16-64 where both run on tensor cores: fuses_dropout); the base GEMM
-//               first, as kSeparate, so that a training step's x A^T runs on the side stream
-//               beside it (CudaModelOptions::lora_side_stream), with the same bits on one stream
+//   kFused      kReordered, and dropout inside the rank-r passes (kernels/cuda/lora_dropout.cuh):
+//               no dropout buffer, the backward's dA and masked dx in one pass over x and dx
+//               (at padded rank 8, and at 16-64 where both run on tensor cores: fuses_dropout);
+//               base first, as kSeparate, where x A^T runs beside the base GEMM on a side stream
+//               (CudaModelOptions::lora_side_stream, kernels/cuda/side_stream.cuh)
 enum class LoraKernels { kSeparate, kReordered, kFused };
 
 }  // namespace peft::cuda

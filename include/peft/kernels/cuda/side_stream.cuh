@@ -23,6 +23,14 @@
 
 namespace peft::cuda {
 
+// The longest micro-batch (tokens) whose step uses the side stream; longer ones run as before it
+// (one stream, the adapter's term before the base GEMM's). H200, 7B, LoRA r8, side stream off / on
+// (bench/RESULTS.md, 2026-12-04): 64 tokens 16.7 / 14.5 ms, the identity run (~1,000) 2.40 / 2.36 s,
+// 2048 keep-all 17,080 / 17,420 tok/s; 4096 selective 13,713 / 13,334 and 13,506 / 13,583, 8192
+// (NeMo's setup) 16,416 / 16,281, 16,318 / 16,223, 16,460 / 16,315: where the GEMMs are long the
+// overlap no longer pays for the forks and the adapter's read-modify-write of y.
+inline constexpr int kSideStreamMaxTokens = 2048;
+
 // A non-blocking stream at the device's highest (main) or lowest (side) priority
 // (PEFT_STREAM_PRIORITY=0: both at the default, for an A/B).
 inline cudaStream_t make_prioritised_stream(bool highest) {

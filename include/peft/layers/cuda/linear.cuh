@@ -88,20 +88,28 @@ inline void upload_f32(float* dst, const Matrix& m, cudaStream_t stream) {
 // ProfileScope for its kind of work (step_profile.cuh); null in every ordinary step.
 // lora: how a LoRA branch runs (LoraKernels, layers/lora_kernels.hpp); the fastest by default.
 //
-// side: when set (a training step's fused LoRA kernels, not profiled), an adapter's x A^T and its
-// backward's dB^T / dxa run on the side stream beside the base GEMM (kernels/cuda/side_stream.cuh).
+// lora_beside (a training step's fused LoRA kernels, CudaModelOptions::lora_side_stream, up to
+// kSideStreamMaxTokens): an adapter's x A^T and its backward's dB^T / dxa are arranged to run beside
+// the base GEMM, on `side` (kernels/cuda/side_stream.cuh) or, when that is null (a profiled step),
+// in the same order on `stream`: the same results either way.
 struct GemmContext {
   Gemm& gemm;
   cudaStream_t stream;
   bf16* weight_scratch = nullptr;
   StepProfile* profile = nullptr;
   LoraKernels lora = LoraKernels::kFused;
+  bool lora_beside = false;
   const SideStream* side = nullptr;
 
   ProfileScope part(StepPart p) const { return {profile, p, stream}; }
-  // This context on the side stream, after everything queued so far here; join() waits for it.
-  GemmContext beside() const { return {side->gemm(), side->fork(stream), nullptr, nullptr, lora}; }
-  void join() const { side->join(stream); }
+  // Where the passes beside the base GEMM go: the side stream after everything queued so far here
+  // (join() waits for them), or this stream.
+  GemmContext beside() const {
+    return side ? GemmContext{side->gemm(), side->fork(stream), nullptr, nullptr, lora} : *this;
+  }
+  void join() const {
+    if (side) side->join(stream);
+  }
 };
 
 // Whether projection `l`'s backward joins c's side stream before it reads its input (LoRA over a
@@ -168,14 +176,17 @@ class ProjectionWeights {
     const int out = static_cast<int>(shape_.out);
     // NF4 at 1-8 tokens (decode): the codes multiplied as they are read (nf4_gemv.cuh); it writes
     // y, so the adapter's term is added after it.
-    // Base first (y = x W^T + b, then the adapter adds onto it) but for kReordered off the GEMV (the
-    // adapter's term first, and the base GEMM accumulates, beta 1). x A^T runs on the side stream,
-    // beside the base GEMM, when the context has one (not under NF4, whose weight scratch shares
-    // drop_buf's memory).
+    // Base first (y = x W^T + b, then the adapter adds onto it) without an adapter, for kSeparate, for
+    // the GEMV, and with x A^T beside the base GEMM (c.lora_beside; not under NF4, whose weight
+    // scratch shares drop_buf's memory); else the adapter's term first and the base GEMM
+    // accumulates (beta 1), which spares y's read-modify-write.
     const bool gemv = nf4_ && nf4_gemv_fits(*nf4_, tokens);
-    const bool beside = adapter() && c.side && !nf4_;
-    const bool base_first = !adapter() || c.lora != LoraKernels::kReordered || gemv;
-    if (beside) down_project(c.beside(), x, xa, drop_buf, tokens, seed);
+    const bool beside = adapter() && c.lora_beside && !nf4_;
+    const bool base_first = !adapter() || c.lora == LoraKernels::kSeparate || gemv || beside;
+    if (beside) {
+      const ProfileScope lora = c.part(StepPart::kLora);  // profiled only on one stream
+      down_project(c.beside(), x, xa, drop_buf, tokens, seed);
+    }
     if (base_first) {
       const ProfileScope base = c.part(StepPart::kBaseGemm);
       if (gemv)

@@ -104,9 +104,12 @@ class Linear<Lora<R>, Base> {
                 bf16* drop_buf, int tokens, const std::uint64_t* seed) const {
     const int in = static_cast<int>(base_.shape.in);
     const ProjectionWeights w = weights();
-    // dB^T and dxa need only dy: on the side stream they run beside the input-gradient GEMM.
+    // dB^T and dxa need only dy: under c.lora_beside they run beside the input-gradient GEMM.
     const bool beside = runs_beside(c);
-    if (beside) up_backward(c.beside(), w, dy, xa, dxa, drop_buf, tokens);
+    if (beside) {
+      const ProfileScope lora = c.part(StepPart::kLora);  // profiled only on one stream
+      up_backward(c.beside(), w, dy, xa, dxa, drop_buf, tokens);
+    }
     base_.backward_input(c, dy, dx, accumulate, tokens);
     if (!targeted_) return;
     const ProfileScope lora = c.part(StepPart::kLora);
@@ -139,9 +142,11 @@ class Linear<Lora<R>, Base> {
     return base_.weights().with_adapter(a16_, bt16_, rp_, scaling_, dropout_);
   }
   int padded_rank() const { return rp_; }
-  // Whether the backward runs dB^T / dxa on c's side stream (and joins it before it reads x): not
+  // Whether the backward runs dB^T / dxa beside the base GEMM (and joins before it reads x): not
   // under NF4, whose dequantisation scratch shares drop_buf's memory.
-  bool runs_beside(GemmContext c) const { return targeted_ && c.side && std::is_same_v<Base, detail::DenseBase>; }
+  bool runs_beside(GemmContext c) const {
+    return targeted_ && c.lora_beside && std::is_same_v<Base, detail::DenseBase>;
+  }
   bool targeted() const { return targeted_; }
   bool reads_input_in_backward() const { return targeted_; }  // dA needs x
   const std::string& module() const { return base_.module; }

@@ -407,8 +407,9 @@ class Qwen2Model<L, P, CudaDevice<A>> {
   // entropy, the loss sum's copy to pinned memory, and the backward.
   void device_step(int T, float grad_scale) {
     const bool backward = grad_scale != 0.0f;
-    const cuda::GemmContext c{*gemm_, stream_, scratch_.weight, profile_, opt_.lora_kernels,
-                              profile_ ? nullptr : side_.get()};  // a profiled step runs on one stream
+    const bool beside = uses_side_stream() && T <= cuda::kSideStreamMaxTokens;  // profiled: on one stream
+    const cuda::GemmContext c{*gemm_, stream_, scratch_.weight, profile_, opt_.lora_kernels, beside,
+                              beside && !profile_ ? side_.get() : nullptr};
     const std::size_t th = static_cast<std::size_t>(T) * cfg_.hidden_size;
     using cuda::StepPart;
 
