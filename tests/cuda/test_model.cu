@@ -188,6 +188,7 @@ void check_lora_kernels(TestContext& t, const char* label, ModelConfig cfg, int 
   const PackedBatch b = PackedBatch::of(ptrs);
   const float scale = 1.0f / static_cast<float>(b.label_tokens);
   std::vector<float> losses;
+  std::vector<double> sums;  // the same in double, printed
   std::vector<Floats> grads;
   std::vector<std::unique_ptr<GpuModel>> models;
   for (const auto k : {LoraKernels::kSeparate, LoraKernels::kReordered, LoraKernels::kFused, LoraKernels::kFused}) {
@@ -199,11 +200,14 @@ void check_lora_kernels(TestContext& t, const char* label, ModelConfig cfg, int 
     set_lora_b(*m);
     m->poison_activations();
     Rng dropout(77);
-    losses.push_back(static_cast<float>(m->forward_backward(b, scale, &dropout).sum));
+    sums.push_back(m->forward_backward(b, scale, &dropout).sum);
+    losses.push_back(static_cast<float>(sums.back()));
     grads.push_back(cuda_grads(*m));
     models.push_back(std::move(m));
   }
   const std::string name = std::string(label) + " r" + std::to_string(rank);
+  std::printf("  %s: loss sums separate %.12g, reordered %.12g, fused beside %.12g, fused in line %.12g\n",
+              name.c_str(), sums[0], sums[1], sums[2], sums[3]);
   t.close(name + ": reordered vs separate, loss", {losses[1]}, {losses[0]}, 1e-3);
   t.close(name + ": reordered vs separate, LoRA grads", grads[1], grads[0], 2e-2);
   t.close(name + ": fused vs separate, loss", {losses[2]}, {losses[0]}, 1e-3);
