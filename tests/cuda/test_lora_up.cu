@@ -21,14 +21,19 @@ void check_shape(TestContext& t, cuda::DeviceArena& arena, int T, int out, float
                     nx = static_cast<std::size_t>(T) * rp;
   const Floats xa = t.normal(nx), bt = t.normal(nb, 0.05f), dy = t.normal(ny), y0 = t.normal(ny, 0.1f),
                dbt0 = t.normal_f32(nb, 0.1f);
-  Floats y_ref(ny), y_acc_ref(ny), dxa_ref(nx), dbt_ref(dbt0);
+  Floats y_ref(ny), y_acc_ref(ny), y_acc_mag(ny), dxa_ref(nx), dbt_ref(dbt0);
   for (int tk = 0; tk < T; ++tk)
     for (int c = 0; c < out; ++c) {
-      double v = 0;
-      for (int r = 0; r < rp; ++r) v += static_cast<double>(xa[tk * rp + r]) * bt[static_cast<std::size_t>(r) * out + c];
+      double v = 0, mag = 0;
+      for (int r = 0; r < rp; ++r) {
+        const double term = static_cast<double>(xa[tk * rp + r]) * bt[static_cast<std::size_t>(r) * out + c];
+        v += term;
+        mag += std::abs(term);
+      }
       const std::size_t e = static_cast<std::size_t>(tk) * out + c;
       y_ref[e] = static_cast<float>(s * v);
       y_acc_ref[e] = static_cast<float>(y0[e] + s * v);
+      y_acc_mag[e] = static_cast<float>(std::abs(y0[e]) + std::abs(s) * mag);  // the terms' size: fp32 sums err by ~2^-24 of it
     }
   for (int tk = 0; tk < T; ++tk)
     for (int r = 0; r < rp; ++r) {
@@ -60,6 +65,17 @@ void check_shape(TestContext& t, cuda::DeviceArena& arena, int T, int out, float
   PEFT_CUDA_CHECK(cudaMemcpy(ya, upload_bf16(arena, y0), ny * 2, cudaMemcpyDeviceToDevice));
   cuda::lora_up_forward(ya, d_xa, d_bt, rp, T, out, s, true, 0);
   t.close(label + ": y += s xa B^T", download_bf16(ya, ny), y_acc_ref, 1e-2);
+  {  // element by element: rounded once from fp32 sums, so within one bf16 step of the double reference
+     // (plus the fp32 sums' own error, ~2^-24 of the terms' size, which matters only where they cancel)
+    const Floats got = download_bf16(ya, ny);
+    std::size_t far = 0;
+    for (std::size_t e = 0; e < ny; ++e) {
+      const float ref = round_to_bf16(y_acc_ref[e]);
+      const float step = std::abs(ref) * (1.0f / 128.0f) + y_acc_mag[e] * (1.0f / 65536.0f);
+      far += std::abs(got[e] - ref) > 1.01f * step;
+    }
+    t.expect(far == 0, label + ": y += s xa B^T within one bf16 step everywhere (" + std::to_string(far) + " beyond)");
+  }
   t.expect(unwritten_tail(ya), label + ": accumulating forward wrote no row past T");
 
   const std::size_t floats = cuda::lora_up_backward_scratch_floats(T, out, rp);
@@ -167,6 +183,7 @@ int test_main(int argc, char** argv) {
   return run_test(argc, argv, "lora up projection (padded rank 8..64, tensor cores)", [](TestContext& t) {
     cuda::DeviceArena arena(std::size_t{2} << 30);
     check_shape(t, arena, 37, 64, 4.0f);       // one strip, one column group, T % 16 == 5
+    check_shape(t, arena, 121, 32, 4.0f);      // the tiny test models' k/v (cuda_test_model)
     check_shape(t, arena, 1, 520, 2.0f);       // one token; two groups, the second one lane's columns
     check_shape(t, arena, t.small ? 20 : 100, 1000, 4.0f);  // a last strip of 40 columns
     check_shape(t, arena, t.small ? 48 : 300, t.small ? 1536 : 3584, 0.5f);  // q_proj's width: 7 groups
