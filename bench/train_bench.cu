@@ -61,6 +61,13 @@ struct BenchOptions {
 };
 BenchOptions bench;
 
+// A model's options for `max_tokens` a micro-batch, with the command line's --side-stream.
+CudaModelOptions bench_model_options(int max_tokens) {
+  CudaModelOptions opt{max_tokens};
+  if (bench.side_stream >= 0) opt.lora_side_stream = bench.side_stream == 1;
+  return opt;
+}
+
 const char* kernels_name(peft::cuda::LoraKernels k) {
   using peft::cuda::LoraKernels;
   return k == LoraKernels::kSeparate ? "separate" : k == LoraKernels::kReordered ? "reordered" : "fused";
@@ -193,9 +200,8 @@ void fixed_length_with(const std::string& name, const ModelConfig& cfg, int seq,
 template <class Device, class Layout = Lora<8>, class Precision = Bf16Mixed>
 void fixed_length(const std::string& name, const ModelConfig& cfg, int seq, int steps, int warmup, int samples = 1,
                   EmbeddingHome embedding = EmbeddingHome::automatic) {
-  CudaModelOptions opt{seq * samples};
+  CudaModelOptions opt = bench_model_options(seq * samples);
   opt.embedding = embedding;
-  if (bench.side_stream >= 0) opt.lora_side_stream = bench.side_stream == 1;
   std::vector<peft::cuda::LoraKernels> kernels = bench.kernels;
   if (kernels.empty()) kernels.push_back(opt.lora_kernels);
   for (const auto k : kernels) {
@@ -215,9 +221,7 @@ void fixed_length(const std::string& name, const ModelConfig& cfg, int seq, int 
 void identity_run(const ModelConfig& cfg) {
   using Model = Qwen2<Lora<8>, Bf16Mixed, Cuda>;
   const auto t_load = std::chrono::steady_clock::now();
-  CudaModelOptions opt{16 * 80};
-  if (bench.side_stream >= 0) opt.lora_side_stream = bench.side_stream == 1;
-  Model model(cfg, bench_lora(), opt);
+  Model model(cfg, bench_lora(), bench_model_options(16 * 80));
   model.fill_random_weights(1);
   model.init_adapters(0);
   PEFT_CUDA_CHECK(cudaDeviceSynchronize());

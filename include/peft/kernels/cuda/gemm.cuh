@@ -24,7 +24,9 @@ namespace peft::cuda {
 
 class Gemm {
  public:
-  explicit Gemm(DeviceArena& arena, std::size_t workspace_bytes = 32u << 20)
+  static constexpr std::size_t kDefaultWorkspaceBytes = 32u << 20;  // what a model plans for its Gemm
+
+  explicit Gemm(DeviceArena& arena, std::size_t workspace_bytes = kDefaultWorkspaceBytes)
       : workspace_bytes_(workspace_bytes), workspace_(arena.alloc<char>(workspace_bytes, "cuBLASLt workspace")) {
     PEFT_CUBLAS_CHECK(cublasLtCreate(&handle_));
   }

@@ -545,7 +545,8 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     d_targets_ = m.take<std::int32_t>(T, "targets");
     d_seeds_ = m.take<std::uint64_t>(n_layers() * cuda::kProjections, "dropout seeds");
     if (!m.allocating())  // taken by the Gemms after the plan
-      m.take<char>((32u << 20) + (uses_side_stream() ? cuda::SideStream::kWorkspaceBytes : 0), "cuBLASLt workspaces");
+      m.take<char>(cuda::Gemm::kDefaultWorkspaceBytes + (uses_side_stream() ? cuda::SideStream::kWorkspaceBytes : 0),
+                   "cuBLASLt workspaces");
     if (!m.allocating()) planned_.workspace = m.bytes() - planned_.weights - planned_.optimizer - planned_.activations;
   }
 
