@@ -4,6 +4,10 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <cstddef>
+#include <map>
+#include <set>
+
 #include "peft/kernels/cuda/cuda_check.cuh"
 
 namespace peft::cuda {
@@ -27,5 +31,42 @@ cudaGraphExec_t capture_graph(cudaStream_t stream, F&& launch, cudaStreamCapture
   PEFT_CUDA_CHECK(st);
   return exec;
 }
+
+// A step's graphs by shape (Shape: ordered; what the step's launches depend on). A shape runs
+// eagerly the first time it is seen (so what it sets up once, such as cuBLASLt's plans, happens
+// outside any capture), is captured the second time and replays from then on; past kMaxGraphs
+// shapes, new ones run eagerly (packed batches of many lengths would otherwise hold a graph
+// each).
+template <class Shape>
+class GraphCache {
+ public:
+  static constexpr std::size_t kMaxGraphs = 16;
+
+  GraphCache() = default;
+  GraphCache(const GraphCache&) = delete;
+  GraphCache& operator=(const GraphCache&) = delete;
+  ~GraphCache() {
+    for (auto& [shape, exec] : graphs_) cudaGraphExecDestroy(exec);
+  }
+
+  // launch() enqueues the step on `stream`; it runs, is captured or is replayed as above.
+  template <class F>
+  void run(const Shape& shape, cudaStream_t stream, F&& launch) {
+    if (auto it = graphs_.find(shape); it != graphs_.end()) {
+      PEFT_CUDA_CHECK(cudaGraphLaunch(it->second, stream));
+    } else if (seen_.count(shape) == 0 || graphs_.size() >= kMaxGraphs) {
+      seen_.insert(shape);
+      launch();
+    } else {
+      const cudaGraphExec_t exec = capture_graph(stream, launch);
+      graphs_.emplace(shape, exec);
+      PEFT_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+    }
+  }
+
+ private:
+  std::map<Shape, cudaGraphExec_t> graphs_;
+  std::set<Shape> seen_;
+};
 
 }  // namespace peft::cuda

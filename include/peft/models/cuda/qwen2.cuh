@@ -25,8 +25,6 @@
 #include <algorithm>
 #include <array>
 #include <bit>
-#include <map>
-#include <set>
 #include <filesystem>
 #include <memory>
 #include <span>
@@ -130,7 +128,7 @@ class Qwen2Model<L, P, CudaDevice<A>> {
 
  public:
   ~Qwen2Model() {
-    for (auto& [shape, exec] : graphs_) cudaGraphExecDestroy(exec);
+    graphs_.reset();
     gemm_.reset();
     side_.reset();
     state_.norm.reset();
@@ -267,17 +265,10 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     // captured CUDA graph instead of ~100 launches per layer.
     const StepShape shape{T, n_labels_, scratch_.batch.num_seqs, scratch_.batch.max_seqlen, backward, dropout_on_,
                           std::bit_cast<std::uint32_t>(grad_scale)};
-    if (!opt_.graphs || profile_) {  // a profiled step runs eagerly: its events sit between the calls
+    if (!opt_.graphs || profile_)  // a profiled step runs eagerly: its events sit between the calls
       device_step(T, grad_scale);
-    } else if (auto it = graphs_.find(shape); it != graphs_.end()) {
-      PEFT_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
-    } else if (seen_.count(shape) == 0 || graphs_.size() >= kMaxGraphs) {
-      seen_.insert(shape);  // first time: run eagerly (GEMM plans are made here, outside any capture)
-      device_step(T, grad_scale);
-    } else {
-      graphs_.emplace(shape, capture(T, grad_scale));
-      PEFT_CUDA_CHECK(cudaGraphLaunch(graphs_.at(shape), stream_));
-    }
+    else
+      graphs_->run(shape, stream_, [&] { device_step(T, grad_scale); });
     PEFT_CUDA_CHECK(cudaStreamSynchronize(stream_));
     return {*host_loss(), batch.label_tokens};
   }
@@ -401,7 +392,6 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     std::uint32_t grad_scale_bits;
     auto operator<=>(const StepShape&) const = default;
   };
-  static constexpr std::size_t kMaxGraphs = 16;
 
   // Everything a step does on the device, after the batch is uploaded: forward, chunked cross
   // entropy, the loss sum's copy to pinned memory, and the backward.
@@ -464,10 +454,6 @@ class Qwen2Model<L, P, CudaDevice<A>> {
         cuda::embedding_backward(embed_.grad(), d_ids_, dstream_, T, vocab(), hidden(), stream_);
       }
     }
-  }
-
-  cudaGraphExec_t capture(int T, float grad_scale) {
-    return cuda::capture_graph(stream_, [&] { device_step(T, grad_scale); });
   }
 
   const std::uint64_t* layer_seeds(std::size_t l) const {
@@ -605,8 +591,7 @@ class Qwen2Model<L, P, CudaDevice<A>> {
   std::uint64_t* d_seeds_ = nullptr;
   int n_labels_ = 0;
   bool dropout_on_ = false;
-  std::map<StepShape, cudaGraphExec_t> graphs_;
-  std::set<StepShape> seen_;
+  std::unique_ptr<cuda::GraphCache<StepShape>> graphs_ = std::make_unique<cuda::GraphCache<StepShape>>();
 };
 
 }  // namespace peft
