@@ -49,6 +49,28 @@ int test_main(int argc, char** argv) {
     for (int i = 0; i < n * k; ++i) dw_ref[i] += dw0[i];
     t.close("weight grad dW += dy^T x (fp32 accumulate)", download_f32(dwo, n * k), dw_ref, 1e-4);
 
+    // How beta = 1 rounds a bf16 output (why the LoRA forward's orders can differ: lora_linear.cuh):
+    // y = x W^T + C, C small beside x W^T as an adapter's term is; each element against the two
+    // roundings, the sum rounded once and the product rounded before C is added. Printed, not
+    // asserted (it is cuBLASLt's choice); the sum itself is held to the tolerance above.
+    {
+      const Floats small = t.normal(m * n, 0.05f);
+      auto* yc = upload_bf16(arena, small);
+      const Floats c_bf16 = download_bf16(yc, m * n);
+      cuda::matmul_forward(gemm, yc, dx_, dw_, nullptr, m, n, k, 0, 1.0f, 1.0f);
+      const Floats got = download_bf16(yc, m * n), p = ref_matmul_xwt(x, w, nullptr, m, n, k);
+      int once = 0, twice = 0;
+      Floats want(m * n);
+      for (int i = 0; i < m * n; ++i) {
+        want[i] = p[i] + c_bf16[i];
+        once += got[i] == bf16_to_float(float_to_bf16(p[i] + c_bf16[i]));
+        twice += got[i] == bf16_to_float(float_to_bf16(bf16_to_float(float_to_bf16(p[i])) + c_bf16[i]));
+      }
+      t.close("forward y = x W^T + C (beta = 1, bf16 out)", got, want, 1e-2);
+      std::printf("  beta = 1, bf16 out: of %d elements %d equal the sum rounded once, %d the product rounded "
+                  "before C is added\n", m * n, once, twice);
+    }
+
     std::string msg;
     try {
       cuda::matmul_forward(gemm, y, dx_ + 1, dw_, nullptr, m, n, k, 0);
