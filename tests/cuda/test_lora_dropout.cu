@@ -295,7 +295,7 @@ int test_main(int argc, char** argv) {
       cuda::Gemm gemm(arena);
       time_shape(arena, gemm, "q_proj", 2048, 3584, 8);
       time_shape(arena, gemm, "down_proj", 2048, 18944, 8);
-      for (const int rp : {16, 32, 64}) {  // tensor cores against dropout + cuBLASLt (the model's other path)
+      for (const int rp : {16, 32, 40, 48, 64}) {  // tensor cores against dropout + cuBLASLt (the model's other path)
         time_shape(arena, gemm, ("q_proj r" + std::to_string(rp)).c_str(), 2048, 3584, rp);
         time_shape(arena, gemm, ("down_proj r" + std::to_string(rp)).c_str(), 2048, 18944, rp);
       }

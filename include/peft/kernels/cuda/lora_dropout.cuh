@@ -294,15 +294,17 @@ inline int& lora_back_mma_blocks_per_sm() {
 }
 
 namespace detail {
-// The tensor-core backward's grid: as many blocks as fit (by registers: 4 an SM at rank 8, 3 at
-// 16 and 24, 2 above; LoraBackRanks) or the knob's.
+// The tensor-core backward's grid: as many blocks as fit (by registers: 4 an SM at rank 8, 3 above;
+// LoraBackRanks) or the knob's.
 template <int G>
 void launch_lora_back_mma(bf16* dx, float* da, const bf16* dxa, const bf16* x, const bf16* a, int tokens, int in,
                           const std::uint64_t* seed, float p, cudaStream_t stream) {
-  static const int fit = blocks_that_fit(lora_dropout_backward_mma_kernel<G>, kLoraBackMmaWarps * 32);
+  using R = LoraBackRanks<G>;
+  static const int fit = blocks_that_fit(lora_dropout_backward_mma_kernel<G>, kLoraBackMmaWarps * 32, R::kSmemBytes);
   const int per_sm = lora_back_mma_blocks_per_sm() > 0 ? lora_back_mma_blocks_per_sm() : fit;
-  const unsigned blocks = rank8_share_blocks(kLoraBackMmaWarps, tokens, in, per_sm);
-  lora_dropout_backward_mma_kernel<G><<<blocks, kLoraBackMmaWarps * 32, 0, stream>>>(dx, da, dxa, x, a, tokens, in, seed, p);
+  const unsigned blocks = rank8_share_blocks(kLoraBackMmaWarps / R::kTeam, tokens, in, per_sm);
+  lora_dropout_backward_mma_kernel<G>
+      <<<blocks, kLoraBackMmaWarps * 32, R::kSmemBytes, stream>>>(dx, da, dxa, x, a, tokens, in, seed, p);
   PEFT_CUDA_CHECK_LAUNCH("lora_dropout_backward_mma_kernel");
 }
 }  // namespace detail
@@ -317,24 +319,31 @@ inline bool lora_dropout_on_tensor_cores(int rp) {
 // Whether the fused kernels take this padded rank (else the caller keeps the dropout buffer path).
 inline bool lora_dropout_fusable(int rp) { return rp > 0 && rp % 8 == 0 && rp <= detail::kLoraMaxFusedRank; }
 
-// Splits of the row the tensor-core forward takes for `tokens` x `in` at padded rank `rp`. A batch of at most a
-// quarter as many 16-token blocks as SMs is split for two blocks an SM, each split at least 32 steps
-// of 16 columns (two a warp), and only as many as `scratch_floats` holds partials for (splits x tokens
-// x rp). Measured on the H200 (cuda_test_lora_dropout's timing lines): at 64 tokens q_proj 15.2 ->
-// 10.4 us, down_proj 45.6 -> 13.0; at 2048 tokens (128 blocks) 3 splits were slower (q_proj 16.2 ->
-// 22.4, down_proj 52.8 -> 60.3: the partials and the second launch cost more than the overlap gives).
+// Splits of the row the tensor-core forward takes for `tokens` x `in` at padded rank `rp`, its blocks
+// `tiles` 16-token tiles (kLoraDownTiles). A batch of at most a quarter as many blocks as SMs is
+// split for two blocks an SM, each split at least 32 steps of 16 columns (two a warp), and only as
+// many as `scratch_floats` holds partials for (splits x tokens x rp). Measured on the H200
+// (cuda_test_lora_dropout's timing lines): at 64 tokens q_proj 15.2 -> 10.4 us, down_proj 45.6 ->
+// 13.0; at 2048 tokens (128 blocks) 3 splits were slower (q_proj 16.2 -> 22.4, down_proj 52.8 ->
+// 60.3: the partials and the second launch cost more than the overlap gives). Two-tile blocks
+// filling at most half the SMs are split to fill them once (2048 tokens: 64 blocks x 2).
 // PEFT_LORA_DOWN_SPLIT=0: never split (the A/B).
-inline int lora_down_splits(int tokens, int in, std::size_t scratch_floats, int rp = 8) {
+inline int lora_down_splits(int tokens, int in, std::size_t scratch_floats, int rp = 8, int tiles = 1) {
   static const bool on = env_switch_on("PEFT_LORA_DOWN_SPLIT");
-  const int blocks = (tokens + 15) / 16, steps = (in + 15) / 16, sms = current_device_kernels().gpu.sms;
-  if (!on || 4 * blocks > sms) return 1;
-  const int want = (2 * sms + blocks - 1) / blocks;
+  const int blocks = (tokens + 16 * tiles - 1) / (16 * tiles), steps = (in + 15) / 16;
+  const int sms = current_device_kernels().gpu.sms;
+  if (!on) return 1;
+  int want = (2 * sms + blocks - 1) / blocks;
+  if (4 * blocks > sms) {
+    if (tiles == 1 || 2 * blocks > sms) return 1;
+    want = sms / blocks;
+  }
   const int most = static_cast<int>(std::min<std::size_t>(scratch_floats / (static_cast<std::size_t>(tokens) * rp), 1 << 20));
   return std::max(1, std::min({want, steps / 32, most}));
 }
 
 // xa [T, rp] = drop(x) A^T, x [T, in], A [rp, in] (bf16), *seed on the device, dropout p. `scratch`
-// (fp32, `scratch_floats` of them; may be null) lets the rank-8 kernel split long rows over blocks.
+// (fp32, `scratch_floats` of them; may be null) lets the tensor-core kernel split long rows over blocks.
 inline void lora_down_dropout(bf16* xa, const bf16* x, const bf16* a, int rp, int tokens, int in,
                               const std::uint64_t* seed, float p, cudaStream_t stream, float* scratch = nullptr,
                               std::size_t scratch_floats = 0) {
@@ -342,16 +351,27 @@ inline void lora_down_dropout(bf16* xa, const bf16* x, const bf16* a, int rp, in
   if (tokens == 0) return;
   // Above rank 8 the tensor-core kernel reads x and A 8 bytes an access; other pointers take the FMA one.
   if (detail::lora_mma_rank(rp) && lora_down_mma() && (rp == 8 || (detail::aligned16(x) && detail::aligned16(a)))) {
-    const int splits = scratch ? lora_down_splits(tokens, in, scratch_floats, rp) : 1;
-    const int k_chunk = ((in + 15) / 16 + splits - 1) / splits * 16;
-    const dim3 grid(static_cast<unsigned>((tokens + 15) / 16), static_cast<unsigned>((in + k_chunk - 1) / k_chunk));
-    float* part = grid.y > 1 ? scratch : nullptr;
     detail::with_mma_groups(rp, [&](auto groups) {
-      detail::lora_down_dropout_mma_kernel<decltype(groups)::value>
-          <<<grid, detail::kLoraMmaWarps * 32, 0, stream>>>(xa, part, x, a, tokens, in, k_chunk, seed, p);
+      constexpr int G = decltype(groups)::value;
+      auto launch = [&](auto tiles) {
+        constexpr int TT = decltype(tiles)::value;
+        const int splits = scratch ? lora_down_splits(tokens, in, scratch_floats, rp, TT) : 1;
+        const int k_chunk = ((in + 15) / 16 + splits - 1) / splits * 16;
+        const dim3 grid(static_cast<unsigned>((tokens + 16 * TT - 1) / (16 * TT)),
+                        static_cast<unsigned>((in + k_chunk - 1) / k_chunk));
+        float* part = grid.y > 1 ? scratch : nullptr;
+        detail::lora_down_dropout_mma_kernel<G, TT>
+            <<<grid, detail::kLoraMmaWarps * 32, 0, stream>>>(xa, part, x, a, tokens, in, k_chunk, seed, p);
+        PEFT_CUDA_CHECK_LAUNCH("lora_down_dropout_mma_kernel");
+        if (part) detail::rank8_add_splits(xa, part, tokens, static_cast<int>(grid.y), stream, rp);
+      };
+      // Two-tile blocks want the row split (half as many blocks) unless the batch fills the SMs anyway.
+      constexpr int TT = detail::kLoraDownTiles<G>;
+      if (TT == 1 || scratch || tokens >= 16 * TT * current_device_kernels().gpu.sms)
+        launch(std::integral_constant<int, TT>{});
+      else
+        launch(std::integral_constant<int, 1>{});
     });
-    PEFT_CUDA_CHECK_LAUNCH("lora_down_dropout_mma_kernel");
-    if (part) detail::rank8_add_splits(xa, part, tokens, static_cast<int>(grid.y), stream, rp);
     return;
   }
   detail::with_fused_rank(rp, "lora_down_dropout", [&](auto r) {

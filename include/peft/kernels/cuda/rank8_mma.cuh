@@ -55,14 +55,24 @@ __device__ inline void red_add4(float* p, float v0, float v1, float v2, float v3
 #endif
 }
 
-// A^T's m16n8k8 fragments at the lane's 8 columns for ranks r and r + 1 (rows r0 and r0 + n of a
-// rank-major [*, n] matrix at the lane's column): the layout below for any rank pair.
-__device__ __forceinline__ void rank_pair_fragments(std::uint32_t (&af)[4][2], const bf16* __restrict__ r0, int n,
+// A^T's m16n8k8 fragments at the lane's C (8 or 4) columns for ranks r and r + 1 (rows r0 and
+// r0 + n of a rank-major [*, n] matrix at the lane's column): the layout below for any rank pair,
+// C / 2 tiles.
+template <int C = 8>
+__device__ __forceinline__ void rank_pair_fragments(std::uint32_t (&af)[C / 2][2], const bf16* __restrict__ r0, int n,
                                                     bool live) {
-  const uint4 v0 = load16(r0, live), v1 = load16(r0 + n, live);
-  const std::uint32_t w0[4] = {v0.x, v0.y, v0.z, v0.w}, w1[4] = {v1.x, v1.y, v1.z, v1.w};
+  std::uint32_t w0[C / 2], w1[C / 2];
+  if constexpr (C == 8) {
+    const uint4 v0 = load16(r0, live), v1 = load16(r0 + n, live);
+    w0[0] = v0.x, w0[1] = v0.y, w0[2] = v0.z, w0[3] = v0.w, w1[0] = v1.x, w1[1] = v1.y, w1[2] = v1.z, w1[3] = v1.w;
+  } else {
+    static_assert(C == 4, "a lane owns 8 or 4 columns");
+    const uint2 v0 = live ? *reinterpret_cast<const uint2*>(r0) : make_uint2(0u, 0u);
+    const uint2 v1 = live ? *reinterpret_cast<const uint2*>(r0 + n) : make_uint2(0u, 0u);
+    w0[0] = v0.x, w0[1] = v0.y, w1[0] = v1.x, w1[1] = v1.y;
+  }
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
+  for (int j = 0; j < C / 2; ++j) {
     af[j][0] = low_halves(w0[j], w1[j]);
     af[j][1] = high_halves(w0[j], w1[j]);
   }
@@ -119,25 +129,27 @@ void with_mma_groups(int rp, F&& f) {
 // The (64-column strip, 16-token step) pairs of a [T, n] pass, strip-major (a strip's steps
 // token-contiguous), split evenly over every warp of the grid: this warp's pairs [begin, end).
 // A warp walking its share stays on a strip for many steps, so what it keeps per strip (fragments
-// of A or B^T, dA's sums) is loaded or flushed once a strip.
+// of A or B^T, dA's sums) is loaded or flushed once a strip. A team of `team` adjacent warps of a
+// block takes one share (each warp its part of the strip's columns, the same steps at about the same time).
 constexpr int kRank8StripCols = 64;  // 8 lanes x 8 columns
 struct WarpShare {
   int steps, begin, end;
 };
-__device__ inline WarpShare rank8_warp_share(int T, int n, int warps_per_block) {
+__device__ inline WarpShare rank8_warp_share(int T, int n, int warps_per_block, int team = 1) {
   const int steps = (T + 15) / 16, total = (n + kRank8StripCols - 1) / kRank8StripCols * steps;
-  const long long warps = static_cast<long long>(gridDim.x) * warps_per_block;
-  const long long w = static_cast<long long>(blockIdx.x) * warps_per_block + static_cast<int>(threadIdx.x) / 32;
+  const long long warps = static_cast<long long>(gridDim.x) * warps_per_block / team;
+  const long long w = (static_cast<long long>(blockIdx.x) * warps_per_block + static_cast<int>(threadIdx.x) / 32) / team;
   return {steps, static_cast<int>(total * w / warps), static_cast<int>(total * (w + 1) / warps)};
 }
 // The rank-8 kernels move 16 bytes an access: pointers that are not 16-byte aligned take another path.
 inline bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
-// Blocks of `threads` of `kernel` an SM holds at once (by its registers and shared memory).
+// Blocks of `threads` of `kernel` an SM holds at once (by its registers and shared memory, static
+// and `dynamic_smem` bytes).
 template <class Kernel>
-int blocks_that_fit(Kernel kernel, int threads) {
+int blocks_that_fit(Kernel kernel, int threads, std::size_t dynamic_smem = 0) {
   int n = 0;
-  PEFT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, 0));
+  PEFT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, dynamic_smem));
   return std::max(n, 1);
 }
 // Blocks for such a grid: `per_sm` an SM, no more than the pairs need.
