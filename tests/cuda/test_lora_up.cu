@@ -65,13 +65,15 @@ void check_shape(TestContext& t, cuda::DeviceArena& arena, int T, int out, float
   PEFT_CUDA_CHECK(cudaMemcpy(ya, upload_bf16(arena, y0), ny * 2, cudaMemcpyDeviceToDevice));
   cuda::lora_up_forward(ya, d_xa, d_bt, rp, T, out, s, true, 0);
   t.close(label + ": y += s xa B^T", download_bf16(ya, ny), y_acc_ref, 1e-2);
-  {  // element by element: rounded once from fp32 sums, so within one bf16 step of the double reference
-     // (plus the fp32 sums' own error, ~2^-24 of the terms' size, which matters only where they cancel)
+  {  // element by element: the term rounded to bf16, then added to y and rounded (cuBLASLt's and HF's
+     // order), so within one bf16 step of that from the double reference, plus one of the term's
+     // (its fp32 sum may round the other way) and the fp32 sums' own error, ~2^-24 of the terms'
+     // size; a wrong row or column would be off by the values themselves
     const Floats got = download_bf16(ya, ny);
     std::size_t far = 0;
     for (std::size_t e = 0; e < ny; ++e) {
-      const float ref = round_to_bf16(y_acc_ref[e]);
-      const float step = std::abs(ref) * (1.0f / 128.0f) + y_acc_mag[e] * (1.0f / 65536.0f);
+      const float term = round_to_bf16(y_ref[e]), ref = round_to_bf16(y0[e] + term);
+      const float step = (std::abs(ref) + std::abs(term)) * (1.0f / 128.0f) + y_acc_mag[e] * (1.0f / 65536.0f);
       far += std::abs(got[e] - ref) > 1.01f * step;
     }
     t.expect(far == 0, label + ": y += s xa B^T within one bf16 step everywhere (" + std::to_string(far) + " beyond)");

@@ -214,8 +214,10 @@ void check_lora_kernels(TestContext& t, const char* label, ModelConfig cfg, int 
   t.close(name + ": fused vs separate, LoRA grads", grads[2], grads[0], 2e-2);
   t.close(name + ": fused in line vs separate, loss", {losses[3]}, {losses[0]}, 1e-3);
   t.close(name + ": fused in line vs separate, LoRA grads", grads[3], grads[0], 2e-2);
-  t.close(name + ": fused beside vs in line, loss", {losses[2]}, {losses[3]}, 1e-3);
-  t.close(name + ": fused beside vs in line, LoRA grads", grads[2], grads[3], 2e-2);
+  // The two orders of the adapter's forward term round it the same way (lora_up_mma.cuh), so they
+  // differ only in dA's atomic order (~5e-8); before they did, rank 8 was ~1.8e-2 apart.
+  t.close(name + ": fused beside vs in line, loss", {losses[2]}, {losses[3]}, 1e-6);
+  t.close(name + ": fused beside vs in line, LoRA grads", grads[2], grads[3], 1e-5);
 
   GpuModel& fused = *models[2];
   peft::cuda::StepProfile prof;

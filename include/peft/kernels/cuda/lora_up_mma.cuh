@@ -93,11 +93,16 @@ __global__ void __launch_bounds__(kLoraUpWarps * 32)
           }
           if constexpr (G % 2 == 1) mma1688(c, bf[G - 1][j][0], bf[G - 1][j][1], xf[G - 1]);
           // c: [0] (col 2j, token 2h), [1] (col 2j, token 2h + 1), [2]/[3] the same at col 2j + 1.
+          // The term is rounded to bf16 before y's value is added: cuBLASLt's beta = 1 adds the
+          // product rounded to the output type (cuda_test_gemm counts it), and HF PEFT adds its
+          // bf16 LoRA output to the base layer's; so the forward's orders (adapter first, base
+          // first here) give the same bits. Added unrounded, the base-first order's step was
+          // ~1.8e-2 (relative L2 of the LoRA gradients) from the others at rank 8 (RESULTS).
 #pragma unroll
           for (int u = 0; u < 2; ++u) {
             const int k = 2 * h + u;
             const float lo = accumulate ? bf16_lo(yw[k][j]) : 0.0f, hi = accumulate ? bf16_hi(yw[k][j]) : 0.0f;
-            yw[k][j] = pack_bf16(scale * c[u] + lo, scale * c[2 + u] + hi);
+            yw[k][j] = pack_bf16(to_float(to_bf16(scale * c[u])) + lo, to_float(to_bf16(scale * c[2 + u])) + hi);
           }
         }
       }
