@@ -18,6 +18,7 @@
 
 #include "peft/kernels/cuda/elementwise.cuh"
 #include "peft/kernels/cuda/gemm.cuh"
+#include "graph_timing.cuh"
 
 using namespace peft::cuda;
 
@@ -102,31 +103,7 @@ int main(int argc, char** argv) {
       };
       if (call(0) != CUBLAS_STATUS_SUCCESS) return -1;
       if (cudaStreamSynchronize(s) != cudaSuccess) return -1;
-      cudaGraph_t g;
-      cudaGraphExec_t ge;
-      PEFT_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-      for (int r = 0; r < reps; ++r) call(r + 1);
-      PEFT_CUDA_CHECK(cudaStreamEndCapture(s, &g));
-      PEFT_CUDA_CHECK(cudaGraphInstantiate(&ge, g, 0));
-      PEFT_CUDA_CHECK(cudaGraphLaunch(ge, s));
-      cudaEvent_t a, b;
-      PEFT_CUDA_CHECK(cudaEventCreate(&a));
-      PEFT_CUDA_CHECK(cudaEventCreate(&b));
-      float ms[3];
-      for (int i = 0; i < 3; ++i) {
-        float& m = ms[i];
-        PEFT_CUDA_CHECK(cudaEventRecord(a, s));
-        PEFT_CUDA_CHECK(cudaGraphLaunch(ge, s));
-        PEFT_CUDA_CHECK(cudaEventRecord(b, s));
-        PEFT_CUDA_CHECK(cudaEventSynchronize(b));
-        PEFT_CUDA_CHECK(cudaEventElapsedTime(&m, a, b));
-      }
-      std::sort(ms, ms + 3);
-      cudaGraphExecDestroy(ge);
-      cudaGraphDestroy(g);
-      cudaEventDestroy(a);
-      cudaEventDestroy(b);
-      return 1000.0 * ms[1] / reps;
+      return peft::bench::us_a_call_in_graph(s, reps, [&](int r) { call(r + 1); });
     };
     auto describe = [&](const cublasLtMatmulAlgo_t& algo) {
       return fmt::format("id {} tile {} stages {} splitk {} red {} swizzle {} cluster {}",

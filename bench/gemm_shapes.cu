@@ -17,6 +17,7 @@
 
 #include "peft/kernels/cuda/elementwise.cuh"
 #include "peft/kernels/cuda/gemm.cuh"
+#include "graph_timing.cuh"
 
 using namespace peft::cuda;
 
@@ -60,27 +61,9 @@ int main(int argc, char** argv) {
   auto time = [&](const std::string& name, double flop, auto&& call) {
     call();  // plan + heuristic outside the graph
     PEFT_CUDA_CHECK(cudaStreamSynchronize(s));
-    cudaGraph_t g;
-    cudaGraphExec_t ge;
-    PEFT_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-    for (int r = 0; r < reps; ++r) call();
-    PEFT_CUDA_CHECK(cudaStreamEndCapture(s, &g));
-    PEFT_CUDA_CHECK(cudaGraphInstantiate(&ge, g, 0));
-    PEFT_CUDA_CHECK(cudaGraphLaunch(ge, s));
-    cudaEvent_t a, b;
-    PEFT_CUDA_CHECK(cudaEventCreate(&a));
-    PEFT_CUDA_CHECK(cudaEventCreate(&b));
-    PEFT_CUDA_CHECK(cudaEventRecord(a, s));
-    PEFT_CUDA_CHECK(cudaGraphLaunch(ge, s));
-    PEFT_CUDA_CHECK(cudaEventRecord(b, s));
-    PEFT_CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    PEFT_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    const double us = 1000.0 * ms / reps;
+    const double us = peft::bench::us_a_call_in_graph(s, reps, [&](int) { call(); }, 1);
     rows.push_back({name, us, flop});
     fmt::print("{{\"gemm\": \"{}\", \"us\": {:.1f}, \"tflops\": {:.0f}}}\n", name, us, flop / us * 1e-6);
-    cudaGraphExecDestroy(ge);
-    cudaGraphDestroy(g);
   };
   auto fl = [&](int n, int k) { return 2.0 * T * n * k; };
   // Forward y = x W^T (+ b), backward dx (+)= dy W; separate projections, then grouped.
