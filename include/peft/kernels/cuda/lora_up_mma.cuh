@@ -411,13 +411,7 @@ inline void lora_up_backward(float* dbt, bf16* dxa, const bf16* dy, const bf16* 
     const auto kernel = detail::lora_up_backward_kernel<G>;
     constexpr int threads = detail::kLoraUpBackWarps * 32;
     constexpr int smem = Config::dynamic_sums ? Config::sums_floats * 4 : 0;
-    static const int fit = [&] {
-      if (smem > 0)
-        PEFT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-      int n = 0;
-      PEFT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, smem));
-      return std::max(n, 1);
-    }();
+    static const int fit = detail::blocks_that_fit(kernel, threads, smem);
     const int run = lora_up_back_run() > 0 ? lora_up_back_run() : lora_up_back_default_run(steps, groups, rp, fit);
     const dim3 grid(static_cast<unsigned>(groups), static_cast<unsigned>((steps + run - 1) / run));
     kernel<<<grid, threads, smem, stream>>>(dbt, dxa, part, dy, xa, bt, tokens, out, run, scale);

@@ -55,37 +55,7 @@ __device__ inline void red_add4(float* p, float v0, float v1, float v2, float v3
 #endif
 }
 
-// A^T's m16n8k8 fragments at the lane's C (8 or 4) columns for ranks r and r + 1 (rows r0 and
-// r0 + n of a rank-major [*, n] matrix at the lane's column): the layout below for any rank pair,
-// C / 2 tiles.
-template <int C = 8>
-__device__ __forceinline__ void rank_pair_fragments(std::uint32_t (&af)[C / 2][2], const bf16* __restrict__ r0, int n,
-                                                    bool live) {
-  std::uint32_t w0[C / 2], w1[C / 2];
-  if constexpr (C == 8) {
-    const uint4 v0 = load16(r0, live), v1 = load16(r0 + n, live);
-    w0[0] = v0.x, w0[1] = v0.y, w0[2] = v0.z, w0[3] = v0.w, w1[0] = v1.x, w1[1] = v1.y, w1[2] = v1.z, w1[3] = v1.w;
-  } else {
-    static_assert(C == 4, "a lane owns 8 or 4 columns");
-    const uint2 v0 = live ? *reinterpret_cast<const uint2*>(r0) : make_uint2(0u, 0u);
-    const uint2 v1 = live ? *reinterpret_cast<const uint2*>(r0 + n) : make_uint2(0u, 0u);
-    w0[0] = v0.x, w0[1] = v0.y, w1[0] = v1.x, w1[1] = v1.y;
-  }
-#pragma unroll
-  for (int j = 0; j < C / 2; ++j) {
-    af[j][0] = low_halves(w0[j], w1[j]);
-    af[j][1] = high_halves(w0[j], w1[j]);
-  }
-}
-// M^T's m16n8k8 A fragments for a rank-major M [8, n] (LoRA's A [8, in] or B^T [8, out]) at the
-// lane's 8 columns col..col+7: tile j's row g is column col + 2j, row g + 8 column col + 2j + 1,
-// k = ranks 2q, 2q + 1. Zero when !live.
-__device__ __forceinline__ void rank8_column_fragments(std::uint32_t (&af)[4][2], const bf16* __restrict__ m, int n,
-                                                       int col, bool live, int q) {
-  rank_pair_fragments(af, m + static_cast<std::size_t>(2 * q) * n + col, n, live);
-}
-
-// N 32-bit words (2N bf16: a lane's run of ranks in a [T, rp] matrix) at p in the widest loads its
+// N 32-bit words (2N bf16: a lane's run of ranks in a [T, rp] matrix, or of columns) at p in the widest loads its
 // alignment allows (the callers' offsets are 16-byte multiples when N % 4 == 0, 8-byte when
 // N % 2 == 0); zero when !ok.
 template <int N>
@@ -106,6 +76,30 @@ __device__ __forceinline__ void load_words(std::uint32_t (&w)[N], const bf16* p,
 #pragma unroll
     for (int i = 0; i < N; ++i) w[i] = ok ? reinterpret_cast<const std::uint32_t*>(p)[i] : 0u;
   }
+}
+
+// A^T's m16n8k8 fragments at the lane's C (8 or 4) columns for ranks r and r + 1 (rows r0 and
+// r0 + n of a rank-major [*, n] matrix at the lane's column): the layout below for any rank pair,
+// C / 2 tiles.
+template <int C = 8>
+__device__ __forceinline__ void rank_pair_fragments(std::uint32_t (&af)[C / 2][2], const bf16* __restrict__ r0, int n,
+                                                    bool live) {
+  static_assert(C == 8 || C == 4, "a lane owns 8 or 4 columns");
+  std::uint32_t w0[C / 2], w1[C / 2];
+  load_words<C / 2>(w0, r0, live);  // one 16- or 8-byte load a row
+  load_words<C / 2>(w1, r0 + n, live);
+#pragma unroll
+  for (int j = 0; j < C / 2; ++j) {
+    af[j][0] = low_halves(w0[j], w1[j]);
+    af[j][1] = high_halves(w0[j], w1[j]);
+  }
+}
+// M^T's m16n8k8 A fragments for a rank-major M [8, n] (LoRA's A [8, in] or B^T [8, out]) at the
+// lane's 8 columns col..col+7: tile j's row g is column col + 2j, row g + 8 column col + 2j + 1,
+// k = ranks 2q, 2q + 1. Zero when !live.
+__device__ __forceinline__ void rank8_column_fragments(std::uint32_t (&af)[4][2], const bf16* __restrict__ m, int n,
+                                                       int col, bool live, int q) {
+  rank_pair_fragments(af, m + static_cast<std::size_t>(2 * q) * n + col, n, live);
 }
 
 // The padded ranks the tensor-core kernels take (8 G, G = 1..8 rank groups), and
@@ -145,9 +139,12 @@ __device__ inline WarpShare rank8_warp_share(int T, int n, int warps_per_block, 
 inline bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
 // Blocks of `threads` of `kernel` an SM holds at once (by its registers and shared memory, static
-// and `dynamic_smem` bytes).
+// and `dynamic_smem` bytes), having allowed the kernel that much dynamic shared memory.
 template <class Kernel>
 int blocks_that_fit(Kernel kernel, int threads, std::size_t dynamic_smem = 0) {
+  if (dynamic_smem > 0)  // the launch's allowance too (past 48 KB it must be asked for)
+    PEFT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(dynamic_smem)));
   int n = 0;
   PEFT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, threads, dynamic_smem));
   return std::max(n, 1);
