@@ -6,8 +6,10 @@
 //     --overwrite true (ms-swift would write into it; an earlier run's files would then mix with
 //     this one's, so we ask).
 //   - --resume_from_checkpoint DIR/checkpoint-N continues in DIR, unless --output_dir is given and
-//     names another folder: then a new run folder is started there (versioned as above), with
-//     resume_source.json saying where it came from; DIR is only read.
+//     names another folder, or DIR is not the checkpoint's run folder (its args.json does not
+//     record DIR: a checkpoint copied into a folder of the user's): then a new run folder is
+//     started under --output_dir (versioned as above), with resume_source.json saying where it
+//     came from; DIR is only read.
 // The chosen folder is then locked for the run (train/run_folder.hpp) and cleaned of what killed
 // saves left behind.
 #pragma once
@@ -71,6 +73,22 @@ inline bool same_folder(const std::filesystem::path& a, const std::filesystem::p
   return !ec1 && !ec2 && ca == cb;
 }
 
+// A run folder a resume may continue in: the args.json there records it as the run's output_dir
+// (ours and ms-swift's alike). A checkpoint copied into a folder of the user's is not continued
+// there: the run's logging.jsonl, images/ and loss.svg would replace the user's files.
+inline bool is_run_folder(const std::filesystem::path& dir) {
+  const auto args = dir / "args.json";
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(args, ec)) return false;
+  try {
+    const nlohmann::json j = read_json_file(args);
+    const auto* recorded = find_field(j, "output_dir");
+    return recorded && recorded->is_string() && same_folder(recorded->get<std::string>(), dir);
+  } catch (const Error&) {
+    return false;
+  }
+}
+
 // `writer`: this process writes the run folder (rank 0); the others only learn its name.
 inline RunFolder open_run_folder(const SftArgs& a, bool writer) {
   namespace fs = std::filesystem;
@@ -79,10 +97,15 @@ inline RunFolder open_run_folder(const SftArgs& a, bool writer) {
   const fs::path out = a.train.output_dir;
   if (!a.train.resume_from_checkpoint.empty()) {
     const fs::path ckpt = fs::absolute(peft::detail::without_trailing_separator(a.train.resume_from_checkpoint));
-    if (!given("output_dir") || same_folder(out, ckpt.parent_path())) {
+    const bool in_place = !given("output_dir") || same_folder(out, ckpt.parent_path());
+    if (in_place && is_run_folder(ckpt.parent_path())) {
       f.dir = ckpt.parent_path();
       f.continues_checkpoint_run = true;
     } else {
+      if (in_place)
+        fmt::print("[run] {} is not the run folder {} came from (its args.json does not name it): the resumed run "
+                   "gets a new run folder under --output_dir {}\n", ckpt.parent_path().string(), ckpt.string(),
+                   out.string());
       f.resumed_from = ckpt;
     }
   }
@@ -110,14 +133,18 @@ inline RunFolder open_run_folder(const SftArgs& a, bool writer) {
   if (!writer) return f;
   f.lock = RunLock(f.dir);
   clean_stale_staging(f.dir);
-  if (!f.resumed_from.empty()) {
-    const nlohmann::json source = {{"resumed_from", f.resumed_from.string()},
-                                   {"run_id", checkpoint_run_id(f.resumed_from)}};
-    write_text_atomic(f.dir / "resume_source.json", source.dump(2) + "\n");
-    fmt::print("[run] resuming {} into a new run folder {} (the checkpoint's folder is left as it is)\n",
-               f.resumed_from.string(), f.dir.string());
-  }
   return f;
+}
+
+// A resume into a new run folder records where it came from (written once the resume is known to
+// be accepted: a refused one leaves the folder empty, and so removed).
+inline void write_resume_source(const RunFolder& f) {
+  if (f.resumed_from.empty()) return;
+  const nlohmann::json source = {{"resumed_from", f.resumed_from.string()},
+                                 {"run_id", checkpoint_run_id(f.resumed_from)}};
+  write_text_atomic(f.dir / "resume_source.json", source.dump(2) + "\n");
+  fmt::print("[run] resuming {} into a new run folder {} (the checkpoint's folder is left as it is)\n",
+             f.resumed_from.string(), f.dir.string());
 }
 
 }  // namespace peft::examples

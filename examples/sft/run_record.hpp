@@ -87,4 +87,12 @@ inline std::map<std::string, std::string> checkpoint_record_files(const nlohmann
   return files;
 }
 
+// A full fine-tune's checkpoint is a model folder of its own (chat --model, export, HF
+// from_pretrained): it carries the base's tokenizer and generation files, as ms-swift's do.
+inline void add_tokenizer_files(std::map<std::string, std::string>& files, const std::filesystem::path& from) {
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
+                           "special_tokens_map.json", "added_tokens.json", "generation_config.json"})
+    if (std::filesystem::is_regular_file(from / name)) files[name] = read_text_file(from / name);
+}
+
 }  // namespace peft::examples

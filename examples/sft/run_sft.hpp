@@ -318,9 +318,13 @@ TrainResult train_sft(Model& model, const SftSetup<Model>& s, const SftArgs& a, 
     trainer.set_communicator(comm);
     trainer.set_run_dir(run_dir);
     trainer.set_base_model_name(s.base_name);
-    if (!run_dir.empty())
-      trainer.set_checkpoint_files(checkpoint_record_files(
-          effective_args_json(a, model.lora_config(), s.base_name, run_dir), a.train_type == "lora"));
+    if (!run_dir.empty()) {
+      auto files = checkpoint_record_files(effective_args_json(a, model.lora_config(), s.base_name, run_dir),
+                                           a.train_type == "lora");
+      if (a.train_type == "full")
+        add_tokenizer_files(files, s.embedded ? default_tokenizer().parent_path() : std::filesystem::path(a.model));
+      trainer.set_checkpoint_files(std::move(files));
+    }
     trainer.set_quiet(quiet);
     now_doing(fmt::format("training (--max_length {}, --per_device_train_batch_size {})", a.data.max_length,
                           t.per_device_train_batch_size));
@@ -347,8 +351,15 @@ int run_sft(SftArgs a, dist::Communicator* comm = nullptr) {
   const auto& cfg = model.config();
   const auto& lora = model.lora_config();
 
+  // A resume is checked before anything is written for it (the trainer checks again as it loads).
+  if (writer && !a.train.resume_from_checkpoint.empty()) {
+    const int world = comm ? comm->world_size() : 1;
+    check_resume(a.train, result_settings(a.train, s.data.train, Model::uses_lora() ? &lora : nullptr, world),
+                 total_steps(a.train, s.data.train.size(), world), false);
+  }
   // args.json (args_resume.json when continuing a run in its own folder).
   if (writer) {
+    write_resume_source(folder);
     write_text_atomic(run_dir / (folder.continues_checkpoint_run ? "args_resume.json" : "args.json"),
                       effective_args_json(a, lora, s.base_name, run_dir).dump(2) + "\n");
     fmt::print("[run] writing to {}\n", run_dir.string());

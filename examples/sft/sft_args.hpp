@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "../command_line.hpp"
+#include "../infer/model_source.hpp"
 #include "peft/core/error.hpp"
 #include "peft/data/dataset_loader.hpp"
 #include "peft/io/peft_adapter.hpp"
@@ -280,6 +281,18 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
   require(a.train_type != "qlora",
           "--train_type qlora: ms-swift has no such train type; QLoRA is --train_type lora --quant_method bnb --quant_bits 4");
   detail::one_of("train_type", a.train_type, {"lora", "full"});
+  if (!resume.empty()) require(std::filesystem::exists(resume), "--resume_from_checkpoint {}: the folder does not exist", resume);
+  if (!resume.empty())
+    require(std::filesystem::is_regular_file(std::filesystem::path(resume) / "trainer_state.json"),
+            "--resume_from_checkpoint {}: no trainer_state.json there (not a checkpoint folder)", resume);
+  // ms-swift's load_args_from_ckpt: with --adapters or --resume_from_checkpoint and no --model, the
+  // base is the one the run recorded (args.json, else adapter_config.json's base_model_name_or_path).
+  if (a.model.empty() && (!a.adapters.empty() || !resume.empty())) {
+    const ModelSource src = resolve_model_source("", !a.adapters.empty() ? a.adapters : resume);
+    a.model = src.model;
+    fmt::print("[args] base model {} (recorded in {})\n", a.model.empty() ? "the embedded default" : a.model,
+               src.found_in);
+  }
   // Defaults from the model: its config.json's dtype and context (ms-swift's model_info).
   ModelConfig model_cfg = embedded_default_config();
   if (!a.model.empty()) {
@@ -328,10 +341,6 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
   require(a.early_stop_patience >= 0, "--early_stop_patience must be >= 0");
   require(a.early_stop_min_delta >= 0, "--early_stop_min_delta must be >= 0");
   require(a.eval_generation_max_new_tokens > 0, "--eval_generation_max_new_tokens must be positive");
-  if (!resume.empty()) require(std::filesystem::exists(resume), "--resume_from_checkpoint {}: the folder does not exist", resume);
-  if (!resume.empty())
-    require(std::filesystem::is_regular_file(std::filesystem::path(resume) / "trainer_state.json"),
-            "--resume_from_checkpoint {}: no trainer_state.json there (not a checkpoint folder)", resume);
   a.lora.target_modules = targets;
   if (a.train_type == "lora") a.lora.validate();
   t.validate();

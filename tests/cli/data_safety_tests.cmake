@@ -3,16 +3,22 @@
 #   merge_*        merge_lora --output_dir: refuses input folders and their parents (even with
 #                  --overwrite), refuses a non-empty folder without --overwrite
 #   output_*       identity_finetune --add_version false into a non-empty folder; run.lock;
-#                  save_total_limit deletes only the current run's checkpoints
-#   resume_*       --output_dir honoured on resume; settings compared with the checkpoint's;
-#                  damaged trainer_state.json refused; staging left by killed saves cleaned
+#                  save_total_limit deletes only the current run's checkpoints (0: keeps all);
+#                  --overwrite never replaces a checkpoint-N another run (or the user) left; a full
+#                  fine-tune's checkpoint carries the tokenizer (a model folder of its own)
+#   resume_*       --output_dir honoured on resume; a checkpoint copied into a user's folder starts
+#                  a new run folder; settings compared with the checkpoint's before anything is
+#                  written; --adapters without --model trains the recorded base; damaged
+#                  trainer_state.json refused; staging left by killed saves cleaned
 #   signal_*       SIGINT / SIGTERM: the step ends, a checkpoint is saved, exit 130 / 143
 #   log_disk_full  a failed logging.jsonl write is an error
 #   sweep_*        lr_epoch_sweep refuses a folder whose cells had other settings
 # This file both registers the tests (included from tests/CMakeLists.txt) and runs them (cmake -P).
 if(NOT CMAKE_SCRIPT_MODE_FILE)
   foreach(case merge_output_holds_inputs merge_output_not_empty output_not_empty output_rotation_only_own_run
-          output_run_lock output_failed_run_leaves_no_folder resume_into_new_folder resume_settings_mismatch resume_damaged_state
+          output_overwrite_keeps_foreign_checkpoints output_save_total_limit_zero output_full_checkpoint_is_a_model
+          output_run_lock output_failed_run_leaves_no_folder resume_into_new_folder resume_checkpoint_in_user_folder
+          resume_refused_writes_nothing resume_adapters_recorded_base resume_settings_mismatch resume_damaged_state
           resume_cleans_staging signal_sigint_saves signal_sigterm_saves log_disk_full sweep_other_settings)
     add_test(NAME cli_data_safety_${case}
       COMMAND ${CMAKE_COMMAND} -DCASE=${case} -DFT=$<TARGET_FILE:identity_finetune> -DMERGE=$<TARGET_FILE:merge_lora>
@@ -167,6 +173,39 @@ elseif(CASE STREQUAL "output_rotation_only_own_run")
     message(FATAL_ERROR "logging.jsonl should hold run B's 6 steps, holds ${n} train entries")
   endif()
 
+elseif(CASE STREQUAL "output_overwrite_keeps_foreign_checkpoints")
+  # Run A saves checkpoint-2 and -4; the user keeps notes in a checkpoint-1 folder of their own.
+  run(OK ${FT} ${ft_base} --max_steps 4 --save_steps 2 --output_dir shared)
+  file(WRITE ${WORK_DIR}/shared/checkpoint-1/notes.txt "mine\n")
+  fingerprint(user shared/checkpoint-1)
+  fingerprint(a2 shared/checkpoint-2)
+  fingerprint(a4 shared/checkpoint-4)
+  # B would save every step (1, 2, 3): refused before training, nothing of A's or the user's touched.
+  run(FAIL ${FT} ${ft_base} --max_steps 3 --save_steps 1 --output_dir shared --overwrite true)
+  expect_output("shared holds checkpoint-1, checkpoint-2, not written by this run; this run would save")
+  expect_unchanged("${user}" shared/checkpoint-1)
+  expect_unchanged("${a2}" shared/checkpoint-2)
+  # C saves only step 3 (and rotates only its own): it runs, and leaves the others alone.
+  run(OK ${FT} ${ft_base} --max_steps 3 --save_steps 3 --save_total_limit 1 --output_dir shared --overwrite true)
+  expect_exists(shared/checkpoint-3/adapter_model.safetensors)
+  expect_unchanged("${user}" shared/checkpoint-1)
+  expect_unchanged("${a2}" shared/checkpoint-2)
+  expect_unchanged("${a4}" shared/checkpoint-4)
+
+elseif(CASE STREQUAL "output_save_total_limit_zero")
+  # HF's rule: a limit of 0 (or below) rotates nothing.
+  run(OK ${FT} ${ft_base} --max_steps 3 --save_steps 1 --save_total_limit 0 --output_dir out)
+  expect_exists(out/checkpoint-1 out/checkpoint-2 out/checkpoint-3)
+
+elseif(CASE STREQUAL "output_full_checkpoint_is_a_model")
+  # A full fine-tune's checkpoint is a model folder: config, weights, and the base's tokenizer files.
+  run(OK ${FT} ${ft_base} --train_type full --max_steps 1 --output_dir full)
+  expect_exists(full/checkpoint-1/config.json full/checkpoint-1/model.safetensors
+                full/checkpoint-1/generation_config.json)
+  run(OK ${FT} --dataset ${FIXTURES}/../../assets/data/self_cognition.jsonl --train_type full --max_steps 1
+      --add_version false --output_dir embedded_full)
+  expect_exists(embedded_full/checkpoint-1/tokenizer.json embedded_full/checkpoint-1/tokenizer_config.json)
+
 elseif(CASE STREQUAL "output_run_lock")
   # pid 1 is always alive: the folder is another run's.
   file(WRITE ${WORK_DIR}/out/run.lock "1\n")
@@ -218,6 +257,43 @@ elseif(CASE STREQUAL "resume_into_new_folder")
   # Without --output_dir the run continues in A (the behaviour before).
   run(OK ${FT} ${ft_base} --max_steps 6 --save_steps 2 --resume_from_checkpoint A/checkpoint-4)
   expect_exists(A/args_resume.json)
+
+elseif(CASE STREQUAL "resume_checkpoint_in_user_folder")
+  # A checkpoint copied into a folder of the user's: the resumed run does not take that folder
+  # (its logging.jsonl, images/ and loss.svg would replace the user's), it starts a run folder.
+  run(OK ${FT} ${ft_base} --max_steps 4 --save_steps 2 --output_dir A)
+  file(WRITE ${WORK_DIR}/mine/logging.jsonl "precious\n")
+  file(WRITE ${WORK_DIR}/mine/images/train_loss.png "precious png\n")
+  file(COPY ${WORK_DIR}/A/checkpoint-2 DESTINATION ${WORK_DIR}/mine)
+  fingerprint(before mine)
+  run(OK ${FT} ${ft_base} --max_steps 4 --save_steps 2 --resume_from_checkpoint mine/checkpoint-2)
+  expect_output("mine is not the run folder .*checkpoint-2 came from")
+  expect_unchanged("${before}" mine)
+  expect_exists(output/checkpoint-4/adapter_model.safetensors output/resume_source.json)
+
+elseif(CASE STREQUAL "resume_refused_writes_nothing")
+  # Settings that differ are refused before anything is written for the resume: no
+  # args_resume.json in place, no new version folder elsewhere.
+  run(OK ${FT} ${ft_base} --max_steps 4 --save_steps 2 --output_dir A)
+  fingerprint(before A)
+  run(FAIL ${FT} ${ft_base} --max_steps 4 --save_steps 2 --learning_rate 1e-3 --resume_from_checkpoint A/checkpoint-2)
+  expect_output("settings differ from the checkpoint's")
+  expect_unchanged("${before}" A)
+  run(FAIL ${FT} ${ft_base} --max_steps 4 --save_steps 2 --learning_rate 1e-3 --add_version true --output_dir B
+      --resume_from_checkpoint A/checkpoint-2)
+  file(GLOB left ${WORK_DIR}/B/*)
+  if(left)
+    message(FATAL_ERROR "a refused resume left ${left}:\n${last}")
+  endif()
+
+elseif(CASE STREQUAL "resume_adapters_recorded_base")
+  # --adapters without --model trains the base the adapter's run recorded (ms-swift's
+  # load_args_from_ckpt), not the embedded default.
+  run(OK ${FT} ${ft_base} --max_steps 2 --save_steps 2 --output_dir A)
+  run(OK ${FT} --adapters A/checkpoint-2 --dataset ${TINY}/tokens.jsonl --max_steps 1 --add_version false
+      --output_dir B)
+  expect_output("base model .*tiny_public/model \\(recorded in .*A/checkpoint-2/args.json\\)")
+  expect_output("\\[model\\] .*tiny_public/model: 2 layers")
 
 elseif(CASE STREQUAL "resume_settings_mismatch")
   run(OK ${FT} ${ft_base} --max_steps 4 --save_steps 2 --output_dir A)

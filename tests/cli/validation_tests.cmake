@@ -9,6 +9,11 @@ set(V_SETUP ${CMAKE_CURRENT_SOURCE_DIR}/cli/make_invalid_inputs.cmake)
 peft_cli_test(adam_beta2_one FAIL ARGS ${V_BASE} --adam_beta2 1.0 REGEX "--adam_beta2 1 must be in \\[0, 1\\)")
 peft_cli_test(adam_beta1_above_one FAIL ARGS ${V_BASE} --adam_beta1 1.5 REGEX "--adam_beta1 1.5 must be in \\[0, 1\\)")
 peft_cli_test(adam_epsilon_zero FAIL ARGS ${V_BASE} --adam_epsilon 0 REGEX "--adam_epsilon 0 must be positive")
+peft_cli_test(num_train_epochs_inf FAIL ARGS ${V_BASE} --num_train_epochs inf
+  REGEX "--num_train_epochs must be positive and finite \\(got inf\\)")
+peft_cli_test(num_train_epochs_huge FAIL ARGS ${V_BASE} --num_train_epochs 2e17
+  REGEX "--num_train_epochs 2e\\+17: 2e\\+17 optimizer steps of [0-9]+ samples is more than any run can take")
+peft_cli_test(lora_alpha_inf FAIL ARGS ${V_BASE} --lora_alpha inf REGEX "--lora_alpha must be positive and finite \\(got inf\\)")
 
 # Sizes before allocation (item 6).
 peft_cli_test(config_size_vs_weights FAIL SETUP ${V_SETUP} ARGS --model huge_intermediate --dataset ${PEFT_TINY}/tokens.jsonl

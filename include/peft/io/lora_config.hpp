@@ -4,6 +4,7 @@
 // as PEFT resolves it for causal LMs.
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <array>
 #include <string>
 #include <string_view>
@@ -38,7 +39,7 @@ struct LoraConfig {
 
   void validate() const {
     require(r > 0, "--lora_rank must be positive (got {})", r);
-    require(lora_alpha > 0, "--lora_alpha must be positive (got {})", lora_alpha);
+    require(lora_alpha > 0 && std::isfinite(lora_alpha), "--lora_alpha must be positive and finite (got {})", lora_alpha);
     require(lora_dropout >= 0 && lora_dropout < 1, "--lora_dropout must be in [0, 1) (got {})", lora_dropout);
     require(!target_modules.empty(), "--target_modules is empty");
     for (const auto& t : target_modules) {

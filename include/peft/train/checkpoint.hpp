@@ -69,6 +69,11 @@ inline std::vector<std::filesystem::path> list_checkpoints(const std::filesystem
   return out;
 }
 
+// N of a checkpoint-N folder (list_checkpoints' names).
+inline std::int64_t checkpoint_step(const std::filesystem::path& checkpoint) {
+  return std::stoll(checkpoint.filename().string().substr(std::string("checkpoint-").size()));
+}
+
 // The run id a checkpoint's trainer_state.json records ("" if none or unreadable).
 inline std::string checkpoint_run_id(const std::filesystem::path& checkpoint) {
   const auto file = checkpoint / "trainer_state.json";
@@ -82,15 +87,29 @@ inline std::string checkpoint_run_id(const std::filesystem::path& checkpoint) {
   return "";
 }
 
-// Deletes the oldest checkpoints of run `run_id` beyond `limit` (< 0: keep all), never one listed
-// in `keep`, never one another run (or an older peft, which recorded no run id) wrote.
+// checkpoint-N folders in `output_dir` with first < N <= last that run `run_id` did not write (another
+// run's, an older peft's without a run id, or a folder of the user's): names a run saving steps
+// first+1 .. last could take, and must not replace.
+inline std::vector<std::filesystem::path> foreign_checkpoints(const std::filesystem::path& output_dir,
+                                                              const std::string& run_id, std::int64_t first,
+                                                              std::int64_t last) {
+  std::vector<std::filesystem::path> found;
+  for (const auto& c : list_checkpoints(output_dir)) {
+    const std::int64_t n = checkpoint_step(c);
+    if (n > first && n <= last && (run_id.empty() || checkpoint_run_id(c) != run_id)) found.push_back(c);
+  }
+  return found;
+}
+
+// Deletes the oldest checkpoints of run `run_id` beyond `limit` (<= 0: keep all, as HF's Trainer),
+// never one listed in `keep`, never one another run (or an older peft, which recorded no run id) wrote.
 inline void rotate_checkpoints(const std::filesystem::path& output_dir, std::int64_t limit, const std::string& run_id,
                                const std::vector<std::filesystem::path>& keep = {}) {
-  if (limit < 0 || run_id.empty()) return;
+  if (limit <= 0 || run_id.empty()) return;
   std::vector<std::filesystem::path> mine;
   for (const auto& c : list_checkpoints(output_dir))
     if (checkpoint_run_id(c) == run_id) mine.push_back(c);
-  std::int64_t excess = static_cast<std::int64_t>(mine.size()) - std::max<std::int64_t>(limit, 1);
+  std::int64_t excess = static_cast<std::int64_t>(mine.size()) - limit;
   for (const auto& c : mine) {
     if (excess <= 0) break;
     if (std::find(keep.begin(), keep.end(), c) != keep.end()) continue;

@@ -59,6 +59,7 @@
 #include "peft/train/loss_plot.hpp"
 #include "peft/train/numerical_guard.hpp"
 #include "peft/train/result_settings.hpp"
+#include "peft/train/resume_check.hpp"
 #include "peft/train/run_folder.hpp"
 #include "peft/train/step_batches.hpp"
 #include "peft/train/stop_signal.hpp"
@@ -94,16 +95,8 @@ class Trainer {
   int world_size() const { return comm_ ? comm_->world_size() : 1; }
   int rank() const { return comm_ ? comm_->rank() : 0; }
 
-  std::int64_t steps_per_epoch(std::size_t samples) const {
-    const auto micro = (static_cast<std::int64_t>(samples) + args_.per_device_train_batch_size - 1) /
-                       args_.per_device_train_batch_size;
-    const std::int64_t per_step = args_.gradient_accumulation_steps * world_size();
-    return std::max<std::int64_t>(1, (micro + per_step - 1) / per_step);
-  }
-  std::int64_t total_steps(std::size_t samples) const {
-    if (args_.max_steps > 0) return args_.max_steps;
-    return static_cast<std::int64_t>(std::ceil(args_.num_train_epochs * static_cast<double>(steps_per_epoch(samples))));
-  }
+  std::int64_t steps_per_epoch(std::size_t samples) const { return peft::steps_per_epoch(args_, samples, world_size()); }
+  std::int64_t total_steps(std::size_t samples) const { return peft::total_steps(args_, samples, world_size()); }
 
   // The loop is the trainer's three jobs, one function each: assemble the step's micro-batches
   // (train/step_batches.hpp), run the step (forward/backward, all-reduce, clip, update), then
@@ -169,6 +162,7 @@ class Trainer {
     st_.result_settings = settings;
     if (run_id_.empty()) run_id_ = continues_checkpoint_run() ? st_.run_id : new_run_id();
     st_.run_id = run_id_;
+    refuse_foreign_checkpoints(st_.res.global_step, run.total);
     // Other ranks draw their own dropout masks (rank 0 keeps the single-process stream; a
     // checkpoint holds rank 0's generator, so these restart from (seed, rank, step) on resume).
     if (rank() > 0)
@@ -396,11 +390,7 @@ class Trainer {
   // Everything a checkpoint holds goes back where it came from (train/trainer_state.hpp).
   void resume(Run& run, const nlohmann::json& settings) {
     const auto& dir = args_.resume_from_checkpoint;
-    require(std::filesystem::is_directory(dir), "--resume_from_checkpoint {}: not a directory", dir.string());
-    st_ = read_trainer_state(dir / "trainer_state.json");
-    check_resume_settings(settings);
-    require(st_.res.global_step < run.total, "--resume_from_checkpoint {}: it is at step {} of {}: nothing left to train",
-            dir.string(), st_.res.global_step, run.total);
+    st_ = check_resume(args_, settings, run.total);
     load_trained_weights(dir, model_);
     load_optimizer_state(dir / "optimizer.safetensors", opt_, run.params);
     run.dropout_rng.set_state(st_.dropout_rng);
@@ -417,24 +407,6 @@ class Trainer {
                  dir.string(), st_.hooks.size(), sizeof...(Hooks));
     }
     fmt::print("[resume] from {} at step {}\n", dir.string(), st_.res.global_step);
-  }
-
-  // The settings that change the result must be the checkpoint's (train/result_settings.hpp).
-  void check_resume_settings(const nlohmann::json& now) const {
-    const auto file = (args_.resume_from_checkpoint / "trainer_state.json").string();
-    if (st_.result_settings.is_null()) {
-      fmt::print(stderr, "[resume] {} records no settings (an older peft): cannot check that they match\n", file);
-      return;
-    }
-    require(st_.result_settings.is_object(), "{}: field 'result_settings' is not an object", file);
-    const auto diff = settings_differences(st_.result_settings, now);
-    if (diff.empty()) return;
-    const std::string list = fmt::format("{}", fmt::join(diff, "\n  "));
-    require(args_.ignore_args_mismatch,
-            "--resume_from_checkpoint {}: this run's settings differ from the checkpoint's, so the resumed run would "
-            "not continue the same training:\n  {}\n(pass --ignore_args_mismatch true to resume anyway)",
-            args_.resume_from_checkpoint.string(), list);
-    fmt::print(stderr, "[resume] --ignore_args_mismatch: resuming although settings differ:\n  {}\n", list);
   }
 
   // The best-model metric of the latest evaluation decides whether this checkpoint is the best
@@ -485,8 +457,27 @@ class Trainer {
     return fmt::format("{:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60);
   }
 
+  // A checkpoint-N this run did not write is never replaced (--overwrite true lets a run into a
+  // folder, not over another run's checkpoints): refused before the first step when this run plans
+  // to save under its name (every save_steps and the last step). A save at another step (a signal,
+  // early stopping) that meets one fails then, naming it.
+  void refuse_foreign_checkpoints(std::int64_t from, std::int64_t last) const {
+    if (run_dir_.empty()) return;
+    std::string names;
+    for (const auto& c : foreign_checkpoints(run_dir_, run_id_, from, last)) {
+      const std::int64_t n = checkpoint_step(c);
+      if (n % args_.save_steps == 0 || n == last) names += (names.empty() ? "" : ", ") + c.filename().string();
+    }
+    if (!names.empty())
+      fail("{} holds {}, not written by this run; this run would save a checkpoint of that name (every {} steps and at "
+           "step {}) and replace it: pick another --output_dir, leave --add_version true for a new vN- folder, or "
+           "move them", run_dir_.string(), names, args_.save_steps, last);
+  }
+
   std::filesystem::path save_checkpoint(std::int64_t gs, double epoch, std::int64_t total, const Params& params) {
     const auto dir = run_dir_ / fmt::format("checkpoint-{}", gs);
+    if (!foreign_checkpoints(run_dir_, run_id_, gs - 1, gs).empty())  // appeared since the run began
+      fail("{} was not written by this run; not replacing it (the checkpoint of step {} is not saved)", dir.string(), gs);
     track_best(dir);
     st_.hooks = nlohmann::json::array();
     call_hooks([&](auto& h) {

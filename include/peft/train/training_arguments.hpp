@@ -81,7 +81,8 @@ struct TrainingArguments {
 
   void validate() const {
     require(learning_rate > 0 && std::isfinite(learning_rate), "--learning_rate must be positive (got {})", learning_rate);
-    require(num_train_epochs > 0 || max_steps > 0, "--num_train_epochs must be positive (got {})", num_train_epochs);
+    require(max_steps > 0 || (num_train_epochs > 0 && std::isfinite(num_train_epochs)),
+            "--num_train_epochs must be positive and finite (got {})", num_train_epochs);
     require(per_device_train_batch_size > 0, "--per_device_train_batch_size must be positive");
     require(per_device_eval_batch_size > 0, "--per_device_eval_batch_size must be positive");
     require(gradient_accumulation_steps > 0, "--gradient_accumulation_steps must be positive");

@@ -1,0 +1,66 @@
+// How many optimizer steps a run takes, and what a resume requires of its checkpoint. Free
+// functions, so a program can check a resume before it writes anything for the run (args.json,
+// a new run folder's resume_source.json) and the trainer checks the same when it loads.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "peft/core/error.hpp"
+#include "peft/train/result_settings.hpp"
+#include "peft/train/trainer_state.hpp"
+#include "peft/train/training_arguments.hpp"
+
+namespace peft {
+
+// Optimizer steps an epoch of `samples` takes on `world` ranks (the last step takes what is left).
+inline std::int64_t steps_per_epoch(const TrainingArguments& a, std::size_t samples, int world) {
+  const auto micro = (static_cast<std::int64_t>(samples) + a.per_device_train_batch_size - 1) /
+                     a.per_device_train_batch_size;
+  const std::int64_t per_step = a.gradient_accumulation_steps * world;
+  return std::max<std::int64_t>(1, (micro + per_step - 1) / per_step);
+}
+
+// --max_steps, else ceil(epochs x steps an epoch); an absurd epoch count is an error, not an
+// overflowed step counter.
+inline std::int64_t total_steps(const TrainingArguments& a, std::size_t samples, int world) {
+  if (a.max_steps > 0) return a.max_steps;
+  const double steps = std::ceil(a.num_train_epochs * static_cast<double>(steps_per_epoch(a, samples, world)));
+  require(steps <= 1e12, "--num_train_epochs {}: {:.3g} optimizer steps of {} samples is more than any run can take",
+          a.num_train_epochs, steps, samples);
+  return static_cast<std::int64_t>(steps);
+}
+
+// The checkpoint's state, once checked: the settings that decide the result are this run's
+// (`settings`, result_settings.hpp; --ignore_args_mismatch lets a difference through, said on
+// stderr when `say`), and steps are left before `total`.
+inline TrainerState check_resume(const TrainingArguments& a, const nlohmann::json& settings, std::int64_t total,
+                                 bool say = true) {
+  const auto& dir = a.resume_from_checkpoint;
+  require(std::filesystem::is_directory(dir), "--resume_from_checkpoint {}: not a directory", dir.string());
+  const auto file = (dir / "trainer_state.json").string();
+  TrainerState st = read_trainer_state(file);
+  if (st.result_settings.is_null()) {
+    if (say) fmt::print(stderr, "[resume] {} records no settings (an older peft): cannot check that they match\n", file);
+  } else {
+    require(st.result_settings.is_object(), "{}: field 'result_settings' is not an object", file);
+    const auto diff = settings_differences(st.result_settings, settings);
+    if (!diff.empty()) {
+      const std::string list = fmt::format("{}", fmt::join(diff, "\n  "));
+      require(a.ignore_args_mismatch,
+              "--resume_from_checkpoint {}: this run's settings differ from the checkpoint's, so the resumed run "
+              "would not continue the same training:\n  {}\n(pass --ignore_args_mismatch true to resume anyway)",
+              dir.string(), list);
+      if (say) fmt::print(stderr, "[resume] --ignore_args_mismatch: resuming although settings differ:\n  {}\n", list);
+    }
+  }
+  require(st.res.global_step < total, "--resume_from_checkpoint {}: it is at step {} of {}: nothing left to train",
+          dir.string(), st.res.global_step, total);
+  return st;
+}
+
+}  // namespace peft
