@@ -149,7 +149,7 @@ TEST_CASE("adapter_config.json with a lora_alpha of the wrong type names the fil
   fs::remove_all(dir);
 }
 
-TEST_CASE("a NaN base weight is refused by merge_lora and the GGUF export, naming the file and tensor; nothing is written") {
+TEST_CASE("a NaN base weight is refused by merge_lora and the GGUF export, naming the file and tensor, and writes nothing") {
   const fs::path src = test::fixture("tiny_public") / "model";
   const fs::path adapter = test::fixture("tiny_public") / "adapter_trained";
   // A tensor merge_lora copies as it is, and one it adds a LoRA update to.
