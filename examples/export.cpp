@@ -6,6 +6,10 @@
 // The base comes from --model, else from the training run (infer/model_source.hpp); an adapter
 // trained on the embedded default model is merged into that model written out as a folder. Nothing
 // that exists is replaced without --overwrite true; every file and folder appears atomically.
+// Everything that can be refused is refused before anything is written (the output, the Modelfile's
+// quoting, the base's tensors), and a run that fails later removes what it created: a merged
+// folder appears with its GGUF and Modelfile inside or not at all, and a GGUF-only run removes
+// the output folder it made, or the files it added to an existing one (never the files it found).
 #include <chrono>
 #include <fmt/format.h>
 
@@ -30,6 +34,60 @@ void refuse_existing(const fs::path& p, bool overwrite, const char* what) {
           "{} exists (the {} would replace it); pass --overwrite true to replace it, or another --output_dir",
           p.string(), what);
 }
+
+// Writes `model_dir` as the GGUF `path` (checked by reading it back) and, with a Modelfile text,
+// the Modelfile beside it. `shown`: the folder to name in messages (the final one, not a staging one);
+// `base`: the model folder the tokenizer files come from, named in the warnings.
+void write_gguf_outputs(const fs::path& model_dir, const fs::path& base, const fs::path& dir, const fs::path& shown,
+                        gguf::TensorType type, const std::string& type_name, const std::string& name,
+                        const std::string* modelfile_text) {
+  const fs::path gguf_path = dir / "model.gguf";
+  const auto g = gguf::write_qwen2_gguf(model_dir, gguf_path, type, name);
+  if (g.placeholder_vocab)
+    fmt::print(stderr, "[export] warning: {} has no tokenizer.json: the GGUF holds a placeholder vocabulary of the "
+               "model's size (token ids are right, text is not)\n", base.string());
+  // llama.cpp and Ollama read the stop token and the chat template from the GGUF alone.
+  if (!g.eos)
+    fmt::print(stderr, "[export] warning: the GGUF has no eos token (no tokenizer_config.json eos_token nor "
+               "generation_config.json eos_token_id in {}): llama.cpp and Ollama will not know where a reply ends\n",
+               base.string());
+  if (!g.chat_template)
+    fmt::print(stderr, "[export] warning: the GGUF has no tokenizer.chat_template (no chat_template in {}): "
+               "llama.cpp will not apply the chat format the model was trained with, and --check cannot run it there\n",
+               (base / "tokenizer_config.json").string());
+  if (!g.f16_fallbacks.empty())
+    fmt::print("[export] {} matrices have rows that are not whole q8_0 blocks and are f16: {}\n",
+               g.f16_fallbacks.size(), fmt::join(g.f16_fallbacks, ", "));
+  const gguf::GgufFile back = gguf::GgufFile::open(gguf_path);  // what we wrote must read back
+  require(back.tensors().size() == g.tensors && back.string("general.architecture") == "qwen2",
+          "{}: the file read back does not hold what was written", (shown / "model.gguf").string());
+  fmt::print("[export] wrote {} ({}, {} tensors, {:.1f} MB{})\n", (shown / "model.gguf").string(), type_name, g.tensors,
+             static_cast<double>(fs::file_size(gguf_path)) / 1e6,
+             g.eos ? fmt::format(", eos {}{}", *g.eos, g.eot ? fmt::format(", eot {}", *g.eot) : "") : "");
+  if (modelfile_text) {
+    write_text_atomic(dir / "Modelfile", *modelfile_text);
+    fmt::print("[export] wrote {} (then: cd {} && ollama create NAME -f Modelfile)\n", (shown / "Modelfile").string(),
+               shown.string());
+  }
+}
+
+// The paths a GGUF-only run creates, removed again unless the run gets to keep them.
+struct CreatedPaths {
+  std::vector<fs::path> paths;
+  bool keep = false;
+  void note_if_new(fs::path p) {  // the outermost folder that does not exist yet, for a nested new one
+    p = p.lexically_normal();
+    if (fs::exists(fs::symlink_status(p))) return;
+    while (p.has_parent_path() && p.parent_path() != p && !fs::exists(fs::symlink_status(p.parent_path())))
+      p = p.parent_path();
+    paths.push_back(p);
+  }
+  ~CreatedPaths() {
+    std::error_code ignored;
+    if (!keep)
+      for (auto it = paths.rbegin(); it != paths.rend(); ++it) fs::remove_all(*it, ignored);
+  }
+};
 
 }  // namespace
 
@@ -72,9 +130,17 @@ int main(int argc, char** argv) {
       output_dir = fs::path(from).lexically_normal().string() + (do_merge ? "-merged" : "-gguf");
     while (output_dir.size() > 1 && output_dir.back() == '/') output_dir.pop_back();
     const fs::path out = output_dir, gguf_path = out / "model.gguf", modelfile = out / "Modelfile";
-    if (do_merge) refuse_existing(out, overwrite, "merged model folder");
-    if (do_gguf) refuse_existing(gguf_path, overwrite, "GGUF file");
-    if (do_ollama) refuse_existing(modelfile, overwrite, "Modelfile");
+    if (do_merge) {
+      check_merge_output(source.model, adapters, out, overwrite);  // the merged folder holds every output
+    } else {
+      if (do_gguf) refuse_existing(gguf_path, overwrite, "GGUF file");
+      if (do_ollama) refuse_existing(modelfile, overwrite, "Modelfile");
+    }
+    std::string modelfile_text;  // made now: a system prompt a Modelfile cannot quote is refused before writing
+    if (do_ollama)
+      modelfile_text = examples::ollama_modelfile("./model.gguf", source.system.value_or(std::string(data::kQwen25DefaultSystem)));
+    const std::string* modelfile_arg = do_ollama ? &modelfile_text : nullptr;
+    const std::string gguf_name = fs::path(from).lexically_normal().filename().string();
 
     const auto t0 = std::chrono::steady_clock::now();
     examples::TempDir temp;
@@ -87,32 +153,25 @@ int main(int argc, char** argv) {
       fmt::print("[export] base {} (from {})\n", source.model, source.found_in);
     }
     fs::path merged = base;
-    if (!adapters.empty()) {
-      merged = do_merge ? out : temp.path / "merged";
-      const MergeSummary s = merge_lora(base, adapters, merged);
-      fmt::print("[export] merged adapter {}: {} projections, {} modules_to_save tensors{}\n", adapters,
-                 s.merged_modules, s.saved_tensors, do_merge ? fmt::format(" -> {}", out.string()) : "");
-    }
-    if (do_gguf) {
+    if (do_merge) {  // the GGUF and Modelfile go into the merged folder before it appears
+      merged = out;
+      const MergeSummary s = merge_lora(base, adapters, out, overwrite, [&](const fs::path& staging) {
+        if (do_gguf) write_gguf_outputs(staging, base, staging, out, type, gguf_type, gguf_name, modelfile_arg);
+      });
+      fmt::print("[export] merged adapter {}: {} projections, {} modules_to_save tensors -> {}\n", adapters,
+                 s.merged_modules, s.saved_tensors, out.string());
+    } else {
+      if (!adapters.empty()) {
+        merged = temp.path / "merged";
+        const MergeSummary s = merge_lora(base, adapters, merged);
+        fmt::print("[export] merged adapter {}: {} projections, {} modules_to_save tensors\n", adapters,
+                   s.merged_modules, s.saved_tensors);
+      }
+      CreatedPaths created;
+      for (const auto& p : {out, gguf_path, modelfile}) created.note_if_new(p);
       fs::create_directories(out);
-      const auto g = gguf::write_qwen2_gguf(merged, gguf_path, type, fs::path(from).lexically_normal().filename().string());
-      if (g.placeholder_vocab)
-        fmt::print(stderr, "[export] warning: {} has no tokenizer.json: the GGUF holds a placeholder vocabulary of the "
-                   "model's size (token ids are right, text is not)\n", merged.string());
-      if (!g.f16_fallbacks.empty())
-        fmt::print("[export] {} matrices have rows that are not whole q8_0 blocks and are f16: {}\n",
-                   g.f16_fallbacks.size(), fmt::join(g.f16_fallbacks, ", "));
-      const gguf::GgufFile back = gguf::GgufFile::open(gguf_path);  // what we wrote must read back
-      require(back.tensors().size() == g.tensors && back.string("general.architecture") == "qwen2",
-              "{}: the file read back does not hold what was written", gguf_path.string());
-      fmt::print("[export] wrote {} ({}, {} tensors, {:.1f} MB{})\n", gguf_path.string(), gguf_type, g.tensors,
-                 static_cast<double>(fs::file_size(gguf_path)) / 1e6,
-                 g.eos ? fmt::format(", eos {}{}", *g.eos, g.eot ? fmt::format(", eot {}", *g.eot) : "") : "");
-    }
-    if (do_ollama) {
-      const std::string system = source.system.value_or(std::string(data::kQwen25DefaultSystem));
-      write_text_atomic(modelfile, examples::ollama_modelfile("./model.gguf", system));
-      fmt::print("[export] wrote {} (then: cd {} && ollama create NAME -f Modelfile)\n", modelfile.string(), out.string());
+      write_gguf_outputs(merged, base, out, out, type, gguf_type, gguf_name, modelfile_arg);
+      created.keep = true;
     }
     fmt::print("[export] done in {:.1f} s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     if (do_check) {

@@ -23,7 +23,8 @@ int main(int argc, char** argv) {
         ("adapters", po::value(&adapters), "PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors)")
         ("output_dir", po::value(&output_dir), "where the merged model goes; default: <adapters>-merged")
         ("overwrite", po::value(&overwrite)->default_value("false"),
-         "replace an existing non-empty --output_dir (true|false; never one that holds the inputs)");
+         "replace an existing merged model in --output_dir (true|false; never a folder that holds other files, "
+         "or the inputs)");
     po::variables_map vm;
     if (!examples::parse_command_line(argc, argv, d, vm)) return 0;
     require(!adapters.empty(), "--adapters is required: the LoRA adapter folder to merge");

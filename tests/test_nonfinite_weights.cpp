@@ -1,11 +1,14 @@
 // Numerics at the disk boundary (issue 17, items 5 and 12): AdamW hyperparameters that make every
 // weight NaN are refused up front; no adapter, checkpoint or merged model is written with a NaN
-// or Inf; adapters and base models holding one are refused when read; each error names the file
+// or Inf; adapters and base models holding one are refused when read (training, chat, merging,
+// GGUF export); each error names the file
 // (or folder) and the tensor. Broken inputs are made from the tiny fixture with one value poisoned.
 #include <catch2/catch.hpp>
 
+#include <functional>
 #include <limits>
 
+#include "peft/io/gguf_qwen2.hpp"
 #include "peft/io/merge_lora.hpp"
 #include "peft/io/peft_adapter.hpp"
 #include "peft/models/qwen2.hpp"
@@ -144,4 +147,32 @@ TEST_CASE("adapter_config.json with a lora_alpha of the wrong type names the fil
   write_text_atomic(dir / "adapter_config.json", j.dump());
   CHECK_THROWS_WITH(read_adapter_config(dir), Contains(file) && Contains("'target_modules'"));
   fs::remove_all(dir);
+}
+
+TEST_CASE("a NaN base weight is refused by merge_lora and the GGUF export, naming the file and tensor, and writes nothing") {
+  const fs::path src = test::fixture("tiny_public") / "model";
+  const fs::path adapter = test::fixture("tiny_public") / "adapter_trained";
+  // A tensor merge_lora copies as it is, and one it adds a LoRA update to.
+  for (const std::string tensor : {"model.norm.weight", "model.layers.1.mlp.down_proj.weight"}) {
+    const fs::path dir = scratch("nan_base_export");
+    fs::create_directories(dir);
+    fs::copy_file(src / "config.json", dir / "config.json");
+    write_poisoned_copy(src / "model.safetensors", dir / "model.safetensors", tensor, kNaN);
+    const fs::path merged = scratch("nan_base_merged"), gguf = scratch("nan_base.gguf");
+    auto refused = [&](const std::function<void()>& f) {
+      try {
+        f();
+      } catch (const Error& e) {
+        CHECK_THAT(e.what(), Contains((dir / "model.safetensors").string()) && Contains(tensor) &&
+                                 Contains("non-finite") && Contains("checkpoint is broken"));
+        return true;
+      }
+      return false;
+    };
+    CHECK(refused([&] { merge_lora(dir, adapter, merged); }));
+    CHECK_FALSE(fs::exists(merged));
+    CHECK(refused([&] { gguf::write_qwen2_gguf(dir, gguf, gguf::TensorType::F16, "nan"); }));
+    CHECK_FALSE(fs::exists(gguf));
+    fs::remove_all(dir);
+  }
 }

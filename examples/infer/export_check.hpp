@@ -10,7 +10,9 @@
 // each of our tokens is within the GGUF type's tolerance of llama.cpp's own best choice, the two
 // parted at a near-tie that rounded weights flip (said so), else they differ. Our
 // forms run in fp32, or in bf16 when the GGUF is bf16, so the GGUF meets the arithmetic it stores.
-// llama.cpp is skipped (with a note) where node-llama-cpp is not installed.
+// llama.cpp is skipped (with a note) where node-llama-cpp is not installed, and where the GGUF has no
+// chat template (a model folder without tokenizer_config.json): the check is of what a client does, and
+// a client has no prompt format to use then (export warns when it writes such a GGUF).
 #pragma once
 #include <cmath>
 #include <cstdlib>
@@ -128,17 +130,24 @@ inline std::optional<nlohmann::json> run_llama_cpp(const std::filesystem::path& 
     return std::nullopt;
   }
   const fs::path req = gguf.parent_path() / (".check-requests-" + peft::detail::unique_suffix() + ".json");
-  const fs::path res = fs::path(req).replace_extension(".out");
+  const fs::path res = fs::path(req).replace_extension(".out"), err = fs::path(req).replace_extension(".err");
   std::ofstream(req) << request.dump();
-  const std::string cmd = fmt::format("node '{}' '{}' '{}' > '{}'", (dir / "greedy.mjs").string(), gguf.string(),
-                                      req.string(), res.string());
+  const std::string cmd = fmt::format("node '{}' '{}' '{}' > '{}' 2> '{}'", (dir / "greedy.mjs").string(),
+                                      gguf.string(), req.string(), res.string(), err.string());
   const int rc = std::system(cmd.c_str());
   std::error_code ignored;
   fs::remove(req, ignored);
-  if (rc != 0) {
-    fs::remove(res, ignored);
-    fail("llama.cpp could not run {} (exit status {} of: {})", gguf.string(), rc, cmd);
+  if (rc != 0) {  // node's first "Error: ..." line says why; its stack trace is of no use to a user
+    std::ifstream in(err);
+    std::string line, why;
+    while (std::getline(in, line))
+      if (why.empty() && !line.empty()) why = line;
+      else if (line.starts_with("Error")) { why = line; break; }
+    for (const auto& p : {res, err}) fs::remove(p, ignored);
+    fail("llama.cpp could not run {}: {} (exit status {} of greedy.mjs)", gguf.string(), why.empty() ? "no message" : why,
+         rc);
   }
+  fs::remove(err, ignored);
   nlohmann::json j = read_json_file(res);
   fs::remove(res, ignored);
   return j;
@@ -229,7 +238,12 @@ bool check_forms(const ExportForms& f, std::int64_t max_new_tokens, double logpr
   const auto merged = answer_greedy(*merged_model, prompts, stops, max_new_tokens);
   std::optional<std::vector<FormAnswer>> gguf;
   std::vector<std::int32_t> not_eog;
-  if (!f.gguf.empty()) gguf = answer_in_llama_cpp(f.gguf, messages, max_new_tokens, stops, not_eog);
+  if (!f.gguf.empty() && !gguf::GgufFile::open(f.gguf).contains("tokenizer.chat_template"))
+    fmt::print("[check] gguf: not checked in llama.cpp: {} holds no tokenizer.chat_template (the model folder has no "
+               "tokenizer_config.json with one), so llama.cpp cannot build the prompts a client sends\n",
+               f.gguf.string());
+  else if (!f.gguf.empty())
+    gguf = answer_in_llama_cpp(f.gguf, messages, max_new_tokens, stops, not_eog);
 
   bool same = true;
   double worst_logprob_gap = 0;

@@ -41,3 +41,6 @@ peft_program_test(chat chat_bad_dataset_line FAIL SETUP ${CHAT_SETUP}
   ARGS --model tiny --val_dataset ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/bad/malformed_line.jsonl
   REGEX "malformed_line.jsonl:3")
 peft_program_test(chat chat_missing_model FAIL ARGS --model nowhere REGEX "nowhere")
+peft_program_test(chat chat_unused_checkpoint_tensors_warned SETUP ${CMAKE_CURRENT_SOURCE_DIR}/cli/make_bad_models.cmake
+  ARGS --model one_layer --max_new_tokens 2 INPUT "hello" JSONL_LINES 1
+  REGEX "warning: one_layer/model.safetensors: 12 tensors of the checkpoint are not used.*and are left out")

@@ -1,7 +1,10 @@
 # A program never loses a user's work (issue 17): each case runs the programs as a user would, on
 # the tiny fixture, and then checks that the user's files are still there, byte for byte.
 #   merge_*        merge_lora --output_dir: refuses input folders and their parents (even with
-#                  --overwrite), refuses a non-empty folder without --overwrite
+#                  --overwrite), refuses a non-empty folder without --overwrite, and with it replaces
+#                  only a merged model (merge_lora's or export's), never a folder with other files
+#   export_*       export --merge_lora --overwrite replaces a merged model as merge_lora does; a
+#                  refused or failed export leaves nothing it created and every file it found
 #   output_*       identity_finetune --add_version false into a non-empty folder; run.lock;
 #                  save_total_limit deletes only the current run's checkpoints (0: keeps all);
 #                  --overwrite never replaces a checkpoint-N another run (or the user) left; a full
@@ -15,13 +18,15 @@
 #   sweep_*        lr_epoch_sweep refuses a folder whose cells had other settings
 # This file both registers the tests (included from tests/CMakeLists.txt) and runs them (cmake -P).
 if(NOT CMAKE_SCRIPT_MODE_FILE)
-  foreach(case merge_output_holds_inputs merge_output_not_empty output_not_empty output_rotation_only_own_run
+  foreach(case merge_output_holds_inputs merge_output_not_empty merge_overwrite_only_merged_models
+          export_failure_leaves_nothing output_not_empty output_rotation_only_own_run
           output_overwrite_keeps_foreign_checkpoints output_save_total_limit_zero output_full_checkpoint_is_a_model
           output_run_lock output_failed_run_leaves_no_folder resume_into_new_folder resume_checkpoint_in_user_folder
           resume_refused_writes_nothing resume_adapters_recorded_base resume_settings_mismatch resume_damaged_state
           resume_cleans_staging signal_sigint_saves signal_sigterm_saves log_disk_full sweep_other_settings)
     add_test(NAME cli_data_safety_${case}
       COMMAND ${CMAKE_COMMAND} -DCASE=${case} -DFT=$<TARGET_FILE:identity_finetune> -DMERGE=$<TARGET_FILE:merge_lora>
+              -DEXPORT=$<TARGET_FILE:export>
               -DSWEEP=$<TARGET_FILE:lr_epoch_sweep> -DFIXTURES=${CMAKE_CURRENT_SOURCE_DIR}/fixtures
               -DWORK_DIR=${CMAKE_CURRENT_BINARY_DIR}/cli_work/data_safety_${case} -P ${CMAKE_CURRENT_LIST_FILE})
   endforeach()
@@ -130,16 +135,77 @@ elseif(CASE STREQUAL "merge_output_not_empty")
   run(OK ${MERGE} --model tiny --adapters ckpt)
   run(FAIL ${MERGE} --model tiny --adapters ckpt)
   expect_output("ckpt-merged: the folder exists and is not empty")
-  # An empty folder is used; --overwrite replaces a non-empty one, atomically (no staging left).
+  # An empty folder is used; --overwrite replaces a merged model, atomically (no staging left), but
+  # not a folder holding the user's files.
   file(MAKE_DIRECTORY ${WORK_DIR}/empty)
   run(OK ${MERGE} --model tiny --adapters ckpt --output_dir empty)
-  run(OK ${MERGE} --model tiny --adapters ckpt --output_dir keep --overwrite true)
-  expect_exists(keep/model.safetensors keep/config.json empty/model.safetensors)
-  expect_missing(keep/notes.txt)
-  file(GLOB staging ${WORK_DIR}/keep.tmp-* ${WORK_DIR}/keep.old-*)
+  run(OK ${MERGE} --model tiny --adapters ckpt --overwrite true)
+  run(FAIL ${MERGE} --model tiny --adapters ckpt --output_dir keep --overwrite true)
+  expect_output("--output_dir keep: holds an entry that a merge does not write \\(notes.txt\\)")
+  expect_unchanged("${keep_before}" keep)
+  expect_exists(ckpt-merged/model.safetensors ckpt-merged/config.json empty/model.safetensors)
+  file(GLOB staging ${WORK_DIR}/*.tmp-* ${WORK_DIR}/*.old-*)
   if(staging)
     message(FATAL_ERROR "staging folders left behind: ${staging}")
   endif()
+
+elseif(CASE STREQUAL "merge_overwrite_only_merged_models")
+  include(${CMAKE_CURRENT_LIST_DIR}/make_chat_models.cmake)
+  # export --merge_lora --overwrite replaces merge_lora's output, and merge_lora export's (its
+  # model.gguf and Modelfile are a merge's files too).
+  run(OK ${MERGE} --model tiny --adapters ckpt --output_dir m2)
+  run(OK ${EXPORT} --model tiny --adapters ckpt --merge_lora true --output_dir m2 --overwrite true)
+  run(OK ${EXPORT} --model tiny --adapters ckpt --merge_lora true --to_ollama true --output_dir m2 --overwrite true)
+  expect_exists(m2/model.safetensors m2/config.json m2/model.gguf m2/Modelfile)
+  run(OK ${MERGE} --model tiny --adapters ckpt --output_dir m2 --overwrite true)
+  expect_exists(m2/model.safetensors m2/config.json)
+  expect_missing(m2/model.gguf m2/Modelfile)
+  # The user's notes and a subfolder in it: both programs refuse, naming them, and touch nothing.
+  file(WRITE ${WORK_DIR}/m2/mynotes.txt "the user's notes\n")
+  file(WRITE ${WORK_DIR}/m2/sub/data "the user's data\n")
+  fingerprint(m2_before m2)
+  run(FAIL ${MERGE} --model tiny --adapters ckpt --output_dir m2 --overwrite true)
+  expect_output("--output_dir m2: holds 2 entries that a merge does not write \\(mynotes.txt, sub/\\)")
+  run(FAIL ${EXPORT} --model tiny --adapters ckpt --merge_lora true --to_gguf true --output_dir m2 --overwrite true)
+  expect_output("--output_dir m2: holds 2 entries that a merge does not write \\(mynotes.txt, sub/\\)")
+  expect_unchanged("${m2_before}" m2)
+  file(GLOB staging ${WORK_DIR}/*.tmp-* ${WORK_DIR}/*.old-*)
+  if(staging)
+    message(FATAL_ERROR "staging folders left behind: ${staging}")
+  endif()
+
+elseif(CASE STREQUAL "export_failure_leaves_nothing")
+  include(${CMAKE_CURRENT_LIST_DIR}/make_chat_models.cmake)
+  # An adapter whose run trained with a system prompt holding """, which a Modelfile cannot quote:
+  # refused before anything is written.
+  file(COPY ${WORK_DIR}/ckpt/ DESTINATION ${WORK_DIR}/ckpt_quotes)
+  file(WRITE ${WORK_DIR}/ckpt_quotes/args.json
+       "{\"model\": \"${WORK_DIR}/tiny\", \"system\": \"say \\u0022\\u0022\\u0022 hi\"}\n")
+  file(WRITE ${WORK_DIR}/mine/notes.txt "keep me\n")
+  fingerprint(mine_before mine)
+  foreach(out ol mine)
+    run(FAIL ${EXPORT} --adapters ckpt_quotes --to_ollama true --output_dir ${out})
+    expect_output("the system prompt holds \"\"\", which a Modelfile cannot quote")
+    run(FAIL ${EXPORT} --adapters ckpt_quotes --merge_lora true --to_ollama true --output_dir ${out})
+  endforeach()
+  expect_missing(ol)
+  expect_unchanged("${mine_before}" mine)
+  # A base refused once export has made its output folder (config.json disagrees with the weights):
+  # the folders it made are removed, a folder it found keeps exactly what it held.
+  file(COPY ${WORK_DIR}/tiny/ DESTINATION ${WORK_DIR}/wrong)
+  file(READ ${WORK_DIR}/wrong/config.json cfg)
+  string(REPLACE "\"intermediate_size\": 176" "\"intermediate_size\": 160" cfg "${cfg}")
+  file(WRITE ${WORK_DIR}/wrong/config.json "${cfg}")
+  foreach(out new/gguf mine)
+    run(FAIL ${EXPORT} --model wrong --to_ollama true --output_dir ${out})
+    expect_output("wrong/model.safetensors: tensor 'model.layers.0.mlp.gate_proj.weight'.*describe different models")
+  endforeach()
+  run(FAIL ${EXPORT} --model wrong --adapters ckpt --merge_lora true --to_gguf true --output_dir m)
+  expect_output("describe different models")
+  run(FAIL ${MERGE} --model wrong --adapters ckpt --output_dir m)
+  expect_output("describe different models")
+  expect_missing(new m)
+  expect_unchanged("${mine_before}" mine)
 
 elseif(CASE STREQUAL "output_not_empty")
   file(WRITE ${WORK_DIR}/out/notes.txt "the user's notes\n")

@@ -42,7 +42,7 @@ peft_program_test(export gguf_ollama_q8_0
 peft_program_test(export gguf_merge_and_gguf
   ARGS --model ${TINY_FIXTURE}/model --adapters ${TINY_FIXTURE}/adapter_trained --merge_lora true --to_gguf true
        --output_dir both
-  REGEX "14 projections, 0 modules_to_save tensors -> both.*wrote both/model.gguf \\(f16, 27 tensors"
+  REGEX "wrote both/model.gguf \\(f16, 27 tensors.*14 projections, 0 modules_to_save tensors -> both"
   FILES both/model.safetensors both/config.json both/model.gguf)
 
 # Bad input.
@@ -52,7 +52,11 @@ peft_program_test(export gguf_existing_target_kept FAIL SETUP ${OUT_EXISTS}
   REGEX "out/model.gguf exists.*--overwrite true")
 peft_program_test(export gguf_existing_merged_folder_kept FAIL SETUP ${OUT_EXISTS}
   ARGS --model ${TINY_FIXTURE}/model --adapters ${TINY_FIXTURE}/adapter_trained --merge_lora true --output_dir out
-  REGEX "out exists \\(the merged model folder would replace it\\).*--overwrite true")
+  REGEX "--output_dir out: the folder exists and is not empty; pass --overwrite true")
+peft_program_test(export gguf_overwrite_keeps_foreign_files FAIL SETUP ${OUT_EXISTS}
+  ARGS --model ${TINY_FIXTURE}/model --adapters ${TINY_FIXTURE}/adapter_trained --merge_lora true --output_dir out
+       --overwrite true
+  REGEX "--output_dir out: holds an entry that a merge does not write \\(notes.txt\\)")
 peft_program_test(export gguf_overwrite_true_replaces SETUP ${OUT_EXISTS}
   ARGS --model ${TINY_FIXTURE}/model --to_gguf true --output_dir out --overwrite true REGEX "wrote out/model.gguf")
 peft_program_test(export export_base_missing FAIL SETUP ${CMAKE_CURRENT_SOURCE_DIR}/cli/make_orphan_adapter.cmake
@@ -61,3 +65,21 @@ peft_program_test(export export_bad_gguf_type FAIL ARGS --model ${TINY_FIXTURE}/
   REGEX "--gguf_type: 'q4_k' is not supported \\(valid: f32, bf16, f16, q8_0\\)")
 peft_program_test(export export_nothing_to_do FAIL ARGS --model ${TINY_FIXTURE}/model REGEX "nothing to do")
 peft_program_test(export export_help ARGS --help REGEX "--gguf_type.*--to_ollama")
+
+# The base is checked as training and chat check it: config.json against the weights' shapes (an
+# error naming the tensor); tensors config.json does not describe are warned about and left out.
+set(BAD_MODELS ${CMAKE_CURRENT_SOURCE_DIR}/cli/make_bad_models.cmake)
+peft_program_test(export export_base_wrong_shape FAIL SETUP ${BAD_MODELS}
+  ARGS --model wrong_shape --to_gguf true --output_dir out
+  REGEX "wrong_shape/model.safetensors: tensor 'model.layers.0.mlp.gate_proj.weight' has shape \\[176, 64\\].*describe different models")
+peft_program_test(export export_base_unused_tensors_warned SETUP ${BAD_MODELS}
+  ARGS --model one_layer --to_gguf true --output_dir out
+  REGEX "wrote out/model.gguf \\(f16, 15 tensors.*12 tensors of the checkpoint are not used.*left out"
+  FILES out/model.gguf)
+# A model folder without tokenizer_config.json: export warns that the GGUF has no eos and no chat
+# template, and --check says in one line that llama.cpp was not checked (no stack trace); the
+# unmerged and merged forms are still compared.
+peft_program_test(export export_check_without_chat_template SETUP ${CMAKE_CURRENT_SOURCE_DIR}/cli/make_chat_models.cmake
+  ARGS --adapters ckpt --to_gguf true --check true --check_max_new_tokens 4 --output_dir g
+  REGEX "\\[check\\] gguf: not checked in llama.cpp: g/model.gguf holds no tokenizer.chat_template.*warning: the GGUF has no eos token.*warning: the GGUF has no tokenizer.chat_template"
+  FILES g/model.gguf)

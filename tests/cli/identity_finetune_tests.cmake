@@ -44,6 +44,10 @@ peft_cli_test(wrong_shape_weights FAIL SETUP ${CMAKE_CURRENT_SOURCE_DIR}/cli/mak
 peft_cli_test(truncated_safetensors FAIL SETUP ${CMAKE_CURRENT_SOURCE_DIR}/cli/make_bad_models.cmake
   ARGS --model truncated --dataset ${PEFT_TINY}/tokens.jsonl
   REGEX "truncated/model.safetensors")
+# Tensors config.json does not describe: a warning naming a few (as transformers'), then training.
+peft_cli_test(unused_checkpoint_tensors_warned SETUP ${CMAKE_CURRENT_SOURCE_DIR}/cli/make_bad_models.cmake
+  ARGS --model one_layer --dataset ${PEFT_TINY}/tokens.jsonl --max_steps 1 --add_version false --output_dir out
+  REGEX "warning: [^ ]*one_layer/model.safetensors: 12 tensors of the checkpoint are not used by the model [^ ]*one_layer/config.json describes \\(num_hidden_layers = 1\\).*model.layers.1.input_layernorm.weight.* and 7 more")
 peft_cli_test(missing_weights FAIL SETUP ${CMAKE_CURRENT_SOURCE_DIR}/cli/make_bad_models.cmake
   ARGS --model no_weights --dataset ${PEFT_TINY}/tokens.jsonl REGEX "no_weights")
 peft_cli_test(adapter_wrong_model FAIL

@@ -12,6 +12,10 @@
 
 namespace peft {
 
+// Why a base model with a NaN/Inf weight is refused, by every program that reads one.
+inline constexpr std::string_view kBrokenBaseCheckpoint =
+    "the base model's checkpoint is broken (re-download or re-convert it)";
+
 // Index of the first NaN/Inf in `values`, or values.size() when all are finite.
 inline std::size_t first_non_finite(std::span<const float> values) {
   for (std::size_t i = 0; i < values.size(); ++i)

@@ -4,9 +4,16 @@
 // before the first tensor read noticed. The safetensors headers already hold every tensor's
 // shape, and reading them costs a memory map, so every tensor the config implies is checked
 // against them first; an error names the tensor, both shapes and the config fields involved.
+// Tensors the config does not imply (a second layer under num_hidden_layers = 1, a stray
+// "model.layers.7.mlp.bogus.weight") are not an error: as transformers ("Some weights of the model
+// checkpoint ... were not used"), every loader and export warns, names a few, and leaves them out.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -53,9 +60,30 @@ void for_each_expected_qwen2_tensor(const ModelConfig& cfg, F&& out_f) {
   if (!cfg.tie_word_embeddings) out.push_back({"lm_head.weight", {cfg.vocab_size, h}, "vocab_size, hidden_size"});
 }
 
-// Checks that `weights` holds every tensor `cfg` implies, with the implied shape.
+// The tensors of `weights` that `cfg` does not imply, in name order. lm_head.weight of a model with
+// tied embeddings counts as used: transformers ties it to the embeddings without a word.
+inline std::vector<std::string> unused_checkpoint_tensors(const ModelConfig& cfg, const SafetensorsModel& weights) {
+  std::set<std::string> expected;
+  for_each_expected_qwen2_tensor(cfg, [&](const ExpectedTensor& e) { expected.insert(e.name); });
+  std::vector<std::string> unused;
+  for (const auto& name : weights.names())
+    if (!expected.count(name) && !(cfg.tie_word_embeddings && name == "lm_head.weight")) unused.push_back(name);
+  return unused;
+}
+
+// Checks that `weights` holds every tensor `cfg` implies, with the implied shape, and warns (on
+// stderr) about the tensors it holds beyond them.
 inline void check_config_matches_checkpoint(const ModelConfig& cfg, const SafetensorsModel& weights,
                                             const std::filesystem::path& config_json) {
+  if (const auto unused = unused_checkpoint_tensors(cfg, weights); !unused.empty()) {
+    constexpr std::size_t kNamed = 5;
+    const std::vector<std::string> named(unused.begin(), unused.begin() + std::min(unused.size(), kNamed));
+    fmt::print(stderr, "warning: {}: {} tensor{} of the checkpoint {} not used by the model {} describes "
+               "(num_hidden_layers = {}) and {} left out: {}{}\n", weights.source().string(), unused.size(),
+               unused.size() == 1 ? "" : "s", unused.size() == 1 ? "is" : "are", config_json.string(),
+               cfg.num_hidden_layers, unused.size() == 1 ? "is" : "are", fmt::join(named, ", "),
+               unused.size() > kNamed ? fmt::format(" and {} more", unused.size() - kNamed) : "");
+  }
   for_each_expected_qwen2_tensor(cfg, [&](const ExpectedTensor& e) {
     require(weights.contains(e.name),
             "{}: no tensor '{}', which {} implies (num_hidden_layers = {}, tie_word_embeddings = {}): config.json and "

@@ -18,6 +18,11 @@
 // A folder without tokenizer.json (test models) gets a placeholder vocabulary of the model's
 // size: the 256 byte tokens of byte-level BPE (so llama.cpp's loader finds every byte, the newline
 // included), then "[PAD<id>]". Token ids mean the same; text does not.
+// The model folder is checked as training and chat check it before loading (every tensor
+// config.json implies, with its shape: checkpoint_shapes.hpp; tensors it does not imply are
+// warned about and left out), and every tensor is checked finite as it is read: a broken base
+// would otherwise give a GGUF that llama.cpp refuses or that answers garbage. The file is written
+// atomically, so a refusal leaves nothing.
 #pragma once
 #include <filesystem>
 #include <map>
@@ -25,10 +30,13 @@
 #include <string>
 #include <vector>
 
+#include "peft/core/finite.hpp"
+#include "peft/io/checkpoint_shapes.hpp"
 #include "peft/io/generation_defaults.hpp"
 #include "peft/io/gguf_writer.hpp"
 #include "peft/io/json_file.hpp"
 #include "peft/io/model_config.hpp"
+#include "peft/io/quantised_checkpoint.hpp"
 #include "peft/io/safetensors.hpp"
 
 namespace peft::gguf {
@@ -47,6 +55,7 @@ struct Qwen2GgufSummary {
   std::vector<std::string> f16_fallbacks;  // matrices that could not be q8_0
   bool placeholder_vocab = false;
   std::optional<std::int32_t> eos, eot;
+  bool chat_template = false;  // tokenizer.chat_template written (from tokenizer_config.json)
 };
 
 namespace detail {
@@ -157,6 +166,8 @@ inline Qwen2GgufSummary write_qwen2_gguf(const std::filesystem::path& model_dir,
   require(cfg.model_type == "qwen2", "{}: model_type '{}'; GGUF export writes Qwen2 models only",
           (model_dir / "config.json").string(), cfg.model_type);
   const SafetensorsModel st = SafetensorsModel::open(model_dir);
+  reject_quantised_tensors(st.names(), model_dir.string());
+  check_config_matches_checkpoint(cfg, st, model_dir / "config.json");
   Qwen2GgufSummary summary;
   GgufWriter w;
   const std::uint32_t file_type = type == TensorType::F32 ? 0 : type == TensorType::F16 ? 1 : type == TensorType::Q8_0 ? 7 : 32;
@@ -206,21 +217,24 @@ inline Qwen2GgufSummary write_qwen2_gguf(const std::filesystem::path& model_dir,
       w.set_u32(fmt::format("tokenizer.ggml.{}_token_id", key), static_cast<std::uint32_t>(*id));
     }
   w.set_bool("tokenizer.ggml.add_bos_token", false);  // Qwen2 prompts start with <|im_start|>, no bos
-  if (const auto* t = find_field(tok_cfg, "chat_template"); t && t->is_string())
+  if (const auto* t = find_field(tok_cfg, "chat_template"); t && t->is_string()) {
     w.set_string("tokenizer.chat_template", t->get<std::string>());
+    summary.chat_template = true;
+  }
 
-  for (const auto& hf : st.names()) {
-    const std::string g = detail::gguf_tensor_name(hf);
-    require(!g.empty(), "{}: tensor '{}' has no place in a Qwen2 GGUF file", st.file_of(hf).path().string(), hf);
-    if (hf == "lm_head.weight" && cfg.tie_word_embeddings) continue;  // llama.cpp reuses token_embd
-    const std::vector<std::int64_t> shape = st.tensor(hf).shape;
-    TensorType t = shape.size() == 1 ? TensorType::F32 : type;
-    if (t == TensorType::Q8_0 && shape.back() % kQ8_0BlockValues != 0) {
+  // The tensors config.json implies (lm_head is absent with tied embeddings: llama.cpp reuses token_embd).
+  for_each_expected_qwen2_tensor(cfg, [&](const ExpectedTensor& e) {
+    const std::string hf = e.name, g = detail::gguf_tensor_name(hf);
+    TensorType t = e.shape.size() == 1 ? TensorType::F32 : type;
+    if (t == TensorType::Q8_0 && e.shape.back() % kQ8_0BlockValues != 0) {
       t = TensorType::F16;
       summary.f16_fallbacks.push_back(g);
     }
-    w.add_tensor(g, shape, t, [&st, hf, shape](std::span<float> v) { st.read_f32(hf, shape, v.data()); });
-  }
+    w.add_tensor(g, e.shape, t, [&st, hf, shape = e.shape](std::span<float> v) {
+      st.read_f32(hf, shape, v.data());
+      require_finite(v, fmt::format("{}: tensor '{}'", st.file_of(hf).path().string(), hf), kBrokenBaseCheckpoint);
+    });
+  });
   summary.tensors = w.tensor_count();
   w.write(out);
   return summary;

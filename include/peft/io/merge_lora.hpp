@@ -13,16 +13,23 @@
 // staging folder beside it, then renamed into place).
 //
 // The output folder is the user's: an existing non-empty one is replaced only with `overwrite`,
-// and never when it is, or holds, the base model or the adapter (merging would delete its own
-// inputs, or a training run with them).
+// and only when it holds nothing but what a merge writes there (the base folder's file names, and
+// the model.gguf and Modelfile export adds), so a merged model is replaced but a user's notes or a
+// subfolder are never deleted: they are named and the merge refuses. Never either when the folder
+// is, or holds, the base model or the adapter (merging would delete its own inputs, or a training
+// run with them).
 //
-// The adapter is checked against the base before anything is written: every tensor must be a
-// LoRA A or B of a module the base has, with matching shapes and the rank adapter_config.json
-// states; an error names the file and the tensor.
+// The inputs are checked before anything is written: the base as training and chat check it
+// (config.json against the weights' shapes, checkpoint_shapes.hpp), every adapter tensor must be
+// a LoRA A or B of a module the base has, with matching shapes and the rank adapter_config.json
+// states; every tensor read (base and adapter) and every merged weight must be finite, so no
+// NaN/Inf model is ever written. An error names the file and the tensor.
 #pragma once
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -32,6 +39,7 @@
 #include "peft/core/finite.hpp"
 #include "peft/core/tensor.hpp"
 #include "peft/io/atomic_file.hpp"
+#include "peft/io/checkpoint_shapes.hpp"
 #include "peft/io/model_config.hpp"
 #include "peft/io/peft_adapter.hpp"
 #include "peft/io/safetensors.hpp"
@@ -106,13 +114,21 @@ inline bool folder_within(const std::filesystem::path& inner, const std::filesys
 }
 }  // namespace detail
 
+// Files export writes beside a merged model in the same folder (examples/export.cpp).
+inline const std::set<std::string>& export_file_names() {
+  static const std::set<std::string> names = {"model.gguf", "Modelfile"};
+  return names;
+}
+
 // Refuses an output folder whose replacement would lose something (see the top of this file).
+// `model_dir` empty: the base is not on disk yet (export's embedded default model); only the
+// checks that do not need it are made, and merge_lora() makes them all once it is.
 inline void check_merge_output(const std::filesystem::path& model_dir, const std::filesystem::path& adapter_dir,
                                const std::filesystem::path& output_dir, bool overwrite) {
   namespace fs = std::filesystem;
   std::error_code ec;
   for (const auto& [input, what] : {std::pair{model_dir, "the base model"}, std::pair{adapter_dir, "the adapter"}})
-    require(!detail::folder_within(input, output_dir),
+    require(input.empty() || !detail::folder_within(input, output_dir),
             "--output_dir {} is an input folder ({} {}) or one of its parents; merging there would delete it",
             output_dir.string(), what, input.string());
   if (!fs::exists(fs::symlink_status(output_dir, ec))) return;
@@ -121,16 +137,33 @@ inline void check_merge_output(const std::filesystem::path& model_dir, const std
   require(overwrite || fs::directory_iterator(output_dir, ec) == fs::directory_iterator(),
           "--output_dir {}: the folder exists and is not empty; pass --overwrite true to replace it, or pick another "
           "folder", output_dir.string());
+  if (model_dir.empty()) return;
+  std::set<std::string> ours = export_file_names();  // what a merge (and export) writes there
+  for (const auto& entry : fs::directory_iterator(model_dir))
+    if (entry.is_regular_file()) ours.insert(entry.path().filename().string());
+  std::vector<std::string> foreign;
+  for (const auto& entry : fs::directory_iterator(output_dir)) {
+    const std::string name = entry.path().filename().string();
+    if (!ours.count(name) || !entry.is_regular_file()) foreign.push_back(entry.is_directory() ? name + "/" : name);
+  }
+  std::sort(foreign.begin(), foreign.end());
+  require(foreign.empty(),
+          "--output_dir {}: holds {} that a merge does not write ({}); --overwrite true replaces only a merged model "
+          "folder, never other files: move them away, or pick another folder", output_dir.string(),
+          foreign.size() == 1 ? "an entry" : fmt::format("{} entries", foreign.size()), fmt::join(foreign, ", "));
 }
 
+// `also_write(staging)`, when given, adds files to the merged folder before it appears (export's
+// GGUF and Modelfile), so the folder appears with all of them or not at all.
 inline MergeSummary merge_lora(const std::filesystem::path& model_dir, const std::filesystem::path& adapter_dir,
-                               const std::filesystem::path& output_dir, bool overwrite = false) {
+                               const std::filesystem::path& output_dir, bool overwrite = false,
+                               const std::function<void(const std::filesystem::path&)>& also_write = {}) {
   namespace fs = std::filesystem;
   std::error_code ec;
   require(fs::is_directory(model_dir, ec), "{}: the base model folder does not exist", model_dir.string());
   require(fs::is_directory(adapter_dir, ec), "{}: the adapter folder does not exist", adapter_dir.string());
   check_merge_output(model_dir, adapter_dir, output_dir, overwrite);
-  ModelConfig::from_file(model_dir / "config.json");  // a Qwen2 model folder we can describe
+  read_checked_model_config(model_dir);  // a Qwen2 model folder whose weights fit its config.json
 
   const LoraConfig lora = read_adapter_config(adapter_dir);
   const fs::path adapter_file = adapter_dir / "adapter_model.safetensors";
@@ -185,13 +218,21 @@ inline MergeSummary merge_lora(const std::filesystem::path& model_dir, const std
           continue;
         }
         const auto it = name.ends_with(".weight") ? pairs.find(name.substr(0, name.size() - 7)) : pairs.end();
+        const std::string where = fmt::format("{}: tensor '{}'", in.path().string(), name);
         if (it == pairs.end()) {
+          if (t.dtype == DType::F32 || t.dtype == DType::BF16 || t.dtype == DType::F16) {  // copied, but finite
+            std::vector<float> v(static_cast<std::size_t>(t.numel()));
+            in.read_f32(name, t.shape, v.data());
+            require_finite(v, where, kBrokenBaseCheckpoint);
+          }
           out.add(name, t.dtype, t.shape, std::span<const std::byte>(t.data, t.nbytes));
           continue;
         }
         const detail::LoraPair& p = it->second;
         Matrix w(t.shape[0], t.shape[1]), a(p.a->shape[0], p.a->shape[1]), b(p.b->shape[0], p.b->shape[1]);
         in.read_f32(name, t.shape, w.data());
+        require_finite(std::span<const float>(w.data(), static_cast<std::size_t>(w.size())), where,
+                       kBrokenBaseCheckpoint);
         adapter.read_f32(p.a->name, p.a->shape, a.data());
         adapter.read_f32(p.b->name, p.b->shape, b.data());
         for (const auto& [m, t] : {std::pair{&a, p.a}, std::pair{&b, p.b}})
@@ -216,6 +257,7 @@ inline MergeSummary merge_lora(const std::filesystem::path& model_dir, const std
       fs::copy_file(entry.path(), staging / entry.path().filename(), fs::copy_options::overwrite_existing);
       summary.copied_files.push_back(entry.path().filename().string());
     }
+    if (also_write) also_write(staging);
   });
   return summary;
 }

@@ -42,7 +42,7 @@ class SafetensorsWeights final : public WeightSource {
     // A NaN base weight would otherwise surface much later as a NaN loss, blamed on the lr.
     require_finite(std::span<const float>(into.data(), static_cast<std::size_t>(into.size())),
                    fmt::format("{}: tensor '{}'", model_.file_of(name).path().string(), name),
-                   "the base model's checkpoint is broken (re-download or re-convert it)");
+                   kBrokenBaseCheckpoint);
   }
   const SafetensorsModel& model() const { return model_; }
 
