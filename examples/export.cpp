@@ -6,6 +6,9 @@
 // The base comes from --model, else from the training run (infer/model_source.hpp); an adapter
 // trained on the embedded default model is merged into that model written out as a folder. Nothing
 // that exists is replaced without --overwrite true; every file and folder appears atomically.
+// Ctrl-C or SIGTERM stops it between phases and --check's answers (infer/stop_request.hpp): the
+// temporary folder (the embedded base, a merge made only for the GGUF or the check) is removed and
+// it exits 130 / 143.
 #include <chrono>
 #include <fmt/format.h>
 
@@ -13,6 +16,7 @@
 #include "infer/export_check.hpp"
 #include "infer/model_source.hpp"
 #include "infer/ollama_modelfile.hpp"
+#include "infer/stop_request.hpp"
 #include "command_line.hpp"
 #include "infer/temp_dir.hpp"
 #include "peft/io/gguf_qwen2.hpp"
@@ -77,6 +81,7 @@ int main(int argc, char** argv) {
     if (do_ollama) refuse_existing(modelfile, overwrite, "Modelfile");
 
     const auto t0 = std::chrono::steady_clock::now();
+    install_stop_signal_handlers();
     examples::TempDir temp;
     fs::path base = source.model;
     if (base.empty()) {
@@ -93,6 +98,7 @@ int main(int argc, char** argv) {
       fmt::print("[export] merged adapter {}: {} projections, {} modules_to_save tensors{}\n", adapters,
                  s.merged_modules, s.saved_tensors, do_merge ? fmt::format(" -> {}", out.string()) : "");
     }
+    examples::stop_if_signalled();
     if (do_gguf) {
       fs::create_directories(out);
       const auto g = gguf::write_qwen2_gguf(merged, gguf_path, type, fs::path(from).lexically_normal().filename().string());
@@ -115,11 +121,16 @@ int main(int argc, char** argv) {
       fmt::print("[export] wrote {} (then: cd {} && ollama create NAME -f Modelfile)\n", modelfile.string(), out.string());
     }
     fmt::print("[export] done in {:.1f} s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    examples::stop_if_signalled();
     if (do_check) {
       examples::ExportForms forms{base, adapters, merged, do_gguf ? gguf_path : fs::path(), source};
       return examples::check_export_forms(forms, check_tokens, type) ? 0 : 2;
     }
     return 0;
+  } catch (const examples::StopRequested& stop) {  // unwinding removed the temporary folder
+    fmt::print(stderr, "export: stopped by {}; what was written before it is complete, the temporary folder is "
+               "removed\n", stop_signal_name(stop.signal));
+    return 128 + stop.signal;
   } catch (const std::exception& e) {
     fmt::print(stderr, "export: error: {}\n", e.what());
     return 1;
