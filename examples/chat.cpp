@@ -6,7 +6,8 @@
 //   chat --adapters ckpt --merge_lora true --result_path answers.jsonl   # merged before decoding
 // On a terminal it is a conversation (multi-turn history; `clear`, `reset-system`, `exit`);
 // otherwise it is a filter for scripts: JSONL on stdout, everything else on stderr. The body is
-// infer/run_chat.hpp.
+// infer/run_chat.hpp. Ctrl-C or SIGTERM stops it (infer/stop_request.hpp): the answers so far are
+// published to --result_path, the temporary merged model is removed, and it exits 130 / 143.
 // chat_cuda is this source built by nvcc (-DPEFT_WITH_CUDA=ON): `--device cuda` answers with
 // LoraLm or FrozenLm<Bf16Mixed, CudaRecompute> on GPU 0: a device KV cache, prefill on the GPU and
 // a CUDA-graph decode step per token (docs/generation.md, "GPU decode"). `--device auto` (the
@@ -25,6 +26,7 @@
 #include "build_variant.hpp"
 #include "infer/embedded_model_folder.hpp"
 #include "infer/run_chat.hpp"
+#include "infer/stop_request.hpp"
 #include "infer/temp_dir.hpp"
 #include "peft/io/merge_lora.hpp"
 #include "peft/compositions.hpp"
@@ -40,6 +42,7 @@ namespace {
 // The answer from the GPU when the run is one the CUDA backend does, else nothing.
 std::optional<int> chat_on_gpu([[maybe_unused]] const examples::ChatArgs& a,
                                [[maybe_unused]] const examples::ModelSource& src,
+                               [[maybe_unused]] examples::ResultFile& results,
                                [[maybe_unused]] const std::string& dtype, [[maybe_unused]] bool nf4) {
 #ifdef __CUDACC__
   const std::string cpu_only = dtype == "bfloat16" ? "" : fmt::format("--torch_dtype {} runs on the CPU only", dtype);
@@ -50,9 +53,9 @@ std::optional<int> chat_on_gpu([[maybe_unused]] const examples::ChatArgs& a,
   opt.max_tokens = 1024;  // the prefill chunk (longer prompts run in chunks over the cache)
   opt.logits_chunk_rows = 8;
   const std::string where = fmt::format("cuda:0 ({})", p.name);
-  if (nf4) return examples::run_chat<LoraLm<Nf4Base, CudaRecompute>>(a, src, where, opt);
-  if (!a.adapters.empty()) return examples::run_chat<LoraLm<Bf16Mixed, CudaRecompute>>(a, src, where, opt);
-  return examples::run_chat<FrozenLm<Bf16Mixed, CudaRecompute>>(a, src, where, opt);
+  if (nf4) return examples::run_chat<LoraLm<Nf4Base, CudaRecompute>>(a, src, results, where, opt);
+  if (!a.adapters.empty()) return examples::run_chat<LoraLm<Bf16Mixed, CudaRecompute>>(a, src, results, where, opt);
+  return examples::run_chat<FrozenLm<Bf16Mixed, CudaRecompute>>(a, src, results, where, opt);
 #else
   return std::nullopt;
 #endif
@@ -78,9 +81,12 @@ void merge_first(examples::ChatArgs& a, examples::ModelSource& src, const exampl
 
 int main(int argc, char** argv) {
   const std::string program = examples::program_name("chat");
+  examples::ResultFile results;
   try {
     auto args = examples::parse_chat_args(argc, argv, examples::kCudaBuild);
     if (!args) return 0;
+    install_stop_signal_handlers(/*interrupt_reads=*/true);  // a pipe that waits for lines does not hold a stop
+    results = examples::ResultFile(args->result_path);      // refused here, before any work, if it cannot be written
     examples::ModelSource src = examples::resolve_model_source(args->model, args->adapters);
     std::string dtype;
     if (examples::kCudaBuild && args->device == "cuda" && args->torch_dtype.empty() && !src.torch_dtype)
@@ -89,18 +95,32 @@ int main(int argc, char** argv) {
       dtype = examples::choose_chat_dtype(*args, src);
     examples::TempDir temp;
     if (args->merge_lora) merge_first(*args, src, temp);  // refused in the CUDA build by parse_chat_args
+    examples::stop_if_signalled();
     const bool nf4 = !args->adapters.empty() && args->quant_bits.value_or(src.qlora ? 4 : 0) == 4;
     if (nf4)
       fmt::print(stderr, "[model] the base's projections are loaded in NF4 ({}; --quant_bits 0 loads them in bf16)\n",
                  args->quant_bits ? "--quant_bits 4" : "the adapter was trained with --quant_bits 4");
-    if (const auto rc = chat_on_gpu(*args, src, dtype, nf4)) return *rc;
+    if (const auto rc = chat_on_gpu(*args, src, results, dtype, nf4)) return *rc;
     using examples::run_chat;
     const bool bf16 = dtype == "bfloat16";
     if (nf4)
-      return bf16 ? run_chat<LoraLm<Nf4Base>>(*args, src, "cpu") : run_chat<LoraLm<Nf4Fp32>>(*args, src, "cpu");
+      return bf16 ? run_chat<LoraLm<Nf4Base>>(*args, src, results, "cpu")
+                  : run_chat<LoraLm<Nf4Fp32>>(*args, src, results, "cpu");
     if (!args->adapters.empty())
-      return bf16 ? run_chat<LoraLm<Bf16Mixed>>(*args, src, "cpu") : run_chat<LoraLm<Fp32>>(*args, src, "cpu");
-    return bf16 ? run_chat<FrozenLm<Bf16Mixed>>(*args, src, "cpu") : run_chat<FrozenLm<Fp32>>(*args, src, "cpu");
+      return bf16 ? run_chat<LoraLm<Bf16Mixed>>(*args, src, results, "cpu")
+                  : run_chat<LoraLm<Fp32>>(*args, src, results, "cpu");
+    return bf16 ? run_chat<FrozenLm<Bf16Mixed>>(*args, src, results, "cpu")
+                : run_chat<FrozenLm<Fp32>>(*args, src, results, "cpu");
+  } catch (const examples::StopRequested& stop) {  // the temporary folder is gone: unwinding removed it
+    try {
+      results.commit();
+    } catch (const std::exception& e) {
+      fmt::print(stderr, "{}: error: {}\n", program, e.what());
+      return 1;
+    }
+    const std::string kept = results.path().empty() ? "" : fmt::format("; the answers so far are in {}", results.path());
+    fmt::print(stderr, "{}: stopped by {}{}\n", program, stop_signal_name(stop.signal), kept);
+    return 128 + stop.signal;
   } catch (const std::bad_alloc&) {
     fmt::print(stderr, "{}: error: {}\n", program, examples::out_of_memory_message());
     return 1;

@@ -10,6 +10,9 @@
 // quoting, the base's tensors), and a run that fails later removes what it created: a merged
 // folder appears with its GGUF and Modelfile inside or not at all, and a GGUF-only run removes
 // the output folder it made, or the files it added to an existing one (never the files it found).
+// Ctrl-C or SIGTERM stops it between phases and --check's answers (infer/stop_request.hpp): the
+// temporary folder (the embedded base, a merge made only for the GGUF or the check) is removed and
+// it exits 130 / 143.
 #include <chrono>
 #include <fmt/format.h>
 
@@ -17,6 +20,7 @@
 #include "infer/export_check.hpp"
 #include "infer/model_source.hpp"
 #include "infer/ollama_modelfile.hpp"
+#include "infer/stop_request.hpp"
 #include "command_line.hpp"
 #include "infer/temp_dir.hpp"
 #include "peft/io/gguf_qwen2.hpp"
@@ -143,6 +147,7 @@ int main(int argc, char** argv) {
     const std::string gguf_name = fs::path(from).lexically_normal().filename().string();
 
     const auto t0 = std::chrono::steady_clock::now();
+    install_stop_signal_handlers();
     examples::TempDir temp;
     fs::path base = source.model;
     if (base.empty()) {
@@ -160,6 +165,7 @@ int main(int argc, char** argv) {
       });
       fmt::print("[export] merged adapter {}: {} projections, {} modules_to_save tensors -> {}\n", adapters,
                  s.merged_modules, s.saved_tensors, out.string());
+      examples::stop_if_signalled();
     } else {
       if (!adapters.empty()) {
         merged = temp.path / "merged";
@@ -167,6 +173,7 @@ int main(int argc, char** argv) {
         fmt::print("[export] merged adapter {}: {} projections, {} modules_to_save tensors\n", adapters,
                    s.merged_modules, s.saved_tensors);
       }
+      examples::stop_if_signalled();
       CreatedPaths created;
       for (const auto& p : {out, gguf_path, modelfile}) created.note_if_new(p);
       fs::create_directories(out);
@@ -174,11 +181,16 @@ int main(int argc, char** argv) {
       created.keep = true;
     }
     fmt::print("[export] done in {:.1f} s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    examples::stop_if_signalled();
     if (do_check) {
       examples::ExportForms forms{base, adapters, merged, do_gguf ? gguf_path : fs::path(), source};
       return examples::check_export_forms(forms, check_tokens, type) ? 0 : 2;
     }
     return 0;
+  } catch (const examples::StopRequested& stop) {  // unwinding removed the temporary folder
+    fmt::print(stderr, "export: stopped by {}; what was written before it is complete, the temporary folder is "
+               "removed\n", stop_signal_name(stop.signal));
+    return 128 + stop.signal;
   } catch (const std::exception& e) {
     fmt::print(stderr, "export: error: {}\n", e.what());
     return 1;

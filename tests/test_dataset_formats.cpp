@@ -148,6 +148,37 @@ TEST_CASE("missing and mistyped fields name the file / the line and the field") 
   CHECK_THAT(row_error(R"({"query": "q", "response": "r", "tag": 1})"), Contains("field 'tag' must be a string"));
 }
 
+// Training needs every row's reply (the errors above); rows read to be answered (chat, as `swift
+// infer --val_dataset`) may be questions alone, in every text format, and keep a reply when present.
+TEST_CASE("Replies::Optional reads question-only rows in every text format / replies stay when given") {
+  peft::testing::TempDir dir;
+  const auto file = dir.write("questions.jsonl",
+                              "{\"query\": \"hi\"}\n"
+                              "{\"instruction\": \"say hi\", \"input\": \"\"}\n"
+                              "{\"messages\": [{\"role\": \"user\", \"content\": \"m\"}]}\n"
+                              "{\"conversations\": [{\"from\": \"human\", \"value\": \"a\"}, {\"from\": \"gpt\", \"value\": \"b\"}, "
+                              "{\"from\": \"human\", \"value\": \"c\"}]}\n"
+                              "{\"system\": \"s\", \"query\": \"q\", \"response\": \"r\"}\n"
+                              "{\"input_ids\": [1, 2]}\n");
+  const auto rows = read_dataset_file(file, 1000, Replies::Optional);
+  REQUIRE(rows.size() == 6);
+  CHECK(rows[0].messages == Messages{{Role::User, "hi"}});
+  CHECK(rows[1].messages == Messages{{Role::User, "say hi"}});
+  CHECK(rows[2].messages == Messages{{Role::User, "m"}});
+  CHECK(rows[3].messages == Messages{{Role::User, "a"}, {Role::Assistant, "b"}, {Role::User, "c"}});
+  CHECK(rows[4].messages == Messages{{Role::System, "s"}, {Role::User, "q"}, {Role::Assistant, "r"}});
+  // The question is still required, and ids past the model's vocabulary are still input to it.
+  CHECK_THROWS_WITH(read_dataset_file(dir.write("r.jsonl", "{\"response\": \"r\"}\n"), 1000, Replies::Optional),
+                    Contains("r.jsonl:1") && Contains("missing required field 'query'"));
+  CHECK_THROWS_WITH(read_dataset_file(dir.write("o.jsonl", "{\"output\": \"o\"}\n"), 1000, Replies::Optional),
+                    Contains("missing required field 'instruction'"));
+  CHECK_THROWS_WITH(read_dataset_file(dir.write("ids.jsonl", "{\"query\": \"q\"}\n{\"input_ids\": [1, 1000]}\n"), 1000,
+                                      Replies::Optional),
+                    Contains("ids.jsonl:2") && Contains("outside the vocabulary [0, 1000)"));
+  // Training (the default) refuses each of them.
+  CHECK_THAT(read_error(file), Contains("questions.jsonl:1") && Contains("missing required field 'response'"));
+}
+
 TEST_CASE("malformed JSON names the file and the line") {
   peft::testing::TempDir dir;
   CHECK_THAT(read_error(dir.write("a.jsonl", "{\"query\": \"q\", \"response\": \"r\"}\n\n{\"query\": \"q\" \"response\": \"r\"}\n")),

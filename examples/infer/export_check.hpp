@@ -23,6 +23,7 @@
 #include <fmt/format.h>
 
 #include "model_source.hpp"
+#include "stop_request.hpp"
 #include "peft/data/chat_template.hpp"
 #include "peft/data/dataset_file.hpp"
 #include "peft/generate/generator.hpp"
@@ -73,7 +74,7 @@ std::vector<FormAnswer> answer_greedy(Model& model, const std::vector<std::vecto
     g.sampling.temperature = 0;
     g.max_new_tokens = max_new_tokens;
     g.stop_ids = stop_ids;
-    const Generation r = gen.generate(p, g, [](std::int32_t) {});
+    const Generation r = gen.generate(p, g, [](std::int32_t) { stop_if_signalled(); });
     for (auto id : r.tokens)
       if (std::find(stop_ids.begin(), stop_ids.end(), id) == stop_ids.end())
         a.tokens.push_back(id);
@@ -137,6 +138,9 @@ inline std::optional<nlohmann::json> run_llama_cpp(const std::filesystem::path& 
   const int rc = std::system(cmd.c_str());
   std::error_code ignored;
   fs::remove(req, ignored);
+  if (stop_signal() != 0)
+    for (const auto& p : {res, err}) fs::remove(p, ignored);
+  stop_if_signalled();  // a SIGTERM that reached node too is a stop, not llama.cpp failing
   if (rc != 0) {  // node's first "Error: ..." line says why; its stack trace is of no use to a user
     std::ifstream in(err);
     std::string line, why;

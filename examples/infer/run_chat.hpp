@@ -1,6 +1,6 @@
 // The chat program's body (examples/chat.cpp, built for the CPU and by nvcc as chat_cuda),
 // templated on the model type so both binaries share every flag, message and behaviour:
-//   parse_chat_args -> ChatArgs; choose_chat_dtype; run_chat<Model>(args, source, where, options...)
+//   parse_chat_args -> ChatArgs; choose_chat_dtype; ResultFile; run_chat<Model>(args, source, results, where, options...)
 // On a terminal it is a conversation (multi-turn history; `clear`, `reset-system`, `exit`);
 // otherwise it is a filter for scripts: JSONL on stdout, everything else on stderr.
 #pragma once
@@ -9,16 +9,19 @@
 #include <cstdio>
 #include <fmt/format.h>
 #include <iostream>
+#include <memory>
 #include <optional>
 
 #include "../activity.hpp"
 #include "line_editor.hpp"
 #include "model_source.hpp"
+#include "stop_request.hpp"
 #include "../command_line.hpp"
 #include "peft/data/chat_template.hpp"
 #include "peft/data/dataset_file.hpp"
 #include "peft/data/dataset_loader.hpp"
 #include "peft/generate/generator.hpp"
+#include "peft/io/atomic_file.hpp"
 #include "peft/io/peft_adapter.hpp"
 #include "peft/models/qwen2.hpp"
 #include "peft/text/tokenizer.hpp"
@@ -41,7 +44,9 @@ struct ChatArgs {
   SamplingOverrides sampling;
   std::uint64_t seed = 42;
   std::optional<int> quant_bits;  // 4: the base in NF4 (QLoRA), 0: bf16; unset: as the adapter was trained
-  std::optional<data::DatasetOptions> held_out;  // --load_data_args: the training run's validation rows
+  // --load_data_args: the training run's dataset options; without --val_dataset, chat answers the
+  // rows the run held out for validation
+  std::optional<data::DatasetOptions> held_out;
 };
 
 // Returns nullopt after printing --help. cuda_build: the program has the CUDA backend (chat_cuda).
@@ -95,18 +100,19 @@ inline std::optional<ChatArgs> parse_chat_args(int argc, char** argv, bool cuda_
     const auto args_json = detail::find_args_json(a.adapters);
     require(args_json.has_value(), "--load_data_args true: no args.json in {} or the folder above it", a.adapters);
     data::DatasetOptions o = recorded_dataset_options(read_json_file(*args_json), args_json->string());
-    require(!o.val_specs.empty() || (o.split_dataset_ratio > 0 && !o.specs.empty()),
+    // As ms-swift's infer: a --val_dataset given on the command line is what is answered; the run's
+    // options still fill the rows' self-cognition placeholders (its model_name, model_author).
+    require(!a.val_dataset.empty() || !o.val_specs.empty() || (o.split_dataset_ratio > 0 && !o.specs.empty()),
             "--load_data_args true: {} records no validation data (no val_dataset, split_dataset_ratio 0); pass the "
             "questions with --val_dataset FILE", args_json->string());
-    require(a.val_dataset.empty(), "--val_dataset {} and --load_data_args true: give one of them", a.val_dataset);
     a.held_out = std::move(o);
   }
   require(!a.merge_lora || !a.adapters.empty(), "--merge_lora true needs --adapters: the adapter to merge");
   require(!a.merge_lora || !cuda_build, "--merge_lora true: not in chat_cuda yet (it decodes the adapter unmerged); "
           "use chat, or chat_cuda --model on an `export --merge_lora true` folder");
   if (!a.result_path.empty())
-    require(!std::filesystem::exists(a.result_path), "--result_path {} exists; chat does not overwrite it",
-            a.result_path);
+    require(!std::filesystem::exists(std::filesystem::symlink_status(a.result_path)),
+            "--result_path {} exists; chat does not overwrite it", a.result_path);
   if (vm.count("quant_bits")) {
     require(quant_bits == 0 || quant_bits == 4, "--quant_bits {}: not supported (valid: 4, the NF4 base of a QLoRA "
             "adapter; 0, the bf16 base)", quant_bits);
@@ -160,6 +166,7 @@ class ChatSession {
     text::StreamDecoder stream(tok_);
     std::vector<std::int32_t> ids;
     last_ = generator_.generate(prompt, g, [&](std::int32_t id) {
+      stop_if_signalled();  // Ctrl-C ends the reply here; it is not an answer, so it is not kept
       if (std::find(g.stop_ids.begin(), g.stop_ids.end(), id) != g.stop_ids.end()) return;
       ids.push_back(id);
       on_text(stream.push(id));
@@ -191,16 +198,34 @@ class ChatSession {
   Generation last_;
 };
 
-// Where the {query, response} lines go besides stdout (--result_path): written atomically when
-// the session ends, so a results file is never half a run.
-struct ResultFile {
-  std::string path, text;
+// Where the {query, response} lines go besides stdout (--result_path). Opened before the model is
+// loaded, so a path that cannot be written (its folder cannot be made, or is not writable) is
+// refused before any work; the lines go to a temporary file beside it, published under the path
+// when the session ends, or stops at a signal with the answers so far. On an error the temporary
+// file is removed and the path never appears: a results file is never half a run.
+class ResultFile {
+ public:
+  ResultFile() = default;  // no --result_path
+  explicit ResultFile(const std::string& path) {
+    if (path.empty()) return;
+    try {
+      writer_ = std::make_unique<AtomicFileWriter>(path);
+    } catch (const Error& e) {
+      fail("--result_path {}: cannot write there ({})", path, e.what());
+    }
+  }
   void add(const std::string& line) {
-    if (!path.empty()) text += line;
+    if (writer_) writer_->write(line);
   }
-  void write() const {
-    if (!path.empty()) write_text_atomic(path, text);
+  void commit() {
+    if (writer_ && !committed_) writer_->commit();
+    committed_ = true;
   }
+  std::string path() const { return writer_ ? writer_->target().string() : std::string(); }
+
+ private:
+  std::unique_ptr<AtomicFileWriter> writer_;
+  bool committed_ = false;
 };
 
 inline std::string jsonl(const std::string& query, const std::string& response,
@@ -210,9 +235,25 @@ inline std::string jsonl(const std::string& query, const std::string& response,
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
+// --val_dataset FILE, else (--load_data_args true) the rows the training run held out. Rows may be
+// questions alone (as `swift infer --val_dataset` takes them); a reply, when present, is recorded
+// as the row's labels. With --load_data_args the run's model_name/model_author fill the rows'
+// self-cognition placeholders, as they did in training.
+inline std::vector<data::DatasetRow> rows_to_answer(const ChatArgs& a, std::int64_t vocab_size) {
+  if (a.val_dataset.empty()) return data::validation_rows(*a.held_out, vocab_size);
+  std::vector<data::DatasetRow> rows = data::read_dataset_file(a.val_dataset, vocab_size, data::Replies::Optional);
+  if (a.held_out) {
+    const data::SelfCognition identity(a.held_out->model_name, a.held_out->model_author);
+    for (auto& row : rows)
+      if (row.is_text()) identity.apply(row.messages, row.tag);
+  }
+  return rows;
+}
+
 template <class Session>
 void answer_rows(Session& s, const std::vector<data::DatasetRow>& rows, ResultFile& results) {
   for (const auto& row : rows) {
+    stop_if_signalled();
     require(row.is_text(), "{}: chat needs text rows (messages, query/response...), not token ids", row.where.str());
     std::vector<ChatMessage> history = row.messages;
     std::optional<std::string> labels;
@@ -239,6 +280,7 @@ int answer_lines(Session& s, ResultFile& results) {
   std::int64_t number = 0, failed = 0;
   for (std::string line; std::getline(std::cin, line);) {
     ++number;
+    stop_if_signalled();
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty()) continue;
     try {
@@ -271,6 +313,7 @@ void converse(Session& s, bool stream, ResultFile& results) {
   bool multi_line = false;
   for (;;) {
     const auto read = multi_line ? read_multi_line("<<<[M] ") : read_line("<<< ");
+    stop_if_signalled();
     if (!read) {  // Ctrl-D
       fmt::print("\n");
       break;
@@ -322,7 +365,8 @@ void converse(Session& s, bool stream, ResultFile& results) {
 // Loads the model (opt...: the backend's run-time options, e.g. CudaModelOptions) and answers.
 // `where`: the device, for the "[model]" line.
 template <class Model, class... Opt>
-int run_chat(const ChatArgs& a, const ModelSource& src, const std::string& where, const Opt&... opt) {
+int run_chat(const ChatArgs& a, const ModelSource& src, ResultFile& results, const std::string& where,
+             const Opt&... opt) {
   const bool embedded = src.model.empty();
   LoraConfig lora;
   if (!a.adapters.empty()) {
@@ -343,6 +387,7 @@ int run_chat(const ChatArgs& a, const ModelSource& src, const std::string& where
     else
       load_adapter_weights(a.adapters, model->trainable_parameters());
   }
+  stop_if_signalled();
 
   const std::filesystem::path tok_path =
       embedded ? default_tokenizer() : std::filesystem::path(src.model) / "tokenizer.json";
@@ -376,13 +421,12 @@ int run_chat(const ChatArgs& a, const ModelSource& src, const std::string& where
   now_doing("generating");
   ChatSession<Model> session(std::move(model), std::move(tok), gen, system, a.verbose);
   session.set_explicit_max(a.max_new_tokens.has_value());
-  ResultFile results{a.result_path, {}};
   int status = 0;
-  if (a.held_out) answer_rows(session, data::validation_rows(*a.held_out, session.vocab_size()), results);
-  else if (!a.val_dataset.empty()) answer_rows(session, data::read_dataset_file(a.val_dataset, session.vocab_size()), results);
+  if (!a.val_dataset.empty() || a.held_out) answer_rows(session, rows_to_answer(a, session.vocab_size()), results);
   else if (::isatty(STDIN_FILENO)) converse(session, a.stream, results);
   else status = answer_lines(session, results);
-  results.write();
+  stop_if_signalled();  // a signal ends a read of stdin as end of input would: it was a stop, not the end
+  results.commit();
   return status;
 }
 

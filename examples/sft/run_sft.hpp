@@ -281,19 +281,9 @@ SftSetup<Model> prepare_sft(SftArgs& a) {
 template <class Model>
 TrainResult train_sft(Model& model, const SftSetup<Model>& s, const SftArgs& a, const std::filesystem::path& run_dir,
                       bool quiet = false, dist::Communicator* comm = nullptr) {
-  // The embedding has rows past the tokenizer's vocabulary (padding); an untrained model can pick
-  // them, and they stand for no text, so they are dropped before decoding.
-  auto decode_known = [&](const std::vector<std::int32_t>& ids) {
-    std::vector<std::int32_t> known;
-    for (const auto id : ids) {
-      try {
-        s.tok->token_bytes(id);
-        known.push_back(id);
-      } catch (const Error&) {
-      }
-    }
-    return s.tok->decode(known);
-  };
+  // An untrained model can pick the embedding's padded rows past the tokenizer's vocabulary; the
+  // tokenizer's decode drops them, as HF's does.
+  auto decode_known = [&](const std::vector<std::int32_t>& ids) { return s.tok->decode(ids); };
   IdentityProbe<Model> probe{&model, s.identity, GreedyConfig{a.eval_generation_max_new_tokens, {}}, decode_known};
   if (s.tok)
     for (const char* stop : {"<|im_end|>", "<|endoftext|>"})

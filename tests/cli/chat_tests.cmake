@@ -21,6 +21,17 @@ peft_program_test(chat chat_base_from_adapter_config SETUP ${CHAT_SETUP}
 peft_program_test(chat chat_val_dataset SETUP ${CHAT_SETUP}
   ARGS --model tiny --val_dataset ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/datasets/query_response.jsonl --max_new_tokens 4
   JSONL_LINES 3 REGEX "\"labels\":\"16\"")
+# The embedded default model (random weights, 151936 embedding rows) answers "question 33" with ids
+# in the padded rows past the tokenizer's 151665 tokens; they decode to nothing, as in HF, and the
+# answer (streamed or whole) is kept.
+peft_program_test(chat chat_padded_vocab_ids ARGS --max_new_tokens 300 INPUT "question 33" JSONL_LINES 1)
+peft_program_test(chat chat_padded_vocab_ids_stream ARGS --max_new_tokens 300 --stream true INPUT "question 33"
+  JSONL_LINES 1)
+# As `swift infer --val_dataset`: rows may be questions alone in every format (query, alpaca without
+# output, messages/sharegpt ending with the user); a reply, when present, is recorded as the labels.
+peft_program_test(chat chat_val_dataset_questions_only SETUP ${CHAT_SETUP}
+  ARGS --model tiny --val_dataset ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/datasets/questions_only.jsonl --max_new_tokens 4
+  JSONL_LINES 5 REGEX "\"query\":\"hi\",\"response\":\"[^\"]+\"}.*\"labels\":\"16\",\"query\":\"16\\?\"")
 peft_program_test(chat chat_bf16_sampling SETUP ${CHAT_SETUP}
   ARGS --model tiny --torch_dtype bfloat16 --temperature 0.9 --top_k 20 --top_p 0.9 --repetition_penalty 1.1 --seed 3
        --max_new_tokens 8 --verbose

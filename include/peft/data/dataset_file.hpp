@@ -103,7 +103,8 @@ inline std::vector<std::size_t> array_element_offsets(std::string_view text) {
 }
 
 inline std::vector<DatasetRow> read_json_array(std::string_view text, std::size_t start,
-                                               const std::filesystem::path& file, std::int64_t vocab_size) {
+                                               const std::filesystem::path& file, std::int64_t vocab_size,
+                                               Replies replies) {
   nlohmann::json document;
   try {
     document = nlohmann::json::parse(text.begin(), text.end());
@@ -124,13 +125,13 @@ inline std::vector<DatasetRow> read_json_array(std::string_view text, std::size_
   for (std::size_t i = 0; i < document.size(); ++i) {
     const std::size_t offset = start + offsets[i];
     for (; scanned < offset; ++scanned) line += text[scanned] == '\n';
-    rows.push_back(parse_dataset_row(document[i], {file, line, static_cast<std::int64_t>(i)}, vocab_size));
+    rows.push_back(parse_dataset_row(document[i], {file, line, static_cast<std::int64_t>(i)}, vocab_size, replies));
   }
   return rows;
 }
 
 inline std::vector<DatasetRow> read_json_lines(std::string_view text, const std::filesystem::path& file,
-                                               std::int64_t vocab_size) {
+                                               std::int64_t vocab_size, Replies replies) {
   std::vector<DatasetRow> rows;
   std::int64_t line_number = 0;
   std::size_t pos = 0;
@@ -150,15 +151,17 @@ inline std::vector<DatasetRow> read_json_lines(std::string_view text, const std:
     } catch (const nlohmann::json::exception& e) {  // out_of_range: a number like 1e400 overflows a double
       fail("{}:{}: malformed JSON: {}", file.string(), line_number, peft::detail::strip_json_exception_prefix(e.what()));
     }
-    rows.push_back(parse_dataset_row(row, {file, line_number, -1}, vocab_size));
+    rows.push_back(parse_dataset_row(row, {file, line_number, -1}, vocab_size, replies));
   }
   return rows;
 }
 
 }  // namespace detail
 
-// All rows of one .json (array) or .jsonl file. vocab_size bounds pre-tokenized ids.
-inline std::vector<DatasetRow> read_dataset_file(const std::filesystem::path& file, std::int64_t vocab_size) {
+// All rows of one .json (array), .jsonl or .csv file. vocab_size bounds pre-tokenized ids; replies:
+// whether text rows must carry their reply (training) or may be questions alone (answering).
+inline std::vector<DatasetRow> read_dataset_file(const std::filesystem::path& file, std::int64_t vocab_size,
+                                                 Replies replies = Replies::Required) {
   const std::string content = read_text_file(file);
   std::string_view text = content;
   if (text.starts_with("\xEF\xBB\xBF")) text.remove_prefix(3);  // a UTF-8 byte-order mark
@@ -169,13 +172,13 @@ inline std::vector<DatasetRow> read_dataset_file(const std::filesystem::path& fi
   if (file.extension() == ".csv") {
     std::vector<DatasetRow> rows;
     for (const auto& [row, line] : csv_rows(text, file))
-      rows.push_back(parse_dataset_row(row, {file, line, -1}, vocab_size));
+      rows.push_back(parse_dataset_row(row, {file, line, -1}, vocab_size, replies));
     require(!rows.empty(), "{}: the CSV file has a header but no rows", file.string());
     return rows;
   }
   std::vector<DatasetRow> rows = text[first] == '['
-                                     ? detail::read_json_array(text, first, file, vocab_size)
-                                     : detail::read_json_lines(text, file, vocab_size);
+                                     ? detail::read_json_array(text, first, file, vocab_size, replies)
+                                     : detail::read_json_lines(text, file, vocab_size, replies);
   require(!rows.empty(), "{}: the dataset file has no rows", file.string());
   return rows;
 }

@@ -9,11 +9,14 @@
 // history is [[query, reply], ...] before the row's own round. As in ms-swift's AlpacaPreprocessor
 // an alpaca query is instruction + "\n" + input when both are non-empty. An optional "tag"
 // ("zh"/"en") says the row's language for self-cognition placeholders. Other keys are ignored.
+// Training needs each row's reply (output, response, a last assistant message); rows read to be
+// answered (chat, as `swift infer --val_dataset`) may end with the question (Replies::Optional).
 // Every error names the row (file and line) and the field.
 #pragma once
 #include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -49,6 +52,10 @@ struct RowLocation {
     return fmt::format("{}:{} (element [{}])", file.string(), line, element);
   }
 };
+
+// Whether a text row must carry the reply to train on, or may be a question alone (chat answers
+// it; a reply, when present, is the reference it records as the row's labels).
+enum class Replies { Required, Optional };
 
 struct DatasetRow {
   RowFormat format = RowFormat::Messages;
@@ -100,20 +107,28 @@ inline void append_history(const nlohmann::json& row, std::string_view where,
   }
 }
 
-// alpaca and query/response: optional system, history, then the row's own round.
+// alpaca and query/response: optional system, history, then the row's own round (its reply when
+// it has one: see Replies).
 inline std::vector<ChatMessage> single_round_chat(const nlohmann::json& row, std::string_view where,
-                                                  std::string query, std::string response) {
+                                                  std::string query, std::optional<std::string> response) {
   std::vector<ChatMessage> messages;
   if (const nlohmann::json* system = find_field(row, "system")) {
     messages.push_back({Role::System, json_value_as<std::string>(*system, where, "system")});
   }
   append_history(row, where, messages);
   messages.push_back({Role::User, std::move(query)});
-  messages.push_back({Role::Assistant, std::move(response)});
+  if (response) messages.push_back({Role::Assistant, std::move(*response)});
   return messages;
 }
 
-inline std::vector<ChatMessage> alpaca_chat(const nlohmann::json& row, std::string_view where) {
+// The row's reply field: required for training, absent allowed for answering.
+inline std::optional<std::string> reply_field(const nlohmann::json& row, std::string_view key, std::string_view where,
+                                              Replies replies) {
+  if (replies == Replies::Optional && !find_field(row, key)) return std::nullopt;
+  return required_field<std::string>(row, key, where);
+}
+
+inline std::vector<ChatMessage> alpaca_chat(const nlohmann::json& row, std::string_view where, Replies replies) {
   const nlohmann::json* instruction = find_field(row, "instruction");
   const nlohmann::json* input = find_field(row, "input");
   require(instruction || input, "{}: alpaca row is missing required field 'instruction'", where);
@@ -124,14 +139,14 @@ inline std::vector<ChatMessage> alpaca_chat(const nlohmann::json& row, std::stri
   } else if (!input_text.empty()) {
     query += "\n" + input_text;
   }
-  return single_round_chat(row, where, std::move(query), required_field<std::string>(row, "output", where));
+  return single_round_chat(row, where, std::move(query), reply_field(row, "output", where, replies));
 }
 
 // messages / sharegpt: a list of {role_key, content_key} objects, plus an optional top-level
 // "system" (common in sharegpt files) when the list has no system message of its own.
 inline std::vector<ChatMessage> conversation_chat(const nlohmann::json& row, std::string_view where,
                                                   std::string_view list_key, std::string_view role_key,
-                                                  std::string_view content_key) {
+                                                  std::string_view content_key, Replies replies) {
   const nlohmann::json& list = row.at(std::string(list_key));
   require(list.is_array() && !list.empty(), "{}: field '{}' must be a non-empty array of messages",
           where, list_key);
@@ -158,7 +173,7 @@ inline std::vector<ChatMessage> conversation_chat(const nlohmann::json& row, std
             "{}: field '{}[{}]' is a system message; only the first message may be one", where,
             list_key, i);
   }
-  require(messages.back().role == Role::Assistant,
+  require(replies == Replies::Optional || messages.back().role == Role::Assistant,
           "{}: the last message in '{}' must be from the assistant (there is nothing to train on)",
           where, list_key);
   return messages;
@@ -202,9 +217,10 @@ inline Sample pre_tokenized_sample(const nlohmann::json& row, std::string_view w
 
 }  // namespace detail
 
-// Parses one row. vocab_size bounds the ids of pre-tokenized rows.
+// Parses one row. vocab_size bounds the ids of pre-tokenized rows (input to the model, so an id
+// past its embedding is an error here, whatever a tokenizer would make of it).
 inline DatasetRow parse_dataset_row(const nlohmann::json& row, const RowLocation& location,
-                                    std::int64_t vocab_size) {
+                                    std::int64_t vocab_size, Replies replies = Replies::Required) {
   const std::string where = location.str();
   require(row.is_object(), "{}: a row must be a JSON object, got {}", where, peft::detail::json_type_name(row));
   DatasetRow out;
@@ -217,17 +233,17 @@ inline DatasetRow parse_dataset_row(const nlohmann::json& row, const RowLocation
   }
   if (has("messages")) {
     out.format = RowFormat::Messages;
-    out.messages = detail::conversation_chat(row, where, "messages", "role", "content");
+    out.messages = detail::conversation_chat(row, where, "messages", "role", "content", replies);
   } else if (has("conversations")) {
     out.format = RowFormat::ShareGpt;
-    out.messages = detail::conversation_chat(row, where, "conversations", "from", "value");
+    out.messages = detail::conversation_chat(row, where, "conversations", "from", "value", replies);
   } else if (has("instruction") || has("output")) {
     out.format = RowFormat::Alpaca;
-    out.messages = detail::alpaca_chat(row, where);
+    out.messages = detail::alpaca_chat(row, where, replies);
   } else if (has("query") || has("response")) {
     out.format = RowFormat::QueryResponse;
     out.messages = detail::single_round_chat(row, where, required_field<std::string>(row, "query", where),
-                                             required_field<std::string>(row, "response", where));
+                                             detail::reply_field(row, "response", where, replies));
   } else {
     fail("{}: the row fits no dataset format (its keys: {}); expected alpaca (instruction, input, "
          "output), messages, conversations (sharegpt), query/response, or input_ids (pre-tokenized)",

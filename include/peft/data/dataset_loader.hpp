@@ -112,7 +112,8 @@ struct PickedRows {
   std::vector<RowPick> train, val;
 };
 
-inline PickedRows pick_rows(const DatasetOptions& options, std::int64_t vocab_size, DatasetStats& stats) {
+inline PickedRows pick_rows(const DatasetOptions& options, std::int64_t vocab_size, DatasetStats& stats,
+                            Replies replies) {
   require(vocab_size > 0, "load_datasets: vocab_size must be positive, got {}", vocab_size);
   require(options.seed <= 0xFFFFFFFFull, "--seed must be in [0, 4294967295] (numpy's RandomState range), got {}",
           options.seed);
@@ -126,7 +127,7 @@ inline PickedRows pick_rows(const DatasetOptions& options, std::int64_t vocab_si
     const bool validation_only = s >= options.specs.size();
     const DatasetSpec spec = resolve_dataset_spec(all_specs[s], data_home);
     for (const std::filesystem::path& file : spec.files) {
-      std::vector<DatasetRow> file_rows = read_dataset_file(file, vocab_size);
+      std::vector<DatasetRow> file_rows = read_dataset_file(file, vocab_size, replies);
       p.rows[s].insert(p.rows[s].end(), std::make_move_iterator(file_rows.begin()),
                        std::make_move_iterator(file_rows.end()));
     }
@@ -151,11 +152,12 @@ inline PickedRows pick_rows(const DatasetOptions& options, std::int64_t vocab_si
 // The validation rows a run with these options held out (its --val_dataset rows and its
 // --split_dataset_ratio share), in the order training evaluated them, self-cognition placeholders
 // filled: what `chat --load_data_args true` answers (ms-swift's infer re-derives the split the same
-// way, from the seed). Rows --max_length dropped from evaluation are kept: they can be answered.
+// way, from the seed). Rows --max_length dropped from evaluation are kept: they can be answered, and
+// so can rows that are questions alone (Replies::Optional).
 inline std::vector<DatasetRow> validation_rows(const DatasetOptions& options, std::int64_t vocab_size) {
   require(!options.specs.empty() || !options.val_specs.empty(), "no --dataset or --val_dataset to take rows from");
   DatasetStats stats;
-  detail::PickedRows p = detail::pick_rows(options, vocab_size, stats);
+  detail::PickedRows p = detail::pick_rows(options, vocab_size, stats, Replies::Optional);
   const SelfCognition identity(options.model_name, options.model_author);
   std::vector<DatasetRow> out;
   for (const detail::RowPick& pick : p.val) {
@@ -178,7 +180,7 @@ LoadedData load_datasets(const DatasetOptions& options, const Tok* tokenizer, st
   DatasetStats& stats = out.stats;
   stats.max_length = options.max_length;
   stats.truncation_strategy = options.truncation_strategy;
-  detail::PickedRows picked = detail::pick_rows(options, vocab_size, stats);
+  detail::PickedRows picked = detail::pick_rows(options, vocab_size, stats, Replies::Required);
   const std::vector<std::vector<DatasetRow>>& rows = picked.rows;
   const std::vector<detail::RowPick>& train_picks = picked.train;
   const std::vector<detail::RowPick>& val_picks = picked.val;

@@ -5,7 +5,8 @@
 //   2. each remaining segment is NFC-normalised, then added tokens with "normalized" true are cut;
 //   3. the Split regex cuts segments into pieces;
 //   4. each piece's bytes are BPE-merged (the byte-level alphabet is undone once, at load).
-// Decoding concatenates each token's bytes and replaces invalid UTF-8 like errors="replace".
+// Decoding concatenates each token's bytes and replaces invalid UTF-8 like errors="replace"; ids
+// without a token are skipped, as HF's decode does (see decoded_bytes).
 // Configurations this code does not implement (other models, normalizers, pre-tokenizers,
 // dropout, lstrip/rstrip added tokens...) are rejected at load, never silently approximated.
 #pragma once
@@ -58,7 +59,7 @@ class Tokenizer {
 
   std::string decode(std::span<const int32_t> ids) const {
     std::string bytes;
-    for (const int32_t id : ids) bytes += token_bytes(id);
+    for (const int32_t id : ids) bytes += decoded_bytes(id);
     std::string text;
     text.reserve(bytes.size());
     detail::append_utf8_lossy(text, bytes);
@@ -67,9 +68,21 @@ class Tokenizer {
 
   // The raw bytes id decodes to (may be part of a UTF-8 character). Throws for unknown ids.
   std::string_view token_bytes(int32_t id) const {
-    require(id >= 0 && id < vocab_size() && kind_[static_cast<std::size_t>(id)] != Kind::kNone,
-            "token id {} is not in the vocabulary of {} (ids are 0..{})", id, source_, vocab_size() - 1);
+    require(has_token(id), "token id {} is not in the vocabulary of {} (ids are 0..{})", id, source_, vocab_size() - 1);
     return bytes_[static_cast<std::size_t>(id)];
+  }
+
+  // What decode emits for id: its bytes, or nothing for an id without a token. A model's embedding
+  // may have more rows than the tokenizer has tokens (Qwen2.5 pads 151665 ids to 151936) and can
+  // generate those ids; HF tokenizers' decode drops them (filter_map in Tokenizer::decode), so an
+  // answer is never lost to one. A negative id is refused: it is no id at all (HF's are u32).
+  std::string_view decoded_bytes(int32_t id) const {
+    require(id >= 0, "token id {} is negative; token ids are 0 or more", id);
+    return has_token(id) ? bytes_[static_cast<std::size_t>(id)] : std::string_view();
+  }
+
+  bool has_token(int32_t id) const {
+    return id >= 0 && id < vocab_size() && kind_[static_cast<std::size_t>(id)] != Kind::kNone;
   }
 
   // Accepts added tokens as written ("<|im_end|>") and vocabulary tokens in their byte-level
@@ -262,7 +275,7 @@ class StreamDecoder {
   explicit StreamDecoder(const Tokenizer& tokenizer) : tokenizer_(&tokenizer) {}
 
   std::string push(int32_t id) {
-    pending_ += tokenizer_->token_bytes(id);
+    pending_ += tokenizer_->decoded_bytes(id);
     const std::size_t ready = pending_.size() - detail::incomplete_utf8_tail(pending_);
     std::string text;
     detail::append_utf8_lossy(text, std::string_view(pending_).substr(0, ready));

@@ -4,6 +4,8 @@
 // of a process the signal ended. The handler restores the default action, so a second Ctrl-C
 // stops the process at once (the last published checkpoint stays whole: saves are atomic).
 #pragma once
+#include <signal.h>
+
 #include <csignal>
 
 namespace peft {
@@ -16,10 +18,16 @@ inline void record_stop_signal(int sig) {
 }
 }  // namespace detail
 
-// Programs call this once; the library never installs handlers by itself.
-inline void install_stop_signal_handlers() {
-  std::signal(SIGINT, detail::record_stop_signal);
-  std::signal(SIGTERM, detail::record_stop_signal);
+// Programs call this once; the library never installs handlers by itself. interrupt_reads: a
+// read blocked on a pipe or terminal returns (EINTR) instead of resuming, for programs that wait
+// on stdin between pieces of work (chat) and must notice the signal there too.
+inline void install_stop_signal_handlers(bool interrupt_reads = false) {
+  struct sigaction action{};
+  action.sa_handler = detail::record_stop_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = interrupt_reads ? 0 : SA_RESTART;  // SA_RESTART: what std::signal gives on glibc
+  ::sigaction(SIGINT, &action, nullptr);
+  ::sigaction(SIGTERM, &action, nullptr);
 }
 
 // The signal that asked the run to stop (SIGINT, SIGTERM), or 0.
