@@ -88,6 +88,14 @@ function(fingerprint var dir)
   set(${var} "${acc}" PARENT_SCOPE)
 endfunction()
 
+# A failed run leaves nothing in the folder it was given.
+function(expect_nothing_in dir)
+  file(GLOB left ${WORK_DIR}/${dir}/*)
+  if(left)
+    message(FATAL_ERROR "${dir} should hold nothing, holds ${left}:\n${last}")
+  endif()
+endfunction()
+
 function(expect_unchanged before dir)
   fingerprint(after ${dir})
   if(NOT before STREQUAL after)
@@ -289,10 +297,7 @@ elseif(CASE STREQUAL "output_failed_run_leaves_no_folder")
   # The version folder is created (and locked) before the model loads; a run that fails before
   # writing anything into it removes it again.
   run(FAIL ${FT} --model ${TINY}/model --dataset nowhere.jsonl --max_steps 2 --output_dir out)
-  file(GLOB left ${WORK_DIR}/out/*)
-  if(left)
-    message(FATAL_ERROR "a failed run left ${left}:\n${last}")
-  endif()
+  expect_nothing_in(out)
 
 elseif(CASE STREQUAL "resume_into_new_folder")
   run(OK ${FT} ${ft_base} --max_steps 6 --save_steps 2 --output_dir A)
@@ -347,10 +352,7 @@ elseif(CASE STREQUAL "resume_refused_writes_nothing")
   expect_unchanged("${before}" A)
   run(FAIL ${FT} ${ft_base} --max_steps 4 --save_steps 2 --learning_rate 1e-3 --add_version true --output_dir B
       --resume_from_checkpoint A/checkpoint-2)
-  file(GLOB left ${WORK_DIR}/B/*)
-  if(left)
-    message(FATAL_ERROR "a refused resume left ${left}:\n${last}")
-  endif()
+  expect_nothing_in(B)
 
 elseif(CASE STREQUAL "resume_adapters_recorded_base")
   # --adapters without --model trains the base the adapter's run recorded (ms-swift's
