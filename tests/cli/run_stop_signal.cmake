@@ -32,6 +32,9 @@ kill $watchdog 2>/dev/null
 exec 3>&-
 ]=])
 else()
+  # A chat template, so --check gets as far as llama.cpp (without one it is skipped, not run).
+  file(WRITE ${WORK_DIR}/tiny/tokenizer_config.json
+       "{\"chat_template\": \"{% for m in messages %}{{ m['content'] }}{% endfor %}\"}\n")
   file(MAKE_DIRECTORY ${WORK_DIR}/llama_check/node_modules/node-llama-cpp ${WORK_DIR}/bin)
   file(WRITE ${WORK_DIR}/bin/node "#!/bin/sh\n[ \"$1\" = --version ] && exit 0\nkill -$SIG \"$(cat \"$WORK/program.pid\")\"\nexit 1\n")
   file(CHMOD ${WORK_DIR}/bin/node PERMISSIONS OWNER_READ OWNER_WRITE OWNER_EXECUTE)

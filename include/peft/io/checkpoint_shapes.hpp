@@ -75,15 +75,6 @@ inline std::vector<std::string> unused_checkpoint_tensors(const ModelConfig& cfg
 // stderr) about the tensors it holds beyond them.
 inline void check_config_matches_checkpoint(const ModelConfig& cfg, const SafetensorsModel& weights,
                                             const std::filesystem::path& config_json) {
-  if (const auto unused = unused_checkpoint_tensors(cfg, weights); !unused.empty()) {
-    constexpr std::size_t kNamed = 5;
-    const std::vector<std::string> named(unused.begin(), unused.begin() + std::min(unused.size(), kNamed));
-    fmt::print(stderr, "warning: {}: {} tensor{} of the checkpoint {} not used by the model {} describes "
-               "(num_hidden_layers = {}) and {} left out: {}{}\n", weights.source().string(), unused.size(),
-               unused.size() == 1 ? "" : "s", unused.size() == 1 ? "is" : "are", config_json.string(),
-               cfg.num_hidden_layers, unused.size() == 1 ? "is" : "are", fmt::join(named, ", "),
-               unused.size() > kNamed ? fmt::format(" and {} more", unused.size() - kNamed) : "");
-  }
   for_each_expected_qwen2_tensor(cfg, [&](const ExpectedTensor& e) {
     require(weights.contains(e.name),
             "{}: no tensor '{}', which {} implies (num_hidden_layers = {}, tie_word_embeddings = {}): config.json and "
@@ -95,6 +86,17 @@ inline void check_config_matches_checkpoint(const ModelConfig& cfg, const Safete
             "different models", weights.file_of(e.name).path().string(), e.name, format_shape(t.shape),
             config_json.string(), format_shape(e.shape), e.fields);
   });
+  // Only now: every implied tensor exists, so listing them is bounded by the checkpoint's size (a
+  // config with num_hidden_layers = 1e9 failed above at the first missing layer).
+  if (const auto unused = unused_checkpoint_tensors(cfg, weights); !unused.empty()) {
+    constexpr std::size_t kNamed = 5;
+    const std::vector<std::string> named(unused.begin(), unused.begin() + std::min(unused.size(), kNamed));
+    fmt::print(stderr, "warning: {}: {} tensor{} of the checkpoint {} not used by the model {} describes "
+               "(num_hidden_layers = {}) and {} left out: {}{}\n", weights.source().string(), unused.size(),
+               unused.size() == 1 ? "" : "s", unused.size() == 1 ? "is" : "are", config_json.string(),
+               cfg.num_hidden_layers, unused.size() == 1 ? "is" : "are", fmt::join(named, ", "),
+               unused.size() > kNamed ? fmt::format(" and {} more", unused.size() - kNamed) : "");
+  }
 }
 
 // config.json of a model folder, checked against the folder's safetensors headers.
