@@ -283,8 +283,8 @@ TrainResult train_sft(Model& model, const SftSetup<Model>& s, const SftArgs& a, 
                       bool quiet = false, dist::Communicator* comm = nullptr) {
   // An untrained model can pick the embedding's padded rows past the tokenizer's vocabulary; the
   // tokenizer's decode drops them, as HF's does.
-  auto decode_known = [&](const std::vector<std::int32_t>& ids) { return s.tok->decode(ids); };
-  IdentityProbe<Model> probe{&model, s.identity, GreedyConfig{a.eval_generation_max_new_tokens, {}}, decode_known};
+  auto decode = [&](const std::vector<std::int32_t>& ids) { return s.tok->decode(ids); };
+  IdentityProbe<Model> probe{&model, s.identity, GreedyConfig{a.eval_generation_max_new_tokens, {}}, decode};
   if (s.tok)
     for (const char* stop : {"<|im_end|>", "<|endoftext|>"})
       if (auto id = s.tok->token_to_id(stop)) probe.generation.stop_ids.push_back(*id);

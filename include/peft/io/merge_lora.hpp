@@ -112,6 +112,21 @@ inline bool folder_within(const std::filesystem::path& inner, const std::filesys
   }
   return true;
 }
+// A base tensor copied unchanged, checked finite a bounded slice at a time (a 7B's embedding
+// would otherwise need a 2 GB float copy); only a tensor found broken is read whole, for
+// require_finite's message (how many, which first).
+inline void require_finite_copied(const SafetensorsFile& in, const StoredTensor& t, const std::string& where) {
+  constexpr std::size_t kSlice = std::size_t{1} << 20;
+  const std::size_t n = static_cast<std::size_t>(t.numel()), width = dtype_size(t.dtype);
+  std::vector<float> v;
+  for (std::size_t at = 0; at < n; at += kSlice) {
+    const std::size_t len = std::min(kSlice, n - at);
+    const StoredTensor part{t.name, t.dtype, {static_cast<std::int64_t>(len)}, t.data + at * width, len * width};
+    v.resize(len);
+    peft::detail::convert_to_f32(part, v.data(), in.path().string());
+    if (first_non_finite(v) != len) require_finite(in.read_f32(t.name, t.shape), where, kBrokenBaseCheckpoint);
+  }
+}
 }  // namespace detail
 
 // Files export writes beside a merged model in the same folder (examples/export.cpp).
@@ -220,11 +235,8 @@ inline MergeSummary merge_lora(const std::filesystem::path& model_dir, const std
         const auto it = name.ends_with(".weight") ? pairs.find(name.substr(0, name.size() - 7)) : pairs.end();
         const std::string where = fmt::format("{}: tensor '{}'", in.path().string(), name);
         if (it == pairs.end()) {
-          if (t.dtype == DType::F32 || t.dtype == DType::BF16 || t.dtype == DType::F16) {  // copied, but finite
-            std::vector<float> v(static_cast<std::size_t>(t.numel()));
-            in.read_f32(name, t.shape, v.data());
-            require_finite(v, where, kBrokenBaseCheckpoint);
-          }
+          if (t.dtype == DType::F32 || t.dtype == DType::BF16 || t.dtype == DType::F16)  // copied, but finite
+            detail::require_finite_copied(in, t, where);
           out.add(name, t.dtype, t.shape, std::span<const std::byte>(t.data, t.nbytes));
           continue;
         }

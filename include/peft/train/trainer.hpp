@@ -476,7 +476,7 @@ class Trainer {
 
   std::filesystem::path save_checkpoint(std::int64_t gs, double epoch, std::int64_t total, const Params& params) {
     const auto dir = run_dir_ / fmt::format("checkpoint-{}", gs);
-    if (!foreign_checkpoints(run_dir_, run_id_, gs - 1, gs).empty())  // appeared since the run began
+    if (std::filesystem::exists(dir) && checkpoint_run_id(dir) != run_id_)  // appeared since the run began
       fail("{} was not written by this run; not replacing it (the checkpoint of step {} is not saved)", dir.string(), gs);
     track_best(dir);
     st_.hooks = nlohmann::json::array();
