@@ -239,19 +239,38 @@ __device__ inline void gemv_take_xa(const GemvArgs& a, GemvXa& xa, int lane) {
   }
   xa.ready = true;
 }
+// What row o's epilogue reads besides its dot product (B^T[lane, o], bias, residual), loaded
+// before the dot: their round trips then overlap the weight stream instead of following it one
+// after another (with ~1 row a warp, q/k/v's and o's launches end on that chain).
+struct GemvRowInputs {
+  float bt = 0.0f;  // lane r < min(rp, 32): B^T[r, o]
+  float bias = 0.0f;
+  float residual = 0.0f;
+};
+__device__ inline GemvRowInputs gemv_row_inputs(const GemvSegment& s, int o, int lane) {
+  GemvRowInputs in;
+  if (s.a && lane < s.rp) in.bt = to_float(s.bt[static_cast<long long>(lane) * s.rows + o]);
+  if (lane == 0) {
+    if (s.bias) in.bias = to_float(s.bias[o]);
+    if (s.residual && !s.y32) in.residual = to_float(s.residual[o]);
+  }
+  return in;
+}
+
 // The LoRA term xa . B^T[:, o] of segment s, summed across the warp (every lane gets it).
-__device__ inline float gemv_lora(const GemvSegment& seg, const GemvXa& xa, int s, int o, int lane) {
+__device__ inline float gemv_lora(const GemvSegment& seg, const GemvXa& xa, int s, int o, int lane,
+                                  const GemvRowInputs& in) {
   if (!seg.a) return 0.0f;
   const float x = s == 0 ? xa.v[0] : (s == 1 ? xa.v[1] : xa.v[2]);  // no local-memory indexing
-  float l = lane < seg.rp ? x * to_float(seg.bt[static_cast<long long>(lane) * seg.rows + o]) : 0.0f;
+  float l = lane < seg.rp ? x * in.bt : 0.0f;
   for (int r = lane + 32; r < seg.rp; r += 32)  // ranks above 32: read per row
     l += __ldcg(seg.xa + r) * to_float(seg.bt[static_cast<long long>(r) * seg.rows + o]);
   return warp_sum(l);
 }
 
-// The projection's value at row o before any residual (bias and LoRA term included).
-__device__ inline float gemv_finish(const GemvSegment& s, int o, float acc, float lora) {
-  const float v = acc + (s.bias ? to_float(s.bias[o]) : 0.0f);
+// The projection's value at row o before any residual (bias and LoRA term included; lane 0).
+__device__ inline float gemv_finish(const GemvSegment& s, float acc, float lora, const GemvRowInputs& in) {
+  const float v = acc + in.bias;
   return s.a ? v + s.scale * lora : v;
 }
 
@@ -259,16 +278,17 @@ __device__ inline bf16* gemv_out(const GemvArgs& a, const GemvSegment& s) {
   return s.at_row ? s.y + static_cast<long long>(*a.row_at) * s.rows : s.y;
 }
 
-// Stores row o and returns the value stored (fp32 outputs: what the argmax compares).
-__device__ inline float gemv_store(const GemvArgs& a, const GemvSegment& seg, int o, float acc, float lora) {
-  const float v = gemv_finish(seg, o, acc, lora);
+// Stores row o and returns the value stored (fp32 outputs: what the argmax compares; lane 0).
+__device__ inline float gemv_store(const GemvArgs& a, const GemvSegment& seg, int o, float acc, float lora,
+                                   const GemvRowInputs& in) {
+  const float v = gemv_finish(seg, acc, lora, in);
   if (seg.y32) {
     const float out = seg.round32 ? to_float(to_bf16(v)) : v;
     seg.y32[o] = out;
     return out;
   }
   const float r = to_float(to_bf16(v));
-  gemv_out(a, seg)[o] = to_bf16(seg.residual ? to_float(seg.residual[o]) + r : r);
+  gemv_out(a, seg)[o] = to_bf16(seg.residual ? in.residual + r : r);
   return 0.0f;
 }
 
@@ -278,13 +298,14 @@ __device__ inline void gemv_output_item(const GemvArgs& a, int it, const bf16* x
   if (a.swiglu) {
     const GemvSegment& g = a.seg[0];
     const GemvSegment& u = a.seg[1];
+    const GemvRowInputs gi = gemv_row_inputs(g, it, lane), ui = gemv_row_inputs(u, it, lane);
     float ga, ua;
     gemv_dot2(g.w + static_cast<long long>(it) * a.in, u.w + static_cast<long long>(it) * a.in, xs, a.in, lane, ga, ua);
     if (g.a || u.a) gemv_take_xa(a, xa, lane);
-    const float gl = gemv_lora(g, xa, 0, it, lane), ul = gemv_lora(u, xa, 1, it, lane);
+    const float gl = gemv_lora(g, xa, 0, it, lane, gi), ul = gemv_lora(u, xa, 1, it, lane, ui);
     if (lane == 0) {
-      const float gv = to_float(to_bf16(gemv_finish(g, it, ga, gl)));
-      const float uv = to_float(to_bf16(gemv_finish(u, it, ua, ul)));
+      const float gv = to_float(to_bf16(gemv_finish(g, ga, gl, gi)));
+      const float uv = to_float(to_bf16(gemv_finish(u, ua, ul, ui)));
       g.y[it] = to_bf16(gv * sigmoid(gv) * uv);
     }
     return;
@@ -294,26 +315,28 @@ __device__ inline void gemv_output_item(const GemvArgs& a, int it, const bf16* x
   const GemvSegment seg = gemv_pick(a, s);
   if (seg.rope) {
     const int half = a.head_dim / 2, o1 = (j / half) * a.head_dim + j % half, o2 = o1 + half;
+    const GemvRowInputs i1 = gemv_row_inputs(seg, o1, lane), i2 = gemv_row_inputs(seg, o2, lane);
+    const float c = lane == 0 ? a.rope_cos[j % half] : 0.0f, sn = lane == 0 ? a.rope_sin[j % half] : 0.0f;
     float r1, r2;
     gemv_dot2(seg.w + static_cast<long long>(o1) * a.in, seg.w + static_cast<long long>(o2) * a.in, xs, a.in, lane,
               r1, r2);
     if (seg.a) gemv_take_xa(a, xa, lane);
-    const float l1 = gemv_lora(seg, xa, s, o1, lane), l2 = gemv_lora(seg, xa, s, o2, lane);
+    const float l1 = gemv_lora(seg, xa, s, o1, lane, i1), l2 = gemv_lora(seg, xa, s, o2, lane, i2);
     if (lane == 0) {
-      const float x1 = to_float(to_bf16(gemv_finish(seg, o1, r1, l1)));
-      const float x2 = to_float(to_bf16(gemv_finish(seg, o2, r2, l2)));
-      const float c = a.rope_cos[j % half], sn = a.rope_sin[j % half];
+      const float x1 = to_float(to_bf16(gemv_finish(seg, r1, l1, i1)));
+      const float x2 = to_float(to_bf16(gemv_finish(seg, r2, l2, i2)));
       bf16* y = gemv_out(a, seg);
       y[o1] = to_bf16(x1 * c - x2 * sn);
       y[o2] = to_bf16(x2 * c + x1 * sn);
     }
     return;
   }
+  const GemvRowInputs in = gemv_row_inputs(seg, j, lane);
   const float acc = gemv_dot(seg.w + static_cast<long long>(j) * a.in, xs, a.in, lane);
   if (seg.a) gemv_take_xa(a, xa, lane);
-  const float l = gemv_lora(seg, xa, s, j, lane);
+  const float l = gemv_lora(seg, xa, s, j, lane, in);
   if (lane == 0) {
-    const float v = gemv_store(a, seg, j, acc, l);
+    const float v = gemv_store(a, seg, j, acc, l, in);
     if (a.state && argmax_better(v, j, best, best_id)) {
       best = v;
       best_id = j;
