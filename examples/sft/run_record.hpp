@@ -69,9 +69,9 @@ inline data::DatasetOptions recorded_dataset_options(const nlohmann::json& j, co
   o.val_specs = strings("val_dataset");
   o.model_name = strings("model_name");
   o.model_author = strings("model_author");
-  const auto* seed = find_field(j, "data_seed");
-  if (!seed || seed->is_null()) seed = find_field(j, "seed");
-  if (seed && !seed->is_null()) o.seed = json_value_as<std::uint64_t>(*seed, source, "data_seed");
+  // ms-swift's data_seed is its own flag (default 42), never --seed.
+  if (const auto* seed = find_field(j, "data_seed"); seed && !seed->is_null())
+    o.seed = json_value_as<std::uint64_t>(*seed, source, "data_seed");
   if (const auto* v = find_field(j, "dataset_shuffle")) o.dataset_shuffle = json_value_as<bool>(*v, source, "dataset_shuffle");
   if (const auto* v = find_field(j, "split_dataset_ratio"))
     o.split_dataset_ratio = json_value_as<double>(*v, source, "split_dataset_ratio");

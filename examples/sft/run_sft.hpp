@@ -273,6 +273,10 @@ SftSetup<Model> prepare_sft(SftArgs& a) {
   }
   if (!a.eval_general_dataset.empty())
     fmt::print("[eval] general retention on {} samples from {}\n", s.general.size(), a.eval_general_dataset);
+  // ms-swift's _init_metric: metric_for_best_model defaults to 'loss', so HF's Trainer records
+  // best_metric / best_model_checkpoint at each save after an evaluation and --save_total_limit
+  // keeps that checkpoint. Only a validation set makes eval_loss here (else nothing is tracked).
+  if (a.train.metric_for_best_model.empty() && !s.data.val.empty()) a.train.metric_for_best_model = "loss";
   check_eval_metrics_available(a, s);
   return s;
 }

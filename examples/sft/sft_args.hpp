@@ -211,7 +211,8 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
       ("warmup_ratio", po::value(&t.warmup_ratio)->default_value(0.0), "warmup as a fraction of all steps")
       ("warmup_steps", po::value(&t.warmup_steps)->default_value(0), "warmup steps (overrides the ratio)")
       ("seed", po::value(&t.seed)->default_value(42), "seed for LoRA init, dropout and batch order")
-      ("data_seed", po::value(&a.data.seed), "seed for dataset sampling, split and shuffle; default: --seed")
+      ("data_seed", po::value(&a.data.seed)->default_value(42),
+       "seed for dataset sampling, split and shuffle; apart from --seed, as ms-swift")
       ("dataset_shuffle", po::value(&dataset_shuffle)->default_value("true"), "shuffle the dataset once (true|false)")
       ("train_dataloader_shuffle", po::value(&loader_shuffle)->default_value("true"), "reshuffle each epoch (true|false)")
       ("split_dataset_ratio", po::value(&a.data.split_dataset_ratio)->default_value(0.0), "validation fraction")
@@ -311,7 +312,6 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
   }
   if (!vm.count("max_length")) a.data.max_length = model_cfg.max_position_embeddings;
   if (!vm.count("learning_rate")) t.learning_rate = a.train_type == "full" ? 1e-5 : 1e-4;
-  if (!vm.count("data_seed")) a.data.seed = t.seed;
   if (!val_datasets.empty() && a.data.split_dataset_ratio > 0) {  // ms-swift's rule
     fmt::print("[args] --val_dataset given: --split_dataset_ratio {} set to 0\n", a.data.split_dataset_ratio);
     a.data.split_dataset_ratio = 0;

@@ -41,7 +41,7 @@ if(NOT CMAKE_SCRIPT_MODE_FILE)
     ENV HOME=${PEFT_CLI_WORK}/chat_model_from_hf_cache/home MODELSCOPE_CACHE= HF_HOME= HF_HUB_CACHE= XDG_CACHE_HOME=
     ARGS --model Org/Tiny-0.5 --max_new_tokens 4 INPUT "hello" JSONL_LINES 1
     REGEX "models--Org--Tiny-0.5/snapshots/abc")
-  foreach(case run_record terminal)
+  foreach(case run_record terminal trainer_state)
     add_test(NAME cli_swift_${case}
       COMMAND ${CMAKE_COMMAND} -DCASE=${case} -DFT=$<TARGET_FILE:identity_finetune> -DCHAT=$<TARGET_FILE:chat>
               -DFIXTURES=${CMAKE_CURRENT_SOURCE_DIR}/fixtures -DWORK=${PEFT_CLI_WORK}/swift_${case}
@@ -143,6 +143,36 @@ if(CASE STREQUAL "run_record")
     message(FATAL_ERROR "chat on the copied checkpoint failed:\n${out}${err}")
   endif()
   expect("${err}" "\\[model\\] ${WORK}/tinymodel \\+ adapter [^\n]*copied_ckpt [^\n]*float32" "chat")
+  return()
+endif()
+
+if(CASE STREQUAL "trainer_state")
+  # What ms-swift and HF's Trainer record for good input: data_seed stays 42 when only --seed is
+  # given (ms-swift's DataArguments); with a validation set metric_for_best_model defaults to
+  # 'loss', so the checkpoints record the best one; the logged epoch counts micro-batches (12
+  # train rows, GA 5: steps of 5, 5 and 2 samples, so step 1 is epoch 5/12, not 1/3).
+  run_checked(out ${CMAKE_COMMAND} -E chdir ${WORK} ${FT} --model ${FIXTURES}/tiny_public/model
+              --dataset ${FIXTURES}/tiny_public/tokens.jsonl --add_version false --output_dir out --seed 7
+              --split_dataset_ratio 0.25 --gradient_accumulation_steps 5 --num_train_epochs 1 --logging_steps 1
+              --save_steps 1 --save_total_limit 1)
+  file(READ ${WORK}/out/args.json args)
+  string(JSON data_seed GET "${args}" data_seed)
+  string(JSON metric GET "${args}" metric_for_best_model)
+  if(NOT data_seed EQUAL 42 OR NOT metric STREQUAL "loss")
+    message(FATAL_ERROR "args.json: data_seed ${data_seed} (expected 42), metric_for_best_model '${metric}' (expected loss)")
+  endif()
+  file(READ ${WORK}/out/checkpoint-3/trainer_state.json state)
+  string(JSON best GET "${state}" best_model_checkpoint)
+  string(JSON best_metric GET "${state}" best_metric)
+  if(NOT best MATCHES "checkpoint-[123]$" OR NOT best_metric MATCHES "^[0-9]")
+    message(FATAL_ERROR "trainer_state.json: best_model_checkpoint '${best}', best_metric '${best_metric}'")
+  endif()
+  file(STRINGS ${WORK}/out/logging.jsonl lines)
+  list(GET lines 0 first)
+  string(JSON epoch GET "${first}" epoch)
+  if(NOT epoch MATCHES "^0\\.41666")
+    message(FATAL_ERROR "step 1's epoch is ${epoch}, expected 5/12 = 0.41666...")
+  endif()
   return()
 endif()
 

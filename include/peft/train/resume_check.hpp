@@ -2,6 +2,7 @@
 // functions, so a program can check a resume before it writes anything for the run (args.json,
 // a new run folder's resume_source.json) and the trainer checks the same when it loads.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -23,6 +24,19 @@ inline std::int64_t steps_per_epoch(const TrainingArguments& a, std::size_t samp
                      a.per_device_train_batch_size;
   const std::int64_t per_step = a.gradient_accumulation_steps * world;
   return std::max<std::int64_t>(1, (micro + per_step - 1) / per_step);
+}
+
+// The fractional epoch after optimizer step `global_step` (1-based), as HF's Trainer logs it:
+// whole epochs plus the share of the epoch's micro-batches consumed so far. An epoch's last step
+// may take fewer micro-batches than gradient_accumulation_steps, so this is not step / steps an
+// epoch (88 samples, GA 16: step 1 is epoch 16/88 = 0.18, not 1/6).
+inline double epoch_at_step(const TrainingArguments& a, std::size_t samples, int world, std::int64_t global_step) {
+  const std::int64_t micro = std::max<std::int64_t>(
+      1, (static_cast<std::int64_t>(samples) + a.per_device_train_batch_size - 1) / a.per_device_train_batch_size);
+  const std::int64_t per_step = a.gradient_accumulation_steps * world, per_epoch = steps_per_epoch(a, samples, world);
+  const std::int64_t done = global_step - 1, in_epoch = done % per_epoch + 1;
+  return static_cast<double>(done / per_epoch) +
+         static_cast<double>(std::min(micro, in_epoch * per_step)) / static_cast<double>(micro);
 }
 
 // --max_steps, else ceil(epochs x steps an epoch); an absurd epoch count is an error, not an

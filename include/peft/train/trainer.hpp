@@ -128,6 +128,7 @@ class Trainer {
     Params params;
     const std::vector<Sample>* eval = nullptr;
     std::int64_t per_epoch = 1, total = 0, warmup = 0, eval_every = 1, start_step = 0;
+    std::size_t samples = 0;  // training samples an epoch
     Rng dropout_rng;
     NonFiniteGuard guard;
     std::ofstream log;
@@ -152,6 +153,7 @@ class Trainer {
     require(!run.params.empty(), "the model has no trainable parameters (check --target_modules / --train_type)");
     optimizer_init(opt_, run.params);
     model_.zero_grad();
+    run.samples = train.size();
     run.per_epoch = steps_per_epoch(train.size());
     run.total = total_steps(train.size());
     run.warmup = warmup_steps(run.total, args_.warmup_ratio, args_.warmup_steps);
@@ -253,7 +255,7 @@ class Trainer {
       last_step = true;
       fmt::print(stderr, "[train] {} received: stopping after step {} with a checkpoint\n", stop_signal_name(stop), gs);
     }
-    const double epoch_now = static_cast<double>(gs) / static_cast<double>(run.per_epoch);
+    const double epoch_now = epoch_at_step(args_, run.samples, world_size(), gs);
     if (!quiet_) display_.bar(gs, run.total, gs - run.start_step, seconds_since(run.t0));
     const bool logged = gs % args_.logging_steps == 0 || (gs == 1 && args_.logging_first_step) || last_step;
     if (logged) log_interval(run, out, gs, epoch_now);
