@@ -51,11 +51,12 @@ std::pair<int, std::string> run(const std::string& env, const std::string& args)
   return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out.str()};
 }
 
+// The training entries of a run's logging.jsonl (not the train-end entry or ms-swift's summary).
 std::vector<nlohmann::json> log_of(const std::string& dir) {
   std::vector<nlohmann::json> out;
   std::ifstream in(kWork / dir / "logging.jsonl");
   for (std::string line; std::getline(in, line);)
-    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
+    if (auto j = nlohmann::json::parse(line); j.contains("loss")) out.push_back(std::move(j));
   return out;
 }
 

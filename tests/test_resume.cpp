@@ -67,7 +67,8 @@ std::vector<nlohmann::json> log_numbers(const std::filesystem::path& dir) {
   while (std::getline(in, line)) {
     auto j = nlohmann::json::parse(line);
     for (const char* wall_clock : {"elapsed_s", "tokens_per_second", "elapsed_time", "remaining_time", "memory(GiB)",
-                                   "train_speed(iter/s)"})
+                                   "train_speed(iter/s)", "train_runtime", "train_samples_per_second",
+                                   "train_steps_per_second"})
       j.erase(wall_clock);
     out.push_back(j);
   }

@@ -28,6 +28,7 @@
 #include "peft/text/tokenizer.hpp"
 #include "output_folder.hpp"
 #include "run_record.hpp"
+#include "run_summary.hpp"
 #include "sft_args.hpp"
 
 namespace peft::examples {
@@ -114,6 +115,7 @@ struct SftSetup {
   std::vector<IdentityQuestion> identity;   // --eval_identity_dataset, for identity accuracy
   std::string base_name;
   bool embedded = false;
+  std::int64_t trainable = 0;  // trainable parameters
 };
 
 // A backend with run-time construction options (the CUDA model: `Model::Options` =
@@ -236,7 +238,7 @@ SftSetup<Model> prepare_sft(SftArgs& a) {
   } else {
     s.model = Model::from_pretrained(a.model, lora, a.train.seed);
   }
-  std::int64_t trainable = 0;
+  std::int64_t& trainable = s.trainable;
   if constexpr (requires { s.model->trainable_parameters().numel(); }) {  // device-resident parameters
     if (!a.adapters.empty()) load_adapter_weights(a.adapters, *s.model);
     trainable = s.model->trainable_parameters().numel();
@@ -379,6 +381,11 @@ int run_sft(SftArgs a, dist::Communicator* comm = nullptr) {
              r.stopped_early ? " (stopped early)" : "");
   if constexpr (requires { model.memory_report(); }) fmt::print("{}\n", model.memory_report());  // the GPU's peak
   fmt::print("[train] last checkpoint: {}\n", r.last_checkpoint.string());
+  if (writer && !r.stop_signal)  // a stopped run is not finished: its log ends as a killed ms-swift run's
+    append_swift_run_summary(run_dir,
+                             {swift_parameter_info(cfg, s.trainable, Model::uses_lora()), swift_length_stats(s.data.train),
+                              s.data.val.empty() ? std::string() : swift_length_stats(s.data.val)},
+                             r);
   if (r.stop_signal) {
     fmt::print("[train] stopped by {}; continue with --resume_from_checkpoint {}\n", stop_signal_name(r.stop_signal),
                r.last_checkpoint.string());

@@ -241,7 +241,7 @@ elseif(CASE STREQUAL "output_rotation_only_own_run")
     message(FATAL_ERROR "the two runs should record different run ids: '${id_a}' '${id_b}'")
   endif()
   # B's log is B's alone: 6 steps, not A's 4 before them.
-  file(STRINGS ${WORK_DIR}/shared/logging.jsonl lines REGEX "\"loss\"")
+  file(STRINGS ${WORK_DIR}/shared/logging.jsonl lines REGEX "^[^[]*\"loss\"" ENCODING UTF-8)  # not the summary
   list(LENGTH lines n)
   if(NOT n EQUAL 6)
     message(FATAL_ERROR "logging.jsonl should hold run B's 6 steps, holds ${n} train entries")

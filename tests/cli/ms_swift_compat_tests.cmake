@@ -41,7 +41,7 @@ if(NOT CMAKE_SCRIPT_MODE_FILE)
     ENV HOME=${PEFT_CLI_WORK}/chat_model_from_hf_cache/home MODELSCOPE_CACHE= HF_HOME= HF_HUB_CACHE= XDG_CACHE_HOME=
     ARGS --model Org/Tiny-0.5 --max_new_tokens 4 INPUT "hello" JSONL_LINES 1
     REGEX "models--Org--Tiny-0.5/snapshots/abc")
-  foreach(case run_record terminal trainer_state)
+  foreach(case run_record terminal trainer_state closing_lines)
     add_test(NAME cli_swift_${case}
       COMMAND ${CMAKE_COMMAND} -DCASE=${case} -DFT=$<TARGET_FILE:identity_finetune> -DCHAT=$<TARGET_FILE:chat>
               -DFIXTURES=${CMAKE_CURRENT_SOURCE_DIR}/fixtures -DWORK=${PEFT_CLI_WORK}/swift_${case}
@@ -173,6 +173,61 @@ if(CASE STREQUAL "trainer_state")
   if(NOT epoch MATCHES "^0\\.41666")
     message(FATAL_ERROR "step 1's epoch is ${epoch}, expected 5/12 = 0.41666...")
   endif()
+  return()
+endif()
+
+if(CASE STREQUAL "closing_lines")
+  # The end of logging.jsonl as HF and ms-swift leave it: HF's train-end entry (train_runtime,
+  # train_loss, ...), then ms-swift's summary line (sft.py _save_trainer_state) with the absolute
+  # last and best checkpoints, the step count, the whole history and the dataset statistics. A
+  # resumed run rewrites the log from its checkpoint, so each closing line appears once.
+  set(train ${FT} --model ${FIXTURES}/tiny_public/model --dataset ${FIXTURES}/tiny_public/tokens.jsonl
+      --add_version false --output_dir out --split_dataset_ratio 0.25 --gradient_accumulation_steps 5
+      --num_train_epochs 1 --logging_steps 1 --save_steps 1 --save_total_limit 0)
+  function(check_closing_lines what)
+    file(STRINGS ${WORK}/out/logging.jsonl lines ENCODING UTF-8)  # the statistics hold a "±"
+    list(LENGTH lines n)
+    math(EXPR last "${n} - 1")
+    math(EXPR before "${n} - 2")
+    list(GET lines ${last} summary)
+    list(GET lines ${before} train_end)
+    foreach(key train_runtime train_samples_per_second train_steps_per_second train_loss)
+      string(JSON v ERROR_VARIABLE e GET "${train_end}" ${key})
+      if(e OR NOT v MATCHES "^[0-9]")
+        message(FATAL_ERROR "${what}: the line before the last has no numeric ${key}: ${train_end}")
+      endif()
+    endforeach()
+    string(JSON step GET "${train_end}" step)
+    string(JSON last_ckpt GET "${summary}" last_model_checkpoint)
+    string(JSON best_ckpt GET "${summary}" best_model_checkpoint)
+    string(JSON global_step GET "${summary}" global_step)
+    string(JSON history_n LENGTH "${summary}" log_history)
+    string(JSON train_stats GET "${summary}" train_dataset)
+    string(JSON val_stats GET "${summary}" val_dataset)
+    string(JSON params GET "${summary}" model_parameter_info)
+    if(NOT step EQUAL 3 OR NOT global_step EQUAL 3 OR NOT last_ckpt STREQUAL "${WORK}/out/checkpoint-3"
+       OR NOT IS_DIRECTORY "${best_ckpt}" OR NOT history_n EQUAL last)
+      message(FATAL_ERROR "${what}: step ${step}, global_step ${global_step}, last ${last_ckpt}, best ${best_ckpt}, "
+                          "${history_n} history entries for ${last} lines before the summary")
+    endif()
+    if(NOT train_stats MATCHES "size=12$" OR NOT val_stats MATCHES "size=4$"
+       OR NOT params MATCHES "^PeftModelForCausalLM: [0-9.]+M Params \\([0-9.]+M Trainable \\[[0-9.]+%\\]\\)")
+      message(FATAL_ERROR "${what}: train_dataset '${train_stats}', val_dataset '${val_stats}', '${params}'")
+    endif()
+    set(summaries 0)
+    foreach(line IN LISTS lines)
+      if(line MATCHES "\"log_history\"|\"train_runtime\"")
+        math(EXPR summaries "${summaries} + 1")
+      endif()
+    endforeach()
+    if(NOT summaries EQUAL 2)
+      message(FATAL_ERROR "${what}: ${summaries} closing lines, expected 2 (train end, summary)")
+    endif()
+  endfunction()
+  run_checked(out ${CMAKE_COMMAND} -E chdir ${WORK} ${train})
+  check_closing_lines("first run")
+  run_checked(out ${CMAKE_COMMAND} -E chdir ${WORK} ${train} --resume_from_checkpoint out/checkpoint-2)
+  check_closing_lines("resumed from checkpoint-2")
   return()
 endif()
 

@@ -35,7 +35,9 @@ endfunction()
 # logging.jsonl without the wall-clock fields.
 function(log_numbers dir var)
   file(READ ${WORK}/${dir}/logging.jsonl text)
-  string(REGEX REPLACE "\"(elapsed_s|tokens_per_second|elapsed_time|remaining_time|memory\\(GiB\\)|train_speed\\(iter/s\\))\":[^,}]*,?" "" text "${text}")
+  string(REGEX REPLACE "\"(elapsed_s|tokens_per_second|elapsed_time|remaining_time|memory\\(GiB\\)|train_speed\\(iter/s\\)|train_runtime|train_samples_per_second|train_steps_per_second)\":[^,}]*,?" "" text "${text}")
+  # ms-swift's summary line: its history is the lines above, its paths name the run's folder.
+  string(REGEX REPLACE "[^\n]*\"log_history\"[^\n]*\n" "" text "${text}")
   set(${var} "${text}" PARENT_SCOPE)
 endfunction()
 

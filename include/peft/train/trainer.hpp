@@ -317,10 +317,34 @@ class Trainer {
     for (double l : res.step_losses)
       if (std::isfinite(l)) finite_sum += l, ++finite_n;
     res.train_loss = finite_n ? finite_sum / static_cast<double>(finite_n) : std::numeric_limits<double>::quiet_NaN();
+    log_train_end(run);
     if (args_.load_best_model_at_end) load_best_model();
     if (!run_dir_.empty()) write_run_plots(run_dir_, plot_title(), &st_.res);
     call_hooks([&](auto& h) { if constexpr (requires { h.on_train_end(res); }) h.on_train_end(res); });
     return res;
+  }
+
+  // HF Trainer's closing entry (its speed_metrics("train", ...) and train_loss), which ms-swift
+  // logs with its progress keys: runtime and speed over the whole run's samples and steps, as HF
+  // counts them (a resumed run's runtime is this process's). Not in any checkpoint's history, so
+  // a resumed run does not repeat it.
+  void log_train_end(Run& run) {
+    const TrainResult& res = st_.res;
+    const double runtime = res.seconds;
+    const std::int64_t batch = static_cast<std::int64_t>(args_.per_device_train_batch_size) *
+                               args_.gradient_accumulation_steps * world_size();
+    const double samples = args_.max_steps > 0 ? static_cast<double>(args_.max_steps * batch)
+                                               : static_cast<double>(run.samples) * args_.num_train_epochs;
+    const auto rate = [&](double n) { return runtime > 0 ? std::round(n / runtime * 1e3) / 1e3 : 0.0; };
+    nlohmann::json entry = {{"train_runtime", std::round(runtime * 1e4) / 1e4},
+                            {"train_samples_per_second", rate(samples)},
+                            {"train_steps_per_second", rate(static_cast<double>(run.total))},
+                            {"train_loss", detail::finite_or_null(res.train_loss)},
+                            {"epoch", epoch_at_step(args_, run.samples, world_size(), res.global_step)},
+                            {"step", res.global_step},
+                            {"skipped_steps", run.guard.total}};
+    add_swift_progress_keys(entry, res.global_step, run.total, res.global_step - run.start_step, runtime, memory_gib());
+    write_log(run.log, entry);
   }
 
   static double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
