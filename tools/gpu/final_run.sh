@@ -77,8 +77,9 @@ summary+=("$(cat "$work/s_recipe")")
 ckdir="$(ls -d "$work"/output/v*/checkpoint-* 2>/dev/null | tail -1)"
 grep -E "^\[(device|model|data|train|done)\]" "$out/recipe.log"
 if [[ -n "$ckdir" ]]; then
-  (cd "$work" && printf '你是谁?\nwho are you?\n' | step "chat_cuda --adapters (pipe, 7B)" 60 "$out/recipe.log" \
-     "$bin/chat_cuda" --device cuda --adapters "$ckdir" --temperature 0 --max_new_tokens 32
+  # The questions come from a redirection, not a pipe: `step` must run in this subshell to record its row.
+  (cd "$work" && step "chat_cuda --adapters (pipe, 7B)" 60 "$out/recipe.log" \
+     "$bin/chat_cuda" --device cuda --adapters "$ckdir" --temperature 0 --max_new_tokens 32 < <(printf '你是谁?\nwho are you?\n')
    printf '%s\n' "${summary[-1]}" >"$work/s_chat")
   summary+=("$(cat "$work/s_chat")")
   grep '"query"' "$out/recipe.log" | head -2
