@@ -18,11 +18,17 @@
 
 namespace peft {
 
+// Micro-batches an epoch of `samples` makes, and how many of them (all ranks) an optimizer step takes.
+inline std::int64_t micro_batches(const TrainingArguments& a, std::size_t samples) {
+  return (static_cast<std::int64_t>(samples) + a.per_device_train_batch_size - 1) / a.per_device_train_batch_size;
+}
+inline std::int64_t micro_batches_a_step(const TrainingArguments& a, int world) {
+  return a.gradient_accumulation_steps * world;
+}
+
 // Optimizer steps an epoch of `samples` takes on `world` ranks (the last step takes what is left).
 inline std::int64_t steps_per_epoch(const TrainingArguments& a, std::size_t samples, int world) {
-  const auto micro = (static_cast<std::int64_t>(samples) + a.per_device_train_batch_size - 1) /
-                     a.per_device_train_batch_size;
-  const std::int64_t per_step = a.gradient_accumulation_steps * world;
+  const std::int64_t micro = micro_batches(a, samples), per_step = micro_batches_a_step(a, world);
   return std::max<std::int64_t>(1, (micro + per_step - 1) / per_step);
 }
 
@@ -31,9 +37,8 @@ inline std::int64_t steps_per_epoch(const TrainingArguments& a, std::size_t samp
 // may take fewer micro-batches than gradient_accumulation_steps, so this is not step / steps an
 // epoch (88 samples, GA 16: step 1 is epoch 16/88 = 0.18, not 1/6).
 inline double epoch_at_step(const TrainingArguments& a, std::size_t samples, int world, std::int64_t global_step) {
-  const std::int64_t micro = std::max<std::int64_t>(
-      1, (static_cast<std::int64_t>(samples) + a.per_device_train_batch_size - 1) / a.per_device_train_batch_size);
-  const std::int64_t per_step = a.gradient_accumulation_steps * world, per_epoch = steps_per_epoch(a, samples, world);
+  const std::int64_t micro = std::max<std::int64_t>(1, micro_batches(a, samples));
+  const std::int64_t per_step = micro_batches_a_step(a, world), per_epoch = steps_per_epoch(a, samples, world);
   const std::int64_t done = global_step - 1, in_epoch = done % per_epoch + 1;
   return static_cast<double>(done / per_epoch) +
          static_cast<double>(std::min(micro, in_epoch * per_step)) / static_cast<double>(micro);

@@ -189,7 +189,7 @@ class Trainer {
     if (in_epoch == 0 || run.order.empty())
       run.order = epoch_order(train.size(), epoch, args_.seed, args_.train_dataloader_shuffle);
     const std::size_t bs = static_cast<std::size_t>(args_.per_device_train_batch_size);
-    const std::int64_t per_step = args_.gradient_accumulation_steps * world_size();  // micro-batches, all ranks
+    const std::int64_t per_step = micro_batches_a_step(args_, world_size());  // all ranks
     const std::size_t first = static_cast<std::size_t>(in_epoch * per_step) * bs;
     const std::size_t last = std::min(run.order.size(), first + static_cast<std::size_t>(per_step) * bs);
     return assemble_step_batches(train, run.order, first, last, bs, world_size(), rank(), run.pack_cap);
@@ -331,8 +331,7 @@ class Trainer {
   void log_train_end(Run& run) {
     const TrainResult& res = st_.res;
     const double runtime = res.seconds;
-    const std::int64_t batch = static_cast<std::int64_t>(args_.per_device_train_batch_size) *
-                               args_.gradient_accumulation_steps * world_size();
+    const std::int64_t batch = args_.per_device_train_batch_size * micro_batches_a_step(args_, world_size());
     const double samples = args_.max_steps > 0 ? static_cast<double>(args_.max_steps * batch)
                                                : static_cast<double>(run.samples) * args_.num_train_epochs;
     const auto rate = [&](double n) { return runtime > 0 ? std::round(n / runtime * 1e3) / 1e3 : 0.0; };
