@@ -32,6 +32,17 @@ TEST_CASE("the progress keys of a log entry") {
   CHECK(e["percentage"] == "50.00%");
 }
 
+TEST_CASE("an evaluation entry gets ms-swift's progress keys, not the training step's memory and speed") {
+  nlohmann::json e = {{"eval_loss", 1.5}};
+  add_swift_train_message(e, 50, 60, 50, 100.0);
+  CHECK(e["global_step/max_steps"] == "50/60");
+  CHECK(e["percentage"] == "83.33%");
+  CHECK(e["elapsed_time"] == "1m 40s");
+  CHECK(e["remaining_time"] == "20s");
+  CHECK_FALSE(e.contains("memory(GiB)"));
+  CHECK_FALSE(e.contains("train_speed(iter/s)"));
+}
+
 TEST_CASE("the tqdm line") {
   CHECK(tqdm_line(27, 60, 27, 10.0) == "Train:  45%|█████████           | 27/60 [00:10<00:12,  2.70it/s]");
   CHECK(tqdm_line(0, 60, 0, 0.0) == "Train:   0%|                    | 0/60 [00:00<?,  0.00it/s]");

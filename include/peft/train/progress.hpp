@@ -42,16 +42,22 @@ inline double peak_memory_gib() {
   return static_cast<double>(u.ru_maxrss) * 1024.0 / (1024.0 * 1024.0 * 1024.0);  // ru_maxrss is in KiB
 }
 
-// Adds ms-swift's progress keys to a log entry. `done`/`elapsed`: steps taken and seconds spent
-// by this process (a resumed run's speed and remaining time count only those).
-inline void add_swift_progress_keys(nlohmann::json& entry, std::int64_t global_step, std::int64_t max_steps,
-                                    std::int64_t done, double elapsed, double memory_gib) {
+// ms-swift's progress keys, which its callback adds to every logged entry (training, evaluation,
+// the train end). `done`/`elapsed`: steps taken and seconds spent by this process (a resumed run's
+// remaining time counts only those).
+inline void add_swift_train_message(nlohmann::json& entry, std::int64_t global_step, std::int64_t max_steps,
+                                    std::int64_t done, double elapsed) {
   const double fraction = max_steps > 0 ? static_cast<double>(global_step) / static_cast<double>(max_steps) : 0.0;
   entry["global_step/max_steps"] = fmt::format("{}/{}", global_step, max_steps);
   entry["percentage"] = fmt::format("{:.2f}%", fraction * 100.0);
   entry["elapsed_time"] = swift_format_time(elapsed);
   const double per_step = done > 0 ? elapsed / static_cast<double>(done) : 0.0;
   entry["remaining_time"] = swift_format_time(per_step * static_cast<double>(max_steps - global_step));
+}
+// A training entry's: the above, and the peak memory and step rate ms-swift's trainer adds.
+inline void add_swift_progress_keys(nlohmann::json& entry, std::int64_t global_step, std::int64_t max_steps,
+                                    std::int64_t done, double elapsed, double memory_gib) {
+  add_swift_train_message(entry, global_step, max_steps, done, elapsed);
   entry["memory(GiB)"] = std::round(memory_gib * 100.0) / 100.0;
   entry["train_speed(iter/s)"] = elapsed > 0 ? std::round(static_cast<double>(done) / elapsed * 1e6) / 1e6 : 0.0;
 }

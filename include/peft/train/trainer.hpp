@@ -261,8 +261,9 @@ class Trainer {
     if (logged) log_interval(run, out, gs, epoch_now);
     if (run.evaluating && (gs % run.eval_every == 0 || (last_step && !res.stop_signal))) {
       nlohmann::json entry = {{"step", gs}, {"epoch", epoch_now}};
-      if (run.eval && !run.eval->empty()) entry["eval_loss"] = evaluate(*run.eval).mean();
+      if (run.eval && !run.eval->empty()) add_eval_loss(entry, *run.eval);
       call_hooks([&](auto& h) { if constexpr (requires { h.on_evaluate(entry); }) h.on_evaluate(entry); });
+      add_swift_train_message(entry, gs, run.total, gs - run.start_step, seconds_since(run.t0));
       write_log(run.log, entry);
       st_.last_eval = entry;
       if (!quiet_) display_.line(fmt::format("[eval] {}", entry.dump()));
@@ -279,6 +280,22 @@ class Trainer {
       res.last_checkpoint = save_checkpoint(gs, epoch_now, run.total, run.params);
     }
     return last_step;
+  }
+
+  // HF's evaluate() metrics over the validation set: eval_loss, ms-swift's eval_token_acc (where the
+  // model counts argmax hits), and speed_metrics("eval", ...) with HF's rounding.
+  void add_eval_loss(nlohmann::json& entry, const std::vector<Sample>& data) {
+    const auto t0 = Clock::now();
+    const auto r = evaluate(data);
+    const double runtime = seconds_since(t0);
+    entry["eval_loss"] = r.mean();
+    if (r.correct >= 0 && r.tokens > 0) entry["eval_token_acc"] = static_cast<double>(r.correct) / static_cast<double>(r.tokens);
+    const auto n = static_cast<double>(data.size());
+    const auto batch = static_cast<double>(std::max<std::int64_t>(1, args_.per_device_eval_batch_size));
+    const auto rate = [&](double k) { return runtime > 0 ? std::round(k / runtime * 1e3) / 1e3 : 0.0; };
+    entry["eval_runtime"] = std::round(runtime * 1e4) / 1e4;
+    entry["eval_samples_per_second"] = rate(n);
+    entry["eval_steps_per_second"] = rate(std::ceil(n / batch));
   }
 
   // A log entry for the steps since the last one.
