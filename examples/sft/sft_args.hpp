@@ -210,9 +210,9 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
       ("lr_scheduler_type", po::value(&t.lr_scheduler_type)->default_value("cosine"), "constant | linear | cosine")
       ("warmup_ratio", po::value(&t.warmup_ratio)->default_value(0.0), "warmup as a fraction of all steps")
       ("warmup_steps", po::value(&t.warmup_steps)->default_value(0), "warmup steps (overrides the ratio)")
-      ("seed", po::value(&t.seed)->default_value(42), "seed for LoRA init, dropout and batch order")
+      ("seed", po::value(&t.seed)->default_value(42), "seed for LoRA init and dropout")
       ("data_seed", po::value(&a.data.seed)->default_value(42),
-       "seed for dataset sampling, split and shuffle; apart from --seed, as ms-swift")
+       "seed for dataset sampling, split, shuffle and each epoch's batch order; apart from --seed, as ms-swift")
       ("dataset_shuffle", po::value(&dataset_shuffle)->default_value("true"), "shuffle the dataset once (true|false)")
       ("train_dataloader_shuffle", po::value(&loader_shuffle)->default_value("true"), "reshuffle each epoch (true|false)")
       ("split_dataset_ratio", po::value(&a.data.split_dataset_ratio)->default_value(0.0), "validation fraction")
@@ -324,6 +324,7 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
   detail::one_of("torch_dtype", a.torch_dtype, {"float32", "bfloat16"});
   detail::one_of("device", a.device, {"cpu", "cuda", "auto"});
   validate_quant_args(a.quant, a.train_type, a.torch_dtype, a.as_json);
+  t.data_seed = a.data.seed;  // the loader's order too: ms-swift hands its data_seed to HF's Trainer
   detail::one_of("lr_scheduler_type", t.lr_scheduler_type, {"constant", "linear", "cosine"});
   detail::one_of("truncation_strategy", a.data.truncation_strategy, {"delete", "left", "right"});
   a.add_version = detail::parse_bool("add_version", add_version);

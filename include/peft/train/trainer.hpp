@@ -187,7 +187,7 @@ class Trainer {
   StepBatches step_batches(Run& run, const std::vector<Sample>& train, std::int64_t step) const {
     const std::int64_t epoch = step / run.per_epoch, in_epoch = step % run.per_epoch;
     if (in_epoch == 0 || run.order.empty())
-      run.order = epoch_order(train.size(), epoch, args_.seed, args_.train_dataloader_shuffle);
+      run.order = epoch_order(train.size(), epoch, args_.loader_seed(), args_.train_dataloader_shuffle);
     const std::size_t bs = static_cast<std::size_t>(args_.per_device_train_batch_size);
     const std::int64_t per_step = micro_batches_a_step(args_, world_size());  // all ranks
     const std::size_t first = static_cast<std::size_t>(in_epoch * per_step) * bs;

@@ -38,6 +38,10 @@ struct TrainingArguments {
   double warmup_ratio = 0.0;
   std::int64_t warmup_steps = 0;
   std::uint64_t seed = 42;
+  // HF's data_seed: the training sampler's seed (each epoch's order); unset, it is `seed`. ms-swift
+  // hands HF its --data_seed (default 42), so there --seed alone leaves the order as it was.
+  std::optional<std::uint64_t> data_seed;
+  std::uint64_t loader_seed() const { return data_seed.value_or(seed); }
   bool train_dataloader_shuffle = true;
   std::int64_t logging_steps = 5;
   bool logging_first_step = true;
@@ -123,7 +127,9 @@ struct TrainingArguments {
             {"weight_decay", weight_decay}, {"adam_beta1", adam_beta1}, {"adam_beta2", adam_beta2},
             {"adam_epsilon", adam_epsilon}, {"optim", optim}, {"sgd_momentum", sgd_momentum},
             {"lr_scheduler_type", lr_scheduler_type}, {"warmup_ratio", warmup_ratio},
-            {"warmup_steps", warmup_steps}, {"seed", seed}, {"train_dataloader_shuffle", train_dataloader_shuffle},
+            {"warmup_steps", warmup_steps}, {"seed", seed},
+            {"data_seed", data_seed ? nlohmann::json(*data_seed) : nlohmann::json(nullptr)},
+            {"train_dataloader_shuffle", train_dataloader_shuffle},
             {"logging_steps", logging_steps}, {"eval_steps", eval_steps}, {"save_steps", save_steps},
             {"save_total_limit", save_total_limit}, {"output_dir", output_dir.string()},
             {"metric_for_best_model", metric_for_best_model}, {"load_best_model_at_end", load_best_model_at_end},
