@@ -54,6 +54,15 @@ inline void add_swift_train_message(nlohmann::json& entry, std::int64_t global_s
   const double per_step = done > 0 ? elapsed / static_cast<double>(done) : 0.0;
   entry["remaining_time"] = swift_format_time(per_step * static_cast<double>(max_steps - global_step));
 }
+// HF's speed_metrics(prefix, ...): "<prefix>_runtime" (seconds, 4 decimals) and the samples and
+// steps a second (3 decimals), as its Trainer logs them at the train end and after an evaluation.
+inline void add_speed_metrics(nlohmann::json& entry, const std::string& prefix, double runtime, double samples,
+                              double steps) {
+  const auto rate = [&](double n) { return runtime > 0 ? std::round(n / runtime * 1e3) / 1e3 : 0.0; };
+  entry[prefix + "_runtime"] = std::round(runtime * 1e4) / 1e4;
+  entry[prefix + "_samples_per_second"] = rate(samples);
+  entry[prefix + "_steps_per_second"] = rate(steps);
+}
 // A training entry's: the above, and the peak memory and step rate ms-swift's trainer adds.
 inline void add_swift_progress_keys(nlohmann::json& entry, std::int64_t global_step, std::int64_t max_steps,
                                     std::int64_t done, double elapsed, double memory_gib) {

@@ -58,11 +58,11 @@ inline nlohmann::json result_settings(const TrainingArguments& t, const std::vec
                       {"adam_beta2", t.adam_beta2},
                       {"adam_epsilon", t.adam_epsilon},
                       {"max_grad_norm", t.max_grad_norm}};
-  // Recorded only when not the default AdamW, so checkpoints from before --optim existed still
-  // match an AdamW run (a key only one side has counts as a difference).
   // The order's seed, recorded only where it is not --seed: checkpoints from before data_seed
   // reached the loader (their order followed --seed) still match a run whose two seeds agree.
   if (t.loader_seed() != t.seed) s["data_seed"] = t.loader_seed();
+  // Recorded only when not the default AdamW, so checkpoints from before --optim existed still
+  // match an AdamW run (a key only one side has counts as a difference).
   if (t.optim != "adamw_torch") {
     s["optim"] = t.optim;
     s["sgd_momentum"] = t.sgd_momentum;

@@ -261,7 +261,7 @@ class Trainer {
     if (logged) log_interval(run, out, gs, epoch_now);
     if (run.evaluating && (gs % run.eval_every == 0 || (last_step && !res.stop_signal))) {
       nlohmann::json entry = {{"step", gs}, {"epoch", epoch_now}};
-      if (run.eval && !run.eval->empty()) add_eval_loss(entry, *run.eval);
+      if (run.eval && !run.eval->empty()) add_eval_metrics(entry, *run.eval);
       call_hooks([&](auto& h) { if constexpr (requires { h.on_evaluate(entry); }) h.on_evaluate(entry); });
       add_swift_train_message(entry, gs, run.total, gs - run.start_step, seconds_since(run.t0));
       write_log(run.log, entry);
@@ -284,7 +284,7 @@ class Trainer {
 
   // HF's evaluate() metrics over the validation set: eval_loss, ms-swift's eval_token_acc (where the
   // model counts argmax hits), and speed_metrics("eval", ...) with HF's rounding.
-  void add_eval_loss(nlohmann::json& entry, const std::vector<Sample>& data) {
+  void add_eval_metrics(nlohmann::json& entry, const std::vector<Sample>& data) {
     const auto t0 = Clock::now();
     const auto r = evaluate(data);
     const double runtime = seconds_since(t0);
@@ -292,10 +292,7 @@ class Trainer {
     if (r.correct >= 0 && r.tokens > 0) entry["eval_token_acc"] = static_cast<double>(r.correct) / static_cast<double>(r.tokens);
     const auto n = static_cast<double>(data.size());
     const auto batch = static_cast<double>(std::max<std::int64_t>(1, args_.per_device_eval_batch_size));
-    const auto rate = [&](double k) { return runtime > 0 ? std::round(k / runtime * 1e3) / 1e3 : 0.0; };
-    entry["eval_runtime"] = std::round(runtime * 1e4) / 1e4;
-    entry["eval_samples_per_second"] = rate(n);
-    entry["eval_steps_per_second"] = rate(std::ceil(n / batch));
+    add_speed_metrics(entry, "eval", runtime, n, std::ceil(n / batch));
   }
 
   // A log entry for the steps since the last one.
@@ -351,14 +348,11 @@ class Trainer {
     const std::int64_t batch = args_.per_device_train_batch_size * micro_batches_a_step(args_, world_size());
     const double samples = args_.max_steps > 0 ? static_cast<double>(args_.max_steps * batch)
                                                : static_cast<double>(run.samples) * args_.num_train_epochs;
-    const auto rate = [&](double n) { return runtime > 0 ? std::round(n / runtime * 1e3) / 1e3 : 0.0; };
-    nlohmann::json entry = {{"train_runtime", std::round(runtime * 1e4) / 1e4},
-                            {"train_samples_per_second", rate(samples)},
-                            {"train_steps_per_second", rate(static_cast<double>(run.total))},
-                            {"train_loss", detail::finite_or_null(res.train_loss)},
+    nlohmann::json entry = {{"train_loss", detail::finite_or_null(res.train_loss)},
                             {"epoch", epoch_at_step(args_, run.samples, world_size(), res.global_step)},
                             {"step", res.global_step},
                             {"skipped_steps", run.guard.total}};
+    add_speed_metrics(entry, "train", runtime, samples, static_cast<double>(run.total));
     add_swift_progress_keys(entry, res.global_step, run.total, res.global_step - run.start_step, runtime, memory_gib());
     write_log(run.log, entry);
   }
