@@ -118,7 +118,7 @@ TEST_CASE("trainer_state.json: a damaged field is refused with the file and the 
   std::ostringstream rng;
   rng << std::mt19937_64(7);
   s.dropout_rng = rng.str();
-  nlohmann::json j = trainer_state_json(s, 0, nlohmann::json::object(), 10);
+  nlohmann::json j = trainer_state_json(s, 0, nlohmann::json::object(), TrainerStateCounts{.max_steps = 10});
   write(d / "trainer_state.json", j.dump());
   CHECK(read_trainer_state(d / "trainer_state.json").dropout_rng == s.dropout_rng);
   j["resume"]["dropout_rng"] = s.dropout_rng.substr(0, s.dropout_rng.size() / 2);

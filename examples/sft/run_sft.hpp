@@ -238,18 +238,17 @@ SftSetup<Model> prepare_sft(SftArgs& a) {
   } else {
     s.model = Model::from_pretrained(a.model, lora, a.train.seed);
   }
-  std::int64_t& trainable = s.trainable;
-  if constexpr (requires { s.model->trainable_parameters().numel(); }) {  // device-resident parameters
-    if (!a.adapters.empty()) load_adapter_weights(a.adapters, *s.model);
-    trainable = s.model->trainable_parameters().numel();
-  } else {
-    if (!a.adapters.empty()) load_adapter_weights(a.adapters, s.model->trainable_parameters());
-    for (const auto& p : s.model->trainable_parameters()) trainable += p.value->size();
+  if (!a.adapters.empty()) {
+    if constexpr (requires { s.model->trainable_parameters().numel(); })  // device-resident parameters
+      load_adapter_weights(a.adapters, *s.model);
+    else
+      load_adapter_weights(a.adapters, s.model->trainable_parameters());
   }
+  s.trainable = trainable_numel(s.model->trainable_parameters());
   const auto& cfg = s.model->config();
   fmt::print("[model] {}{} layers, hidden {}, vocab {}; train_type {}, {} on {}; trainable parameters: {}\n",
              s.embedded ? "" : a.model + ": ", cfg.num_hidden_layers, cfg.hidden_size, cfg.vocab_size, a.train_type,
-             Model::Precision::name, Model::Device::name, trainable);
+             Model::Precision::name, Model::Device::name, s.trainable);
   if constexpr (QuantisedBase<typename Model::Precision>) {
     const auto nf4 = plan_lora_memory(cfg, lora.r, true), bf16 = plan_lora_memory(cfg, lora.r, false);
     fmt::print("[model] QLoRA: the q,k,v,o,gate,up,down weights are held in NF4 (blocks of 64, double-quantised), "

@@ -17,7 +17,7 @@
 #include "peft/data/sample.hpp"
 #include "peft/io/atomic_file.hpp"
 #include "peft/io/model_config.hpp"
-#include "peft/models/memory_plan.hpp"
+#include "peft/models/parameter_count.hpp"
 #include "peft/train/trainer_state.hpp"
 
 namespace peft::examples {
@@ -41,8 +41,7 @@ inline std::string swift_length_stats(const std::vector<Sample>& samples) {
 // swift.utils.get_model_parameter_info of the model ms-swift trains: PEFT's wrapper around the
 // base for LoRA, the base itself for a full fine-tune. Its one buffer is the rotary inv_freq.
 inline std::string swift_parameter_info(const ModelConfig& cfg, std::int64_t trainable, bool lora) {
-  const double base = static_cast<double>(plan_lora_memory(cfg, 0, false).base_parameters);
-  const double params = (lora ? base + static_cast<double>(trainable) : base) / 1e6;
+  const double params = static_cast<double>(trained_model_parameters(cfg, trainable, lora)) / 1e6;
   const double grads = static_cast<double>(trainable) / 1e6;
   return fmt::format("{}: {:.4f}M Params ({:.4f}M Trainable [{:.4f}%]), {:.4f}M Buffers.",
                      lora ? "PeftModelForCausalLM" : "Qwen2ForCausalLM", params, grads, 100.0 * grads / params,

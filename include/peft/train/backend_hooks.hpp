@@ -17,6 +17,7 @@
 //   model.zero_grad()                             the model's member (models/causal_lm.hpp)
 #pragma once
 #include <concepts>
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <type_traits>
@@ -42,6 +43,18 @@ void optimizer_step(Opt& opt, const Params& params, double lr) { opt.step(params
 // The list trainable_parameters() returns: ParameterList on the CPU, cuda::DeviceParameters on the GPU.
 template <class Model>
 using parameters_of_t = std::remove_cvref_t<decltype(std::declval<Model&>().trainable_parameters())>;
+
+// How many trainable values a parameter list holds (a device list counts its own).
+template <class Params>
+std::int64_t trainable_numel(const Params& params) {
+  if constexpr (requires { params.numel(); }) {
+    return params.numel();
+  } else {
+    std::int64_t n = 0;
+    for (const auto& p : params) n += static_cast<std::int64_t>(p.value->size());
+    return n;
+  }
+}
 
 template <class Model, class Opt>
 concept TrainerBackend =

@@ -49,6 +49,7 @@
 #include "peft/data/packed_batch.hpp"
 #include "peft/dist/communicator.hpp"
 #include "peft/models/causal_lm.hpp"
+#include "peft/models/parameter_count.hpp"
 #include "peft/optim/optimizer.hpp"
 #include "peft/optim/schedules.hpp"
 #include "peft/train/backend_hooks.hpp"
@@ -129,6 +130,7 @@ class Trainer {
     const std::vector<Sample>* eval = nullptr;
     std::int64_t per_epoch = 1, total = 0, warmup = 0, eval_every = 1, start_step = 0;
     std::size_t samples = 0;  // training samples an epoch
+    double flos_per_token = 0;  // HF's total_flos estimate a token (models/parameter_count.hpp)
     Rng dropout_rng;
     NonFiniteGuard guard;
     std::ofstream log;
@@ -154,6 +156,7 @@ class Trainer {
     optimizer_init(opt_, run.params);
     model_.zero_grad();
     run.samples = train.size();
+    run.flos_per_token = training_flos_per_token(model_.config(), trainable_numel(run.params), Model::uses_lora());
     run.per_epoch = steps_per_epoch(train.size());
     run.total = total_steps(train.size());
     run.warmup = warmup_steps(run.total, args_.warmup_ratio, args_.warmup_steps);
@@ -277,7 +280,7 @@ class Trainer {
     if (!run_dir_.empty() && (gs % args_.save_steps == 0 || last_step)) {
       st_.dropout_rng = run.dropout_rng.state();
       st_.nonfinite_in_a_row = run.guard.in_a_row;
-      res.last_checkpoint = save_checkpoint(gs, epoch_now, run.total, run.params);
+      res.last_checkpoint = save_checkpoint(gs, epoch_now, run);
     }
     return last_step;
   }
@@ -338,6 +341,20 @@ class Trainer {
     return res;
   }
 
+  // HF's total_flos so far: its estimate a token times the tokens trained, every rank's.
+  double total_flos(const Run& run) const { return run.flos_per_token * static_cast<double>(st_.res.tokens); }
+
+  TrainerStateCounts state_counts(const Run& run, std::int64_t gs) const {
+    return {.max_steps = run.total,
+            .num_train_epochs = (run.total + run.per_epoch - 1) / run.per_epoch,
+            .train_batch_size = args_.per_device_train_batch_size,
+            .logging_steps = args_.logging_steps,
+            .eval_steps = run.eval_every,
+            .save_steps = args_.save_steps,
+            .total_flos = total_flos(run),
+            .training_stops = gs >= run.total};
+  }
+
   // HF Trainer's closing entry (its speed_metrics("train", ...) and train_loss), which ms-swift
   // logs with its progress keys: runtime and speed over the whole run's samples and steps, as HF
   // counts them (a resumed run's runtime is this process's). Not in any checkpoint's history, so
@@ -353,6 +370,7 @@ class Trainer {
                             {"step", res.global_step},
                             {"skipped_steps", run.guard.total}};
     add_speed_metrics(entry, "train", runtime, samples, static_cast<double>(run.total));
+    entry["total_flos"] = total_flos(run);
     add_swift_progress_keys(entry, res.global_step, run.total, res.global_step - run.start_step, runtime, memory_gib());
     write_log(run.log, entry);
   }
@@ -510,7 +528,8 @@ class Trainer {
            "move them", run_dir_.string(), names, args_.save_steps, last);
   }
 
-  std::filesystem::path save_checkpoint(std::int64_t gs, double epoch, std::int64_t total, const Params& params) {
+  std::filesystem::path save_checkpoint(std::int64_t gs, double epoch, const Run& run) {
+    const Params& params = run.params;
     const auto dir = run_dir_ / fmt::format("checkpoint-{}", gs);
     if (std::filesystem::exists(dir) && checkpoint_run_id(dir) != run_id_)  // appeared since the run began
       fail("{} was not written by this run; not replacing it (the checkpoint of step {} is not saved)", dir.string(), gs);
@@ -525,7 +544,7 @@ class Trainer {
         save_optimizer_state(staging / "optimizer.safetensors", opt_, params, Model::Precision::storage != DType::F32);
       for (const auto& [name, text] : checkpoint_files_) write_text_atomic(staging / name, text);
       write_text_atomic(staging / "trainer_state.json",
-                        trainer_state_json(st_, epoch, args_.to_json(), total).dump(1) + "\n");
+                        trainer_state_json(st_, epoch, args_.to_json(), state_counts(run, gs)).dump(1) + "\n");
     });
     warn_if_servers_refuse(dir);
     std::vector<std::filesystem::path> keep = {dir};

@@ -1,6 +1,6 @@
 // What a run knows besides its weights and optimizer moments, and how trainer_state.json holds it.
-// The file is HF's trainer_state.json (global_step, epoch, log_history, best_metric,
-// best_model_checkpoint, ...) plus a "resume" object with everything else an exact resume needs:
+// The file is HF's trainer_state.json (every field of HF's TrainerState: global_step, epoch,
+// log_history, best_metric, best_model_checkpoint, total_flos, ...) plus a "resume" object with everything else an exact resume needs:
 // the dropout generator's state, the partial logging interval (so the next logged loss averages
 // the same steps), the non-finite-step counters, the last evaluation and the hooks' own state.
 // Doubles go through nlohmann's shortest round-trip formatting, so they come back bit for bit;
@@ -66,16 +66,54 @@ inline std::vector<double> json_doubles(const nlohmann::json& a) {
 }
 }  // namespace detail
 
+// The run's settings and counts that HF's TrainerState holds beside its progress: what HF's own
+// readers of trainer_state.json find there. peft's resume reads none of them back.
+struct TrainerStateCounts {
+  std::int64_t max_steps = 0, num_train_epochs = 0, train_batch_size = 0;
+  std::int64_t logging_steps = 0, eval_steps = 0, save_steps = 0;
+  double total_flos = 0;        // HF's estimate: 6 x non-embedding parameters x tokens seen
+  bool training_stops = false;  // saved at the last step (HF's TrainerControl.should_training_stop)
+};
+
+namespace detail {
+// "checkpoint-N" -> N (HF's best_global_step); null for any other name.
+inline nlohmann::json checkpoint_step_or_null(const std::filesystem::path& dir) {
+  const std::string name = dir.filename().string(), prefix = "checkpoint-";
+  if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) return nullptr;
+  std::int64_t n = 0;
+  for (char c : name.substr(prefix.size())) {
+    if (c < '0' || c > '9') return nullptr;
+    n = n * 10 + (c - '0');
+  }
+  return n;
+}
+}  // namespace detail
+
 inline nlohmann::json trainer_state_json(const TrainerState& s, double epoch, const nlohmann::json& args,
-                                         std::int64_t max_steps) {
+                                         const TrainerStateCounts& c) {
   const TrainResult& r = s.res;
+  const nlohmann::json control = {{"should_epoch_stop", false}, {"should_evaluate", false}, {"should_log", false},
+                                  {"should_save", true}, {"should_training_stop", c.training_stops}};
   return {{"global_step", r.global_step},
           {"epoch", epoch},
-          {"max_steps", max_steps},
+          {"max_steps", c.max_steps},
+          {"num_train_epochs", c.num_train_epochs},
+          {"train_batch_size", c.train_batch_size},
+          {"logging_steps", c.logging_steps},
+          {"eval_steps", c.eval_steps},
+          {"save_steps", c.save_steps},
           {"num_input_tokens_seen", r.tokens},
+          {"total_flos", c.total_flos},
           {"best_metric", detail::finite_or_null(r.best_metric)},
+          {"best_global_step", detail::checkpoint_step_or_null(r.best_model_checkpoint)},
           {"best_model_checkpoint",
            r.best_model_checkpoint.empty() ? nlohmann::json() : nlohmann::json(r.best_model_checkpoint.string())},
+          {"is_local_process_zero", true},
+          {"is_world_process_zero", true},
+          {"is_hyper_param_search", false},
+          {"trial_name", nullptr},
+          {"trial_params", nullptr},
+          {"stateful_callbacks", {{"TrainerControl", {{"args", control}, {"attributes", nlohmann::json::object()}}}}},
           {"log_history", s.log_history},
           {"train_loss_per_step", detail::doubles_json(r.step_losses)},
           {"grad_norm_per_step", detail::doubles_json(r.step_grad_norms)},
