@@ -379,15 +379,19 @@ int run_sft(SftArgs a, dist::Communicator* comm = nullptr) {
              r.global_step, r.seconds, r.step_losses.front(), r.step_losses.back(), r.skipped_steps,
              r.stopped_early ? " (stopped early)" : "");
   if constexpr (requires { model.memory_report(); }) fmt::print("{}\n", model.memory_report());  // the GPU's peak
-  fmt::print("[train] last checkpoint: {}\n", r.last_checkpoint.string());
+  if (r.last_checkpoint.empty())
+    fmt::print("[train] no checkpoint written (--save_strategy no): the trained weights were not saved\n");
+  else
+    fmt::print("[train] last checkpoint: {}\n", r.last_checkpoint.string());
   if (writer && !r.stop_signal)  // a stopped run is not finished: its log ends as a killed ms-swift run's
     append_swift_run_summary(run_dir,
                              {swift_parameter_info(cfg, s.trainable, Model::uses_lora()), swift_length_stats(s.data.train),
                               s.data.val.empty() ? std::string() : swift_length_stats(s.data.val)},
                              r);
   if (r.stop_signal) {
-    fmt::print("[train] stopped by {}; continue with --resume_from_checkpoint {}\n", stop_signal_name(r.stop_signal),
-               r.last_checkpoint.string());
+    if (!r.last_checkpoint.empty())
+      fmt::print("[train] stopped by {}; continue with --resume_from_checkpoint {}\n", stop_signal_name(r.stop_signal),
+                 r.last_checkpoint.string());
     return 128 + r.stop_signal;
   }
   if (!r.best_model_checkpoint.empty())
@@ -395,8 +399,11 @@ int run_sft(SftArgs a, dist::Communicator* comm = nullptr) {
                a.train.best_metric_name(), r.best_metric);
   fmt::print("[train] plot: {}{}\n", (run_dir / "loss.svg").string(),
              std::filesystem::is_directory(run_dir / "images") ? ", " + (run_dir / "images").string() + "/*.png" : "");
-  if (a.train.reports_tensorboard())
-    fmt::print("[train] tensorboard events: {} (tensorboard --logdir {})\n", (run_dir / "runs").string(), run_dir.string());
+  if (a.train.reports_tensorboard()) {
+    const auto events = a.train.logging_dir.empty() ? run_dir / "runs" : a.train.logging_dir;
+    fmt::print("[train] tensorboard events: {} (tensorboard --logdir {})\n", events.string(),
+               (a.train.logging_dir.empty() ? run_dir : a.train.logging_dir).string());
+  }
 
   if (!questions.empty()) answer_questions(model, *s.tok, questions, a.data.system, "[after training]");
   fmt::print("\n[done] {:.1f} s in all\n", std::chrono::duration<double>(clock::now() - t_start).count());

@@ -20,6 +20,7 @@
 
 #include "../command_line.hpp"
 #include "../infer/model_source.hpp"
+#include "../swift_flags.hpp"
 #include "peft/core/error.hpp"
 #include "peft/data/dataset_loader.hpp"
 #include "peft/io/peft_adapter.hpp"
@@ -82,16 +83,60 @@ inline void one_of(const std::string& flag, const std::string& v, std::initializ
   fail("--{}: '{}' is not supported (valid: {})", flag, v, list);
 }
 
-// ms-swift flags that change nothing here (speed knobs of its stack, integrations), accepted so a
-// recipe's command line runs as written.
+// ms-swift flags that change nothing here (speed knobs of its stack, integrations, the vision
+// parts of multimodal models), accepted so a recipe's command line runs as written. --padding_free:
+// no batch here computes on padding. --model_type / --template: checked to name Qwen2 / Qwen2.5.
 inline const std::vector<std::string>& accepted_unused_flags() {
   static const std::vector<std::string> flags = {
-      "dataloader_num_workers", "dataset_num_proc", "deepspeed",
-      "ddp_backend", "attn_impl", "use_liger_kernel", "lazy_tokenize", "streaming", "logging_dir",
-      "push_to_hub", "use_hf", "check_model", "torch_compile", "load_from_cache_file", "model_type",
-      "template", "eval_strategy", "save_strategy", "ddp_find_unused_parameters", "dataloader_pin_memory",
-      "save_safetensors", "lora_bias", "use_flash_ckpt", "hub_token", "run_name", "logging_first_step"};
+      "dataloader_num_workers", "dataset_num_proc", "deepspeed", "ddp_backend", "ddp_timeout", "attn_impl",
+      "use_liger_kernel", "lazy_tokenize", "streaming", "use_hf", "check_model", "torch_compile",
+      "load_from_cache_file", "model_type", "template", "ddp_find_unused_parameters", "dataloader_pin_memory",
+      "dataloader_persistent_workers", "dataloader_prefetch_factor", "save_safetensors", "use_flash_ckpt",
+      "hub_token", "run_name", "logging_first_step", "padding_free", "freeze_vit", "freeze_aligner", "freeze_llm",
+      "vit_gradient_checkpointing", "gradient_checkpointing_kwargs", "task_type", "lora_bias", "push_to_hub",
+      "tuner_backend"};
   return flags;
+}
+
+// ms-swift flags that would change the result and are not implemented here: refused with what to do.
+inline constexpr UnsupportedFlag kUnsupportedSftFlags[] = {
+    {"use_dora", "DoRA is not implemented: drop the flag to train plain LoRA"},
+    {"use_rslora", "rank-stabilised scaling (alpha / sqrt(r)) is not implemented: drop the flag, or set --lora_alpha "
+                   "to alpha x sqrt(r) for the same scale"},
+    {"init_weights", "adapters start as PEFT's default (Kaiming-uniform A, zero B): drop the flag"},
+    {"lora_dtype", "adapters train in fp32 masters with bf16 compute copies: drop the flag"},
+    {"modules_to_save", "full-rank extra modules are not trained with LoRA here: drop the flag"},
+    {"target_regex", "name the projections with --target_modules (all-linear, q_proj, ...)"},
+    {"resume_only_model", "resume exactly with --resume_from_checkpoint, or start from the weights alone with "
+                          "--adapters CHECKPOINT"},
+    {"ignore_data_skip", "--resume_from_checkpoint always continues where the data stopped; to start from the weights "
+                         "alone, pass --adapters CHECKPOINT"},
+    {"packing", "rows are not concatenated into fixed-length sequences; --accumulation_pack_tokens joins a step's "
+                "micro-batches into fewer calls without changing the update"},
+    {"loss_scale", "every response token counts once (ms-swift's default); drop the flag"},
+    {"max_pixels", "the models here are text-only: drop the flag"},
+    {"response_prefix", "the chat template is Qwen2.5's as is: drop the flag"},
+    {"dataloader_drop_last", "a last short batch is trained, as HF's default: drop the flag"},
+    {"use_chat_template", "rows are always rendered with the Qwen2.5 chat template"},
+    {"config", "pass the flags on the command line"},
+    {"acc_strategy", "token_acc is counted over tokens (ms-swift's default 'token'): drop the flag"},
+};
+
+// Accepted flags whose value still matters: a family other than Qwen2, a LoRA bias, an upload or a
+// task other than causal LM would be silently not done.
+inline void check_swift_passthrough(const boost::program_options::variables_map& vm) {
+  require_qwen2_family(vm);
+  auto values = [&](const char* f) { return vm.count(f) ? vm[f].as<std::vector<std::string>>() : std::vector<std::string>{}; };
+  for (const auto& v : values("lora_bias"))
+    require(v == "none", "--lora_bias {}: only 'none' is implemented (LoRA leaves the biases frozen)", v);
+  for (const auto& v : values("task_type"))
+    require(v == "causal_lm", "--task_type {}: only causal_lm is implemented", v);
+  for (const auto& v : values("push_to_hub"))
+    require(v == "false" || v == "False", "--push_to_hub {}: this program uploads nothing; upload the checkpoint "
+            "folder with `huggingface-cli upload` or `modelscope upload`", v);
+  if (vm.count("push_to_hub") && values("push_to_hub").empty())
+    fail("--push_to_hub: this program uploads nothing; upload the checkpoint folder with `huggingface-cli upload` or "
+         "`modelscope upload`");
 }
 
 // The numeric metrics an evaluation of identity_finetune can produce, and what each needs.
@@ -177,7 +222,9 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
   t.lr_scheduler_type = "cosine";
   t.save_total_limit = -1;
   std::int64_t eval_steps = 0;
-  std::string output_dir = "output", resume, greater_is_better, load_best = "false";
+  std::string output_dir = "output", resume, greater_is_better, load_best = "false", save_only_model = "false";
+  std::string tuner_type, logging_dir;
+  std::int64_t early_stop_interval = 0;
 
   po::options_description d(fmt::format("{} (flags as ms-swift's `swift sft`)", program));
   d.add_options()
@@ -186,6 +233,7 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
       ("dataset", po::value(&datasets)->multitoken(), "dataset files (.json .jsonl .csv), folders or ids (id:subset), each optionally #N")
       ("val_dataset", po::value(&val_datasets)->multitoken(), "validation datasets, as --dataset")
       ("train_type", po::value(&a.train_type)->default_value("lora"), "lora | full")
+      ("tuner_type", po::value(&tuner_type), "ms-swift 4's name for --train_type")
       ("adapters", po::value(&a.adapters), "start from this PEFT adapter folder")
       ("lora_rank", po::value(&a.lora.r)->default_value(8), "LoRA rank r")
       ("lora_alpha", po::value(&a.lora.lora_alpha)->default_value(32), "LoRA alpha (scaling = alpha / r)")
@@ -213,8 +261,8 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
       ("seed", po::value(&t.seed)->default_value(42), "seed for LoRA init and dropout")
       ("data_seed", po::value(&a.data.seed)->default_value(42),
        "seed for dataset sampling, split, shuffle and each epoch's batch order; apart from --seed, as ms-swift")
-      ("dataset_shuffle", po::value(&dataset_shuffle)->default_value("true"), "shuffle the dataset once (true|false)")
-      ("train_dataloader_shuffle", po::value(&loader_shuffle)->default_value("true"), "reshuffle each epoch (true|false)")
+      ("dataset_shuffle", bool_flag(&dataset_shuffle, "true"), "shuffle the dataset once (true|false)")
+      ("train_dataloader_shuffle", bool_flag(&loader_shuffle, "true"), "reshuffle each epoch (true|false)")
       ("split_dataset_ratio", po::value(&a.data.split_dataset_ratio)->default_value(0.0), "validation fraction")
       ("max_length", po::value(&a.data.max_length), "longest sample in tokens; default: the model's max_position_embeddings")
       ("truncation_strategy", po::value(&a.data.truncation_strategy)->default_value("delete"), "delete | left | right")
@@ -223,19 +271,25 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
       ("model_author", po::value(&model_author)->multitoken(), "self-cognition author: one value, or Chinese and English")
       ("logging_steps", po::value(&t.logging_steps)->default_value(5), "log every N steps")
       ("report_to", po::value(&t.report_to)->multitoken(),
-       "tensorboard | all: also write TensorBoard event files to <run>/runs/; none (the default): no events")
+       "tensorboard (the default, as ms-swift) | all: TensorBoard event files in --logging_dir; none: no events")
+      ("logging_dir", po::value(&logging_dir), "where the TensorBoard event files go (default: <run>/runs)")
+      ("eval_strategy", po::value(&t.eval_strategy), "steps | epoch | no (default: --save_strategy's, as ms-swift)")
       ("eval_steps", po::value(&eval_steps)->default_value(0), "evaluate every N steps (0: at save steps)")
+      ("save_strategy", po::value(&t.save_strategy)->default_value("steps"),
+       "steps | epoch (and at the last step either way) | no (no checkpoint at all: the trained weights are not saved)")
       ("save_steps", po::value(&t.save_steps)->default_value(500), "checkpoint every N steps")
+      ("save_only_model", bool_flag(&save_only_model, "false"),
+       "checkpoints without the optimizer state (smaller; a resume from one is refused)")
       ("save_total_limit", po::value(&t.save_total_limit)->default_value(-1), "keep at most N checkpoints")
       ("output_dir", po::value(&output_dir)->default_value("output"), "where runs are written")
-      ("add_version", po::value(&add_version)->default_value("true"), "write into output_dir/vN-<time>/ (true|false)")
-      ("overwrite", po::value(&overwrite)->default_value("false"),
+      ("add_version", bool_flag(&add_version, "true"), "write into output_dir/vN-<time>/ (true|false)")
+      ("overwrite", bool_flag(&overwrite, "false"),
        "with --add_version false: write into a non-empty --output_dir (true|false)")
-      ("ignore_args_mismatch", po::value(&ignore_mismatch)->default_value("false"),
+      ("ignore_args_mismatch", bool_flag(&ignore_mismatch, "false"),
        "resume although the run's settings (dataset, lr, schedule, rank, seeds, ...) differ from the checkpoint's")
       ("torch_dtype", po::value(&a.torch_dtype), "float32 | bfloat16; default: config.json's (the embedded model: bfloat16)")
       ("device", po::value(&a.device)->default_value("auto"), "cpu | cuda | auto")
-      ("gradient_checkpointing", po::value(&checkpointing)->default_value("true"),
+      ("gradient_checkpointing", bool_flag(&checkpointing, "true"),
        "GPU: recompute each layer's activations in the backward (true), keep them all (false), or keep the "
        "attention side and rebuild the norms and gate/up (selective, ~1/3 of keep's activation memory at half "
        "of recompute's extra work); a plan that does not fit the free memory falls back to the next leaner one. "
@@ -243,10 +297,11 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
       ("resume_from_checkpoint", po::value(&resume), "continue exactly from this checkpoint-N folder")
       ("metric_for_best_model", po::value(&t.metric_for_best_model),
        "eval metric that picks the best checkpoint (loss, identity_accuracy, ...; 'eval_' is implied)")
-      ("greater_is_better", po::value(&greater_is_better), "true|false (default: false for *loss, else true)")
-      ("load_best_model_at_end", po::value(&load_best)->default_value("false"), "end with the best checkpoint's weights")
+      ("greater_is_better", bool_flag(&greater_is_better), "true|false (default: false for *loss, else true)")
+      ("load_best_model_at_end", bool_flag(&load_best, "false"), "end with the best checkpoint's weights")
       ("early_stop_metric", po::value(&a.early_stop_metric), "metric early stopping watches (default: metric_for_best_model or eval_loss)")
       ("early_stop_patience", po::value(&a.early_stop_patience)->default_value(0), "stop after N evaluations without improvement (0: off)")
+      ("early_stop_interval", po::value(&early_stop_interval), "ms-swift's name for --early_stop_patience")
       ("early_stop_min_delta", po::value(&a.early_stop_min_delta)->default_value(0.0), "smallest change that counts as improvement")
       ("max_consecutive_nonfinite_steps", po::value(&t.max_consecutive_nonfinite_steps)->default_value(5),
        "stop when this many steps in a row have a NaN/Inf loss or gradient norm")
@@ -257,16 +312,17 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
       ("debug_sigkill_at_step", po::value(&a.debug_sigkill_at_step)->default_value(-1), "(tests) die by SIGKILL after step N");
   add_quant_options(d, a.quant);
   if (extra) d.add(*extra);
-  for (const auto& f : detail::accepted_unused_flags())
-    d.add_options()(f.c_str(), po::value<std::vector<std::string>>()->multitoken(), "(accepted, not used)");
+  add_accepted_unused(d, detail::accepted_unused_flags());
+  add_unsupported(d, detail::kUnsupportedSftFlags);
 
   po::variables_map vm;
   if (!parse_command_line(argc, argv, d, vm, help_out)) {
     a.help = true;
     return a;
   }
-  for (const auto& f : detail::accepted_unused_flags())
-    if (vm.count(f)) a.ignored.push_back(f);
+  a.ignored = given_flags(vm, detail::accepted_unused_flags());
+  refuse_unsupported(vm, detail::kUnsupportedSftFlags);
+  detail::check_swift_passthrough(vm);
   for (const auto& [name, value] : vm) {
     if (!value.defaulted()) a.given.push_back(name);
     const auto& v = value.value();
@@ -279,6 +335,22 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
     else if (const auto* p = boost::any_cast<std::filesystem::path>(&v)) a.as_json[name] = p->string();
   }
 
+  if (!tuner_type.empty()) {
+    require(!vm.count("train_type") || vm["train_type"].defaulted() || a.train_type == tuner_type,
+            "--tuner_type {} and --train_type {} disagree (they are one setting)", tuner_type, a.train_type);
+    a.train_type = tuner_type;
+  }
+  if (vm.count("early_stop_interval")) {
+    require(!vm.count("early_stop_patience") || vm["early_stop_patience"].defaulted() ||
+            a.early_stop_patience == early_stop_interval,
+            "--early_stop_interval {} and --early_stop_patience {} disagree (they are one setting)", early_stop_interval,
+            a.early_stop_patience);
+    a.early_stop_patience = early_stop_interval;
+  }
+  if (!vm.count("eval_strategy")) t.eval_strategy = t.save_strategy;  // ms-swift: eval follows save
+  if (!vm.count("report_to")) t.report_to = {"tensorboard"};
+  t.logging_dir = logging_dir;
+  t.save_only_model = detail::parse_bool("save_only_model", save_only_model);
   require(a.train_type != "qlora",
           "--train_type qlora: ms-swift has no such train type; QLoRA is --train_type lora --quant_method bnb --quant_bits 4");
   detail::one_of("train_type", a.train_type, {"lora", "full"});

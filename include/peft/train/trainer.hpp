@@ -6,8 +6,9 @@
 //   - clip the global gradient norm, the optimizer at lr * schedule(step), zero the gradients;
 //   - a step whose loss or gradient norm is NaN/Inf takes no update (train/numerical_guard.hpp);
 //   - log every logging_steps (loss and token accuracy over the steps since the last log, with
-//     ms-swift's progress keys: train/progress.hpp), evaluate every
-//     eval_steps, checkpoint every save_steps and at the end, keep save_total_limit checkpoints
+//     ms-swift's progress keys: train/progress.hpp), evaluate every eval_steps (or each epoch, or
+//     never: eval_strategy), checkpoint every save_steps (or each epoch, or never: save_strategy)
+//     and at the end, keep save_total_limit checkpoints
 //     (never the best one nor the one resumed from);
 //   - resume_from_checkpoint restores weights, moments, step, dropout generator, logging interval
 //     and history, hooks' state; the epoch's sample order is recomputed from (seed, epoch), so
@@ -167,7 +168,7 @@ class Trainer {
     st_.result_settings = settings;
     if (run_id_.empty()) run_id_ = continues_checkpoint_run() ? st_.run_id : new_run_id();
     st_.run_id = run_id_;
-    refuse_foreign_checkpoints(st_.res.global_step, run.total);
+    refuse_foreign_checkpoints(run, st_.res.global_step, run.total);
     // Other ranks draw their own dropout masks (rank 0 keeps the single-process stream; a
     // checkpoint holds rank 0's generator, so these restart from (seed, rank, step) on resume).
     if (rank() > 0)
@@ -175,7 +176,8 @@ class Trainer {
                             static_cast<std::uint64_t>(st_.res.global_step));
     run.log = open_log();
     // ms-swift's logging_dir: <run>/runs. A resumed run starts a new event file with what it logs.
-    if (!run_dir_.empty() && args_.reports_tensorboard()) tensorboard_.emplace(run_dir_ / "runs");
+    if (!run_dir_.empty() && args_.reports_tensorboard())
+      tensorboard_.emplace(args_.logging_dir.empty() ? run_dir_ / "runs" : args_.logging_dir);
     call_hooks([&](auto& h) { if constexpr (requires { h.on_train_begin(); }) h.on_train_begin(); });
     run.evaluating = (eval && !eval->empty()) || any_hook([](const auto& h) {
       if constexpr (requires { h.evaluates(); }) return h.evaluates(); else return false;
@@ -256,13 +258,14 @@ class Trainer {
     if (stop != 0 && !last_step) {
       res.stop_signal = stop;
       last_step = true;
-      fmt::print(stderr, "[train] {} received: stopping after step {} with a checkpoint\n", stop_signal_name(stop), gs);
+      fmt::print(stderr, "[train] {} received: stopping after step {}{}\n", stop_signal_name(stop), gs,
+                 args_.save_strategy == "no" ? " (--save_strategy no: no checkpoint)" : " with a checkpoint");
     }
     const double epoch_now = epoch_at_step(args_, run.samples, world_size(), gs);
     if (!quiet_) display_.bar(gs, run.total, gs - run.start_step, seconds_since(run.t0));
     const bool logged = gs % args_.logging_steps == 0 || (gs == 1 && args_.logging_first_step) || last_step;
     if (logged) log_interval(run, out, gs, epoch_now);
-    if (run.evaluating && (gs % run.eval_every == 0 || (last_step && !res.stop_signal))) {
+    if (run.evaluating && evaluates_at(run, gs, last_step && !res.stop_signal)) {
       nlohmann::json entry = {{"step", gs}, {"epoch", epoch_now}};
       if (run.eval && !run.eval->empty()) add_eval_metrics(entry, *run.eval);
       call_hooks([&](auto& h) { if constexpr (requires { h.on_evaluate(entry); }) h.on_evaluate(entry); });
@@ -277,7 +280,7 @@ class Trainer {
         display_.line(fmt::format("[train] early stopping at step {}: no improvement in the last evaluations", gs));
       }
     }
-    if (!run_dir_.empty() && (gs % args_.save_steps == 0 || last_step)) {
+    if (!run_dir_.empty() && args_.save_strategy != "no" && (saves_at(run, gs) || last_step)) {
       st_.dropout_rng = run.dropout_rng.state();
       st_.nonfinite_in_a_row = run.guard.in_a_row;
       res.last_checkpoint = save_checkpoint(gs, epoch_now, run);
@@ -339,6 +342,18 @@ class Trainer {
     if (!run_dir_.empty()) write_run_plots(run_dir_, plot_title(), &st_.res);
     call_hooks([&](auto& h) { if constexpr (requires { h.on_train_end(res); }) h.on_train_end(res); });
     return res;
+  }
+
+  // HF's IntervalStrategy for evaluations and checkpoints (TrainingArguments::eval_strategy,
+  // save_strategy): step gs is an epoch's last when the epoch's steps divide it.
+  bool epoch_ends_at(const Run& run, std::int64_t gs) const { return gs % run.per_epoch == 0; }
+  bool evaluates_at(const Run& run, std::int64_t gs, bool final_step) const {
+    if (args_.eval_strategy == "no") return false;
+    return final_step || (args_.eval_strategy == "epoch" ? epoch_ends_at(run, gs) : gs % run.eval_every == 0);
+  }
+  bool saves_at(const Run& run, std::int64_t gs) const {
+    if (args_.save_strategy == "no") return false;
+    return args_.save_strategy == "epoch" ? epoch_ends_at(run, gs) : gs % args_.save_steps == 0;
   }
 
   // HF's total_flos so far: its estimate a token times the tokens trained, every rank's.
@@ -445,6 +460,9 @@ class Trainer {
   void resume(Run& run, const nlohmann::json& settings) {
     const auto& dir = args_.resume_from_checkpoint;
     st_ = check_resume(args_, settings, run.total);
+    require(std::filesystem::exists(dir / "optimizer.safetensors"),
+            "{}: no optimizer.safetensors (saved with --save_only_model true), so an exact resume is not possible; "
+            "start a new run from its weights with --adapters {}", dir.string(), dir.string());
     load_trained_weights(dir, model_);
     load_optimizer_state(dir / "optimizer.safetensors", opt_, run.params);
     run.dropout_rng.set_state(st_.dropout_rng);
@@ -515,17 +533,18 @@ class Trainer {
   // folder, not over another run's checkpoints): refused before the first step when this run plans
   // to save under its name (every save_steps and the last step). A save at another step (a signal,
   // early stopping) that meets one fails then, naming it.
-  void refuse_foreign_checkpoints(std::int64_t from, std::int64_t last) const {
+  void refuse_foreign_checkpoints(const Run& run, std::int64_t from, std::int64_t last) const {
     if (run_dir_.empty()) return;
     std::string names;
     for (const auto& c : foreign_checkpoints(run_dir_, run_id_, from, last)) {
       const std::int64_t n = checkpoint_step(c);
-      if (n % args_.save_steps == 0 || n == last) names += (names.empty() ? "" : ", ") + c.filename().string();
+      if (args_.save_strategy != "no" && (saves_at(run, n) || n == last))
+        names += (names.empty() ? "" : ", ") + c.filename().string();
     }
     if (!names.empty())
-      fail("{} holds {}, not written by this run; this run would save a checkpoint of that name (every {} steps and at "
-           "step {}) and replace it: pick another --output_dir, leave --add_version true for a new vN- folder, or "
-           "move them", run_dir_.string(), names, args_.save_steps, last);
+      fail("{} holds {}, not written by this run; this run would save a checkpoint of that name (--save_strategy {}, "
+           "and at step {}) and replace it: pick another --output_dir, leave --add_version true for a new vN- folder, "
+           "or move them", run_dir_.string(), names, args_.save_strategy, last);
   }
 
   std::filesystem::path save_checkpoint(std::int64_t gs, double epoch, const Run& run) {

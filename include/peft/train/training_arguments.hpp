@@ -47,6 +47,10 @@ struct TrainingArguments {
   bool logging_first_step = true;
   std::int64_t eval_steps = 0;  // 0: evaluate at save steps (ms-swift: eval_steps defaults to save_steps)
   std::int64_t save_steps = 500;
+  // HF's IntervalStrategy: "steps" (every eval_steps / save_steps, and at the last step), "epoch"
+  // (at each epoch's last step, and at the last step), "no" (never: no evaluation entries; no
+  // checkpoint at all, not even at the end or on a stop signal).
+  std::string eval_strategy = "steps", save_strategy = "steps";
   std::int64_t save_total_limit = -1;  // < 0 keeps all
   std::filesystem::path output_dir = "output";
   bool save_only_model = false;
@@ -66,6 +70,7 @@ struct TrainingArguments {
   // HF's report_to, the one integration written here: TensorBoard event files in <run>/runs/
   // (train/tensorboard_writer.hpp); empty or "none": no events.
   std::vector<std::string> report_to;
+  std::filesystem::path logging_dir;  // HF's: where the event files go; empty: <run>/runs
   bool reports_tensorboard() const {
     return std::find(report_to.begin(), report_to.end(), "tensorboard") != report_to.end() ||
            std::find(report_to.begin(), report_to.end(), "all") != report_to.end();
@@ -106,13 +111,19 @@ struct TrainingArguments {
     require(warmup_steps >= 0, "--warmup_steps must be >= 0");
     require(logging_steps > 0, "--logging_steps must be positive");
     require(save_steps > 0, "--save_steps must be positive");
+    for (const auto& [flag, v] : {std::pair{"save_strategy", save_strategy}, {"eval_strategy", eval_strategy}})
+      require(v == "steps" || v == "epoch" || v == "no", "--{}: '{}' is not supported (valid: steps, epoch, no)", flag, v);
     require(eval_steps >= 0, "--eval_steps must be >= 0");
     require(max_consecutive_nonfinite_steps > 0, "--max_consecutive_nonfinite_steps must be positive");
     for (const auto& r : report_to)
       require(r == "tensorboard" || r == "all" || r == "none",
               "--report_to {}: not available here (valid: tensorboard, all, none)", r);
     // HF's rule: the best model is chosen among saved checkpoints, so every save must follow an eval.
-    if (load_best_model_at_end && eval_steps > 0)
+    if (load_best_model_at_end)
+      require(eval_strategy == save_strategy && save_strategy != "no",
+              "--load_best_model_at_end needs --eval_strategy and --save_strategy to be the same, and not 'no' (got "
+              "{} and {})", eval_strategy, save_strategy);
+    if (load_best_model_at_end && eval_steps > 0 && save_strategy == "steps")
       require(save_steps % eval_steps == 0,
               "--load_best_model_at_end needs --save_steps ({}) to be a multiple of --eval_steps ({})", save_steps,
               eval_steps);
@@ -131,9 +142,11 @@ struct TrainingArguments {
             {"data_seed", data_seed ? nlohmann::json(*data_seed) : nlohmann::json(nullptr)},
             {"train_dataloader_shuffle", train_dataloader_shuffle},
             {"logging_steps", logging_steps}, {"eval_steps", eval_steps}, {"save_steps", save_steps},
+            {"eval_strategy", eval_strategy}, {"save_strategy", save_strategy},
             {"save_total_limit", save_total_limit}, {"output_dir", output_dir.string()},
             {"metric_for_best_model", metric_for_best_model}, {"load_best_model_at_end", load_best_model_at_end},
-            {"max_consecutive_nonfinite_steps", max_consecutive_nonfinite_steps}, {"report_to", report_to}};
+            {"max_consecutive_nonfinite_steps", max_consecutive_nonfinite_steps}, {"report_to", report_to},
+            {"logging_dir", logging_dir.string()}};
   }
 };
 

@@ -1,0 +1,66 @@
+// ms-swift's flags as every program here (sft, infer, export, merge_lora) reads them, beyond its
+// own: booleans as ms-swift's parser (HfArgumentParser) takes them, flags a recipe passes that
+// change nothing here (accepted, reported), and flags ms-swift has that we do not implement
+// (refused with what to do instead, rather than "unknown flag").
+#pragma once
+#include <boost/program_options.hpp>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "peft/core/error.hpp"
+
+namespace peft::examples {
+
+// A true/false flag: `--flag`, `--flag true`, `--flag false` (HfArgumentParser's bool: nargs='?',
+// const=True). `--stream --max_new_tokens 5` used to read "--max_new_tokens" as the value.
+inline boost::program_options::typed_value<std::string>* bool_flag(std::string* v) {
+  return boost::program_options::value(v)->implicit_value("true");
+}
+inline boost::program_options::typed_value<std::string>* bool_flag(std::string* v, const char* default_value) {
+  return bool_flag(v)->default_value(default_value);
+}
+
+// A flag that changes nothing here: any number of values, none too (a bare `--use_liger_kernel`
+// took the next flag and its value as its own, and that flag was lost).
+inline void add_accepted_unused(boost::program_options::options_description& d, const std::vector<std::string>& names) {
+  for (const auto& f : names)
+    d.add_options()(f.c_str(), boost::program_options::value<std::vector<std::string>>()->multitoken()->zero_tokens(),
+                    "(accepted, not used)");
+}
+inline std::vector<std::string> given_flags(const boost::program_options::variables_map& vm,
+                                            const std::vector<std::string>& names) {
+  std::vector<std::string> out;
+  for (const auto& f : names)
+    if (vm.count(f)) out.push_back(f);
+  return out;
+}
+
+// An ms-swift flag this program knows and does not implement, and what to do instead.
+struct UnsupportedFlag {
+  const char* name;
+  const char* hint;
+};
+inline void add_unsupported(boost::program_options::options_description& d, std::span<const UnsupportedFlag> flags) {
+  for (const auto& f : flags)
+    d.add_options()(f.name, boost::program_options::value<std::vector<std::string>>()->multitoken()->zero_tokens(),
+                    "(ms-swift's; not implemented here)");
+}
+inline void refuse_unsupported(const boost::program_options::variables_map& vm, std::span<const UnsupportedFlag> flags) {
+  for (const auto& f : flags)
+    if (vm.count(f.name)) fail("--{}: an ms-swift flag this program does not implement; {}", f.name, f.hint);
+}
+
+// --model_type / --template: ms-swift's names for Qwen2 and Qwen2.5 (qwen2, qwen2_5, qwen2_5_math,
+// ...) are what this program runs; any other family is refused rather than run as Qwen2.
+inline void require_qwen2_family(const boost::program_options::variables_map& vm) {
+  for (const char* flag : {"model_type", "template"}) {
+    if (!vm.count(flag)) continue;
+    for (const auto& v : vm[flag].as<std::vector<std::string>>())
+      require(std::string_view(v).starts_with("qwen2"),
+              "--{} {}: this program runs Qwen2 / Qwen2.5 models only (ms-swift's qwen2, qwen2_5, ...)", flag, v);
+  }
+}
+
+}  // namespace peft::examples
