@@ -1,0 +1,156 @@
+# ms-swift's flags as its own parser reads them (examples/swift_flags.hpp): a bare true/false flag
+# is true and never takes the next flag; flags that change nothing here are reported, never
+# swallow a following flag; flags that would change the result and are not implemented are
+# refused with what to do; --save_strategy / --eval_strategy / --save_only_model / --logging_dir
+# act as in ms-swift. Registers the tests (from tests/CMakeLists.txt) and runs the multi-run ones
+# itself (cmake -P, CASE=...).
+if(NOT CMAKE_SCRIPT_MODE_FILE)
+  set(tiny ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/tiny_public)
+  set(base --model ${tiny}/model --dataset ${tiny}/tokens.jsonl --add_version false --output_dir out)
+  # A bare accepted-unused flag before a real one: the real one still counts (it trained r=8).
+  peft_cli_test(swift_bare_unused_flag ARGS ${base} --max_steps 1 --use_liger_kernel --lora_rank 4 --streaming
+    REGEX "accepted but not used by this program: --use_liger_kernel, --streaming.*lora r=4 ")
+  # A bare boolean is true and leaves the next flag alone.
+  peft_cli_test(swift_bare_bool_flag ARGS ${base} --max_steps 1 --save_only_model --lora_rank 4
+    REGEX "lora r=4 .*last checkpoint: [^\n]*checkpoint-1")
+  peft_cli_test(swift_unsupported_flag FAIL ARGS ${base} --use_dora true
+    REGEX "--use_dora: an ms-swift flag this program does not implement; DoRA is not implemented")
+  peft_cli_test(swift_unsupported_bare_flag FAIL ARGS ${base} --packing --max_steps 1
+    REGEX "--packing: an ms-swift flag[^\n]*--accumulation_pack_tokens")
+  peft_cli_test(swift_other_family FAIL ARGS ${base} --template llama3
+    REGEX "--template llama3: this program runs Qwen2 / Qwen2.5 models only")
+  peft_cli_test(swift_qwen_template ARGS ${base} --max_steps 1 --template qwen2_5 --model_type qwen2_5
+    REGEX "accepted but not used by this program: [^\n]*--model_type, --template")
+  peft_cli_test(swift_lora_bias FAIL ARGS ${base} --lora_bias all REGEX "--lora_bias all: only 'none' is implemented")
+  peft_cli_test(swift_push_to_hub FAIL ARGS ${base} --push_to_hub true REGEX "--push_to_hub true: this program uploads nothing")
+  peft_cli_test(swift_tuner_type_conflict FAIL ARGS ${base} --tuner_type full --train_type lora
+    REGEX "--tuner_type full and --train_type lora disagree")
+  peft_cli_test(swift_save_strategy_best FAIL ARGS ${base} --save_strategy best
+    REGEX "--save_strategy: 'best' is not supported \\(valid: steps, epoch, no\\)")
+  peft_cli_test(swift_load_best_needs_saves FAIL ARGS ${base} --save_strategy no --load_best_model_at_end
+    REGEX "--load_best_model_at_end needs --eval_strategy and --save_strategy to be the same, and not 'no'")
+  foreach(case strategies save_only_model logging_dir early_stop_interval)
+    add_test(NAME cli_swift_flags_${case}
+      COMMAND ${CMAKE_COMMAND} -DCASE=${case} -DFT=$<TARGET_FILE:identity_finetune>
+              -DFIXTURES=${CMAKE_CURRENT_SOURCE_DIR}/fixtures -DWORK=${PEFT_CLI_WORK}/swift_flags_${case}
+              -P ${CMAKE_CURRENT_LIST_FILE})
+  endforeach()
+  return()
+endif()
+
+# --- script mode -------------------------------------------------------------------------------
+function(run_ft out_var)  # identity_finetune on the tiny fixture in WORK, exit 0 required
+  execute_process(COMMAND ${FT} --model ${FIXTURES}/tiny_public/model --dataset ${FIXTURES}/tiny_public/tokens.jsonl
+                          --add_version false ${ARGN}
+                  WORKING_DIRECTORY ${WORK} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "failed (${rc}): ${ARGN}\n${out}${err}")
+  endif()
+  set(${out_var} "${out}${err}" PARENT_SCOPE)
+endfunction()
+
+# The steps of the checkpoints in dir, ascending, and how many evaluation entries its log holds.
+function(checkpoints_and_evals dir ckpt_var eval_var)
+  file(GLOB found RELATIVE ${dir} ${dir}/checkpoint-*)
+  set(steps)
+  foreach(c ${found})
+    string(REPLACE "checkpoint-" "" n ${c})
+    list(APPEND steps ${n})
+  endforeach()
+  list(SORT steps COMPARE NATURAL)
+  file(STRINGS ${dir}/logging.jsonl lines)
+  set(evals 0)
+  foreach(l ${lines})
+    if(l MATCHES "\"eval_loss\"" AND NOT l MATCHES "\"log_history\"")  # not ms-swift's summary line
+      math(EXPR evals "${evals} + 1")
+    endif()
+  endforeach()
+  set(${ckpt_var} "${steps}" PARENT_SCOPE)
+  set(${eval_var} ${evals} PARENT_SCOPE)
+endfunction()
+
+file(REMOVE_RECURSE ${WORK})
+file(MAKE_DIRECTORY ${WORK})
+
+if(CASE STREQUAL "strategies")
+  # 12 train rows (4 held out), batch 1, GA 4: 3 steps an epoch, 2 epochs = 6 steps.
+  set(common --split_dataset_ratio 0.25 --gradient_accumulation_steps 4 --num_train_epochs 2 --logging_steps 1
+      --save_total_limit 0)
+  run_ft(out ${common} --output_dir steps --save_steps 2)
+  checkpoints_and_evals(${WORK}/steps ck ev)
+  if(NOT ck STREQUAL "2;4;6" OR NOT ev EQUAL 3)
+    message(FATAL_ERROR "steps: checkpoints '${ck}' (expected 2;4;6), ${ev} evaluations (expected 3)")
+  endif()
+  run_ft(out ${common} --output_dir epoch --save_steps 2 --save_strategy epoch)  # eval follows save
+  checkpoints_and_evals(${WORK}/epoch ck ev)
+  if(NOT ck STREQUAL "3;6" OR NOT ev EQUAL 2)
+    message(FATAL_ERROR "epoch: checkpoints '${ck}' (expected 3;6), ${ev} evaluations (expected 2)")
+  endif()
+  run_ft(out ${common} --output_dir evalno --save_steps 2 --eval_strategy no)
+  checkpoints_and_evals(${WORK}/evalno ck ev)
+  if(NOT ck STREQUAL "2;4;6" OR NOT ev EQUAL 0)
+    message(FATAL_ERROR "eval no: checkpoints '${ck}' (expected 2;4;6), ${ev} evaluations (expected 0)")
+  endif()
+  run_ft(out ${common} --output_dir saveno --save_steps 2 --save_strategy no)
+  checkpoints_and_evals(${WORK}/saveno ck ev)
+  if(NOT ck STREQUAL "" OR NOT ev EQUAL 0 OR NOT out MATCHES "no checkpoint written \\(--save_strategy no\\)")
+    message(FATAL_ERROR "save no: checkpoints '${ck}' (expected none), ${ev} evaluations (expected 0):\n${out}")
+  endif()
+  file(STRINGS ${WORK}/saveno/logging.jsonl lines ENCODING UTF-8)  # the statistics hold a "±"
+  list(GET lines -1 summary)
+  string(JSON last GET "${summary}" last_model_checkpoint)
+  if(NOT last STREQUAL "null" AND NOT last STREQUAL "")
+    message(FATAL_ERROR "save no: the summary line names a checkpoint: ${summary}")
+  endif()
+  return()
+endif()
+
+if(CASE STREQUAL "save_only_model")
+  run_ft(out --output_dir run --max_steps 2 --save_steps 1 --save_only_model true)
+  foreach(n 1 2)
+    if(NOT EXISTS ${WORK}/run/checkpoint-${n}/adapter_model.safetensors OR EXISTS ${WORK}/run/checkpoint-${n}/optimizer.safetensors)
+      message(FATAL_ERROR "checkpoint-${n}: expected the adapter without optimizer.safetensors")
+    endif()
+  endforeach()
+  execute_process(COMMAND ${FT} --model ${FIXTURES}/tiny_public/model --dataset ${FIXTURES}/tiny_public/tokens.jsonl
+                          --add_version false --output_dir run --max_steps 2 --save_steps 1 --save_only_model true
+                          --resume_from_checkpoint run/checkpoint-1
+                  WORKING_DIRECTORY ${WORK} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(rc EQUAL 0 OR NOT err MATCHES "checkpoint-1: no optimizer.safetensors \\(saved with --save_only_model true\\)")
+    message(FATAL_ERROR "resume from a model-only checkpoint: rc ${rc}\n${out}${err}")
+  endif()
+  return()
+endif()
+
+if(CASE STREQUAL "logging_dir")
+  # ms-swift's default report_to is tensorboard: events in <run>/runs, or in --logging_dir.
+  run_ft(out --output_dir plain --max_steps 2)
+  file(GLOB events ${WORK}/plain/runs/events.out.tfevents.*)
+  run_ft(out --output_dir moved --max_steps 2 --logging_dir ${WORK}/tb)
+  file(GLOB moved ${WORK}/tb/events.out.tfevents.*)
+  if(NOT events OR NOT moved OR EXISTS ${WORK}/moved/runs)
+    message(FATAL_ERROR "events: default '${events}', --logging_dir '${moved}'")
+  endif()
+  run_ft(out --output_dir none --max_steps 2 --report_to none)
+  if(EXISTS ${WORK}/none/runs)
+    message(FATAL_ERROR "--report_to none wrote events")
+  endif()
+  return()
+endif()
+
+if(CASE STREQUAL "early_stop_interval")
+  # ms-swift's name for the patience: the same run as --early_stop_patience 2 (eval_tests.cmake's
+  # early_stopping setup, whose held-out loss turns up) stops at the same step.
+  set(common --split_dataset_ratio 0.25 --learning_rate 5e-2 --lr_scheduler_type constant --num_train_epochs 20
+      --eval_steps 2 --save_steps 2 --save_total_limit 1)
+  run_ft(a ${common} --output_dir interval --early_stop_interval 2)
+  run_ft(b ${common} --output_dir patience --early_stop_patience 2)
+  string(REGEX MATCH "early stopping at step [0-9]+" sa "${a}")
+  string(REGEX MATCH "early stopping at step [0-9]+" sb "${b}")
+  if(NOT sa OR NOT sa STREQUAL sb)
+    message(FATAL_ERROR "--early_stop_interval 2: '${sa}', --early_stop_patience 2: '${sb}'\n${a}")
+  endif()
+  return()
+endif()
+
+message(FATAL_ERROR "unknown CASE ${CASE}")
