@@ -43,6 +43,7 @@ inline void validate_quant_args(QuantArgs& q, const std::string& train_type, con
             "--quant_method {}: not supported; only bnb (4-bit NF4, QLoRA) is implemented{}", q.method.empty() ? "(none)" : q.method,
             q.method == "gptq" || q.method == "awq" ? " (GPTQ/AWQ checkpoints are pre-quantised; give the original model)" : "");
     require(q.bits != 8, "--quant_bits 8: bitsandbytes' 8-bit (LLM.int8) base is not supported; use --quant_bits 4 (NF4)");
+    require(q.bits != 0, "--quant_method bnb needs --quant_bits 4 (NF4, QLoRA), as ms-swift");
     require(q.bits == 4, "--quant_bits {}: not supported with --quant_method bnb; use --quant_bits 4 (NF4)", q.bits);
     require(q.quant_type == "nf4", "--bnb_4bit_quant_type {}: not supported; only nf4 is implemented", q.quant_type);
     require(q.double_quant == "true" || q.double_quant == "True" || q.double_quant == "1",

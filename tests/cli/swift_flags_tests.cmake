@@ -29,6 +29,8 @@ if(NOT CMAKE_SCRIPT_MODE_FILE)
     REGEX "--save_strategy: 'best' is not supported \\(valid: steps, epoch, no\\)")
   peft_cli_test(swift_load_best_needs_saves FAIL ARGS ${base} --save_strategy no --load_best_model_at_end
     REGEX "--load_best_model_at_end needs --eval_strategy and --save_strategy to be the same, and not 'no'")
+  peft_cli_test(swift_quant_method_alone FAIL ARGS ${base} --quant_method bnb
+    REGEX "--quant_method bnb needs --quant_bits 4 \\(NF4, QLoRA\\)")
   foreach(case strategies save_only_model logging_dir early_stop_interval)
     add_test(NAME cli_swift_flags_${case}
       COMMAND ${CMAKE_COMMAND} -DCASE=${case} -DFT=$<TARGET_FILE:identity_finetune>
