@@ -12,6 +12,45 @@ set(TINY_FIXTURE ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/tiny_public)
 set(DATASETS ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/datasets)
 set(TINY_MERGE --model ${TINY_FIXTURE}/model --adapters ${TINY_FIXTURE}/adapter_trained)
 
+# chat: bare booleans, each followed by another flag that must still count (max_new_tokens 4).
+peft_program_test(chat chat_bare_bools SETUP ${CHAT_SETUP}
+  ARGS --adapters ckpt --merge_lora --stream --verbose --max_new_tokens 4 INPUT "hello" JSONL_LINES 1
+  REGEX "merged into .*tiny before decoding.*max_new_tokens 4, stream true.*prompt tokens \\(0 cached\\), [1-4] new")
+peft_program_test(chat chat_load_data_args_bare SETUP ${CMAKE_CURRENT_SOURCE_DIR}/cli/make_run_with_val.cmake
+  ARGS --adapters ckpt --load_data_args --max_new_tokens 4 JSONL_LINES 3 REGEX "\"labels\":\"16\"")
+peft_program_test(chat chat_swift_infer_flags_accepted SETUP ${CHAT_SETUP}
+  ARGS --model tiny --model_type qwen2_5 --template qwen2_5 --attn_impl flash_attn --use_hf --max_new_tokens 2
+  INPUT "hello" JSONL_LINES 1
+  REGEX "accepted but not used by this program: --model_type, --template, --attn_impl, --use_hf\n.*max_new_tokens 2,")
+peft_program_test(chat chat_template_other_family FAIL ARGS --template llama3 --max_new_tokens 2 INPUT "hello"
+  REGEX "--template llama3: this program runs Qwen2 / Qwen2.5 models only")
+# --max_length: prompt and answer together; a prompt past it is refused (that line only).
+peft_program_test(chat chat_max_length_caps_answer SETUP ${CHAT_SETUP}
+  ARGS --model tiny --max_length 70 --max_new_tokens 100 --verbose INPUT "hello" JSONL_LINES 1
+  REGEX "max_new_tokens 100, max_length 70,.*--max_new_tokens 100 capped at 4: --max_length is 70 tokens and the prompt takes 66.*66 prompt tokens \\(0 cached\\), [1-4] new")
+peft_program_test(chat chat_max_length_prompt_past_it FAIL SETUP ${CHAT_SETUP}
+  ARGS --model tiny --max_length 5 --max_new_tokens 4 INPUT "hello"
+  REGEX "stdin line 1: the prompt \\([0-9]+ tokens.*does not fit --max_length 5 \\(prompt and answer\\)")
+# --val_dataset as --dataset reads it: `#N` is the first N rows (ms-swift's infer does not
+# shuffle them); several specs are answered in order.
+peft_program_test(chat chat_val_dataset_sample SETUP ${CHAT_SETUP}
+  ARGS --model tiny --val_dataset "${DATASETS}/query_response.jsonl#1" --max_new_tokens 4
+  JSONL_LINES 1 REGEX "^\\{\"labels\":\"9\",\"query\":\"What is 3\\*3\\?\"")
+peft_program_test(chat chat_val_dataset_several SETUP ${CHAT_SETUP}
+  ARGS --model tiny --val_dataset "${DATASETS}/query_response.jsonl#1" ${DATASETS}/questions_only.jsonl --max_new_tokens 4
+  JSONL_LINES 6 REGEX "\"query\":\"What is 3\\*3\\?\".*\n\\{\"query\":\"hi\"")
+# --result_path appends, as ms-swift's: the earlier line stays (its missing newline added), ours follow.
+peft_program_test(chat chat_result_path_appends SETUP ${CMAKE_CURRENT_SOURCE_DIR}/cli/make_existing_results.cmake
+  ARGS --max_new_tokens 8 --result_path answers.jsonl INPUT "hello" JSONL_LINES 1)
+set_tests_properties(cli_chat_result_path_appends PROPERTIES FIXTURES_SETUP chat_appended)
+add_test(NAME cli_chat_result_path_appends_kept COMMAND ${CMAKE_COMMAND}
+  -DFILE=${PEFT_CLI_WORK}/chat_result_path_appends/answers.jsonl
+  "-DEXPECT_REGEX=^\\{\"query\":\"earlier\",\"response\":\"kept\"\\}\n\\{\"query\":\"hello\",\"response\":\"[^\n]+\"\\}\n$"
+  -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/expect_file.cmake)
+set_tests_properties(cli_chat_result_path_appends_kept PROPERTIES FIXTURES_REQUIRED chat_appended)
+peft_program_test(chat chat_result_path_is_a_folder FAIL SETUP ${OUT_EXISTS} ARGS --model nowhere --result_path out
+  INPUT "hello" REGEX "--result_path out: is a folder; give the path of a JSONL file")
+
 # export: bare booleans followed by flags.
 peft_program_test(export export_bare_merge_lora ARGS --merge_lora ${TINY_MERGE} --output_dir m
   REGEX "14 projections, 0 modules_to_save tensors -> m" FILES m/model.safetensors)
