@@ -85,6 +85,7 @@ int main(int argc, char** argv) {
   try {
     auto args = examples::parse_chat_args(argc, argv, examples::kCudaBuild);
     if (!args) return 0;
+    examples::report_accepted_unused(stderr, args->ignored);
     install_stop_signal_handlers(/*interrupt_reads=*/true);  // a pipe that waits for lines does not hold a stop
     results = examples::ResultFile(args->result_path);      // refused here, before any work, if it cannot be written
     examples::ModelSource src = examples::resolve_model_source(args->model, args->adapters);

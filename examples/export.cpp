@@ -5,7 +5,9 @@
 //   export --adapters ckpt --to_gguf true --check true          # and prove the three forms agree
 // The base comes from --model, else from the training run (infer/model_source.hpp); an adapter
 // trained on the embedded default model is merged into that model written out as a folder. Nothing
-// that exists is replaced without --overwrite true; every file and folder appears atomically.
+// that exists is replaced without --overwrite true (or ms-swift's --exist_ok true); every file
+// and folder appears atomically. The other `swift export` flags a recipe passes are checked,
+// accepted or refused with what to do instead (infer/export_flags.hpp).
 // Everything that can be refused is refused before anything is written (the output, the Modelfile's
 // quoting, the base's tensors), and a run that fails later removes what it created: a merged
 // folder appears with its GGUF and Modelfile inside or not at all, and a GGUF-only run removes
@@ -18,6 +20,7 @@
 
 #include "infer/embedded_model_folder.hpp"
 #include "infer/export_check.hpp"
+#include "infer/export_flags.hpp"
 #include "infer/model_source.hpp"
 #include "infer/ollama_modelfile.hpp"
 #include "infer/stop_request.hpp"
@@ -26,7 +29,6 @@
 #include "peft/io/gguf_qwen2.hpp"
 #include "peft/io/gguf_reader.hpp"
 #include "peft/io/merge_lora.hpp"
-#include "sft/sft_args.hpp"  // parse_bool
 
 using namespace peft;
 namespace fs = std::filesystem;
@@ -99,26 +101,29 @@ int main(int argc, char** argv) {
   namespace po = boost::program_options;
   try {
     std::string model, adapters, output_dir, gguf_type = "f16";
-    std::string merge = "false", to_gguf = "false", to_ollama = "false", overwrite_flag = "false", check = "false";
+    std::string merge = "false", to_gguf = "false", to_ollama = "false", check = "false";
+    examples::SwiftExportFlags swift;
     std::int64_t check_tokens = 32;
     po::options_description d("export (flags as ms-swift's `swift export`)");
     d.add_options()("help,h", "show this help")
         ("model", po::value(&model), "base model folder; default: the one the adapter's training run used")
         ("adapters", po::value(&adapters), "PEFT LoRA adapter folder to merge (without it, --model itself is exported)")
-        ("merge_lora", po::value(&merge), "write the merged model as an HF folder (true|false)")
-        ("to_gguf", po::value(&to_gguf), "write <output_dir>/model.gguf for llama.cpp (true|false)")
+        ("merge_lora", examples::bool_flag(&merge), "write the merged model as an HF folder (true|false)")
+        ("to_gguf", examples::bool_flag(&to_gguf), "write <output_dir>/model.gguf for llama.cpp (true|false)")
         ("gguf_type", po::value(&gguf_type), "f32 | bf16 | f16 | q8_0 (default f16); norms and biases stay f32")
-        ("to_ollama", po::value(&to_ollama), "also write <output_dir>/Modelfile for `ollama create` (implies --to_gguf)")
+        ("to_ollama", examples::bool_flag(&to_ollama), "also write <output_dir>/Modelfile for `ollama create` (implies --to_gguf)")
         ("output_dir", po::value(&output_dir), "default: <adapters>-merged with --merge_lora, else <adapters or model>-gguf")
-        ("overwrite", po::value(&overwrite_flag), "replace an existing output (true|false; default false)")
-        ("check", po::value(&check), "answer the identity questions with every form and report differences")
+        ("check", examples::bool_flag(&check), "answer the identity questions with every form and report differences")
         ("check_max_new_tokens", po::value(&check_tokens), "tokens per answer in --check (default 32)");
+    examples::add_swift_export_flags(d, swift, "replace an existing output (true|false; default false): never files "
+                                     "export did not write");
     po::variables_map vm;
     if (!examples::parse_command_line(argc, argv, d, vm)) return 0;
+    const examples::ExportSettings settings = examples::check_swift_export_flags(vm, swift);
     const bool do_merge = examples::detail::parse_bool("merge_lora", merge);
     const bool do_ollama = examples::detail::parse_bool("to_ollama", to_ollama);
     const bool do_gguf = examples::detail::parse_bool("to_gguf", to_gguf) || do_ollama;
-    const bool overwrite = examples::detail::parse_bool("overwrite", overwrite_flag);
+    const bool overwrite = settings.overwrite;
     const bool do_check = examples::detail::parse_bool("check", check);
     gguf::TensorType type;
     require(gguf::parse_tensor_type(gguf_type, type), "--gguf_type: '{}' is not supported (valid: f32, bf16, f16, q8_0)",
@@ -129,6 +134,8 @@ int main(int argc, char** argv) {
     require(check_tokens > 0, "--check_max_new_tokens must be positive (got {})", check_tokens);
 
     const auto source = examples::resolve_model_source(model, adapters);
+    examples::check_export_dtype(swift.torch_dtype, source.model);
+    examples::report_accepted_unused(stdout, settings.ignored);
     const std::string from = adapters.empty() ? model : adapters;
     if (output_dir.empty())
       output_dir = fs::path(from).lexically_normal().string() + (do_merge ? "-merged" : "-gguf");

@@ -4,6 +4,9 @@
 // (refused with what to do instead, rather than "unknown flag").
 #pragma once
 #include <boost/program_options.hpp>
+#include <cstdio>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <span>
 #include <string>
 #include <string_view>
@@ -36,6 +39,10 @@ inline std::vector<std::string> given_flags(const boost::program_options::variab
     if (vm.count(f)) out.push_back(f);
   return out;
 }
+// `out`: where the program's log goes (chat's stdout is its JSONL, so chat passes stderr).
+inline void report_accepted_unused(std::FILE* out, const std::vector<std::string>& given) {
+  if (!given.empty()) fmt::print(out, "[args] accepted but not used by this program: --{}\n", fmt::join(given, ", --"));
+}
 
 // An ms-swift flag this program knows and does not implement, and what to do instead.
 struct UnsupportedFlag {
@@ -61,6 +68,19 @@ inline void require_qwen2_family(const boost::program_options::variables_map& vm
       require(std::string_view(v).starts_with("qwen2"),
               "--{} {}: this program runs Qwen2 / Qwen2.5 models only (ms-swift's qwen2, qwen2_5, ...)", flag, v);
   }
+}
+
+// --push_to_hub (an accepted flag, zero or more values): nothing here uploads, so anything but
+// `false` is refused rather than silently not done. `folder`: what to upload by hand instead.
+inline void refuse_push_to_hub(const boost::program_options::variables_map& vm, std::string_view folder) {
+  if (!vm.count("push_to_hub")) return;
+  const auto& values = vm["push_to_hub"].as<std::vector<std::string>>();
+  for (const auto& v : values)
+    require(v == "false" || v == "False", "--push_to_hub {}: this program uploads nothing; upload {} with "
+            "`huggingface-cli upload` or `modelscope upload`", v, folder);
+  if (values.empty())
+    fail("--push_to_hub: this program uploads nothing; upload {} with `huggingface-cli upload` or `modelscope upload`",
+         folder);
 }
 
 }  // namespace peft::examples

@@ -15,6 +15,7 @@
 #include "../activity.hpp"
 #include "line_editor.hpp"
 #include "model_source.hpp"
+#include "result_file.hpp"
 #include "stop_request.hpp"
 #include "../command_line.hpp"
 #include "peft/data/chat_template.hpp"
@@ -28,6 +29,7 @@
 #include "../sft/embedded_default.hpp"
 #include "../sft/run_record.hpp"  // the run's recorded dataset options
 #include "../sft/sft_args.hpp"  // parse_bool, as identity_finetune reads booleans
+#include "../swift_flags.hpp"
 
 namespace peft::examples {
 
@@ -36,18 +38,28 @@ using data::Role;
 
 
 struct ChatArgs {
-  std::string model, adapters, device = "auto", torch_dtype, val_dataset, result_path;
+  std::string model, adapters, device = "auto", torch_dtype, result_path;
+  std::vector<std::string> val_dataset;  // dataset specs, as identity_finetune's --dataset (file#N, folders, ids)
   bool merge_lora = false;
   std::optional<std::string> system;
   bool stream = false, verbose = false;
   std::optional<std::int64_t> max_new_tokens;
+  std::optional<std::int64_t> max_length;  // prompt + answer tokens; unset: the model's context
   SamplingOverrides sampling;
   std::uint64_t seed = 42;
   std::optional<int> quant_bits;  // 4: the base in NF4 (QLoRA), 0: bf16; unset: as the adapter was trained
   // --load_data_args: the training run's dataset options; without --val_dataset, chat answers the
   // rows the run held out for validation
   std::optional<data::DatasetOptions> held_out;
+  std::vector<std::string> ignored;  // `swift infer` flags accepted but not acted on
 };
+
+// `swift infer` flags that change nothing here (--model_type / --template are checked to name
+// Qwen2 / Qwen2.5: another family would be run as Qwen2).
+inline const std::vector<std::string>& chat_accepted_unused_flags() {
+  static const std::vector<std::string> flags = {"model_type", "template", "attn_impl", "use_hf"};
+  return flags;
+}
 
 // Returns nullopt after printing --help. cuda_build: the program has the CUDA backend (chat_cuda).
 inline std::optional<ChatArgs> parse_chat_args(int argc, char** argv, bool cuda_build) {
@@ -58,33 +70,40 @@ inline std::optional<ChatArgs> parse_chat_args(int argc, char** argv, bool cuda_
   std::int64_t max_batch_size = 1;
   int quant_bits = 0;
   double temperature = 0, top_p = 1, repetition_penalty = 1;
-  std::int64_t top_k = 0, max_new_tokens = 0;
+  std::int64_t top_k = 0, max_new_tokens = 0, max_length = 0;
   po::options_description d("chat (flags as ms-swift's `swift infer`)");
   d.add_options()("help,h", "show this help")
       ("model", po::value(&a.model), "model folder; default: the adapter's base, else the embedded tiny model")
       ("adapters", po::value(&a.adapters), "PEFT LoRA adapter folder (a checkpoint of identity_finetune)")
-      ("stream", po::value(&stream)->implicit_value("true"), "print tokens as they come (true|false; default: true on a terminal)")
+      ("stream", bool_flag(&stream), "print tokens as they come (true|false; default: true on a terminal)")
       ("temperature", po::value(&temperature), "0: greedy; default: generation_config.json, else greedy")
       ("top_k", po::value(&top_k), "keep the k most likely tokens (0: off); default: generation_config.json, else 50")
       ("top_p", po::value(&top_p), "nucleus sampling mass; default: generation_config.json, else 1")
       ("repetition_penalty", po::value(&repetition_penalty), "HF's; default: generation_config.json, else 1")
       ("max_new_tokens", po::value(&max_new_tokens), "default: generation_config.json, else 2048 (within the context)")
+      ("max_length", po::value(&max_length), "prompt + answer tokens at most (a longer prompt is refused, the answer is "
+       "capped); default: the model's context (max_position_embeddings)")
       ("system", po::value(&system), "system prompt; default: the training run's, else Qwen2.5's")
       ("seed", po::value(&a.seed)->default_value(42), "sampling seed")
       ("device", po::value(&a.device)->default_value("auto"), "cpu | cuda | auto")
       ("torch_dtype", po::value(&a.torch_dtype), "float32 | bfloat16; default: the training run's, else config.json's")
       ("quant_bits", po::value(&quant_bits), "4: load the base in NF4 for the adapter (QLoRA); 0: in bf16; default: "
        "4 when the adapter's args.json records --quant_bits 4, else 0")
-      ("val_dataset", po::value(&a.val_dataset), "answer every row of this dataset file (JSONL out)")
-      ("verbose", po::value(&verbose)->implicit_value("true"), "per-reply token counts and speed on stderr")
+      ("val_dataset", po::value(&a.val_dataset)->multitoken(), "answer every row of these datasets (JSONL out): files, "
+       "folders or ids as identity_finetune's --dataset, each optionally #N (its first N rows)")
+      ("verbose", bool_flag(&verbose), "per-reply token counts and speed on stderr")
       ("infer_backend", po::value(&infer_backend), "pt (the only engine here; ms-swift's default)")
-      ("result_path", po::value(&a.result_path), "also write the {query, response} JSONL to this new file")
-      ("merge_lora", po::value(&merge_lora), "merge the adapter into the base before decoding (true|false)")
-      ("load_data_args", po::value(&load_data_args), "answer the training run's val_dataset (from its args.json)")
+      ("result_path", po::value(&a.result_path), "also append the {query, response} JSONL to this file (made if "
+       "new; an existing file keeps its lines, this run's come after them, as ms-swift's)")
+      ("merge_lora", bool_flag(&merge_lora), "merge the adapter into the base before decoding (true|false)")
+      ("load_data_args", bool_flag(&load_data_args), "answer the training run's val_dataset (from its args.json)")
       ("max_batch_size", po::value(&max_batch_size), "accepted for ms-swift's scripts; queries are answered one at a "
        "time (one sequence's decode already streams every weight once a token; see docs/generation.md)");
+  add_accepted_unused(d, chat_accepted_unused_flags());
   po::variables_map vm;
   if (!parse_command_line(argc, argv, d, vm)) return std::nullopt;
+  a.ignored = given_flags(vm, chat_accepted_unused_flags());
+  require_qwen2_family(vm);
   // ms-swift streams an interactive session; a pipe gets whole JSONL lines either way.
   a.stream = vm.count("stream") ? detail::parse_bool("stream", stream)
                                 : ::isatty(STDIN_FILENO) == 1 && ::isatty(STDOUT_FILENO) == 1;
@@ -110,9 +129,6 @@ inline std::optional<ChatArgs> parse_chat_args(int argc, char** argv, bool cuda_
   require(!a.merge_lora || !a.adapters.empty(), "--merge_lora true needs --adapters: the adapter to merge");
   require(!a.merge_lora || !cuda_build, "--merge_lora true: not in chat_cuda yet (it decodes the adapter unmerged); "
           "use chat, or chat_cuda --model on an `export --merge_lora true` folder");
-  if (!a.result_path.empty())
-    require(!std::filesystem::exists(std::filesystem::symlink_status(a.result_path)),
-            "--result_path {} exists; chat does not overwrite it", a.result_path);
   if (vm.count("quant_bits")) {
     require(quant_bits == 0 || quant_bits == 4, "--quant_bits {}: not supported (valid: 4, the NF4 base of a QLoRA "
             "adapter; 0, the bf16 base)", quant_bits);
@@ -129,6 +145,10 @@ inline std::optional<ChatArgs> parse_chat_args(int argc, char** argv, bool cuda_
   if (vm.count("max_new_tokens")) {
     require(max_new_tokens > 0, "--max_new_tokens must be positive (got {})", max_new_tokens);
     a.max_new_tokens = max_new_tokens;
+  }
+  if (vm.count("max_length")) {
+    require(max_length > 0, "--max_length must be positive (got {})", max_length);
+    a.max_length = max_length;
   }
   if (a.device == "cuda" && !cuda_build)
     fail("--device cuda: chat was not built with CUDA (this build runs on the CPU only); use chat_cuda or --device cpu");
@@ -151,17 +171,20 @@ class ChatSession {
   std::string reply(const std::vector<ChatMessage>& history, OnText&& on_text) {
     const auto prompt = data::encode_prompt(tok_, history, system_);
     GenerationConfig g = gen_;
-    // As ms-swift: generation stops where the model's context ends. An explicit --max_new_tokens
-    // past it is capped with a warning; a prompt that leaves no room is refused before any work.
+    // As ms-swift: generation stops where the model's context ends, or --max_length when it is
+    // shorter. An explicit --max_new_tokens past it is capped with a warning; a prompt that leaves
+    // no room is refused before any work.
     const std::int64_t context = model_->config().max_position_embeddings;
-    const auto room = context - static_cast<std::int64_t>(prompt.size());
-    require(room > 0,
-            "the prompt ({} tokens with the chat template and system prompt) does not fit the model's context of {} "
-            "tokens (max_position_embeddings){}", prompt.size(), context,
+    const bool by_flag = max_length_ && *max_length_ < context;
+    const std::int64_t limit = by_flag ? *max_length_ : context;
+    const auto room = limit - static_cast<std::int64_t>(prompt.size());
+    require(room > 0, "the prompt ({} tokens with the chat template and system prompt) does not fit {}{}", prompt.size(),
+            by_flag ? fmt::format("--max_length {} (prompt and answer)", limit)
+                    : fmt::format("the model's context of {} tokens (max_position_embeddings)", limit),
             history.size() > 1 ? "; type `clear` to forget the conversation" : "; shorten it");
     if (explicit_max_ && g.max_new_tokens > room)
-      fmt::print(stderr, "[generate] warning: --max_new_tokens {} capped at {}: the context is {} tokens and the prompt "
-                 "takes {}\n", g.max_new_tokens, room, context, prompt.size());
+      fmt::print(stderr, "[generate] warning: --max_new_tokens {} capped at {}: {} {} tokens and the prompt takes {}\n",
+                 g.max_new_tokens, room, by_flag ? "--max_length is" : "the context is", limit, prompt.size());
     g.max_new_tokens = std::min(g.max_new_tokens, room);
     text::StreamDecoder stream(tok_);
     std::vector<std::int32_t> ids;
@@ -185,6 +208,7 @@ class ChatSession {
   }
 
   void set_explicit_max(bool v) { explicit_max_ = v; }
+  void set_max_length(std::optional<std::int64_t> v) { max_length_ = v; }
   void set_system(std::string s) { system_ = std::move(s); }
   std::int64_t vocab_size() const { return model_->config().vocab_size; }
 
@@ -194,38 +218,9 @@ class ChatSession {
   GenerationConfig gen_;
   std::string system_;
   bool verbose_, explicit_max_ = false;
+  std::optional<std::int64_t> max_length_;
   Generator<Model> generator_;
   Generation last_;
-};
-
-// Where the {query, response} lines go besides stdout (--result_path). Opened before the model is
-// loaded, so a path that cannot be written (its folder cannot be made, or is not writable) is
-// refused before any work; the lines go to a temporary file beside it, published under the path
-// when the session ends, or stops at a signal with the answers so far. On an error the temporary
-// file is removed and the path never appears: a results file is never half a run.
-class ResultFile {
- public:
-  ResultFile() = default;  // no --result_path
-  explicit ResultFile(const std::string& path) {
-    if (path.empty()) return;
-    try {
-      writer_ = std::make_unique<AtomicFileWriter>(path);
-    } catch (const Error& e) {
-      fail("--result_path {}: cannot write there ({})", path, e.what());
-    }
-  }
-  void add(const std::string& line) {
-    if (writer_) writer_->write(line);
-  }
-  void commit() {
-    if (writer_ && !committed_) writer_->commit();
-    committed_ = true;
-  }
-  std::string path() const { return writer_ ? writer_->target().string() : std::string(); }
-
- private:
-  std::unique_ptr<AtomicFileWriter> writer_;
-  bool committed_ = false;
 };
 
 inline std::string jsonl(const std::string& query, const std::string& response,
@@ -235,19 +230,20 @@ inline std::string jsonl(const std::string& query, const std::string& response,
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
-// --val_dataset FILE, else (--load_data_args true) the rows the training run held out. Rows may be
-// questions alone (as `swift infer --val_dataset` takes them); a reply, when present, is recorded
-// as the row's labels. With --load_data_args the run's model_name/model_author fill the rows'
+// --val_dataset SPEC..., else (--load_data_args true) the rows the training run held out. Rows may
+// be questions alone (as `swift infer --val_dataset` takes them); a reply, when present, is
+// recorded as the row's labels. The specs are read as training reads --val_dataset (`#N`, folders,
+// ids), in order and unshuffled, as ms-swift's infer (val_dataset_shuffle false): `#N` is the
+// first N rows. With --load_data_args the run's model_name/model_author fill the rows'
 // self-cognition placeholders, as they did in training.
 inline std::vector<data::DatasetRow> rows_to_answer(const ChatArgs& a, std::int64_t vocab_size) {
   if (a.val_dataset.empty()) return data::validation_rows(*a.held_out, vocab_size);
-  std::vector<data::DatasetRow> rows = data::read_dataset_file(a.val_dataset, vocab_size, data::Replies::Optional);
-  if (a.held_out) {
-    const data::SelfCognition identity(a.held_out->model_name, a.held_out->model_author);
-    for (auto& row : rows)
-      if (row.is_text()) identity.apply(row.messages, row.tag);
-  }
-  return rows;
+  data::DatasetOptions given = a.held_out.value_or(data::DatasetOptions{});
+  given.specs.clear();
+  given.val_specs = a.val_dataset;
+  given.split_dataset_ratio = 0;
+  given.dataset_shuffle = false;
+  return data::validation_rows(given, vocab_size);
 }
 
 template <class Session>
@@ -411,16 +407,19 @@ int run_chat(const ChatArgs& a, const ModelSource& src, ResultFile& results, con
              a.adapters.empty() ? "" : fmt::format(" + adapter {}", a.adapters), cfg.num_hidden_layers, cfg.hidden_size,
              cfg.vocab_size, Model::Precision::name, where);
   const SamplingConfig& sc = gen.sampling;
+  const std::string max_length = a.max_length ? fmt::format(", max_length {}", *a.max_length) : "";
   if (sc.greedy())
-    fmt::print(stderr, "[generate] greedy, repetition_penalty {}, max_new_tokens {}, stream {}\n", sc.repetition_penalty,
-               gen.max_new_tokens, a.stream);
+    fmt::print(stderr, "[generate] greedy, repetition_penalty {}, max_new_tokens {}{}, stream {}\n",
+               sc.repetition_penalty, gen.max_new_tokens, max_length, a.stream);
   else
-    fmt::print(stderr, "[generate] temperature {} top_k {} top_p {} repetition_penalty {} seed {}, max_new_tokens {}, stream {}\n",
-               sc.temperature, sc.top_k, sc.top_p, sc.repetition_penalty, gen.seed, gen.max_new_tokens, a.stream);
+    fmt::print(stderr, "[generate] temperature {} top_k {} top_p {} repetition_penalty {} seed {}, max_new_tokens {}{}, "
+               "stream {}\n", sc.temperature, sc.top_k, sc.top_p, sc.repetition_penalty, gen.seed, gen.max_new_tokens,
+               max_length, a.stream);
 
   now_doing("generating");
   ChatSession<Model> session(std::move(model), std::move(tok), gen, system, a.verbose);
   session.set_explicit_max(a.max_new_tokens.has_value());
+  session.set_max_length(a.max_length);
   int status = 0;
   if (!a.val_dataset.empty() || a.held_out) answer_rows(session, rows_to_answer(a, session.vocab_size()), results);
   else if (::isatty(STDIN_FILENO)) converse(session, a.stream, results);

@@ -165,8 +165,7 @@ template <class Model>
 SftSetup<Model> prepare_sft(SftArgs& a) {
   SftSetup<Model> s;
   s.embedded = a.model.empty();
-  if (!a.ignored.empty())
-    fmt::print("[args] accepted but not used by this program: --{}\n", fmt::join(a.ignored, ", --"));
+  report_accepted_unused(stdout, a.ignored);
   if constexpr (!requires { typename Model::Options; })
     if (std::find(a.given.begin(), a.given.end(), "gradient_checkpointing") != a.given.end())
       fmt::print("[args] --gradient_checkpointing chooses the GPU's activation policy; the CPU backend keeps every activation\n");

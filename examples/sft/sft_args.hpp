@@ -131,12 +131,7 @@ inline void check_swift_passthrough(const boost::program_options::variables_map&
     require(v == "none", "--lora_bias {}: only 'none' is implemented (LoRA leaves the biases frozen)", v);
   for (const auto& v : values("task_type"))
     require(v == "causal_lm", "--task_type {}: only causal_lm is implemented", v);
-  for (const auto& v : values("push_to_hub"))
-    require(v == "false" || v == "False", "--push_to_hub {}: this program uploads nothing; upload the checkpoint "
-            "folder with `huggingface-cli upload` or `modelscope upload`", v);
-  if (vm.count("push_to_hub") && values("push_to_hub").empty())
-    fail("--push_to_hub: this program uploads nothing; upload the checkpoint folder with `huggingface-cli upload` or "
-         "`modelscope upload`");
+  refuse_push_to_hub(vm, "the checkpoint folder");
 }
 
 // The numeric metrics an evaluation of identity_finetune can produce, and what each needs.

@@ -1,7 +1,7 @@
 # chat with the other `swift infer` flags: --merge_lora true decodes the merged model and still gives
 # HF's replies for the unmerged adapter (the chat golden); --result_path writes the same JSONL to a
-# new file (and never replaces one); --infer_backend takes pt only; --max_batch_size is accepted;
-# --load_data_args answers the run's recorded val_dataset, or re-derives its split_dataset_ratio hold-out
+# new file (appends to one that exists: swift_flags_infer_export_tests.cmake); --infer_backend takes
+# pt only; --max_batch_size is accepted; --load_data_args answers the run's recorded val_dataset, or re-derives its split_dataset_ratio hold-out
 # (an explicit --val_dataset takes precedence). On a terminal (tmux): history, multi-line.
 include(${CMAKE_CURRENT_LIST_DIR}/program_test.cmake)
 set(CHAT_SETUP ${CMAKE_CURRENT_SOURCE_DIR}/cli/make_chat_models.cmake)
@@ -15,8 +15,6 @@ peft_program_test(chat chat_merge_lora_equals_hf SETUP ${CHAT_SETUP}
   FILES answers.jsonl)
 peft_program_test(chat chat_merge_lora_missing_adapters ARGS --adapters ${PEFT_CLI_WORK}/nowhere --merge_lora true
   FAIL REGEX "--adapters .*nowhere: no such folder")
-peft_program_test(chat chat_result_path_exists FAIL SETUP ${CMAKE_CURRENT_SOURCE_DIR}/cli/make_existing_output.cmake
-  ARGS --result_path out/notes.txt INPUT "hello" REGEX "--result_path out/notes.txt exists")
 peft_program_test(chat chat_infer_backend_vllm FAIL ARGS --infer_backend vllm
   REGEX "--infer_backend vllm: not available here.*--infer_backend pt")
 peft_program_test(chat chat_infer_backend_unknown FAIL ARGS --infer_backend onnx

@@ -1,0 +1,113 @@
+// The `swift export` flags export and merge_lora share beyond their own, so a merge recipe runs
+// as written on either: --overwrite and ms-swift's name for it, --exist_ok (one setting, the same
+// safety rules); --torch_dtype and --safe_serialization, checked against what the merge writes
+// rather than ignored; flags that change nothing here (accepted, reported); and ms-swift's export
+// quantisation and hub upload, refused with what to do instead.
+#pragma once
+#include <boost/program_options.hpp>
+#include <filesystem>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "../sft/sft_args.hpp"  // parse_bool, one_of
+#include "../swift_flags.hpp"
+#include "peft/io/safetensors.hpp"
+
+namespace peft::examples {
+
+struct SwiftExportFlags {
+  std::string overwrite = "false", exist_ok, torch_dtype, safe_serialization = "true";
+};
+
+// Settled from SwiftExportFlags once parsed (check_swift_export_flags).
+struct ExportSettings {
+  bool overwrite = false;
+  std::vector<std::string> ignored;  // accepted, not used: for the "[args]" line
+};
+
+// --max_shard_size: the merged model keeps the base's own shard files (names, index), so there is
+// no new sharding to size. --model_type / --template are checked to name Qwen2 / Qwen2.5.
+inline const std::vector<std::string>& export_accepted_unused_flags() {
+  static const std::vector<std::string> flags = {"model_type", "template", "attn_impl", "use_hf", "max_shard_size"};
+  return flags;
+}
+
+inline constexpr const char* kQuantisedExportHint =
+    "no AWQ / GPTQ / BNB quantised export here; for a quantised model file, write llama.cpp's 8-bit GGUF: "
+    "export --adapters CKPT --to_gguf true --gguf_type q8_0";
+inline constexpr const char* kUploadHint =
+    "nothing here uploads; upload the output folder with `huggingface-cli upload` or `modelscope upload`";
+inline constexpr UnsupportedFlag kUnsupportedExportFlags[] = {
+    {"quant_method", kQuantisedExportHint},
+    {"quant_bits", kQuantisedExportHint},
+    {"quant_n_samples", kQuantisedExportHint},
+    {"dataset", "in `swift export` it is the calibration data of AWQ / GPTQ quantisation, which is not done here; "
+                "for a quantised model file: export --adapters CKPT --to_gguf true --gguf_type q8_0"},
+    {"hub_model_id", kUploadHint},
+    {"hub_token", kUploadHint},
+};
+
+inline void add_swift_export_flags(boost::program_options::options_description& d, SwiftExportFlags& f,
+                                   const char* overwrite_help) {
+  namespace po = boost::program_options;
+  d.add_options()
+      ("overwrite", bool_flag(&f.overwrite), overwrite_help)
+      ("exist_ok", bool_flag(&f.exist_ok), "ms-swift's name for --overwrite (one setting, the same rules)")
+      ("torch_dtype", po::value(&f.torch_dtype), "the merged weights' dtype: the base's own (bfloat16 | float32 | "
+       "float16), which the merge keeps; another is refused (nothing is converted)")
+      ("safe_serialization", bool_flag(&f.safe_serialization), "true only: the weights are always safetensors")
+      ("push_to_hub", po::value<std::vector<std::string>>()->multitoken()->zero_tokens(), "false only: nothing "
+       "here uploads");
+  add_accepted_unused(d, export_accepted_unused_flags());
+  add_unsupported(d, kUnsupportedExportFlags);
+}
+
+inline ExportSettings check_swift_export_flags(const boost::program_options::variables_map& vm,
+                                               const SwiftExportFlags& f) {
+  refuse_unsupported(vm, kUnsupportedExportFlags);
+  refuse_push_to_hub(vm, "the output folder");
+  require_qwen2_family(vm);
+  require(detail::parse_bool("safe_serialization", f.safe_serialization),
+          "--safe_serialization false: the weights are always written as safetensors (no pytorch_model.bin); drop the "
+          "flag");
+  ExportSettings s;
+  s.overwrite = detail::parse_bool("overwrite", f.overwrite);
+  if (vm.count("exist_ok")) {
+    const bool exist_ok = detail::parse_bool("exist_ok", f.exist_ok);
+    require(!vm.count("overwrite") || exist_ok == s.overwrite,
+            "--exist_ok {} and --overwrite {} disagree (they are one setting)", f.exist_ok, f.overwrite);
+    s.overwrite = exist_ok;
+  }
+  s.ignored = given_flags(vm, export_accepted_unused_flags());
+  return s;
+}
+
+// --torch_dtype against the base's weights (`base_dir` empty: the embedded default model, written
+// in float32): the merge rounds W + BA once into each weight's own dtype and copies the rest byte
+// for byte, as ms-swift's export saves the model in the dtype it loaded it in (config.json's by
+// default). Another dtype would need a conversion the merge does not make, so it is refused.
+inline void check_export_dtype(std::string torch_dtype, const std::filesystem::path& base_dir) {
+  if (torch_dtype.empty()) return;
+  for (const auto& [short_name, name] : {std::pair{"bf16", "bfloat16"}, {"fp32", "float32"}, {"fp16", "float16"}})
+    if (torch_dtype == short_name) torch_dtype = name;
+  detail::one_of("torch_dtype", torch_dtype, {"bfloat16", "float32", "float16"});
+  std::set<std::string> stored;
+  if (base_dir.empty()) {
+    stored.insert("float32");
+  } else {
+    const SafetensorsModel base = SafetensorsModel::open(base_dir);
+    for (const auto& name : base.names()) {
+      const DType t = base.tensor(name).dtype;
+      if (t == DType::F32) stored.insert("float32");
+      if (t == DType::BF16) stored.insert("bfloat16");
+      if (t == DType::F16) stored.insert("float16");
+    }
+  }
+  require(stored.size() == 1 && *stored.begin() == torch_dtype,
+          "--torch_dtype {}: the merge keeps the base's dtype and does not convert, and the weights of {} are {}; drop "
+          "the flag{}", torch_dtype, base_dir.empty() ? "the embedded default model" : base_dir.string(),
+          fmt::join(stored, " and "), stored.size() == 1 ? fmt::format(" or pass --torch_dtype {}", *stored.begin()) : "");
+}
+
+}  // namespace peft::examples
