@@ -86,9 +86,13 @@ void check_same_run(const std::string& a, const std::string& b, const std::strin
   CHECK(worst < 1e-4);
 }
 
+// Every file under dir; a TensorBoard event file as its pattern (its name holds the time and the pid).
 std::vector<std::string> listing(const std::string& dir) {
   std::vector<std::string> out;
-  for (const auto& e : fs::recursive_directory_iterator(kWork / dir)) out.push_back(fs::relative(e.path(), kWork / dir).string());
+  for (const auto& e : fs::recursive_directory_iterator(kWork / dir)) {
+    const std::string rel = fs::relative(e.path(), kWork / dir).string();
+    out.push_back(rel.starts_with("runs/events.out.tfevents.") ? "runs/events.out.tfevents.*" : rel);
+  }
   std::sort(out.begin(), out.end());
   return out;
 }
