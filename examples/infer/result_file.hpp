@@ -3,10 +3,11 @@
 // It is checked when chat starts, before the model is loaded: a folder, a path that cannot be
 // written (no permission, a folder that cannot be made) is refused before any work. The run's
 // lines are held until the session ends, or stops at a signal with the answers so far, and are
-// then added at once, so a run that fails adds nothing; a new file is written beside its path and
+// then added at once, so a run that fails adds nothing (a failed append is cut back); a new file is written beside its path and
 // renamed into place, so it never appears as half a run.
 #pragma once
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -65,10 +66,18 @@ class ResultFile {
       if (in && in.tellg() > 0 && in.seekg(-1, std::ios::end)) in.get(last);
       text = (last == '\n' ? "" : "\n") + lines;
     }
+    // A write that fails part way (disk full) is cut back to the file's old end: the user's file
+    // keeps exactly its lines, never half of one of ours.
+    struct stat before{};
+    if (::fstat(fd, &before) != 0) {
+      ::close(fd);
+      fail("--result_path {}: cannot read its size ({})", path, std::strerror(errno));
+    }
     try {
       peft::detail::write_all(fd, reinterpret_cast<const std::byte*>(text.data()), text.size(), path);
       if (!text.empty() && ::fsync(fd) != 0) fail("{}: fsync failed: {}", path, std::strerror(errno));
     } catch (...) {
+      if (::ftruncate(fd, before.st_size) == 0) ::fsync(fd);
       ::close(fd);
       throw;
     }

@@ -341,6 +341,7 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
             "--early_stop_interval {} and --early_stop_patience {} disagree (they are one setting)", early_stop_interval,
             a.early_stop_patience);
     a.early_stop_patience = early_stop_interval;
+    a.as_json["early_stop_patience"] = early_stop_interval;  // args.json records the setting that ran
   }
   if (!vm.count("eval_strategy")) t.eval_strategy = t.save_strategy;  // ms-swift: eval follows save
   if (!vm.count("report_to")) t.report_to = {"tensorboard"};
@@ -407,6 +408,14 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
   if (!greater_is_better.empty()) t.greater_is_better = detail::parse_bool("greater_is_better", greater_is_better);
   t.load_best_model_at_end = detail::parse_bool("load_best_model_at_end", load_best);
   require(a.early_stop_patience >= 0, "--early_stop_patience must be >= 0");
+  require(a.early_stop_patience == 0 || t.eval_strategy != "no",
+          "--early_stop_patience {} with --eval_strategy no: early stopping watches evaluations, and none would run "
+          "(--eval_strategy follows --save_strategy when unset)", a.early_stop_patience);
+  // A full fine-tune's checkpoint restores its bf16 weights from the fp32 masters kept with the
+  // optimizer state, which --save_only_model leaves out: loading the best one would fail after the run.
+  require(!(a.train_type == "full" && t.save_only_model && t.load_best_model_at_end),
+          "--load_best_model_at_end true with --train_type full and --save_only_model true: the best checkpoint's "
+          "weights are restored from the optimizer file's fp32 masters, which --save_only_model leaves out; drop one");
   require(a.early_stop_min_delta >= 0, "--early_stop_min_delta must be >= 0");
   require(a.eval_generation_max_new_tokens > 0, "--eval_generation_max_new_tokens must be positive");
   a.lora.target_modules = targets;

@@ -31,6 +31,11 @@ if(NOT CMAKE_SCRIPT_MODE_FILE)
     REGEX "--load_best_model_at_end needs --eval_strategy and --save_strategy to be the same, and not 'no'")
   peft_cli_test(swift_quant_method_alone FAIL ARGS ${base} --quant_method bnb
     REGEX "--quant_method bnb needs --quant_bits 4 \\(NF4, QLoRA\\)")
+  peft_cli_test(swift_early_stop_without_evals FAIL ARGS ${base} --save_strategy no --early_stop_patience 1
+    REGEX "--early_stop_patience 1 with --eval_strategy no: early stopping watches evaluations")
+  peft_cli_test(swift_full_best_without_masters FAIL ARGS ${base} --train_type full --save_only_model
+       --load_best_model_at_end
+    REGEX "--load_best_model_at_end true with --train_type full and --save_only_model true")
   foreach(case strategies save_only_model logging_dir early_stop_interval)
     add_test(NAME cli_swift_flags_${case}
       COMMAND ${CMAKE_COMMAND} -DCASE=${case} -DFT=$<TARGET_FILE:identity_finetune>
@@ -151,6 +156,11 @@ if(CASE STREQUAL "early_stop_interval")
   string(REGEX MATCH "early stopping at step [0-9]+" sb "${b}")
   if(NOT sa OR NOT sa STREQUAL sb)
     message(FATAL_ERROR "--early_stop_interval 2: '${sa}', --early_stop_patience 2: '${sb}'\n${a}")
+  endif()
+  file(READ ${WORK}/interval/args.json args)
+  string(JSON patience GET "${args}" early_stop_patience)
+  if(NOT patience EQUAL 2)
+    message(FATAL_ERROR "args.json records early_stop_patience ${patience} for --early_stop_interval 2")
   endif()
   return()
 endif()
