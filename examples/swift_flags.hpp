@@ -44,6 +44,16 @@ inline void report_accepted_unused(std::FILE* out, const std::vector<std::string
   if (!given.empty()) fmt::print(out, "[args] accepted but not used by this program: --{}\n", fmt::join(given, ", --"));
 }
 
+// ms-swift's other name for one of our flags (--tuner_type for --train_type, ...): one setting.
+// Given, the alias sets it; the flag also given, with another value, is an error.
+template <class T>
+void take_alias(const boost::program_options::variables_map& vm, const char* alias, const T& alias_value,
+                const char* flag, T& value) {
+  require(!vm.count(flag) || vm[flag].defaulted() || value == alias_value,
+          "--{} {} and --{} {} disagree (they are one setting)", alias, alias_value, flag, value);
+  value = alias_value;
+}
+
 // An ms-swift flag this program knows and does not implement, and what to do instead.
 struct UnsupportedFlag {
   const char* name;

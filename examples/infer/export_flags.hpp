@@ -73,12 +73,8 @@ inline ExportSettings check_swift_export_flags(const boost::program_options::var
           "flag");
   ExportSettings s;
   s.overwrite = detail::parse_bool("overwrite", f.overwrite);
-  if (vm.count("exist_ok")) {
-    const bool exist_ok = detail::parse_bool("exist_ok", f.exist_ok);
-    require(!vm.count("overwrite") || exist_ok == s.overwrite,
-            "--exist_ok {} and --overwrite {} disagree (they are one setting)", f.exist_ok, f.overwrite);
-    s.overwrite = exist_ok;
-  }
+  if (vm.count("exist_ok"))
+    take_alias(vm, "exist_ok", detail::parse_bool("exist_ok", f.exist_ok), "overwrite", s.overwrite);
   s.ignored = given_flags(vm, export_accepted_unused_flags());
   return s;
 }

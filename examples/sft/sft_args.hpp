@@ -330,17 +330,9 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
     else if (const auto* p = boost::any_cast<std::filesystem::path>(&v)) a.as_json[name] = p->string();
   }
 
-  if (!tuner_type.empty()) {
-    require(!vm.count("train_type") || vm["train_type"].defaulted() || a.train_type == tuner_type,
-            "--tuner_type {} and --train_type {} disagree (they are one setting)", tuner_type, a.train_type);
-    a.train_type = tuner_type;
-  }
+  if (vm.count("tuner_type")) take_alias(vm, "tuner_type", tuner_type, "train_type", a.train_type);
   if (vm.count("early_stop_interval")) {
-    require(!vm.count("early_stop_patience") || vm["early_stop_patience"].defaulted() ||
-            a.early_stop_patience == early_stop_interval,
-            "--early_stop_interval {} and --early_stop_patience {} disagree (they are one setting)", early_stop_interval,
-            a.early_stop_patience);
-    a.early_stop_patience = early_stop_interval;
+    take_alias(vm, "early_stop_interval", early_stop_interval, "early_stop_patience", a.early_stop_patience);
     a.as_json["early_stop_patience"] = early_stop_interval;  // args.json records the setting that ran
   }
   if (!vm.count("eval_strategy")) t.eval_strategy = t.save_strategy;  // ms-swift: eval follows save

@@ -129,7 +129,7 @@ class Trainer {
   struct Run {
     Params params;
     const std::vector<Sample>* eval = nullptr;
-    std::int64_t per_epoch = 1, total = 0, warmup = 0, eval_every = 1, start_step = 0;
+    std::int64_t per_epoch = 1, total = 0, warmup = 0, start_step = 0;
     std::size_t samples = 0;  // training samples an epoch
     double flos_per_token = 0;  // HF's total_flos estimate a token (models/parameter_count.hpp)
     Rng dropout_rng;
@@ -161,14 +161,13 @@ class Trainer {
     run.per_epoch = steps_per_epoch(train.size());
     run.total = total_steps(train.size());
     run.warmup = warmup_steps(run.total, args_.warmup_ratio, args_.warmup_steps);
-    run.eval_every = args_.eval_steps > 0 ? args_.eval_steps : args_.save_steps;
     st_ = TrainerState{};
     const nlohmann::json settings = result_settings(args_, train, lora_config_or_null(), world_size());
     if (!args_.resume_from_checkpoint.empty()) resume(run, settings);
     st_.result_settings = settings;
     if (run_id_.empty()) run_id_ = continues_checkpoint_run() ? st_.run_id : new_run_id();
     st_.run_id = run_id_;
-    refuse_foreign_checkpoints(run, st_.res.global_step, run.total);
+    refuse_foreign_checkpoints(run.per_epoch, st_.res.global_step, run.total);
     // Other ranks draw their own dropout masks (rank 0 keeps the single-process stream; a
     // checkpoint holds rank 0's generator, so these restart from (seed, rank, step) on resume).
     if (rank() > 0)
@@ -265,7 +264,7 @@ class Trainer {
     if (!quiet_) display_.bar(gs, run.total, gs - run.start_step, seconds_since(run.t0));
     const bool logged = gs % args_.logging_steps == 0 || (gs == 1 && args_.logging_first_step) || last_step;
     if (logged) log_interval(run, out, gs, epoch_now);
-    if (run.evaluating && evaluates_at(run, gs, last_step && !res.stop_signal)) {
+    if (run.evaluating && args_.evaluates_at(gs, run.per_epoch, last_step && !res.stop_signal)) {
       nlohmann::json entry = {{"step", gs}, {"epoch", epoch_now}};
       if (run.eval && !run.eval->empty()) add_eval_metrics(entry, *run.eval);
       call_hooks([&](auto& h) { if constexpr (requires { h.on_evaluate(entry); }) h.on_evaluate(entry); });
@@ -280,7 +279,7 @@ class Trainer {
         display_.line(fmt::format("[train] early stopping at step {}: no improvement in the last evaluations", gs));
       }
     }
-    if (!run_dir_.empty() && args_.save_strategy != "no" && (saves_at(run, gs) || last_step)) {
+    if (!run_dir_.empty() && args_.saves_at(gs, run.per_epoch, last_step)) {
       st_.dropout_rng = run.dropout_rng.state();
       st_.nonfinite_in_a_row = run.guard.in_a_row;
       res.last_checkpoint = save_checkpoint(gs, epoch_now, run);
@@ -344,18 +343,6 @@ class Trainer {
     return res;
   }
 
-  // HF's IntervalStrategy for evaluations and checkpoints (TrainingArguments::eval_strategy,
-  // save_strategy): step gs is an epoch's last when the epoch's steps divide it.
-  bool epoch_ends_at(const Run& run, std::int64_t gs) const { return gs % run.per_epoch == 0; }
-  bool evaluates_at(const Run& run, std::int64_t gs, bool final_step) const {
-    if (args_.eval_strategy == "no") return false;
-    return final_step || (args_.eval_strategy == "epoch" ? epoch_ends_at(run, gs) : gs % run.eval_every == 0);
-  }
-  bool saves_at(const Run& run, std::int64_t gs) const {
-    if (args_.save_strategy == "no") return false;
-    return args_.save_strategy == "epoch" ? epoch_ends_at(run, gs) : gs % args_.save_steps == 0;
-  }
-
   // HF's total_flos so far: its estimate a token times the tokens trained, every rank's.
   double total_flos(const Run& run) const { return run.flos_per_token * static_cast<double>(st_.res.tokens); }
 
@@ -364,7 +351,7 @@ class Trainer {
             .num_train_epochs = (run.total + run.per_epoch - 1) / run.per_epoch,
             .train_batch_size = args_.per_device_train_batch_size,
             .logging_steps = args_.logging_steps,
-            .eval_steps = run.eval_every,
+            .eval_steps = args_.eval_interval(),
             .save_steps = args_.save_steps,
             .total_flos = total_flos(run),
             .training_stops = gs >= run.total};
@@ -531,15 +518,14 @@ class Trainer {
 
   // A checkpoint-N this run did not write is never replaced (--overwrite true lets a run into a
   // folder, not over another run's checkpoints): refused before the first step when this run plans
-  // to save under its name (every save_steps and the last step). A save at another step (a signal,
+  // to save under its name (TrainingArguments::saves_at). A save at another step (a signal,
   // early stopping) that meets one fails then, naming it.
-  void refuse_foreign_checkpoints(const Run& run, std::int64_t from, std::int64_t last) const {
+  void refuse_foreign_checkpoints(std::int64_t per_epoch, std::int64_t from, std::int64_t last) const {
     if (run_dir_.empty()) return;
     std::string names;
     for (const auto& c : foreign_checkpoints(run_dir_, run_id_, from, last)) {
       const std::int64_t n = checkpoint_step(c);
-      if (args_.save_strategy != "no" && (saves_at(run, n) || n == last))
-        names += (names.empty() ? "" : ", ") + c.filename().string();
+      if (args_.saves_at(n, per_epoch, n == last)) names += (names.empty() ? "" : ", ") + c.filename().string();
     }
     if (!names.empty())
       fail("{} holds {}, not written by this run; this run would save a checkpoint of that name (--save_strategy {}, "

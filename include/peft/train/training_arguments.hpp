@@ -76,6 +76,22 @@ struct TrainingArguments {
            std::find(report_to.begin(), report_to.end(), "all") != report_to.end();
   }
 
+  // Steps between evaluations under eval_strategy "steps": eval_steps, else save_steps (ms-swift).
+  std::int64_t eval_interval() const { return eval_steps > 0 ? eval_steps : save_steps; }
+  // HF's IntervalStrategy: whether step gs (an epoch has per_epoch steps; `last`: the run's last
+  // step, which evaluates and saves unless the strategy is "no") evaluates / saves a checkpoint.
+  bool evaluates_at(std::int64_t gs, std::int64_t per_epoch, bool last) const {
+    return interval_due(eval_strategy, gs, per_epoch, eval_interval(), last);
+  }
+  bool saves_at(std::int64_t gs, std::int64_t per_epoch, bool last) const {
+    return interval_due(save_strategy, gs, per_epoch, save_steps, last);
+  }
+  static bool interval_due(const std::string& strategy, std::int64_t gs, std::int64_t per_epoch, std::int64_t every,
+                           bool last) {
+    if (strategy == "no") return false;
+    return last || gs % (strategy == "epoch" ? per_epoch : every) == 0;
+  }
+
   // "loss" -> "eval_loss": HF's rule for metric_for_best_model.
   static std::string eval_metric_name(const std::string& m) { return m.rfind("eval_", 0) == 0 ? m : "eval_" + m; }
   std::string best_metric_name() const {
