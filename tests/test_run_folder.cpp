@@ -29,7 +29,8 @@ void write(const fs::path& p, const std::string& text) {
 }
 
 void fake_checkpoint(const fs::path& dir, const std::string& run_id) {
-  write(dir / "trainer_state.json", nlohmann::json{{"run_id", run_id}}.dump());
+  write(dir / "trainer_state.json", nlohmann::json{{"global_step", 1}}.dump());
+  write(dir / "peft_state.json", nlohmann::json{{"run_id", run_id}}.dump());
 }
 
 }  // namespace
@@ -112,28 +113,67 @@ TEST_CASE("result settings: every difference is named - the dataset fingerprint 
   CHECK(settings_differences(result_settings(t, {a}, &lora, 1), result_settings(half, {a}, &lora, 2)).empty());
 }
 
-TEST_CASE("trainer_state.json: a damaged field is refused with the file and the field", "[run_folder]") {
+TEST_CASE("peft_state.json: a damaged field is refused with the file and the field", "[run_folder]") {
   const fs::path d = fresh_dir("state");
   TrainerState s;
   std::ostringstream rng;
   rng << std::mt19937_64(7);
   s.dropout_rng = rng.str();
-  nlohmann::json j = trainer_state_json(s, 0, nlohmann::json::object(), TrainerStateCounts{.max_steps = 10});
-  write(d / "trainer_state.json", j.dump());
-  CHECK(read_trainer_state(d / "trainer_state.json").dropout_rng == s.dropout_rng);
+  s.run_id = "r1";
+  write(d / "trainer_state.json", trainer_state_json(s, 0, TrainerStateCounts{.max_steps = 10}).dump());
+  nlohmann::json j = peft_state_json(s, nlohmann::json::object());
+  write(d / "peft_state.json", j.dump());
+  CHECK(read_trainer_state(d).dropout_rng == s.dropout_rng);
+  CHECK(checkpoint_run_id(d) == "r1");
   j["resume"]["dropout_rng"] = s.dropout_rng.substr(0, s.dropout_rng.size() / 2);
-  write(d / "trainer_state.json", j.dump());
-  CHECK_THROWS_WITH(read_trainer_state(d / "trainer_state.json"),
-                    Catch::Contains("trainer_state.json: field 'resume.dropout_rng' is not a random generator state"));
+  write(d / "peft_state.json", j.dump());
+  CHECK_THROWS_WITH(read_trainer_state(d),
+                    Catch::Contains("peft_state.json: field 'resume.dropout_rng' is not a random generator state"));
   j["resume"]["dropout_rng"] = s.dropout_rng + " 17";
-  write(d / "trainer_state.json", j.dump());
-  CHECK_THROWS_WITH(read_trainer_state(d / "trainer_state.json"), Catch::Contains("'resume.dropout_rng'"));
+  write(d / "peft_state.json", j.dump());
+  CHECK_THROWS_WITH(read_trainer_state(d), Catch::Contains("'resume.dropout_rng'"));
   j["resume"]["dropout_rng"] = s.dropout_rng;
   j["resume"]["interval_loss"] = "high";
-  write(d / "trainer_state.json", j.dump());
-  CHECK_THROWS_WITH(read_trainer_state(d / "trainer_state.json"), Catch::Contains("field 'resume.interval_loss'"));
+  write(d / "peft_state.json", j.dump());
+  CHECK_THROWS_WITH(read_trainer_state(d), Catch::Contains("peft_state.json: field 'resume.interval_loss'"));
   j["resume"].erase("interval_loss");
+  write(d / "peft_state.json", j.dump());
+  CHECK_THROWS_WITH(read_trainer_state(d), Catch::Contains("field 'resume.interval_loss' is missing"));
+  nlohmann::json hf = trainer_state_json(s, 0, TrainerStateCounts{});
+  hf.erase("log_history");
+  write(d / "trainer_state.json", hf.dump());
+  CHECK_THROWS_WITH(read_trainer_state(d), Catch::Contains("trainer_state.json: field 'log_history' is missing"));
+  fs::remove(d / "peft_state.json");
+  CHECK_THROWS_WITH(read_trainer_state(d), Catch::Contains("trainer_state.json: no peft_state.json beside it"));
+  CHECK(checkpoint_run_id(d).empty());
+  fs::remove_all(d);
+}
+
+TEST_CASE("a checkpoint of peft before peft_state.json (all of it in trainer_state.json) still resumes",
+          "[run_folder]") {
+  const fs::path d = fresh_dir("state_before_split");
+  TrainerState s;
+  std::ostringstream rng;
+  rng << std::mt19937_64(11);
+  s.dropout_rng = rng.str();
+  s.run_id = "old-run";
+  s.res.global_step = 2;
+  s.res.step_losses = {2.5, 2.25};
+  s.res.step_grad_norms = {1.0, 0.5};
+  s.res.step_lrs = {1e-4, 5e-5};
+  s.interval_loss = 2.25;
+  s.interval_steps = 1;
+  nlohmann::json j = trainer_state_json(s, 0.5, TrainerStateCounts{.max_steps = 4});
+  j.update(peft_state_json(s, nlohmann::json::object()));  // the one file of those versions
   write(d / "trainer_state.json", j.dump());
-  CHECK_THROWS_WITH(read_trainer_state(d / "trainer_state.json"), Catch::Contains("field 'resume.interval_loss' is missing"));
+  const TrainerState back = read_trainer_state(d);
+  CHECK(back.run_id == "old-run");
+  CHECK(back.res.global_step == 2);
+  CHECK(back.res.step_losses == s.res.step_losses);
+  CHECK(back.interval_loss == 2.25);
+  CHECK(checkpoint_run_id(d) == "old-run");
+  j["resume"]["interval_steps"] = -1;
+  write(d / "trainer_state.json", j.dump());
+  CHECK_THROWS_WITH(read_trainer_state(d), Catch::Contains("trainer_state.json: negative step counts"));
   fs::remove_all(d);
 }

@@ -12,7 +12,7 @@
 #   resume_*       --output_dir honoured on resume; a checkpoint copied into a user's folder starts
 #                  a new run folder; settings compared with the checkpoint's before anything is
 #                  written; --adapters without --model trains the recorded base; damaged
-#                  trainer_state.json refused; staging left by killed saves cleaned
+#                  or missing peft_state.json refused; staging left by killed saves cleaned
 #   signal_*       SIGINT / SIGTERM: the step ends, a checkpoint is saved, exit 130 / 143
 #   log_disk_full  a failed logging.jsonl write is an error
 #   sweep_*        lr_epoch_sweep refuses a folder whose cells had other settings
@@ -235,8 +235,8 @@ elseif(CASE STREQUAL "output_rotation_only_own_run")
   expect_missing(shared/checkpoint-3)
   expect_unchanged("${a_ckpt2}" shared/checkpoint-2)
   expect_unchanged("${a_ckpt4}" shared/checkpoint-4)
-  json_get(id_a shared/checkpoint-4/trainer_state.json run_id)
-  json_get(id_b shared/checkpoint-6/trainer_state.json run_id)
+  json_get(id_a shared/checkpoint-4/peft_state.json run_id)
+  json_get(id_b shared/checkpoint-6/peft_state.json run_id)
   if(id_a STREQUAL "" OR id_a STREQUAL id_b)
     message(FATAL_ERROR "the two runs should record different run ids: '${id_a}' '${id_b}'")
   endif()
@@ -380,15 +380,19 @@ elseif(CASE STREQUAL "resume_settings_mismatch")
 
 elseif(CASE STREQUAL "resume_damaged_state")
   run(OK ${FT} ${ft_base} --max_steps 4 --save_steps 2 --output_dir A)
-  file(READ ${WORK_DIR}/A/checkpoint-2/trainer_state.json state)
+  file(READ ${WORK_DIR}/A/checkpoint-2/peft_state.json state)
   string(JSON state SET "${state}" resume dropout_rng "\"12345 678 damaged\"")
-  file(WRITE ${WORK_DIR}/A/checkpoint-2/trainer_state.json "${state}")
+  file(WRITE ${WORK_DIR}/A/checkpoint-2/peft_state.json "${state}")
   run(FAIL ${FT} ${ft_base} --max_steps 4 --save_steps 2 --resume_from_checkpoint A/checkpoint-2)
-  expect_output("A/checkpoint-2/trainer_state.json: field 'resume.dropout_rng' is not a random generator state")
+  expect_output("A/checkpoint-2/peft_state.json: field 'resume.dropout_rng' is not a random generator state")
   string(JSON state SET "${state}" resume interval_steps "\"three\"")
-  file(WRITE ${WORK_DIR}/A/checkpoint-2/trainer_state.json "${state}")
+  file(WRITE ${WORK_DIR}/A/checkpoint-2/peft_state.json "${state}")
   run(FAIL ${FT} ${ft_base} --max_steps 4 --save_steps 2 --resume_from_checkpoint A/checkpoint-2)
-  expect_output("A/checkpoint-2/trainer_state.json: field 'resume.interval_steps'")
+  expect_output("A/checkpoint-2/peft_state.json: field 'resume.interval_steps'")
+  # Without peft_state.json the checkpoint cannot resume exactly, and says so.
+  file(REMOVE ${WORK_DIR}/A/checkpoint-2/peft_state.json)
+  run(FAIL ${FT} ${ft_base} --max_steps 4 --save_steps 2 --resume_from_checkpoint A/checkpoint-2)
+  expect_output("A/checkpoint-2/trainer_state.json: no peft_state.json beside it")
 
 elseif(CASE STREQUAL "resume_cleans_staging")
   run(OK ${FT} ${ft_base} --max_steps 6 --save_steps 2 --output_dir A)

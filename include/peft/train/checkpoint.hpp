@@ -1,6 +1,6 @@
 // Checkpoints: output_dir/checkpoint-<step>/ holds what the model trained (a PEFT adapter for
 // any layout with LoRA, its fully trained modules inside it as modules_to_save; HF weights for
-// layouts without LoRA), the optimizer moments and trainer_state.json. Each is
+// layouts without LoRA), the optimizer moments, trainer_state.json and peft_state.json. Each is
 // published atomically (written to a staging folder, fsynced, renamed), so a crash mid-save
 // leaves the previous checkpoint whole. Rotation keeps the newest `save_total_limit` of the
 // current run's checkpoints and never touches another run's (nor one whose run it cannot tell).
@@ -22,6 +22,7 @@
 #include "peft/io/peft_adapter.hpp"
 #include "peft/io/safetensors.hpp"
 #include "peft/io/trained_tensors.hpp"
+#include "peft/train/trainer_state.hpp"
 
 namespace peft {
 
@@ -74,11 +75,11 @@ inline std::int64_t checkpoint_step(const std::filesystem::path& checkpoint) {
   return std::stoll(checkpoint.filename().string().substr(std::string("checkpoint-").size()));
 }
 
-// The run id a checkpoint's trainer_state.json records ("" if none or unreadable).
+// The run id a checkpoint records (peft_state.json, or trainer_state.json before the split;
+// "" if none or unreadable).
 inline std::string checkpoint_run_id(const std::filesystem::path& checkpoint) {
-  const auto file = checkpoint / "trainer_state.json";
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(file, ec)) return "";
+  const auto file = peft_state_file(checkpoint);
+  if (file.empty()) return "";
   try {
     const nlohmann::json j = read_json_file(file);
     if (j.is_object() && j.contains("run_id") && j["run_id"].is_string()) return j["run_id"].get<std::string>();

@@ -7,7 +7,7 @@
 //                                               without a validation set (the hook measures)
 //   void on_evaluate(nlohmann::json& entry)     after an evaluation; adds its metrics as eval_<name>
 //   bool should_stop() const                    checked after each evaluation (early stopping)
-//   nlohmann::json state() const                saved in checkpoints (trainer_state.json) ...
+//   nlohmann::json state() const                saved in checkpoints (peft_state.json) ...
 //   void load_state(const nlohmann::json&)      ... and handed back on resume
 //   void on_train_end(const TrainResult&)
 // Hooks hold their own state (and references to what they observe); the trainer owns copies.

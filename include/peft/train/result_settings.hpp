@@ -1,4 +1,4 @@
-// The settings that decide what a run computes, recorded in every checkpoint (trainer_state.json
+// The settings that decide what a run computes, recorded in every checkpoint (peft_state.json
 // "result_settings") and in every sweep cell. A resume with different ones would continue
 // another experiment from this one's weights and report it as one run, and a sweep cell trained
 // with other settings would be reported as this grid's; both are refused, naming each

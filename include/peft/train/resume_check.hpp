@@ -61,8 +61,8 @@ inline TrainerState check_resume(const TrainingArguments& a, const nlohmann::jso
                                  bool say = true) {
   const auto& dir = a.resume_from_checkpoint;
   require(std::filesystem::is_directory(dir), "--resume_from_checkpoint {}: not a directory", dir.string());
-  const auto file = (dir / "trainer_state.json").string();
-  TrainerState st = read_trainer_state(file);
+  TrainerState st = read_trainer_state(dir);
+  const auto file = peft_state_file(dir).string();
   if (st.result_settings.is_null()) {
     if (say) fmt::print(stderr, "[resume] {} records no settings (an older peft): cannot check that they match\n", file);
   } else {

@@ -8,7 +8,7 @@
 //     lock is held belongs to a killed save and is removed; a `checkpoint-N.old-*` (a save killed
 //     between moving the previous checkpoint aside and publishing the new one) is put back when
 //     its checkpoint is missing, else removed.
-//   - a run has an identity (run id, recorded in each checkpoint's trainer_state.json), and
+//   - a run has an identity (run id, recorded in each checkpoint's peft_state.json), and
 //     checkpoint rotation deletes only checkpoints carrying it (train/checkpoint.hpp).
 #pragma once
 #include <fcntl.h>

@@ -548,8 +548,8 @@ class Trainer {
       if (!args_.save_only_model)
         save_optimizer_state(staging / "optimizer.safetensors", opt_, params, Model::Precision::storage != DType::F32);
       for (const auto& [name, text] : checkpoint_files_) write_text_atomic(staging / name, text);
-      write_text_atomic(staging / "trainer_state.json",
-                        trainer_state_json(st_, epoch, args_.to_json(), state_counts(run, gs)).dump(1) + "\n");
+      write_text_atomic(staging / kTrainerStateFile, trainer_state_json(st_, epoch, state_counts(run, gs)).dump(1) + "\n");
+      write_text_atomic(staging / kPeftStateFile, peft_state_json(st_, args_.to_json()).dump(1) + "\n");
     });
     warn_if_servers_refuse(dir);
     std::vector<std::filesystem::path> keep = {dir};

@@ -1,12 +1,15 @@
-// What a run knows besides its weights and optimizer moments, and how trainer_state.json holds it.
-// The file is HF's trainer_state.json (every field of HF's TrainerState: global_step, epoch,
-// log_history, best_metric, best_model_checkpoint, total_flos, ...) plus a "resume" object with everything else an exact resume needs:
-// the dropout generator's state, the partial logging interval (so the next logged loss averages
-// the same steps), the non-finite-step counters, the last evaluation and the hooks' own state.
+// What a run knows besides its weights and optimizer moments, and the two files that hold it.
+// trainer_state.json is HF's, field for field (every field of HF's TrainerState and no other:
+// global_step, epoch, log_history, best_metric, best_model_checkpoint, total_flos, ...), so HF's
+// TrainerState.load_from_json, which passes each key to the dataclass, reads it. peft_state.json
+// beside it holds what an exact resume needs besides: the per-step losses, gradient norms and
+// learning rates, the dropout generator's state, the partial logging interval (so the next logged
+// loss averages the same steps), the non-finite-step counters, the last evaluation and the hooks'
+// own state; the run's id (checkpoint rotation deletes only its own run's checkpoints) and the
+// settings that change the result (a resume with other settings would not be the same run).
+// Checkpoints of peft before the split hold all of it in trainer_state.json; they still resume.
 // Doubles go through nlohmann's shortest round-trip formatting, so they come back bit for bit;
 // NaN/Inf (a skipped step's loss) are written as null and read back as NaN.
-// Beside them: the run's id (checkpoint rotation deletes only its own run's checkpoints) and the
-// settings that change the result (a resume with other settings would not be the same run).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -89,8 +92,11 @@ inline nlohmann::json checkpoint_step_or_null(const std::filesystem::path& dir) 
 }
 }  // namespace detail
 
-inline nlohmann::json trainer_state_json(const TrainerState& s, double epoch, const nlohmann::json& args,
-                                         const TrainerStateCounts& c) {
+inline constexpr const char* kTrainerStateFile = "trainer_state.json";
+inline constexpr const char* kPeftStateFile = "peft_state.json";
+
+// trainer_state.json: HF's TrainerState.
+inline nlohmann::json trainer_state_json(const TrainerState& s, double epoch, const TrainerStateCounts& c) {
   const TrainResult& r = s.res;
   const nlohmann::json control = {{"should_epoch_stop", false}, {"should_evaluate", false}, {"should_log", false},
                                   {"should_save", true}, {"should_training_stop", c.training_stops}};
@@ -114,13 +120,18 @@ inline nlohmann::json trainer_state_json(const TrainerState& s, double epoch, co
           {"trial_name", nullptr},
           {"trial_params", nullptr},
           {"stateful_callbacks", {{"TrainerControl", {{"args", control}, {"attributes", nlohmann::json::object()}}}}},
-          {"log_history", s.log_history},
+          {"log_history", s.log_history}};
+}
+
+// peft_state.json: the rest of an exact resume (`args`: the trainer's TrainingArguments, for the reader).
+inline nlohmann::json peft_state_json(const TrainerState& s, const nlohmann::json& args) {
+  const TrainResult& r = s.res;
+  return {{"run_id", s.run_id},
+          {"result_settings", s.result_settings},
+          {"args", args},
           {"train_loss_per_step", detail::doubles_json(r.step_losses)},
           {"grad_norm_per_step", detail::doubles_json(r.step_grad_norms)},
           {"learning_rate_per_step", detail::doubles_json(r.step_lrs)},
-          {"args", args},
-          {"run_id", s.run_id},
-          {"result_settings", s.result_settings},
           {"resume",
            {{"dropout_rng", s.dropout_rng},
             {"interval_loss", s.interval_loss},
@@ -134,59 +145,84 @@ inline nlohmann::json trainer_state_json(const TrainerState& s, double epoch, co
             {"hooks", s.hooks}}}};
 }
 
-// Reads what trainer_state_json wrote; errors name the file and the field.
-inline TrainerState read_trainer_state(const std::filesystem::path& file) {
-  const nlohmann::json j = read_json_file(file);
-  require(j.is_object() && j.contains("resume") && j["resume"].is_object(),
-          "{}: no \"resume\" section (written by another program or an older peft): cannot resume exactly",
-          file.string());
-  const auto& z = j["resume"];
-  auto field = [&](const nlohmann::json& o, const char* key, const char* shown) -> const nlohmann::json& {
-    require(o.contains(key), "{}: field '{}' is missing", file.string(), shown);
+// The file of a checkpoint folder that holds peft's part: peft_state.json, or trainer_state.json
+// in a checkpoint from before the split (it has "resume"); empty if neither.
+inline std::filesystem::path peft_state_file(const std::filesystem::path& checkpoint) {
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(checkpoint / kPeftStateFile, ec)) return checkpoint / kPeftStateFile;
+  const auto hf = checkpoint / kTrainerStateFile;
+  if (!std::filesystem::is_regular_file(hf, ec)) return {};
+  try {
+    const nlohmann::json j = read_json_file(hf);
+    if (j.is_object() && j.contains("resume")) return hf;
+  } catch (const Error&) {
+  }
+  return {};
+}
+
+// Reads what trainer_state_json and peft_state_json wrote into `checkpoint`; errors name the file
+// and the field.
+inline TrainerState read_trainer_state(const std::filesystem::path& checkpoint) {
+  const std::string hf_file = (checkpoint / kTrainerStateFile).string();
+  const nlohmann::json j = read_json_file(hf_file);
+  require(j.is_object(), "{}: not a JSON object", hf_file);
+  const std::filesystem::path own_path = peft_state_file(checkpoint);
+  require(!own_path.empty(), "{}: no {} beside it (written by another program or an older peft): cannot resume exactly",
+          hf_file, kPeftStateFile);
+  const std::string own_file = own_path.string();
+  const nlohmann::json own = own_path.filename() == kPeftStateFile ? read_json_file(own_path) : j;
+  require(own.is_object() && own.contains("resume") && own["resume"].is_object(),
+          "{}: no \"resume\" section: cannot resume exactly", own_file);
+  const auto& z = own["resume"];
+  // Field `key` of `o` (in `file`, shown with `section` before its name).
+  auto field = [&](const nlohmann::json& o, const char* key, const std::string& file,
+                   const char* section = "") -> const nlohmann::json& {
+    require(o.contains(key), "{}: field '{}{}' is missing", file, section, key);
     return o[key];
   };
-  auto get = [&]<class T>(const nlohmann::json& o, const char* key, const char* shown, T& out) {
+  auto get = [&]<class T>(const nlohmann::json& o, const char* key, const std::string& file, T& out,
+                          const char* section = "") {
     try {
-      out = field(o, key, shown).template get<T>();
+      out = field(o, key, file, section).template get<T>();
     } catch (const nlohmann::json::exception& e) {
-      fail("{}: field '{}': {}", file.string(), shown, detail::strip_json_exception_prefix(e.what()));
+      fail("{}: field '{}{}': {}", file, section, key, detail::strip_json_exception_prefix(e.what()));
     }
   };
+  auto get_resume = [&]<class T>(const char* key, T& out) { get(z, key, own_file, out, "resume."); };
   auto doubles = [&](const char* key) {
     try {
-      return detail::json_doubles(field(j, key, key));
+      return detail::json_doubles(field(own, key, own_file));
     } catch (const nlohmann::json::exception& e) {
-      fail("{}: field '{}': {}", file.string(), key, detail::strip_json_exception_prefix(e.what()));
+      fail("{}: field '{}': {}", own_file, key, detail::strip_json_exception_prefix(e.what()));
     }
   };
   TrainerState s;
-  get(j, "global_step", "global_step", s.res.global_step);
-  get(j, "num_input_tokens_seen", "num_input_tokens_seen", s.res.tokens);
+  get(j, "global_step", hf_file, s.res.global_step);
+  get(j, "num_input_tokens_seen", hf_file, s.res.tokens);
   s.res.step_losses = doubles("train_loss_per_step");
   s.res.step_grad_norms = doubles("grad_norm_per_step");
   s.res.step_lrs = doubles("learning_rate_per_step");
-  if (!field(j, "best_metric", "best_metric").is_null()) get(j, "best_metric", "best_metric", s.res.best_metric);
-  if (!field(j, "best_model_checkpoint", "best_model_checkpoint").is_null()) {
+  if (!field(j, "best_metric", hf_file).is_null()) get(j, "best_metric", hf_file, s.res.best_metric);
+  if (!field(j, "best_model_checkpoint", hf_file).is_null()) {
     std::string best;
-    get(j, "best_model_checkpoint", "best_model_checkpoint", best);
+    get(j, "best_model_checkpoint", hf_file, best);
     s.res.best_model_checkpoint = best;
   }
-  s.log_history = field(j, "log_history", "log_history");
-  require(s.log_history.is_array(), "{}: field 'log_history' is not an array", file.string());
-  get(z, "dropout_rng", "resume.dropout_rng", s.dropout_rng);
-  get(z, "interval_loss", "resume.interval_loss", s.interval_loss);
-  get(z, "interval_steps", "resume.interval_steps", s.interval_steps);
-  get(z, "interval_tokens", "resume.interval_tokens", s.interval_tokens);
+  s.log_history = field(j, "log_history", hf_file);
+  require(s.log_history.is_array(), "{}: field 'log_history' is not an array", hf_file);
+  get_resume("dropout_rng", s.dropout_rng);
+  get_resume("interval_loss", s.interval_loss);
+  get_resume("interval_steps", s.interval_steps);
+  get_resume("interval_tokens", s.interval_tokens);
   // absent in checkpoints from before token_acc
-  if (z.contains("interval_correct")) get(z, "interval_correct", "resume.interval_correct", s.interval_correct);
-  if (z.contains("interval_label_tokens"))
-    get(z, "interval_label_tokens", "resume.interval_label_tokens", s.interval_label_tokens);
-  get(z, "skipped_steps", "resume.skipped_steps", s.res.skipped_steps);
-  get(z, "nonfinite_in_a_row", "resume.nonfinite_in_a_row", s.nonfinite_in_a_row);
-  s.last_eval = field(z, "last_eval", "resume.last_eval");
-  s.hooks = field(z, "hooks", "resume.hooks");
-  if (j.contains("run_id") && j["run_id"].is_string()) s.run_id = j["run_id"].get<std::string>();
-  if (j.contains("result_settings")) s.result_settings = j["result_settings"];
+  if (z.contains("interval_correct")) get_resume("interval_correct", s.interval_correct);
+  if (z.contains("interval_label_tokens")) get_resume("interval_label_tokens", s.interval_label_tokens);
+  get_resume("skipped_steps", s.res.skipped_steps);
+  get_resume("nonfinite_in_a_row", s.nonfinite_in_a_row);
+  get_resume("last_eval", s.last_eval);
+  get_resume("hooks", s.hooks);
+  if (own.contains("run_id") && own["run_id"].is_string()) s.run_id = own["run_id"].get<std::string>();
+  if (own.contains("result_settings")) s.result_settings = own["result_settings"];
   // The generator's state is mt19937_64's text form: 312 words. A damaged one would be read
   // without complaint into some other state, and the resume would silently stop being exact.
   {
@@ -195,12 +231,12 @@ inline TrainerState read_trainer_state(const std::filesystem::path& file) {
     in >> probe;
     std::string rest;
     require(!in.fail() && !(in >> rest), "{}: field 'resume.dropout_rng' is not a random generator state (damaged "
-            "file?): cannot resume exactly", file.string());
+            "file?): cannot resume exactly", own_file);
   }
   require(s.res.global_step >= 0 && s.interval_steps >= 0 && s.res.skipped_steps >= 0,
-          "{}: negative step counts (damaged file?)", file.string());
+          "{}: negative step counts (damaged file?)", own_file);
   require(static_cast<std::int64_t>(s.res.step_losses.size()) == s.res.global_step,
-          "{}: global_step {} but {} step losses", file.string(), s.res.global_step, s.res.step_losses.size());
+          "{}: global_step {} but {} step losses", own_file, s.res.global_step, s.res.step_losses.size());
   return s;
 }
 
