@@ -12,7 +12,7 @@
 #   resume_*       --output_dir honoured on resume; a checkpoint copied into a user's folder starts
 #                  a new run folder; settings compared with the checkpoint's before anything is
 #                  written; --adapters without --model trains the recorded base; damaged
-#                  or missing peft_state.json refused; staging left by killed saves cleaned
+#                  or missing peft_state.json refused, a checkpoint from before it resumes; staging left by killed saves cleaned
 #   signal_*       SIGINT / SIGTERM: the step ends, a checkpoint is saved, exit 130 / 143
 #   log_disk_full  a failed logging.jsonl write is an error
 #   sweep_*        lr_epoch_sweep refuses a folder whose cells had other settings
@@ -23,7 +23,7 @@ if(NOT CMAKE_SCRIPT_MODE_FILE)
           output_overwrite_keeps_foreign_checkpoints output_save_total_limit_zero output_full_checkpoint_is_a_model
           output_run_lock output_failed_run_leaves_no_folder resume_into_new_folder resume_checkpoint_in_user_folder
           resume_refused_writes_nothing resume_adapters_recorded_base resume_settings_mismatch resume_damaged_state
-          resume_cleans_staging signal_sigint_saves signal_sigterm_saves log_disk_full sweep_other_settings)
+          resume_before_state_split resume_cleans_staging signal_sigint_saves signal_sigterm_saves log_disk_full sweep_other_settings)
     add_test(NAME cli_data_safety_${case}
       COMMAND ${CMAKE_COMMAND} -DCASE=${case} -DFT=$<TARGET_FILE:identity_finetune> -DMERGE=$<TARGET_FILE:merge_lora>
               -DEXPORT=$<TARGET_FILE:export>
@@ -393,6 +393,33 @@ elseif(CASE STREQUAL "resume_damaged_state")
   file(REMOVE ${WORK_DIR}/A/checkpoint-2/peft_state.json)
   run(FAIL ${FT} ${ft_base} --max_steps 4 --save_steps 2 --resume_from_checkpoint A/checkpoint-2)
   expect_output("A/checkpoint-2/trainer_state.json: no peft_state.json beside it")
+
+elseif(CASE STREQUAL "resume_before_state_split")
+  # A checkpoint of peft before peft_state.json held all of it in trainer_state.json: it resumes, and
+  # the resumed run's step-4 adapter is the uninterrupted run's, bit for bit.
+  run(OK ${FT} ${ft_base} --max_steps 4 --save_steps 2 --output_dir A)
+  file(SHA256 ${WORK_DIR}/A/checkpoint-4/adapter_model.safetensors straight)
+  file(READ ${WORK_DIR}/A/checkpoint-2/trainer_state.json old)
+  file(READ ${WORK_DIR}/A/checkpoint-2/peft_state.json own)
+  string(JSON n LENGTH "${own}")
+  math(EXPR last "${n} - 1")
+  foreach(i RANGE ${last})
+    string(JSON key MEMBER "${own}" ${i})
+    string(JSON type TYPE "${own}" ${key})
+    string(JSON value GET "${own}" ${key})
+    if(type STREQUAL "STRING")
+      set(value "\"${value}\"")
+    endif()
+    string(JSON old SET "${old}" ${key} "${value}")
+  endforeach()
+  file(WRITE ${WORK_DIR}/A/checkpoint-2/trainer_state.json "${old}")
+  file(REMOVE ${WORK_DIR}/A/checkpoint-2/peft_state.json)
+  run(OK ${FT} ${ft_base} --max_steps 4 --save_steps 2 --resume_from_checkpoint A/checkpoint-2)
+  file(SHA256 ${WORK_DIR}/A/checkpoint-4/adapter_model.safetensors resumed)
+  if(NOT resumed STREQUAL straight)
+    message(FATAL_ERROR "the resumed run's checkpoint-4 adapter differs from the uninterrupted run's")
+  endif()
+  expect_exists(A/checkpoint-4/peft_state.json)
 
 elseif(CASE STREQUAL "resume_cleans_staging")
   run(OK ${FT} ${ft_base} --max_steps 6 --save_steps 2 --output_dir A)

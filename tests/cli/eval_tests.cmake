@@ -9,7 +9,8 @@ peft_cli_test(eval_hooks_embedded_default
   ARGS --add_version false --output_dir out --max_steps 6 --eval_steps 3 --save_steps 3 --logging_steps 1
        --metric_for_best_model identity_accuracy --load_best_model_at_end true
   REGEX "eval_general_retention.*eval_identity_accuracy.*eval_repetition.*best checkpoint: out/checkpoint-3"
-  FILES out/loss.svg out/checkpoint-6/trainer_state.json out/checkpoint-3/adapter_model.safetensors)
+  FILES out/loss.svg out/checkpoint-6/trainer_state.json out/checkpoint-6/peft_state.json
+        out/checkpoint-3/adapter_model.safetensors)
 peft_cli_test(early_stopping
   ARGS ${tiny} --split_dataset_ratio 0.25 --learning_rate 5e-2 --lr_scheduler_type constant --num_train_epochs 20
        --eval_steps 2 --save_steps 2 --save_total_limit 1 --early_stop_patience 2 --load_best_model_at_end true

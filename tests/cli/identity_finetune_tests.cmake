@@ -12,7 +12,8 @@ peft_cli_test(tiny_lora_run
        --output_dir out --dataloader_num_workers 2
   REGEX "accepted but not used by this program: --dataloader_num_workers"
   FILES out/args.json out/logging.jsonl out/checkpoint-32/adapter_model.safetensors
-        out/checkpoint-32/adapter_config.json out/checkpoint-32/optimizer.safetensors out/checkpoint-30/trainer_state.json)
+        out/checkpoint-32/adapter_config.json out/checkpoint-32/optimizer.safetensors out/checkpoint-30/trainer_state.json
+        out/checkpoint-30/peft_state.json)
 peft_cli_test(tiny_full_run
   ARGS ${PEFT_FT_BASE} --train_type full --torch_dtype float32 --max_steps 3 --output_dir out
   FILES out/checkpoint-3/model.safetensors out/checkpoint-3/config.json)

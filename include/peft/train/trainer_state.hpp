@@ -166,11 +166,13 @@ inline TrainerState read_trainer_state(const std::filesystem::path& checkpoint) 
   const std::string hf_file = (checkpoint / kTrainerStateFile).string();
   const nlohmann::json j = read_json_file(hf_file);
   require(j.is_object(), "{}: not a JSON object", hf_file);
-  const std::filesystem::path own_path = peft_state_file(checkpoint);
-  require(!own_path.empty(), "{}: no {} beside it (written by another program or an older peft): cannot resume exactly",
-          hf_file, kPeftStateFile);
-  const std::string own_file = own_path.string();
-  const nlohmann::json own = own_path.filename() == kPeftStateFile ? read_json_file(own_path) : j;
+  // peft's part: peft_state.json, or this file in a checkpoint from before the split.
+  const bool split = std::filesystem::is_regular_file(checkpoint / kPeftStateFile);
+  require(split || j.contains("resume"),
+          "{}: no {} beside it (written by another program or an older peft): cannot resume exactly", hf_file,
+          kPeftStateFile);
+  const std::string own_file = split ? (checkpoint / kPeftStateFile).string() : hf_file;
+  const nlohmann::json own = split ? read_json_file(own_file) : j;
   require(own.is_object() && own.contains("resume") && own["resume"].is_object(),
           "{}: no \"resume\" section: cannot resume exactly", own_file);
   const auto& z = own["resume"];
@@ -233,10 +235,11 @@ inline TrainerState read_trainer_state(const std::filesystem::path& checkpoint) 
     require(!in.fail() && !(in >> rest), "{}: field 'resume.dropout_rng' is not a random generator state (damaged "
             "file?): cannot resume exactly", own_file);
   }
-  require(s.res.global_step >= 0 && s.interval_steps >= 0 && s.res.skipped_steps >= 0,
-          "{}: negative step counts (damaged file?)", own_file);
+  require(s.res.global_step >= 0, "{}: negative global_step (damaged file?)", hf_file);
+  require(s.interval_steps >= 0 && s.res.skipped_steps >= 0, "{}: negative step counts (damaged file?)", own_file);
   require(static_cast<std::int64_t>(s.res.step_losses.size()) == s.res.global_step,
-          "{}: global_step {} but {} step losses", own_file, s.res.global_step, s.res.step_losses.size());
+          "{}: global_step {} but {} holds {} step losses (files of two checkpoints?)", hf_file, s.res.global_step,
+          own_file, s.res.step_losses.size());
   return s;
 }
 
