@@ -7,6 +7,7 @@
 // default (-1) must not pack at all: bit-identical to 0.
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <limits>
 
 #include "peft/qwen.hpp"
 #include "support/fixture.hpp"
@@ -58,4 +59,22 @@ TEST_CASE("accumulation packing: a negative budget other than -1 is refused", "[
   TrainingArguments a;
   a.accumulation_pack_tokens = -2;
   REQUIRE_THROWS_WITH(a.validate(), Catch::Contains("--accumulation_pack_tokens"));
+}
+
+// What a model that sizes its buffers per call (the CUDA model's max_tokens) is built for: a step's
+// micro-batches fit one call up to batch x max_length tokens, the size the activation policy was
+// chosen for; never less than one micro-batch of the longest samples.
+TEST_CASE("accumulation packing: the call size a GPU model is built for", "[train][packing]") {
+  // The recipe: 16 identity rows of at most 80 tokens, batch 1, GA 16, --max_length 2048.
+  CHECK(packed_call_tokens(2048, 80, 1, 16, -1) == 16 * 80);
+  CHECK(packed_call_tokens(2048, 80, 1, 16, 0) == 80);      // packing off: one micro-batch a call
+  CHECK(packed_call_tokens(2048, 80, 1, 16, 512) == 512);   // the user's budget
+  CHECK(packed_call_tokens(2048, 80, 1, 16, 40) == 80);     // never below one micro-batch
+  CHECK(packed_call_tokens(2048, 80, 1, 1, -1) == 80);      // nothing to pack
+  CHECK(packed_call_tokens(2048, 1500, 1, 16, -1) == 2048); // long samples: at most max_length a sample
+  CHECK(packed_call_tokens(2048, 80, 4, 16, -1) == 4 * 80 * 16);
+  CHECK(packed_call_tokens(512, 80, 4, 16, -1) == 4 * 512);
+  CHECK(packed_call_tokens(2048, 4000, 2, 16, -1) == 2 * 2048);  // samples past max_length are cut or dropped
+  const std::int64_t unknown = std::numeric_limits<std::int64_t>::max();  // the memory plan's worst case
+  CHECK(packed_call_tokens(2048, unknown, 1, 16, -1) == 2048);
 }

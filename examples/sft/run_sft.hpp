@@ -119,14 +119,16 @@ struct SftSetup {
 };
 
 // A backend with run-time construction options (the CUDA model: `Model::Options` =
-// CudaModelOptions) sizes its buffers for the largest packed micro-batch the run feeds it:
-// batch x the longest sample the data has (--max_length defaults to the model's whole context,
-// far more than a run's samples need).
+// CudaModelOptions) sizes its buffers for the largest call the run feeds it: a micro-batch of
+// the longest samples the data has (--max_length defaults to the model's whole context, far more
+// than a run's samples need), or a step's micro-batches packed into one (packed_call_tokens).
 template <class Model>
 auto model_options(const SftArgs& a, std::int64_t longest_sample = std::numeric_limits<std::int64_t>::max()) {
   typename Model::Options o;
   const auto batch = std::max<std::int64_t>({a.train.per_device_train_batch_size, a.train.per_device_eval_batch_size, 1});
-  o.max_tokens = static_cast<int>(std::min(a.data.max_length, std::max<std::int64_t>(longest_sample, 1)) * batch);
+  o.max_tokens = static_cast<int>(packed_call_tokens(a.data.max_length, longest_sample, batch,
+                                                     a.train.gradient_accumulation_steps,
+                                                     a.train.accumulation_pack_tokens));
   if constexpr (requires { o.device; }) o.device = a.cuda_device;
   return o;
 }

@@ -242,7 +242,7 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
       ("gradient_accumulation_steps", po::value(&t.gradient_accumulation_steps),
        "micro-batches per step; default: ceil(16 / (batch x world size)), a total batch of 16 (ms-swift)")
       ("accumulation_pack_tokens", po::value(&t.accumulation_pack_tokens)->default_value(-1),
-       "pack a step's micro-batches into calls of at most this many tokens (-1: the GPU packs up to its plan, the CPU does not; 0: off)")
+       "pack a step's micro-batches into calls of at most this many tokens (-1: the GPU packs up to batch x --max_length tokens, the CPU does not; 0: off)")
       ("max_grad_norm", po::value(&t.max_grad_norm)->default_value(1.0), "gradient clipping; 0 disables")
       ("optim", po::value(&t.optim)->default_value("adamw_torch"), "optimizer: adamw_torch | sgd (torch.optim.SGD)")
       ("sgd_momentum", po::value(&t.sgd_momentum)->default_value(0.0), "--optim sgd's momentum (torch's default 0)")

@@ -12,7 +12,8 @@
 #   resume_*       --output_dir honoured on resume; a checkpoint copied into a user's folder starts
 #                  a new run folder; settings compared with the checkpoint's before anything is
 #                  written; --adapters without --model trains the recorded base; damaged
-#                  or missing peft_state.json refused, a checkpoint from before it resumes; staging left by killed saves cleaned
+#                  or missing peft_state.json refused, a checkpoint from before it resumes;
+#                  staging left by killed saves cleaned
 #   signal_*       SIGINT / SIGTERM: the step ends, a checkpoint is saved, exit 130 / 143
 #   log_disk_full  a failed logging.jsonl write is an error
 #   sweep_*        lr_epoch_sweep refuses a folder whose cells had other settings

@@ -7,6 +7,7 @@
 // is normalised by that global count. This rank's micro-batches are packed into as few
 // forward/backward calls as `pack_cap` tokens allow (0: one call each), which changes no update.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <numeric>
 #include <vector>
@@ -57,6 +58,24 @@ inline StepBatches assemble_step_batches(const std::vector<Sample>& data, const 
     out.tokens += static_cast<std::int64_t>(mb_tokens);
   }
   return out;
+}
+
+// The most tokens one forward/backward call of a run holds, for a model that sizes its buffers
+// for it (the CUDA model's max_tokens): a micro-batch of `batch` samples no longer than the
+// longest the data has (capped at max_length), or, with accumulation packing on (pack_tokens -1
+// or > 0), up to gradient_accumulation_steps of them joined into one call, but never more tokens
+// than `batch` samples of max_length take. That last size is the one the GPU's activation policy
+// is chosen for (examples/sft/cuda_activations.cuh), so packing costs no memory the run's
+// settings had not already allowed, and a step of short samples (the recipe's 16 identity rows
+// of ~40 tokens) becomes one call that reads the weights once instead of 16 calls.
+inline std::int64_t packed_call_tokens(std::int64_t max_length, std::int64_t longest_sample, std::int64_t batch,
+                                       std::int64_t gradient_accumulation_steps, std::int64_t pack_tokens) {
+  batch = std::max<std::int64_t>(batch, 1);
+  const std::int64_t call = std::min(max_length, std::max<std::int64_t>(longest_sample, 1)) * batch;
+  if (pack_tokens == 0 || gradient_accumulation_steps <= 1) return call;
+  std::int64_t pack = std::min(call * gradient_accumulation_steps, max_length * batch);
+  if (pack_tokens > 0) pack = std::min(pack, pack_tokens);
+  return std::max(call, pack);
 }
 
 }  // namespace peft
