@@ -28,6 +28,16 @@ void write(const fs::path& p, const std::string& text) {
   std::ofstream(p) << text;
 }
 
+// A run's state at its start: its id and a dropout generator seeded with `seed`.
+TrainerState state_of_run(const std::string& run_id, std::uint64_t seed) {
+  TrainerState s;
+  std::ostringstream rng;
+  rng << std::mt19937_64(seed);
+  s.dropout_rng = rng.str();
+  s.run_id = run_id;
+  return s;
+}
+
 void fake_checkpoint(const fs::path& dir, const std::string& run_id) {
   write(dir / "trainer_state.json", nlohmann::json{{"global_step", 1}}.dump());
   write(dir / "peft_state.json", nlohmann::json{{"run_id", run_id}}.dump());
@@ -115,11 +125,7 @@ TEST_CASE("result settings: every difference is named - the dataset fingerprint 
 
 TEST_CASE("peft_state.json: a damaged field is refused with the file and the field", "[run_folder]") {
   const fs::path d = fresh_dir("state");
-  TrainerState s;
-  std::ostringstream rng;
-  rng << std::mt19937_64(7);
-  s.dropout_rng = rng.str();
-  s.run_id = "r1";
+  TrainerState s = state_of_run("r1", 7);
   write(d / "trainer_state.json", trainer_state_json(s, 0, TrainerStateCounts{.max_steps = 10}).dump());
   nlohmann::json j = peft_state_json(s, nlohmann::json::object());
   write(d / "peft_state.json", j.dump());
@@ -152,11 +158,7 @@ TEST_CASE("peft_state.json: a damaged field is refused with the file and the fie
 TEST_CASE("a checkpoint of peft before peft_state.json (all of it in trainer_state.json) still resumes",
           "[run_folder]") {
   const fs::path d = fresh_dir("state_before_split");
-  TrainerState s;
-  std::ostringstream rng;
-  rng << std::mt19937_64(11);
-  s.dropout_rng = rng.str();
-  s.run_id = "old-run";
+  TrainerState s = state_of_run("old-run", 11);
   s.res.global_step = 2;
   s.res.step_losses = {2.5, 2.25};
   s.res.step_grad_norms = {1.0, 0.5};
