@@ -79,7 +79,8 @@ inline std::int64_t checkpoint_step(const std::filesystem::path& checkpoint) {
 // "" if none or unreadable).
 inline std::string checkpoint_run_id(const std::filesystem::path& checkpoint) {
   const auto file = peft_state_file(checkpoint);
-  if (file.empty()) return "";
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(file, ec)) return "";
   try {
     const nlohmann::json j = read_json_file(file);
     if (j.is_object() && j.contains("run_id") && j["run_id"].is_string()) return j["run_id"].get<std::string>();

@@ -145,19 +145,13 @@ inline nlohmann::json peft_state_json(const TrainerState& s, const nlohmann::jso
             {"hooks", s.hooks}}}};
 }
 
-// The file of a checkpoint folder that holds peft's part: peft_state.json, or trainer_state.json
-// in a checkpoint from before the split (it has "resume"); empty if neither.
+// The file of a checkpoint folder that holds peft's part: peft_state.json, else trainer_state.json,
+// where checkpoints from before the split kept it (HF's fields alone have none of its keys, so a
+// reader finds them missing there).
 inline std::filesystem::path peft_state_file(const std::filesystem::path& checkpoint) {
   std::error_code ec;
-  if (std::filesystem::is_regular_file(checkpoint / kPeftStateFile, ec)) return checkpoint / kPeftStateFile;
-  const auto hf = checkpoint / kTrainerStateFile;
-  if (!std::filesystem::is_regular_file(hf, ec)) return {};
-  try {
-    const nlohmann::json j = read_json_file(hf);
-    if (j.is_object() && j.contains("resume")) return hf;
-  } catch (const Error&) {
-  }
-  return {};
+  const auto own = checkpoint / kPeftStateFile;
+  return std::filesystem::is_regular_file(own, ec) ? own : checkpoint / kTrainerStateFile;
 }
 
 // Reads what trainer_state_json and peft_state_json wrote into `checkpoint`; errors name the file
@@ -166,12 +160,11 @@ inline TrainerState read_trainer_state(const std::filesystem::path& checkpoint) 
   const std::string hf_file = (checkpoint / kTrainerStateFile).string();
   const nlohmann::json j = read_json_file(hf_file);
   require(j.is_object(), "{}: not a JSON object", hf_file);
-  // peft's part: peft_state.json, or this file in a checkpoint from before the split.
-  const bool split = std::filesystem::is_regular_file(checkpoint / kPeftStateFile);
+  const std::string own_file = peft_state_file(checkpoint).string();
+  const bool split = own_file != hf_file;
   require(split || j.contains("resume"),
           "{}: no {} beside it (written by another program or an older peft): cannot resume exactly", hf_file,
           kPeftStateFile);
-  const std::string own_file = split ? (checkpoint / kPeftStateFile).string() : hf_file;
   const nlohmann::json own = split ? read_json_file(own_file) : j;
   require(own.is_object() && own.contains("resume") && own["resume"].is_object(),
           "{}: no \"resume\" section: cannot resume exactly", own_file);
