@@ -60,13 +60,7 @@ function(tiny_model_into dir)
   file(COPY ${FIXTURES}/generate/tiny_tokenizer/tokenizer.json DESTINATION ${dir})
 endfunction()
 
-function(run_checked out_var)  # run, require exit 0, return stdout+stderr
-  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  if(NOT rc EQUAL 0)
-    message(FATAL_ERROR "failed (${rc}): ${ARGN}\n${out}${err}")
-  endif()
-  set(${out_var} "${out}${err}" PARENT_SCOPE)
-endfunction()
+include(${CMAKE_CURRENT_LIST_DIR}/run_checked.cmake)
 
 function(expect text regex what)
   if(NOT text MATCHES "${regex}")

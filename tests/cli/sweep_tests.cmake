@@ -15,19 +15,16 @@ endif()
 
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK})
+include(${CMAKE_CURRENT_LIST_DIR}/run_checked.cmake)
 function(run_sweep var)
   if(NOT ARGN)
     set(ARGN --learning_rates 3e-3 1e-3 --epochs 1 2 --output_dir sweep)
   endif()
-  execute_process(COMMAND ${SWEEP} --dataset "${DATA}/self_cognition.jsonl#16" ${ARGN}
-                          --model_name 小派 "Xiao Pai" --model_author "peft 社区" "the peft community"
-                          --eval_identity_dataset ${DATA}/identity_eval.jsonl --eval_general_dataset ${DATA}/general_eval.jsonl
-                          --eval_generation_max_new_tokens 16
-                  WORKING_DIRECTORY ${WORK} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  if(NOT rc EQUAL 0)
-    message(FATAL_ERROR "lr_epoch_sweep failed (${rc}):\n${out}${err}")
-  endif()
-  set(${var} "${out}${err}" PARENT_SCOPE)
+  run_checked(out ${CMAKE_COMMAND} -E chdir ${WORK} ${SWEEP} --dataset "${DATA}/self_cognition.jsonl#16" ${ARGN}
+              --model_name 小派 "Xiao Pai" --model_author "peft 社区" "the peft community"
+              --eval_identity_dataset ${DATA}/identity_eval.jsonl --eval_general_dataset ${DATA}/general_eval.jsonl
+              --eval_generation_max_new_tokens 16)
+  set(${var} "${out}" PARENT_SCOPE)
 endfunction()
 
 run_sweep(first)

@@ -46,14 +46,11 @@ if(NOT CMAKE_SCRIPT_MODE_FILE)
 endif()
 
 # --- script mode -------------------------------------------------------------------------------
+include(${CMAKE_CURRENT_LIST_DIR}/run_checked.cmake)
 function(run_ft out_var)  # identity_finetune on the tiny fixture in WORK, exit 0 required
-  execute_process(COMMAND ${FT} --model ${FIXTURES}/tiny_public/model --dataset ${FIXTURES}/tiny_public/tokens.jsonl
-                          --add_version false ${ARGN}
-                  WORKING_DIRECTORY ${WORK} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  if(NOT rc EQUAL 0)
-    message(FATAL_ERROR "failed (${rc}): ${ARGN}\n${out}${err}")
-  endif()
-  set(${out_var} "${out}${err}" PARENT_SCOPE)
+  run_checked(out ${CMAKE_COMMAND} -E chdir ${WORK} ${FT} --model ${FIXTURES}/tiny_public/model
+              --dataset ${FIXTURES}/tiny_public/tokens.jsonl --add_version false ${ARGN})
+  set(${out_var} "${out}" PARENT_SCOPE)
 endfunction()
 
 # The steps of the checkpoints in dir, ascending, and how many evaluation entries its log holds.
