@@ -19,7 +19,7 @@
 //
 //   train_bench [option ...] [workload ...]
 //     workloads: 7b_2048_keep 7b_2048_selective 7b_2048_recompute 7b_4096_selective 7b_4096_recompute
-//                7b_64 identity 0.5b_2048
+//                7b_64 identity 7b_16x40_recompute 7b_16x40_keep 0.5b_2048
 //                0.5b_2048_full 7b_nemo_keep 7b_nemo_recompute nf4_7b_2048_recompute
 //                nf4_14b_2048_recompute nf4_32b_2048_recompute 7b_2048_keep_embed_device
 //                7b_2048_keep_embed_host, and the "will it fit" grid: grid_<0.5b|7b|14b|32b>_<bf16|nf4>_<512|2048>
@@ -29,6 +29,8 @@
 //     --lora-rank=N            LoRA rank N (Lora<> at run time; default Lora<8>)
 //     --side-stream=0|1        the adapter's passes on a second stream beside the base GEMMs
 //                              (CudaModelOptions::lora_side_stream; default the model's)
+//     --graphs=0|1             replay a shape's step as a captured CUDA graph (CudaModelOptions::graphs;
+//                              default the model's: on), or launch every kernel each step
 //     --breakdown              after the timed steps, 3 instrumented eager steps: device time by part
 //                              (base GEMMs, LoRA, attention, elementwise, lm_head + CE, optimizer,
 //                              other/idle) from CUDA events (kernels/cuda/step_profile.cuh); the
@@ -58,6 +60,7 @@ struct BenchOptions {
   int rank = 0;                                  // 0: Lora<8>
   bool breakdown = false;
   int side_stream = -1;                          // -1: the model's default (CudaModelOptions::lora_side_stream)
+  int graphs = -1;                               // -1: the model's default (CudaModelOptions::graphs)
 };
 BenchOptions bench;
 
@@ -65,6 +68,7 @@ BenchOptions bench;
 CudaModelOptions bench_model_options(int max_tokens) {
   CudaModelOptions opt{max_tokens};
   if (bench.side_stream >= 0) opt.lora_side_stream = bench.side_stream == 1;
+  if (bench.graphs >= 0) opt.graphs = bench.graphs == 1;
   return opt;
 }
 
@@ -293,6 +297,8 @@ int main(int argc, char** argv) {
       bench.breakdown = true;
     } else if (a == "--side-stream=0" || a == "--side-stream=1") {
       bench.side_stream = a.back() - '0';
+    } else if (a == "--graphs=0" || a == "--graphs=1") {
+      bench.graphs = a.back() - '0';
     } else if (a.rfind("--lora-rank=", 0) == 0) {
       bench.rank = std::atoi(a.c_str() + 12);
       if (bench.rank <= 0) {
@@ -337,6 +343,12 @@ int main(int argc, char** argv) {
     if (on("7b_4096_recompute")) fixed_length<CudaRecompute>("7b_4096_recompute", b7, 4096, 5, 1);
     if (on("7b_64")) fixed_length<Cuda>("7b_64", b7, 64, 30, 5);
     if (on("identity")) identity_run(b7);
+    // One step of the recipe at a fixed shape: 16 identity-sized samples (40 tokens) packed into
+    // one micro-batch (batch 1 x GA 16 joined, train/step_batches.hpp), ms-swift's default
+    // checkpointing and keep-all. With --graphs=0 against the default: what the recipe's steps,
+    // each of a new shape and so eager, leave to launches.
+    if (on("7b_16x40_recompute")) fixed_length<CudaRecompute>("7b_16x40_recompute", b7, 40, 20, 3, 16);
+    if (on("7b_16x40_keep")) fixed_length<Cuda>("7b_16x40_keep", b7, 40, 20, 3, 16);
     if (on("0.5b_2048")) fixed_length<Cuda>("0.5b_2048", b05, 2048, 10, 3);
     if (on("0.5b_2048_full")) fixed_length<Cuda, Full>("0.5b_2048_full", b05, 2048, 10, 3);
     // NVIDIA NeMo AutoModel's published Qwen2.5-7B LoRA setup (seq 4096, micro-batch 2 packed; its

@@ -294,6 +294,33 @@ TEST_CASE("safetensors writer rejects inconsistent tensors") {
   REQUIRE_THROWS_WITH(w.add_f32("i", {3}, v, DType::I32), Contains("'i'"));
 }
 
+TEST_CASE("a borrowed F32 tensor writes the caller's values at write time, the same bytes as a copied one") {
+  TempDir dir("borrowed");
+  std::vector<float> v = sample_values();
+  SafetensorsWriter copied, borrowed;
+  copied.add_f32("a", {2, 3}, v);
+  copied.add_f32("b", {6}, v, DType::BF16);
+  borrowed.add_f32_borrowed("a", {2, 3}, v);
+  borrowed.add_f32_borrowed("b", {6}, v, DType::BF16);  // rounded: converted now, into its own buffer
+  copied.write(dir / "copied.safetensors");
+  borrowed.write(dir / "borrowed.safetensors");
+  auto bytes = [](const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  REQUIRE(bytes(dir / "copied.safetensors") == bytes(dir / "borrowed.safetensors"));
+
+  // No copy: a change between add and write is what the file holds (F32 only).
+  v[0] = 42.0f;
+  borrowed.write(dir / "later.safetensors");
+  const auto f = SafetensorsFile::open(dir / "later.safetensors");
+  const std::vector<float> a = f.read_f32("a", {2, 3}), b = f.read_f32("b", {6});
+  REQUIRE(a[0] == 42.0f);
+  REQUIRE(b[0] == 1.0f);
+  REQUIRE_THROWS_WITH(borrowed.add_f32_borrowed("c", {4}, v), Contains("'c'") && Contains("[4]"));
+  REQUIRE_THROWS_WITH(borrowed.add_f32_borrowed("a", {6}, v), Contains("'a'") && Contains("twice"));
+}
+
 TEST_CASE("atomic writes replace files and directories whole") {
   TempDir dir("atomic");
   const fs::path file = dir / "sub" / "a.txt";

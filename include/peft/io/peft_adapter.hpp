@@ -167,7 +167,7 @@ inline void save_adapter(const std::filesystem::path& dir, const ParameterList& 
   for (const auto& p : params) {
     const std::span<const float> values(p.value->data(), static_cast<std::size_t>(p.value->size()));
     require_finite(values, fmt::format("{}: tensor '{}'", dir.string(), p.name), kRefuseToSaveNonFinite);
-    w.add_f32(std::string(kPeftKeyPrefix) + p.name, file_shape(p), values);
+    w.add_f32_borrowed(std::string(kPeftKeyPrefix) + p.name, file_shape(p), values);
   }
   std::filesystem::create_directories(dir);
   w.set_metadata("format", "pt");

@@ -28,27 +28,34 @@ class SafetensorsWriter {
  public:
   // Copies `bytes`, which must hold exactly product(shape) elements of `dtype`.
   void add(std::string name, DType dtype, std::vector<std::int64_t> shape, std::span<const std::byte> bytes) {
-    check_new_name(name);
-    std::size_t numel = 1;
-    for (std::int64_t d : shape) {
-      require(d >= 0, "safetensors writer: tensor '{}' has negative dimension in shape {}", name, format_shape(shape));
-      numel *= static_cast<std::size_t>(d);
+    emplace_owned(std::move(name), dtype, std::move(shape), std::vector<std::byte>(bytes.begin(), bytes.end()));
+  }
+
+  // As add_f32, but stored as F32 it makes no copy: write() reads `values` where they are, so they
+  // must stay alive and unchanged until then. For the checkpoint writers, whose hundreds of MB of
+  // fp32 tensors (an adapter, its optimizer moments) already sit in memory: the copy doubled the
+  // cost of a save (fresh pages faulted in, zeroed, filled) before the kernel's own copy into the
+  // page cache. Rounded to BF16 / F16 it converts into a buffer of its own, as add_f32.
+  void add_f32_borrowed(std::string name, std::vector<std::int64_t> shape, std::span<const float> values,
+                        DType stored_as = DType::F32) {
+    if (stored_as != DType::F32) {
+      add_f32(std::move(name), std::move(shape), values, stored_as);
+      return;
     }
-    require(bytes.size() == numel * dtype_size(dtype),
-            "safetensors writer: tensor '{}' has {} bytes but shape {} of {} needs {}", name, bytes.size(),
-            format_shape(shape), dtype_name(dtype), numel * dtype_size(dtype));
-    Entry e{dtype, std::move(shape), std::vector<std::byte>(bytes.begin(), bytes.end())};
-    tensors_.emplace(std::move(name), std::move(e));
+    const auto bytes = std::as_bytes(values);
+    check_entry(name, DType::F32, shape, bytes.size());
+    tensors_.emplace(std::move(name), Entry{DType::F32, std::move(shape), {}, bytes});
   }
 
   // Stores float values as F32, or rounded to BF16 / F16 (round to nearest even, as torch does).
   void add_f32(std::string name, std::vector<std::int64_t> shape, std::span<const float> values,
                DType stored_as = DType::F32) {
+    if (stored_as == DType::F32) {
+      add(std::move(name), stored_as, std::move(shape), std::as_bytes(values));
+      return;
+    }
     std::vector<std::byte> bytes(values.size() * dtype_size(stored_as));
     switch (stored_as) {
-      case DType::F32:
-        std::memcpy(bytes.data(), values.data(), bytes.size());
-        break;
       case DType::BF16:
       case DType::F16:
         for (std::size_t i = 0; i < values.size(); ++i) {
@@ -59,7 +66,7 @@ class SafetensorsWriter {
       default:
         fail("safetensors writer: tensor '{}': add_f32 stores F32, BF16 or F16, not {}", name, dtype_name(stored_as));
     }
-    add(std::move(name), stored_as, std::move(shape), bytes);
+    emplace_owned(std::move(name), stored_as, std::move(shape), std::move(bytes));
   }
 
   void set_metadata(std::string key, std::string value) { metadata_[std::move(key)] = std::move(value); }
@@ -100,7 +107,8 @@ class SafetensorsWriter {
   struct Entry {
     DType dtype;
     std::vector<std::int64_t> shape;
-    std::vector<std::byte> bytes;
+    std::vector<std::byte> owned;    // the copy add() made (empty for a borrowed tensor)
+    std::span<const std::byte> bytes;  // what write() writes: `owned`, or the caller's memory
   };
 
   // The reference's Dtype enum order, descending: I64 > F32 > I32 > BF16 > F16.
@@ -122,6 +130,24 @@ class SafetensorsWriter {
       return reference_rank(a.second->dtype) > reference_rank(b.second->dtype);
     });
     return order;
+  }
+
+  void emplace_owned(std::string name, DType dtype, std::vector<std::int64_t> shape, std::vector<std::byte> bytes) {
+    check_entry(name, dtype, shape, bytes.size());
+    Entry& e = tensors_.emplace(std::move(name), Entry{dtype, std::move(shape), std::move(bytes), {}}).first->second;
+    e.bytes = e.owned;
+  }
+
+  void check_entry(const std::string& name, DType dtype, const std::vector<std::int64_t>& shape,
+                   std::size_t size) const {
+    check_new_name(name);
+    std::size_t numel = 1;
+    for (std::int64_t d : shape) {
+      require(d >= 0, "safetensors writer: tensor '{}' has negative dimension in shape {}", name, format_shape(shape));
+      numel *= static_cast<std::size_t>(d);
+    }
+    require(size == numel * dtype_size(dtype), "safetensors writer: tensor '{}' has {} bytes but shape {} of {} needs {}",
+            name, size, format_shape(shape), dtype_name(dtype), numel * dtype_size(dtype));
   }
 
   void check_new_name(const std::string& name) const {

@@ -40,7 +40,7 @@ inline void save_trained_tensors(const std::filesystem::path& dir, const Paramet
     if (is_lora_tensor_name(p.name)) continue;
     const std::span<const float> values(p.value->data(), static_cast<std::size_t>(p.value->size()));
     require_finite(values, fmt::format("{}: tensor '{}'", dir.string(), p.name), kRefuseToSaveNonFinite);
-    w.add_f32(p.name, file_shape(p), values, storage);
+    w.add_f32_borrowed(p.name, file_shape(p), values, storage);
   }
   if (w.empty()) return;
   w.set_metadata("format", "pt");

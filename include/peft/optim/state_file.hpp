@@ -38,14 +38,15 @@ inline void write_optimizer_state(const std::filesystem::path& file, std::span<c
             b.name, params.size());
     for (std::size_t i = 0; i < params.size(); ++i) {
       const Matrix& m = (*b.values)[i];
-      w.add_f32(b.name + "." + params[i].name, shape_of(m), std::span<const float>(m.data(), static_cast<std::size_t>(m.size())));
+      w.add_f32_borrowed(b.name + "." + params[i].name, shape_of(m),
+                         std::span<const float>(m.data(), static_cast<std::size_t>(m.size())));
     }
   }
   if (masters)
     for (const auto& p : params)
       if (!is_lora_tensor_name(p.name))
-        w.add_f32("master." + p.name, shape_of(*p.value),
-                  std::span<const float>(p.value->data(), static_cast<std::size_t>(p.value->size())));
+        w.add_f32_borrowed("master." + p.name, shape_of(*p.value),
+                           std::span<const float>(p.value->data(), static_cast<std::size_t>(p.value->size())));
   w.set_metadata("step", std::to_string(step));
   w.write(file);
 }

@@ -61,6 +61,9 @@ struct DeviceParameter {
   bool transposed = false;     // storage is the transpose of the HF tensor (lora_B)
   bool is_vector = false;      // a bias: 1-D in HF files (Parameter::is_vector)
   std::int64_t numel() const { return static_cast<std::int64_t>(rows) * cols; }
+  // The HF tensor is a contiguous prefix of the storage (in its transpose when `transposed`): its
+  // rows span the storage's width, the rank padding's rows follow.
+  bool hf_prefix() const { return cols == (transposed ? hf_rows : hf_cols); }
 };
 
 // Host <-> device conversions (setup and checkpoint time only).

@@ -78,12 +78,24 @@ class DeviceParameters {
     std::vector<float> buf;
     for (std::size_t i = 0; i < params_.size(); ++i) {
       const auto& p = params_[i];
-      buf.resize(static_cast<std::size_t>(p.numel()));
-      PEFT_CUDA_CHECK(cudaMemcpy(buf.data(), pick(p, i), buf.size() * 4, cudaMemcpyDeviceToHost));
       Matrix m(p.hf_rows, p.hf_cols);
-      for (int r = 0; r < p.hf_rows; ++r)
-        for (int c = 0; c < p.hf_cols; ++c)
-          m(r, c) = p.transposed ? buf[static_cast<std::size_t>(c) * p.cols + r] : buf[static_cast<std::size_t>(r) * p.cols + c];
+      const float* src = pick(p, i);
+      const auto n = static_cast<std::size_t>(m.size());
+      // A checkpoint downloads every trained tensor three times (values and two moments): where
+      // the tensor is a contiguous prefix of its storage, one copy and at most a transpose.
+      if (p.hf_prefix() && !p.transposed) {
+        PEFT_CUDA_CHECK(cudaMemcpy(m.data(), src, n * 4, cudaMemcpyDeviceToHost));
+      } else if (p.hf_prefix()) {
+        buf.resize(n);
+        PEFT_CUDA_CHECK(cudaMemcpy(buf.data(), src, n * 4, cudaMemcpyDeviceToHost));
+        m = MatrixMap(buf.data(), p.hf_cols, p.hf_rows).transpose();
+      } else {
+        buf.resize(static_cast<std::size_t>(p.numel()));
+        PEFT_CUDA_CHECK(cudaMemcpy(buf.data(), src, buf.size() * 4, cudaMemcpyDeviceToHost));
+        for (int r = 0; r < p.hf_rows; ++r)
+          for (int c = 0; c < p.hf_cols; ++c)
+            m(r, c) = p.transposed ? buf[static_cast<std::size_t>(c) * p.cols + r] : buf[static_cast<std::size_t>(r) * p.cols + c];
+      }
       h.values.push_back(std::move(m));
     }
     for (std::size_t i = 0; i < params_.size(); ++i)
@@ -198,8 +210,12 @@ inline void save_device_optimizer_state(const std::filesystem::path& file, const
     host.push_back(params.download([&](const DeviceParameter&, std::size_t i) { return b.per_tensor[i]; }));
   std::vector<SavedBuffers> saved;
   for (std::size_t k = 0; k < buffers.size(); ++k) saved.push_back({buffers[k].name, &host[k].values});
-  const HostParameters values = params.to_host();  // the names, and the masters when asked
-  write_optimizer_state(file, saved, values.list, step, masters);
+  if (masters || host.empty()) {  // the values themselves are written (or no buffer has the names)
+    const HostParameters values = params.to_host();
+    write_optimizer_state(file, saved, values.list, step, masters);
+  } else {
+    write_optimizer_state(file, saved, host.front().list, step, masters);  // only the names are read
+  }
 }
 
 // Resume: the buffers saved by save_device_optimizer_state (or a CPU run) back onto the device.
