@@ -1,7 +1,9 @@
 // Exact resume at library level: a run interrupted after a checkpoint (an exception thrown from a
 // hook stands in for the kill; the CLI test in tests/cli/resume_tests.cmake uses a real SIGKILL)
-// and resumed from it must reproduce the uninterrupted run bit for bit: per-step losses, grad
-// norms, learning rates, logging.jsonl's numbers, the adapter and the optimizer moments. Dropout
+// and resumed from it must reproduce the uninterrupted run bit for bit (the interrupted and
+// resumed runs write their checkpoints on the trainer's write thread, the uninterrupted one in
+// line): per-step losses, grad norms, learning rates, logging.jsonl's numbers, the adapter and
+// the optimizer moments. Dropout
 // is on and the data is reshuffled every epoch, so the generator state and the loader position
 // must both come back. Also: rotation keeps the checkpoint resumed from.
 #include <catch2/catch.hpp>
@@ -48,10 +50,12 @@ std::unique_ptr<Model> make_model() {
 }
 
 template <class Model>
-TrainResult run(const std::filesystem::path& out, std::int64_t crash_at, const std::filesystem::path& resume = {}) {
+TrainResult run(const std::filesystem::path& out, std::int64_t crash_at, const std::filesystem::path& resume = {},
+                bool async_save = false) {
   auto model = make_model<Model>();
   TrainingArguments a = args_for(out);
   a.resume_from_checkpoint = resume;
+  a.async_save = async_save;
   Trainer<Model, AdamW, NamedSchedule, CrashAt> t(*model, a, AdamW({0.9, 0.95, 1e-8, 0.1}), NamedSchedule("cosine"),
                                                  CrashAt{crash_at});
   t.set_run_dir(out);
@@ -97,10 +101,13 @@ TEMPLATE_TEST_CASE("a resumed run equals the uninterrupted one bit for bit", "[r
   const TrainResult full = run<Model>(root / "full", -1);
   REQUIRE(full.global_step > 12);
 
-  REQUIRE_THROWS_AS(run<Model>(root / "cut", 9), Interrupted);
+  // The interrupted run writes its checkpoints beside its steps (--async_save): checkpoint-6's
+  // tensors are copied at step 6 while steps 7..9 change the model, and the exception's way out
+  // waits for the write. The resumed run saves that way too; the uninterrupted one in line.
+  REQUIRE_THROWS_AS(run<Model>(root / "cut", 9, {}, true), Interrupted);
   // Steps 7..9 happened after checkpoint-6 and were logged; save_total_limit 1 kept only it.
   REQUIRE(std::filesystem::exists(root / "cut" / "checkpoint-6"));
-  const TrainResult resumed = run<Model>(root / "cut", -1, root / "cut" / "checkpoint-6");
+  const TrainResult resumed = run<Model>(root / "cut", -1, root / "cut" / "checkpoint-6", true);
 
   REQUIRE(resumed.step_losses.size() == full.step_losses.size());
   for (std::size_t s = 0; s < full.step_losses.size(); ++s) {

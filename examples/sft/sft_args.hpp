@@ -217,7 +217,8 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
   t.lr_scheduler_type = "cosine";
   t.save_total_limit = -1;
   std::int64_t eval_steps = 0;
-  std::string output_dir = "output", resume, greater_is_better, load_best = "false", save_only_model = "false";
+  std::string output_dir = "output", resume, greater_is_better, load_best = "false", save_only_model = "false",
+              async_save = "false";
   std::string tuner_type, logging_dir;
   std::int64_t early_stop_interval = 0;
 
@@ -275,6 +276,9 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
       ("save_steps", po::value(&t.save_steps)->default_value(500), "checkpoint every N steps")
       ("save_only_model", bool_flag(&save_only_model, "false"),
        "checkpoints without the optimizer state (smaller; a resume from one is refused)")
+      ("async_save", bool_flag(&async_save, "false"),
+       "write each checkpoint's files beside the next steps (its tensors copied at the save first); a hard kill "
+       "while it is written leaves the checkpoint before it (true|false)")
       ("save_total_limit", po::value(&t.save_total_limit)->default_value(-1), "keep at most N checkpoints")
       ("output_dir", po::value(&output_dir)->default_value("output"), "where runs are written")
       ("add_version", bool_flag(&add_version, "true"), "write into output_dir/vN-<time>/ (true|false)")
@@ -339,6 +343,7 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
   if (!vm.count("report_to")) t.report_to = {"tensorboard"};
   t.logging_dir = logging_dir;
   t.save_only_model = detail::parse_bool("save_only_model", save_only_model);
+  t.async_save = detail::parse_bool("async_save", async_save);
   require(a.train_type != "qlora",
           "--train_type qlora: ms-swift has no such train type; QLoRA is --train_type lora --quant_method bnb --quant_bits 4");
   detail::one_of("train_type", a.train_type, {"lora", "full"});

@@ -10,6 +10,10 @@ if(NOT CMAKE_SCRIPT_MODE_FILE)
   # A bare accepted-unused flag before a real one: the real one still counts (it trained r=8).
   peft_cli_test(swift_bare_unused_flag ARGS ${base} --max_steps 1 --use_liger_kernel --lora_rank 4 --streaming
     REGEX "accepted but not used by this program: --use_liger_kernel, --streaming.*lora r=4 ")
+  # Checkpoints written beside the steps (Megatron-SWIFT's --async_save, ours for every run): the
+  # run waits for the last one, names it, and rotation kept one.
+  peft_cli_test(swift_async_save ARGS ${base} --max_steps 4 --save_steps 2 --save_total_limit 1 --async_save true
+    REGEX "last checkpoint: [^\n]*checkpoint-4")
   # A bare boolean is true and leaves the next flag alone.
   peft_cli_test(swift_bare_bool_flag ARGS ${base} --max_steps 1 --save_only_model --lora_rank 4
     REGEX "lora r=4 .*last checkpoint: [^\n]*checkpoint-1")

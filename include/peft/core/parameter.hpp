@@ -18,4 +18,37 @@ struct Parameter {
 
 using ParameterList = std::vector<Parameter>;
 
+// Owned copies of parameters (a device's downloaded, or a host model's taken at one step for a
+// checkpoint written while training goes on): list[i].value points at values[i]; a move keeps
+// the matrices where they are, a copy points its list at its own.
+struct HostParameters {
+  std::vector<Matrix> values;
+  ParameterList list;
+
+  HostParameters() = default;
+  HostParameters(HostParameters&&) noexcept = default;
+  HostParameters& operator=(HostParameters&&) noexcept = default;
+  HostParameters(const HostParameters& o) : values(o.values), list(o.list) { point_at_values(); }
+  HostParameters& operator=(const HostParameters& o) {
+    values = o.values;
+    list = o.list;
+    point_at_values();
+    return *this;
+  }
+
+ private:
+  void point_at_values() {
+    for (std::size_t i = 0; i < list.size() && i < values.size(); ++i) list[i].value = &values[i];
+  }
+};
+
+// A copy of host parameters' values under their names (a checkpoint's snapshot on the CPU).
+inline HostParameters snapshot_parameters(const ParameterList& params) {
+  HostParameters h;
+  h.values.reserve(params.size());
+  for (const auto& p : params) h.values.push_back(*p.value);
+  for (std::size_t i = 0; i < params.size(); ++i) h.list.push_back({params[i].name, &h.values[i], nullptr, params[i].is_vector});
+  return h;
+}
+
 }  // namespace peft

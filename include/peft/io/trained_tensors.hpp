@@ -52,6 +52,26 @@ inline void save_trained_tensors(const std::filesystem::path& dir, const Paramet
   }
 }
 
+// A model's trained tensors as files: a layout with LoRA writes one PEFT adapter (fully trained
+// modules in it as modules_to_save, so HF PEFT loads the whole result); without LoRA the trained
+// tensors go as save_trained_tensors writes them. The writer, writer(dir, host_values), holds
+// copies of what it reads from the model, so it can run while the model trains on (a CUDA
+// model's values come as host copies: models/cuda/checkpoint_hooks.cuh).
+template <class Model>
+auto trained_weights_writer(Model& model, std::string base_model) {
+  if constexpr (Model::uses_lora())
+    return [lora = model.lora_config(), base = std::move(base_model),
+            layers = static_cast<int>(model.config().num_hidden_layers)](const std::filesystem::path& dir,
+                                                                           const ParameterList& values) {
+      save_adapter(dir, values, lora, base, layers);
+    };
+  else
+    return [config = model.config()](const std::filesystem::path& dir, const ParameterList& values) {
+      save_trained_tensors(dir, values, config, trains_whole_model<Model>(), Model::Precision::storage,
+                           Model::Precision::name);
+    };
+}
+
 // Restores what save_trained_tensors (and the optimizer state's masters) wrote, bit for bit.
 inline void load_trained_tensors(const std::filesystem::path& dir, const ParameterList& params, bool whole_model,
                                  DType storage) {

@@ -5,16 +5,27 @@
 #pragma once
 #include <array>
 #include <filesystem>
+#include <vector>
 
 #include "peft/optim/sgd.hpp"
 #include "peft/optim/state_file.hpp"
 
 namespace peft {
 
+// The momentum buffers, or none without momentum.
+inline std::vector<SavedBuffers> saved_buffers(const Sgd& opt) {
+  if (opt.opt.momentum == 0.0) return {};
+  return {{"momentum_buffer", &opt.momentum_buffer}};
+}
+
 inline void save_optimizer_state(const std::filesystem::path& file, const Sgd& opt, const ParameterList& params,
                                  bool masters = false) {
-  const std::array<SavedBuffers, 1> b = {{{"momentum_buffer", &opt.momentum_buffer}}};
-  write_optimizer_state(file, std::span(b).first(opt.opt.momentum != 0.0 ? 1 : 0), params, opt.step_count, masters);
+  write_optimizer_state(file, saved_buffers(opt), params, opt.step_count, masters);
+}
+
+// The momentum copied now, for a checkpoint written while training goes on.
+inline OptimizerSnapshot snapshot_optimizer_state(const Sgd& opt, const ParameterList&) {
+  return snapshot_of(saved_buffers(opt), opt.step_count);
 }
 
 inline void load_optimizer_state(const std::filesystem::path& file, Sgd& opt, const ParameterList& params) {

@@ -51,6 +51,30 @@ inline void write_optimizer_state(const std::filesystem::path& file, std::span<c
   w.write(file);
 }
 
+// An optimizer's buffers copied out at one step, for a checkpoint written while training goes on
+// (the trainer's background write): written as write_optimizer_state writes the live buffers.
+struct OptimizerSnapshot {
+  std::vector<std::string> names;                // per buffer: "exp_avg", ...
+  std::vector<std::vector<Matrix>> buffers;      // per buffer, per parameter
+  std::int64_t step = 0;
+
+  // `params`: the names, and with `masters` the values (the same step's copies).
+  void write(const std::filesystem::path& file, const ParameterList& params, bool masters) const {
+    std::vector<SavedBuffers> saved;
+    for (std::size_t k = 0; k < names.size(); ++k) saved.push_back({names[k], &buffers[k]});
+    write_optimizer_state(file, saved, params, step, masters);
+  }
+};
+
+inline OptimizerSnapshot snapshot_of(std::span<const SavedBuffers> buffers, std::int64_t step) {
+  OptimizerSnapshot snap{.step = step};
+  for (const auto& b : buffers) {
+    snap.names.push_back(b.name);
+    snap.buffers.push_back(*b.values);
+  }
+  return snap;
+}
+
 // Fills the buffers (already sized as the parameters) from `file`; returns the step count.
 inline std::int64_t read_optimizer_state(const std::filesystem::path& file, std::span<const LoadedBuffers> buffers,
                                          const ParameterList& params) {

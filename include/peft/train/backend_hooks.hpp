@@ -12,6 +12,9 @@
 //   optimizer_step(opt, params, lr)               opt.step(params, lr), below
 //   save_optimizer_state(file, opt, params, m)    optim/adamw_state.hpp, optim/sgd_state.hpp
 //   load_optimizer_state(file, opt, params)       the same
+//   snapshot_optimizer_state(opt, params)         the same (the buffers copied now, for a checkpoint
+//                                                 written on the trainer's write thread)
+//   snapshot_parameters(params)                   core/parameter.hpp (host copies of the values)
 //   save_trained_weights(dir, model, base)        train/checkpoint.hpp
 //   load_trained_weights(dir, model)              train/checkpoint.hpp
 //   model.zero_grad()                             the model's member (models/causal_lm.hpp)
@@ -67,6 +70,8 @@ concept TrainerBackend =
       optimizer_step(opt, params, x);
       save_optimizer_state(path, saved, params, masters);
       load_optimizer_state(path, opt, params);
+      { snapshot_optimizer_state(saved, params) } -> std::same_as<OptimizerSnapshot>;
+      { snapshot_parameters(params) } -> std::same_as<HostParameters>;
       save_trained_weights(path, model, base_model);
       load_trained_weights(path, model);
     };

@@ -11,6 +11,8 @@
 #pragma once
 #include <algorithm>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <optional>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -22,6 +24,7 @@
 #include "peft/io/peft_adapter.hpp"
 #include "peft/io/safetensors.hpp"
 #include "peft/io/trained_tensors.hpp"
+#include "peft/optim/state_file.hpp"
 #include "peft/train/trainer_state.hpp"
 
 namespace peft {
@@ -31,18 +34,31 @@ std::filesystem::path trained_weights_file(const std::filesystem::path& dir) {
   return trained_tensors_file(dir, trains_whole_model<Model>());
 }
 
-// A layout with LoRA writes one PEFT adapter (fully trained modules in it as modules_to_save, so
-// HF PEFT loads the whole result). Without LoRA the trained tensors are written with their HF
-// names in the run's dtype (io/trained_tensors.hpp).
+// The trained tensors as files: a PEFT adapter for a layout with LoRA, the trained tensors in the
+// run's dtype otherwise (io/trained_tensors.hpp's trained_weights_writer, which a CUDA model's
+// host copies go through too: models/cuda/checkpoint_hooks.cuh).
 template <class Model>
 void save_trained_weights(const std::filesystem::path& dir, Model& model, const std::string& base_model) {
-  const ParameterList params = model.trainable_parameters();
-  if constexpr (Model::uses_lora())
-    save_adapter(dir, params, model.lora_config(), base_model, static_cast<int>(model.config().num_hidden_layers));
-  else
-    save_trained_tensors(dir, params, model.config(), trains_whole_model<Model>(), Model::Precision::storage,
-                         Model::Precision::name);
+  trained_weights_writer(model, base_model)(dir, model.trainable_parameters());
 }
+
+// What a checkpoint folder holds, taken at one step (host copies of the trained values and the
+// optimizer's buffers, the state files' text) so that it can be written after the model has
+// moved on: the trainer's save writes it into the staging folder, on its write thread with
+// --async_save (train/background_write.hpp).
+struct CheckpointContents {
+  HostParameters values;
+  std::optional<OptimizerSnapshot> moments;  // none with --save_only_model
+  bool masters = false;                      // fp32 masters of non-LoRA tensors beside the moments
+  std::map<std::string, std::string> texts;  // file name -> text
+  std::function<void(const std::filesystem::path&, const ParameterList&)> write_weights;
+
+  void write(const std::filesystem::path& dir) const {
+    write_weights(dir, values.list);
+    if (moments) moments->write(dir / "optimizer.safetensors", values.list, masters);
+    for (const auto& [name, text] : texts) write_text_atomic(dir / name, text);
+  }
+};
 
 // Restores what save_trained_weights (and the optimizer state's masters) wrote, bit for bit.
 template <class Model>

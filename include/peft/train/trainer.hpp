@@ -54,6 +54,7 @@
 #include "peft/optim/optimizer.hpp"
 #include "peft/optim/schedules.hpp"
 #include "peft/train/backend_hooks.hpp"
+#include "peft/train/background_write.hpp"
 #include "peft/train/checkpoint.hpp"
 #include "peft/train/best_model.hpp"
 #include "peft/train/evaluate.hpp"
@@ -329,6 +330,7 @@ class Trainer {
 
   TrainResult end_run(Run& run) {
     TrainResult& res = st_.res;
+    saver_.wait();  // the last checkpoint is on disk (or its error thrown) before the run's time is taken
     if (!quiet_) display_.finish();
     res.seconds = seconds_since(run.t0);
     double finite_sum = 0;
@@ -533,9 +535,12 @@ class Trainer {
            "or move them", run_dir_.string(), names, args_.save_strategy, last);
   }
 
+  // The checkpoint's contents are taken now (train/checkpoint.hpp's CheckpointContents); the files
+  // are written, published and rotated on the write thread (train/background_write.hpp), beside
+  // the next steps with --async_save, else before this returns.
   std::filesystem::path save_checkpoint(std::int64_t gs, double epoch, const Run& run) {
-    const Params& params = run.params;
     const auto dir = run_dir_ / fmt::format("checkpoint-{}", gs);
+    saver_.wait();  // the previous checkpoint is published (or its error thrown) before this one
     if (std::filesystem::exists(dir) && checkpoint_run_id(dir) != run_id_)  // appeared since the run began
       fail("{} was not written by this run; not replacing it (the checkpoint of step {} is not saved)", dir.string(), gs);
     track_best(dir);
@@ -543,20 +548,23 @@ class Trainer {
     call_hooks([&](auto& h) {
       if constexpr (requires { h.state(); }) st_.hooks.push_back(h.state()); else st_.hooks.push_back(nullptr);
     });
-    write_directory_atomic(dir, [&](const std::filesystem::path& staging) {
-      save_trained_weights(staging, model_, base_model_);
-      if (!args_.save_only_model)
-        save_optimizer_state(staging / "optimizer.safetensors", opt_, params, Model::Precision::storage != DType::F32);
-      for (const auto& [name, text] : checkpoint_files_) write_text_atomic(staging / name, text);
-      write_text_atomic(staging / kTrainerStateFile, trainer_state_json(st_, epoch, state_counts(run, gs)).dump(1) + "\n");
-      write_text_atomic(staging / kPeftStateFile, peft_state_json(st_, args_.to_json()).dump(1) + "\n");
-    });
-    warn_if_servers_refuse(dir);
+    CheckpointContents c{.values = snapshot_parameters(run.params),
+                         .masters = Model::Precision::storage != DType::F32,
+                         .texts = checkpoint_files_,
+                         .write_weights = trained_weights_writer(model_, base_model_)};
+    if (!args_.save_only_model) c.moments = snapshot_optimizer_state(opt_, run.params);
+    c.texts[kTrainerStateFile] = trainer_state_json(st_, epoch, state_counts(run, gs)).dump(1) + "\n";
+    c.texts[kPeftStateFile] = peft_state_json(st_, args_.to_json()).dump(1) + "\n";
     std::vector<std::filesystem::path> keep = {dir};
     if (!st_.res.best_model_checkpoint.empty()) keep.push_back(st_.res.best_model_checkpoint);
     if (!args_.resume_from_checkpoint.empty())
       keep.push_back(run_dir_ / detail::without_trailing_separator(args_.resume_from_checkpoint).filename());
-    rotate_checkpoints(run_dir_, args_.save_total_limit, run_id_, keep);
+    saver_.start([this, dir, c = std::move(c), keep = std::move(keep), limit = args_.save_total_limit] {
+      write_directory_atomic(dir, [&](const std::filesystem::path& staging) { c.write(staging); });
+      warn_if_servers_refuse(dir);  // only the write thread touches its flag
+      rotate_checkpoints(run_dir_, limit, run_id_, keep);  // run_dir_ and run_id_ are fixed during a run
+    });
+    if (!args_.async_save) saver_.wait();
     write_run_plots(run_dir_, plot_title(), &st_.res);
     return dir;
   }
@@ -585,6 +593,7 @@ class Trainer {
   dist::Communicator* comm_ = nullptr;
   TrainerState st_;
   std::optional<TensorBoardWriter> tensorboard_;
+  BackgroundWrite saver_;  // last: destroyed first, so a write under way finishes while the rest is alive
 };
 
 }  // namespace peft

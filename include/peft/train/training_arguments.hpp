@@ -54,6 +54,11 @@ struct TrainingArguments {
   std::int64_t save_total_limit = -1;  // < 0 keeps all
   std::filesystem::path output_dir = "output";
   bool save_only_model = false;
+  // Write each checkpoint's files on a thread of their own while the next steps run (the
+  // tensors are copied to host memory at the save's step first). Off by default, as ms-swift's
+  // Megatron --async_save: a process killed (SIGKILL, power) within a save's writing time of it
+  // has the checkpoint before it, whole, but not this one; SIGINT / SIGTERM wait for it.
+  bool async_save = false;
   // Exact resume: a checkpoint-<N> folder written by this trainer.
   std::filesystem::path resume_from_checkpoint;
   // A resume whose result-changing settings (train/result_settings.hpp) differ from the

@@ -18,13 +18,7 @@ namespace peft {
 template <class L, class P, class A>
 void save_trained_weights(const std::filesystem::path& dir, Qwen2Model<L, P, CudaDevice<A>>& model,
                           const std::string& base_model) {
-  using Model = Qwen2Model<L, P, CudaDevice<A>>;
-  const cuda::HostParameters h = model.trainable_parameters().to_host();
-  if constexpr (Model::uses_lora())
-    save_adapter(dir, h.list, model.lora_config(), base_model, static_cast<int>(model.config().num_hidden_layers));
-  else
-    save_trained_tensors(dir, h.list, model.config(), trains_whole_model<Model>(), P::storage,
-                         P::name);
+  trained_weights_writer(model, base_model)(dir, model.trainable_parameters().to_host().list);
 }
 
 // Fills the CUDA model's LoRA parameters from a PEFT adapter folder (as load_adapter_weights).

@@ -45,10 +45,7 @@ struct TrainingState {
 };
 
 // Host copies of device parameters in PEFT's shapes: a ParameterList over owned matrices.
-struct HostParameters {
-  std::vector<Matrix> values;
-  ParameterList list;
-};
+using peft::HostParameters;
 
 class DeviceParameters {
  public:
@@ -201,21 +198,25 @@ inline const float* take_clip_scale(TrainingState& s) {
   return scale;
 }
 
+// The device buffers downloaded at this step (a checkpoint's; optim/state_file.hpp writes them).
+inline OptimizerSnapshot snapshot_device_optimizer_state(const DeviceParameters& params,
+                                                         const std::vector<OptimizerBuffer>& buffers,
+                                                         std::int64_t step) {
+  OptimizerSnapshot snap{.step = step};
+  for (const auto& b : buffers) {
+    snap.names.push_back(b.name);
+    snap.buffers.push_back(
+        params.download([&](const DeviceParameter&, std::size_t i) { return b.per_tensor[i]; }).values);
+  }
+  return snap;
+}
+
 // Saves device buffers through the same writer as the host optimizers (optim/state_file.hpp).
 inline void save_device_optimizer_state(const std::filesystem::path& file, const DeviceParameters& params,
                                         const std::vector<OptimizerBuffer>& buffers, std::int64_t step,
                                         bool masters) {
-  std::vector<HostParameters> host;
-  for (const auto& b : buffers)
-    host.push_back(params.download([&](const DeviceParameter&, std::size_t i) { return b.per_tensor[i]; }));
-  std::vector<SavedBuffers> saved;
-  for (std::size_t k = 0; k < buffers.size(); ++k) saved.push_back({buffers[k].name, &host[k].values});
-  if (masters || host.empty()) {  // the values themselves are written (or no buffer has the names)
-    const HostParameters values = params.to_host();
-    write_optimizer_state(file, saved, values.list, step, masters);
-  } else {
-    write_optimizer_state(file, saved, host.front().list, step, masters);  // only the names are read
-  }
+  const HostParameters values = params.to_host();  // the names, and the masters when asked
+  snapshot_device_optimizer_state(params, buffers, step).write(file, values.list, masters);
 }
 
 // Resume: the buffers saved by save_device_optimizer_state (or a CPU run) back onto the device.
@@ -248,6 +249,15 @@ void optimizer_step(Opt& opt, const DeviceParameters& params, double lr) {
   TrainingState& s = params.state();
   fused.step(lr, take_clip_scale(s), s.stream);
   opt.step_count = fused.step_count();
+}
+
+// A checkpoint's copies of a CUDA model's trained values and optimizer state, taken at this step
+// (train/trainer.hpp writes them while training goes on).
+inline HostParameters snapshot_parameters(const DeviceParameters& params) { return params.to_host(); }
+template <class Opt>
+OptimizerSnapshot snapshot_optimizer_state(const Opt& opt, const DeviceParameters& params) {
+  return snapshot_device_optimizer_state(params, fused_optimizer(opt, params, "snapshot_optimizer_state").buffers(),
+                                         opt.step_count);
 }
 
 template <class Opt>
