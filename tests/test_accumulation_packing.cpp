@@ -4,7 +4,8 @@
 // model the only difference is the summation order of the gradient (one call's sum over all rows
 // instead of per-call sums added up): relative 1e-5 on losses and grad norms, 1e-4 on trainable
 // values (relative to 1e-3 + |value|). A miscounted normalisation is off by percents. The CPU
-// default (-1) must not pack at all: bit-identical to 0.
+// default (-1) must not pack at all: bit-identical to 0. Evaluation joins batches the same way
+// for a model with a per-call size (the CUDA model's): the same loss and argmax hits.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <limits>
@@ -77,4 +78,46 @@ TEST_CASE("accumulation packing: the call size a GPU model is built for", "[trai
   CHECK(packed_call_tokens(2048, 4000, 2, 16, -1) == 2 * 2048);  // samples past max_length are cut or dropped
   const std::int64_t unknown = std::numeric_limits<std::int64_t>::max();  // the memory plan's worst case
   CHECK(packed_call_tokens(2048, unknown, 1, 16, -1) == 2048);
+}
+
+namespace {
+// The CPU model with a per-call size, as the CUDA model has: counts the calls evaluate_loss makes.
+struct SizedModel {
+  Model& model;
+  std::size_t cap;
+  std::vector<std::size_t> call_tokens;
+  std::size_t max_packed_tokens() const { return cap; }
+  LossSum evaluate(const PackedBatch& b) {
+    call_tokens.push_back(b.tokens());
+    return model.evaluate(b);
+  }
+};
+}  // namespace
+
+// Evaluation packs the same way (train/evaluate.hpp): batches joined up to the model's call size,
+// the same token-weighted loss (relative 1e-6: the fp32 sums' order) and the same argmax hits.
+TEST_CASE("evaluation packs batches into the model's call size", "[train][packing][eval]") {
+  auto model = Model::from_pretrained(test::fixture("tiny_public") / "model",
+                                      read_adapter_config(test::fixture("tiny_public") / "adapter"), 7);
+  const auto data = test::fixture_samples("tiny_public");
+  const LossSum one_each = evaluate_loss(*model, data, 1);  // the CPU model: one call a batch
+  for (const std::size_t cap : {std::size_t{100}, std::size_t{1} << 20}) {
+    SizedModel sized{*model, cap, {}};
+    const LossSum packed = evaluate_loss(sized, data, 1);
+    CHECK(sized.call_tokens.size() < data.size());
+    std::size_t tokens = 0;
+    for (const std::size_t t : sized.call_tokens) {
+      CHECK(t <= std::max<std::size_t>(cap, 48));  // a sample longer than the cap goes alone
+      tokens += t;
+    }
+    std::size_t want = 0;
+    for (const auto& s : data) want += s.size();
+    CHECK(tokens == want);
+    CHECK(packed.tokens == one_each.tokens);
+    CHECK(packed.correct == one_each.correct);
+    CHECK(packed.sum == Approx(one_each.sum).epsilon(1e-6));
+  }
+  SizedModel off{*model, 0, {}};  // no size: one call a batch of 2
+  evaluate_loss(off, data, 2);
+  CHECK(off.call_tokens.size() == (data.size() + 1) / 2);
 }

@@ -381,7 +381,8 @@ int run_sft(SftArgs a, dist::Communicator* comm = nullptr) {
              r.stopped_early ? " (stopped early)" : "");
   if constexpr (requires { model.memory_report(); }) fmt::print("{}\n", model.memory_report());  // the GPU's peak
   if (r.last_checkpoint.empty())
-    fmt::print("[train] no checkpoint written (--save_strategy no): the trained weights were not saved\n");
+    fmt::print("[train] no checkpoint written (--save_strategy {}): the trained weights were not saved\n",
+               a.train.save_strategy);
   else
     fmt::print("[train] last checkpoint: {}\n", r.last_checkpoint.string());
   if (writer && !r.stop_signal)  // a stopped run is not finished: its log ends as a killed ms-swift run's

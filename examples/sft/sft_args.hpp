@@ -272,7 +272,8 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
       ("eval_strategy", po::value(&t.eval_strategy), "steps | epoch | no (default: --save_strategy's, as ms-swift)")
       ("eval_steps", po::value(&eval_steps)->default_value(0), "evaluate every N steps (0: at save steps)")
       ("save_strategy", po::value(&t.save_strategy)->default_value("steps"),
-       "steps | epoch (and at the last step either way) | no (no checkpoint at all: the trained weights are not saved)")
+       "steps | epoch (and at the last step either way) | best (at each evaluation that improves "
+       "--metric_for_best_model, eval_loss by default) | no (no checkpoint at all: the trained weights are not saved)")
       ("save_steps", po::value(&t.save_steps)->default_value(500), "checkpoint every N steps")
       ("save_only_model", bool_flag(&save_only_model, "false"),
        "checkpoints without the optimizer state (smaller; a resume from one is refused)")
@@ -339,7 +340,8 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
     take_alias(vm, "early_stop_interval", early_stop_interval, "early_stop_patience", a.early_stop_patience);
     a.as_json["early_stop_patience"] = early_stop_interval;  // args.json records the setting that ran
   }
-  if (!vm.count("eval_strategy")) t.eval_strategy = t.save_strategy;  // ms-swift: eval follows save
+  if (!vm.count("eval_strategy"))  // ms-swift: eval follows save ("best" saves at step evaluations)
+    t.eval_strategy = t.save_strategy == "best" ? "steps" : t.save_strategy;
   if (!vm.count("report_to")) t.report_to = {"tensorboard"};
   t.logging_dir = logging_dir;
   t.save_only_model = detail::parse_bool("save_only_model", save_only_model);

@@ -29,8 +29,11 @@ if(NOT CMAKE_SCRIPT_MODE_FILE)
   peft_cli_test(swift_push_to_hub FAIL ARGS ${base} --push_to_hub true REGEX "--push_to_hub true: this program uploads nothing")
   peft_cli_test(swift_tuner_type_conflict FAIL ARGS ${base} --tuner_type full --train_type lora
     REGEX "--tuner_type full and --train_type lora disagree")
-  peft_cli_test(swift_save_strategy_best FAIL ARGS ${base} --save_strategy best
-    REGEX "--save_strategy: 'best' is not supported \\(valid: steps, epoch, no\\)")
+  # HF's "best" saves at evaluations that improve the metric: a run without any is refused.
+  peft_cli_test(swift_save_strategy_best_without_evals FAIL ARGS ${base} --save_strategy best
+    REGEX "--save_strategy best saves a checkpoint when an evaluation improves eval_loss, and this run evaluates nothing")
+  peft_cli_test(swift_save_strategy_best_eval_no FAIL ARGS ${base} --save_strategy best --eval_strategy no
+    REGEX "--save_strategy best needs evaluations: --eval_strategy no makes none")
   peft_cli_test(swift_load_best_needs_saves FAIL ARGS ${base} --save_strategy no --load_best_model_at_end
     REGEX "--load_best_model_at_end needs --eval_strategy and --save_strategy to be the same, and not 'no'")
   peft_cli_test(swift_quant_method_alone FAIL ARGS ${base} --quant_method bnb
@@ -110,6 +113,41 @@ if(CASE STREQUAL "strategies")
   if(NOT last STREQUAL "null" AND NOT last STREQUAL "")
     message(FATAL_ERROR "save no: the summary line names a checkpoint: ${summary}")
   endif()
+  # best: a checkpoint at each evaluation that improved the metric (HF's SaveStrategy.BEST), read
+  # from the run's own log; with greater_is_better the first evaluation and each rise.
+  foreach(greater false true)
+    run_ft(out ${common} --output_dir best_${greater} --save_strategy best --eval_steps 1 --greater_is_better ${greater})
+    checkpoints_and_evals(${WORK}/best_${greater} ck ev)
+    file(STRINGS ${WORK}/best_${greater}/logging.jsonl lines ENCODING UTF-8)
+    set(want)
+    set(best "")
+    foreach(l ${lines})
+      if(NOT l MATCHES "\"eval_loss\"" OR l MATCHES "\"log_history\"")
+        continue()
+      endif()
+      string(JSON loss GET "${l}" eval_loss)
+      string(JSON step GET "${l}" step)
+      set(better FALSE)  # if(LESS / GREATER) compare numbers as doubles
+      if(best STREQUAL "" OR (greater STREQUAL "true" AND loss GREATER best) OR
+         (greater STREQUAL "false" AND loss LESS best))
+        set(better TRUE)
+      endif()
+      if(better)
+        list(APPEND want ${step})
+        set(best ${loss})
+      endif()
+    endforeach()
+    list(GET want -1 best_step)
+    if(NOT ev EQUAL 6 OR NOT ck STREQUAL "${want}" OR NOT out MATCHES "last checkpoint: [^\n]*checkpoint-${best_step}")
+      message(FATAL_ERROR "best (greater_is_better ${greater}): checkpoints '${ck}', expected '${want}' from the "
+                          "log's eval_loss; ${ev} evaluations (expected 6)\n${out}")
+    endif()
+    file(READ ${WORK}/best_${greater}/checkpoint-${best_step}/trainer_state.json state)
+    string(JSON best_ckpt GET "${state}" best_model_checkpoint)
+    if(NOT best_ckpt MATCHES "checkpoint-${best_step}$")
+      message(FATAL_ERROR "best: trainer_state.json names ${best_ckpt} as the best checkpoint")
+    endif()
+  endforeach()
   return()
 endif()
 

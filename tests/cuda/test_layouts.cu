@@ -10,7 +10,8 @@
 // (2e-3 relative, as test_model's loss check); the first step's gradients of each kind of tensor
 // (lora_A, lora_B, full weights, full biases, embedding, norms, lm_head: 3e-2, test_model's gradient tolerance: bf16
 // activation gradients vs the CPU's fp32 ones); the grad norm (3e-2); and what training moved,
-// trained - initial, per kind (5e-2: the gradient tolerance compounded over 3 steps). AdamW's eps
+// trained - initial, per kind (5e-2: the gradient tolerance compounded over 3 steps); the trained
+// values downloaded through small staging (many batches, tensors alone) equal one batch's. AdamW's eps
 // is 1e-3 here so that the update is a smooth function of the gradient: with 1e-8 the first
 // update is lr * sign(g), and components whose gradient is within bf16 noise of zero flip sign,
 // which says nothing about either backend. LastLayers' checkpoint: the CUDA model's adapter folder
@@ -71,6 +72,24 @@ std::map<std::string, Floats> minus(std::map<std::string, Floats> a, const std::
   for (auto& [k, v] : a)
     for (std::size_t i = 0; i < v.size() && i < b.at(k).size(); ++i) v[i] -= b.at(k)[i];
   return a;
+}
+
+// DeviceParameters::download through small pinned staging: many batches (each a wait), and the
+// tensors larger than the staging copied alone, give the same host tensors, bit for bit, as one batch.
+void check_staged_downloads(TestContext& t, const std::string& label, const peft::cuda::DeviceParameters& params) {
+  const auto whole = params.to_host();
+  std::size_t largest = 0;
+  for (const auto& v : whole.values) largest = std::max(largest, static_cast<std::size_t>(v.size()) * 4);
+  auto values = [](const peft::cuda::DeviceParameter& p, std::size_t) { return static_cast<const float*>(p.value); };
+  for (const std::size_t bytes : {std::size_t{4096}, largest / 2 + 4, largest}) {
+    const auto staged = params.download(values, bytes);
+    bool same = staged.list.size() == whole.list.size();
+    for (std::size_t i = 0; same && i < whole.list.size(); ++i)
+      same = staged.list[i].name == whole.list[i].name && staged.values[i].rows() == whole.values[i].rows() &&
+             staged.values[i].cols() == whole.values[i].cols() && staged.values[i] == whole.values[i] &&
+             staged.list[i].value == &staged.values[i];
+    t.expect(same, label + ": values downloaded through " + std::to_string(bytes) + " bytes of staging == in one batch");
+  }
 }
 
 ModelConfig three_layers(bool tied) {
@@ -163,6 +182,7 @@ void check_training(TestContext& t, const std::string& label, const ModelConfig&
   t.expect(lc.back() < lc.front() && lg.back() < lg.front(), label + ": the loss went down on both");
   const auto moved_cpu = minus(by_kind(host, false), initial), moved_gpu = minus(by_kind(gparams.to_host()), initial);
   for (const auto& [k, want] : moved_cpu) t.close(label + ": trained - initial, " + k, moved_gpu.at(k), want, 5e-2);
+  check_staged_downloads(t, label, gparams);
 
   if (save_to.empty()) return;
   // The checkpoint: same folder layout from both backends, and each loads into the other.

@@ -75,8 +75,11 @@ void check_against_cpu(TestContext& t, const char* label, ModelConfig cfg, int r
   cpu->forward_cached(prompt, cc);
   const Matrix gd = gpu->forward_cached(std::span<const std::int32_t>(&next, 1), gc);
   const Matrix cd = cpu->forward_cached(std::span<const std::int32_t>(&next, 1), cc);
+  // One row's bf16 logits against fp32 ones: 1.0-1.7e-2 in most runs (fresh draws each run), 2.28e-2
+  // and 2.39e-2 seen once each (2026-12-05), so 3e-2, the gradients' tolerance; a wrong position or
+  // cache entry is off by O(1).
   t.close(name + ": forward_cached decode logits vs CPU", Floats(gd.data(), gd.data() + gd.size()),
-          Floats(cd.data(), cd.data() + cd.size()), 2e-2);
+          Floats(cd.data(), cd.data() + cd.size()), 3e-2);
 }
 
 // One packed micro-batch vs the same samples one by one, same grad_scale.

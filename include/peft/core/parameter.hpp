@@ -35,6 +35,13 @@ struct HostParameters {
     point_at_values();
     return *this;
   }
+  // The list: values[i] under like[i]'s name (any parameter type with `name` and `is_vector`).
+  template <class Described>
+  void name_values(const std::vector<Described>& like) {
+    list.clear();
+    for (std::size_t i = 0; i < like.size() && i < values.size(); ++i)
+      list.push_back({like[i].name, &values[i], nullptr, like[i].is_vector});
+  }
 
  private:
   void point_at_values() {
@@ -47,7 +54,7 @@ inline HostParameters snapshot_parameters(const ParameterList& params) {
   HostParameters h;
   h.values.reserve(params.size());
   for (const auto& p : params) h.values.push_back(*p.value);
-  for (std::size_t i = 0; i < params.size(); ++i) h.list.push_back({params[i].name, &h.values[i], nullptr, params[i].is_vector});
+  h.name_values(params);
   return h;
 }
 

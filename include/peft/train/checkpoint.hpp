@@ -26,6 +26,7 @@
 #include "peft/io/trained_tensors.hpp"
 #include "peft/optim/state_file.hpp"
 #include "peft/train/trainer_state.hpp"
+#include "peft/train/training_arguments.hpp"
 
 namespace peft {
 
@@ -91,6 +92,15 @@ inline std::int64_t checkpoint_step(const std::filesystem::path& checkpoint) {
   return std::stoll(checkpoint.filename().string().substr(std::string("checkpoint-").size()));
 }
 
+// Whether `checkpoint` (a path as typed, "" for none) is a folder directly inside `run_dir`.
+inline bool checkpoint_in_folder(const std::filesystem::path& checkpoint, const std::filesystem::path& run_dir) {
+  if (checkpoint.empty() || run_dir.empty()) return false;
+  std::error_code ec;
+  const auto from = std::filesystem::weakly_canonical(
+      std::filesystem::absolute(detail::without_trailing_separator(checkpoint)).parent_path(), ec);
+  return !ec && from == std::filesystem::weakly_canonical(std::filesystem::absolute(run_dir), ec);
+}
+
 // The run id a checkpoint records (peft_state.json, or trainer_state.json before the split;
 // "" if none or unreadable).
 inline std::string checkpoint_run_id(const std::filesystem::path& checkpoint) {
@@ -117,6 +127,24 @@ inline std::vector<std::filesystem::path> foreign_checkpoints(const std::filesys
     if (n > first && n <= last && (run_id.empty() || checkpoint_run_id(c) != run_id)) found.push_back(c);
   }
   return found;
+}
+
+// A checkpoint-N this run did not write is never replaced (--overwrite true lets a run into a
+// folder, not over another run's checkpoints): refused before the first step when this run (steps
+// from+1 .. last, `per_epoch` an epoch) plans to save under its name (TrainingArguments::saves_at).
+// A save at another step (a signal, early stopping) that meets one fails then, naming it.
+inline void refuse_foreign_checkpoints(const std::filesystem::path& run_dir, const std::string& run_id,
+                                       const TrainingArguments& args, std::int64_t per_epoch, std::int64_t from,
+                                       std::int64_t last) {
+  std::string names;
+  for (const auto& c : foreign_checkpoints(run_dir, run_id, from, last)) {
+    const std::int64_t n = checkpoint_step(c);
+    if (args.saves_at(n, per_epoch, n == last)) names += (names.empty() ? "" : ", ") + c.filename().string();
+  }
+  if (!names.empty())
+    fail("{} holds {}, not written by this run; this run would save a checkpoint of that name (--save_strategy {}, "
+         "and at step {}) and replace it: pick another --output_dir, leave --add_version true for a new vN- folder, "
+         "or move them", run_dir.string(), names, args.save_strategy, last);
 }
 
 // Deletes the oldest checkpoints of run `run_id` beyond `limit` (<= 0: keep all, as HF's Trainer),

@@ -27,6 +27,12 @@ inline std::string swift_format_time(double seconds) {
   return fmt::format("{}s", sec);
 }
 
+// The log lines' clock: "00:00:10".
+inline std::string hms_clock(double seconds) {
+  const auto t = static_cast<long long>(seconds + 0.5);
+  return fmt::format("{:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60);
+}
+
 // tqdm's clock: "00:10", or "1:02:03" past an hour.
 inline std::string tqdm_clock(double seconds) {
   const auto s = static_cast<long long>(std::max(0.0, seconds));

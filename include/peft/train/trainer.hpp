@@ -168,7 +168,13 @@ class Trainer {
     st_.result_settings = settings;
     if (run_id_.empty()) run_id_ = continues_checkpoint_run() ? st_.run_id : new_run_id();
     st_.run_id = run_id_;
-    refuse_foreign_checkpoints(run.per_epoch, st_.res.global_step, run.total);
+    run.evaluating = (eval && !eval->empty()) || any_hook([](const auto& h) {
+      if constexpr (requires { h.evaluates(); }) return h.evaluates(); else return false;
+    });
+    require(run.evaluating || args_.save_strategy != "best" || run_dir_.empty(),
+            "--save_strategy best saves a checkpoint when an evaluation improves {}, and this run evaluates nothing: "
+            "give a validation split (--split_dataset_ratio, --val_dataset)", args_.best_metric_name());
+    if (!run_dir_.empty()) refuse_foreign_checkpoints(run_dir_, run_id_, args_, run.per_epoch, st_.res.global_step, run.total);
     // Other ranks draw their own dropout masks (rank 0 keeps the single-process stream; a
     // checkpoint holds rank 0's generator, so these restart from (seed, rank, step) on resume).
     if (rank() > 0)
@@ -179,9 +185,6 @@ class Trainer {
     if (!run_dir_.empty() && args_.reports_tensorboard())
       tensorboard_.emplace(args_.logging_dir.empty() ? run_dir_ / "runs" : args_.logging_dir);
     call_hooks([&](auto& h) { if constexpr (requires { h.on_train_begin(); }) h.on_train_begin(); });
-    run.evaluating = (eval && !eval->empty()) || any_hook([](const auto& h) {
-      if constexpr (requires { h.evaluates(); }) return h.evaluates(); else return false;
-    });
     run.start_step = st_.res.global_step;
     run.t0 = run.interval_t0 = Clock::now();
     run.pack_cap = accumulation_pack_cap();
@@ -265,6 +268,7 @@ class Trainer {
     if (!quiet_) display_.bar(gs, run.total, gs - run.start_step, seconds_since(run.t0));
     const bool logged = gs % args_.logging_steps == 0 || (gs == 1 && args_.logging_first_step) || last_step;
     if (logged) log_interval(run, out, gs, epoch_now);
+    bool new_best = false;  // for --save_strategy best
     if (run.evaluating && args_.evaluates_at(gs, run.per_epoch, last_step && !res.stop_signal)) {
       nlohmann::json entry = {{"step", gs}, {"epoch", epoch_now}};
       if (run.eval && !run.eval->empty()) add_eval_metrics(entry, *run.eval);
@@ -272,6 +276,7 @@ class Trainer {
       add_swift_train_message(entry, gs, run.total, gs - run.start_step, seconds_since(run.t0));
       write_log(run.log, entry);
       st_.last_eval = entry;
+      new_best = improves_best();
       if (!quiet_) display_.line(fmt::format("[eval] {}", entry.dump()));
       if (any_hook([](const auto& h) { if constexpr (requires { h.should_stop(); }) return h.should_stop(); else return false; })) {
         res.stopped_early = !last_step;
@@ -280,7 +285,10 @@ class Trainer {
         display_.line(fmt::format("[train] early stopping at step {}: no improvement in the last evaluations", gs));
       }
     }
-    if (!run_dir_.empty() && args_.saves_at(gs, run.per_epoch, last_step)) {
+    // A stop saves under "best" too: the checkpoint to resume from (track_best does not call it best).
+    const bool saves = args_.save_strategy == "best" ? new_best || res.stop_signal
+                                                     : args_.saves_at(gs, run.per_epoch, last_step);
+    if (!run_dir_.empty() && saves) {
       st_.dropout_rng = run.dropout_rng.state();
       st_.nonfinite_in_a_row = run.guard.in_a_row;
       res.last_checkpoint = save_checkpoint(gs, epoch_now, run);
@@ -403,11 +411,7 @@ class Trainer {
   // A resume into the checkpoint's own run folder continues that run (its id, so rotation goes
   // on deleting its older checkpoints); a resume into another folder starts a new run.
   bool continues_checkpoint_run() const {
-    if (args_.resume_from_checkpoint.empty() || st_.run_id.empty() || run_dir_.empty()) return false;
-    std::error_code ec;
-    const auto from = std::filesystem::weakly_canonical(
-        std::filesystem::absolute(detail::without_trailing_separator(args_.resume_from_checkpoint)).parent_path(), ec);
-    return !ec && from == std::filesystem::weakly_canonical(std::filesystem::absolute(run_dir_), ec);
+    return !st_.run_id.empty() && checkpoint_in_folder(args_.resume_from_checkpoint, run_dir_);
   }
 
   template <class F> void call_hooks(F&& f) { std::apply([&](auto&... h) { (f(h), ...); }, hooks_); }
@@ -472,14 +476,16 @@ class Trainer {
 
   // The best-model metric of the latest evaluation decides whether this checkpoint is the best
   // (HF's _determine_best_metric, at save time).
-  void track_best(const std::filesystem::path& dir) {
+  bool improves_best() const {
     const std::string metric = args_.best_metric_name();
-    if (metric.empty() || st_.last_eval.empty()) return;
-    const double v = eval_metric(st_.last_eval, metric, "metric_for_best_model");
-    if (is_improvement(v, st_.res.best_metric, args_.best_is_greater())) {
-      st_.res.best_metric = v;
-      st_.res.best_model_checkpoint = dir;
-    }
+    if (metric.empty() || st_.last_eval.empty()) return false;
+    return is_improvement(eval_metric(st_.last_eval, metric, "metric_for_best_model"), st_.res.best_metric,
+                          args_.best_is_greater());
+  }
+  void track_best(const std::filesystem::path& dir) {
+    if (!improves_best()) return;
+    st_.res.best_metric = eval_metric(st_.last_eval, args_.best_metric_name(), "metric_for_best_model");
+    st_.res.best_model_checkpoint = dir;
   }
 
   std::string plot_title() const {
@@ -506,33 +512,12 @@ class Trainer {
     display_.line(fmt::format("[train] step {}/{} loss {:.4f} lr {:.3g} grad_norm {:.3f}{} {:.0f} tok/s elapsed {} ETA {}",
                               gs, total, num("loss"), num("learning_rate"), num("grad_norm"),
                               e.contains("token_acc") ? fmt::format(" token_acc {:.3f}", num("token_acc")) : "",
-                              num("tokens_per_second"), clock(elapsed), clock(eta)));
+                              num("tokens_per_second"), hms_clock(elapsed), hms_clock(eta)));
   }
   // The model's own memory figure when it has one (a device's), else this process's peak RSS.
   double memory_gib() const {
     if constexpr (requires { model_.memory_gib(); }) return model_.memory_gib();
     else return peak_memory_gib();
-  }
-  static std::string clock(double s) {
-    const auto t = static_cast<long long>(s + 0.5);
-    return fmt::format("{:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60);
-  }
-
-  // A checkpoint-N this run did not write is never replaced (--overwrite true lets a run into a
-  // folder, not over another run's checkpoints): refused before the first step when this run plans
-  // to save under its name (TrainingArguments::saves_at). A save at another step (a signal,
-  // early stopping) that meets one fails then, naming it.
-  void refuse_foreign_checkpoints(std::int64_t per_epoch, std::int64_t from, std::int64_t last) const {
-    if (run_dir_.empty()) return;
-    std::string names;
-    for (const auto& c : foreign_checkpoints(run_dir_, run_id_, from, last)) {
-      const std::int64_t n = checkpoint_step(c);
-      if (args_.saves_at(n, per_epoch, n == last)) names += (names.empty() ? "" : ", ") + c.filename().string();
-    }
-    if (!names.empty())
-      fail("{} holds {}, not written by this run; this run would save a checkpoint of that name (--save_strategy {}, "
-           "and at step {}) and replace it: pick another --output_dir, leave --add_version true for a new vN- folder, "
-           "or move them", run_dir_.string(), names, args_.save_strategy, last);
   }
 
   // The checkpoint's contents are taken now (train/checkpoint.hpp's CheckpointContents); the files
@@ -541,6 +526,7 @@ class Trainer {
   std::filesystem::path save_checkpoint(std::int64_t gs, double epoch, const Run& run) {
     const auto dir = run_dir_ / fmt::format("checkpoint-{}", gs);
     saver_.wait();  // the previous checkpoint is published (or its error thrown) before this one
+    const auto t0 = Clock::now();
     if (std::filesystem::exists(dir) && checkpoint_run_id(dir) != run_id_)  // appeared since the run began
       fail("{} was not written by this run; not replacing it (the checkpoint of step {} is not saved)", dir.string(), gs);
     track_best(dir);
@@ -555,6 +541,7 @@ class Trainer {
     if (!args_.save_only_model) c.moments = snapshot_optimizer_state(opt_, run.params);
     c.texts[kTrainerStateFile] = trainer_state_json(st_, epoch, state_counts(run, gs)).dump(1) + "\n";
     c.texts[kPeftStateFile] = peft_state_json(st_, args_.to_json()).dump(1) + "\n";
+    const double taken = seconds_since(t0);  // what the steps wait for under --async_save
     std::vector<std::filesystem::path> keep = {dir};
     if (!st_.res.best_model_checkpoint.empty()) keep.push_back(st_.res.best_model_checkpoint);
     if (!args_.resume_from_checkpoint.empty())
@@ -565,6 +552,10 @@ class Trainer {
       rotate_checkpoints(run_dir_, limit, run_id_, keep);  // run_dir_ and run_id_ are fixed during a run
     });
     if (!args_.async_save) saver_.wait();
+    if (!quiet_)
+      display_.line(args_.async_save ? fmt::format("[save] {}: contents taken in {:.2f} s, files written beside training",
+                                                   dir.string(), taken)
+                                     : fmt::format("[save] {} in {:.2f} s", dir.string(), seconds_since(t0)));
     write_run_plots(run_dir_, plot_title(), &st_.res);
     return dir;
   }

@@ -88,7 +88,10 @@ struct TrainingArguments {
   bool evaluates_at(std::int64_t gs, std::int64_t per_epoch, bool last) const {
     return interval_due(eval_strategy, gs, per_epoch, eval_interval(), last);
   }
+  // Under "best" (HF's SaveStrategy.BEST) a step may save where it evaluates; the trainer saves
+  // there when the evaluation improves best_metric_name().
   bool saves_at(std::int64_t gs, std::int64_t per_epoch, bool last) const {
+    if (save_strategy == "best") return evaluates_at(gs, per_epoch, last);
     return interval_due(save_strategy, gs, per_epoch, save_steps, last);
   }
   static bool interval_due(const std::string& strategy, std::int64_t gs, std::int64_t per_epoch, std::int64_t every,
@@ -101,7 +104,7 @@ struct TrainingArguments {
   static std::string eval_metric_name(const std::string& m) { return m.rfind("eval_", 0) == 0 ? m : "eval_" + m; }
   std::string best_metric_name() const {
     if (!metric_for_best_model.empty()) return eval_metric_name(metric_for_best_model);
-    return load_best_model_at_end ? "eval_loss" : "";
+    return load_best_model_at_end || save_strategy == "best" ? "eval_loss" : "";
   }
   bool best_is_greater() const {
     if (greater_is_better) return *greater_is_better;
@@ -132,15 +135,20 @@ struct TrainingArguments {
     require(warmup_steps >= 0, "--warmup_steps must be >= 0");
     require(logging_steps > 0, "--logging_steps must be positive");
     require(save_steps > 0, "--save_steps must be positive");
-    for (const auto& [flag, v] : {std::pair{"save_strategy", save_strategy}, {"eval_strategy", eval_strategy}})
-      require(v == "steps" || v == "epoch" || v == "no", "--{}: '{}' is not supported (valid: steps, epoch, no)", flag, v);
+    require(save_strategy == "steps" || save_strategy == "epoch" || save_strategy == "best" || save_strategy == "no",
+            "--save_strategy: '{}' is not supported (valid: steps, epoch, best, no)", save_strategy);
+    require(eval_strategy == "steps" || eval_strategy == "epoch" || eval_strategy == "no",
+            "--eval_strategy: '{}' is not supported (valid: steps, epoch, no)", eval_strategy);
+    require(save_strategy != "best" || eval_strategy != "no",
+            "--save_strategy best needs evaluations: --eval_strategy no makes none");
     require(eval_steps >= 0, "--eval_steps must be >= 0");
     require(max_consecutive_nonfinite_steps > 0, "--max_consecutive_nonfinite_steps must be positive");
     for (const auto& r : report_to)
       require(r == "tensorboard" || r == "all" || r == "none",
               "--report_to {}: not available here (valid: tensorboard, all, none)", r);
-    // HF's rule: the best model is chosen among saved checkpoints, so every save must follow an eval.
-    if (load_best_model_at_end)
+    // HF's rule: the best model is chosen among saved checkpoints, so every save must follow an eval
+    // ("best" saves only there).
+    if (load_best_model_at_end && save_strategy != "best")
       require(eval_strategy == save_strategy && save_strategy != "no",
               "--load_best_model_at_end needs --eval_strategy and --save_strategy to be the same, and not 'no' (got "
               "{} and {})", eval_strategy, save_strategy);

@@ -3,6 +3,8 @@
 // bf16 = 1.09 GB at 7B) is read only T rows a step, 14.7 MB at 2048 tokens, so PCIe carries it in
 // well under a millisecond; holding it on the device costs more than a QLoRA 7B's activations.
 // The gather kernel reads rows through the device alias, which also works inside a CUDA graph.
+// Checkpoint downloads stage through one too (optim/cuda/device_parameters.cuh): pinned memory
+// takes asynchronous copies at full PCIe speed, one wait for a whole batch of tensors.
 #pragma once
 #include <cstddef>
 #include <string>
@@ -15,13 +17,14 @@ namespace peft::cuda {
 class HostMappedBuffer {
  public:
   HostMappedBuffer() = default;
-  explicit HostMappedBuffer(std::size_t bytes, const std::string& what) : bytes_(bytes) {
+  // hint: what the error adds on how to do without it.
+  HostMappedBuffer(std::size_t bytes, const std::string& what, const std::string& hint = "") : bytes_(bytes) {
     if (bytes == 0) return;
     const cudaError_t st = cudaHostAlloc(&host_, bytes, cudaHostAllocMapped | cudaHostAllocPortable);
     if (st != cudaSuccess) {
       host_ = nullptr;
       throw Error("could not allocate " + std::to_string(bytes) + " bytes of pinned host memory for " + what + ": " +
-                  cudaGetErrorString(st) + " (CudaModelOptions::embedding = EmbeddingHome::device keeps it on the GPU)");
+                  cudaGetErrorString(st) + (hint.empty() ? "" : " (" + hint + ")"));
     }
     PEFT_CUDA_CHECK(cudaHostGetDevicePointer(&device_, host_, 0));
   }
@@ -39,6 +42,7 @@ class HostMappedBuffer {
   HostMappedBuffer& operator=(const HostMappedBuffer&) = delete;
 
   void* device() const { return device_; }  // what kernels and cudaMemcpy* take
+  void* host() const { return host_; }
   std::size_t bytes() const { return bytes_; }
 
  private:

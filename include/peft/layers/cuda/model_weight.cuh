@@ -31,7 +31,8 @@ class ModelWeight {
     if (on_host) {
       if constexpr (Trainable) throw Error(name_ + ": a trained weight cannot live in host memory");
       if (m.allocating()) {
-        host_ = HostMappedBuffer(host_bytes(), name_ + " (host embedding)");
+        host_ = HostMappedBuffer(host_bytes(), name_ + " (host embedding)",
+                               "CudaModelOptions::embedding = EmbeddingHome::device keeps it on the GPU");
         w_ = static_cast<bf16*>(host_.device());
       }
       return;

@@ -20,6 +20,7 @@
 
 #include "peft/kernels/cuda/adamw.cuh"
 #include "peft/kernels/cuda/global_norm.cuh"
+#include "peft/kernels/cuda/host_mapped.cuh"
 #include "peft/kernels/cuda/memory_plan.cuh"
 #include "peft/kernels/cuda/multi_tensor.cuh"
 #include "peft/layers/cuda/lora_linear.cuh"
@@ -38,6 +39,11 @@ struct TrainingState {
   std::unique_ptr<GlobalGradNorm> norm;
   std::unique_ptr<MultiTensorOptimizer> optimizer;  // the fused update --optim chose
   float* host_norm = nullptr;  // pinned
+  HostMappedBuffer staging;    // pinned: checkpoint downloads (DeviceParameters::download), grown on demand
+  float* staging_floats(std::size_t n) {
+    if (staging.bytes() < n * 4) staging = HostMappedBuffer(n * 4, "checkpoint download staging");
+    return static_cast<float*>(staging.host());
+  }
   bool clip_pending = false;
   // Where the optimizer's device state starts and ends in the arena: a second optimizer_init on
   // the same model (lr_epoch_sweep trains one loaded model cell after cell) gives it back first.
@@ -67,36 +73,47 @@ class DeviceParameters {
   HostParameters to_host() const {
     return download([](const DeviceParameter& p, std::size_t) { return static_cast<const float*>(p.value); });
   }
+  // A checkpoint downloads every trained tensor three times (values and two moments): the tensors'
+  // storage goes by asynchronous copies into pinned staging (TrainingState::staging), up to
+  // `staging_bytes` a batch with one wait each, then into host matrices in HF's shape (a prefix of
+  // the storage as it is, lora_B transposed, a padded tensor row by row). A tensor larger than the
+  // staging is copied by itself through pageable memory (full training's embedding: 2 GB at 7B).
+  static constexpr std::size_t kStagingBytes = std::size_t{256} << 20;
+  // The staging a download of these tensors takes, allocated now (optimizer_init: set-up, not a step).
+  void reserve_staging() const { state_->staging_floats(std::min(total_copied_floats(), kStagingBytes / 4)); }
   template <class Pick>
-  HostParameters download(Pick pick) const {
+  HostParameters download(Pick pick, std::size_t staging_bytes = kStagingBytes) const {
     HostParameters h;
-    h.values.reserve(params_.size());
+    h.values.resize(params_.size());
     PEFT_CUDA_CHECK(cudaStreamSynchronize(state_->stream));
-    std::vector<float> buf;
+    const std::size_t stage_floats = std::min(total_copied_floats(), staging_bytes / 4);
+    std::size_t first = 0;   // the batch: tensors [first, i)
+    std::size_t staged = 0;  // its floats
+    auto flush = [&](std::size_t end) {
+      PEFT_CUDA_CHECK(cudaStreamSynchronize(state_->stream));
+      const float* stage = state_->staging_floats(0);
+      for (std::size_t off = 0; first < end; off += copied_floats(params_[first]), ++first)
+        h.values[first] = to_hf_shape(params_[first], stage + off);
+      staged = 0;
+    };
     for (std::size_t i = 0; i < params_.size(); ++i) {
-      const auto& p = params_[i];
-      Matrix m(p.hf_rows, p.hf_cols);
-      const float* src = pick(p, i);
-      const auto n = static_cast<std::size_t>(m.size());
-      // A checkpoint downloads every trained tensor three times (values and two moments): where
-      // the tensor is a contiguous prefix of its storage, one copy and at most a transpose.
-      if (p.hf_prefix() && !p.transposed) {
-        PEFT_CUDA_CHECK(cudaMemcpy(m.data(), src, n * 4, cudaMemcpyDeviceToHost));
-      } else if (p.hf_prefix()) {
-        buf.resize(n);
-        PEFT_CUDA_CHECK(cudaMemcpy(buf.data(), src, n * 4, cudaMemcpyDeviceToHost));
-        m = MatrixMap(buf.data(), p.hf_cols, p.hf_rows).transpose();
-      } else {
-        buf.resize(static_cast<std::size_t>(p.numel()));
-        PEFT_CUDA_CHECK(cudaMemcpy(buf.data(), src, buf.size() * 4, cudaMemcpyDeviceToHost));
-        for (int r = 0; r < p.hf_rows; ++r)
-          for (int c = 0; c < p.hf_cols; ++c)
-            m(r, c) = p.transposed ? buf[static_cast<std::size_t>(c) * p.cols + r] : buf[static_cast<std::size_t>(r) * p.cols + c];
+      const std::size_t n = copied_floats(params_[i]);
+      if (n * 4 > staging_bytes) {  // alone, through pageable memory
+        flush(i);
+        std::vector<float> buf(n);
+        PEFT_CUDA_CHECK(cudaMemcpy(buf.data(), pick(params_[i], i), n * 4, cudaMemcpyDeviceToHost));
+        h.values[i] = to_hf_shape(params_[i], buf.data());
+        first = i + 1;
+        continue;
       }
-      h.values.push_back(std::move(m));
+      if ((staged + n) * 4 > staging_bytes) flush(i);
+      float* stage = state_->staging_floats(stage_floats);  // grows only here, before a batch's first copy
+      PEFT_CUDA_CHECK(cudaMemcpyAsync(stage + staged, pick(params_[i], i), n * 4, cudaMemcpyDeviceToHost,
+                                      state_->stream));
+      staged += n;
     }
-    for (std::size_t i = 0; i < params_.size(); ++i)
-      h.list.push_back({params_[i].name, &h.values[i], nullptr, params_[i].is_vector});
+    flush(params_.size());
+    h.name_values(params_);
     return h;
   }
   // Writes host values (HF shapes, same order) into the device masters and their bf16 copies.
@@ -134,6 +151,26 @@ class DeviceParameters {
   }
 
  private:
+  // What download copies of a tensor: the HF-shaped prefix where it is one, else all its storage.
+  static std::size_t copied_floats(const DeviceParameter& p) {
+    return static_cast<std::size_t>(p.hf_prefix() ? static_cast<std::int64_t>(p.hf_rows) * p.hf_cols : p.numel());
+  }
+  std::size_t total_copied_floats() const {
+    std::size_t n = 0;
+    for (const auto& p : params_) n += copied_floats(p);
+    return n;
+  }
+  // The HF-shaped matrix of a tensor's copied floats.
+  static Matrix to_hf_shape(const DeviceParameter& p, const float* src) {
+    if (p.hf_prefix() && !p.transposed) return ConstMatrixMap(src, p.hf_rows, p.hf_cols);
+    if (p.hf_prefix()) return ConstMatrixMap(src, p.hf_cols, p.hf_rows).transpose();
+    Matrix m(p.hf_rows, p.hf_cols);
+    for (int r = 0; r < p.hf_rows; ++r)
+      for (int c = 0; c < p.hf_cols; ++c)
+        m(r, c) = p.transposed ? src[static_cast<std::size_t>(c) * p.cols + r] : src[static_cast<std::size_t>(r) * p.cols + c];
+    return m;
+  }
+
   std::vector<DeviceParameter> params_;
   TrainingState* state_;
 };
@@ -169,6 +206,7 @@ inline TrainingState& begin_optimizer_state(const DeviceParameters& params) {
     if (s.arena->used() == s.optimizer_end) s.arena->release(s.optimizer_begin);
   }
   s.optimizer_begin = s.arena->mark();
+  params.reserve_staging();  // for the checkpoints' downloads
   std::vector<GradTensor> grads;
   for (const auto& p : params.tensors()) grads.push_back({p.grad, p.numel()});
   s.norm = std::make_unique<GlobalGradNorm>(*s.arena, grads);
@@ -198,28 +236,7 @@ inline const float* take_clip_scale(TrainingState& s) {
   return scale;
 }
 
-// The device buffers downloaded at this step (a checkpoint's; optim/state_file.hpp writes them).
-inline OptimizerSnapshot snapshot_device_optimizer_state(const DeviceParameters& params,
-                                                         const std::vector<OptimizerBuffer>& buffers,
-                                                         std::int64_t step) {
-  OptimizerSnapshot snap{.step = step};
-  for (const auto& b : buffers) {
-    snap.names.push_back(b.name);
-    snap.buffers.push_back(
-        params.download([&](const DeviceParameter&, std::size_t i) { return b.per_tensor[i]; }).values);
-  }
-  return snap;
-}
-
-// Saves device buffers through the same writer as the host optimizers (optim/state_file.hpp).
-inline void save_device_optimizer_state(const std::filesystem::path& file, const DeviceParameters& params,
-                                        const std::vector<OptimizerBuffer>& buffers, std::int64_t step,
-                                        bool masters) {
-  const HostParameters values = params.to_host();  // the names, and the masters when asked
-  snapshot_device_optimizer_state(params, buffers, step).write(file, values.list, masters);
-}
-
-// Resume: the buffers saved by save_device_optimizer_state (or a CPU run) back onto the device.
+// Resume: the buffers a checkpoint saved (on either backend) back onto the device.
 inline std::int64_t load_device_optimizer_state(const std::filesystem::path& file, const DeviceParameters& params,
                                                 const std::vector<OptimizerBuffer>& buffers) {
   const HostParameters shapes = params.to_host();
@@ -256,15 +273,21 @@ void optimizer_step(Opt& opt, const DeviceParameters& params, double lr) {
 inline HostParameters snapshot_parameters(const DeviceParameters& params) { return params.to_host(); }
 template <class Opt>
 OptimizerSnapshot snapshot_optimizer_state(const Opt& opt, const DeviceParameters& params) {
-  return snapshot_device_optimizer_state(params, fused_optimizer(opt, params, "snapshot_optimizer_state").buffers(),
-                                         opt.step_count);
+  OptimizerSnapshot snap{.step = opt.step_count};
+  for (const auto& b : fused_optimizer(opt, params, "snapshot_optimizer_state").buffers()) {
+    snap.names.push_back(b.name);
+    snap.buffers.push_back(
+        params.download([&](const DeviceParameter&, std::size_t i) { return b.per_tensor[i]; }).values);
+  }
+  return snap;
 }
 
+// Saves the buffers through the same writer as the host optimizers (optim/state_file.hpp); the
+// values give the names, and the masters when asked.
 template <class Opt>
 void save_optimizer_state(const std::filesystem::path& file, const Opt& opt, const DeviceParameters& params,
                           bool masters = false) {
-  const auto buffers = fused_optimizer(opt, params, "save_optimizer_state").buffers();
-  save_device_optimizer_state(file, params, buffers, opt.step_count, masters);
+  snapshot_optimizer_state(opt, params).write(file, snapshot_parameters(params).list, masters);
 }
 
 template <class Opt>
