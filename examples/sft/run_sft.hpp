@@ -148,19 +148,29 @@ inline void fit_max_length(SftArgs& a, std::int64_t max_position_embeddings, con
 
 // --metric_for_best_model / --early_stop_metric against the evaluations this run will make (the
 // names were checked when parsing): a metric nothing produces would fail after the training.
+// --save_strategy best saves only where an evaluation improves its metric: refused here too, before
+// the run folder exists, when nothing would produce it.
 template <class Setup>
 void check_eval_metrics_available(const SftArgs& a, const Setup& s) {
+  auto produced = [&](const std::string& name) {
+    return name == "eval_loss" ? !s.data.val.empty()
+           : name.starts_with("eval_general_") ? !s.general.empty()
+                                               : !s.identity.empty();
+  };
   for (const auto& [flag, metric] : {std::pair{"metric_for_best_model", a.train.metric_for_best_model},
                                      {"early_stop_metric", a.early_stop_metric}}) {
     if (metric.empty()) continue;
     const std::string name = TrainingArguments::eval_metric_name(metric);
-    const bool produced = name == "eval_loss" ? !s.data.val.empty()
-                          : name.starts_with("eval_general_") ? !s.general.empty()
-                                                              : !s.identity.empty();
     for (const auto& m : detail::kEvalMetrics)
-      require(name != m.name || produced, "--{} {}: this run makes no evaluation that produces '{}'; it needs {}", flag,
-              metric, name, m.needs);
+      require(name != m.name || produced(name), "--{} {}: this run makes no evaluation that produces '{}'; it needs {}",
+              flag, metric, name, m.needs);
   }
+  if (a.train.save_strategy != "best") return;
+  const std::string best = a.train.best_metric_name();
+  for (const auto& m : detail::kEvalMetrics)
+    require(best != m.name || produced(best),
+            "--save_strategy best saves a checkpoint when an evaluation improves {}, and this run evaluates nothing "
+            "that produces it: it needs {}", best, m.needs);
 }
 
 template <class Model>
