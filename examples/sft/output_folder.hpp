@@ -66,13 +66,6 @@ struct RunFolder {
   RunLock lock;
 };
 
-inline bool same_folder(const std::filesystem::path& a, const std::filesystem::path& b) {
-  std::error_code ec1, ec2;
-  const auto ca = std::filesystem::weakly_canonical(std::filesystem::absolute(a), ec1);
-  const auto cb = std::filesystem::weakly_canonical(std::filesystem::absolute(b), ec2);
-  return !ec1 && !ec2 && ca == cb;
-}
-
 // A run folder a resume may continue in: the args.json there records it as the run's output_dir
 // (ours and ms-swift's alike). A checkpoint copied into a folder of the user's is not continued
 // there: the run's logging.jsonl, images/ and loss.svg would replace the user's files.
@@ -97,7 +90,7 @@ inline RunFolder open_run_folder(const SftArgs& a, bool writer) {
   const fs::path out = a.train.output_dir;
   if (!a.train.resume_from_checkpoint.empty()) {
     const fs::path ckpt = fs::absolute(peft::detail::without_trailing_separator(a.train.resume_from_checkpoint));
-    const bool in_place = !given("output_dir") || same_folder(out, ckpt.parent_path());
+    const bool in_place = !given("output_dir") || checkpoint_in_folder(ckpt, out);
     if (in_place && is_run_folder(ckpt.parent_path())) {
       f.dir = ckpt.parent_path();
       f.continues_checkpoint_run = true;

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "peft/io/atomic_file.hpp"
@@ -92,13 +93,18 @@ inline std::int64_t checkpoint_step(const std::filesystem::path& checkpoint) {
   return std::stoll(checkpoint.filename().string().substr(std::string("checkpoint-").size()));
 }
 
+// Whether two paths name the same folder (relative, with "..", or through links alike).
+inline bool same_folder(const std::filesystem::path& a, const std::filesystem::path& b) {
+  std::error_code ec1, ec2;
+  const auto ca = std::filesystem::weakly_canonical(std::filesystem::absolute(a), ec1);
+  const auto cb = std::filesystem::weakly_canonical(std::filesystem::absolute(b), ec2);
+  return !ec1 && !ec2 && ca == cb;
+}
+
 // Whether `checkpoint` (a path as typed, "" for none) is a folder directly inside `run_dir`.
 inline bool checkpoint_in_folder(const std::filesystem::path& checkpoint, const std::filesystem::path& run_dir) {
   if (checkpoint.empty() || run_dir.empty()) return false;
-  std::error_code ec;
-  const auto from = std::filesystem::weakly_canonical(
-      std::filesystem::absolute(detail::without_trailing_separator(checkpoint)).parent_path(), ec);
-  return !ec && from == std::filesystem::weakly_canonical(std::filesystem::absolute(run_dir), ec);
+  return same_folder(std::filesystem::absolute(detail::without_trailing_separator(checkpoint)).parent_path(), run_dir);
 }
 
 // The run id a checkpoint records (peft_state.json, or trainer_state.json before the split;
