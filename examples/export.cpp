@@ -81,12 +81,8 @@ void write_gguf_outputs(const fs::path& model_dir, const fs::path& base, const f
 struct CreatedPaths {
   std::vector<fs::path> paths;
   bool keep = false;
-  void note_if_new(fs::path p) {  // the outermost folder that does not exist yet, for a nested new one
-    p = p.lexically_normal();
-    if (fs::exists(fs::symlink_status(p))) return;
-    while (p.has_parent_path() && p.parent_path() != p && !fs::exists(fs::symlink_status(p.parent_path())))
-      p = p.parent_path();
-    paths.push_back(p);
+  void note_if_new(const fs::path& p) {
+    if (fs::path top = peft::detail::outermost_missing(p); !top.empty()) paths.push_back(std::move(top));
   }
   ~CreatedPaths() {
     std::error_code ignored;

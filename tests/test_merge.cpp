@@ -175,3 +175,42 @@ TEST_CASE("merge names a base module the adapter targets but the model lacks", "
   CHECK_FALSE(fs::exists(out));
   fs::remove_all(bad);
 }
+
+TEST_CASE("an rsLoRA adapter (use_rslora) runs and merges with alpha / sqrt(r)", "[merge]") {
+  const auto tiny = test::fixture("tiny_public");
+  const auto rs = scratch("rslora_adapter"), same = scratch("rslora_same"), out = scratch("rslora_out");
+  // The trained adapter's tensors under three configs: use_rslora, and plain with alpha x sqrt(r).
+  auto config = read_json_file(tiny / "adapter_trained" / "adapter_config.json");
+  for (const auto& [dir, rslora, alpha] : {std::tuple{rs, true, 32.0}, std::tuple{same, false, 32.0 * std::sqrt(8.0)}}) {
+    fs::create_directories(dir);
+    fs::copy_file(tiny / "adapter_trained" / "adapter_model.safetensors", dir / "adapter_model.safetensors");
+    config["use_rslora"] = rslora;
+    config["lora_alpha"] = alpha;
+    write_text_atomic(dir / "adapter_config.json", config.dump(2));
+  }
+  const LoraConfig read = read_adapter_config(rs);
+  CHECK(read.use_rslora);
+  CHECK(read.scaling() == Approx(32.0 / std::sqrt(8.0)).epsilon(1e-15));
+  CHECK(adapter_config_json(read, "base")["use_rslora"] == true);  // and written back as read
+
+  // The same update as plain LoRA with alpha x sqrt(r) (bit for bit: the same float scaling), not
+  // as plain LoRA with alpha.
+  auto with_rs = with_adapter(tiny / "model", rs), with_same = with_adapter(tiny / "model", same);
+  auto plain = with_adapter(tiny / "model", tiny / "adapter_trained");
+  const auto ids = test::fixture_samples("tiny_public")[0].input_ids;
+  const Matrix l_rs = logits_of(*with_rs, ids);
+  CHECK((l_rs - logits_of(*with_same, ids)).cwiseAbs().maxCoeff() == 0.0f);
+  CHECK((l_rs - logits_of(*plain, ids)).cwiseAbs().maxCoeff() > 1e-3);
+
+  // Merged: the logits of the unmerged rsLoRA adapter (bound as in the fp32 case above).
+  merge_lora(tiny / "model", rs, out);
+  auto merged = Qwen2<Frozen, Fp32, Cpu>::from_pretrained(out, LoraConfig{}, 0);
+  for (const auto& sample : test::fixture_samples("tiny_public"))
+    CHECK((logits_of(*merged, sample.input_ids) - logits_of(*with_rs, sample.input_ids)).cwiseAbs().maxCoeff() <= 1e-4);
+
+  config["use_rslora"] = "yes";  // not a boolean: named, with the file
+  write_text_atomic(rs / "adapter_config.json", config.dump(2));
+  CHECK_THROWS_WITH(read_adapter_config(rs), Catch::Contains("adapter_config.json: field 'use_rslora' must be true or "
+                                                              "false, got \"yes\""));
+  for (const auto& d : {rs, same, out}) fs::remove_all(d);
+}

@@ -45,16 +45,23 @@ inline std::filesystem::path versioned_run_dir(const std::filesystem::path& outp
   return output_dir / fmt::format("v{}-{}", next, stamp);
 }
 
-// A version folder this run created is removed again if the run fails before writing anything
-// into it, so a bad dataset path does not leave an empty vN- folder behind.
+// The folders a run created (its vN- folder, and --output_dir with any parents it had to make)
+// are removed again if the run fails before writing anything into them, so a bad dataset path
+// leaves no empty folder behind. `dir`: the run folder; `top`: the outermost folder this run made
+// (empty: none). A folder that held anything, or that the run did not make, stays.
 struct RemoveIfLeftEmpty {
-  std::filesystem::path dir;
+  std::filesystem::path dir, top;
   RemoveIfLeftEmpty() = default;
-  RemoveIfLeftEmpty(RemoveIfLeftEmpty&& o) noexcept : dir(std::exchange(o.dir, {})) {}
+  RemoveIfLeftEmpty(RemoveIfLeftEmpty&& o) noexcept : dir(std::exchange(o.dir, {})), top(std::exchange(o.top, {})) {}
   RemoveIfLeftEmpty& operator=(RemoveIfLeftEmpty&&) = delete;
   ~RemoveIfLeftEmpty() {
+    if (top.empty()) return;
+    const std::filesystem::path last = top.lexically_normal();
     std::error_code ec;
-    if (!dir.empty() && !folder_has_entries(dir)) std::filesystem::remove(dir, ec);
+    for (std::filesystem::path p = dir.lexically_normal();; p = p.parent_path()) {
+      if (folder_has_entries(p) || !std::filesystem::remove(p, ec)) return;
+      if (p == last || !p.has_parent_path() || p.parent_path() == p) return;
+    }
   }
 };
 
@@ -105,19 +112,28 @@ inline RunFolder open_run_folder(const SftArgs& a, bool writer) {
   if (f.dir.empty()) {
     if (!a.add_version) {
       f.dir = out;
+      if (writer) {  // the run lock below makes the folder
+        f.created.dir = out;
+        f.created.top = peft::detail::outermost_missing(out);
+      }
       require(!writer || a.overwrite || !folder_has_entries(out),
               "--output_dir {}: the folder exists and is not empty (another run's files?); pass --overwrite true to "
               "write into it anyway, pick another --output_dir, or leave --add_version true for a new vN- folder",
               out.string());
     } else if (writer) {
+      const fs::path made = peft::detail::outermost_missing(out);
       std::error_code ec;
       fs::create_directories(out, ec);
       if (ec) fail("--output_dir {}: cannot create it: {}", out.string(), ec.message());
       for (int attempt = 0; f.dir.empty(); ++attempt) {  // another run may take the name first
         const fs::path candidate = versioned_run_dir(out);
-        if (fs::create_directory(candidate, ec)) f.dir = f.created.dir = candidate;
-        else require(attempt < 100, "--output_dir {}: cannot create a new version folder ({}): {}", out.string(),
-                     candidate.string(), ec ? ec.message() : "it exists");
+        if (fs::create_directory(candidate, ec)) {
+          f.dir = f.created.dir = candidate;
+          f.created.top = made.empty() ? candidate : made;
+        } else {
+          require(attempt < 100, "--output_dir {}: cannot create a new version folder ({}): {}", out.string(),
+                  candidate.string(), ec ? ec.message() : "it exists");
+        }
       }
     } else {
       f.dir = versioned_run_dir(out);  // not written by this rank

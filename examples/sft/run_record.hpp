@@ -34,6 +34,7 @@ inline nlohmann::json effective_args_json(const SftArgs& a, const LoraConfig& lo
   j["lora_alpha"] = lora.lora_alpha;
   j["lora_dropout"] = lora.lora_dropout;
   j["target_modules"] = lora.target_modules;
+  j["use_rslora"] = lora.use_rslora;
   j["dataset"] = a.data.specs;
   j["val_dataset"] = a.data.val_specs;
   j["data_seed"] = a.data.seed;

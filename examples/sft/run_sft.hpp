@@ -374,10 +374,11 @@ int run_sft(SftArgs a, dist::Communicator* comm = nullptr) {
     fmt::print("[dist] world size {}: global batch = {} per device x {} accumulation x {} ranks\n",
                comm->world_size(), a.train.per_device_train_batch_size, a.train.gradient_accumulation_steps,
                comm->world_size());
-  fmt::print("[hparams] lr {} epochs {} batch {} grad_accum {} lora r={} alpha={} dropout={} targets {} scheduler {} "
+  fmt::print("[hparams] lr {} epochs {} batch {} grad_accum {} lora r={} alpha={}{} dropout={} targets {} scheduler {} "
              "warmup_ratio {} weight_decay {} max_grad_norm {} optim {}\n",
              a.train.learning_rate, a.train.num_train_epochs, a.train.per_device_train_batch_size,
-             a.train.gradient_accumulation_steps, lora.r, lora.lora_alpha, lora.lora_dropout,
+             a.train.gradient_accumulation_steps, lora.r, lora.lora_alpha,
+             lora.use_rslora ? fmt::format(" rslora (scaling {:.6g})", lora.scaling()) : "", lora.lora_dropout,
              fmt::join(lora.target_modules, ","), a.train.lr_scheduler_type, a.train.warmup_ratio,
              a.train.weight_decay, a.train.max_grad_norm, a.train.optim);
 

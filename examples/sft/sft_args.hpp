@@ -101,8 +101,6 @@ inline const std::vector<std::string>& accepted_unused_flags() {
 // ms-swift flags that would change the result and are not implemented here: refused with what to do.
 inline constexpr UnsupportedFlag kUnsupportedSftFlags[] = {
     {"use_dora", "DoRA is not implemented: drop the flag to train plain LoRA"},
-    {"use_rslora", "rank-stabilised scaling (alpha / sqrt(r)) is not implemented: drop the flag, or set --lora_alpha "
-                   "to alpha x sqrt(r) for the same scale"},
     {"init_weights", "adapters start as PEFT's default (Kaiming-uniform A, zero B): drop the flag"},
     {"lora_dtype", "adapters train in fp32 masters with bf16 compute copies: drop the flag"},
     {"modules_to_save", "full-rank extra modules are not trained with LoRA here: drop the flag"},
@@ -166,7 +164,7 @@ inline void check_lora_flags(const SftArgs& a) {
   if (a.train_type == "full") {
     require(a.adapters.empty(), "--adapters {} with --train_type full: a LoRA adapter cannot start a full "
             "fine-tune (merge it into the model first with merge_lora)", a.adapters);
-    for (const char* f : {"lora_rank", "lora_alpha", "lora_dropout", "target_modules"})
+    for (const char* f : {"lora_rank", "lora_alpha", "lora_dropout", "target_modules", "use_rslora"})
       if (given(f)) fmt::print(stderr, "[args] warning: --{} is ignored with --train_type full\n", f);
     return;
   }
@@ -179,6 +177,9 @@ inline void check_lora_flags(const SftArgs& a) {
   require(!given("lora_alpha") || a.lora.lora_alpha == from_file.lora_alpha,
           "--lora_alpha {} conflicts with --adapters: {} has lora_alpha = {} (the adapter decides; drop --lora_alpha)",
           a.lora.lora_alpha, file, from_file.lora_alpha);
+  require(!given("use_rslora") || a.lora.use_rslora == from_file.use_rslora,
+          "--use_rslora {} conflicts with --adapters: {} has use_rslora = {} (the adapter decides; drop --use_rslora)",
+          a.lora.use_rslora, file, from_file.use_rslora);
   require(!given("target_modules") || targeted_module_names(a.lora) == targeted_module_names(from_file),
           "--target_modules {} conflicts with --adapters: {} targets {} (the adapter decides; drop --target_modules)",
           fmt::join(a.lora.target_modules, " "), file, fmt::join(targeted_module_names(from_file), " "));
@@ -210,7 +211,7 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   SftArgs a;
   std::vector<std::string> datasets, val_datasets, targets = {"all-linear"}, model_name, model_author;
-  std::string overwrite = "false", ignore_mismatch = "false";
+  std::string overwrite = "false", ignore_mismatch = "false", use_rslora = "false";
   std::string add_version = "true", dataset_shuffle = "true", loader_shuffle = "true", checkpointing = "true";
   TrainingArguments& t = a.train;
   t.weight_decay = 0.1;
@@ -233,6 +234,7 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
       ("adapters", po::value(&a.adapters), "start from this PEFT adapter folder")
       ("lora_rank", po::value(&a.lora.r)->default_value(8), "LoRA rank r")
       ("lora_alpha", po::value(&a.lora.lora_alpha)->default_value(32), "LoRA alpha (scaling = alpha / r)")
+      ("use_rslora", bool_flag(&use_rslora, "false"), "rank-stabilised LoRA: scaling = alpha / sqrt(r) (true|false)")
       ("lora_dropout", po::value(&a.lora.lora_dropout)->default_value(0.05), "dropout on the LoRA branch input")
       ("target_modules", po::value(&targets)->multitoken(), "all-linear, or projection names (q_proj ...)")
       ("learning_rate", po::value(&t.learning_rate), "peak learning rate; default 1e-4 (lora), 1e-5 (full), as ms-swift")
@@ -395,6 +397,7 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
   detail::one_of("lr_scheduler_type", t.lr_scheduler_type, {"constant", "linear", "cosine"});
   detail::one_of("truncation_strategy", a.data.truncation_strategy, {"delete", "left", "right"});
   a.add_version = detail::parse_bool("add_version", add_version);
+  a.lora.use_rslora = detail::parse_bool("use_rslora", use_rslora);
   a.gradient_checkpointing = cuda::parse_gradient_checkpointing(checkpointing);
   a.overwrite = detail::parse_bool("overwrite", overwrite);
   t.ignore_args_mismatch = detail::parse_bool("ignore_args_mismatch", ignore_mismatch);

@@ -299,6 +299,21 @@ elseif(CASE STREQUAL "output_failed_run_leaves_no_folder")
   # writing anything into it removes it again.
   run(FAIL ${FT} --model ${TINY}/model --dataset nowhere.jsonl --max_steps 2 --output_dir out)
   expect_nothing_in(out)
+  # The folders it had to make for --output_dir go too, with or without a version folder; a folder
+  # the user made stays, empty as it was.
+  run(FAIL ${FT} --model ${TINY}/model --dataset nowhere.jsonl --max_steps 2 --output_dir fresh/nested)
+  run(FAIL ${FT} --model ${TINY}/model --dataset nowhere.jsonl --max_steps 2 --output_dir plain/run --add_version false)
+  file(MAKE_DIRECTORY ${WORK_DIR}/mine)
+  run(FAIL ${FT} --model ${TINY}/model --dataset nowhere.jsonl --max_steps 2 --output_dir mine --add_version false)
+  foreach(gone fresh plain)
+    if(EXISTS ${WORK_DIR}/${gone})
+      message(FATAL_ERROR "${gone}/ was made by a failed run and left behind:\n${last}")
+    endif()
+  endforeach()
+  if(NOT IS_DIRECTORY ${WORK_DIR}/mine)
+    message(FATAL_ERROR "the user's empty folder mine/ was removed:\n${last}")
+  endif()
+  expect_nothing_in(mine)
 
 elseif(CASE STREQUAL "resume_into_new_folder")
   run(OK ${FT} ${ft_base} --max_steps 6 --save_steps 2 --output_dir A)

@@ -43,7 +43,7 @@ if(NOT CMAKE_SCRIPT_MODE_FILE)
   peft_cli_test(swift_full_best_without_masters FAIL ARGS ${base} --train_type full --save_only_model
        --load_best_model_at_end
     REGEX "--load_best_model_at_end true with --train_type full and --save_only_model true")
-  foreach(case strategies save_only_model logging_dir early_stop_interval)
+  foreach(case strategies save_only_model logging_dir early_stop_interval rslora)
     add_test(NAME cli_swift_flags_${case}
       COMMAND ${CMAKE_COMMAND} -DCASE=${case} -DFT=$<TARGET_FILE:identity_finetune>
               -DFIXTURES=${CMAKE_CURRENT_SOURCE_DIR}/fixtures -DWORK=${PEFT_CLI_WORK}/swift_flags_${case}
@@ -148,6 +148,59 @@ if(CASE STREQUAL "strategies")
       message(FATAL_ERROR "best: trainer_state.json names ${best_ckpt} as the best checkpoint")
     endif()
   endforeach()
+  return()
+endif()
+
+if(CASE STREQUAL "rslora")
+  # --use_rslora true (PEFT's rank-stabilised LoRA) scales the update by alpha / sqrt(r): the run is
+  # plain LoRA with alpha x sqrt(r), loss for loss, and not the run with alpha itself. The adapter
+  # says so, a run from it keeps it, and a run that contradicts it is refused.
+  set(common --max_steps 4 --logging_steps 1 --learning_rate 1e-2 --lr_scheduler_type constant --lora_rank 8)
+  run_ft(rs ${common} --output_dir rs --use_rslora true --lora_alpha 32)
+  run_ft(same ${common} --output_dir same --lora_alpha 90.50966799187809)  # 32 x sqrt(8)
+  run_ft(plain ${common} --output_dir plain --lora_alpha 32)
+  function(losses dir var)
+    file(STRINGS ${WORK}/${dir}/logging.jsonl lines ENCODING UTF-8)
+    set(found)
+    foreach(l ${lines})
+      if(l MATCHES "\"log_history\"")  # ms-swift's summary line repeats them
+        continue()
+      endif()
+      if(l MATCHES "\"loss\": *([-0-9.eE+]+)")
+        list(APPEND found ${CMAKE_MATCH_1})
+      endif()
+    endforeach()
+    set(${var} "${found}" PARENT_SCOPE)
+  endfunction()
+  losses(rs l_rs)
+  losses(same l_same)
+  losses(plain l_plain)
+  list(LENGTH l_rs n)
+  if(NOT n EQUAL 4 OR NOT l_rs STREQUAL l_same OR l_rs STREQUAL l_plain)
+    message(FATAL_ERROR "rslora losses ${l_rs}, alpha 32 sqrt(8) ${l_same} (expected equal), alpha 32 ${l_plain} "
+                        "(expected different)")
+  endif()
+  if(NOT rs MATCHES "alpha=32 rslora \\(scaling 11.3137\\)")
+    message(FATAL_ERROR "the hparams line does not show the rank-stabilised scaling:\n${rs}")
+  endif()
+  file(READ ${WORK}/rs/checkpoint-4/adapter_config.json config)
+  string(JSON on GET "${config}" use_rslora)
+  file(READ ${WORK}/rs/args.json args)
+  string(JSON recorded GET "${args}" use_rslora)
+  if(NOT on STREQUAL "ON" OR NOT recorded STREQUAL "ON")
+    message(FATAL_ERROR "use_rslora: adapter_config.json ${on}, args.json ${recorded} (expected true)")
+  endif()
+  run_ft(from --max_steps 1 --output_dir from --adapters rs/checkpoint-4)
+  if(NOT from MATCHES "rslora \\(scaling 11.3137\\)")
+    message(FATAL_ERROR "a run from the rsLoRA adapter lost its scaling:\n${from}")
+  endif()
+  execute_process(COMMAND ${FT} --model ${FIXTURES}/tiny_public/model --dataset ${FIXTURES}/tiny_public/tokens.jsonl
+                          --add_version false --output_dir against --max_steps 1 --adapters rs/checkpoint-4
+                          --use_rslora false
+                  WORKING_DIRECTORY ${WORK} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(rc EQUAL 0 OR NOT err MATCHES "--use_rslora false conflicts with --adapters: .*use_rslora = true")
+    message(FATAL_ERROR "--use_rslora false against an rsLoRA adapter: rc ${rc}\n${out}${err}")
+  endif()
   return()
 endif()
 

@@ -51,6 +51,18 @@ inline std::filesystem::path parent_dir_of(const std::filesystem::path& p) {
   return dir.empty() ? std::filesystem::path(".") : dir;
 }
 
+// The outermost folder of `p` that does not exist yet (`p` itself when only it is missing; empty
+// when `p` exists): what creating `p` with its parents would add, so a failed run can take it back.
+inline std::filesystem::path outermost_missing(std::filesystem::path p) {
+  p = p.lexically_normal();
+  std::error_code ec;
+  if (std::filesystem::exists(std::filesystem::symlink_status(p, ec))) return {};
+  while (p.has_parent_path() && p.parent_path() != p &&
+         !std::filesystem::exists(std::filesystem::symlink_status(p.parent_path(), ec)))
+    p = p.parent_path();
+  return p;
+}
+
 inline void create_parent_dirs(const std::filesystem::path& target) {
   std::error_code ec;
   std::filesystem::create_directories(parent_dir_of(target), ec);

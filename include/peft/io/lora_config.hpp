@@ -22,8 +22,11 @@ struct LoraConfig {
   double lora_alpha = 32;
   double lora_dropout = 0.05;
   std::vector<std::string> target_modules = {"all-linear"};
+  // Rank-stabilised LoRA (PEFT's use_rslora): the update is scaled by alpha / sqrt(r) instead of
+  // alpha / r, so its size does not shrink as the rank grows.
+  bool use_rslora = false;
 
-  double scaling() const { return lora_alpha / r; }
+  double scaling() const { return use_rslora ? lora_alpha / std::sqrt(static_cast<double>(r)) : lora_alpha / r; }
 
   // `module` is the projection's short name (q_proj ...) or its full path.
   bool targets(std::string_view module) const {

@@ -103,7 +103,7 @@ inline nlohmann::json adapter_config_json(const LoraConfig& lora, const std::str
   j["target_modules"] = targeted_module_names(lora);
   j["task_type"] = "CAUSAL_LM";
   j["use_dora"] = false;
-  j["use_rslora"] = false;
+  j["use_rslora"] = lora.use_rslora;
   return j;
 }
 
@@ -124,7 +124,6 @@ inline LoraConfig read_adapter_config(const std::filesystem::path& adapter_dir) 
     require(v == nullptr || v->is_null() || *v == false, "{}: '{}' is set; peft does not implement it", src, key);
   };
   flag_off("use_dora");
-  flag_off("use_rslora");
   flag_off("fan_in_fan_out");
   if (const auto* b = find_field(j, "bias"); b && !b->is_null())
     require(*b == "none", "{}: bias {} is not supported (only \"none\")", src, b->dump());
@@ -139,6 +138,10 @@ inline LoraConfig read_adapter_config(const std::filesystem::path& adapter_dir) 
   c.r = json_value_as<int>(get("r"), src, "r");
   c.lora_alpha = json_value_as<double>(get("lora_alpha"), src, "lora_alpha");
   c.lora_dropout = optional_field<double>(j, "lora_dropout", src, c.lora_dropout);
+  if (const auto* v = find_field(j, "use_rslora"); v && !v->is_null()) {
+    require(v->is_boolean(), "{}: field 'use_rslora' must be true or false, got {}", src, v->dump());
+    c.use_rslora = v->get<bool>();
+  }
   const auto& t = get("target_modules");
   const bool names = t.is_string() || (t.is_array() && std::all_of(t.begin(), t.end(), [](const auto& v) {
                                          return v.is_string();

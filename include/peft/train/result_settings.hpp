@@ -72,6 +72,8 @@ inline nlohmann::json result_settings(const TrainingArguments& t, const std::vec
     s["lora_alpha"] = lora->lora_alpha;
     s["lora_dropout"] = lora->lora_dropout;
     s["target_modules"] = lora->target_modules;
+    // Recorded only when on, so checkpoints from before --use_rslora existed still match.
+    if (lora->use_rslora) s["use_rslora"] = true;
   }
   return s;
 }
