@@ -130,7 +130,7 @@ int main(int argc, char** argv) {
     require(check_tokens > 0, "--check_max_new_tokens must be positive (got {})", check_tokens);
 
     const auto source = examples::resolve_model_source(model, adapters);
-    examples::check_export_dtype(swift.torch_dtype, source.model);
+    const std::optional<DType> store_as = examples::export_store_dtype(swift.torch_dtype, source.model, do_merge);
     examples::report_accepted_unused(stdout, settings.ignored);
     const std::string from = adapters.empty() ? model : adapters;
     if (output_dir.empty())
@@ -165,9 +165,10 @@ int main(int argc, char** argv) {
       merged = out;
       const MergeSummary s = merge_lora(base, adapters, out, overwrite, [&](const fs::path& staging) {
         if (do_gguf) write_gguf_outputs(staging, base, staging, out, type, gguf_type, gguf_name, modelfile_arg);
-      });
-      fmt::print("[export] merged adapter {}: {} projections, {} modules_to_save tensors -> {}\n", adapters,
-                 s.merged_modules, s.saved_tensors, out.string());
+      }, store_as);
+      fmt::print("[export] merged adapter {}: {} projections, {} modules_to_save tensors -> {}{}\n", adapters,
+                 s.merged_modules, s.saved_tensors, out.string(),
+                 store_as ? fmt::format(" (weights as {})", dtype_name(*store_as)) : "");
       examples::stop_if_signalled();
     } else {
       if (!adapters.empty()) {

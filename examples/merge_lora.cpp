@@ -40,7 +40,7 @@ int main(int argc, char** argv) {
     require(!source.model.empty(),
             "the adapter {} was trained on the embedded default model, which has no folder to merge into; pass "
             "--model with a model folder", adapters);
-    examples::check_export_dtype(swift.torch_dtype, source.model);
+    const std::optional<DType> store_as = examples::export_store_dtype(swift.torch_dtype, source.model, true);
     examples::report_accepted_unused(stdout, settings.ignored);
     if (output_dir.empty()) output_dir = std::filesystem::path(adapters).lexically_normal().string() + "-merged";
     while (output_dir.size() > 1 && output_dir.back() == '/') output_dir.pop_back();
@@ -51,9 +51,9 @@ int main(int argc, char** argv) {
                  "original bf16 base weights, and the merged model is not quantised\n");
     const auto t0 = std::chrono::steady_clock::now();
     examples::now_doing(fmt::format("merging {} into {}", adapters, source.model));
-    const MergeSummary s = merge_lora(source.model, adapters, output_dir, settings.overwrite);
-    fmt::print("[merge] merged {} projections; wrote {} tensors in {} ({}) and copied {} in {:.1f} s\n",
-               s.merged_modules, s.tensors, fmt::join(s.shards, ", "), output_dir, fmt::join(s.copied_files, ", "),
+    const MergeSummary s = merge_lora(source.model, adapters, output_dir, settings.overwrite, {}, store_as);
+    fmt::print("[merge] merged {} projections; wrote {} tensors{} in {} ({}) and copied {} in {:.1f} s\n",
+               s.merged_modules, s.tensors, store_as ? fmt::format(" as {}", dtype_name(*store_as)) : "", fmt::join(s.shards, ", "), output_dir, fmt::join(s.copied_files, ", "),
                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return 0;
   } catch (const std::bad_alloc&) {

@@ -214,3 +214,68 @@ TEST_CASE("an rsLoRA adapter (use_rslora) runs and merges with alpha / sqrt(r)",
                                                               "false, got \"yes\""));
   for (const auto& d : {rs, same, out}) fs::remove_all(d);
 }
+
+TEST_CASE("store_as (--torch_dtype): every floating tensor in that dtype and rounded once - config and index agree",
+          "[merge]") {
+  const auto tiny = test::fixture("tiny_public");
+  const auto base_dir = scratch("dtype_base"), out = scratch("dtype_out");
+  write_sharded_copy(base_dir, DType::BF16);
+  const auto in_model = SafetensorsModel::open(base_dir);
+  const auto adapter = SafetensorsFile::open(tiny / "adapter_trained" / "adapter_model.safetensors");
+  for (const DType to : {DType::F16, DType::F32}) {
+    fs::remove_all(out);
+    merge_lora(base_dir, tiny / "adapter_trained", out, false, {}, to);
+    const auto out_model = SafetensorsModel::open(out);
+    REQUIRE(out_model.names() == in_model.names());
+    std::int64_t bytes = 0;
+    for (const auto& name : in_model.names()) {
+      const auto& t = out_model.tensor(name);
+      INFO(name << " as " << dtype_name(to));
+      CHECK(t.dtype == to);
+      CHECK(out_model.file_of(name).path().filename() == in_model.file_of(name).path().filename());
+      bytes += static_cast<std::int64_t>(t.nbytes);
+      auto want = in_model.read_f32(name, t.shape);  // bf16 values, exact in f32
+      const std::string module = name.substr(0, name.size() - 7);
+      const std::string a_key = std::string(kPeftKeyPrefix) + module + ".lora_A.weight";
+      if (name.ends_with(".weight") && adapter.contains(a_key)) {
+        const std::string b_key = std::string(kPeftKeyPrefix) + module + ".lora_B.weight";
+        const auto &at = adapter.tensor(a_key), &bt = adapter.tensor(b_key);
+        Matrix a(at.shape[0], at.shape[1]), b(bt.shape[0], bt.shape[1]);
+        adapter.read_f32(a_key, at.shape, a.data());
+        adapter.read_f32(b_key, bt.shape, b.data());
+        const Matrix delta = (b * a) * (32.0f / 8.0f);
+        for (std::size_t i = 0; i < want.size(); ++i) want[i] += delta.data()[i];
+      }
+      if (to == DType::F16)
+        for (auto& v : want) v = f16_to_float(float_to_f16(v));  // one rounding from the fp32 value
+      CHECK(out_model.read_f32(name, t.shape) == want);
+    }
+    const auto config = read_json_file(out / "config.json");
+    CHECK(config["dtype"] == (to == DType::F16 ? "float16" : "float32"));  // the fixture's transformers-5 field
+    CHECK(!config.contains("torch_dtype"));
+    const auto index = read_json_file(out / "model.safetensors.index.json");
+    CHECK(index["metadata"]["total_size"] == bytes);
+    CHECK(index["weight_map"] == read_json_file(base_dir / "model.safetensors.index.json")["weight_map"]);
+    CHECK(read_text_file(out / "tokenizer_config.json") == read_text_file(base_dir / "tokenizer_config.json"));
+  }
+
+  // A value f16 cannot hold is refused with the tensor named, and nothing is written.
+  const auto big = scratch("dtype_big");
+  fs::create_directories(big);
+  for (const auto& f : fs::directory_iterator(tiny / "model")) fs::copy_file(f.path(), big / f.path().filename());
+  {
+    const auto src = SafetensorsFile::open(tiny / "model" / "model.safetensors");
+    SafetensorsWriter w;
+    for (const auto& name : src.names()) {
+      auto v = src.read_f32(name, src.tensor(name).shape);
+      if (name == "model.norm.weight") v[3] = 1e6f;
+      w.add_f32(name, src.tensor(name).shape, std::span<const float>(v));
+    }
+    w.write(big / "model.safetensors");
+  }
+  fs::remove_all(out);
+  CHECK_THROWS_WITH(merge_lora(big, tiny / "adapter_trained", out, false, {}, DType::F16),
+                    Catch::Contains("tensor 'model.norm.weight': value 1000000 at index 3 does not fit F16"));
+  CHECK(!fs::exists(out));
+  for (const auto& d : {base_dir, out, big}) fs::remove_all(d);
+}

@@ -6,6 +6,7 @@
 #pragma once
 #include <boost/program_options.hpp>
 #include <filesystem>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -54,8 +55,8 @@ inline void add_swift_export_flags(boost::program_options::options_description& 
   d.add_options()
       ("overwrite", bool_flag(&f.overwrite), overwrite_help)
       ("exist_ok", bool_flag(&f.exist_ok), "ms-swift's name for --overwrite (one setting, the same rules)")
-      ("torch_dtype", po::value(&f.torch_dtype), "the merged weights' dtype: the base's own (bfloat16 | float32 | "
-       "float16), which the merge keeps; another is refused (nothing is converted)")
+      ("torch_dtype", po::value(&f.torch_dtype), "the merged weights' dtype: bfloat16 | float32 | float16; default "
+       "the base's own (kept as stored); another converts every weight, each rounded once")
       ("safe_serialization", bool_flag(&f.safe_serialization), "true only: the weights are always safetensors")
       ("push_to_hub", po::value<std::vector<std::string>>()->multitoken()->zero_tokens(), "false only: nothing "
        "here uploads");
@@ -79,15 +80,19 @@ inline ExportSettings check_swift_export_flags(const boost::program_options::var
   return s;
 }
 
-// --torch_dtype against the base's weights (`base_dir` empty: the embedded default model, written
-// in float32): the merge rounds W + BA once into each weight's own dtype and copies the rest byte
-// for byte, as ms-swift's export saves the model in the dtype it loaded it in (config.json's by
-// default). Another dtype would need a conversion the merge does not make, so it is refused.
-inline void check_export_dtype(std::string torch_dtype, const std::filesystem::path& base_dir) {
-  if (torch_dtype.empty()) return;
+// --torch_dtype: the dtype the merged folder stores its weights in, as ms-swift's export saves the
+// model in the dtype it loaded it in (config.json's by default). The base's own dtype (or no
+// flag) keeps every tensor as stored: the merge rounds W + BA once into each weight's dtype and
+// copies the rest byte for byte. Another converts every floating tensor (merge_lora's store_as),
+// which only a merge writes: a GGUF's type is --gguf_type. `base_dir` empty: the embedded
+// default model, written in float32. Returns the dtype to convert to, if any.
+inline std::optional<DType> export_store_dtype(std::string torch_dtype, const std::filesystem::path& base_dir,
+                                               bool merges) {
+  if (torch_dtype.empty()) return std::nullopt;
   for (const auto& [short_name, name] : {std::pair{"bf16", "bfloat16"}, {"fp32", "float32"}, {"fp16", "float16"}})
     if (torch_dtype == short_name) torch_dtype = name;
   detail::one_of("torch_dtype", torch_dtype, {"bfloat16", "float32", "float16"});
+  const DType wanted = torch_dtype == "float32" ? DType::F32 : torch_dtype == "bfloat16" ? DType::BF16 : DType::F16;
   std::set<std::string> stored;
   if (base_dir.empty()) {
     stored.insert("float32");
@@ -100,10 +105,11 @@ inline void check_export_dtype(std::string torch_dtype, const std::filesystem::p
       if (t == DType::F16) stored.insert("float16");
     }
   }
-  require(stored.size() == 1 && *stored.begin() == torch_dtype,
-          "--torch_dtype {}: the merge keeps the base's dtype and does not convert, and the weights of {} are {}; drop "
-          "the flag{}", torch_dtype, base_dir.empty() ? "the embedded default model" : base_dir.string(),
-          fmt::join(stored, " and "), stored.size() == 1 ? fmt::format(" or pass --torch_dtype {}", *stored.begin()) : "");
+  if (stored.size() == 1 && *stored.begin() == torch_dtype) return std::nullopt;  // as stored
+  require(merges, "--torch_dtype {}: the weights of {} are {}; a conversion applies to the merged folder "
+          "(--merge_lora true), and the GGUF's type is --gguf_type; drop the flag or add --merge_lora true",
+          torch_dtype, base_dir.empty() ? "the embedded default model" : base_dir.string(), fmt::join(stored, " and "));
+  return wanted;
 }
 
 }  // namespace peft::examples

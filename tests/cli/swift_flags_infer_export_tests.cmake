@@ -2,7 +2,7 @@
 # parser reads them (examples/swift_flags.hpp, infer/export_flags.hpp): a true/false flag alone
 # means true and leaves the next flag alone; flags that change nothing here are accepted and named
 # on an "[args]" line; --template / --model_type other than Qwen2 are refused; export's
-# --torch_dtype and --safe_serialization are checked against what the merge writes; --exist_ok is
+# --torch_dtype converts the merged weights, --safe_serialization is checked; --exist_ok is
 # --overwrite; quantised export and hub upload are refused with what to do. chat's --val_dataset
 # takes several specs and `#N`; --max_length caps prompt + answer; --result_path appends.
 include(${CMAKE_CURRENT_LIST_DIR}/program_test.cmake)
@@ -66,8 +66,14 @@ peft_program_test(export export_swift_flags_accepted
        --max_shard_size 5GB --safe_serialization --torch_dtype fp32 --push_to_hub false --output_dir m
   REGEX "accepted but not used by this program: --model_type, --template, --attn_impl, --use_hf, --max_shard_size"
   FILES m/model.safetensors)
-peft_program_test(export export_torch_dtype_not_the_base FAIL ARGS --merge_lora true ${TINY_MERGE} --torch_dtype bf16
-  REGEX "--torch_dtype bfloat16: the merge keeps the base's dtype and does not convert, and the weights of .*model are float32; drop the flag or pass --torch_dtype float32")
+# --torch_dtype other than the base's converts the merged folder (test_merge checks the values);
+# a GGUF-only export has no folder to convert: its type is --gguf_type.
+peft_program_test(export export_torch_dtype_converts ARGS --merge_lora true ${TINY_MERGE} --torch_dtype fp16 --output_dir m
+  REGEX "14 projections, 0 modules_to_save tensors -> m \\(weights as F16\\)" FILES m/model.safetensors)
+peft_program_test(merge_lora merge_torch_dtype_converts ARGS ${TINY_MERGE} --torch_dtype bfloat16 --output_dir m
+  REGEX "wrote [0-9]+ tensors as BF16 in model.safetensors" FILES m/model.safetensors)
+peft_program_test(export export_torch_dtype_gguf_only FAIL ARGS ${TINY_MERGE} --to_gguf true --torch_dtype bf16
+  REGEX "--torch_dtype bfloat16: the weights of .*model are float32; a conversion applies to the merged folder \\(--merge_lora true\\), and the GGUF's type is --gguf_type")
 peft_program_test(export export_safe_serialization_false FAIL ARGS --merge_lora true ${TINY_MERGE} --safe_serialization false
   REGEX "--safe_serialization false: the weights are always written as safetensors")
 peft_program_test(export export_model_type_other_family FAIL ARGS --merge_lora true ${TINY_MERGE} --model_type llama

@@ -6,6 +6,11 @@
 // Tensors of modules the adapter lists in modules_to_save (fully trained modules, e.g. the last
 // layers of LastLayers<N, Full, Lora<r>>) replace the base's, as merge_and_unload() keeps the
 // trained copy of such a module; they are stored in the base tensor's dtype.
+// With `store_as` (export's --torch_dtype, as ms-swift loads the model in that dtype before it
+// merges and saves), every floating tensor is stored in that dtype instead, each value rounded
+// once from the original (the merged ones from the fp32 sum), and config.json's torch_dtype and
+// the index's total_size say so. A value the dtype cannot hold (past f16's 65504) is refused with
+// the tensor named, never written as inf.
 // Everything else is copied unchanged: the other tensors byte for byte, the same shard files
 // with their names, metadata and model.safetensors.index.json, and every other file of the model
 // folder (config.json, generation_config.json, tokenizer files), so transformers and vLLM load
@@ -28,7 +33,9 @@
 #include <algorithm>
 #include <filesystem>
 #include <functional>
+#include <cmath>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -40,6 +47,7 @@
 #include "peft/core/tensor.hpp"
 #include "peft/io/atomic_file.hpp"
 #include "peft/io/checkpoint_shapes.hpp"
+#include "peft/io/json_file.hpp"
 #include "peft/io/model_config.hpp"
 #include "peft/io/peft_adapter.hpp"
 #include "peft/io/safetensors.hpp"
@@ -127,6 +135,29 @@ inline void require_finite_copied(const SafetensorsFile& in, const StoredTensor&
     if (first_non_finite(v) != len) require_finite(in.read_f32(t.name, t.shape), where, kBrokenBaseCheckpoint);
   }
 }
+inline bool is_floating(DType t) { return t == DType::F32 || t == DType::BF16 || t == DType::F16; }
+
+// Stored as `dtype`, is every value still finite? (f16 holds up to 65504, bf16 nearly f32's range.)
+inline void require_representable(std::span<const float> v, DType dtype, const std::string& where) {
+  if (dtype == DType::F32) return;
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    const float stored = dtype == DType::F16 ? f16_to_float(float_to_f16(v[i])) : round_to_bf16(v[i]);
+    require(std::isfinite(stored), "{}: value {} at index {} does not fit {} (it would be stored as inf); refusing to "
+            "write a broken model: keep the base's dtype (drop --torch_dtype) or use bfloat16 / float32", where, v[i],
+            i, dtype_name(dtype));
+  }
+}
+
+// config.json naming `dtype` in the field it has (transformers 5's `dtype`, 4's `torch_dtype`, or
+// both); one without either gets `torch_dtype`, which both versions read.
+inline std::string config_with_dtype(const std::filesystem::path& config, DType dtype) {
+  nlohmann::json j = read_json_file(config);
+  const char* name = dtype == DType::F32 ? "float32" : dtype == DType::BF16 ? "bfloat16" : "float16";
+  if (j.contains("dtype")) j["dtype"] = name;
+  if (j.contains("torch_dtype") || !j.contains("dtype")) j["torch_dtype"] = name;
+  return j.dump(2) + "\n";
+}
+
 }  // namespace detail
 
 // Files export writes beside a merged model in the same folder (examples/export.cpp).
@@ -169,10 +200,11 @@ inline void check_merge_output(const std::filesystem::path& model_dir, const std
 }
 
 // `also_write(staging)`, when given, adds files to the merged folder before it appears (export's
-// GGUF and Modelfile), so the folder appears with all of them or not at all.
+// GGUF and Modelfile), so the folder appears with all of them or not at all. `store_as`: see the top.
 inline MergeSummary merge_lora(const std::filesystem::path& model_dir, const std::filesystem::path& adapter_dir,
                                const std::filesystem::path& output_dir, bool overwrite = false,
-                               const std::function<void(const std::filesystem::path&)>& also_write = {}) {
+                               const std::function<void(const std::filesystem::path&)>& also_write = {},
+                               std::optional<DType> store_as = std::nullopt) {
   namespace fs = std::filesystem;
   std::error_code ec;
   require(fs::is_directory(model_dir, ec), "{}: the base model folder does not exist", model_dir.string());
@@ -215,6 +247,10 @@ inline MergeSummary merge_lora(const std::filesystem::path& model_dir, const std
   std::map<std::string, std::vector<std::string>> by_shard;  // shard file name -> its tensors
   for (const auto& name : base.names()) by_shard[base.file_of(name).path().filename().string()].push_back(name);
 
+  require(!store_as || detail::is_floating(*store_as), "merge: a model is stored as F32, BF16 or F16, not {}",
+          store_as ? dtype_name(*store_as) : "");
+  const auto stored_dtype = [&](DType t) { return store_as && detail::is_floating(t) ? *store_as : t; };
+  std::int64_t total_bytes = 0;  // the index's total_size, for a conversion
   MergeSummary summary;
   const auto scaling = static_cast<float>(lora.scaling());
   write_directory_atomic(output_dir, [&](const fs::path& staging) {
@@ -228,15 +264,25 @@ inline MergeSummary merge_lora(const std::filesystem::path& model_dir, const std
           std::vector<float> v(static_cast<std::size_t>(s->second->numel()));
           adapter.read_f32(s->second->name, s->second->shape, v.data());
           require_finite(v, fmt::format("{}: tensor '{}'", adapter_file.string(), s->second->name), kRefuseBrokenAdapter);
-          out.add_f32(name, t.shape, std::span<const float>(v), t.dtype);
+          detail::require_representable(v, stored_dtype(t.dtype), fmt::format("{}: tensor '{}'", adapter_file.string(),
+                                                                             s->second->name));
+          out.add_f32(name, t.shape, std::span<const float>(v), stored_dtype(t.dtype));
+          total_bytes += t.numel() * static_cast<std::int64_t>(dtype_size(stored_dtype(t.dtype)));
           ++summary.saved_tensors;
           continue;
         }
         const auto it = name.ends_with(".weight") ? pairs.find(name.substr(0, name.size() - 7)) : pairs.end();
         const std::string where = fmt::format("{}: tensor '{}'", in.path().string(), name);
+        total_bytes += t.numel() * static_cast<std::int64_t>(dtype_size(stored_dtype(t.dtype)));
         if (it == pairs.end()) {
-          if (t.dtype == DType::F32 || t.dtype == DType::BF16 || t.dtype == DType::F16)  // copied, but finite
-            detail::require_finite_copied(in, t, where);
+          if (stored_dtype(t.dtype) != t.dtype) {  // converted: read, checked, rounded once
+            const std::vector<float> v = in.read_f32(name, t.shape);
+            require_finite(v, where, kBrokenBaseCheckpoint);
+            detail::require_representable(v, *store_as, where);
+            out.add_f32(name, t.shape, std::span<const float>(v), *store_as);
+            continue;
+          }
+          if (detail::is_floating(t.dtype)) detail::require_finite_copied(in, t, where);  // copied, but finite
           out.add(name, t.dtype, t.shape, std::span<const std::byte>(t.data, t.nbytes));
           continue;
         }
@@ -256,7 +302,9 @@ inline MergeSummary merge_lora(const std::filesystem::path& model_dir, const std
                        fmt::format("merged tensor '{}' (base {} + adapter {})", name, in.path().string(),
                                    adapter_file.string()),
                        "refusing to write a broken model (the base weight or the LoRA product overflows)");
-        out.add_f32(name, t.shape, std::span<const float>(w.data(), static_cast<std::size_t>(w.size())), t.dtype);
+        const std::span<const float> merged(w.data(), static_cast<std::size_t>(w.size()));
+        detail::require_representable(merged, stored_dtype(t.dtype), fmt::format("merged tensor '{}'", name));
+        out.add_f32(name, t.shape, merged, stored_dtype(t.dtype));
         ++summary.merged_modules;
       }
       out.write(staging / shard);
@@ -264,10 +312,20 @@ inline MergeSummary merge_lora(const std::filesystem::path& model_dir, const std
       summary.shards.push_back(shard);
     }
     // config.json, generation_config.json, the tokenizer, the index: every other file, as is.
+    // With a conversion, config.json names the new dtype and the index its new total size.
     for (const auto& entry : fs::directory_iterator(model_dir)) {
       if (!entry.is_regular_file() || entry.path().extension() == ".safetensors") continue;
-      fs::copy_file(entry.path(), staging / entry.path().filename(), fs::copy_options::overwrite_existing);
-      summary.copied_files.push_back(entry.path().filename().string());
+      const fs::path file = entry.path().filename();
+      if (store_as && file == "config.json") {
+        write_text_atomic(staging / file, detail::config_with_dtype(entry.path(), *store_as));
+      } else if (store_as && file == "model.safetensors.index.json") {
+        nlohmann::json index = read_json_file(entry.path());
+        index["metadata"]["total_size"] = total_bytes;
+        write_text_atomic(staging / file, index.dump(2) + "\n");
+      } else {
+        fs::copy_file(entry.path(), staging / file, fs::copy_options::overwrite_existing);
+      }
+      summary.copied_files.push_back(file.string());
     }
     if (also_write) also_write(staging);
   });
