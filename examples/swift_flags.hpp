@@ -3,6 +3,8 @@
 // change nothing here (accepted, reported), and flags ms-swift has that we do not implement
 // (refused with what to do instead, rather than "unknown flag").
 #pragma once
+#include <algorithm>
+#include <array>
 #include <boost/program_options.hpp>
 #include <cstdio>
 #include <fmt/format.h>
@@ -54,19 +56,38 @@ void take_alias(const boost::program_options::variables_map& vm, const char* ali
   value = alias_value;
 }
 
-// An ms-swift flag this program knows and does not implement, and what to do instead.
+// An ms-swift flag this program knows and does not implement, and what to do instead. `ours`:
+// values that ask for what this program does anyway (ms-swift's default: --use_dora false,
+// --packing false), accepted so a recipe that spells out a default runs; "" accepts the flag
+// given with no value where that means an empty list (--modules_to_save alone).
 struct UnsupportedFlag {
   const char* name;
   const char* hint;
+  std::array<const char*, 3> ours = {};
 };
 inline void add_unsupported(boost::program_options::options_description& d, std::span<const UnsupportedFlag> flags) {
   for (const auto& f : flags)
     d.add_options()(f.name, boost::program_options::value<std::vector<std::string>>()->multitoken()->zero_tokens(),
                     "(ms-swift's; not implemented here)");
 }
-inline void refuse_unsupported(const boost::program_options::variables_map& vm, std::span<const UnsupportedFlag> flags) {
-  for (const auto& f : flags)
-    if (vm.count(f.name)) fail("--{}: an ms-swift flag this program does not implement; {}", f.name, f.hint);
+// Returns the flags given with one of their `ours` values, for the "[args] accepted" line.
+inline std::vector<std::string> refuse_unsupported(const boost::program_options::variables_map& vm,
+                                                   std::span<const UnsupportedFlag> flags) {
+  std::vector<std::string> as_ours;
+  for (const auto& f : flags) {
+    if (!vm.count(f.name)) continue;
+    const auto& values = vm[f.name].as<std::vector<std::string>>();
+    const auto is_ours = [&](const std::string& v) {
+      return std::any_of(f.ours.begin(), f.ours.end(), [&](const char* o) { return o && v == o; });
+    };
+    const bool accepted = values.empty() ? is_ours("") : values.size() == 1 && !values[0].empty() && is_ours(values[0]);
+    const bool value_matters = f.ours[0] != nullptr;  // then the message names the value refused
+    if (!accepted)
+      fail("--{}{}: an ms-swift flag this program does not implement; {}", f.name,
+           value_matters && !values.empty() ? fmt::format(" {}", fmt::join(values, " ")) : "", f.hint);
+    as_ours.push_back(f.name);
+  }
+  return as_ours;
 }
 
 // --model_type / --template: ms-swift's names for Qwen2 and Qwen2.5 (qwen2, qwen2_5, qwen2_5_math,

@@ -66,7 +66,7 @@ inline void add_swift_export_flags(boost::program_options::options_description& 
 
 inline ExportSettings check_swift_export_flags(const boost::program_options::variables_map& vm,
                                                const SwiftExportFlags& f) {
-  refuse_unsupported(vm, kUnsupportedExportFlags);
+  const std::vector<std::string> as_ours = refuse_unsupported(vm, kUnsupportedExportFlags);
   refuse_push_to_hub(vm, "the output folder");
   require_qwen2_family(vm);
   require(detail::parse_bool("safe_serialization", f.safe_serialization),
@@ -77,6 +77,7 @@ inline ExportSettings check_swift_export_flags(const boost::program_options::var
   if (vm.count("exist_ok"))
     take_alias(vm, "exist_ok", detail::parse_bool("exist_ok", f.exist_ok), "overwrite", s.overwrite);
   s.ignored = given_flags(vm, export_accepted_unused_flags());
+  s.ignored.insert(s.ignored.end(), as_ours.begin(), as_ours.end());
   return s;
 }
 

@@ -100,24 +100,24 @@ inline const std::vector<std::string>& accepted_unused_flags() {
 
 // ms-swift flags that would change the result and are not implemented here: refused with what to do.
 inline constexpr UnsupportedFlag kUnsupportedSftFlags[] = {
-    {"use_dora", "DoRA is not implemented: drop the flag to train plain LoRA"},
-    {"init_weights", "adapters start as PEFT's default (Kaiming-uniform A, zero B): drop the flag"},
-    {"lora_dtype", "adapters train in fp32 masters with bf16 compute copies: drop the flag"},
-    {"modules_to_save", "full-rank extra modules are not trained with LoRA here: drop the flag"},
+    {"use_dora", "DoRA is not implemented: drop the flag to train plain LoRA", {"false", "False"}},
+    {"init_weights", "adapters start as PEFT's default (Kaiming-uniform A, zero B): drop the flag", {"true", "True"}},
+    {"lora_dtype", "adapters train in fp32 masters with bf16 compute copies: drop the flag", {"float32", "fp32"}},
+    {"modules_to_save", "full-rank extra modules are not trained with LoRA here: drop the flag", {""}},
     {"target_regex", "name the projections with --target_modules (all-linear, q_proj, ...)"},
     {"resume_only_model", "resume exactly with --resume_from_checkpoint, or start from the weights alone with "
-                          "--adapters CHECKPOINT"},
+                          "--adapters CHECKPOINT", {"false", "False"}},
     {"ignore_data_skip", "--resume_from_checkpoint always continues where the data stopped; to start from the weights "
-                         "alone, pass --adapters CHECKPOINT"},
+                         "alone, pass --adapters CHECKPOINT", {"false", "False"}},
     {"packing", "rows are not concatenated into fixed-length sequences; --accumulation_pack_tokens joins a step's "
-                "micro-batches into fewer calls without changing the update"},
-    {"loss_scale", "every response token counts once (ms-swift's default); drop the flag"},
+                "micro-batches into fewer calls without changing the update", {"false", "False"}},
+    {"loss_scale", "every response token counts once (ms-swift's default); drop the flag", {"default"}},
     {"max_pixels", "the models here are text-only: drop the flag"},
     {"response_prefix", "the chat template is Qwen2.5's as is: drop the flag"},
-    {"dataloader_drop_last", "a last short batch is trained, as HF's default: drop the flag"},
-    {"use_chat_template", "rows are always rendered with the Qwen2.5 chat template"},
+    {"dataloader_drop_last", "a last short batch is trained, as HF's default: drop the flag", {"false", "False"}},
+    {"use_chat_template", "rows are always rendered with the Qwen2.5 chat template", {"true", "True", ""}},
     {"config", "pass the flags on the command line"},
-    {"acc_strategy", "token_acc is counted over tokens (ms-swift's default 'token'): drop the flag"},
+    {"acc_strategy", "token_acc is counted over tokens (ms-swift's default 'token'): drop the flag", {"token"}},
 };
 
 // Accepted flags whose value still matters: a family other than Qwen2, a LoRA bias, an upload or a
@@ -323,7 +323,7 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
     return a;
   }
   a.ignored = given_flags(vm, detail::accepted_unused_flags());
-  refuse_unsupported(vm, detail::kUnsupportedSftFlags);
+  for (auto& f : refuse_unsupported(vm, detail::kUnsupportedSftFlags)) a.ignored.push_back(std::move(f));
   detail::check_swift_passthrough(vm);
   for (const auto& [name, value] : vm) {
     if (!value.defaulted()) a.given.push_back(name);

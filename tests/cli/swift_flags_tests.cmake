@@ -18,7 +18,13 @@ if(NOT CMAKE_SCRIPT_MODE_FILE)
   peft_cli_test(swift_bare_bool_flag ARGS ${base} --max_steps 1 --save_only_model --lora_rank 4
     REGEX "lora r=4 .*last checkpoint: [^\n]*checkpoint-1")
   peft_cli_test(swift_unsupported_flag FAIL ARGS ${base} --use_dora true
-    REGEX "--use_dora: an ms-swift flag this program does not implement; DoRA is not implemented")
+    REGEX "--use_dora true: an ms-swift flag this program does not implement; DoRA is not implemented")
+  # The same flags spelling out what this program does anyway (ms-swift's defaults) are accepted.
+  peft_cli_test(swift_unsupported_flag_default_values ARGS ${base} --max_steps 1 --use_dora false --init_weights true
+      --modules_to_save --packing False --loss_scale default --lora_rank 4
+    REGEX "accepted but not used by this program: --use_dora, --init_weights, --modules_to_save, --packing, --loss_scale\n.*lora r=4 ")
+  peft_cli_test(swift_unsupported_flag_other_value FAIL ARGS ${base} --modules_to_save embed_tokens lm_head
+    REGEX "--modules_to_save embed_tokens lm_head: an ms-swift flag this program does not implement; full-rank")
   peft_cli_test(swift_unsupported_bare_flag FAIL ARGS ${base} --packing --max_steps 1
     REGEX "--packing: an ms-swift flag[^\n]*--accumulation_pack_tokens")
   peft_cli_test(swift_other_family FAIL ARGS ${base} --template llama3
