@@ -66,6 +66,16 @@ function(run_ft out_var)  # identity_finetune on the tiny fixture in WORK, exit 
   set(${out_var} "${out}" PARENT_SCOPE)
 endfunction()
 
+# identity_finetune on the tiny fixture in WORK, which must fail with stderr matching `regex`.
+function(expect_ft_error regex)
+  execute_process(COMMAND ${FT} --model ${FIXTURES}/tiny_public/model --dataset ${FIXTURES}/tiny_public/tokens.jsonl
+                          --add_version false ${ARGN}
+                  WORKING_DIRECTORY ${WORK} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(rc EQUAL 0 OR NOT err MATCHES "${regex}")
+    message(FATAL_ERROR "expected an error matching '${regex}', got rc ${rc}: ${ARGN}\n${out}${err}")
+  endif()
+endfunction()
+
 # The steps of the checkpoints in dir, ascending, and how many evaluation entries its log holds.
 function(checkpoints_and_evals dir ckpt_var eval_var)
   file(GLOB found RELATIVE ${dir} ${dir}/checkpoint-*)
@@ -200,13 +210,8 @@ if(CASE STREQUAL "rslora")
   if(NOT from MATCHES "rslora \\(scaling 11.3137\\)")
     message(FATAL_ERROR "a run from the rsLoRA adapter lost its scaling:\n${from}")
   endif()
-  execute_process(COMMAND ${FT} --model ${FIXTURES}/tiny_public/model --dataset ${FIXTURES}/tiny_public/tokens.jsonl
-                          --add_version false --output_dir against --max_steps 1 --adapters rs/checkpoint-4
-                          --use_rslora false
-                  WORKING_DIRECTORY ${WORK} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  if(rc EQUAL 0 OR NOT err MATCHES "--use_rslora false conflicts with --adapters: .*use_rslora = true")
-    message(FATAL_ERROR "--use_rslora false against an rsLoRA adapter: rc ${rc}\n${out}${err}")
-  endif()
+  expect_ft_error("--use_rslora false conflicts with --adapters: .*use_rslora = true"
+                  --output_dir against --max_steps 1 --adapters rs/checkpoint-4 --use_rslora false)
   return()
 endif()
 
@@ -217,13 +222,9 @@ if(CASE STREQUAL "save_only_model")
       message(FATAL_ERROR "checkpoint-${n}: expected the adapter without optimizer.safetensors")
     endif()
   endforeach()
-  execute_process(COMMAND ${FT} --model ${FIXTURES}/tiny_public/model --dataset ${FIXTURES}/tiny_public/tokens.jsonl
-                          --add_version false --output_dir run --max_steps 2 --save_steps 1 --save_only_model true
-                          --resume_from_checkpoint run/checkpoint-1
-                  WORKING_DIRECTORY ${WORK} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  if(rc EQUAL 0 OR NOT err MATCHES "checkpoint-1: no optimizer.safetensors \\(saved with --save_only_model true\\)")
-    message(FATAL_ERROR "resume from a model-only checkpoint: rc ${rc}\n${out}${err}")
-  endif()
+  expect_ft_error("checkpoint-1: no optimizer.safetensors \\(saved with --save_only_model true\\)"
+                  --output_dir run --max_steps 2 --save_steps 1 --save_only_model true
+                  --resume_from_checkpoint run/checkpoint-1)
   return()
 endif()
 
