@@ -53,7 +53,8 @@ int main(int argc, char** argv) {
     examples::now_doing(fmt::format("merging {} into {}", adapters, source.model));
     const MergeSummary s = merge_lora(source.model, adapters, output_dir, settings.overwrite, {}, store_as);
     fmt::print("[merge] merged {} projections; wrote {} tensors{} in {} ({}) and copied {} in {:.1f} s\n",
-               s.merged_modules, s.tensors, store_as ? fmt::format(" as {}", dtype_name(*store_as)) : "", fmt::join(s.shards, ", "), output_dir, fmt::join(s.copied_files, ", "),
+               s.merged_modules, s.tensors, store_as ? fmt::format(" as {}", dtype_name(*store_as)) : "",
+               fmt::join(s.shards, ", "), output_dir, fmt::join(s.copied_files, ", "),
                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     return 0;
   } catch (const std::bad_alloc&) {

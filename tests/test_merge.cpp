@@ -279,3 +279,25 @@ TEST_CASE("store_as (--torch_dtype): every floating tensor in that dtype and rou
   CHECK(!fs::exists(out));
   for (const auto& d : {base_dir, out, big}) fs::remove_all(d);
 }
+
+TEST_CASE("require_representable: the first value each dtype rounds to inf, and the last it keeps", "[merge]") {
+  const auto fits = [](float x, DType t) {
+    const float v[] = {0.5f, x};
+    try {
+      detail::require_representable(v, t, "t");
+      return true;
+    } catch (const Error&) {
+      return false;
+    }
+  };
+  const float bf16_last = std::bit_cast<float>(0x7f7f7fffu), bf16_first = std::bit_cast<float>(0x7f7f8000u);
+  CHECK(std::isfinite(round_to_bf16(bf16_last)));  // the thresholds agree with the conversions
+  CHECK(std::isinf(round_to_bf16(bf16_first)));
+  CHECK(std::isfinite(f16_to_float(float_to_f16(std::nextafter(65520.0f, 0.0f)))));
+  CHECK(std::isinf(f16_to_float(float_to_f16(65520.0f))));
+  CHECK(fits(bf16_last, DType::BF16));
+  CHECK(!fits(-bf16_first, DType::BF16));
+  CHECK(fits(std::nextafter(65520.0f, 0.0f), DType::F16));
+  CHECK(!fits(-65520.0f, DType::F16));
+  CHECK(fits(bf16_first, DType::F32));
+}

@@ -31,6 +31,7 @@
 // NaN/Inf model is ever written. An error names the file and the tensor.
 #pragma once
 #include <algorithm>
+#include <bit>
 #include <filesystem>
 #include <functional>
 #include <cmath>
@@ -137,15 +138,19 @@ inline void require_finite_copied(const SafetensorsFile& in, const StoredTensor&
 }
 inline bool is_floating(DType t) { return t == DType::F32 || t == DType::BF16 || t == DType::F16; }
 
-// Stored as `dtype`, is every value still finite? (f16 holds up to 65504, bf16 nearly f32's range.)
+// Stored as `dtype`, is every value still finite? A value rounds to inf from f16's 65520 up, and
+// from bf16's halfway point past its largest finite value (0x7f7f8000) up. The scan is one
+// branch-free pass, as cheap as reading the values; the index is looked for only on a failure.
 inline void require_representable(std::span<const float> v, DType dtype, const std::string& where) {
   if (dtype == DType::F32) return;
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    const float stored = dtype == DType::F16 ? f16_to_float(float_to_f16(v[i])) : round_to_bf16(v[i]);
-    require(std::isfinite(stored), "{}: value {} at index {} does not fit {} (it would be stored as inf); refusing to "
-            "write a broken model: keep the base's dtype (drop --torch_dtype) or use bfloat16 / float32", where, v[i],
-            i, dtype_name(dtype));
-  }
+  const float limit = dtype == DType::F16 ? 65520.0f : std::bit_cast<float>(0x7f7f8000u);
+  bool past = false;
+  for (const float x : v) past |= std::fabs(x) >= limit;
+  if (!past) return;
+  const std::size_t i = static_cast<std::size_t>(
+      std::find_if(v.begin(), v.end(), [&](float x) { return std::fabs(x) >= limit; }) - v.begin());
+  fail("{}: value {} at index {} does not fit {} (it would be stored as inf); refusing to write a broken model: keep "
+       "the base's dtype (drop --torch_dtype) or use bfloat16 / float32", where, v[i], i, dtype_name(dtype));
 }
 
 // config.json naming `dtype` in the field it has (transformers 5's `dtype`, 4's `torch_dtype`, or
