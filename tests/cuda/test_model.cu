@@ -30,14 +30,16 @@ namespace {
 
 // CPU and CUDA from the same RandomWeights and adapter seed, B set to the same random values (B = 0
 // would make every dA zero), then one forward_backward of a packed batch.
+// `rslora`: the update scaled by alpha / sqrt(r) (--use_rslora), which both backends must read.
 template <class Act>
-void check_against_cpu(TestContext& t, const char* label, ModelConfig cfg, int rank) {
+void check_against_cpu(TestContext& t, const char* label, ModelConfig cfg, int rank, bool rslora = false) {
   using CpuModel = Qwen2<Lora<>, Bf16Mixed, Cpu>;
   using GpuModel = Qwen2<Lora<>, Bf16Mixed, CudaDevice<Act>>;
   LoraConfig lora;
   lora.r = rank;
   lora.lora_alpha = 16;
   lora.lora_dropout = 0;
+  lora.use_rslora = rslora;
   RandomWeights w1(7), w2(7);
   auto cpu = CpuModel::from_weights(cfg, w1, lora, 42);
   auto gpu = GpuModel::from_weights(cfg, w2, lora, 42, {256});
@@ -54,7 +56,8 @@ void check_against_cpu(TestContext& t, const char* label, ModelConfig cfg, int r
   gpu->poison_activations();
   const LossSum lg = gpu->forward_backward(batch, scale, nullptr);
   const LossSum lc = cpu->forward_backward(batch, scale, nullptr);
-  const std::string name = std::string(label) + " r" + std::to_string(rank) + " " + std::string(Act::name);
+  const std::string name =
+      std::string(label) + " r" + std::to_string(rank) + (rslora ? " rslora " : " ") + std::string(Act::name);
   t.close(name + ": loss sum vs CPU", {static_cast<float>(lg.sum)}, {static_cast<float>(lc.sum)}, 2e-3);
   t.expect(lg.tokens == lc.tokens, name + ": label tokens");
   // bf16 activation gradients on the GPU (as HF) vs fp32 ones on the CPU oracle: ~1e-2.
@@ -381,6 +384,7 @@ int main(int argc, char** argv) {
     check_against_cpu<peft::cuda::KeepActivations>(t, "d16 gqa2 untied", test::tiny_test_config(16, false, 4), 4);
     check_against_cpu<peft::cuda::KeepActivations>(t, "d128 mha untied", test::tiny_test_config(128, false, 1), 8);
     check_against_cpu<peft::cuda::KeepActivations>(t, "d128 mha untied", test::tiny_test_config(128, false, 1), 64);
+    check_against_cpu<peft::cuda::KeepActivations>(t, "d128 mha untied", test::tiny_test_config(128, false, 1), 64, true);
     check_against_cpu<peft::cuda::SelectiveRecompute>(t, "d64 gqa2 tied", test::tiny_test_config(64, true, 1), 16);
     check_packing(t, "d64 packing", test::tiny_test_config(64, true, 1));
     check_packing(t, "d16 packing", test::tiny_test_config(16, false, 4));
