@@ -58,12 +58,12 @@ void take_alias(const boost::program_options::variables_map& vm, const char* ali
 
 // An ms-swift flag this program knows and does not implement, and what to do instead. `ours`:
 // values that ask for what this program does anyway (ms-swift's default: --use_dora false,
-// --packing false), accepted so a recipe that spells out a default runs; "" accepts the flag
+// --packing false, in every spelling parse_bool takes), accepted so a recipe that spells out a default runs; "" accepts the flag
 // given with no value where that means an empty list (--modules_to_save alone).
 struct UnsupportedFlag {
   const char* name;
   const char* hint;
-  std::array<const char*, 3> ours = {};
+  std::array<const char*, 4> ours = {};
 };
 inline void add_unsupported(boost::program_options::options_description& d, std::span<const UnsupportedFlag> flags) {
   for (const auto& f : flags)

@@ -59,7 +59,9 @@ struct RemoveIfLeftEmpty {
     const std::filesystem::path last = top.lexically_normal();
     std::error_code ec;
     for (std::filesystem::path p = dir.lexically_normal();; p = p.parent_path()) {
-      if (folder_has_entries(p) || !std::filesystem::remove(p, ec)) return;
+      if (!std::filesystem::is_directory(std::filesystem::symlink_status(p, ec)) || folder_has_entries(p) ||
+          !std::filesystem::remove(p, ec))
+        return;
       if (p == last || !p.has_parent_path() || p.parent_path() == p) return;
     }
   }
@@ -112,18 +114,22 @@ inline RunFolder open_run_folder(const SftArgs& a, bool writer) {
   if (f.dir.empty()) {
     if (!a.add_version) {
       f.dir = out;
-      if (writer) {  // the run lock below makes the folder
-        f.created.dir = out;
-        f.created.top = peft::detail::outermost_missing(out);
+      if (writer) {  // claimed only if this run makes it (another run may make it first)
+        const fs::path made = peft::detail::outermost_missing(out);
+        std::error_code ec;
+        if (!made.empty() && fs::create_directories(out, ec)) {
+          f.created.dir = out;
+          f.created.top = made;
+        }
       }
       require(!writer || a.overwrite || !folder_has_entries(out),
               "--output_dir {}: the folder exists and is not empty (another run's files?); pass --overwrite true to "
               "write into it anyway, pick another --output_dir, or leave --add_version true for a new vN- folder",
               out.string());
     } else if (writer) {
-      const fs::path made = peft::detail::outermost_missing(out);
+      fs::path made = peft::detail::outermost_missing(out);
       std::error_code ec;
-      fs::create_directories(out, ec);
+      if (!fs::create_directories(out, ec)) made.clear();  // another run made it first: not ours
       if (ec) fail("--output_dir {}: cannot create it: {}", out.string(), ec.message());
       for (int attempt = 0; f.dir.empty(); ++attempt) {  // another run may take the name first
         const fs::path candidate = versioned_run_dir(out);

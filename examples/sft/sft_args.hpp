@@ -100,22 +100,22 @@ inline const std::vector<std::string>& accepted_unused_flags() {
 
 // ms-swift flags that would change the result and are not implemented here: refused with what to do.
 inline constexpr UnsupportedFlag kUnsupportedSftFlags[] = {
-    {"use_dora", "DoRA is not implemented: drop the flag to train plain LoRA", {"false", "False"}},
-    {"init_weights", "adapters start as PEFT's default (Kaiming-uniform A, zero B): drop the flag", {"true", "True"}},
+    {"use_dora", "DoRA is not implemented: drop the flag to train plain LoRA", {"false", "False", "0"}},
+    {"init_weights", "adapters start as PEFT's default (Kaiming-uniform A, zero B): drop the flag", {"true", "True", "1"}},
     {"lora_dtype", "adapters train in fp32 masters with bf16 compute copies: drop the flag", {"float32", "fp32"}},
     {"modules_to_save", "full-rank extra modules are not trained with LoRA here: drop the flag", {""}},
     {"target_regex", "name the projections with --target_modules (all-linear, q_proj, ...)"},
     {"resume_only_model", "resume exactly with --resume_from_checkpoint, or start from the weights alone with "
-                          "--adapters CHECKPOINT", {"false", "False"}},
+                          "--adapters CHECKPOINT", {"false", "False", "0"}},
     {"ignore_data_skip", "--resume_from_checkpoint always continues where the data stopped; to start from the weights "
-                         "alone, pass --adapters CHECKPOINT", {"false", "False"}},
+                         "alone, pass --adapters CHECKPOINT", {"false", "False", "0"}},
     {"packing", "rows are not concatenated into fixed-length sequences; --accumulation_pack_tokens joins a step's "
-                "micro-batches into fewer calls without changing the update", {"false", "False"}},
+                "micro-batches into fewer calls without changing the update", {"false", "False", "0"}},
     {"loss_scale", "every response token counts once (ms-swift's default); drop the flag", {"default"}},
     {"max_pixels", "the models here are text-only: drop the flag"},
     {"response_prefix", "the chat template is Qwen2.5's as is: drop the flag"},
-    {"dataloader_drop_last", "a last short batch is trained, as HF's default: drop the flag", {"false", "False"}},
-    {"use_chat_template", "rows are always rendered with the Qwen2.5 chat template", {"true", "True", ""}},
+    {"dataloader_drop_last", "a last short batch is trained, as HF's default: drop the flag", {"false", "False", "0"}},
+    {"use_chat_template", "rows are always rendered with the Qwen2.5 chat template", {"true", "True", "1", ""}},
     {"config", "pass the flags on the command line"},
     {"acc_strategy", "token_acc is counted over tokens (ms-swift's default 'token'): drop the flag", {"token"}},
 };
@@ -233,7 +233,7 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
       ("tuner_type", po::value(&tuner_type), "ms-swift 4's name for --train_type")
       ("adapters", po::value(&a.adapters), "start from this PEFT adapter folder")
       ("lora_rank", po::value(&a.lora.r)->default_value(8), "LoRA rank r")
-      ("lora_alpha", po::value(&a.lora.lora_alpha)->default_value(32), "LoRA alpha (scaling = alpha / r)")
+      ("lora_alpha", po::value(&a.lora.lora_alpha)->default_value(32), "LoRA alpha (scaling = alpha / r, or alpha / sqrt(r) with --use_rslora)")
       ("use_rslora", bool_flag(&use_rslora, "false"), "rank-stabilised LoRA: scaling = alpha / sqrt(r) (true|false)")
       ("lora_dropout", po::value(&a.lora.lora_dropout)->default_value(0.05), "dropout on the LoRA branch input")
       ("target_modules", po::value(&targets)->multitoken(), "all-linear, or projection names (q_proj ...)")

@@ -72,6 +72,17 @@ peft_program_test(export export_torch_dtype_converts ARGS --merge_lora true ${TI
   REGEX "14 projections, 0 modules_to_save tensors -> m \\(weights as F16\\)" FILES m/model.safetensors)
 peft_program_test(merge_lora merge_torch_dtype_converts ARGS ${TINY_MERGE} --torch_dtype bfloat16 --output_dir m
   REGEX "wrote [0-9]+ tensors as BF16 in model.safetensors" FILES m/model.safetensors)
+# What was written, not what was printed: the safetensors header's dtypes and config.json's.
+foreach(run export_torch_dtype_converts:F16:float16 merge_torch_dtype_converts:BF16:bfloat16)
+  string(REPLACE ":" ";" parts ${run})
+  list(GET parts 0 test)
+  list(GET parts 1 stored)
+  list(GET parts 2 named)
+  add_test(NAME cli_${test}_written COMMAND ${CMAKE_COMMAND} -DFOLDER=${PEFT_CLI_WORK}/${test}/m -DSTORED=${stored}
+           -DNAMED=${named} -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/expect_model_dtype.cmake)
+  set_tests_properties(cli_${test} PROPERTIES FIXTURES_SETUP ${test})
+  set_tests_properties(cli_${test}_written PROPERTIES FIXTURES_REQUIRED ${test})
+endforeach()
 peft_program_test(export export_torch_dtype_gguf_only FAIL ARGS ${TINY_MERGE} --to_gguf true --torch_dtype bf16
   REGEX "--torch_dtype bfloat16: the weights of .*model are float32; a conversion applies to the merged folder \\(--merge_lora true\\), and the GGUF's type is --gguf_type")
 peft_program_test(export export_safe_serialization_false FAIL ARGS --merge_lora true ${TINY_MERGE} --safe_serialization false

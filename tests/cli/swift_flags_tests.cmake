@@ -20,7 +20,7 @@ if(NOT CMAKE_SCRIPT_MODE_FILE)
   peft_cli_test(swift_unsupported_flag FAIL ARGS ${base} --use_dora true
     REGEX "--use_dora true: an ms-swift flag this program does not implement; DoRA is not implemented")
   # The same flags spelling out what this program does anyway (ms-swift's defaults) are accepted.
-  peft_cli_test(swift_unsupported_flag_default_values ARGS ${base} --max_steps 1 --use_dora false --init_weights true
+  peft_cli_test(swift_unsupported_flag_default_values ARGS ${base} --max_steps 1 --use_dora 0 --init_weights true
       --modules_to_save --packing False --loss_scale default --lora_rank 4
     REGEX "accepted but not used by this program: --use_dora, --init_weights, --modules_to_save, --packing, --loss_scale\n.*lora r=4 ")
   peft_cli_test(swift_unsupported_flag_other_value FAIL ARGS ${base} --modules_to_save embed_tokens lm_head

@@ -52,14 +52,17 @@ inline std::filesystem::path parent_dir_of(const std::filesystem::path& p) {
 }
 
 // The outermost folder of `p` that does not exist yet (`p` itself when only it is missing; empty
-// when `p` exists): what creating `p` with its parents would add, so a failed run can take it back.
+// when `p` exists, or when it cannot be told: a lookup that fails for another reason than "not
+// found" claims nothing), what creating `p` with its parents would add, so a failed run can take
+// it back.
 inline std::filesystem::path outermost_missing(std::filesystem::path p) {
+  const auto missing = [](const std::filesystem::path& q) {
+    std::error_code ec;
+    return std::filesystem::symlink_status(q, ec).type() == std::filesystem::file_type::not_found;
+  };
   p = p.lexically_normal();
-  std::error_code ec;
-  if (std::filesystem::exists(std::filesystem::symlink_status(p, ec))) return {};
-  while (p.has_parent_path() && p.parent_path() != p &&
-         !std::filesystem::exists(std::filesystem::symlink_status(p.parent_path(), ec)))
-    p = p.parent_path();
+  if (!missing(p)) return {};
+  while (p.has_parent_path() && p.parent_path() != p && missing(p.parent_path())) p = p.parent_path();
   return p;
 }
 

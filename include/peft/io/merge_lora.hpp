@@ -1,6 +1,6 @@
 // Merging a PEFT LoRA adapter into its base model, as PEFT's merge_and_unload() and ms-swift's
 // `swift export --merge_lora` do: every adapted projection's weight becomes
-//   W' = W + (B @ A) * (lora_alpha / r)
+//   W' = W + (B @ A) * (lora_alpha / r), or lora_alpha / sqrt(r) for an adapter with use_rslora
 // computed in fp32 (PEFT adds the fp32 delta to the weight in place, so torch computes the sum
 // in fp32 and rounds once) and stored back in the base tensor's own dtype (BF16, F16 or F32).
 // Tensors of modules the adapter lists in modules_to_save (fully trained modules, e.g. the last

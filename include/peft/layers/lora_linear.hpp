@@ -1,5 +1,5 @@
 // Linear<Lora<R>>: frozen base plus PEFT's low-rank update,
-//   y = x W^T + b + scaling * (dropout(x) A^T) B^T,  scaling = alpha / r,
+//   y = x W^T + b + scaling * (dropout(x) A^T) B^T,  scaling = alpha / r (alpha / sqrt(r) with use_rslora),
 // with A [r, in] initialised kaiming-uniform(a = sqrt(5)) (= U(-1/sqrt(in), 1/sqrt(in))) and
 // B [out, r] zero, so training starts from the base model. A and B are fp32 masters (PEFT's
 // autocast_adapter_dtype); under Bf16Mixed the sum is rounded back to bf16 as PEFT casts the

@@ -35,7 +35,8 @@ struct Full {
   static constexpr std::string_view name = "full";
 };
 
-// Frozen base + trainable low-rank A (r x in) and B (out x r), scaled by alpha / r, as PEFT.
+// Frozen base + trainable low-rank A (r x in) and B (out x r), scaled by alpha / r (alpha / sqrt(r)
+// with use_rslora), as PEFT.
 template <int Rank = kDynamicRank>
 struct Lora {
   static_assert(Rank >= 0, "Lora<Rank>: the rank must be positive (or kDynamicRank for a run-time rank)");

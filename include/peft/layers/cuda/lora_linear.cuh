@@ -1,7 +1,7 @@
 // cuda::Linear<Lora<R>, Base>: a frozen base W [out, in] (+ bf16 bias; Base: bf16 or NF4) and,
 // when --target_modules names the module, PEFT's LoRA branch (a module it does not name behaves
 // as Linear<Frozen>),
-//   y = x W^T + b + s * (dropout(x) A^T) B^T, s = alpha / r.
+//   y = x W^T + b + s * (dropout(x) A^T) B^T, s = alpha / r (alpha / sqrt(r) with use_rslora).
 //
 // The rank: R when fixed at compile time (Lora<8>; --lora_rank must then be 8), else (Lora<>)
 // --lora_rank at run time; either way the kernels see the padded rank rp.
