@@ -93,24 +93,21 @@ inline std::optional<DType> export_store_dtype(std::string torch_dtype, const st
   for (const auto& [short_name, name] : {std::pair{"bf16", "bfloat16"}, {"fp32", "float32"}, {"fp16", "float16"}})
     if (torch_dtype == short_name) torch_dtype = name;
   detail::one_of("torch_dtype", torch_dtype, {"bfloat16", "float32", "float16"});
-  const DType wanted = torch_dtype == "float32" ? DType::F32 : torch_dtype == "bfloat16" ? DType::BF16 : DType::F16;
   std::set<std::string> stored;
   if (base_dir.empty()) {
-    stored.insert("float32");
+    stored.insert(torch_dtype_name(DType::F32));
   } else {
     const SafetensorsModel base = SafetensorsModel::open(base_dir);
-    for (const auto& name : base.names()) {
-      const DType t = base.tensor(name).dtype;
-      if (t == DType::F32) stored.insert("float32");
-      if (t == DType::BF16) stored.insert("bfloat16");
-      if (t == DType::F16) stored.insert("float16");
-    }
+    for (const auto& name : base.names())
+      if (const std::string t = torch_dtype_name(base.tensor(name).dtype); !t.empty()) stored.insert(t);
   }
   if (stored.size() == 1 && *stored.begin() == torch_dtype) return std::nullopt;  // as stored
   require(merges, "--torch_dtype {}: the weights of {} are {}; a conversion applies to the merged folder "
           "(--merge_lora true), and the GGUF's type is --gguf_type; drop the flag or add --merge_lora true",
           torch_dtype, base_dir.empty() ? "the embedded default model" : base_dir.string(), fmt::join(stored, " and "));
-  return wanted;
+  for (const DType t : {DType::F32, DType::BF16, DType::F16})
+    if (torch_dtype == torch_dtype_name(t)) return t;
+  fail("--torch_dtype {}: not a floating dtype", torch_dtype);  // one_of above checked it
 }
 
 }  // namespace peft::examples

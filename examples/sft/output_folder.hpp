@@ -67,6 +67,14 @@ struct RemoveIfLeftEmpty {
   }
 };
 
+// Creates `dir` with its parents; returns the outermost folder this call made (empty when `dir`
+// existed, another run having perhaps made it first: not ours to remove).
+inline std::filesystem::path create_folders(const std::filesystem::path& dir, std::error_code& ec) {
+  std::filesystem::path made = peft::detail::outermost_missing(dir);
+  if (!std::filesystem::create_directories(dir, ec)) made.clear();
+  return made;
+}
+
 struct RunFolder {
   std::filesystem::path dir;
   std::filesystem::path resumed_from;  // set when a resume starts a new run folder
@@ -114,12 +122,11 @@ inline RunFolder open_run_folder(const SftArgs& a, bool writer) {
   if (f.dir.empty()) {
     if (!a.add_version) {
       f.dir = out;
-      if (writer) {  // claimed only if this run makes it (another run may make it first)
-        const fs::path made = peft::detail::outermost_missing(out);
+      if (writer) {  // claimed only if this run makes it; a failure here is the run lock's to report
         std::error_code ec;
-        if (!made.empty() && fs::create_directories(out, ec)) {
+        if (fs::path made = create_folders(out, ec); !made.empty()) {
           f.created.dir = out;
-          f.created.top = made;
+          f.created.top = std::move(made);
         }
       }
       require(!writer || a.overwrite || !folder_has_entries(out),
@@ -127,9 +134,8 @@ inline RunFolder open_run_folder(const SftArgs& a, bool writer) {
               "write into it anyway, pick another --output_dir, or leave --add_version true for a new vN- folder",
               out.string());
     } else if (writer) {
-      fs::path made = peft::detail::outermost_missing(out);
       std::error_code ec;
-      if (!fs::create_directories(out, ec)) made.clear();  // another run made it first: not ours
+      const fs::path made = create_folders(out, ec);
       if (ec) fail("--output_dir {}: cannot create it: {}", out.string(), ec.message());
       for (int attempt = 0; f.dir.empty(); ++attempt) {  // another run may take the name first
         const fs::path candidate = versioned_run_dir(out);

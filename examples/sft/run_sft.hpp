@@ -152,25 +152,27 @@ inline void fit_max_length(SftArgs& a, std::int64_t max_position_embeddings, con
 // the run folder exists, when nothing would produce it.
 template <class Setup>
 void check_eval_metrics_available(const SftArgs& a, const Setup& s) {
-  auto produced = [&](const std::string& name) {
-    return name == "eval_loss" ? !s.data.val.empty()
-           : name.starts_with("eval_general_") ? !s.general.empty()
-                                               : !s.identity.empty();
+  // What the metric `name` needs that this run lacks (nullptr: nothing, or not a metric of ours).
+  auto unmet = [&](const std::string& name) -> const char* {
+    const bool produced = name == "eval_loss" ? !s.data.val.empty()
+                          : name.starts_with("eval_general_") ? !s.general.empty()
+                                                              : !s.identity.empty();
+    for (const auto& m : detail::kEvalMetrics)
+      if (name == m.name && !produced) return m.needs;
+    return nullptr;
   };
   for (const auto& [flag, metric] : {std::pair{"metric_for_best_model", a.train.metric_for_best_model},
                                      {"early_stop_metric", a.early_stop_metric}}) {
     if (metric.empty()) continue;
     const std::string name = TrainingArguments::eval_metric_name(metric);
-    for (const auto& m : detail::kEvalMetrics)
-      require(name != m.name || produced(name), "--{} {}: this run makes no evaluation that produces '{}'; it needs {}",
-              flag, metric, name, m.needs);
+    if (const char* needs = unmet(name))
+      fail("--{} {}: this run makes no evaluation that produces '{}'; it needs {}", flag, metric, name, needs);
   }
   if (a.train.save_strategy != "best") return;
   const std::string best = a.train.best_metric_name();
-  for (const auto& m : detail::kEvalMetrics)
-    require(best != m.name || produced(best),
-            "--save_strategy best saves a checkpoint when an evaluation improves {}, and this run evaluates nothing "
-            "that produces it: it needs {}", best, m.needs);
+  if (const char* needs = unmet(best))
+    fail("--save_strategy best saves a checkpoint when an evaluation improves {}, and this run evaluates nothing "
+         "that produces it: it needs {}", best, needs);
 }
 
 template <class Model>

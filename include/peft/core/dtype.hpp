@@ -42,6 +42,17 @@ inline bool parse_dtype(std::string_view s, DType& out) {
   return false;
 }
 
+// torch's name of a floating dtype, as config.json's torch_dtype and --torch_dtype spell it ("" for
+// the integer types).
+inline const char* torch_dtype_name(DType t) {
+  switch (t) {
+    case DType::F32: return "float32";
+    case DType::BF16: return "bfloat16";
+    case DType::F16: return "float16";
+    default: return "";
+  }
+}
+
 inline float bf16_to_float(std::uint16_t h) {
   return std::bit_cast<float>(static_cast<std::uint32_t>(h) << 16);
 }

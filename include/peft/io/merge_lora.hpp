@@ -136,7 +136,7 @@ inline void require_finite_copied(const SafetensorsFile& in, const StoredTensor&
     if (first_non_finite(v) != len) require_finite(in.read_f32(t.name, t.shape), where, kBrokenBaseCheckpoint);
   }
 }
-inline bool is_floating(DType t) { return t == DType::F32 || t == DType::BF16 || t == DType::F16; }
+inline bool is_floating(DType t) { return torch_dtype_name(t)[0] != '\0'; }
 
 // Stored as `dtype`, is every value still finite? A value rounds to inf from f16's 65520 up, and
 // from bf16's halfway point past its largest finite value (0x7f7f8000) up. The scan is one
@@ -157,7 +157,7 @@ inline void require_representable(std::span<const float> v, DType dtype, const s
 // both); one without either gets `torch_dtype`, which both versions read.
 inline std::string config_with_dtype(const std::filesystem::path& config, DType dtype) {
   nlohmann::json j = read_json_file(config);
-  const char* name = dtype == DType::F32 ? "float32" : dtype == DType::BF16 ? "bfloat16" : "float16";
+  const char* name = torch_dtype_name(dtype);
   if (j.contains("dtype")) j["dtype"] = name;
   if (j.contains("torch_dtype") || !j.contains("dtype")) j["torch_dtype"] = name;
   return j.dump(2) + "\n";
@@ -265,6 +265,7 @@ inline MergeSummary merge_lora(const std::filesystem::path& model_dir, const std
       for (const auto& [key, value] : in.metadata()) out.set_metadata(key, value);
       for (const auto& name : names) {
         const StoredTensor& t = in.tensor(name);
+        total_bytes += t.numel() * static_cast<std::int64_t>(dtype_size(stored_dtype(t.dtype)));
         if (const auto s = saved.find(name); s != saved.end()) {  // a module to save: the trained copy
           std::vector<float> v(static_cast<std::size_t>(s->second->numel()));
           adapter.read_f32(s->second->name, s->second->shape, v.data());
@@ -272,13 +273,11 @@ inline MergeSummary merge_lora(const std::filesystem::path& model_dir, const std
           detail::require_representable(v, stored_dtype(t.dtype), fmt::format("{}: tensor '{}'", adapter_file.string(),
                                                                              s->second->name));
           out.add_f32(name, t.shape, std::span<const float>(v), stored_dtype(t.dtype));
-          total_bytes += t.numel() * static_cast<std::int64_t>(dtype_size(stored_dtype(t.dtype)));
           ++summary.saved_tensors;
           continue;
         }
         const auto it = name.ends_with(".weight") ? pairs.find(name.substr(0, name.size() - 7)) : pairs.end();
         const std::string where = fmt::format("{}: tensor '{}'", in.path().string(), name);
-        total_bytes += t.numel() * static_cast<std::int64_t>(dtype_size(stored_dtype(t.dtype)));
         if (it == pairs.end()) {
           if (stored_dtype(t.dtype) != t.dtype) {  // converted: read, checked, rounded once
             const std::vector<float> v = in.read_f32(name, t.shape);

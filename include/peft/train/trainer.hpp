@@ -276,7 +276,7 @@ class Trainer {
       add_swift_train_message(entry, gs, run.total, gs - run.start_step, seconds_since(run.t0));
       write_log(run.log, entry);
       st_.last_eval = entry;
-      new_best = improves_best();
+      new_best = improved_best().has_value();
       if (!quiet_) display_.line(fmt::format("[eval] {}", entry.dump()));
       if (any_hook([](const auto& h) { if constexpr (requires { h.should_stop(); }) return h.should_stop(); else return false; })) {
         res.stopped_early = !last_step;
@@ -476,15 +476,18 @@ class Trainer {
 
   // The best-model metric of the latest evaluation decides whether this checkpoint is the best
   // (HF's _determine_best_metric, at save time).
-  bool improves_best() const {
+  // The latest evaluation's best-model metric, when it improves on the best so far.
+  std::optional<double> improved_best() const {
     const std::string metric = args_.best_metric_name();
-    if (metric.empty() || st_.last_eval.empty()) return false;
-    return is_improvement(eval_metric(st_.last_eval, metric, "metric_for_best_model"), st_.res.best_metric,
-                          args_.best_is_greater());
+    if (metric.empty() || st_.last_eval.empty()) return std::nullopt;
+    const double v = eval_metric(st_.last_eval, metric, "metric_for_best_model");
+    if (!is_improvement(v, st_.res.best_metric, args_.best_is_greater())) return std::nullopt;
+    return v;
   }
   void track_best(const std::filesystem::path& dir) {
-    if (!improves_best()) return;
-    st_.res.best_metric = eval_metric(st_.last_eval, args_.best_metric_name(), "metric_for_best_model");
+    const std::optional<double> v = improved_best();
+    if (!v) return;
+    st_.res.best_metric = *v;
     st_.res.best_model_checkpoint = dir;
   }
 
