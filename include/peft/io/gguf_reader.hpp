@@ -44,7 +44,7 @@ class GgufFile {
   static GgufFile open(const std::filesystem::path& path) {
     GgufFile f;
     f.path_ = path;
-    f.file_ = std::make_shared<detail::MappedFile>(path);
+    f.file_ = std::make_shared<peft::detail::MappedFile>(path);
     f.parse();
     return f;
   }
@@ -218,7 +218,7 @@ class GgufFile {
   }
 
   std::filesystem::path path_;
-  std::shared_ptr<detail::MappedFile> file_;
+  std::shared_ptr<peft::detail::MappedFile> file_;  // qualified: gguf::detail (gguf_qwen2.hpp) would hide it
   std::size_t pos_ = 0;
   std::uint32_t version_ = 0;
   std::uint64_t alignment_ = kDefaultAlignment;
