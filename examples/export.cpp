@@ -115,7 +115,7 @@ int main(int argc, char** argv) {
                                      "export did not write");
     po::variables_map vm;
     if (!examples::parse_command_line(argc, argv, d, vm)) return 0;
-    const examples::ExportSettings settings = examples::check_swift_export_flags(vm, swift);
+    examples::ExportSettings settings = examples::check_swift_export_flags(vm, swift);
     const bool do_merge = examples::detail::parse_bool("merge_lora", merge);
     const bool do_ollama = examples::detail::parse_bool("to_ollama", to_ollama);
     const bool do_gguf = examples::detail::parse_bool("to_gguf", to_gguf) || do_ollama;
@@ -131,6 +131,7 @@ int main(int argc, char** argv) {
 
     const auto source = examples::resolve_model_source(model, adapters);
     const std::optional<DType> store_as = examples::export_store_dtype(swift.torch_dtype, source.model, do_merge);
+    if (!do_merge && settings.max_shard_size) settings.ignored.push_back("max_shard_size");  // no folder to cut
     examples::report_accepted_unused(stdout, settings.ignored);
     const std::string from = adapters.empty() ? model : adapters;
     if (output_dir.empty())
@@ -163,12 +164,16 @@ int main(int argc, char** argv) {
     fs::path merged = base;
     if (do_merge) {  // the GGUF and Modelfile go into the merged folder before it appears
       merged = out;
-      const MergeSummary s = merge_lora(base, adapters, out, overwrite, [&](const fs::path& staging) {
+      const auto also_write = [&](const fs::path& staging) {
         if (do_gguf) write_gguf_outputs(staging, base, staging, out, type, gguf_type, gguf_name, modelfile_arg);
-      }, store_as);
-      fmt::print("[export] merged adapter {}: {} projections, {} modules_to_save tensors -> {}{}\n", adapters,
+      };
+      const MergeSummary s = merge_lora(base, adapters, out, {.overwrite = overwrite, .also_write = also_write,
+                                                              .store_as = store_as,
+                                                              .max_shard_size = settings.max_shard_size});
+      fmt::print("[export] merged adapter {}: {} projections, {} modules_to_save tensors -> {}{}{}\n", adapters,
                  s.merged_modules, s.saved_tensors, out.string(),
-                 store_as ? fmt::format(" (weights as {})", dtype_name(*store_as)) : "");
+                 store_as ? fmt::format(" (weights as {})", dtype_name(*store_as)) : "",
+                 settings.max_shard_size ? fmt::format(" in {}", fmt::join(s.shards, ", ")) : "");
       examples::stop_if_signalled();
     } else {
       if (!adapters.empty()) {

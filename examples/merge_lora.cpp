@@ -51,7 +51,9 @@ int main(int argc, char** argv) {
                  "original bf16 base weights, and the merged model is not quantised\n");
     const auto t0 = std::chrono::steady_clock::now();
     examples::now_doing(fmt::format("merging {} into {}", adapters, source.model));
-    const MergeSummary s = merge_lora(source.model, adapters, output_dir, settings.overwrite, {}, store_as);
+    const MergeSummary s = merge_lora(source.model, adapters, output_dir,
+                                      {.overwrite = settings.overwrite, .store_as = store_as,
+                                       .max_shard_size = settings.max_shard_size});
     fmt::print("[merge] merged {} projections; wrote {} tensors{} in {} ({}) and copied {} in {:.1f} s\n",
                s.merged_modules, s.tensors, store_as ? fmt::format(" as {}", dtype_name(*store_as)) : "",
                fmt::join(s.shards, ", "), output_dir, fmt::join(s.copied_files, ", "),

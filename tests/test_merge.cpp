@@ -1,10 +1,14 @@
 // merge_lora round trips: the merged model's logits equal the base + unmerged adapter's, each
 // merged weight is exactly W + (B @ A) * alpha / r rounded once to the base dtype, sharding and
-// the other files come through unchanged, and bad inputs fail with the file and tensor named,
-// leaving no output behind. (transformers loading the result is checked by
-// tools/reference/make_generate_golden.py: tests/fixtures/generate/merge_check.json.)
+// the other files come through unchanged (or, with max_shard_size, are cut as save_pretrained
+// cuts them), and bad inputs fail with the file and tensor named, leaving no output behind.
+// (transformers loading the result is checked by tools/reference/make_generate_golden.py:
+// tests/fixtures/generate/merge_check.json.)
 #include <catch2/catch.hpp>
+#include <cstring>
 
+#include "peft/io/gguf_qwen2.hpp"
+#include "peft/io/gguf_reader.hpp"
 #include "peft/io/merge_lora.hpp"
 #include "peft/io/peft_adapter.hpp"
 #include "peft/models/qwen2.hpp"
@@ -49,6 +53,56 @@ void write_sharded_copy(const fs::path& out, DType dtype) {
   write_text_atomic(out / "model.safetensors.index.json", index.dump(1));
   fs::copy_file(test::fixture("tiny_public") / "model" / "config.json", out / "config.json");
   write_text_atomic(out / "tokenizer_config.json", "{\"model_max_length\": 256}\n");
+}
+
+// A re-sharded merged folder against the same merge written in the base's layout (`ref`): `files`
+// hold every tensor once with the same dtype and bytes and the base shards' metadata, each within
+// `max` bytes unless it holds one tensor over it; the index (several files) names each tensor's
+// file and the total, and one file has no index. Returns the total bytes.
+std::int64_t check_resharded(const fs::path& out, const fs::path& ref, std::int64_t max,
+                             const std::vector<std::string>& files) {
+  const auto want = SafetensorsModel::open(ref);
+  std::map<std::string, std::string> holder;  // tensor -> file
+  std::int64_t total = 0;
+  for (const auto& file : files) {
+    INFO(file);
+    const auto f = SafetensorsFile::open(out / file);
+    CHECK(f.metadata() == std::map<std::string, std::string>{{"format", "pt"}});
+    std::int64_t bytes = 0;
+    for (const auto& name : f.names()) {
+      const auto &t = f.tensor(name), &w = want.tensor(name);
+      bytes += static_cast<std::int64_t>(t.nbytes);
+      CHECK(holder.emplace(name, file).second);
+      CHECK(t.dtype == w.dtype);
+      CHECK((t.nbytes == w.nbytes && std::memcmp(t.data, w.data, t.nbytes) == 0));
+    }
+    CHECK((bytes <= max || f.names().size() == 1));
+    total += bytes;
+  }
+  CHECK(holder.size() == want.names().size());
+  if (files.size() > 1) {
+    const auto index = read_json_file(out / "model.safetensors.index.json");
+    CHECK(index["metadata"]["total_size"] == total);
+    CHECK(index["weight_map"] == nlohmann::json(holder));
+  } else {
+    CHECK(!fs::exists(out / "model.safetensors.index.json"));
+  }
+  for (const auto& entry : fs::directory_iterator(out))  // no other weights file beside them
+    if (entry.path().extension() == ".safetensors")
+      CHECK(std::find(files.begin(), files.end(), entry.path().filename().string()) != files.end());
+  return total;
+}
+
+std::int64_t stored_bytes(const fs::path& model_dir) {
+  const auto m = SafetensorsModel::open(model_dir);
+  std::int64_t bytes = 0;
+  for (const auto& name : m.names()) bytes += static_cast<std::int64_t>(m.tensor(name).nbytes);
+  return bytes;
+}
+
+std::size_t gguf_tensors(const fs::path& model_dir, const fs::path& gguf) {
+  gguf::write_qwen2_gguf(model_dir, gguf, gguf::TensorType::F32, "t");
+  return gguf::GgufFile::open(gguf).tensors().size();
 }
 
 std::unique_ptr<Qwen2<Lora<>, Fp32, Cpu>> with_adapter(const fs::path& model, const fs::path& adapter) {
@@ -224,7 +278,7 @@ TEST_CASE("store_as (--torch_dtype): every floating tensor in that dtype and rou
   const auto adapter = SafetensorsFile::open(tiny / "adapter_trained" / "adapter_model.safetensors");
   for (const DType to : {DType::F16, DType::F32}) {
     fs::remove_all(out);
-    merge_lora(base_dir, tiny / "adapter_trained", out, false, {}, to);
+    merge_lora(base_dir, tiny / "adapter_trained", out, {.store_as = to});
     const auto out_model = SafetensorsModel::open(out);
     REQUIRE(out_model.names() == in_model.names());
     std::int64_t bytes = 0;
@@ -274,7 +328,7 @@ TEST_CASE("store_as (--torch_dtype): every floating tensor in that dtype and rou
     w.write(big / "model.safetensors");
   }
   fs::remove_all(out);
-  CHECK_THROWS_WITH(merge_lora(big, tiny / "adapter_trained", out, false, {}, DType::F16),
+  CHECK_THROWS_WITH(merge_lora(big, tiny / "adapter_trained", out, {.store_as = DType::F16}),
                     Catch::Contains("tensor 'model.norm.weight': value 1000000 at index 3 does not fit F16"));
   CHECK(!fs::exists(out));
   for (const auto& d : {base_dir, out, big}) fs::remove_all(d);
@@ -300,4 +354,137 @@ TEST_CASE("require_representable: the first value each dtype rounds to inf, and 
   CHECK(fits(std::nextafter(65520.0f, 0.0f), DType::F16));
   CHECK(!fits(-65520.0f, DType::F16));
   CHECK(fits(bf16_first, DType::F32));
+}
+
+TEST_CASE("max_shard_size: the sizes transformers reads, and the hub's split", "[merge][shards]") {
+  CHECK(parse_max_shard_size("5GB") == 5'000'000'000);
+  CHECK(parse_max_shard_size("2GiB") == std::int64_t{2} << 30);
+  CHECK(parse_max_shard_size("2gib") == std::int64_t{2} << 30);
+  CHECK(parse_max_shard_size("500MiB") == 500 << 20);
+  CHECK(parse_max_shard_size("3KiB") == 3 << 10);
+  CHECK(parse_max_shard_size("10MB") == 10'000'000);
+  CHECK(parse_max_shard_size("3KB") == 3000);
+  CHECK(parse_max_shard_size("4096") == 4096);  // bytes
+  // A final lowercase b is bits, as convert_file_size_to_int reads it: an eighth, rounded down.
+  CHECK(parse_max_shard_size("5Gb") == 625'000'000);
+  CHECK(parse_max_shard_size("5gb") == 625'000'000);
+  CHECK(parse_max_shard_size("7Kb") == 875);
+  CHECK(parse_max_shard_size("1mb") == 125'000);
+  for (const char* bad : {"", "0", "0GB", "-5GB", "5TB", "abc", "1.5GB", "GB", " 5GB", "5 GB", "+5GB", "5e9",
+                          "99999999999GB", "99999999999999999999"}) {
+    INFO("'" << bad << "'");
+    CHECK_THROWS_WITH(parse_max_shard_size(bad), Catch::Contains(fmt::format("--max_shard_size '{}'", bad)) &&
+                                                     Catch::Contains("e.g. 5GB"));
+  }
+
+  // huggingface_hub's own example (tests/test_serialization.py): sizes 6, 10, 30, 2, 2 under 10.
+  // The one over 10 is shard 2, numbered before the shard still being filled when it came.
+  const std::vector<std::pair<std::string, std::int64_t>> tensors = {
+      {"layer_1", 6}, {"layer_2", 10}, {"layer_3", 30}, {"layer_4", 2}, {"layer_5", 2}};
+  const ShardPlan plan = plan_shards(tensors, 10);
+  CHECK(plan.shards == std::vector<std::vector<std::string>>{{"layer_1"}, {"layer_3"}, {"layer_2"},
+                                                             {"layer_4", "layer_5"}});
+  CHECK(plan.total_size == 50);
+  CHECK(plan.file_name(0) == "model-00001-of-00004.safetensors");
+  CHECK(plan.file_name(3) == "model-00004-of-00004.safetensors");
+  const ShardPlan one = plan_shards(tensors, 50);
+  CHECK(one.shards.size() == 1);
+  CHECK(one.file_name(0) == "model.safetensors");
+
+  for (const char* ours : {"model.safetensors", "model.safetensors.index.json", "model-00003-of-00012.safetensors"})
+    CHECK(is_shard_output_name(ours));
+  for (const char* other : {"model-1-of-2.safetensors", "model-00001-of-00002.safetensors.tmp", "notes.txt",
+                            "adapter_model.safetensors", "model-00001-of-00002.bin", "model-00001-00002.safetensors"})
+    CHECK_FALSE(is_shard_output_name(other));
+}
+
+TEST_CASE("max_shard_size: the merged model cut as save_pretrained cuts it, the loaders read it, --overwrite "
+          "replaces it", "[merge][shards]") {
+  const auto tiny = test::fixture("tiny_public");
+  const auto adapter = tiny / "adapter_trained";
+  const auto base_dir = scratch("shard_base"), ref = scratch("shard_ref"), out = scratch("shard_out");
+  write_sharded_copy(base_dir, DType::BF16);
+  auto base_index = read_json_file(base_dir / "model.safetensors.index.json");
+  base_index["metadata"]["total_parameters"] = 12345;  // transformers' newer field: kept
+  write_text_atomic(base_dir / "model.safetensors.index.json", base_index.dump(2));
+  merge_lora(base_dir, adapter, ref);
+
+  // Walked by hand in the base's order (shard 1's tensors by name, then shard 2's), bf16 bytes:
+  // embed_tokens and lm_head 65536 (over 40000: alone), MLP matrices 22528, attention 8192 / 4096.
+  // lm_head, met while the shard holding layer 0's last tensors was open, is numbered 5, before
+  // that shard (6, which goes on into layer 1 from the base's second file), as the hub does.
+  const std::int64_t max = 40000;
+  const MergeSummary s = merge_lora(base_dir, adapter, out, {.max_shard_size = max});
+  REQUIRE(s.shards.size() == 9);
+  for (std::size_t i = 0; i < 9; ++i) CHECK(s.shards[i] == fmt::format("model-{:05d}-of-00009.safetensors", i + 1));
+  CHECK(s.merged_modules == 14);
+  const std::int64_t total = check_resharded(out, ref, max, s.shards);
+  CHECK(total == stored_bytes(base_dir));  // bf16 as stored
+  const auto index = read_json_file(out / "model.safetensors.index.json");
+  CHECK(index["metadata"]["total_parameters"] == 12345);
+  CHECK(SafetensorsFile::open(out / s.shards[0]).names() == std::vector<std::string>{"model.embed_tokens.weight"});
+  CHECK(SafetensorsFile::open(out / s.shards[4]).names() == std::vector<std::string>{"lm_head.weight"});
+  CHECK(index["weight_map"]["model.norm.weight"] == s.shards[5]);
+  CHECK(index["weight_map"]["model.layers.1.input_layernorm.weight"] == s.shards[5]);
+  CHECK(SafetensorsFile::open(out / s.shards[1]).names() ==
+        std::vector<std::string>{"model.layers.0.input_layernorm.weight", "model.layers.0.mlp.down_proj.weight"});
+  CHECK(read_text_file(out / "tokenizer_config.json") == read_text_file(base_dir / "tokenizer_config.json"));
+  CHECK(read_text_file(out / "config.json") == read_text_file(base_dir / "config.json"));
+
+  // What export --check and the GGUF read: the same model from either layout.
+  auto merged = Qwen2<Frozen, Fp32, Cpu>::from_pretrained(out, LoraConfig{}, 0);
+  auto merged_ref = Qwen2<Frozen, Fp32, Cpu>::from_pretrained(ref, LoraConfig{}, 0);
+  const auto ids = test::fixture_samples("tiny_public")[0].input_ids;
+  CHECK((logits_of(*merged, ids) - logits_of(*merged_ref, ids)).cwiseAbs().maxCoeff() == 0.0f);
+  const std::size_t gguf_ref = gguf_tensors(ref, scratch("shard_ref.gguf"));
+  CHECK(gguf_tensors(out, scratch("shard_out.gguf")) == gguf_ref);
+
+  // Larger than the model: one model.safetensors, no index (the base's would be stale), over the
+  // sharded folder a previous merge wrote (its file names are not the base's: --overwrite takes them).
+  const MergeSummary one = merge_lora(base_dir, adapter, out, {.overwrite = true, .max_shard_size = 1'000'000'000});
+  CHECK(one.shards == std::vector<std::string>{"model.safetensors"});
+  CHECK(check_resharded(out, ref, 1'000'000'000, one.shards) == total);
+  CHECK(std::find(one.copied_files.begin(), one.copied_files.end(), "model.safetensors.index.json") ==
+        one.copied_files.end());
+  CHECK(gguf_tensors(out, scratch("shard_one.gguf")) == gguf_ref);
+  auto single = Qwen2<Frozen, Fp32, Cpu>::from_pretrained(out, LoraConfig{}, 0);
+  CHECK((logits_of(*single, ids) - logits_of(*merged_ref, ids)).cwiseAbs().maxCoeff() == 0.0f);
+
+  // And back to shards over model.safetensors; a file a merge never writes is still refused.
+  CHECK(merge_lora(base_dir, adapter, out, {.overwrite = true, .max_shard_size = max}).shards.size() == 9);
+  CHECK_FALSE(fs::exists(out / "model.safetensors"));
+  for (const char* foreign : {"notes.txt", "model-1-of-2.safetensors"}) {
+    write_text_atomic(out / foreign, "the user's\n");
+    CHECK_THROWS_WITH(merge_lora(base_dir, adapter, out, {.overwrite = true, .max_shard_size = max}),
+                      Catch::Contains(fmt::format("holds an entry that a merge does not write ({})", foreign)));
+    CHECK(fs::exists(out / foreign));
+    fs::remove(out / foreign);
+  }
+  for (const auto& p : {base_dir, ref, out, scratch("shard_ref.gguf"), scratch("shard_out.gguf"),
+                        scratch("shard_one.gguf")})
+    fs::remove_all(p);
+}
+
+TEST_CASE("max_shard_size with store_as (--torch_dtype): sizes counted in the dtype written", "[merge][shards]") {
+  const auto tiny = test::fixture("tiny_public");
+  const auto adapter = tiny / "adapter_trained";
+  const auto base_dir = scratch("shard_dtype_base"), ref = scratch("shard_dtype_ref"), out = scratch("shard_dtype_out");
+  write_sharded_copy(base_dir, DType::BF16);
+  merge_lora(base_dir, adapter, ref, {.store_as = DType::F32});
+  // As F32 every MLP matrix (45056 bytes) is over 40000 and alone; as the base's bf16 (22528) it
+  // was not (the previous test: layer 0's down_proj shares a file with a norm).
+  const std::int64_t max = 40000;
+  const MergeSummary s = merge_lora(base_dir, adapter, out, {.store_as = DType::F32, .max_shard_size = max});
+  CHECK(s.shards.size() > 9);
+  const std::int64_t total = check_resharded(out, ref, max, s.shards);
+  const auto index = read_json_file(out / "model.safetensors.index.json");
+  CHECK(total == read_json_file(ref / "model.safetensors.index.json")["metadata"]["total_size"]);
+  CHECK(total == 2 * stored_bytes(base_dir));
+  for (const auto& [name, file] : index["weight_map"].items())
+    if (name.find(".mlp.") != std::string::npos) {
+      INFO(name);
+      CHECK(SafetensorsFile::open(out / file.get<std::string>()).names() == std::vector<std::string>{name});
+    }
+  CHECK(read_json_file(out / "config.json")["dtype"] == "float32");
+  for (const auto& p : {base_dir, ref, out}) fs::remove_all(p);
 }

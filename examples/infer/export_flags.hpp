@@ -1,8 +1,8 @@
 // The `swift export` flags export and merge_lora share beyond their own, so a merge recipe runs
 // as written on either: --overwrite and ms-swift's name for it, --exist_ok (one setting, the same
-// safety rules); --torch_dtype and --safe_serialization, checked against what the merge writes
-// rather than ignored; flags that change nothing here (accepted, reported); and ms-swift's export
-// quantisation and hub upload, refused with what to do instead.
+// safety rules); --torch_dtype, --max_shard_size and --safe_serialization, checked against what
+// the merge writes rather than ignored; flags that change nothing here (accepted, reported); and
+// ms-swift's export quantisation and hub upload, refused with what to do instead.
 #pragma once
 #include <boost/program_options.hpp>
 #include <filesystem>
@@ -14,23 +14,24 @@
 #include "../sft/sft_args.hpp"  // parse_bool, one_of
 #include "../swift_flags.hpp"
 #include "peft/io/safetensors.hpp"
+#include "peft/io/shard_plan.hpp"
 
 namespace peft::examples {
 
 struct SwiftExportFlags {
-  std::string overwrite = "false", exist_ok, torch_dtype, safe_serialization = "true";
+  std::string overwrite = "false", exist_ok, torch_dtype, safe_serialization = "true", max_shard_size;
 };
 
 // Settled from SwiftExportFlags once parsed (check_swift_export_flags).
 struct ExportSettings {
   bool overwrite = false;
   std::vector<std::string> ignored;  // accepted, not used: for the "[args]" line
+  std::optional<std::int64_t> max_shard_size;  // bytes; none: the base's own shard files
 };
 
-// --max_shard_size: the merged model keeps the base's own shard files (names, index), so there is
-// no new sharding to size. --model_type / --template are checked to name Qwen2 / Qwen2.5.
+// --model_type / --template are checked to name Qwen2 / Qwen2.5.
 inline const std::vector<std::string>& export_accepted_unused_flags() {
-  static const std::vector<std::string> flags = {"model_type", "template", "attn_impl", "use_hf", "max_shard_size"};
+  static const std::vector<std::string> flags = {"model_type", "template", "attn_impl", "use_hf"};
   return flags;
 }
 
@@ -58,6 +59,8 @@ inline void add_swift_export_flags(boost::program_options::options_description& 
       ("torch_dtype", po::value(&f.torch_dtype), "the merged weights' dtype: bfloat16 | float32 | float16; default "
        "the base's own (kept as stored); another converts every weight, each rounded once")
       ("safe_serialization", bool_flag(&f.safe_serialization), "true only: the weights are always safetensors")
+      ("max_shard_size", po::value(&f.max_shard_size), "cut the merged weights into files of at most this size, as "
+       "save_pretrained does (5GB, 500MB, 2GiB; one file: model.safetensors); default: the base's own files")
       ("push_to_hub", po::value<std::vector<std::string>>()->multitoken()->zero_tokens(), "false only: nothing "
        "here uploads");
   add_accepted_unused(d, export_accepted_unused_flags());
@@ -76,6 +79,7 @@ inline ExportSettings check_swift_export_flags(const boost::program_options::var
   s.overwrite = detail::parse_bool("overwrite", f.overwrite);
   if (vm.count("exist_ok"))
     take_alias(vm, "exist_ok", detail::parse_bool("exist_ok", f.exist_ok), "overwrite", s.overwrite);
+  if (vm.count("max_shard_size")) s.max_shard_size = parse_max_shard_size(f.max_shard_size);
   s.ignored = given_flags(vm, export_accepted_unused_flags());
   s.ignored.insert(s.ignored.end(), as_ours.begin(), as_ours.end());
   return s;

@@ -2,7 +2,8 @@
 # parser reads them (examples/swift_flags.hpp, infer/export_flags.hpp): a true/false flag alone
 # means true and leaves the next flag alone; flags that change nothing here are accepted and named
 # on an "[args]" line; --template / --model_type other than Qwen2 are refused; export's
-# --torch_dtype converts the merged weights, --safe_serialization is checked; --exist_ok is
+# --torch_dtype converts the merged weights, --max_shard_size cuts them into save_pretrained's
+# shards, --safe_serialization is checked; --exist_ok is
 # --overwrite; quantised export and hub upload are refused with what to do. chat's --val_dataset
 # takes several specs and `#N`; --max_length caps prompt + answer; --result_path appends.
 include(${CMAKE_CURRENT_LIST_DIR}/program_test.cmake)
@@ -60,12 +61,30 @@ peft_program_test(export export_bare_to_gguf_overwrite SETUP ${OUT_EXISTS}
 peft_program_test(export export_bare_to_ollama_check SETUP ${CHAT_SETUP}
   ARGS --to_ollama --check --check_max_new_tokens 4 --adapters ckpt --output_dir g
   REGEX "wrote g/Modelfile.*\\[check\\]" FILES g/model.gguf g/Modelfile)
-# export: ms-swift's flags that change nothing here, and --torch_dtype / --safe_serialization as written.
+# export: ms-swift's flags that change nothing here, and --torch_dtype / --max_shard_size /
+# --safe_serialization as written (5GB holds the tiny model: one model.safetensors).
 peft_program_test(export export_swift_flags_accepted
   ARGS --merge_lora true ${TINY_MERGE} --model_type qwen2_5 --template qwen2_5 --attn_impl sdpa --use_hf
        --max_shard_size 5GB --safe_serialization --torch_dtype fp32 --push_to_hub false --output_dir m
-  REGEX "accepted but not used by this program: --model_type, --template, --attn_impl, --use_hf, --max_shard_size"
+  REGEX "accepted but not used by this program: --model_type, --template, --attn_impl, --use_hf\n.*-> m in model.safetensors\n"
   FILES m/model.safetensors)
+# --max_shard_size: save_pretrained's shards (test_merge checks the split, sizes and values); the
+# GGUF and --check read the merged folder in that layout. 64KiB cuts tiny_public's 633088 bytes
+# (f32) into 10 files, lm_head and embed_tokens (131072 each) alone in the first two.
+peft_program_test(export export_max_shard_size SETUP ${CHAT_SETUP}
+  ARGS --merge_lora true --adapters ckpt --max_shard_size 64KiB --to_gguf true --check true --check_max_new_tokens 4
+       --output_dir m
+  REGEX "-> m in model-00001-of-00010.safetensors, model-00002-of-00010.safetensors, .*model-00010-of-00010.safetensors\n.*\[check\]"
+  FILES m/model-00001-of-00010.safetensors m/model-00010-of-00010.safetensors m/model.safetensors.index.json
+        m/model.gguf m/tokenizer.json)
+add_test(NAME cli_export_max_shard_size_index COMMAND ${CMAKE_COMMAND}
+  -DFILE=${PEFT_CLI_WORK}/export_max_shard_size/m/model.safetensors.index.json
+  "-DEXPECT_REGEX=\"total_size\": 633088|\"lm_head.weight\": \"model-00001-of-00010.safetensors\"|\"model.embed_tokens.weight\": \"model-00002-of-00010.safetensors\"|\"model.norm.weight\": \"model-00010-of-00010.safetensors\""
+  -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/expect_file.cmake)
+set_tests_properties(cli_export_max_shard_size PROPERTIES FIXTURES_SETUP export_max_shard_size)
+set_tests_properties(cli_export_max_shard_size_index PROPERTIES FIXTURES_REQUIRED export_max_shard_size)
+peft_program_test(export export_max_shard_size_refused FAIL ARGS --merge_lora true ${TINY_MERGE} --max_shard_size 1.5GB
+  --output_dir m REGEX "--max_shard_size '1.5GB': not a size; give a positive whole number followed by GB, MB or KB")
 # --torch_dtype other than the base's converts the merged folder (test_merge checks the values);
 # a GGUF-only export has no folder to convert: its type is --gguf_type.
 peft_program_test(export export_torch_dtype_converts ARGS --merge_lora true ${TINY_MERGE} --torch_dtype fp16 --output_dir m

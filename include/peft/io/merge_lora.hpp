@@ -14,12 +14,17 @@
 // Everything else is copied unchanged: the other tensors byte for byte, the same shard files
 // with their names, metadata and model.safetensors.index.json, and every other file of the model
 // folder (config.json, generation_config.json, tokenizer files), so transformers and vLLM load
-// the result as they load the base model. The output folder appears atomically (built in a
-// staging folder beside it, then renamed into place).
+// the result as they load the base model. With `max_shard_size` (export's --max_shard_size) the
+// tensors, in that same order, are cut into new files as transformers' save_pretrained cuts them
+// (shard_plan.hpp), each carrying its base shards' safetensors metadata, with a new index (the
+// base index's other metadata kept) or, for one file, none: the base's index would be stale.
+// The output folder appears atomically (built in a staging folder beside it, then renamed into
+// place).
 //
 // The output folder is the user's: an existing non-empty one is replaced only with `overwrite`,
 // and only when it holds nothing but what a merge writes there (the base folder's file names, and
-// the model.gguf and Modelfile export adds), so a merged model is replaced but a user's notes or a
+// the model.gguf and Modelfile export adds, and the shard files and index of any --max_shard_size:
+// a re-run with another size replaces them), so a merged model is replaced but a user's notes or a
 // subfolder are never deleted: they are named and the merge refuses. Never either when the folder
 // is, or holds, the base model or the adapter (merging would delete its own inputs, or a training
 // run with them).
@@ -52,8 +57,18 @@
 #include "peft/io/model_config.hpp"
 #include "peft/io/peft_adapter.hpp"
 #include "peft/io/safetensors.hpp"
+#include "peft/io/shard_plan.hpp"
 
 namespace peft {
+
+struct MergeOptions {
+  bool overwrite = false;  // replace a merged model in output_dir (see the top of this file)
+  // Adds files to the merged folder before it appears (export's GGUF and Modelfile), so the folder
+  // appears with all of them or not at all.
+  std::function<void(const std::filesystem::path&)> also_write;
+  std::optional<DType> store_as;                // every floating tensor in this dtype (--torch_dtype)
+  std::optional<std::int64_t> max_shard_size;  // bytes; save_pretrained's shards (--max_shard_size)
+};
 
 struct MergeSummary {
   std::size_t merged_modules = 0;  // projections that received B @ A
@@ -195,7 +210,8 @@ inline void check_merge_output(const std::filesystem::path& model_dir, const std
   std::vector<std::string> foreign;
   for (const auto& entry : fs::directory_iterator(output_dir)) {
     const std::string name = entry.path().filename().string();
-    if (!ours.count(name) || !entry.is_regular_file()) foreign.push_back(entry.is_directory() ? name + "/" : name);
+    const bool merge_written = ours.count(name) || is_shard_output_name(name);
+    if (!merge_written || !entry.is_regular_file()) foreign.push_back(entry.is_directory() ? name + "/" : name);
   }
   std::sort(foreign.begin(), foreign.end());
   require(foreign.empty(),
@@ -204,17 +220,58 @@ inline void check_merge_output(const std::filesystem::path& model_dir, const std
           foreign.size() == 1 ? "an entry" : fmt::format("{} entries", foreign.size()), fmt::join(foreign, ", "));
 }
 
-// `also_write(staging)`, when given, adds files to the merged folder before it appears (export's
-// GGUF and Modelfile), so the folder appears with all of them or not at all. `store_as`: see the top.
+namespace detail {
+// One file of the merged folder: its name and its tensors, in the order they are merged.
+struct OutputShard {
+  std::string file;
+  std::vector<std::string> names;
+};
+
+// The base's own files (names as they are), or with `max_shard_size` save_pretrained's. Both walk
+// the tensors in one order: the base's shard files by name, each file's tensors by name.
+// `bytes(name)`: the tensor's size as written (after any conversion).
+inline std::vector<OutputShard> output_layout(const SafetensorsModel& base, std::optional<std::int64_t> max_shard_size,
+                                              const std::function<std::int64_t(const std::string&)>& bytes) {
+  std::map<std::string, std::vector<std::string>> by_shard;  // shard file name -> its tensors
+  for (const auto& name : base.names()) by_shard[base.file_of(name).path().filename().string()].push_back(name);
+  std::vector<OutputShard> layout;
+  if (!max_shard_size) {
+    for (auto& [file, names] : by_shard) layout.push_back({file, std::move(names)});
+    return layout;
+  }
+  std::vector<std::pair<std::string, std::int64_t>> walk;
+  for (const auto& [file, names] : by_shard)
+    for (const auto& name : names) walk.emplace_back(name, bytes(name));
+  ShardPlan plan = plan_shards(walk, *max_shard_size);
+  for (std::size_t i = 0; i < plan.shards.size(); ++i) layout.push_back({plan.file_name(i), std::move(plan.shards[i])});
+  return layout;
+}
+
+// The index of a re-sharded merge: the base index's metadata (fields other than total_size, e.g.
+// transformers' total_parameters, hold for the merged model too) with the new total and files.
+inline nlohmann::json resharded_index(const std::filesystem::path& model_dir, const std::vector<OutputShard>& layout,
+                                      std::int64_t total_bytes) {
+  nlohmann::json index{{"metadata", nlohmann::json::object()}, {"weight_map", nlohmann::json::object()}};
+  std::error_code ec;
+  if (const auto base_index = model_dir / "model.safetensors.index.json"; std::filesystem::exists(base_index, ec))
+    if (const nlohmann::json j = read_json_file(base_index); j.contains("metadata") && j["metadata"].is_object())
+      index["metadata"] = j["metadata"];
+  index["metadata"]["total_size"] = total_bytes;
+  for (const auto& shard : layout)
+    for (const auto& name : shard.names) index["weight_map"][name] = shard.file;
+  return index;
+}
+}  // namespace detail
+
+// See the top of this file for what is written and what is refused; MergeOptions for the choices.
 inline MergeSummary merge_lora(const std::filesystem::path& model_dir, const std::filesystem::path& adapter_dir,
-                               const std::filesystem::path& output_dir, bool overwrite = false,
-                               const std::function<void(const std::filesystem::path&)>& also_write = {},
-                               std::optional<DType> store_as = std::nullopt) {
+                               const std::filesystem::path& output_dir, const MergeOptions& options = {}) {
   namespace fs = std::filesystem;
   std::error_code ec;
+  const std::optional<DType> store_as = options.store_as;
   require(fs::is_directory(model_dir, ec), "{}: the base model folder does not exist", model_dir.string());
   require(fs::is_directory(adapter_dir, ec), "{}: the adapter folder does not exist", adapter_dir.string());
-  check_merge_output(model_dir, adapter_dir, output_dir, overwrite);
+  check_merge_output(model_dir, adapter_dir, output_dir, options.overwrite);
   read_checked_model_config(model_dir);  // a Qwen2 model folder whose weights fit its config.json
 
   const LoraConfig lora = read_adapter_config(adapter_dir);
@@ -249,77 +306,94 @@ inline MergeSummary merge_lora(const std::filesystem::path& model_dir, const std
             base.file_of(weight).path().string(), weight, dtype_name(w.dtype));
   }
 
-  std::map<std::string, std::vector<std::string>> by_shard;  // shard file name -> its tensors
-  for (const auto& name : base.names()) by_shard[base.file_of(name).path().filename().string()].push_back(name);
-
   require(!store_as || detail::is_floating(*store_as), "merge: a model is stored as F32, BF16 or F16, not {}",
           store_as ? dtype_name(*store_as) : "");
   const auto stored_dtype = [&](DType t) { return store_as && detail::is_floating(t) ? *store_as : t; };
-  std::int64_t total_bytes = 0;  // the index's total_size, for a conversion
+  const auto written_bytes = [&](const std::string& name) {
+    const StoredTensor& t = base.tensor(name);
+    return t.numel() * static_cast<std::int64_t>(dtype_size(stored_dtype(t.dtype)));
+  };
+  const std::vector<detail::OutputShard> layout = detail::output_layout(base, options.max_shard_size, written_bytes);
+  std::int64_t total_bytes = 0;  // the index's total_size
+  for (const auto& name : base.names()) total_bytes += written_bytes(name);
+  const bool resharded = options.max_shard_size.has_value();
+  nlohmann::json new_index;  // read before writing: a broken base index is refused with nothing written
+  if (resharded && layout.size() > 1) new_index = detail::resharded_index(model_dir, layout, total_bytes);
+
   MergeSummary summary;
   const auto scaling = static_cast<float>(lora.scaling());
-  write_directory_atomic(output_dir, [&](const fs::path& staging) {
-    for (const auto& [shard, names] : by_shard) {
-      const SafetensorsFile& in = base.file_of(names.front());
-      SafetensorsWriter out;
-      for (const auto& [key, value] : in.metadata()) out.set_metadata(key, value);
-      for (const auto& name : names) {
-        const StoredTensor& t = in.tensor(name);
-        total_bytes += t.numel() * static_cast<std::int64_t>(dtype_size(stored_dtype(t.dtype)));
-        if (const auto s = saved.find(name); s != saved.end()) {  // a module to save: the trained copy
-          std::vector<float> v(static_cast<std::size_t>(s->second->numel()));
-          adapter.read_f32(s->second->name, s->second->shape, v.data());
-          require_finite(v, fmt::format("{}: tensor '{}'", adapter_file.string(), s->second->name), kRefuseBrokenAdapter);
-          detail::require_representable(v, stored_dtype(t.dtype), fmt::format("{}: tensor '{}'", adapter_file.string(),
-                                                                             s->second->name));
-          out.add_f32(name, t.shape, std::span<const float>(v), stored_dtype(t.dtype));
-          ++summary.saved_tensors;
-          continue;
-        }
-        const auto it = name.ends_with(".weight") ? pairs.find(name.substr(0, name.size() - 7)) : pairs.end();
-        const std::string where = fmt::format("{}: tensor '{}'", in.path().string(), name);
-        if (it == pairs.end()) {
-          if (stored_dtype(t.dtype) != t.dtype) {  // converted: read, checked, rounded once
-            const std::vector<float> v = in.read_f32(name, t.shape);
-            require_finite(v, where, kBrokenBaseCheckpoint);
-            detail::require_representable(v, *store_as, where);
-            out.add_f32(name, t.shape, std::span<const float>(v), *store_as);
-            continue;
-          }
-          if (detail::is_floating(t.dtype)) detail::require_finite_copied(in, t, where);  // copied, but finite
-          out.add(name, t.dtype, t.shape, std::span<const std::byte>(t.data, t.nbytes));
-          continue;
-        }
-        const detail::LoraPair& p = it->second;
-        Matrix w(t.shape[0], t.shape[1]), a(p.a->shape[0], p.a->shape[1]), b(p.b->shape[0], p.b->shape[1]);
-        in.read_f32(name, t.shape, w.data());
-        require_finite(std::span<const float>(w.data(), static_cast<std::size_t>(w.size())), where,
-                       kBrokenBaseCheckpoint);
-        adapter.read_f32(p.a->name, p.a->shape, a.data());
-        adapter.read_f32(p.b->name, p.b->shape, b.data());
-        for (const auto& [m, t] : {std::pair{&a, p.a}, std::pair{&b, p.b}})
-          require_finite(std::span<const float>(m->data(), static_cast<std::size_t>(m->size())),
-                         fmt::format("{}: tensor '{}'", adapter_file.string(), t->name), kRefuseBrokenAdapter);
-        const Matrix delta = (b * a) * scaling;  // PEFT's get_delta_weight: (B @ A) * scaling
-        w += delta;
-        require_finite(std::span<const float>(w.data(), static_cast<std::size_t>(w.size())),
-                       fmt::format("merged tensor '{}' (base {} + adapter {})", name, in.path().string(),
-                                   adapter_file.string()),
-                       "refusing to write a broken model (the base weight or the LoRA product overflows)");
-        const std::span<const float> merged(w.data(), static_cast<std::size_t>(w.size()));
-        detail::require_representable(merged, stored_dtype(t.dtype), fmt::format("merged tensor '{}'", name));
-        out.add_f32(name, t.shape, merged, stored_dtype(t.dtype));
-        ++summary.merged_modules;
-      }
-      out.write(staging / shard);
-      summary.tensors += names.size();
-      summary.shards.push_back(shard);
+  // One tensor of the merged model into `out`: the trained copy, W + BA, or the base's (converted
+  // or byte for byte), each checked finite and representable in the dtype written.
+  const auto add_tensor = [&](SafetensorsWriter& out, const std::string& name) {
+    const SafetensorsFile& in = base.file_of(name);
+    const StoredTensor& t = in.tensor(name);
+    if (const auto s = saved.find(name); s != saved.end()) {  // a module to save: the trained copy
+      std::vector<float> v(static_cast<std::size_t>(s->second->numel()));
+      adapter.read_f32(s->second->name, s->second->shape, v.data());
+      require_finite(v, fmt::format("{}: tensor '{}'", adapter_file.string(), s->second->name), kRefuseBrokenAdapter);
+      detail::require_representable(v, stored_dtype(t.dtype), fmt::format("{}: tensor '{}'", adapter_file.string(),
+                                                                         s->second->name));
+      out.add_f32(name, t.shape, std::span<const float>(v), stored_dtype(t.dtype));
+      ++summary.saved_tensors;
+      return;
     }
+    const auto it = name.ends_with(".weight") ? pairs.find(name.substr(0, name.size() - 7)) : pairs.end();
+    const std::string where = fmt::format("{}: tensor '{}'", in.path().string(), name);
+    if (it == pairs.end()) {
+      if (stored_dtype(t.dtype) != t.dtype) {  // converted: read, checked, rounded once
+        const std::vector<float> v = in.read_f32(name, t.shape);
+        require_finite(v, where, kBrokenBaseCheckpoint);
+        detail::require_representable(v, *store_as, where);
+        out.add_f32(name, t.shape, std::span<const float>(v), *store_as);
+        return;
+      }
+      if (detail::is_floating(t.dtype)) detail::require_finite_copied(in, t, where);  // copied, but finite
+      out.add(name, t.dtype, t.shape, std::span<const std::byte>(t.data, t.nbytes));
+      return;
+    }
+    const detail::LoraPair& p = it->second;
+    Matrix w(t.shape[0], t.shape[1]), a(p.a->shape[0], p.a->shape[1]), b(p.b->shape[0], p.b->shape[1]);
+    in.read_f32(name, t.shape, w.data());
+    require_finite(std::span<const float>(w.data(), static_cast<std::size_t>(w.size())), where, kBrokenBaseCheckpoint);
+    adapter.read_f32(p.a->name, p.a->shape, a.data());
+    adapter.read_f32(p.b->name, p.b->shape, b.data());
+    for (const auto& [m, at] : {std::pair{&a, p.a}, std::pair{&b, p.b}})
+      require_finite(std::span<const float>(m->data(), static_cast<std::size_t>(m->size())),
+                     fmt::format("{}: tensor '{}'", adapter_file.string(), at->name), kRefuseBrokenAdapter);
+    const Matrix delta = (b * a) * scaling;  // PEFT's get_delta_weight: (B @ A) * scaling
+    w += delta;
+    require_finite(std::span<const float>(w.data(), static_cast<std::size_t>(w.size())),
+                   fmt::format("merged tensor '{}' (base {} + adapter {})", name, in.path().string(),
+                               adapter_file.string()),
+                   "refusing to write a broken model (the base weight or the LoRA product overflows)");
+    const std::span<const float> merged(w.data(), static_cast<std::size_t>(w.size()));
+    detail::require_representable(merged, stored_dtype(t.dtype), fmt::format("merged tensor '{}'", name));
+    out.add_f32(name, t.shape, merged, stored_dtype(t.dtype));
+    ++summary.merged_modules;
+  };
+
+  write_directory_atomic(output_dir, [&](const fs::path& staging) {
+    for (const auto& shard : layout) {
+      SafetensorsWriter out;
+      std::map<std::string, std::string> metadata;  // its base shards' (the first one's value on a clash)
+      for (const auto& name : shard.names) {
+        const auto& m = base.file_of(name).metadata();
+        metadata.insert(m.begin(), m.end());
+      }
+      for (const auto& [key, value] : metadata) out.set_metadata(key, value);
+      for (const auto& name : shard.names) add_tensor(out, name);
+      out.write(staging / shard.file);
+      summary.tensors += shard.names.size();
+      summary.shards.push_back(shard.file);
+    }
+    if (!new_index.is_null()) write_text_atomic(staging / "model.safetensors.index.json", new_index.dump(2) + "\n");
     // config.json, generation_config.json, the tokenizer, the index: every other file, as is.
-    // With a conversion, config.json names the new dtype and the index its new total size.
+    // With a conversion, config.json names the new dtype and the index its new total size;
+    // re-sharded, the base's index does not describe these files and is left out.
     for (const auto& entry : fs::directory_iterator(model_dir)) {
       if (!entry.is_regular_file() || entry.path().extension() == ".safetensors") continue;
       const fs::path file = entry.path().filename();
+      if (resharded && file == "model.safetensors.index.json") continue;
       if (store_as && file == "config.json") {
         write_text_atomic(staging / file, detail::config_with_dtype(entry.path(), *store_as));
       } else if (store_as && file == "model.safetensors.index.json") {
@@ -331,7 +405,7 @@ inline MergeSummary merge_lora(const std::filesystem::path& model_dir, const std
       }
       summary.copied_files.push_back(file.string());
     }
-    if (also_write) also_write(staging);
+    if (options.also_write) options.also_write(staging);
   });
   return summary;
 }
