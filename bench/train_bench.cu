@@ -29,6 +29,9 @@
 //     --lora-rank=N            LoRA rank N (Lora<> at run time; default Lora<8>)
 //     --side-stream=0|1        the adapter's passes on a second stream beside the base GEMMs
 //                              (CudaModelOptions::lora_side_stream; default the model's)
+//     --lora-targets=M[,M...]  the adapter's target_modules (default all-linear; e.g. q_proj: what
+//                              the other six projections' adapters cost a step, for an A/B)
+//     --lora-dropout=P         the adapter's dropout (default 0.05, as the HF baseline)
 //     --graphs=0|1             replay a shape's step as a captured CUDA graph (CudaModelOptions::graphs;
 //                              default the model's: on), or launch every kernel each step
 //     --breakdown              after the timed steps, 3 instrumented eager steps: device time by part
@@ -61,6 +64,8 @@ struct BenchOptions {
   bool breakdown = false;
   int side_stream = -1;                          // -1: the model's default (CudaModelOptions::lora_side_stream)
   int graphs = -1;                               // -1: the model's default (CudaModelOptions::graphs)
+  std::vector<std::string> targets{"all-linear"};  // --lora-targets (PEFT's target_modules)
+  double dropout = 0.05;                           // --lora-dropout
 };
 BenchOptions bench;
 
@@ -97,8 +102,8 @@ LoraConfig bench_lora() {
   LoraConfig l;
   l.r = bench.rank > 0 ? bench.rank : 8;
   l.lora_alpha = 32;
-  l.lora_dropout = 0.05;
-  l.target_modules = {"all-linear"};
+  l.lora_dropout = bench.dropout;
+  l.target_modules = bench.targets;
   return l;
 }
 
@@ -187,10 +192,12 @@ void fixed_length_with(const std::string& name, const ModelConfig& cfg, int seq,
   const std::size_t used = device_used_bytes();
   char extra[768];
   std::snprintf(extra, sizeof extra,
-                ", \"lora_kernels\": \"%s\", \"side_stream\": %d, \"lora_rank\": %d, \"loss\": %.4f, \"steps\": %d, \"step_ms_min\": %.2f, "
+                ", \"lora_kernels\": \"%s\", \"side_stream\": %d, \"lora_rank\": %d, \"lora_dropout\": %.3g, "
+                "\"loss\": %.4f, \"steps\": %d, \"step_ms_min\": %.2f, "
                 "\"trainable\": %lld, \"embedding\": \"%s\", \"arena_peak_bytes\": %zu, \"planned_bytes\": %zu, "
                 "\"host_embedding_bytes\": %zu, \"device_used_bytes\": %zu, \"plan\": \"%s\"",
-                kernels_name(opt.lora_kernels), opt.lora_side_stream ? 1 : 0, bench_lora().r, t.loss, steps, t.min_ms,
+                kernels_name(opt.lora_kernels), opt.lora_side_stream ? 1 : 0, bench_lora().r, bench_lora().lora_dropout, t.loss,
+                steps, t.min_ms,
                 static_cast<long long>(model.trainable_parameters().numel()),
                 model.embedding_in_host_memory() ? "host" : "device", model.arena().high_water(), planned.total(),
                 planned.host_embedding, used, plan.c_str());
@@ -303,6 +310,21 @@ int main(int argc, char** argv) {
       bench.rank = std::atoi(a.c_str() + 12);
       if (bench.rank <= 0) {
         std::fprintf(stderr, "train_bench: --lora-rank needs a positive rank (got '%s')\n", a.c_str());
+        return 2;
+      }
+    } else if (a.rfind("--lora-targets=", 0) == 0) {
+      bench.targets.clear();
+      std::stringstream list(a.substr(15));
+      for (std::string m; std::getline(list, m, ',');) bench.targets.push_back(m);
+      if (bench.targets.empty()) {
+        std::fprintf(stderr, "train_bench: --lora-targets needs at least one module name\n");
+        return 2;
+      }
+    } else if (a.rfind("--lora-dropout=", 0) == 0) {
+      char* end = nullptr;
+      bench.dropout = std::strtod(a.c_str() + 15, &end);
+      if (end == a.c_str() + 15 || *end != '\0' || !(bench.dropout >= 0.0 && bench.dropout < 1.0)) {
+        std::fprintf(stderr, "train_bench: --lora-dropout needs a probability in [0, 1) (got '%s')\n", a.c_str());
         return 2;
       }
     } else if (a.rfind("--lora-kernels=", 0) == 0) {
