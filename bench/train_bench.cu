@@ -98,6 +98,14 @@ std::size_t device_used_bytes() {
 }
 double device_used_gb() { return static_cast<double>(device_used_bytes()) / (1u << 30); }
 
+// "a,b,c" -> {"a", "b", "c"} (an empty value gives no names).
+std::vector<std::string> comma_list(const std::string& value) {
+  std::vector<std::string> names;
+  std::stringstream list(value);
+  for (std::string n; std::getline(list, n, ',');) names.push_back(n);
+  return names;
+}
+
 LoraConfig bench_lora() {
   LoraConfig l;
   l.r = bench.rank > 0 ? bench.rank : 8;
@@ -313,23 +321,16 @@ int main(int argc, char** argv) {
         return 2;
       }
     } else if (a.rfind("--lora-targets=", 0) == 0) {
-      bench.targets.clear();
-      std::stringstream list(a.substr(15));
-      for (std::string m; std::getline(list, m, ',');) bench.targets.push_back(m);
-      if (bench.targets.empty()) {
-        std::fprintf(stderr, "train_bench: --lora-targets needs at least one module name\n");
-        return 2;
-      }
+      bench.targets = comma_list(a.substr(15));  // names checked below, by LoraConfig::validate
     } else if (a.rfind("--lora-dropout=", 0) == 0) {
       char* end = nullptr;
       bench.dropout = std::strtod(a.c_str() + 15, &end);
-      if (end == a.c_str() + 15 || *end != '\0' || !(bench.dropout >= 0.0 && bench.dropout < 1.0)) {
-        std::fprintf(stderr, "train_bench: --lora-dropout needs a probability in [0, 1) (got '%s')\n", a.c_str());
+      if (end == a.c_str() + 15 || *end != '\0') {
+        std::fprintf(stderr, "train_bench: --lora-dropout needs a number (got '%s')\n", a.c_str());
         return 2;
       }
     } else if (a.rfind("--lora-kernels=", 0) == 0) {
-      std::stringstream list(a.substr(15));
-      for (std::string k; std::getline(list, k, ',');) {
+      for (const std::string& k : comma_list(a.substr(15))) {
         using peft::cuda::LoraKernels;
         if (k == "separate") bench.kernels.push_back(LoraKernels::kSeparate);
         else if (k == "reordered") bench.kernels.push_back(LoraKernels::kReordered);
@@ -345,6 +346,12 @@ int main(int argc, char** argv) {
     } else {
       want.push_back(a);
     }
+  }
+  try {  // the adapter the options describe, checked once before any model is built
+    bench_lora().validate();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "train_bench: %s\n", e.what());
+    return 2;
   }
   auto on = [&](const char* w) { return want.empty() || std::find(want.begin(), want.end(), w) != want.end(); };
   cudaDeviceProp prop{};
