@@ -354,12 +354,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   auto on = [&](const char* w) { return want.empty() || std::find(want.begin(), want.end(), w) != want.end(); };
-  cudaDeviceProp prop{};
-  PEFT_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("{\"device\": \"%s\", \"sms\": %d}\n", prop.name, prop.multiProcessorCount);
   const ModelConfig b7 = preset_config<Qwen25_7B>(), b05 = preset_config<Qwen25_0_5B>();
   const ModelConfig b14 = preset_config<Qwen25_14B>(), b32 = preset_config<Qwen25_32B>();
-  try {
+  try {  // a machine without a usable GPU gets the error line too, not an uncaught exception
+    cudaDeviceProp prop{};
+    PEFT_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    std::printf("{\"device\": \"%s\", \"sms\": %d}\n", prop.name, prop.multiProcessorCount);
     if (on("7b_2048_keep")) fixed_length<Cuda>("7b_2048_keep", b7, 2048, 8, 2);
     // The host embedding's cost on the fastest step (bf16, keep-all): the same workload both ways.
     if (on("7b_2048_keep_embed_device"))
