@@ -32,6 +32,8 @@
 //     --lora-targets=M[,M...]  the adapter's target_modules (default all-linear; e.g. q_proj: what
 //                              the other six projections' adapters cost a step, for an A/B)
 //     --lora-dropout=P         the adapter's dropout (default 0.05, as the HF baseline)
+//     --recompute-num-layers=N selective / recompute workloads: only the first N layers rebuild, the others
+//                              keep everything (CudaModelOptions::recompute_num_layers; default all)
 //     --graphs=0|1             replay a shape's step as a captured CUDA graph (CudaModelOptions::graphs;
 //                              default the model's: on), or launch every kernel each step
 //     --breakdown              after the timed steps, 3 instrumented eager steps: device time by part
@@ -66,6 +68,7 @@ struct BenchOptions {
   int graphs = -1;                               // -1: the model's default (CudaModelOptions::graphs)
   std::vector<std::string> targets{"all-linear"};  // --lora-targets (PEFT's target_modules)
   double dropout = 0.05;                           // --lora-dropout
+  int recompute_num_layers = -1;                   // --recompute-num-layers (-1: every layer)
 };
 BenchOptions bench;
 
@@ -74,6 +77,7 @@ CudaModelOptions bench_model_options(int max_tokens) {
   CudaModelOptions opt{max_tokens};
   if (bench.side_stream >= 0) opt.lora_side_stream = bench.side_stream == 1;
   if (bench.graphs >= 0) opt.graphs = bench.graphs == 1;
+  opt.recompute_num_layers = bench.recompute_num_layers;
   return opt;
 }
 
@@ -200,11 +204,11 @@ void fixed_length_with(const std::string& name, const ModelConfig& cfg, int seq,
   const std::size_t used = device_used_bytes();
   char extra[768];
   std::snprintf(extra, sizeof extra,
-                ", \"lora_kernels\": \"%s\", \"side_stream\": %d, \"lora_rank\": %d, \"lora_dropout\": %.3g, "
+                ", \"lora_kernels\": \"%s\", \"side_stream\": %d, \"recompute_num_layers\": %d, \"lora_rank\": %d, \"lora_dropout\": %.3g, "
                 "\"loss\": %.4f, \"steps\": %d, \"step_ms_min\": %.2f, "
                 "\"trainable\": %lld, \"embedding\": \"%s\", \"arena_peak_bytes\": %zu, \"planned_bytes\": %zu, "
                 "\"host_embedding_bytes\": %zu, \"device_used_bytes\": %zu, \"plan\": \"%s\"",
-                kernels_name(opt.lora_kernels), opt.lora_side_stream ? 1 : 0, bench_lora().r, bench_lora().lora_dropout, t.loss,
+                kernels_name(opt.lora_kernels), opt.lora_side_stream ? 1 : 0, opt.recompute_num_layers, bench_lora().r, bench_lora().lora_dropout, t.loss,
                 steps, t.min_ms,
                 static_cast<long long>(model.trainable_parameters().numel()),
                 model.embedding_in_host_memory() ? "host" : "device", model.arena().high_water(), planned.total(),
@@ -320,6 +324,14 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "train_bench: --lora-rank needs a positive rank (got '%s')\n", a.c_str());
         return 2;
       }
+    } else if (a.rfind("--recompute-num-layers=", 0) == 0) {
+      char* end = nullptr;
+      const long n = std::strtol(a.c_str() + 23, &end, 10);
+      if (end == a.c_str() + 23 || *end != '\0' || n < 0 || n > 1000) {
+        std::fprintf(stderr, "train_bench: --recompute-num-layers needs a layer count (got '%s')\n", a.c_str());
+        return 2;
+      }
+      bench.recompute_num_layers = static_cast<int>(n);
     } else if (a.rfind("--lora-targets=", 0) == 0) {
       bench.targets = comma_list(a.substr(15));  // names checked below, by LoraConfig::validate
     } else if (a.rfind("--lora-dropout=", 0) == 0) {

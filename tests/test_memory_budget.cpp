@@ -146,3 +146,42 @@ TEST_CASE("a run that does not fit even with recompute fails with the numbers") 
   CHECK_THROWS_WITH(choose_activations(Activations::kSelective, keep, selective, recompute, 12 * GB),
                     Contains("--gradient_checkpointing selective plans 18.50 GB") && Contains("even recompute"));
 }
+
+TEST_CASE("recompute_num_layers is described for the run's log by the layers it rebuilds and keeps") {
+  CHECK(describe_recompute_layers(-1, 28) == "every layer rebuilds in the backward");
+  CHECK(describe_recompute_layers(28, 28) == "every layer rebuilds in the backward");
+  CHECK(describe_recompute_layers(18, 28) == "layers 0-17 rebuild in the backward, layers 18-27 keep all their activations");
+  CHECK(describe_recompute_layers(27, 28) == "layers 0-26 rebuild in the backward, layer 27 keeps all its activations");
+  CHECK(describe_recompute_layers(1, 2) == "layer 0 rebuilds in the backward, layer 1 keeps all its activations");
+  CHECK(describe_recompute_layers(0, 28) == "no layer rebuilds: all 28 keep their activations");
+}
+
+TEST_CASE("the fewest rebuilt layers that fit the free memory, from two plans") {
+  // Every layer rebuilds: 16.80 GB; the last keeping everything adds 0.20 GB (a layer's set).
+  const PlannedMemory one_kept{15'300'000'000, 900'000'000, 200'000'000, 600'000'000};
+  const std::size_t reserve = kUnplannedReserve;
+  // Room for 10 kept layers of 28 (and a bit): 18 rebuild, planned 16.80 + 10 x 0.20 GB.
+  RebuiltLayersFit f = fewest_rebuilt_layers(recompute, one_kept, 28, 18'850'000'000 + reserve);
+  CHECK(f.rebuilt == 18);
+  CHECK(f.planned == 18'800'000'000);
+  // Room for exactly 10: the same; for 9.99: 19 rebuild.
+  CHECK(fewest_rebuilt_layers(recompute, one_kept, 28, 18'800'000'000 + reserve).rebuilt == 18);
+  CHECK(fewest_rebuilt_layers(recompute, one_kept, 28, 18'799'999'999 + reserve).rebuilt == 19);
+  // No room beyond every layer rebuilding: all 28 rebuild; not even that: -1.
+  f = fewest_rebuilt_layers(recompute, one_kept, 28, 16'900'000'000 + reserve);
+  CHECK(f.rebuilt == 28);
+  CHECK(f.planned == recompute.total());
+  CHECK(fewest_rebuilt_layers(recompute, one_kept, 28, 16'000'000'000).rebuilt == -1);
+  // Room for 27 kept layers or more: none needs to rebuild (one rebuilding layer costs what none do).
+  CHECK(fewest_rebuilt_layers(recompute, one_kept, 28, 80 * GB).rebuilt == 0);
+  CHECK(fewest_rebuilt_layers(recompute, one_kept, 28, 80 * GB).planned == 16'800'000'000 + 27 * 200'000'000ull);
+  CHECK(fewest_rebuilt_layers(recompute, one_kept, 28, 16'800'000'000 + 26 * 200'000'000ull + reserve).rebuilt == 2);
+}
+
+TEST_CASE("a run whose kept layers do not fit is told to raise --recompute_num_layers") {
+  CHECK_THROWS_WITH(choose_activations(Activations::kRecompute, keep, selective, recompute, 16 * GB, true),
+                    Contains("the run does not fit the GPU") &&
+                        Contains("; raise --recompute_num_layers (or leave it out), lower --max_length"));
+  CHECK_THROWS_WITH(choose_activations(Activations::kRecompute, keep, selective, recompute, 16 * GB),
+                    Contains("the run does not fit the GPU") && !Contains("--recompute_num_layers"));
+}

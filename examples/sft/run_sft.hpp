@@ -130,6 +130,7 @@ auto model_options(const SftArgs& a, std::int64_t longest_sample = std::numeric_
                                                      a.train.gradient_accumulation_steps,
                                                      a.train.accumulation_pack_tokens));
   if constexpr (requires { o.device; }) o.device = a.cuda_device;
+  if constexpr (requires { o.recompute_num_layers; }) o.recompute_num_layers = a.recompute_num_layers;
   return o;
 }
 
@@ -181,8 +182,9 @@ SftSetup<Model> prepare_sft(SftArgs& a) {
   s.embedded = a.model.empty();
   report_accepted_unused(stdout, a.ignored);
   if constexpr (!requires { typename Model::Options; })
-    if (std::find(a.given.begin(), a.given.end(), "gradient_checkpointing") != a.given.end())
-      fmt::print("[args] --gradient_checkpointing chooses the GPU's activation policy; the CPU backend keeps every activation\n");
+    for (const char* flag : {"gradient_checkpointing", "recompute_num_layers"})
+      if (std::find(a.given.begin(), a.given.end(), flag) != a.given.end())
+        fmt::print("[args] --{} chooses the GPU's activation policy; the CPU backend keeps every activation\n", flag);
 
   s.base_name = s.embedded ? std::string(kEmbeddedModelName) : a.model;
   if (s.embedded) apply_embedded_defaults(a);

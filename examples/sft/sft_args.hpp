@@ -47,6 +47,9 @@ struct SftArgs {
   bool add_version = true;
   // The CUDA programs' activation policy: --gradient_checkpointing true (ms-swift's default) | false | selective
   cuda::Activations gradient_checkpointing = cuda::Activations::kRecompute;
+  // With true or selective: how many layers, from the first, rebuild; the rest keep everything
+  // (Megatron-SWIFT's --recompute_num_layers, block method). -1: all of them.
+  int recompute_num_layers = -1;
   bool overwrite = false;  // write into a non-empty --output_dir with --add_version false
   LoraConfig lora;
   QuantArgs quant;  // --quant_method bnb --quant_bits 4: QLoRA (sft/quant_args.hpp)
@@ -296,6 +299,9 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
        "attention side and rebuild the norms and gate/up (selective, ~1/3 of keep's activation memory at half "
        "of recompute's extra work); a plan that does not fit the free memory falls back to the next leaner one. "
        "The CPU keeps them all")
+      ("recompute_num_layers", po::value(&a.recompute_num_layers)->default_value(-1),
+       "GPU, with --gradient_checkpointing true or selective: only the first N layers recompute (Megatron-SWIFT's "
+       "block method); the layers above them keep all their activations, faster for more memory (-1: every layer)")
       ("resume_from_checkpoint", po::value(&resume), "continue exactly from this checkpoint-N folder")
       ("metric_for_best_model", po::value(&t.metric_for_best_model),
        "eval metric that picks the best checkpoint (loss, identity_accuracy, ...; 'eval_' is implied)")
@@ -399,6 +405,15 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
   a.add_version = detail::parse_bool("add_version", add_version);
   a.lora.use_rslora = detail::parse_bool("use_rslora", use_rslora);
   a.gradient_checkpointing = cuda::parse_gradient_checkpointing(checkpointing);
+  if (!vm["recompute_num_layers"].defaulted()) {
+    require(a.recompute_num_layers >= -1 && a.recompute_num_layers <= model_cfg.num_hidden_layers,
+            "--recompute_num_layers {}: {} has {} layers (0 to {}, or -1 for all of them)", a.recompute_num_layers,
+            a.model.empty() ? std::string("the embedded default model") : a.model + "/config.json",
+            model_cfg.num_hidden_layers, model_cfg.num_hidden_layers);
+    require(a.recompute_num_layers < 0 || a.gradient_checkpointing != cuda::Activations::kKeep,
+            "--recompute_num_layers {} with --gradient_checkpointing false: every layer already keeps its "
+            "activations; use --gradient_checkpointing true or selective", a.recompute_num_layers);
+  }
   a.overwrite = detail::parse_bool("overwrite", overwrite);
   t.ignore_args_mismatch = detail::parse_bool("ignore_args_mismatch", ignore_mismatch);
   a.data.dataset_shuffle = detail::parse_bool("dataset_shuffle", dataset_shuffle);

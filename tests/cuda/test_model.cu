@@ -282,20 +282,71 @@ void check_memory_plan(TestContext& t, const char* label, const ModelConfig& cfg
            std::string(label) + ": selective drops the MLP side of all but one layer, recompute keeps less");
 }
 
+// --recompute_num_layers N (CudaModelOptions::recompute_num_layers) on a 4-layer model: the first N
+// layers share one set (recompute) or one MLP side (selective), the others keep their own, so the
+// plans move by whole sets: N = 0 or 1 plans what keep plans (a set shared by one layer is its
+// own), N = 4 what the default plans, and each step of N between saves exactly one set (recompute)
+// or one MLP side (selective); the arena allocated is the plan. N outside 0..4 is refused, named.
+void check_recompute_layers_plan(TestContext& t, const char* label, ModelConfig cfg) {
+  cfg.num_hidden_layers = 4;
+  LoraConfig lora;
+  lora.r = 8;
+  auto plan = [&](auto tag, int n) {
+    CudaModelOptions opt{300};
+    opt.recompute_num_layers = n;
+    return Qwen2<Lora<>, Bf16Mixed, typename decltype(tag)::type>::planned_memory(cfg, lora, opt);
+  };
+  const std::type_identity<Cuda> keep_tag;
+  const std::type_identity<CudaSelective> sel_tag;
+  const std::type_identity<CudaRecompute> rec_tag;
+  const auto keep = plan(keep_tag, -1);
+  const std::size_t side = keep.activations - plan(sel_tag, 2).activations;  // one MLP side
+  const std::size_t set = keep.activations - plan(rec_tag, 2).activations;   // one layer's whole set
+  std::printf("  %s: one MLP side %zu bytes, one layer's set %zu bytes\n", label, side, set);
+  bool steps = side > 0 && set > side;
+  for (int n = 0; n <= 4; ++n) {
+    const std::size_t shared = n > 1 ? static_cast<std::size_t>(n - 1) : 0;  // sets saved against keep
+    const auto s = plan(sel_tag, n), r = plan(rec_tag, n);
+    steps = steps && s.activations == keep.activations - shared * side && r.activations == keep.activations - shared * set &&
+            s.weights == keep.weights && r.optimizer == keep.optimizer && s.workspace == keep.workspace;
+  }
+  steps = steps && plan(sel_tag, 4).total() == plan(sel_tag, -1).total() &&
+          plan(rec_tag, 4).total() == plan(rec_tag, -1).total();
+  t.expect(steps, std::string(label) + ": recompute_num_layers 0..4 plan keep's sets less one set (or MLP side) per shared layer");
+  CudaModelOptions opt{300};
+  opt.recompute_num_layers = 2;
+  Qwen2<Lora<>, Bf16Mixed, CudaSelective> s(cfg, lora, opt);
+  Qwen2<Lora<>, Bf16Mixed, CudaRecompute> r(cfg, lora, opt);
+  t.expect(s.arena().capacity() == plan(sel_tag, 2).total() && r.arena().capacity() == plan(rec_tag, 2).total(),
+           std::string(label) + ": recompute_num_layers 2, the arenas allocated are the plans");
+  for (const int bad : {5, -2}) {
+    std::string what;
+    try {
+      plan(rec_tag, bad);
+    } catch (const Error& e) {
+      what = e.what();
+    }
+    t.expect(what.find("--recompute_num_layers " + std::to_string(bad) + ": the model has 4 layers") != std::string::npos,
+             std::string(label) + ": recompute_num_layers " + std::to_string(bad) + " refused (" + what + ")");
+  }
+}
+
 // The three activation policies on the same weights, batches and dropout seeds (dropout on, graphs
 // on: steps 0, 1, 2 eager, captured, replayed): the same forward, so the same loss (1e-6), and
 // gradients that differ only by the order of the LoRA reductions' fp32 atomics (1e-5; 5e-8 seen).
 // Selective's rebuilt gate/up must be the forward's (same dropout masks), and its shared MLP side
 // must not leak a layer's values into another's backward; the activations are poisoned before
-// every step.
-void check_activation_policies(TestContext& t, const char* label, ModelConfig cfg) {
+// every step. recompute_num_layers: selective and recompute rebuild only the first N layers.
+void check_activation_policies(TestContext& t, const char* label, ModelConfig cfg, int recompute_num_layers = -1) {
   LoraConfig lora;
   lora.r = 8;
   lora.lora_dropout = 0.1;
   auto make = [&](auto tag) {
     using M = Qwen2<Lora<>, Bf16Mixed, typename decltype(tag)::type>;
     RandomWeights w(5);
-    auto m = M::from_weights(cfg, w, lora, 9, {256});
+    CudaModelOptions opt{256};
+    opt.recompute_num_layers = recompute_num_layers;
+    auto m = M::from_weights(cfg, w, lora, 9, opt);
     set_lora_b(*m);
     return m;
   };
@@ -394,6 +445,12 @@ int main(int argc, char** argv) {
     check_lora_kernels(t, "d128 LoRA kernels+dropout", test::tiny_test_config(128, false, 1), 64);
     check_memory_plan(t, "d128 memory plan", test::tiny_test_config(128, false, 1));
     check_activation_policies(t, "d64 keep/selective/recompute+dropout", test::tiny_test_config(64, true, 1));
+    check_recompute_layers_plan(t, "d128 4 layers", test::tiny_test_config(128, false, 1));
+    for (const int n : {0, 1, 2, 3}) {
+      ModelConfig four = test::tiny_test_config(64, true, 1);
+      four.num_hidden_layers = 4;
+      check_activation_policies(t, ("d64 4 layers, recompute_num_layers " + std::to_string(n)).c_str(), four, n);
+    }
     if (!t.small) {
       check_fixture<Cuda>(t, "tiny_public");
       check_fixture<CudaRecompute>(t, "tiny_public");

@@ -43,8 +43,8 @@ struct LayerDims {
 };
 
 // What a layer's forward leaves for its backward ([T, *] bf16 unless noted). n1, n2, gate and up
-// are the "MLP side" (SelectiveRecompute keeps them in one set shared by the layers and rebuilds
-// them before each layer's backward: DecoderLayer::backward's rebuild_mlp).
+// are the "MLP side" (SelectiveRecompute keeps them in one set shared by the rebuilt layers and
+// rebuilds them before each such layer's backward: DecoderLayer::backward's rebuild_mlp).
 struct LayerActivations {
   bf16 *n1 = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *attn = nullptr, *h = nullptr, *n2 = nullptr,
        *gate = nullptr, *up = nullptr;
@@ -82,15 +82,17 @@ struct LayerActivations {
 };
 
 // Every layer's activation sets as the policy says (policies/cuda_device.hpp): `sets` of them (one
-// per layer, or the one re-run layer's), each with its MLP side or all sharing one.
-inline void plan_layer_activations(MemoryPlan& m, std::vector<LayerActivations>& acts, std::size_t sets, bool keeps_mlp,
-                                   const LayerDims& d, int T, const std::array<int, kProjections>& rp) {
+// per layer, or one shared by the re-run layers plus one per layer that keeps all), the first
+// `mlp_sharers` of them sharing one MLP side (selective's rebuilt layers), the others with their own.
+inline void plan_layer_activations(MemoryPlan& m, std::vector<LayerActivations>& acts, std::size_t sets,
+                                   std::size_t mlp_sharers, const LayerDims& d, int T,
+                                   const std::array<int, kProjections>& rp) {
   acts.assign(sets, {});
-  for (auto& a : acts) a.plan(m, d, T, rp, keeps_mlp);
-  if (keeps_mlp) return;
+  for (std::size_t i = 0; i < sets; ++i) acts[i].plan(m, d, T, rp, i >= mlp_sharers);
+  if (mlp_sharers == 0) return;
   LayerActivations shared;
   shared.plan_mlp_side(m, d, T);
-  for (auto& a : acts) a.share_mlp_side(shared);
+  for (std::size_t i = 0; i < mlp_sharers && i < sets; ++i) acts[i].share_mlp_side(shared);
 }
 
 // Buffers shared by all layers within a step (never live across layers): plan() lays out the

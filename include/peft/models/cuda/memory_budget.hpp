@@ -61,6 +61,38 @@ inline Activations parse_gradient_checkpointing(const std::string& v) {
   throw Error("--gradient_checkpointing: '" + v + "' is not supported (valid: true, false, selective)");
 }
 
+// What --recompute_num_layers n does to a model of `layers` layers under recompute or selective, for
+// the run's log (n < 0: every layer rebuilds, the flag's default).
+inline std::string describe_recompute_layers(int n, int layers) {
+  if (n < 0 || n >= layers) return "every layer rebuilds in the backward";
+  if (n == 0) return "no layer rebuilds: all " + std::to_string(layers) + " keep their activations";
+  const std::string kept = n == layers - 1 ? "layer " + std::to_string(n) + " keeps all its activations"
+                                           : "layers " + std::to_string(n) + "-" + std::to_string(layers - 1) +
+                                                 " keep all their activations";
+  return (n == 1 ? std::string("layer 0 rebuilds") : "layers 0-" + std::to_string(n - 1) + " rebuild") +
+         " in the backward, " + kept;
+}
+
+// The smallest --recompute_num_layers whose plan fits `free_bytes`, under recompute or selective.
+// Each layer that keeps everything instead of rebuilding adds the same bytes (a layer's set, or
+// its MLP side), so two plans give every other: `all` (every layer rebuilds) and `one_kept` (the
+// last layer keeps). rebuilt = -1 when not even `all` fits; 0 when every layer may keep (1 layer
+// rebuilding costs what 0 do: the last sharer's set is its own).
+struct RebuiltLayersFit {
+  int rebuilt = -1;
+  std::size_t planned = 0;  // the plan's total at that value
+};
+inline RebuiltLayersFit fewest_rebuilt_layers(const PlannedMemory& all, const PlannedMemory& one_kept, int layers,
+                                              std::size_t free_bytes) {
+  if (!fits(all, free_bytes)) return {};
+  const std::size_t per_layer = one_kept.total() > all.total() ? one_kept.total() - all.total() : 0;
+  const std::size_t room = free_bytes - kUnplannedReserve - all.total();
+  const std::size_t most = layers > 1 ? static_cast<std::size_t>(layers - 1) : 0;  // kept layers that save
+  const std::size_t kept = per_layer == 0 ? most : std::min(most, room / per_layer);
+  const int rebuilt = static_cast<int>(most - kept) + (kept == most ? 0 : 1);
+  return {rebuilt, all.total() + kept * per_layer};
+}
+
 struct ActivationChoice {
   Activations policy = Activations::kRecompute;
   std::string note;  // printed before training: the plan chosen and, if switched, why
@@ -68,9 +100,11 @@ struct ActivationChoice {
 
 // The asked policy when its plan fits the free memory, else the next leaner one that fits (keep ->
 // selective -> recompute), saying why; `true` (ms-swift's default) asks for recompute. The note
-// names the faster plans that would fit too. Throws, with the numbers, when not even recompute fits.
+// names the faster plans that would fit too. Throws, with the numbers, when not even recompute fits
+// (`layers_kept`: the plans keep some layers whole, --recompute_num_layers, which the advice names).
 inline ActivationChoice choose_activations(Activations asked, const PlannedMemory& keep, const PlannedMemory& selective,
-                                           const PlannedMemory& recompute, std::size_t free_bytes) {
+                                           const PlannedMemory& recompute, std::size_t free_bytes,
+                                           bool layers_kept = false) {
   const std::string free_s = gb(free_bytes) + " free on the GPU (" + gb(kUnplannedReserve) + " of it kept for cuBLAS and graphs)";
   struct Option {
     Activations policy;
@@ -93,7 +127,8 @@ inline ActivationChoice choose_activations(Activations asked, const PlannedMemor
                                  : "--gradient_checkpointing " + std::string(first.flag) + " plans " +
                                        gb(first.plan.total()) + ", and even recompute";
     throw Error("the run does not fit the GPU: " + what + " plans " + describe(o.plan) + " but there is " + free_s +
-                "; lower --max_length or --per_device_train_batch_size / --per_device_eval_batch_size, "
+                "; " + std::string(layers_kept ? "raise --recompute_num_layers (or leave it out), " : "") +
+                "lower --max_length or --per_device_train_batch_size / --per_device_eval_batch_size, "
                 "or use a GPU with more memory");
   }
   ActivationChoice c;

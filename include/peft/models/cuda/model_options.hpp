@@ -32,6 +32,10 @@ struct CudaModelOptions {
   // A training step's adapter passes on a second stream beside the base GEMMs (fused kernels only;
   // kernels/cuda/side_stream.cuh); false keeps one stream (bench/train_bench --side-stream=0).
   bool lora_side_stream = true;
+  // Under CudaSelective / CudaRecompute, how many layers, from the first, rebuild what the policy
+  // does not keep; the layers above them keep all their activations (Megatron-SWIFT's
+  // --recompute_num_layers with --recompute_method block). -1: every layer. Ignored by Cuda.
+  int recompute_num_layers = -1;
 };
 
 // Whether `home` puts an embedding that is (or is not) trained / tied in host memory.

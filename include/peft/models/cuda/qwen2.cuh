@@ -115,6 +115,9 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     if (uses_lora()) lora_.validate();
     check_cuda_model_shapes(cfg_);
     require(opt_.max_tokens > 0, "CudaModelOptions::max_tokens must be positive (got {})", opt_.max_tokens);
+    require(opt_.recompute_num_layers >= -1 && opt_.recompute_num_layers <= cfg_.num_hidden_layers,
+            "--recompute_num_layers {}: the model has {} layers (0 to {}, or -1 for all of them)",
+            opt_.recompute_num_layers, cfg_.num_hidden_layers, cfg_.num_hidden_layers);
     qwen2::check_tail_layers(kTailLayers, cfg_);
     qwen2::check_tied_lm_head(cfg_, W::lm_head::trains_base, W::train_embedding);
     // Each Lora projection decides from --target_modules whether it carries an adapter (and checks
@@ -380,7 +383,19 @@ class Qwen2Model<L, P, CudaDevice<A>> {
   cuda::LayerDims layer_dims() const {
     return rest_.empty() ? tail_.front().dims() : rest_.front().dims();
   }
-  cuda::LayerActivations& acts(std::size_t l) { return keeps_layers ? acts_[l] : acts_[0]; }
+  // Layers [0, rebuilt_layers()) share one set (recompute) or one MLP side (selective) and rebuild it
+  // before their backward, but the last of them, whose values are still there; the layers above keep
+  // everything (CudaModelOptions::recompute_num_layers). Recompute's sets: the shared one, then one a kept layer.
+  std::size_t rebuilt_layers() const {
+    if constexpr (A::keeps_layers && A::keeps_mlp) return 0;
+    const int n = opt_.recompute_num_layers;
+    return n < 0 ? n_layers() : static_cast<std::size_t>(n);
+  }
+  cuda::LayerActivations& acts(std::size_t l) {
+    if (keeps_layers) return acts_[l];
+    const std::size_t shared = rebuilt_layers();
+    return l < shared ? acts_[0] : acts_[l - shared + (shared > 0 ? 1 : 0)];
+  }
   double* host_loss() { return reinterpret_cast<double*>(static_cast<char*>(pinned_) + 8); }
   std::size_t seeds_offset() const { return (16 + cuda::batch_pinned_ints(opt_.max_tokens) * 4 + 64 + 7) / 8 * 8; }
   std::size_t pinned_bytes() const { return seeds_offset() + n_layers() * cuda::kProjections * 8; }
@@ -440,13 +455,13 @@ class Qwen2Model<L, P, CudaDevice<A>> {
                                 final_rstd_, T, hidden(), stream_, false);
       }
       for_each_layer_reverse([&](const auto& layer, std::size_t l) {
-        // Re-run this layer's forward into the one set of buffers, or (selective) rebuild the shared
-        // MLP side; the last layer's are still there. The re-run rewrites stream_x_[l + 1] with the
-        // values it holds (layer l + 1's backward is done); final_h_ shares the step scratch.
-        const bool rerun = l + 1 < n_layers();
+        // Re-run the layer's forward into the shared set, or (selective) rebuild the shared MLP side.
+        // The re-run rewrites stream_x_[l + 1] with the values it holds (layer l + 1's backward is
+        // done); final_h_ shares the step scratch.
+        const bool rebuild = l + 1 < rebuilt_layers();
         auto* x = stream_x_[l];
-        if (!keeps_layers && rerun) layer.forward(c, x, stream_x_[l + 1], acts(l), scratch_, T, layer_seeds(l));
-        layer.backward(c, x, dstream_, acts(l), scratch_, T, layer_seeds(l), !A::keeps_mlp && rerun);
+        if (!keeps_layers && rebuild) layer.forward(c, x, stream_x_[l + 1], acts(l), scratch_, T, layer_seeds(l));
+        layer.backward(c, x, dstream_, acts(l), scratch_, T, layer_seeds(l), !A::keeps_mlp && rebuild);
       });
       // A frozen embedding stops the gradient here; a trained one adds each token's row.
       if constexpr (W::train_embedding) {
@@ -497,7 +512,9 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     });
     int max_rp = 0;
     for (int r : rp) max_rp = std::max(max_rp, r);
-    cuda::plan_layer_activations(m, acts_, keeps_layers ? n_layers() : 1, A::keeps_mlp, d, opt_.max_tokens, rp);
+    const std::size_t rebuilt = rebuilt_layers();
+    const std::size_t sets = keeps_layers ? n_layers() : n_layers() - rebuilt + (rebuilt > 0 ? 1 : 0);
+    cuda::plan_layer_activations(m, acts_, sets, A::keeps_mlp ? 0 : rebuilt, d, opt_.max_tokens, rp);
     if (!m.allocating()) planned_.activations = m.bytes() - planned_.weights - planned_.optimizer;
     std::size_t largest = 0;  // NF4: the largest projection, dequantised (ProjectionWeights::base_for_gemm)
     if constexpr (QuantisedBase<P>)
