@@ -208,7 +208,9 @@ void fixed_length_with(const std::string& name, const ModelConfig& cfg, int seq,
                 "\"loss\": %.4f, \"steps\": %d, \"step_ms_min\": %.2f, "
                 "\"trainable\": %lld, \"embedding\": \"%s\", \"arena_peak_bytes\": %zu, \"planned_bytes\": %zu, "
                 "\"host_embedding_bytes\": %zu, \"device_used_bytes\": %zu, \"plan\": \"%s\"",
-                kernels_name(opt.lora_kernels), opt.lora_side_stream ? 1 : 0, opt.recompute_num_layers, bench_lora().r, bench_lora().lora_dropout, t.loss,
+                kernels_name(opt.lora_kernels), opt.lora_side_stream ? 1 : 0,
+                Device::activations::keeps_layers && Device::activations::keeps_mlp ? -1 : opt.recompute_num_layers,
+                bench_lora().r, bench_lora().lora_dropout, t.loss,
                 steps, t.min_ms,
                 static_cast<long long>(model.trainable_parameters().numel()),
                 model.embedding_in_host_memory() ? "host" : "device", model.arena().high_water(), planned.total(),

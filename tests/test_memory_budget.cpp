@@ -8,6 +8,7 @@
 
 #include "peft/models/cuda/memory_budget.hpp"
 #include "peft/models/cuda/model_options.hpp"
+#include "peft/policies/activation_sets.hpp"
 
 using namespace peft;
 using namespace peft::cuda;
@@ -148,12 +149,55 @@ TEST_CASE("a run that does not fit even with recompute fails with the numbers") 
 }
 
 TEST_CASE("recompute_num_layers is described for the run's log by the layers it rebuilds and keeps") {
-  CHECK(describe_recompute_layers(-1, 28) == "every layer rebuilds in the backward");
-  CHECK(describe_recompute_layers(28, 28) == "every layer rebuilds in the backward");
-  CHECK(describe_recompute_layers(18, 28) == "layers 0-17 rebuild in the backward, layers 18-27 keep all their activations");
-  CHECK(describe_recompute_layers(27, 28) == "layers 0-26 rebuild in the backward, layer 27 keeps all its activations");
-  CHECK(describe_recompute_layers(1, 2) == "layer 0 rebuilds in the backward, layer 1 keeps all its activations");
+  // n sharing layers rebuild n - 1 times: the last sharer's values are still there.
+  CHECK(describe_recompute_layers(-1, 28) ==
+        "layers 0-26 rebuild in the backward, layer 27 (the last) shares their set without rebuilding");
+  CHECK(describe_recompute_layers(28, 28) == describe_recompute_layers(-1, 28));
+  CHECK(describe_recompute_layers(18, 28) == "layers 0-16 rebuild in the backward, layer 17 shares their set without "
+                                             "rebuilding, layers 18-27 keep all their activations");
+  CHECK(describe_recompute_layers(27, 28) == "layers 0-25 rebuild in the backward, layer 26 shares their set without "
+                                             "rebuilding, layer 27 keeps all its activations");
+  CHECK(describe_recompute_layers(2, 4) == "layer 0 rebuilds in the backward, layer 1 shares their set without "
+                                           "rebuilding, layers 2-3 keep all their activations");
+  CHECK(describe_recompute_layers(1, 2) == "no layer rebuilds: all 2 keep their activations");
   CHECK(describe_recompute_layers(0, 28) == "no layer rebuilds: all 28 keep their activations");
+}
+
+TEST_CASE("the activation sets each policy lays out, and which layers rebuild") {
+  // keep-all: a set a layer, nothing shared or rebuilt, whatever the flag says
+  for (const int n : {-1, 0, 3}) {
+    const ActivationSets k = ActivationSets::of_policy(5, true, true, n);
+    CHECK(k.count() == 5);
+    CHECK(k.mlp_sharers() == 0);
+    for (std::size_t l = 0; l < 5; ++l) {
+      CHECK(k.of(l) == l);
+      CHECK(!k.rebuilds(l));
+    }
+  }
+  for (int layers = 1; layers <= 8; ++layers)
+    for (int n = -1; n <= layers; ++n) {
+      const std::size_t L = static_cast<std::size_t>(layers), N = n < 0 ? L : static_cast<std::size_t>(n);
+      // recompute: the sharers use set 0, each other layer a set of its own after it
+      const ActivationSets r = ActivationSets::of_policy(L, false, true, n);
+      CHECK(r.mlp_sharers() == 0);
+      CHECK(r.count() == L - N + (N > 0 ? 1 : 0));
+      std::size_t rebuilt = 0;
+      for (std::size_t l = 0; l < L; ++l) {
+        CHECK(r.of(l) < r.count());
+        CHECK(r.of(l) == (l < N ? 0 : l - N + (N > 0 ? 1 : 0)));
+        if (l > 0 && l >= N) CHECK(r.of(l) == r.of(l - 1) + 1);  // a kept layer's set is its own
+        rebuilt += r.rebuilds(l) ? 1 : 0;
+      }
+      CHECK(rebuilt == (N > 0 ? N - 1 : 0));  // the last sharer's values are still there
+      // selective: a set a layer, the first N sharing one MLP side, the same layers rebuilding it
+      const ActivationSets s = ActivationSets::of_policy(L, true, false, n);
+      CHECK(s.count() == L);
+      CHECK(s.mlp_sharers() == N);
+      for (std::size_t l = 0; l < L; ++l) {
+        CHECK(s.of(l) == l);
+        CHECK(s.rebuilds(l) == r.rebuilds(l));
+      }
+    }
 }
 
 TEST_CASE("the fewest rebuilt layers that fit the free memory, from two plans") {
@@ -184,4 +228,35 @@ TEST_CASE("a run whose kept layers do not fit is told to raise --recompute_num_l
                         Contains("; raise --recompute_num_layers (or leave it out), lower --max_length"));
   CHECK_THROWS_WITH(choose_activations(Activations::kRecompute, keep, selective, recompute, 16 * GB),
                     Contains("the run does not fit the GPU") && !Contains("--recompute_num_layers"));
+}
+
+TEST_CASE("kept layers: described when given, taken when false does not fit, named when true or selective") {
+  const PlannedMemory one_kept{15'300'000'000, 900'000'000, 200'000'000, 600'000'000};  // recompute + 0.20 GB
+  const std::size_t free = 18'850'000'000 + kUnplannedReserve;  // keep (23.10 GB) does not fit; 10 layers would
+  // Given: described, the value kept.
+  KeptLayersAdvice a = advise_kept_layers(Activations::kRecompute, Activations::kRecompute, 18, keep, recompute,
+                                          one_kept, 28, free);
+  CHECK(a.recompute_num_layers == 18);
+  CHECK_THAT(a.note, Contains("[memory] --recompute_num_layers 18: layers 0-16 rebuild"));
+  // true asked: named only.
+  a = advise_kept_layers(Activations::kRecompute, Activations::kRecompute, -1, keep, recompute, one_kept, 28, free);
+  CHECK(a.recompute_num_layers == -1);
+  CHECK_THAT(a.note, Contains("[memory] faster within the free memory: --gradient_checkpointing true "
+                              "--recompute_num_layers 18 (planned peak 18.80 GB: layers 0-16 rebuild"));
+  // false asked, fell back to recompute: taken.
+  a = advise_kept_layers(Activations::kKeep, Activations::kRecompute, -1, keep, recompute, one_kept, 28, free);
+  CHECK(a.recompute_num_layers == 18);
+  CHECK_THAT(a.note, Contains("[memory] the layers that fit keep everything, as --gradient_checkpointing false asked: "
+                              "--gradient_checkpointing true --recompute_num_layers 18"));
+  // Nothing to say: keep-all fits, or was chosen, or not one layer more fits, or the plans do not step.
+  CHECK(advise_kept_layers(Activations::kRecompute, Activations::kRecompute, -1, keep, recompute, one_kept, 28, 80 * GB)
+            .note.empty());
+  CHECK(advise_kept_layers(Activations::kKeep, Activations::kKeep, -1, keep, recompute, one_kept, 28, 80 * GB)
+            .note.empty());
+  a = advise_kept_layers(Activations::kKeep, Activations::kRecompute, -1, keep, recompute, one_kept, 28,
+                         16'900'000'000 + kUnplannedReserve);
+  CHECK(a.note.empty());
+  CHECK(a.recompute_num_layers == -1);
+  CHECK(advise_kept_layers(Activations::kKeep, Activations::kRecompute, -1, keep, recompute, recompute, 28, free)
+            .note.empty());
 }

@@ -39,30 +39,20 @@ int with_cuda_activations(SftArgs& a, Program&& program) {
   const cuda::ActivationChoice c =
       cuda::choose_activations(a.gradient_checkpointing, keep, selective, recompute, free, a.recompute_num_layers >= 0);
   fmt::print("{}\n", c.note);
+  // Kept layers (--recompute_num_layers): described when given, else taken or named when keep-all
+  // does not fit and they would (memory_budget.hpp's advise_kept_layers).
   const int layers = static_cast<int>(cfg.num_hidden_layers);
   const bool sel = c.policy == cuda::Activations::kSelective;
-  if (a.recompute_num_layers >= 0 && c.policy != cuda::Activations::kKeep) {
-    fmt::print("[memory] --recompute_num_layers {}: {}\n", a.recompute_num_layers,
-               cuda::describe_recompute_layers(a.recompute_num_layers, layers));
-  } else if (c.policy != cuda::Activations::kKeep && !cuda::fits(keep, free) && layers > 1) {
-    // Keep-all does not fit, but layers that keep everything may: asked for false, the run takes the
-    // most that fit; asked for true or selective (to save memory), it names them.
-    auto one_kept = options;
-    one_kept.recompute_num_layers = layers - 1;
-    const cuda::RebuiltLayersFit f = cuda::fewest_rebuilt_layers(
-        sel ? selective : recompute,
-        sel ? Selective::planned_memory(cfg, lora, one_kept) : Recompute::planned_memory(cfg, lora, one_kept), layers,
-        free);
-    const std::string what = fmt::format("--gradient_checkpointing {} --recompute_num_layers {} (planned peak {}: {})",
-                                         sel ? "selective" : "true", f.rebuilt, cuda::gb(f.planned),
-                                         cuda::describe_recompute_layers(f.rebuilt, layers));
-    if (f.rebuilt >= 0 && f.rebuilt < layers && a.gradient_checkpointing == cuda::Activations::kKeep) {
-      a.recompute_num_layers = f.rebuilt;
-      fmt::print("[memory] the layers that fit keep everything, as --gradient_checkpointing false asked: {}\n", what);
-    } else if (f.rebuilt >= 0 && f.rebuilt < layers) {
-      fmt::print("[memory] faster within the free memory: {}\n", what);
-    }
+  cuda::PlannedMemory one_kept;
+  if (c.policy != cuda::Activations::kKeep && layers > 1) {
+    auto o = options;
+    o.recompute_num_layers = layers - 1;
+    one_kept = sel ? Selective::planned_memory(cfg, lora, o) : Recompute::planned_memory(cfg, lora, o);
   }
+  const cuda::KeptLayersAdvice k = cuda::advise_kept_layers(a.gradient_checkpointing, c.policy, a.recompute_num_layers,
+                                                            keep, sel ? selective : recompute, one_kept, layers, free);
+  if (!k.note.empty()) fmt::print("{}\n", k.note);
+  a.recompute_num_layers = k.recompute_num_layers;
   switch (c.policy) {
     case cuda::Activations::kKeep: return program.template operator()<Cuda>();
     case cuda::Activations::kSelective: return program.template operator()<CudaSelective>();

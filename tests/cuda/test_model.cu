@@ -446,7 +446,7 @@ int main(int argc, char** argv) {
     check_memory_plan(t, "d128 memory plan", test::tiny_test_config(128, false, 1));
     check_activation_policies(t, "d64 keep/selective/recompute+dropout", test::tiny_test_config(64, true, 1));
     check_recompute_layers_plan(t, "d128 4 layers", test::tiny_test_config(128, false, 1));
-    for (const int n : {0, 1, 2, 3}) {
+    for (const int n : {0, 1, 2, 3, 4}) {
       ModelConfig four = test::tiny_test_config(64, true, 1);
       four.num_hidden_layers = 4;
       check_activation_policies(t, ("d64 4 layers, recompute_num_layers " + std::to_string(n)).c_str(), four, n);

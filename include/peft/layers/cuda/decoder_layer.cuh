@@ -20,6 +20,7 @@
 
 #include "peft/kernels/cuda/attention.cuh"
 #include "peft/kernels/cuda/elementwise.cuh"
+#include "peft/policies/activation_sets.hpp"
 #include "peft/layers/cuda/frozen_linear.cuh"
 #include "peft/layers/cuda/full_linear.cuh"
 #include "peft/layers/cuda/lora_linear.cuh"
@@ -81,18 +82,17 @@ struct LayerActivations {
   }
 };
 
-// Every layer's activation sets as the policy says (policies/cuda_device.hpp): `sets` of them (one
-// per layer, or one shared by the re-run layers plus one per layer that keeps all), the first
-// `mlp_sharers` of them sharing one MLP side (selective's rebuilt layers), the others with their own.
-inline void plan_layer_activations(MemoryPlan& m, std::vector<LayerActivations>& acts, std::size_t sets,
-                                   std::size_t mlp_sharers, const LayerDims& d, int T,
-                                   const std::array<int, kProjections>& rp) {
-  acts.assign(sets, {});
-  for (std::size_t i = 0; i < sets; ++i) acts[i].plan(m, d, T, rp, i >= mlp_sharers);
-  if (mlp_sharers == 0) return;
+// Every layer's activation sets as `sets` lays them out, the MLP side of selective's sharing
+// layers planned once.
+inline void plan_layer_activations(MemoryPlan& m, std::vector<LayerActivations>& acts, const ActivationSets& sets,
+                                   const LayerDims& d, int T, const std::array<int, kProjections>& rp) {
+  const std::size_t sharers = sets.mlp_sharers();
+  acts.assign(sets.count(), {});
+  for (std::size_t i = 0; i < acts.size(); ++i) acts[i].plan(m, d, T, rp, i >= sharers);
+  if (sharers == 0) return;
   LayerActivations shared;
   shared.plan_mlp_side(m, d, T);
-  for (std::size_t i = 0; i < mlp_sharers && i < sets; ++i) acts[i].share_mlp_side(shared);
+  for (std::size_t i = 0; i < sharers && i < acts.size(); ++i) acts[i].share_mlp_side(shared);
 }
 
 // Buffers shared by all layers within a step (never live across layers): plan() lays out the

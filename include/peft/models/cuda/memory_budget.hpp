@@ -12,6 +12,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdio>
+#include <algorithm>
 #include <iterator>
 #include <string>
 
@@ -62,22 +63,26 @@ inline Activations parse_gradient_checkpointing(const std::string& v) {
 }
 
 // What --recompute_num_layers n does to a model of `layers` layers under recompute or selective, for
-// the run's log (n < 0: every layer rebuilds, the flag's default).
+// the run's log (n < 0: every layer shares, the flag's default). The last sharing layer's values
+// are still there at its backward, so n sharing layers rebuild n - 1 times (policies/activation_sets.hpp).
 inline std::string describe_recompute_layers(int n, int layers) {
-  if (n < 0 || n >= layers) return "every layer rebuilds in the backward";
-  if (n == 0) return "no layer rebuilds: all " + std::to_string(layers) + " keep their activations";
+  if (n < 0 || n > layers) n = layers;
+  if (n <= 1) return "no layer rebuilds: all " + std::to_string(layers) + " keep their activations";
+  const std::string rebuilt = n == 2 ? "layer 0 rebuilds" : "layers 0-" + std::to_string(n - 2) + " rebuild";
+  const std::string last = ", layer " + std::to_string(n - 1) + (n == layers ? " (the last) " : " ") +
+                           "shares their set without rebuilding";
+  if (n == layers) return rebuilt + " in the backward" + last;
   const std::string kept = n == layers - 1 ? "layer " + std::to_string(n) + " keeps all its activations"
                                            : "layers " + std::to_string(n) + "-" + std::to_string(layers - 1) +
                                                  " keep all their activations";
-  return (n == 1 ? std::string("layer 0 rebuilds") : "layers 0-" + std::to_string(n - 1) + " rebuild") +
-         " in the backward, " + kept;
+  return rebuilt + " in the backward" + last + ", " + kept;
 }
 
 // The smallest --recompute_num_layers whose plan fits `free_bytes`, under recompute or selective.
-// Each layer that keeps everything instead of rebuilding adds the same bytes (a layer's set, or
-// its MLP side), so two plans give every other: `all` (every layer rebuilds) and `one_kept` (the
-// last layer keeps). rebuilt = -1 when not even `all` fits; 0 when every layer may keep (1 layer
-// rebuilding costs what 0 do: the last sharer's set is its own).
+// Each layer that keeps everything instead of sharing adds the same bytes (a layer's set, or its
+// MLP side), so two plans give every other: `all` (every layer shares) and `one_kept` (the last
+// layer keeps). rebuilt = -1 when not even `all` fits; 0 when every layer may keep (one sharing
+// layer costs what none do: its set is its own).
 struct RebuiltLayersFit {
   int rebuilt = -1;
   std::size_t planned = 0;  // the plan's total at that value
@@ -85,12 +90,46 @@ struct RebuiltLayersFit {
 inline RebuiltLayersFit fewest_rebuilt_layers(const PlannedMemory& all, const PlannedMemory& one_kept, int layers,
                                               std::size_t free_bytes) {
   if (!fits(all, free_bytes)) return {};
-  const std::size_t per_layer = one_kept.total() > all.total() ? one_kept.total() - all.total() : 0;
+  if (one_kept.total() <= all.total()) return {layers, all.total()};  // no step to take: leave it as asked
+  const std::size_t per_layer = one_kept.total() - all.total();
   const std::size_t room = free_bytes - kUnplannedReserve - all.total();
   const std::size_t most = layers > 1 ? static_cast<std::size_t>(layers - 1) : 0;  // kept layers that save
-  const std::size_t kept = per_layer == 0 ? most : std::min(most, room / per_layer);
+  const std::size_t kept = std::min(most, room / per_layer);
   const int rebuilt = static_cast<int>(most - kept) + (kept == most ? 0 : 1);
   return {rebuilt, all.total() + kept * per_layer};
+}
+
+// After the policy is chosen (`c`), what kept layers can do when keep-all does not fit: asked for
+// false, the run takes the most that fit under the leaner policy it fell back to (apply); asked for
+// true or selective, which save memory on purpose, the note only names them. `given`: the flag's
+// value (-1: not given; the note then just describes it). Empty note: nothing to say.
+struct KeptLayersAdvice {
+  int recompute_num_layers = -1;  // what the run uses
+  std::string note;
+};
+inline KeptLayersAdvice advise_kept_layers(Activations asked, Activations chosen, int given, const PlannedMemory& keep,
+                                           const PlannedMemory& all, const PlannedMemory& one_kept, int layers,
+                                           std::size_t free_bytes) {
+  KeptLayersAdvice a{given, ""};
+  if (chosen == Activations::kKeep) return a;
+  if (given >= 0) {
+    a.note = "[memory] --recompute_num_layers " + std::to_string(given) + ": " + describe_recompute_layers(given, layers);
+    return a;
+  }
+  if (fits(keep, free_bytes) || layers <= 1) return a;
+  const RebuiltLayersFit f = fewest_rebuilt_layers(all, one_kept, layers, free_bytes);
+  if (f.rebuilt < 0 || f.rebuilt >= layers) return a;
+  const std::string what = "--gradient_checkpointing " +
+                           std::string(chosen == Activations::kSelective ? "selective" : "true") +
+                           " --recompute_num_layers " + std::to_string(f.rebuilt) + " (planned peak " + gb(f.planned) +
+                           ": " + describe_recompute_layers(f.rebuilt, layers) + ")";
+  if (asked == Activations::kKeep) {
+    a.recompute_num_layers = f.rebuilt;
+    a.note = "[memory] the layers that fit keep everything, as --gradient_checkpointing false asked: " + what;
+  } else {
+    a.note = "[memory] faster within the free memory: " + what;
+  }
+  return a;
 }
 
 struct ActivationChoice {

@@ -383,19 +383,10 @@ class Qwen2Model<L, P, CudaDevice<A>> {
   cuda::LayerDims layer_dims() const {
     return rest_.empty() ? tail_.front().dims() : rest_.front().dims();
   }
-  // Layers [0, rebuilt_layers()) share one set (recompute) or one MLP side (selective) and rebuild it
-  // before their backward, but the last of them, whose values are still there; the layers above keep
-  // everything (CudaModelOptions::recompute_num_layers). Recompute's sets: the shared one, then one a kept layer.
-  std::size_t rebuilt_layers() const {
-    if constexpr (A::keeps_layers && A::keeps_mlp) return 0;
-    const int n = opt_.recompute_num_layers;
-    return n < 0 ? n_layers() : static_cast<std::size_t>(n);
+  cuda::ActivationSets sets() const {
+    return cuda::ActivationSets::of_policy(n_layers(), A::keeps_layers, A::keeps_mlp, opt_.recompute_num_layers);
   }
-  cuda::LayerActivations& acts(std::size_t l) {
-    if (keeps_layers) return acts_[l];
-    const std::size_t shared = rebuilt_layers();
-    return l < shared ? acts_[0] : acts_[l - shared + (shared > 0 ? 1 : 0)];
-  }
+  cuda::LayerActivations& acts(std::size_t l) { return acts_[sets().of(l)]; }
   double* host_loss() { return reinterpret_cast<double*>(static_cast<char*>(pinned_) + 8); }
   std::size_t seeds_offset() const { return (16 + cuda::batch_pinned_ints(opt_.max_tokens) * 4 + 64 + 7) / 8 * 8; }
   std::size_t pinned_bytes() const { return seeds_offset() + n_layers() * cuda::kProjections * 8; }
@@ -458,7 +449,7 @@ class Qwen2Model<L, P, CudaDevice<A>> {
         // Re-run the layer's forward into the shared set, or (selective) rebuild the shared MLP side.
         // The re-run rewrites stream_x_[l + 1] with the values it holds (layer l + 1's backward is
         // done); final_h_ shares the step scratch.
-        const bool rebuild = l + 1 < rebuilt_layers();
+        const bool rebuild = sets().rebuilds(l);
         auto* x = stream_x_[l];
         if (!keeps_layers && rebuild) layer.forward(c, x, stream_x_[l + 1], acts(l), scratch_, T, layer_seeds(l));
         layer.backward(c, x, dstream_, acts(l), scratch_, T, layer_seeds(l), !A::keeps_mlp && rebuild);
@@ -512,9 +503,7 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     });
     int max_rp = 0;
     for (int r : rp) max_rp = std::max(max_rp, r);
-    const std::size_t rebuilt = rebuilt_layers();
-    const std::size_t sets = keeps_layers ? n_layers() : n_layers() - rebuilt + (rebuilt > 0 ? 1 : 0);
-    cuda::plan_layer_activations(m, acts_, sets, A::keeps_mlp ? 0 : rebuilt, d, opt_.max_tokens, rp);
+    cuda::plan_layer_activations(m, acts_, sets(), d, opt_.max_tokens, rp);
     if (!m.allocating()) planned_.activations = m.bytes() - planned_.weights - planned_.optimizer;
     std::size_t largest = 0;  // NF4: the largest projection, dequantised (ProjectionWeights::base_for_gemm)
     if constexpr (QuantisedBase<P>)
