@@ -60,15 +60,18 @@ static std::optional<int> run_on_gpu(examples::SftArgs& args, const dist::Launch
                                      : std::string();
   if (!examples::choose_cuda(args.device, cpu_only)) return std::nullopt;
   const auto comm = env.distributed() ? join_gpus(args, env) : nullptr;
-  // --gradient_checkpointing, and the free memory, pick the activation policy (sft/cuda_activations.cuh)
-  if (args.quant.nf4())  // QLoRA: the NF4 base (bnb_4bit_compute_dtype bfloat16, as --torch_dtype)
-    return examples::with_cuda_activations<Lora<>, Nf4Base>(
-        args, [&]<class Device>() { return examples::run_sft<LoraLm<Nf4Base, Device>>(args, comm.get()); });
-  if (args.train_type == "full")
-    return examples::with_cuda_activations<Full>(
-        args, [&]<class Device>() { return examples::run_sft<FullLm<Bf16Mixed, Device>>(args, comm.get()); });
-  return examples::with_cuda_activations<Lora<>>(
-      args, [&]<class Device>() { return examples::run_sft<Qwen25_7B_Lora<Device>>(args, comm.get()); });
+  // --gradient_checkpointing, the data's longest sample and the free memory pick the activation
+  // policy (sft/cuda_activations.cuh) once the data is read.
+  return examples::run_sft_choosing(args, comm.get(), [](examples::SftArgs& a, std::int64_t longest, auto&& run) {
+    if (a.quant.nf4())  // QLoRA: the NF4 base (bnb_4bit_compute_dtype bfloat16, as --torch_dtype)
+      return examples::with_cuda_activations<Lora<>, Nf4Base>(
+          a, longest, [&]<class Device>() { return run.template operator()<LoraLm<Nf4Base, Device>>(); });
+    if (a.train_type == "full")
+      return examples::with_cuda_activations<Full>(
+          a, longest, [&]<class Device>() { return run.template operator()<FullLm<Bf16Mixed, Device>>(); });
+    return examples::with_cuda_activations<Lora<>>(
+        a, longest, [&]<class Device>() { return run.template operator()<Qwen25_7B_Lora<Device>>(); });
+  });
 }
 #else
 static std::optional<int> run_on_gpu(examples::SftArgs&, const dist::LaunchEnv&) { return std::nullopt; }

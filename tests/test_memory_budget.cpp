@@ -13,6 +13,7 @@
 using namespace peft;
 using namespace peft::cuda;
 using Catch::Contains;
+using Catch::Equals;
 
 namespace {
 
@@ -200,6 +201,24 @@ TEST_CASE("the activation sets each policy lays out, and which layers rebuild") 
     }
 }
 
+TEST_CASE("recompute_num_layers' range is 0 to the layer count or -1, the error naming the model") {
+  for (int n = -1; n <= 4; ++n) CHECK_NOTHROW(check_recompute_num_layers(n, 4, "m/config.json"));
+  CHECK_THROWS_WITH(check_recompute_num_layers(5, 4, "m/config.json"),
+                    Equals("--recompute_num_layers 5: m/config.json has 4 layers (0 to 4, or -1 for all of them)"));
+  CHECK_THROWS_WITH(check_recompute_num_layers(-2, 28, "the model"),
+                    Equals("--recompute_num_layers -2: the model has 28 layers (0 to 28, or -1 for all of them)"));
+}
+
+TEST_CASE("the policy that ran is written back as the flag's value that asks for it") {
+  for (const Activations a : {Activations::kKeep, Activations::kSelective, Activations::kRecompute})
+    CHECK(parse_gradient_checkpointing(gradient_checkpointing_flag(a)) == a);
+  CHECK(std::string(gradient_checkpointing_flag(Activations::kKeep)) == "false");
+  CHECK(std::string(gradient_checkpointing_flag(Activations::kRecompute)) == "true");
+  CHECK(ActivationSets::keeps_all(true, true));
+  CHECK_FALSE(ActivationSets::keeps_all(true, false));
+  CHECK_FALSE(ActivationSets::keeps_all(false, true));
+}
+
 TEST_CASE("the fewest rebuilt layers that fit the free memory, from two plans") {
   // Every layer rebuilds: 16.80 GB; the last keeping everything adds 0.20 GB (a layer's set).
   const PlannedMemory one_kept{15'300'000'000, 900'000'000, 200'000'000, 600'000'000};
@@ -231,13 +250,16 @@ TEST_CASE("a run whose kept layers do not fit is told to raise --recompute_num_l
 }
 
 TEST_CASE("kept layers: described when given, taken when false does not fit, named when true or selective") {
-  const PlannedMemory one_kept{15'300'000'000, 900'000'000, 200'000'000, 600'000'000};  // recompute + 0.20 GB
+  const PlannedMemory kept_plan{15'300'000'000, 900'000'000, 200'000'000, 600'000'000};  // recompute + 0.20 GB
+  int counted = 0;  // the one-kept plan is counted only when the answer needs it
+  const auto one_kept = [&] { return ++counted, kept_plan; };
   const std::size_t free = 18'850'000'000 + kUnplannedReserve;  // keep (23.10 GB) does not fit; 10 layers would
   // Given: described, the value kept.
   KeptLayersAdvice a = advise_kept_layers(Activations::kRecompute, Activations::kRecompute, 18, keep, recompute,
                                           one_kept, 28, free);
   CHECK(a.recompute_num_layers == 18);
   CHECK_THAT(a.note, Contains("[memory] --recompute_num_layers 18: layers 0-16 rebuild"));
+  CHECK(counted == 0);
   // true asked: named only.
   a = advise_kept_layers(Activations::kRecompute, Activations::kRecompute, -1, keep, recompute, one_kept, 28, free);
   CHECK(a.recompute_num_layers == -1);
@@ -253,10 +275,12 @@ TEST_CASE("kept layers: described when given, taken when false does not fit, nam
             .note.empty());
   CHECK(advise_kept_layers(Activations::kKeep, Activations::kKeep, -1, keep, recompute, one_kept, 28, 80 * GB)
             .note.empty());
+  CHECK(counted == 2);  // the two runs above that named or took kept layers
   a = advise_kept_layers(Activations::kKeep, Activations::kRecompute, -1, keep, recompute, one_kept, 28,
                          16'900'000'000 + kUnplannedReserve);
   CHECK(a.note.empty());
   CHECK(a.recompute_num_layers == -1);
-  CHECK(advise_kept_layers(Activations::kKeep, Activations::kRecompute, -1, keep, recompute, recompute, 28, free)
+  CHECK(advise_kept_layers(Activations::kKeep, Activations::kRecompute, -1, keep, recompute,
+                           [&] { return recompute; }, 28, free)
             .note.empty());
 }

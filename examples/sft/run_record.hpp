@@ -35,6 +35,10 @@ inline nlohmann::json effective_args_json(const SftArgs& a, const LoraConfig& lo
   j["lora_dropout"] = lora.lora_dropout;
   j["target_modules"] = lora.target_modules;
   j["use_rslora"] = lora.use_rslora;
+  // The activation policy that ran: the CUDA programs may fall back from false to a leaner one that
+  // fits the free memory, keeping some layers whole (cuda_activations.cuh).
+  j["gradient_checkpointing"] = cuda::gradient_checkpointing_flag(a.gradient_checkpointing);
+  j["recompute_num_layers"] = a.recompute_num_layers;
   j["dataset"] = a.data.specs;
   j["val_dataset"] = a.data.val_specs;
   j["data_seed"] = a.data.seed;

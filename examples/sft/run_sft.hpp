@@ -104,18 +104,24 @@ inline SigkillAt debug_fault(std::int64_t step, int rank) {
   return {step, mode == "hang", mode == "sigint" ? SIGINT : mode == "sigterm" ? SIGTERM : SIGKILL};
 }
 
-// What a run loads once: the model, the tokenizer, the training data and the evaluation sets.
-// lr_epoch_sweep builds it once and trains copies of the model.
-template <class Model>
-struct SftSetup {
-  std::unique_ptr<Model> model;
+// What a run reads before its model: the tokenizer, the training data and the general evaluation
+// set. Read first, so a device model is sized (and its activation policy chosen) for the data.
+struct SftInputs {
   std::optional<text::Tokenizer> tok;
   data::LoadedData data;
-  std::vector<Sample> general;              // --eval_general_dataset, for retention
-  std::vector<IdentityQuestion> identity;   // --eval_identity_dataset, for identity accuracy
+  std::vector<Sample> general;  // --eval_general_dataset, for retention
   std::string base_name;
   bool embedded = false;
-  std::int64_t trainable = 0;  // trainable parameters
+  std::int64_t longest = 0;  // the longest sample, in tokens, of the three sets
+};
+
+// What a run loads once: the inputs, the model and the identity questions. lr_epoch_sweep builds
+// it once and trains copies of the model.
+template <class Model>
+struct SftSetup : SftInputs {
+  std::unique_ptr<Model> model;
+  std::vector<IdentityQuestion> identity;  // --eval_identity_dataset, for identity accuracy
+  std::int64_t trainable = 0;              // trainable parameters
 };
 
 // A backend with run-time construction options (the CUDA model: `Model::Options` =
@@ -176,16 +182,10 @@ void check_eval_metrics_available(const SftArgs& a, const Setup& s) {
          "that produces it: it needs {}", best, needs);
 }
 
-template <class Model>
-SftSetup<Model> prepare_sft(SftArgs& a) {
-  SftSetup<Model> s;
+inline SftInputs read_sft_inputs(SftArgs& a) {
+  SftInputs s;
   s.embedded = a.model.empty();
   report_accepted_unused(stdout, a.ignored);
-  if constexpr (!requires { typename Model::Options; })
-    for (const char* flag : {"gradient_checkpointing", "recompute_num_layers"})
-      if (std::find(a.given.begin(), a.given.end(), flag) != a.given.end())
-        fmt::print("[args] --{} chooses the GPU's activation policy; the CPU backend keeps every activation\n", flag);
-
   s.base_name = s.embedded ? std::string(kEmbeddedModelName) : a.model;
   if (s.embedded) apply_embedded_defaults(a);
   // The config first: tokenizer and data come before the weights, so a device model can size
@@ -227,9 +227,21 @@ SftSetup<Model> prepare_sft(SftArgs& a) {
     g.split_dataset_ratio = 0;
     s.general = data::load_datasets(g, tok, file_cfg.vocab_size).train;
   }
-  std::int64_t longest = 0;
   for (const auto* set : {&s.data.train, &s.data.val, &s.general})
-    for (const auto& x : *set) longest = std::max<std::int64_t>(longest, static_cast<std::int64_t>(x.size()));
+    for (const auto& x : *set) s.longest = std::max<std::int64_t>(s.longest, static_cast<std::int64_t>(x.size()));
+  return s;
+}
+
+template <class Model>
+SftSetup<Model> prepare_sft(SftArgs& a, SftInputs inputs) {
+  SftSetup<Model> s;
+  static_cast<SftInputs&>(s) = std::move(inputs);
+  const std::int64_t longest = s.longest;
+  if constexpr (!requires { typename Model::Options; })
+    for (const char* flag : {"gradient_checkpointing", "recompute_num_layers"})
+      if (std::find(a.given.begin(), a.given.end(), flag) != a.given.end())
+        fmt::print("[args] --{} chooses the GPU's activation policy; the CPU backend keeps every activation\n", flag);
+  const text::Tokenizer* tok = s.tok ? &*s.tok : nullptr;
 
   // Model.
   now_doing(s.embedded ? std::string("building the embedded default model") : "loading the model " + a.model);
@@ -296,6 +308,10 @@ SftSetup<Model> prepare_sft(SftArgs& a) {
   check_eval_metrics_available(a, s);
   return s;
 }
+template <class Model>
+SftSetup<Model> prepare_sft(SftArgs& a) {
+  return prepare_sft<Model>(a, read_sft_inputs(a));
+}
 
 // One training run of `model` into `run_dir`, with the evaluation hooks the setup enables.
 template <class Model>
@@ -345,18 +361,13 @@ TrainResult train_sft(Model& model, const SftSetup<Model>& s, const SftArgs& a, 
   });
 }
 
-// `comm`: data-parallel training (dist/); nullptr = one process. Only rank 0 writes the run folder
-// and answers the questions; the other ranks train and keep quiet.
+// The run once its model is built (run_sft_choosing, below).
 template <class Model>
-int run_sft(SftArgs a, dist::Communicator* comm = nullptr) {
+int run_prepared_sft(SftArgs& a, dist::Communicator* comm, const RunFolder& folder, SftSetup<Model> s,
+                     std::chrono::steady_clock::time_point t_start) {
   using clock = std::chrono::steady_clock;
   const bool writer = !comm || comm->rank() == 0;
-  const auto t_start = clock::now();
-  // The run folder is chosen and locked before the model loads: a refused folder costs nothing.
-  RunFolder folder = open_run_folder(a, writer);
   const std::filesystem::path& run_dir = folder.dir;
-  install_stop_signal_handlers();
-  SftSetup<Model> s = prepare_sft<Model>(a);
   Model& model = *s.model;
   const auto& cfg = model.config();
   const auto& lora = model.lora_config();
@@ -425,6 +436,29 @@ int run_sft(SftArgs a, dist::Communicator* comm = nullptr) {
   if (!questions.empty()) answer_questions(model, *s.tok, questions, a.data.system, "[after training]");
   fmt::print("\n[done] {:.1f} s in all\n", std::chrono::duration<double>(clock::now() - t_start).count());
   return 0;
+}
+
+// `comm`: data-parallel training (dist/); nullptr = one process. Only rank 0 writes the run folder
+// and answers the questions; the other ranks train and keep quiet. `choose(a, longest, run)` picks
+// the model type once the data is read (the CUDA programs: the activation policy that fits,
+// cuda_activations.cuh) and calls run.template operator()<Model>().
+template <class Choose>
+int run_sft_choosing(SftArgs a, dist::Communicator* comm, Choose&& choose) {
+  const auto t_start = std::chrono::steady_clock::now();
+  // The run folder is chosen and locked before the model loads: a refused folder costs nothing.
+  RunFolder folder = open_run_folder(a, !comm || comm->rank() == 0);
+  install_stop_signal_handlers();
+  SftInputs inputs = read_sft_inputs(a);
+  const std::int64_t longest = inputs.longest;
+  return choose(a, longest, [&]<class Model>() {
+    return run_prepared_sft<Model>(a, comm, folder, prepare_sft<Model>(a, std::move(inputs)), t_start);
+  });
+}
+template <class Model>
+int run_sft(SftArgs a, dist::Communicator* comm = nullptr) {
+  return run_sft_choosing(std::move(a), comm, [](SftArgs&, std::int64_t, auto&& run) {
+    return run.template operator()<Model>();
+  });
 }
 
 }  // namespace peft::examples

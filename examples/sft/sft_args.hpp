@@ -30,6 +30,7 @@
 #include "peft/io/model_config.hpp"
 #include "peft/io/lora_config.hpp"
 #include "peft/models/cuda/memory_budget.hpp"
+#include "peft/policies/activation_sets.hpp"
 #include "peft/train/training_arguments.hpp"
 #include "embedded_default.hpp"
 #include "flag_suggestions.hpp"
@@ -406,10 +407,9 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
   a.lora.use_rslora = detail::parse_bool("use_rslora", use_rslora);
   a.gradient_checkpointing = cuda::parse_gradient_checkpointing(checkpointing);
   if (!vm["recompute_num_layers"].defaulted()) {
-    require(a.recompute_num_layers >= -1 && a.recompute_num_layers <= model_cfg.num_hidden_layers,
-            "--recompute_num_layers {}: {} has {} layers (0 to {}, or -1 for all of them)", a.recompute_num_layers,
-            a.model.empty() ? std::string("the embedded default model") : a.model + "/config.json",
-            model_cfg.num_hidden_layers, model_cfg.num_hidden_layers);
+    cuda::check_recompute_num_layers(a.recompute_num_layers, model_cfg.num_hidden_layers,
+                                     a.model.empty() ? std::string("the embedded default model")
+                                                     : a.model + "/config.json");
     require(a.recompute_num_layers < 0 || a.gradient_checkpointing != cuda::Activations::kKeep,
             "--recompute_num_layers {} with --gradient_checkpointing false: every layer already keeps its "
             "activations; use --gradient_checkpointing true or selective", a.recompute_num_layers);

@@ -18,19 +18,19 @@
 #include <tuple>
 #include <vector>
 
+#include "peft/io/lora_config.hpp"
+#include "peft/io/model_config.hpp"
 #include "peft/kernels/cuda/attention.cuh"
 #include "peft/kernels/cuda/elementwise.cuh"
-#include "peft/policies/activation_sets.hpp"
-#include "peft/layers/cuda/frozen_linear.cuh"
-#include "peft/layers/cuda/full_linear.cuh"
-#include "peft/layers/cuda/lora_linear.cuh"
-#include "peft/layers/cuda/nf4_base.cuh"
-#include "peft/layers/cuda/model_weight.cuh"
 #include "peft/kernels/cuda/rms_norm.cuh"
 #include "peft/kernels/cuda/rope.cuh"
 #include "peft/kernels/cuda/swiglu.cuh"
-#include "peft/io/model_config.hpp"
-#include "peft/io/lora_config.hpp"
+#include "peft/layers/cuda/frozen_linear.cuh"
+#include "peft/layers/cuda/full_linear.cuh"
+#include "peft/layers/cuda/lora_linear.cuh"
+#include "peft/layers/cuda/model_weight.cuh"
+#include "peft/layers/cuda/nf4_base.cuh"
+#include "peft/policies/activation_sets.hpp"
 
 namespace peft::cuda {
 

@@ -10,9 +10,9 @@
 // next to the CUDA context and whatever else runs there. Finding out by a failed cudaMalloc
 // half-way through set-up wastes the checkpoint load and says nothing about what would fit.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdio>
-#include <algorithm>
 #include <iterator>
 #include <string>
 
@@ -61,6 +61,10 @@ inline Activations parse_gradient_checkpointing(const std::string& v) {
   if (v == "selective") return Activations::kSelective;
   throw Error("--gradient_checkpointing: '" + v + "' is not supported (valid: true, false, selective)");
 }
+// The flag's value that asks for `a` (args.json records the policy that ran).
+inline const char* gradient_checkpointing_flag(Activations a) {
+  return a == Activations::kKeep ? "false" : a == Activations::kSelective ? "selective" : "true";
+}
 
 // What --recompute_num_layers n does to a model of `layers` layers under recompute or selective, for
 // the run's log (n < 0: every layer shares, the flag's default). The last sharing layer's values
@@ -69,13 +73,13 @@ inline std::string describe_recompute_layers(int n, int layers) {
   if (n < 0 || n > layers) n = layers;
   if (n <= 1) return "no layer rebuilds: all " + std::to_string(layers) + " keep their activations";
   const std::string rebuilt = n == 2 ? "layer 0 rebuilds" : "layers 0-" + std::to_string(n - 2) + " rebuild";
-  const std::string last = ", layer " + std::to_string(n - 1) + (n == layers ? " (the last) " : " ") +
-                           "shares their set without rebuilding";
-  if (n == layers) return rebuilt + " in the backward" + last;
+  const std::string shared = rebuilt + " in the backward, layer " + std::to_string(n - 1) +
+                             (n == layers ? " (the last) " : " ") + "shares their set without rebuilding";
+  if (n == layers) return shared;
   const std::string kept = n == layers - 1 ? "layer " + std::to_string(n) + " keeps all its activations"
                                            : "layers " + std::to_string(n) + "-" + std::to_string(layers - 1) +
                                                  " keep all their activations";
-  return rebuilt + " in the backward" + last + ", " + kept;
+  return shared + ", " + kept;
 }
 
 // The smallest --recompute_num_layers whose plan fits `free_bytes`, under recompute or selective.
@@ -99,17 +103,19 @@ inline RebuiltLayersFit fewest_rebuilt_layers(const PlannedMemory& all, const Pl
   return {rebuilt, all.total() + kept * per_layer};
 }
 
-// After the policy is chosen (`c`), what kept layers can do when keep-all does not fit: asked for
+// After the policy is chosen (`chosen`), what kept layers can do when keep-all does not fit: asked for
 // false, the run takes the most that fit under the leaner policy it fell back to (apply); asked for
 // true or selective, which save memory on purpose, the note only names them. `given`: the flag's
-// value (-1: not given; the note then just describes it). Empty note: nothing to say.
+// value (-1: not given; the note then just describes it). Empty note: nothing to say. `one_kept()`
+// counts the plan with the last layer kept (fewest_rebuilt_layers), only when the answer needs it.
 struct KeptLayersAdvice {
   int recompute_num_layers = -1;  // what the run uses
   std::string note;
 };
-inline KeptLayersAdvice advise_kept_layers(Activations asked, Activations chosen, int given, const PlannedMemory& keep,
-                                           const PlannedMemory& all, const PlannedMemory& one_kept, int layers,
-                                           std::size_t free_bytes) {
+template <class OneKeptPlan>
+KeptLayersAdvice advise_kept_layers(Activations asked, Activations chosen, int given, const PlannedMemory& keep,
+                                    const PlannedMemory& all, const OneKeptPlan& one_kept, int layers,
+                                    std::size_t free_bytes) {
   KeptLayersAdvice a{given, ""};
   if (chosen == Activations::kKeep) return a;
   if (given >= 0) {
@@ -117,7 +123,7 @@ inline KeptLayersAdvice advise_kept_layers(Activations asked, Activations chosen
     return a;
   }
   if (fits(keep, free_bytes) || layers <= 1) return a;
-  const RebuiltLayersFit f = fewest_rebuilt_layers(all, one_kept, layers, free_bytes);
+  const RebuiltLayersFit f = fewest_rebuilt_layers(all, one_kept(), layers, free_bytes);
   if (f.rebuilt < 0 || f.rebuilt >= layers) return a;
   const std::string what = "--gradient_checkpointing " +
                            std::string(chosen == Activations::kSelective ? "selective" : "true") +
@@ -148,14 +154,14 @@ inline ActivationChoice choose_activations(Activations asked, const PlannedMemor
   struct Option {
     Activations policy;
     const PlannedMemory& plan;
-    const char* flag;  // --gradient_checkpointing's value
     const char* what;
+    const char* flag() const { return gradient_checkpointing_flag(policy); }
   };
   const Option options[] = {
-      {Activations::kKeep, keep, "false", "keep every layer's activations"},
-      {Activations::kSelective, selective, "selective",
+      {Activations::kKeep, keep, "keep every layer's activations"},
+      {Activations::kSelective, selective,
        "keep the attention side, rebuild the norms and gate/up before each layer's backward"},
-      {Activations::kRecompute, recompute, "true", "recompute each layer in the backward"}};
+      {Activations::kRecompute, recompute, "recompute each layer in the backward"}};
   std::size_t i = static_cast<std::size_t>(asked);
   const Option& first = options[i];
   while (i + 1 < std::size(options) && !fits(options[i].plan, free_bytes)) ++i;
@@ -163,7 +169,7 @@ inline ActivationChoice choose_activations(Activations asked, const PlannedMemor
   if (!fits(o.plan, free_bytes)) {
     const std::string what = i == static_cast<std::size_t>(asked)
                                  ? std::string("--gradient_checkpointing true (recompute)")
-                                 : "--gradient_checkpointing " + std::string(first.flag) + " plans " +
+                                 : "--gradient_checkpointing " + std::string(first.flag()) + " plans " +
                                        gb(first.plan.total()) + ", and even recompute";
     throw Error("the run does not fit the GPU: " + what + " plans " + describe(o.plan) + " but there is " + free_s +
                 "; " + std::string(layers_kept ? "raise --recompute_num_layers (or leave it out), " : "") +
@@ -173,18 +179,18 @@ inline ActivationChoice choose_activations(Activations asked, const PlannedMemor
   ActivationChoice c;
   c.policy = o.policy;
   if (&o == &first) {
-    c.note = "[memory] --gradient_checkpointing " + std::string(o.flag) + ": " + o.what + "; planned peak " +
+    c.note = "[memory] --gradient_checkpointing " + std::string(o.flag()) + ": " + o.what + "; planned peak " +
              describe(o.plan) + ", " + gb(free_bytes) + " free";
     std::string faster;  // the plans that keep more, and so run faster, and would fit too
     for (const Option* p = options; p != &o; ++p)
       if (fits(p->plan, free_bytes))
-        faster += (faster.empty() ? "" : ", ") + std::string(p->flag) + " (" + gb(p->plan.total()) + ")";
+        faster += (faster.empty() ? "" : ", ") + std::string(p->flag()) + " (" + gb(p->plan.total()) + ")";
     if (!faster.empty()) c.note += "; faster plans that fit: --gradient_checkpointing " + faster;
   } else {
     std::string skipped;  // the leaner plans tried between the asked one and the chosen one
-    for (const Option* p = &first + 1; p != &o; ++p) skipped += ", " + std::string(p->flag) + " " + gb(p->plan.total());
-    c.note = "[memory] --gradient_checkpointing " + std::string(first.flag) + " plans " + describe(first.plan) +
-             skipped + " but there is " + free_s + ": switching to --gradient_checkpointing " + o.flag + " (" +
+    for (const Option* p = &first + 1; p != &o; ++p) skipped += ", " + std::string(p->flag()) + " " + gb(p->plan.total());
+    c.note = "[memory] --gradient_checkpointing " + std::string(first.flag()) + " plans " + describe(first.plan) +
+             skipped + " but there is " + free_s + ": switching to --gradient_checkpointing " + o.flag() + " (" +
              o.what + "), planned peak " + describe(o.plan);
   }
   return c;

@@ -115,9 +115,7 @@ class Qwen2Model<L, P, CudaDevice<A>> {
     if (uses_lora()) lora_.validate();
     check_cuda_model_shapes(cfg_);
     require(opt_.max_tokens > 0, "CudaModelOptions::max_tokens must be positive (got {})", opt_.max_tokens);
-    require(opt_.recompute_num_layers >= -1 && opt_.recompute_num_layers <= cfg_.num_hidden_layers,
-            "--recompute_num_layers {}: the model has {} layers (0 to {}, or -1 for all of them)",
-            opt_.recompute_num_layers, cfg_.num_hidden_layers, cfg_.num_hidden_layers);
+    cuda::check_recompute_num_layers(opt_.recompute_num_layers, cfg_.num_hidden_layers, "the model");
     qwen2::check_tail_layers(kTailLayers, cfg_);
     qwen2::check_tied_lm_head(cfg_, W::lm_head::trains_base, W::train_embedding);
     // Each Lora projection decides from --target_modules whether it carries an adapter (and checks
