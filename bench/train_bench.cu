@@ -209,7 +209,7 @@ void fixed_length_with(const std::string& name, const ModelConfig& cfg, int seq,
                 "\"trainable\": %lld, \"embedding\": \"%s\", \"arena_peak_bytes\": %zu, \"planned_bytes\": %zu, "
                 "\"host_embedding_bytes\": %zu, \"device_used_bytes\": %zu, \"plan\": \"%s\"",
                 kernels_name(opt.lora_kernels), opt.lora_side_stream ? 1 : 0,
-                cuda::ActivationSets::keeps_all(Device::activations::keeps_layers, Device::activations::keeps_mlp)
+                peft::cuda::ActivationSets::keeps_all(Device::activations::keeps_layers, Device::activations::keeps_mlp)
                     ? -1
                     : opt.recompute_num_layers,
                 bench_lora().r, bench_lora().lora_dropout, t.loss,

@@ -197,6 +197,32 @@ TEST_CASE("generation stops at a stop token or at max_new_tokens", "[generate]")
   CHECK_THROWS_WITH(gen.generate(std::vector<std::int32_t>{}, g, [](std::int32_t) {}), Catch::Contains("empty"));
 }
 
+// The model as generate_greedy sees it, recording the cache size it is asked for.
+struct CacheSizeRecorder {
+  LoraFp32* model;
+  std::vector<std::int64_t> asked;
+  KvCache make_kv_cache(std::int64_t max_context) {
+    asked.push_back(max_context);
+    return model->make_kv_cache(max_context);
+  }
+  Matrix forward_cached(std::span<const std::int32_t> ids, KvCache& cache) { return model->forward_cached(ids, cache); }
+};
+
+TEST_CASE("greedy asks for a cache of the prompt and the answer, not the model's context", "[generate]") {
+  // The trainer's identity questions run between steps beside the training's memory: on the GPU a
+  // default cache is the model's whole context (1.9 GB at 7B), allocated up front.
+  auto model = fixture_model<LoraFp32>("tiny_public", "adapter");
+  const auto prompt = test::fixture_samples("tiny_public")[3].input_ids;
+  CacheSizeRecorder recorder{model.get(), {}};
+  const GreedyConfig cfg{9, {}};
+  const auto got = generate_greedy(recorder, prompt, cfg, [](std::int32_t) {});
+  REQUIRE(recorder.asked.size() == 1);
+  CHECK(recorder.asked[0] == static_cast<std::int64_t>(prompt.size()) + 9);
+  CHECK(got == Generator<LoraFp32>(*model).generate(prompt, greedy_for(9), [](std::int32_t) {}).tokens);
+  CHECK(Generator<CacheSizeRecorder>(recorder).generate(prompt, greedy_for(1), [](std::int32_t) {}).tokens.size() == 1);
+  CHECK(recorder.asked.back() == 0);  // a Generator made without a size leaves it to the model
+}
+
 TEST_CASE("sampling with a seed is reproducible and differs from greedy", "[generate]") {
   auto model = fixture_model<LoraFp32>("tiny_public", "adapter");
   const auto prompt = test::fixture_samples("tiny_public")[3].input_ids;

@@ -25,7 +25,9 @@ std::vector<std::int32_t> generate_greedy(Model& model, const std::vector<std::i
   g.sampling.temperature = 0.0;
   g.sampling.repetition_penalty = 1.0;
   g.stop_ids = cfg.stop_ids;
-  Generator<Model> generator(model);
+  // The cache holds the prompt and the answer, no more (the trainer asks between steps, beside
+  // the training's memory).
+  Generator<Model> generator(model, static_cast<std::int64_t>(prompt.size()) + cfg.max_new_tokens);
   return generator.generate(prompt, g, on_token).tokens;
 }
 

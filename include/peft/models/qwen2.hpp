@@ -213,7 +213,12 @@ class Qwen2Model<L, P, Cpu> {
   // ----- generation (KV cache) -----
   // The model-side half of peft/generate/: a backend's model offers make_kv_cache() and
   // forward_cached(); the generator, the sampling and the chat program use nothing else.
-  KvCache make_kv_cache() const { return KvCache(cfg_.num_hidden_layers, cfg_.num_key_value_heads * cfg_.head_dim); }
+  // max_context > 0 reserves that many tokens up front (the CPU cache still grows past it).
+  KvCache make_kv_cache(std::int64_t max_context = 0) const {
+    KvCache cache(cfg_.num_hidden_layers, cfg_.num_key_value_heads * cfg_.head_dim);
+    if (max_context > 0) cache.reserve(max_context);
+    return cache;
+  }
 
   // Runs `ids`, the next tokens of the sequence whose first cache.length() tokens are cached, at
   // positions cache.length()..; appends them to the cache and returns the logits of the last

@@ -2,7 +2,8 @@
 // (model/kv_cache.cuh), LoRA applied unmerged (base + scaling * (x A^T) B^T, no dropout), as the
 // training forward computes it. The model's make_kv_cache / forward_cached call into here.
 //
-// Prefill (n > 1 new tokens, in chunks of the model's max_tokens) runs the training forward's
+// Prefill (n > 1 new tokens, in chunks of the cache's prefill_tokens: the model's max_tokens, or
+// the cache's capacity where that is less) runs the training forward's
 // pieces on the model's activation buffers: cuBLASLt projections, the varlen flash attention when
 // the cache is empty, else decode_attention over the cached keys. Each layer's rotated k and v go
 // to the cache rows past .. past + n - 1 (kv_append.cuh).
@@ -52,8 +53,10 @@ class Decoder {
     for (const auto& layer : m_.layer_weights_)
       for (int r : layer.padded_ranks()) rank = std::max(rank, r);
     const std::int64_t cap = max_context > 0 ? max_context : std::min<std::int64_t>(c.max_position_embeddings, 32768);
+    // A small cache needs no prefill scratch longer than itself (the attention partials grow with it).
+    const int prefill = static_cast<int>(std::min<std::int64_t>(m_.opt_.max_tokens, cap));
     return CudaKvCache({static_cast<int>(c.num_hidden_layers), d.hidden, d.q_dim(), d.kv_dim(), d.inter,
-                        static_cast<int>(c.vocab_size), d.heads, d.kv_heads, d.head_dim, rank, m_.opt_.max_tokens, cap},
+                        static_cast<int>(c.vocab_size), d.heads, d.kv_heads, d.head_dim, rank, prefill, cap},
                        m_.opt_.device);
   }
 
@@ -71,7 +74,7 @@ class Decoder {
       return logits_to_host(cache, nullptr);
     }
     Matrix out(all_rows ? static_cast<Eigen::Index>(ids.size()) : 1, m_.vocab());
-    const std::size_t chunk = static_cast<std::size_t>(m_.opt_.max_tokens);
+    const std::size_t chunk = static_cast<std::size_t>(cache.shape().prefill_tokens);
     for (std::size_t at = 0; at < ids.size(); at += chunk) {
       const std::size_t n = std::min(chunk, ids.size() - at);
       prefill(ids.subspan(at, n), cache);

@@ -32,7 +32,7 @@ namespace peft::cuda {
 struct KvCacheShape {
   int layers, hidden, q_dim, kv_dim, inter, vocab, heads, kv_heads, head_dim;
   int max_rank;        // padded LoRA rank of the widest adapter (0: none)
-  int prefill_tokens;  // longest chunk a prefill runs at once (the model's max_tokens)
+  int prefill_tokens;  // longest chunk a prefill runs at once (the model's max_tokens, at most capacity)
   std::int64_t capacity;
 };
 
