@@ -13,6 +13,7 @@
 // grad_scale = 1 / (label tokens of the whole optimizer step), HF Trainer's normalisation.
 // Generation entry point: forward_cached() runs new tokens against a KvCache (prefill and decode).
 #pragma once
+#include <algorithm>
 #include <filesystem>
 #include <memory>
 #include <type_traits>
@@ -213,10 +214,11 @@ class Qwen2Model<L, P, Cpu> {
   // ----- generation (KV cache) -----
   // The model-side half of peft/generate/: a backend's model offers make_kv_cache() and
   // forward_cached(); the generator, the sampling and the chat program use nothing else.
-  // max_context > 0 reserves that many tokens up front (the CPU cache still grows past it).
+  // max_context > 0 reserves that many tokens up front, at most the model's context (a hint: the
+  // CPU cache grows past it).
   KvCache make_kv_cache(std::int64_t max_context = 0) const {
     KvCache cache(cfg_.num_hidden_layers, cfg_.num_key_value_heads * cfg_.head_dim);
-    if (max_context > 0) cache.reserve(max_context);
+    if (max_context > 0) cache.reserve(std::min<std::int64_t>(max_context, cfg_.max_position_embeddings));
     return cache;
   }
 
