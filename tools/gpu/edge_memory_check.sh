@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # A training run planned at the edge of the free memory, through the program a user runs: one
 # pre-tokenized row of EDGE_TOKENS (default 24,000) tokens, `--gradient_checkpointing false`, the
-# 7B-shaped random checkpoint, one step, with EDGE_FREE_GB (default 84.46: an 80 GB H100's free
-# memory) left free by tools/gpu/hold_memory.py. Keep-all does not fit, so the plan falls back to
-# selective recompute with as many layers kept as fit: what else the run allocates (the identity
-# answers' generation cache, before and after training) must fit beside it.
+# 7B-shaped random checkpoint, one step. On an 80 GB H100 keep-all does not fit, so the plan falls
+# back to selective recompute with as many layers kept as fit (17: 83.78 GB of the 84.46 GB the
+# program sees): what else the run allocates (the identity answers' generation cache, before and
+# after training) must fit beside it. On a bigger card, EDGE_FREE_GB=85.02 (what nvidia-smi shows
+# free on an idle H100) has tools/gpu/hold_memory.py hold the rest; the program then sees that less
+# its own CUDA context, as on the H100 (approximately: the plan moves a layer per ~3 GB).
 #   tools/gpu/edge_memory_check.sh BIN_DIR [OLD_BIN_DIR]
 # BIN_DIR holds identity_finetune_cuda and load_bench; OLD_BIN_DIR, when given, an
 # identity_finetune_cuda to run the same way first (the A/B). Logs under $OUT; a row each.
@@ -19,6 +21,9 @@ source "$root/tools/gpu/gpu_build.sh"
 [[ -n "${summary+x}" ]] || check_setup
 failures=${failures:-0}
 ckpt=${PEFT_7B_CKPT:-/tmp/peft-7b-random}
+# The identity questions the program answers before and after training are this tree's assets (a
+# binary built elsewhere looks for its build tree's).
+export PEFT_ASSETS="$root/assets"
 [[ -f "$ckpt/config.json" ]] || { "$bin/load_bench" --dir "$ckpt" --write-only >"$out/edge_ckpt.log" 2>&1 &&
                                   cp "$root"/assets/tokenizer/qwen2.5/* "$ckpt"/; }
 data=/tmp/peft-edge/row.jsonl
@@ -34,7 +39,7 @@ PY
 edge() {
   local label=$1 prog=$2 log="$out/edge_$1.log" s=$SECONDS rc
   (cd /tmp/peft-edge && rm -rf "out_$label" &&
-   timeout 300 python3 "$root/tools/gpu/hold_memory.py" "${EDGE_FREE_GB:-84.46}" "$prog" --model "$ckpt" \
+   timeout 300 ${EDGE_FREE_GB:+python3 "$root/tools/gpu/hold_memory.py" "$EDGE_FREE_GB"} "$prog" --model "$ckpt" \
      --dataset "$data" --gradient_checkpointing false --max_steps 1 --gradient_accumulation_steps 16 \
      --eval_steps 1000 --save_steps 1000 --output_dir "out_$label") >"$log" 2>&1
   rc=$?

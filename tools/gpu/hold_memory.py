@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
-"""Runs a command while this process holds GPU memory, so that the command sees a smaller card's
-free memory on a bigger one (an 80 GB H100's 84.46 GB on a 141 GB H200): the memory plan is then
-made at the same edge as there.
+"""Runs a command while this process holds GPU memory, so that the command sees about a smaller
+card's free memory on a bigger one (an idle 80 GB H100 shows 85.02 GB free in nvidia-smi; a program
+there sees 84.46 GB once its own CUDA context exists): the memory plan is then made near the same edge.
 
     hold_memory.py FREE_GB COMMAND [ARG ...]
 
-Holds (free - FREE_GB) GB of device 0, prints what the command will see, runs it and exits with its
-status. Where free is already FREE_GB or less, the command runs alone: this process then never
-touches CUDA, whose context alone is ~0.5 GB (on an H100 that moved the plan one layer). Needs
-nvidia-smi, and torch where there is something to hold (the GPU machine's python3 has it)."""
+Holds device 0's memory down to FREE_GB free as nvidia-smi counts it (this process's own CUDA
+context, ~0.5 GB, included in what is held), prints what it held, runs the command and exits with
+its status. Where free is already FREE_GB or less, the command runs alone and this process never
+touches CUDA. Needs nvidia-smi, and torch where there is something to hold (the GPU machine's
+python3 has it)."""
 import subprocess
 import sys
 
@@ -32,8 +33,10 @@ def main() -> int:
               f"{' '.join(command)}", flush=True)
         return subprocess.call(command)
     import torch
-    free_in_context, _ = torch.cuda.mem_get_info()  # after torch's own context
-    held = torch.empty(int(free_in_context - want), dtype=torch.uint8, device="cuda")
+    torch.cuda.init()
+    torch.empty(1, device="cuda")  # the context exists: nvidia-smi now counts it
+    free_in_context, _ = free_bytes()
+    held = torch.empty(max(int(free_in_context - want), 1), dtype=torch.uint8, device="cuda")
     free_now, _ = free_bytes()
     print(f"hold_memory: {total / 1e9:.2f} GB card, held {(free - free_now) / 1e9:.2f} GB, "
           f"{free_now / 1e9:.2f} GB free for: {' '.join(command)}", flush=True)
