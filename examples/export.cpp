@@ -58,9 +58,10 @@ void write_gguf_outputs(const fs::path& model_dir, const fs::path& base, const f
                "generation_config.json eos_token_id in {}): llama.cpp and Ollama will not know where a reply ends\n",
                base.string());
   if (!g.chat_template)
-    fmt::print(stderr, "[export] warning: the GGUF has no tokenizer.chat_template (no chat_template in {}): "
+    fmt::print(stderr, "[export] warning: the GGUF has no tokenizer.chat_template ({} has no chat_template.jinja and no "
+               "chat_template in tokenizer_config.json): "
                "llama.cpp will not apply the chat format the model was trained with, and --check cannot run it there\n",
-               (base / "tokenizer_config.json").string());
+               base.string());
   if (!g.f16_fallbacks.empty())
     fmt::print("[export] {} matrices have rows that are not whole q8_0 blocks and are f16: {}\n",
                g.f16_fallbacks.size(), fmt::join(g.f16_fallbacks, ", "));

@@ -6,6 +6,8 @@
 // tests/fixtures/generate/merge_check.json.)
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <fstream>
+#include <optional>
 
 #include "peft/io/gguf_qwen2.hpp"
 #include "peft/io/gguf_reader.hpp"
@@ -487,4 +489,33 @@ TEST_CASE("max_shard_size with store_as (--torch_dtype): sizes counted in the dt
     }
   CHECK(read_json_file(out / "config.json")["dtype"] == "float32");
   for (const auto& p : {base_dir, ref, out}) fs::remove_all(p);
+}
+
+TEST_CASE("the GGUF's chat template: chat_template.jinja first, else tokenizer_config.json's", "[merge][gguf]") {
+  // transformers >= 4.50 saves the template as chat_template.jinja, with no "chat_template" key in
+  // tokenizer_config.json; older folders hold it there, as a string or a list of named templates.
+  const auto tiny = test::fixture("tiny_public");
+  const auto dir = scratch("chat_template");
+  fs::create_directories(dir);
+  fs::copy(tiny / "model", dir / "model");
+  const fs::path model = dir / "model", gguf = dir / "t.gguf";
+  auto write = [](const fs::path& p, const std::string& text) { std::ofstream(p, std::ios::binary) << text; };
+  auto template_in_gguf = [&]() -> std::optional<std::string> {
+    gguf::write_qwen2_gguf(model, gguf, gguf::TensorType::F32, "t");
+    const auto f = gguf::GgufFile::open(gguf);
+    if (!f.contains("tokenizer.chat_template")) return std::nullopt;
+    return f.string("tokenizer.chat_template");
+  };
+  CHECK(!template_in_gguf());  // neither file: no template, and export warns
+  write(model / "tokenizer_config.json", R"({"chat_template": "from the config {{ messages }}"})");
+  CHECK(template_in_gguf() == "from the config {{ messages }}");
+  write(model / "tokenizer_config.json",
+        R"({"chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}]})");
+  CHECK(template_in_gguf() == "D");
+  const std::string jinja = "{%- for message in messages %}<|im_start|>{{ message.role }}\n{% endfor %}\n";
+  write(model / "chat_template.jinja", jinja);  // beside a config that has one too: the file wins, as in transformers
+  CHECK(template_in_gguf() == jinja);
+  write(model / "tokenizer_config.json", R"({"model_max_length": 32768})");
+  CHECK(template_in_gguf() == jinja);
+  fs::remove_all(dir);
 }

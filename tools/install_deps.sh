@@ -6,7 +6,8 @@
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 packages=(build-essential cmake ninja-build pkg-config python3 libeigen3-dev libboost-program-options-dev
-          libfmt-dev catch2 nlohmann-json3-dev libutf8proc-dev libpcre2-dev libcairo2-dev libedit-dev tmux)
+          libfmt-dev catch2 nlohmann-json3-dev libutf8proc-dev libpcre2-dev libcairo2-dev libedit-dev tmux
+          golang-go)  # golang-go: Go's text/template renders the Ollama Modelfile as Ollama does (tests)
 command -v npm >/dev/null || packages+=(npm)
 
 missing=()

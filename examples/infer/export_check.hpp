@@ -244,7 +244,8 @@ bool check_forms(const ExportForms& f, std::int64_t max_new_tokens, double logpr
   std::vector<std::int32_t> not_eog;
   if (!f.gguf.empty() && !gguf::GgufFile::open(f.gguf).contains("tokenizer.chat_template"))
     fmt::print("[check] gguf: not checked in llama.cpp: {} holds no tokenizer.chat_template (the model folder has no "
-               "tokenizer_config.json with one), so llama.cpp cannot build the prompts a client sends\n",
+               "chat_template.jinja and no chat_template in tokenizer_config.json), so llama.cpp cannot build "
+               "the prompts a client sends\n",
                f.gguf.string());
   else if (!f.gguf.empty())
     gguf = answer_in_llama_cpp(f.gguf, messages, max_new_tokens, stops, not_eog);

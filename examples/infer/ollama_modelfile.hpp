@@ -13,17 +13,23 @@
 namespace peft::examples {
 
 inline std::string ollama_modelfile(const std::string& gguf, const std::string& system) {
-  // The last message gets no <|im_end|> when it is the assistant's (a reply to continue); a user's
-  // last message is followed by the assistant header, as add_generation_prompt does.
+  // Ollama keeps a request's system messages in .Messages as well as joining them into .System
+  // (template.go's collate, with the Modelfile's SYSTEM prepended as one by the server), so the loop
+  // skips them: rendered there too, every prompt would carry the system block twice, unlike training.
+  // The last message gets no <|im_end|> when it is the assistant's (a reply to continue); after any
+  // other last message comes the assistant header, as add_generation_prompt does.
   const std::string tmpl = R"({{- if .System }}<|im_start|>system
 {{ .System }}<|im_end|>
 {{ end }}
 {{- range $i, $_ := .Messages }}
-{{- $last := eq (len (slice $.Messages $i)) 1 }}<|im_start|>{{ .Role }}
+{{- $last := eq (len (slice $.Messages $i)) 1 }}
+{{- if ne .Role "system" }}<|im_start|>{{ .Role }}
 {{ .Content }}{{ if not $last }}<|im_end|>
 {{ end }}
-{{- if and $last (ne .Role "assistant") }}<|im_end|>
-<|im_start|>assistant
+{{- end }}
+{{- if and $last (ne .Role "assistant") }}
+{{- if ne .Role "system" }}<|im_end|>
+{{ end }}<|im_start|>assistant
 {{ end }}
 {{- end }})";
   require(system.find("\"\"\"") == std::string::npos, "the system prompt holds \"\"\", which a Modelfile cannot quote");

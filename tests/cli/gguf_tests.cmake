@@ -83,3 +83,14 @@ peft_program_test(export export_check_without_chat_template SETUP ${CMAKE_CURREN
   ARGS --adapters ckpt --to_gguf true --check true --check_max_new_tokens 4 --output_dir g
   REGEX "\\[check\\] gguf: not checked in llama.cpp: g/model.gguf holds no tokenizer.chat_template.*warning: the GGUF has no eos token.*warning: the GGUF has no tokenizer.chat_template"
   FILES g/model.gguf)
+
+# The Modelfile's template rendered as Ollama renders it (Go's text/template and the server's
+# system-message handling, tools/ollama_check/render_prompt.go): the ChatML prompts training saw,
+# the system block once. The second test holds the harness to catching the old doubled block.
+set(OLLAMA_CHECK -DRENDER=${PROJECT_SOURCE_DIR}/tools/ollama_check/render_prompt.go
+    -DCASES=${CMAKE_CURRENT_SOURCE_DIR}/fixtures/ollama/chatml_cases.json -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/run_ollama_check.cmake)
+add_test(NAME cli_ollama_template_renders_chatml COMMAND ${CMAKE_COMMAND} -DWORK_DIR=${PEFT_CLI_WORK}/ollama_template
+         -DEXPORT=$<TARGET_FILE:export> -DMODEL=${TINY_FIXTURE}/model -DADAPTER=${TINY_FIXTURE}/adapter_trained ${OLLAMA_CHECK})
+add_test(NAME cli_ollama_template_catches_system_twice COMMAND ${CMAKE_COMMAND}
+         -DWORK_DIR=${PEFT_CLI_WORK}/ollama_system_twice -DEXPECT_DIFFERS=ON
+         -DMODELFILE=${CMAKE_CURRENT_SOURCE_DIR}/fixtures/ollama/Modelfile.system_twice ${OLLAMA_CHECK})

@@ -156,6 +156,23 @@ inline std::string gguf_tensor_name(const std::string& hf) {
   return "";
 }
 
+// The model's chat template, where transformers keeps it: chat_template.jinja beside the tokenizer
+// (what transformers >= 4.50 saves, and what it loads in preference to the config's), else
+// tokenizer_config.json's "chat_template": a string, or a list of named templates of which llama.cpp
+// and Ollama would want the "default" one.
+inline std::optional<std::string> chat_template(const std::filesystem::path& model_dir, const nlohmann::json& tok_cfg) {
+  const std::filesystem::path jinja = model_dir / "chat_template.jinja";
+  if (std::filesystem::exists(jinja)) return read_text_file(jinja);
+  const auto* t = find_field(tok_cfg, "chat_template");
+  if (t && t->is_string()) return t->get<std::string>();
+  if (t && t->is_array())
+    for (const auto& named : *t)
+      if (named.is_object() && named.value("name", "") == "default" && named.contains("template") &&
+          named["template"].is_string())
+        return named["template"].get<std::string>();
+  return std::nullopt;
+}
+
 }  // namespace detail
 
 // Writes `model_dir` as the GGUF file `out` (atomically); `type` is the matrices' type, `name` general.name.
@@ -217,8 +234,8 @@ inline Qwen2GgufSummary write_qwen2_gguf(const std::filesystem::path& model_dir,
       w.set_u32(fmt::format("tokenizer.ggml.{}_token_id", key), static_cast<std::uint32_t>(*id));
     }
   w.set_bool("tokenizer.ggml.add_bos_token", false);  // Qwen2 prompts start with <|im_start|>, no bos
-  if (const auto* t = find_field(tok_cfg, "chat_template"); t && t->is_string()) {
-    w.set_string("tokenizer.chat_template", t->get<std::string>());
+  if (const auto t = detail::chat_template(model_dir, tok_cfg)) {
+    w.set_string("tokenizer.chat_template", *t);
     summary.chat_template = true;
   }
 
