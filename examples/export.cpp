@@ -57,6 +57,10 @@ void write_gguf_outputs(const fs::path& model_dir, const fs::path& base, const f
     fmt::print(stderr, "[export] warning: the GGUF has no eos token (no tokenizer_config.json eos_token nor "
                "generation_config.json eos_token_id in {}): llama.cpp and Ollama will not know where a reply ends\n",
                base.string());
+  if (!g.stops_left_out.empty())
+    fmt::print(stderr, "[export] warning: generation_config.json's eos_token_id lists more stop ids than the GGUF has "
+               "keys for (eos, eot): {} not written (llama.cpp still stops at a token whose text it knows as an end, "
+               "such as <|im_end|> or <|endoftext|>)\n", fmt::join(g.stops_left_out, ", "));
   if (!g.chat_template)
     fmt::print(stderr, "[export] warning: the GGUF has no tokenizer.chat_template ({} has no chat_template.jinja and no "
                "chat_template in tokenizer_config.json): "

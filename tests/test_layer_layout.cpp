@@ -266,6 +266,31 @@ TrainResult train_tiny(const fs::path& out, std::int64_t crash_at, const fs::pat
   return t.train(test::fixture_samples("tiny_public"));
 }
 
+// What f() writes to stderr (file descriptor 2, where the trainer's warnings go), through a file.
+template <class F>
+std::string stderr_of(const fs::path& file, F&& f) {
+  std::fflush(stderr);
+  const int saved = ::dup(2);
+  std::FILE* out = std::fopen(file.c_str(), "w");
+  REQUIRE((saved >= 0 && out));
+  ::dup2(::fileno(out), 2);
+  auto restore = [&] {
+    std::fflush(stderr);
+    ::dup2(saved, 2);
+    ::close(saved);
+    std::fclose(out);
+  };
+  try {
+    f();
+  } catch (...) {
+    restore();
+    throw;
+  }
+  restore();
+  std::ifstream in(file);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
 }  // namespace
 
 TEST_CASE("a resumed LastLayers run equals the uninterrupted one bit for bit", "[resume]") {
@@ -289,5 +314,22 @@ TEST_CASE("a resumed LastLayers run equals the uninterrupted one bit for bit", "
     INFO(n);
     CHECK(a.read_f32(n, a.tensor(n).shape) == b.read_f32(n, b.tensor(n).shape));
   }
+  fs::remove_all(root);
+}
+
+TEST_CASE("a LastLayers run warns once, at its first save, that vLLM refuses its adapter", "[resume]") {
+  // Issue 16: an adapter with modules_to_save is named at save time, with the way out (a merge).
+  const fs::path root = scratch("warn");
+  fs::create_directories(root);
+  TrainResult r;
+  const std::string err = stderr_of(root / "stderr.txt", [&] { r = train_tiny(root / "run", -1); });
+  REQUIRE(r.global_step >= 10);  // two saves at least (save_steps 5) and the final one
+  INFO(err);
+  std::size_t warnings = 0;
+  for (std::size_t at = err.find("vLLM refuses"); at != std::string::npos; at = err.find("vLLM refuses", at + 1))
+    ++warnings;
+  CHECK(warnings == 1);
+  CHECK_THAT(err, Catch::Contains("[warning] ") && Catch::Contains("checkpoint-5 has modules_to_save") &&
+                      Catch::Contains("--merge_lora true"));
   fs::remove_all(root);
 }

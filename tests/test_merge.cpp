@@ -519,3 +519,19 @@ TEST_CASE("the GGUF's chat template: chat_template.jinja first, else tokenizer_c
   CHECK(template_in_gguf() == jinja);
   fs::remove_all(dir);
 }
+
+TEST_CASE("the GGUF's stop ids: eos and eot from generation_config.json's list, the rest named", "[merge][gguf]") {
+  // GGUF has two keys for stop tokens (eos, eot); a longer eos_token_id list is reported, not dropped silently.
+  const auto dir = scratch("stops");
+  fs::create_directories(dir);
+  fs::copy(test::fixture("tiny_public") / "model", dir / "model");
+  std::ofstream(dir / "model" / "generation_config.json") << R"({"eos_token_id": [7, 9, 7, 11, 12]})";
+  const auto s = gguf::write_qwen2_gguf(dir / "model", dir / "t.gguf", gguf::TensorType::F32, "t");
+  CHECK(s.eos == 7);
+  CHECK(s.eot == 9);
+  CHECK(s.stops_left_out == std::vector<std::int32_t>{11, 12});
+  const auto f = gguf::GgufFile::open(dir / "t.gguf");
+  CHECK(f.integer("tokenizer.ggml.eos_token_id") == 7);
+  CHECK(f.integer("tokenizer.ggml.eot_token_id") == 9);
+  fs::remove_all(dir);
+}

@@ -177,6 +177,8 @@ inline std::optional<std::vector<FormAnswer>> answer_in_llama_cpp(const std::fil
     FormAnswer a;
     a.prompt = c.at("prompt").get<std::vector<std::int32_t>>();
     a.tokens = c.at("tokens").get<std::vector<std::int32_t>>();
+    if (const auto& st = c.value("stop_token", nlohmann::json()); st.is_number_integer())
+      a.stop_id = st.get<std::int32_t>();
     for (const auto& lp : c.at("logprobs")) a.logprobs.emplace_back(lp[0].get<std::int32_t>(), lp[1].get<double>());
     out.push_back(std::move(a));
   }
@@ -193,6 +195,10 @@ inline ForcedGap forced_gap_in_llama_cpp(const std::filesystem::path& gguf, cons
   const auto& scores = j->at("cases").at(0).at("scores");
   for (std::size_t p = 0; p < scores.size(); ++p) g.take(scores[p][1].get<double>() - scores[p][2].get<double>(), p);
   return g;
+}
+
+inline std::string ended_at(const std::optional<std::int32_t>& stop) {
+  return stop ? fmt::format("end at stop token {}", *stop) : std::string("run on to the token limit");
 }
 
 inline std::string first_difference(const std::vector<std::int32_t>& a, const std::vector<std::int32_t>& b) {
@@ -264,9 +270,13 @@ bool check_forms(const ExportForms& f, std::int64_t max_new_tokens, double logpr
         ties.push_back(fmt::format("{} part at a near-tie, {}: every answer token is the other's greedy choice "
                                    "within {:.2e}", forms, d, g.gap));
     };
-    if (unmerged)
+    if (unmerged) {
       if (const auto d = first_difference((*unmerged)[i].tokens, merged[i].tokens); !d.empty())
         parting("unmerged vs merged", d, forced_gap(*merged_model, (*unmerged)[i]), ours_tolerance);
+      else if ((*unmerged)[i].stop_id != merged[i].stop_id)
+        diffs.push_back(fmt::format("after the same {} tokens unmerged {} and merged {}", merged[i].tokens.size(),
+                                    ended_at((*unmerged)[i].stop_id), ended_at(merged[i].stop_id)));
+    }
     if (gguf) {
       const FormAnswer& g = (*gguf)[i];
       if (g.prompt != merged[i].prompt)
@@ -274,13 +284,21 @@ bool check_forms(const ExportForms& f, std::int64_t max_new_tokens, double logpr
                         first_difference(merged[i].prompt, g.prompt));
       else if (const auto d = first_difference(merged[i].tokens, g.tokens); !d.empty())
         parting("merged vs gguf", d, forced_gap_in_llama_cpp(f.gguf, merged[i]), logprob_tolerance);
+      else if (merged[i].stop_id != g.stop_id)  // the same tokens, then one form ends and the other runs on
+        diffs.push_back(fmt::format("after the same {} tokens ours {} and llama.cpp {}", g.tokens.size(),
+                                    ended_at(merged[i].stop_id), ended_at(g.stop_id)));
       for (const auto& [id, lp] : g.logprobs)
         worst_logprob_gap = std::max(worst_logprob_gap, std::fabs(lp - merged[i].first_logsoftmax[id]));
     }
     const std::string forms = fmt::format("{}merged{}", unmerged ? "unmerged, " : "", gguf ? ", gguf" : "");
+    // Where the answers agree to the end, how they ended: at a stop token (llama.cpp's too where it
+    // ran) or at --check_max_new_tokens.
+    const std::string ending = merged[i].stop_id ? fmt::format(", then stop token {}{}", *merged[i].stop_id,
+                                                               gguf ? " in each" : "")
+                                                 : ", no stop within the limit";
     if (diffs.empty())
-      fmt::print("[check] {} {}: {} agree ({} tokens{}{})\n", i + 1, questions[i], forms, merged[i].tokens.size(),
-                 ties.empty() ? "" : "; ", fmt::join(ties, "; "));
+      fmt::print("[check] {} {}: {} agree ({} tokens{}{}{})\n", i + 1, questions[i], forms, merged[i].tokens.size(),
+                 ties.empty() ? ending : "", ties.empty() ? "" : "; ", fmt::join(ties, "; "));
     else
       fmt::print("[check] {} {}: DIFFERENT: {}\n", i + 1, questions[i], fmt::join(diffs, "; "));
     same = same && diffs.empty();

@@ -29,6 +29,10 @@ peft_llama_test(gguf_llama_tiny_public_f16_equals_hf ${golden} -DFIXTURE=tiny_pu
 foreach(type f32 f16 bf16 q8_0)
   peft_llama_test(gguf_llama_embedded_check_${type} -DMODE=check -DSTEPS=3 -DGGUF_TYPE=${type})
 endforeach()
+# The embedded default trained as the quickstart trains it (880 steps) answers and stops: llama.cpp
+# must end an answer at <|im_end|> where ours ends (a briefly trained model runs on to the limit).
+peft_llama_test(gguf_llama_embedded_trained_stops_f32 -DMODE=check -DSTEPS=880 -DGGUF_TYPE=f32 -DCHECK_TOKENS=48
+  -DSTOP_SEEN=ON)
 peft_llama_test(gguf_llama_forced_scoring -DMODE=forced -DMODEL=${TINY_FIXTURE}/model
   -DADAPTER=${TINY_FIXTURE}/adapter_trained)
 

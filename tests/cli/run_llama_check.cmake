@@ -6,13 +6,19 @@
 #                FIXTURE/ADAPTER_NAME, or every case of a generate_golden.json) must equal them
 #                token for token.
 #   MODE=check   train the embedded default model with TRAIN (identity_finetune, --max_steps STEPS),
-#                then `export --to_gguf true --check true`: unmerged, merged and llama.cpp agree
+#                then `export --to_gguf true --check true` (answers of up to CHECK_TOKENS, default 16,
+#                tokens): unmerged, merged and llama.cpp agree
 #                token for token, or (rounded GGUF types) up to near-ties: where answers part,
 #                every token of ours is llama.cpp's greedy choice within the type's tolerance.
 #   MODE=forced  greedy.mjs's teacher-forced scoring, which the near-tie verdict rests on: MODEL +
 #                ADAPTER's own greedy answer scores 0 everywhere; one token of it replaced scores
 #                below llama.cpp's best there.
+#                With STOP_SEEN=ON at least one answer must end at <|im_end|> in every form (an
+#                answer that agrees token for token also agrees in where it ends).
 # Inputs: EXPORT, TRAIN, LLAMA_DIR, WORK_DIR, GGUF_TYPE, and the MODE's own.
+if(NOT CHECK_TOKENS)
+  set(CHECK_TOKENS 16)
+endif()
 file(REMOVE_RECURSE ${WORK_DIR})
 file(MAKE_DIRECTORY ${WORK_DIR})
 find_program(NODE node)
@@ -117,7 +123,7 @@ elseif(MODE STREQUAL "forced")
 elseif(MODE STREQUAL "check")
   run(${TRAIN} --add_version false --output_dir run --max_steps ${STEPS} --save_steps ${STEPS} --logging_steps 1)
   execute_process(COMMAND ${EXPORT} --adapters run/checkpoint-${STEPS} --to_gguf true --gguf_type ${GGUF_TYPE}
-                  --check true --check_max_new_tokens 16 --output_dir out
+                  --check true --check_max_new_tokens ${CHECK_TOKENS} --output_dir out
                   WORKING_DIRECTORY ${WORK_DIR} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
   message("${out}${err}")
   if(NOT rc EQUAL 0)
@@ -129,6 +135,10 @@ elseif(MODE STREQUAL "check")
   endif()
   if(NOT out MATCHES "unmerged, merged, gguf agree" OR NOT out MATCHES "all forms agree")
     message(FATAL_ERROR "export --check did not find the three forms equal")
+  endif()
+  # STOP_SEEN: a model trained long enough ends its answers; llama.cpp must end one where we do.
+  if(STOP_SEEN AND NOT out MATCHES "agree \\([0-9]+ tokens, then stop token 151645 in each\\)")
+    message(FATAL_ERROR "no answer ended at <|im_end|> (151645) in all three forms")
   endif()
 else()
   message(FATAL_ERROR "MODE must be golden or check")

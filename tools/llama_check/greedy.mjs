@@ -4,8 +4,8 @@
 //            "cases": [{"tokens": [ids]} | {"messages": [...]} | {"tokens": [ids], "forced": [ids]}]}.
 // A "messages" case is rendered with the chat template stored in the GGUF (tokenizer.chat_template,
 // through the Jinja engine node-llama-cpp uses) and tokenized by llama.cpp, special tokens parsed.
-// Each case answers {prompt, tokens, stopped, logprobs}: the greedy continuation (temperature 0)
-// up to an end-of-generation token of llama.cpp's (not included; stopped = true) or max_tokens,
+// Each case answers {prompt, tokens, stopped, stop_token, logprobs}: the greedy continuation (temperature 0)
+// up to an end-of-generation token of llama.cpp's (not in tokens: stopped = true, stop_token its id) or max_tokens,
 // and the K most likely next tokens after the prompt with their log-probabilities (softmax of the
 // logits at temperature 1, nothing cut), for comparing logits up to their constant shift.
 // A "forced" case is scored instead of answered (teacher forcing): after the prompt and each
@@ -74,9 +74,11 @@ for (const c of req.cases) {
     continue;
   }
   const tokens = [];
-  let stopped = false;
-  for await (const t of seq.evaluate(prompt, {temperature: 0})) {
-    if (model.isEogToken(t)) { stopped = true; break; }
+  let stopped = false, stop_token = null;
+  // yieldEogToken: without it node-llama-cpp ends the generator before an end token, silently
+  // (stopped would never be true and a run-on reply would look like one that ended).
+  for await (const t of seq.evaluate(prompt, {temperature: 0, yieldEogToken: true})) {
+    if (model.isEogToken(t)) { stopped = true; stop_token = t; break; }
     tokens.push(t);
     if (tokens.length >= req.max_tokens) break;
   }
@@ -89,7 +91,7 @@ for (const c of req.cases) {
       break;
     }
   }
-  out.push({prompt, tokens, stopped, logprobs});
+  out.push({prompt, tokens, stopped, stop_token, logprobs});
 }
 seq.dispose();
 // eog_probe: ids the caller stops at; llama.cpp must end generation at each of them too.

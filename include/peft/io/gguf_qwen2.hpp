@@ -55,7 +55,8 @@ struct Qwen2GgufSummary {
   std::vector<std::string> f16_fallbacks;  // matrices that could not be q8_0
   bool placeholder_vocab = false;
   std::optional<std::int32_t> eos, eot;
-  bool chat_template = false;  // tokenizer.chat_template written (from tokenizer_config.json)
+  std::vector<std::int32_t> stops_left_out;  // generation_config eos ids beyond the two GGUF keys (eos, eot)
+  bool chat_template = false;  // tokenizer.chat_template written
 };
 
 namespace detail {
@@ -223,8 +224,11 @@ inline Qwen2GgufSummary write_qwen2_gguf(const std::filesystem::path& model_dir,
     bos = model_cfg["bos_token_id"].get<std::int32_t>();
   summary.eos = detail::special_token_id(tok_cfg, "eos_token", vocab);
   if (!summary.eos && !gen.eos_token_ids.empty()) summary.eos = gen.eos_token_ids.front();
-  for (const auto id : gen.eos_token_ids)
-    if (id != summary.eos && !summary.eot) summary.eot = id;
+  for (const auto id : gen.eos_token_ids) {
+    if (id == summary.eos || id == summary.eot) continue;
+    if (!summary.eot) summary.eot = id;
+    else summary.stops_left_out.push_back(id);
+  }
   const auto pad = detail::special_token_id(tok_cfg, "pad_token", vocab);
   for (const auto& [key, id] : {std::pair{"bos", bos}, std::pair{"eos", summary.eos}, std::pair{"eot", summary.eot},
                                 std::pair{"padding", pad}})
