@@ -95,6 +95,19 @@ std::int64_t check_resharded(const fs::path& out, const fs::path& ref, std::int6
   return total;
 }
 
+// PEFT's delta (B @ A) * scaling as merge_lora defines its bits: each element summed over the rank
+// in double (exact products), scaled, then rounded to float.
+Matrix lora_delta(const Matrix& b, const Matrix& a, float scaling) {
+  Matrix d(b.rows(), a.cols());
+  for (Eigen::Index i = 0; i < b.rows(); ++i)
+    for (Eigen::Index j = 0; j < a.cols(); ++j) {
+      double sum = 0.0;
+      for (Eigen::Index k = 0; k < a.rows(); ++k) sum += static_cast<double>(b(i, k)) * static_cast<double>(a(k, j));
+      d(i, j) = static_cast<float>(sum * static_cast<double>(scaling));
+    }
+  return d;
+}
+
 std::int64_t stored_bytes(const fs::path& model_dir) {
   const auto m = SafetensorsModel::open(model_dir);
   std::int64_t bytes = 0;
@@ -169,7 +182,7 @@ TEST_CASE("bf16 sharded base: same shards / same dtype / each weight rounded onc
       Matrix a(at.shape[0], at.shape[1]), b(bt.shape[0], bt.shape[1]);
       adapter.read_f32(a_key, at.shape, a.data());
       adapter.read_f32(b_key, bt.shape, b.data());
-      const Matrix delta = (b * a) * scaling;
+      const Matrix delta = lora_delta(b, a, scaling);
       for (std::size_t i = 0; i < want.size(); ++i) want[i] = round_to_bf16(want[i] + delta.data()[i]);
     }
     INFO(name);
@@ -299,7 +312,7 @@ TEST_CASE("store_as (--torch_dtype): every floating tensor in that dtype and rou
         Matrix a(at.shape[0], at.shape[1]), b(bt.shape[0], bt.shape[1]);
         adapter.read_f32(a_key, at.shape, a.data());
         adapter.read_f32(b_key, bt.shape, b.data());
-        const Matrix delta = (b * a) * (32.0f / 8.0f);
+        const Matrix delta = lora_delta(b, a, 32.0f / 8.0f);
         for (std::size_t i = 0; i < want.size(); ++i) want[i] += delta.data()[i];
       }
       if (to == DType::F16)

@@ -42,6 +42,7 @@
 #include <cmath>
 #include <map>
 #include <optional>
+#include <span>
 #include <set>
 #include <string>
 #include <utility>
@@ -50,6 +51,7 @@
 #include "peft/core/dtype.hpp"
 #include "peft/core/error.hpp"
 #include "peft/core/finite.hpp"
+#include "peft/core/parallel_map.hpp"
 #include "peft/core/tensor.hpp"
 #include "peft/io/atomic_file.hpp"
 #include "peft/io/checkpoint_shapes.hpp"
@@ -156,9 +158,13 @@ inline bool is_floating(DType t) { return torch_dtype_name(t)[0] != '\0'; }
 // Stored as `dtype`, is every value still finite? A value rounds to inf from f16's 65520 up, and
 // from bf16's halfway point past its largest finite value (0x7f7f8000) up. The scan is one
 // branch-free pass, as cheap as reading the values; the index is looked for only on a failure.
+inline float rounds_to_inf_from(DType dtype) {
+  return dtype == DType::F16 ? 65520.0f : std::bit_cast<float>(0x7f7f8000u);
+}
+
 inline void require_representable(std::span<const float> v, DType dtype, const std::string& where) {
   if (dtype == DType::F32) return;
-  const float limit = dtype == DType::F16 ? 65520.0f : std::bit_cast<float>(0x7f7f8000u);
+  const float limit = rounds_to_inf_from(dtype);
   bool past = false;
   for (const float x : v) past |= std::fabs(x) >= limit;
   if (!past) return;
@@ -176,6 +182,63 @@ inline std::string config_with_dtype(const std::filesystem::path& config, DType 
   if (j.contains("dtype")) j["dtype"] = name;
   if (j.contains("torch_dtype") || !j.contains("dtype")) j["torch_dtype"] = name;
   return j.dump(2) + "\n";
+}
+
+// w += (B @ A) * scaling, PEFT's get_delta_weight added, for w holding the rows of B's `b_rows`.
+// Each delta is summed over the rank in double, where the products of two floats are exact, then
+// scaled and rounded to float: so its bits depend neither on how the rows are blocked nor on
+// whether the compiler fuses a multiply and an add (-march=native with FMA), as a float GEMM's do.
+inline void add_lora_delta(Matrix& w, const Matrix& b_rows, const Matrix& a, float scaling) {
+  std::vector<double> d(static_cast<std::size_t>(w.cols()));
+  for (Eigen::Index i = 0; i < w.rows(); ++i) {
+    std::fill(d.begin(), d.end(), 0.0);
+    for (Eigen::Index k = 0; k < a.rows(); ++k) {
+      const double bik = b_rows(i, k);
+      const float* ak = a.data() + k * a.cols();
+      for (std::size_t j = 0; j < d.size(); ++j) d[j] += bik * static_cast<double>(ak[j]);
+    }
+    float* wi = w.data() + i * w.cols();
+    for (std::size_t j = 0; j < d.size(); ++j) wi[j] += static_cast<float>(d[j] * static_cast<double>(scaling));
+  }
+}
+
+// A merged model's tensor made ready for the writer: bytes of its own, or a base tensor's mapped bytes.
+struct MergedTensor {
+  DType dtype;
+  std::vector<std::int64_t> shape;
+  std::vector<std::byte> owned;
+  std::span<const std::byte> borrowed;
+  bool merged = false, saved = false;
+};
+
+// W + (B @ A) * scaling written as `dtype` into `out`, a block of rows at a time (an fp32 copy of the
+// whole weight is 4 bytes a parameter of fresh memory; a block is a few MB, reused). False, with
+// `out` unspecified, where a base value is not finite or a merged one is not finite or does not fit
+// `dtype`: the caller redoes the tensor whole for the error message.
+inline bool merge_rows(const SafetensorsFile& in, const StoredTensor& t, const Matrix& a, const Matrix& b,
+                       float scaling, DType dtype, std::vector<std::byte>& out) {
+  const std::int64_t rows = t.shape[0], cols = t.shape[1];
+  const std::size_t width = dtype_size(t.dtype), out_width = dtype_size(dtype);
+  const std::int64_t block = std::max<std::int64_t>(1, (std::int64_t{1} << 20) / std::max<std::int64_t>(cols, 1));
+  out.resize(static_cast<std::size_t>(rows * cols) * out_width);
+  const float limit = rounds_to_inf_from(dtype);
+  Matrix w;
+  for (std::int64_t r0 = 0; r0 < rows; r0 += block) {
+    const std::int64_t n = std::min(block, rows - r0);
+    const auto count = static_cast<std::size_t>(n * cols);
+    const StoredTensor part{t.name, t.dtype, {n * cols}, t.data + static_cast<std::size_t>(r0 * cols) * width,
+                            count * width};
+    w.resize(n, cols);
+    peft::detail::convert_to_f32(part, w.data(), in.path().string());
+    const std::span<const float> v(w.data(), count);
+    if (first_non_finite(v) != count) return false;
+    add_lora_delta(w, b.middleRows(r0, n), a, scaling);
+    bool bad = false;
+    for (const float x : v) bad |= !std::isfinite(x) || (dtype != DType::F32 && std::fabs(x) >= limit);
+    if (bad) return false;
+    encode_floats(v, dtype, out.data() + static_cast<std::size_t>(r0 * cols) * out_width);
+  }
+  return true;
 }
 
 }  // namespace detail
@@ -322,54 +385,60 @@ inline MergeSummary merge_lora(const std::filesystem::path& model_dir, const std
 
   MergeSummary summary;
   const auto scaling = static_cast<float>(lora.scaling());
-  // One tensor of the merged model into `out`: the trained copy, W + BA, or the base's (converted
-  // or byte for byte), each checked finite and representable in the dtype written.
-  const auto add_tensor = [&](SafetensorsWriter& out, const std::string& name) {
+  // One tensor of the merged model, ready to write: the trained copy, W + BA, or the base's
+  // (converted, or its own bytes), each checked finite and representable in the dtype written.
+  // Read-only over the inputs, so a shard's tensors are made on several threads.
+  const auto make_tensor = [&](const std::string& name) {
     const SafetensorsFile& in = base.file_of(name);
     const StoredTensor& t = in.tensor(name);
+    detail::MergedTensor m{.dtype = stored_dtype(t.dtype), .shape = t.shape};
+    const auto encoded = [&](std::span<const float> v) {
+      m.owned.resize(v.size() * dtype_size(m.dtype));
+      encode_floats(v, m.dtype, m.owned.data());
+      return std::move(m);
+    };
     if (const auto s = saved.find(name); s != saved.end()) {  // a module to save: the trained copy
       std::vector<float> v(static_cast<std::size_t>(s->second->numel()));
       adapter.read_f32(s->second->name, s->second->shape, v.data());
       require_finite(v, fmt::format("{}: tensor '{}'", adapter_file.string(), s->second->name), kRefuseBrokenAdapter);
-      detail::require_representable(v, stored_dtype(t.dtype), fmt::format("{}: tensor '{}'", adapter_file.string(),
-                                                                         s->second->name));
-      out.add_f32(name, t.shape, std::span<const float>(v), stored_dtype(t.dtype));
-      ++summary.saved_tensors;
-      return;
+      detail::require_representable(v, m.dtype, fmt::format("{}: tensor '{}'", adapter_file.string(), s->second->name));
+      m.saved = true;
+      return encoded(v);
     }
     const auto it = name.ends_with(".weight") ? pairs.find(name.substr(0, name.size() - 7)) : pairs.end();
     const std::string where = fmt::format("{}: tensor '{}'", in.path().string(), name);
     if (it == pairs.end()) {
-      if (stored_dtype(t.dtype) != t.dtype) {  // converted: read, checked, rounded once
+      if (m.dtype != t.dtype) {  // converted: read, checked, rounded once
         const std::vector<float> v = in.read_f32(name, t.shape);
         require_finite(v, where, kBrokenBaseCheckpoint);
-        detail::require_representable(v, *store_as, where);
-        out.add_f32(name, t.shape, std::span<const float>(v), *store_as);
-        return;
+        detail::require_representable(v, m.dtype, where);
+        return encoded(v);
       }
       if (detail::is_floating(t.dtype)) detail::require_finite_copied(in, t, where);  // copied, but finite
-      out.add(name, t.dtype, t.shape, std::span<const std::byte>(t.data, t.nbytes));
-      return;
+      m.borrowed = std::span<const std::byte>(t.data, t.nbytes);
+      return std::move(m);
     }
     const detail::LoraPair& p = it->second;
-    Matrix w(t.shape[0], t.shape[1]), a(p.a->shape[0], p.a->shape[1]), b(p.b->shape[0], p.b->shape[1]);
-    in.read_f32(name, t.shape, w.data());
-    require_finite(std::span<const float>(w.data(), static_cast<std::size_t>(w.size())), where, kBrokenBaseCheckpoint);
+    Matrix a(p.a->shape[0], p.a->shape[1]), b(p.b->shape[0], p.b->shape[1]);
     adapter.read_f32(p.a->name, p.a->shape, a.data());
     adapter.read_f32(p.b->name, p.b->shape, b.data());
-    for (const auto& [m, at] : {std::pair{&a, p.a}, std::pair{&b, p.b}})
-      require_finite(std::span<const float>(m->data(), static_cast<std::size_t>(m->size())),
+    for (const auto& [x, at] : {std::pair{&a, p.a}, std::pair{&b, p.b}})
+      require_finite(std::span<const float>(x->data(), static_cast<std::size_t>(x->size())),
                      fmt::format("{}: tensor '{}'", adapter_file.string(), at->name), kRefuseBrokenAdapter);
-    const Matrix delta = (b * a) * scaling;  // PEFT's get_delta_weight: (B @ A) * scaling
-    w += delta;
+    m.merged = true;
+    if (detail::merge_rows(in, t, a, b, scaling, m.dtype, m.owned)) return std::move(m);
+    // A non-finite or unrepresentable value: the whole tensor again, for the error that names it.
+    Matrix w(t.shape[0], t.shape[1]);
+    in.read_f32(name, t.shape, w.data());
+    require_finite(std::span<const float>(w.data(), static_cast<std::size_t>(w.size())), where, kBrokenBaseCheckpoint);
+    detail::add_lora_delta(w, b, a, scaling);
     require_finite(std::span<const float>(w.data(), static_cast<std::size_t>(w.size())),
                    fmt::format("merged tensor '{}' (base {} + adapter {})", name, in.path().string(),
                                adapter_file.string()),
                    "refusing to write a broken model (the base weight or the LoRA product overflows)");
     const std::span<const float> merged(w.data(), static_cast<std::size_t>(w.size()));
-    detail::require_representable(merged, stored_dtype(t.dtype), fmt::format("merged tensor '{}'", name));
-    out.add_f32(name, t.shape, merged, stored_dtype(t.dtype));
-    ++summary.merged_modules;
+    detail::require_representable(merged, m.dtype, fmt::format("merged tensor '{}'", name));
+    return encoded(merged);
   };
 
   write_directory_atomic(output_dir, [&](const fs::path& staging) {
@@ -381,7 +450,17 @@ inline MergeSummary merge_lora(const std::filesystem::path& model_dir, const std
         metadata.insert(m.begin(), m.end());
       }
       for (const auto& [key, value] : metadata) out.set_metadata(key, value);
-      for (const auto& name : shard.names) add_tensor(out, name);
+      auto made = parallel_map(shard.names.size(), worker_threads(),
+                               [&](std::size_t i) { return make_tensor(shard.names[i]); });
+      for (std::size_t i = 0; i < made.size(); ++i) {
+        detail::MergedTensor& m = made[i];
+        summary.merged_modules += m.merged;
+        summary.saved_tensors += m.saved;
+        if (m.owned.empty() && !m.borrowed.empty())
+          out.add_borrowed(shard.names[i], m.dtype, std::move(m.shape), m.borrowed);
+        else
+          out.add_owned(shard.names[i], m.dtype, std::move(m.shape), std::move(m.owned));
+      }
       out.write(staging / shard.file);
       summary.tensors += shard.names.size();
       summary.shards.push_back(shard.file);

@@ -24,11 +24,36 @@
 
 namespace peft {
 
+// `values` as `dtype` (F32, or BF16 / F16 rounded to nearest even, as torch does) into `out`, which
+// holds values.size() elements of it.
+inline void encode_floats(std::span<const float> values, DType dtype, std::byte* out) {
+  if (dtype == DType::F32) {
+    std::memcpy(out, values.data(), values.size_bytes());
+    return;
+  }
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const std::uint16_t h = dtype == DType::BF16 ? float_to_bf16(values[i]) : float_to_f16(values[i]);
+    std::memcpy(out + 2 * i, &h, 2);
+  }
+}
+
 class SafetensorsWriter {
  public:
   // Copies `bytes`, which must hold exactly product(shape) elements of `dtype`.
   void add(std::string name, DType dtype, std::vector<std::int64_t> shape, std::span<const std::byte> bytes) {
     emplace_owned(std::move(name), dtype, std::move(shape), std::vector<std::byte>(bytes.begin(), bytes.end()));
+  }
+
+  // Takes `bytes` (exactly product(shape) elements of `dtype`) without copying them.
+  void add_owned(std::string name, DType dtype, std::vector<std::int64_t> shape, std::vector<std::byte> bytes) {
+    emplace_owned(std::move(name), dtype, std::move(shape), std::move(bytes));
+  }
+
+  // As add, but no copy: write() reads `bytes` where they are (a mapped input file's tensor), so
+  // they must stay alive and unchanged until then.
+  void add_borrowed(std::string name, DType dtype, std::vector<std::int64_t> shape, std::span<const std::byte> bytes) {
+    check_entry(name, dtype, shape, bytes.size());
+    tensors_.emplace(std::move(name), Entry{dtype, std::move(shape), {}, bytes});
   }
 
   // As add_f32, but stored as F32 it makes no copy: write() reads `values` where they are, so they
@@ -54,18 +79,10 @@ class SafetensorsWriter {
       add(std::move(name), stored_as, std::move(shape), std::as_bytes(values));
       return;
     }
+    require(stored_as == DType::BF16 || stored_as == DType::F16,
+            "safetensors writer: tensor '{}': add_f32 stores F32, BF16 or F16, not {}", name, dtype_name(stored_as));
     std::vector<std::byte> bytes(values.size() * dtype_size(stored_as));
-    switch (stored_as) {
-      case DType::BF16:
-      case DType::F16:
-        for (std::size_t i = 0; i < values.size(); ++i) {
-          const std::uint16_t h = stored_as == DType::BF16 ? float_to_bf16(values[i]) : float_to_f16(values[i]);
-          std::memcpy(bytes.data() + 2 * i, &h, 2);
-        }
-        break;
-      default:
-        fail("safetensors writer: tensor '{}': add_f32 stores F32, BF16 or F16, not {}", name, dtype_name(stored_as));
-    }
+    encode_floats(values, stored_as, bytes.data());
     emplace_owned(std::move(name), stored_as, std::move(shape), std::move(bytes));
   }
 

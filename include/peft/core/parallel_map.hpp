@@ -1,0 +1,57 @@
+// parallel_map(n, threads, make): make(0) .. make(n - 1) on up to `threads` threads, the results in
+// index order. For file work that is independent per item (a merge's tensors). An exception stops
+// the workers at their next item, and the one of the lowest index is rethrown: every item below it
+// was handed out first and finishes, so the error is the one a single-threaded loop would raise.
+#pragma once
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <exception>
+#include <optional>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+namespace peft {
+
+// The threads a parallel_map over file work should use here: the cores, at most `cap`.
+inline unsigned worker_threads(unsigned cap = 16) {
+  return std::clamp(std::thread::hardware_concurrency(), 1u, cap);
+}
+
+template <class F>
+auto parallel_map(std::size_t n, unsigned threads, F&& make) {
+  using T = decltype(make(std::size_t{0}));
+  std::vector<std::optional<T>> done(n);
+  std::vector<std::exception_ptr> errors(n);
+  std::atomic<std::size_t> next{0}, first_error{n};
+  auto work = [&] {
+    for (std::size_t i = next++; i < n && i < first_error.load(); i = next++) {
+      try {
+        done[i].emplace(make(i));
+      } catch (...) {
+        errors[i] = std::current_exception();
+        for (std::size_t e = first_error.load(); i < e && !first_error.compare_exchange_weak(e, i);) {
+        }
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  const unsigned extra = static_cast<unsigned>(std::min<std::size_t>(n, std::max(threads, 1u))) - (n > 0 ? 1 : 0);
+  for (unsigned t = 0; t < extra; ++t) {
+    try {
+      pool.emplace_back(work);
+    } catch (const std::system_error&) {  // no more threads to be had: the ones running do the rest
+      break;
+    }
+  }
+  work();  // this thread is one of them
+  for (auto& t : pool) t.join();
+  if (const std::size_t e = first_error.load(); e < n) std::rethrow_exception(errors[e]);
+  std::vector<T> out;
+  out.reserve(n);
+  for (auto& d : done) out.push_back(std::move(*d));
+  return out;
+}
+
+}  // namespace peft
