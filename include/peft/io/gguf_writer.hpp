@@ -1,7 +1,7 @@
 // Writes a GGUF v3 file (llama.cpp's single-file model format): header, typed metadata, tensor
 // infos, then each tensor's bytes at an offset aligned to general.alignment (32). Tensors are
-// produced one at a time at write() through a callback, so a 7B model is never held twice in
-// memory. The file appears atomically (temp + rename): a failed write leaves nothing behind, and
+// produced at write() through callbacks, a bounded window of them at a time on several threads, so
+// a 7B model is never held twice in memory. The file appears atomically (temp + rename): a failed write leaves nothing behind, and
 // an existing file is replaced only when the caller says so. Numbers are written in the host's
 // byte order, which GGUF requires to be little-endian (every machine we build for).
 #pragma once
@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "peft/core/parallel_map.hpp"
 #include "peft/io/atomic_file.hpp"
 #include "peft/io/gguf_format.hpp"
 
@@ -19,7 +20,8 @@ namespace peft::gguf {
 
 class GgufWriter {
  public:
-  // fill(values): the tensor's values in PyTorch (row-major) order, numel of them.
+  // fill(values): the tensor's values in PyTorch (row-major) order, numel of them. write() calls the
+  // fills of several tensors at once, on threads of its own: a fill only reads what it captured.
   using Fill = std::function<void(std::span<float> values)>;
 
   void set_u32(const std::string& key, std::uint32_t v) { scalar(key, ValueType::U32, &v, 4); }
@@ -85,20 +87,32 @@ class GgufWriter {
     AtomicFileWriter out(path);
     out.write(head);
     std::uint64_t written = 0;
-    std::vector<float> values;
-    std::vector<std::byte> bytes;
-    for (std::size_t i = 0; i < tensors_.size(); ++i) {
-      const Tensor& t = tensors_[i];
-      if (offsets[i] > written) {
-        out.write(std::string(offsets[i] - written, '\0'));
-        written = offsets[i];
+    // The tensors are made (filled, encoded) a window at a time on several threads, then written in
+    // order: a window holds at most kWindowBytes of encoded tensors (or one larger tensor), and each
+    // thread one tensor's fp32 values, so a 7B export never holds the model whole.
+    const unsigned threads = worker_threads(8);
+    for (std::size_t i = 0; i < tensors_.size();) {
+      std::size_t end = i + 1;
+      std::uint64_t held = tensor_bytes(tensors_[i].type, tensors_[i].numel);
+      while (end < tensors_.size() && end - i < 2 * threads &&
+             held + tensor_bytes(tensors_[end].type, tensors_[end].numel) <= kWindowBytes)
+        held += tensor_bytes(tensors_[end].type, tensors_[end++].numel);
+      auto made = parallel_map(end - i, threads, [&](std::size_t k) {
+        const Tensor& t = tensors_[i + k];
+        std::vector<float> values(static_cast<std::size_t>(t.numel), 0.0f);
+        t.fill(std::span<float>(values));
+        std::vector<std::byte> bytes(tensor_bytes(t.type, t.numel));
+        encode_values(t.type, values, bytes.data());
+        return bytes;
+      });
+      for (std::size_t k = 0; k < made.size(); ++k, ++i) {
+        if (offsets[i] > written) {
+          out.write(std::string(offsets[i] - written, '\0'));
+          written = offsets[i];
+        }
+        out.write(std::span<const std::byte>(made[k]));
+        written += made[k].size();
       }
-      values.assign(static_cast<std::size_t>(t.numel), 0.0f);
-      t.fill(std::span<float>(values));
-      bytes.resize(tensor_bytes(t.type, t.numel));
-      encode_values(t.type, values, bytes.data());
-      out.write(std::span<const std::byte>(bytes));
-      written += bytes.size();
     }
     if (align(written) > written) out.write(std::string(align(written) - written, '\0'));
     out.commit();
@@ -112,6 +126,8 @@ class GgufWriter {
     std::int64_t numel;
     Fill fill;
   };
+
+  static constexpr std::uint64_t kWindowBytes = std::uint64_t{2} << 30;
 
   static std::uint64_t align(std::uint64_t n) { return (n + kDefaultAlignment - 1) / kDefaultAlignment * kDefaultAlignment; }
   static void put_u32(std::string& s, std::uint32_t v) { s.append(reinterpret_cast<const char*>(&v), 4); }
