@@ -62,7 +62,9 @@ std::optional<int> chat_on_gpu([[maybe_unused]] const examples::ChatArgs& a,
 }
 
 // --merge_lora true: as ms-swift, the adapter is folded into the weights first and the plain
-// merged model decodes (export's merge, into a folder removed at exit).
+// merged model decodes (export's merge, into a folder removed at exit; a copy of the base's size:
+// 15 GB at 7B in the temporary directory). On the GPU the merged model also decodes faster: the
+// step has no adapter terms.
 void merge_first(examples::ChatArgs& a, examples::ModelSource& src, const examples::TempDir& temp) {
   std::filesystem::path base = src.model;
   if (base.empty()) {
@@ -95,7 +97,7 @@ int main(int argc, char** argv) {
     else
       dtype = examples::choose_chat_dtype(*args, src);
     examples::TempDir temp;
-    if (args->merge_lora) merge_first(*args, src, temp);  // refused in the CUDA build by parse_chat_args
+    if (args->merge_lora) merge_first(*args, src, temp);  // chat_cuda then decodes the merged bf16 base
     examples::stop_if_signalled();
     const bool nf4 = !args->adapters.empty() && args->quant_bits.value_or(src.qlora ? 4 : 0) == 4;
     if (nf4)

@@ -127,8 +127,6 @@ inline std::optional<ChatArgs> parse_chat_args(int argc, char** argv, bool cuda_
     a.held_out = std::move(o);
   }
   require(!a.merge_lora || !a.adapters.empty(), "--merge_lora true needs --adapters: the adapter to merge");
-  require(!a.merge_lora || !cuda_build, "--merge_lora true: not in chat_cuda yet (it decodes the adapter unmerged); "
-          "use chat, or chat_cuda --model on an `export --merge_lora true` folder");
   if (vm.count("quant_bits")) {
     require(quant_bits == 0 || quant_bits == 4, "--quant_bits {}: not supported (valid: 4, the NF4 base of a QLoRA "
             "adapter; 0, the bf16 base)", quant_bits);
