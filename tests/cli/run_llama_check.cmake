@@ -10,11 +10,11 @@
 #                tokens): unmerged, merged and llama.cpp agree
 #                token for token, or (rounded GGUF types) up to near-ties: where answers part,
 #                every token of ours is llama.cpp's greedy choice within the type's tolerance.
+#                With STOP_SEEN=ON at least one answer must end at <|im_end|> in every form (an
+#                answer that agrees token for token also agrees in where it ends).
 #   MODE=forced  greedy.mjs's teacher-forced scoring, which the near-tie verdict rests on: MODEL +
 #                ADAPTER's own greedy answer scores 0 everywhere; one token of it replaced scores
 #                below llama.cpp's best there.
-#                With STOP_SEEN=ON at least one answer must end at <|im_end|> in every form (an
-#                answer that agrees token for token also agrees in where it ends).
 # Inputs: EXPORT, TRAIN, LLAMA_DIR, WORK_DIR, GGUF_TYPE, and the MODE's own.
 if(NOT CHECK_TOKENS)
   set(CHECK_TOKENS 16)

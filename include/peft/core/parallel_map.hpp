@@ -12,11 +12,22 @@
 #include <thread>
 #include <vector>
 
+#ifdef __linux__
+#include <sched.h>
+#endif
+
 namespace peft {
 
-// The threads a parallel_map over file work should use here: the cores, at most `cap`.
+// The threads a parallel_map over file work should use here: the cores this process may run on
+// (its affinity mask, where taskset or a container narrows it), at most `cap`.
 inline unsigned worker_threads(unsigned cap = 16) {
-  return std::clamp(std::thread::hardware_concurrency(), 1u, cap);
+  unsigned cores = std::thread::hardware_concurrency();
+#ifdef __linux__
+  cpu_set_t mask;
+  if (sched_getaffinity(0, sizeof(mask), &mask) == 0 && CPU_COUNT(&mask) > 0)
+    cores = static_cast<unsigned>(CPU_COUNT(&mask));
+#endif
+  return std::clamp(cores, 1u, cap);
 }
 
 template <class F>
@@ -37,6 +48,7 @@ auto parallel_map(std::size_t n, unsigned threads, F&& make) {
     }
   };
   std::vector<std::thread> pool;
+  pool.reserve(threads);  // no allocation while threads run: a bad_alloc there would leave them joinable
   const unsigned extra = static_cast<unsigned>(std::min<std::size_t>(n, std::max(threads, 1u))) - (n > 0 ? 1 : 0);
   for (unsigned t = 0; t < extra; ++t) {
     try {

@@ -27,6 +27,8 @@ namespace peft {
 // `values` as `dtype` (F32, or BF16 / F16 rounded to nearest even, as torch does) into `out`, which
 // holds values.size() elements of it.
 inline void encode_floats(std::span<const float> values, DType dtype, std::byte* out) {
+  require(dtype == DType::F32 || dtype == DType::BF16 || dtype == DType::F16,
+          "safetensors writer: floats are stored as F32, BF16 or F16, not {}", dtype_name(dtype));
   if (dtype == DType::F32) {
     std::memcpy(out, values.data(), values.size_bytes());
     return;
