@@ -270,12 +270,17 @@ bool check_forms(const ExportForms& f, std::int64_t max_new_tokens, double logpr
         ties.push_back(fmt::format("{} part at a near-tie, {}: every answer token is the other's greedy choice "
                                    "within {:.2e}", forms, d, g.gap));
     };
+    // The same tokens, then one form ends and the other runs on (or ends at another stop token).
+    auto ended_apart = [&](const char* x_name, const FormAnswer& x, const char* y_name, const FormAnswer& y) {
+      if (x.stop_id != y.stop_id)
+        diffs.push_back(fmt::format("after the same {} tokens {} {} and {} {}", x.tokens.size(), x_name,
+                                    ended_at(x.stop_id), y_name, ended_at(y.stop_id)));
+    };
     if (unmerged) {
       if (const auto d = first_difference((*unmerged)[i].tokens, merged[i].tokens); !d.empty())
         parting("unmerged vs merged", d, forced_gap(*merged_model, (*unmerged)[i]), ours_tolerance);
-      else if ((*unmerged)[i].stop_id != merged[i].stop_id)
-        diffs.push_back(fmt::format("after the same {} tokens unmerged {} and merged {}", merged[i].tokens.size(),
-                                    ended_at((*unmerged)[i].stop_id), ended_at(merged[i].stop_id)));
+      else
+        ended_apart("unmerged", (*unmerged)[i], "merged", merged[i]);
     }
     if (gguf) {
       const FormAnswer& g = (*gguf)[i];
@@ -284,9 +289,8 @@ bool check_forms(const ExportForms& f, std::int64_t max_new_tokens, double logpr
                         first_difference(merged[i].prompt, g.prompt));
       else if (const auto d = first_difference(merged[i].tokens, g.tokens); !d.empty())
         parting("merged vs gguf", d, forced_gap_in_llama_cpp(f.gguf, merged[i]), logprob_tolerance);
-      else if (merged[i].stop_id != g.stop_id)  // the same tokens, then one form ends and the other runs on
-        diffs.push_back(fmt::format("after the same {} tokens ours {} and llama.cpp {}", g.tokens.size(),
-                                    ended_at(merged[i].stop_id), ended_at(g.stop_id)));
+      else
+        ended_apart("ours", merged[i], "llama.cpp", g);
       for (const auto& [id, lp] : g.logprobs)
         worst_logprob_gap = std::max(worst_logprob_gap, std::fabs(lp - merged[i].first_logsoftmax[id]));
     }

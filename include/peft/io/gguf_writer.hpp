@@ -1,8 +1,8 @@
 // Writes a GGUF v3 file (llama.cpp's single-file model format): header, typed metadata, tensor
 // infos, then each tensor's bytes at an offset aligned to general.alignment (32). Tensors are
 // produced at write() through callbacks, a bounded window of them at a time on several threads, so
-// a 7B model is never held twice in memory. The file appears atomically (temp + rename): a failed write leaves nothing behind, and
-// an existing file is replaced only when the caller says so. Numbers are written in the host's
+// a 7B model is never held twice in memory. The file appears atomically (temp + rename): a failed
+// write leaves nothing behind, and an existing file is replaced only when the caller says so. Numbers are written in the host's
 // byte order, which GGUF requires to be little-endian (every machine we build for).
 #pragma once
 #include <cstdint>
@@ -91,17 +91,17 @@ class GgufWriter {
     // order: a window holds at most kWindowBytes of encoded tensors (or one larger tensor), and each
     // thread one tensor's fp32 values, so a 7B export never holds the model whole.
     const unsigned threads = worker_threads(8);
+    const auto bytes_of = [&](std::size_t j) { return tensor_bytes(tensors_[j].type, tensors_[j].numel); };
     for (std::size_t i = 0; i < tensors_.size();) {
       std::size_t end = i + 1;
-      std::uint64_t held = tensor_bytes(tensors_[i].type, tensors_[i].numel);
-      while (end < tensors_.size() && end - i < 2 * threads &&
-             held + tensor_bytes(tensors_[end].type, tensors_[end].numel) <= kWindowBytes)
-        held += tensor_bytes(tensors_[end].type, tensors_[end++].numel);
+      for (std::uint64_t held = bytes_of(i);
+           end < tensors_.size() && end - i < 2 * threads && held + bytes_of(end) <= kWindowBytes; ++end)
+        held += bytes_of(end);
       auto made = parallel_map(end - i, threads, [&](std::size_t k) {
         const Tensor& t = tensors_[i + k];
         std::vector<float> values(static_cast<std::size_t>(t.numel), 0.0f);
         t.fill(std::span<float>(values));
-        std::vector<std::byte> bytes(tensor_bytes(t.type, t.numel));
+        std::vector<std::byte> bytes(bytes_of(i + k));
         encode_values(t.type, values, bytes.data());
         return bytes;
       });

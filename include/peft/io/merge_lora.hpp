@@ -155,13 +155,14 @@ inline void require_finite_copied(const SafetensorsFile& in, const StoredTensor&
 }
 inline bool is_floating(DType t) { return torch_dtype_name(t)[0] != '\0'; }
 
-// Stored as `dtype`, is every value still finite? A value rounds to inf from f16's 65520 up, and
-// from bf16's halfway point past its largest finite value (0x7f7f8000) up. The scan is one
-// branch-free pass, as cheap as reading the values; the index is looked for only on a failure.
+// The smallest magnitude that rounds to inf when stored as `dtype` (F16 or BF16): f16's 65520, and
+// bf16's halfway point past its largest finite value (0x7f7f8000).
 inline float rounds_to_inf_from(DType dtype) {
   return dtype == DType::F16 ? 65520.0f : std::bit_cast<float>(0x7f7f8000u);
 }
 
+// Stored as `dtype`, is every value still finite? The scan is one branch-free pass, as cheap as
+// reading the values; the index is looked for only on a failure.
 inline void require_representable(std::span<const float> v, DType dtype, const std::string& where) {
   if (dtype == DType::F32) return;
   const float limit = rounds_to_inf_from(dtype);

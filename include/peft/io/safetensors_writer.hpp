@@ -69,9 +69,7 @@ class SafetensorsWriter {
       add_f32(std::move(name), std::move(shape), values, stored_as);
       return;
     }
-    const auto bytes = std::as_bytes(values);
-    check_entry(name, DType::F32, shape, bytes.size());
-    tensors_.emplace(std::move(name), Entry{DType::F32, std::move(shape), {}, bytes});
+    add_borrowed(std::move(name), DType::F32, std::move(shape), std::as_bytes(values));
   }
 
   // Stores float values as F32, or rounded to BF16 / F16 (round to nearest even, as torch does).
