@@ -142,6 +142,26 @@ function(peft_cuda_program target source)
   install(TARGETS ${target} RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 endfunction()
 
+# peft_cuda_line_editing(target): chat_cuda's line editing and history (examples/infer/line_editor.hpp)
+# through libedit, linked static with what it needs (libbsd, libmd, libtinfo: Debian's libedit-dev
+# pulls in their -dev packages), so the binary still runs on a GPU machine without libedit. Where an
+# archive is missing the program reads plain lines, and configure says so; else sets
+# <target>_LINE_EDITING.
+function(peft_cuda_line_editing target)
+  set(archives "")
+  foreach(lib edit bsd md tinfo)
+    find_library(PEFT_STATIC_LIB${lib} lib${lib}.a)
+    if(NOT PEFT_STATIC_LIB${lib})
+      message(STATUS "${target}: lib${lib}.a not found: no line editing (install libedit-dev)")
+      return()
+    endif()
+    list(APPEND archives ${PEFT_STATIC_LIB${lib}})
+  endforeach()
+  target_link_libraries(${target} PRIVATE ${archives})
+  target_compile_definitions(${target} PRIVATE PEFT_HAVE_LIBEDIT)
+  set(${target}_LINE_EDITING ON PARENT_SCOPE)
+endfunction()
+
 # peft_cuda_bench(target source): a CUDA benchmark program (bench/*.cu), fmt header-only; it
 # includes only the library (include/).
 function(peft_cuda_bench target source)

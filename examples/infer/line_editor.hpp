@@ -1,6 +1,6 @@
 // How chat reads a line on a terminal: through libedit's readline (arrow keys, editing, history
-// within the session) where the program was built with it (PEFT_HAVE_LIBEDIT, the CPU chat), else
-// plain std::getline (chat_cuda, and builds without libedit). Pipes never come here: chat reads
+// within the session) where the program was built with it (PEFT_HAVE_LIBEDIT: chat, and chat_cuda
+// with libedit linked static), else plain std::getline. Pipes never come here: chat reads
 // them with std::getline, so scripts see no prompt or terminal control codes.
 #pragma once
 #include <cstdio>
