@@ -2,8 +2,9 @@
 // infos, then each tensor's bytes at an offset aligned to general.alignment (32). Tensors are
 // produced at write() through callbacks, a bounded window of them at a time on several threads, so
 // a 7B model is never held twice in memory. The file appears atomically (temp + rename): a failed
-// write leaves nothing behind, and an existing file is replaced only when the caller says so. Numbers are written in the host's
-// byte order, which GGUF requires to be little-endian (every machine we build for).
+// write leaves nothing behind, and an existing file is replaced only when the caller says so.
+// Numbers are written in the host's byte order, which GGUF requires to be little-endian (every
+// machine we build for).
 #pragma once
 #include <cstdint>
 #include <filesystem>
