@@ -27,28 +27,21 @@
 #include <cstdlib>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
-#include "peft/kernels/cuda/pdl.cuh"  // launch_pdl, pdl_wait, pdl_release: as the decode step launches
+#include "peft/kernels/cuda/cuda_check.cuh"  // PEFT_CUDA_CHECK
+#include "peft/kernels/cuda/grid_sync.cuh"   // load_acquire
+#include "peft/kernels/cuda/pdl.cuh"         // launch_pdl, pdl_wait, pdl_release: as the decode step launches
+#include "peft/kernels/cuda/rms_norm.cuh"    // detail::warp_sum
 
 using bf16 = __nv_bfloat16;
 using peft::cuda::launch_pdl;
+using peft::cuda::load_acquire;
 using peft::cuda::pdl_release;
 using peft::cuda::pdl_wait;
-#define CK(x)                                                           \
-  do {                                                                  \
-    cudaError_t e_ = (x);                                               \
-    if (e_ != cudaSuccess) {                                            \
-      printf("%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e_)); \
-      exit(1);                                                          \
-    }                                                                   \
-  } while (0)
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
+using peft::cuda::detail::warp_sum;
 __device__ __forceinline__ float dot8(uint4 w, uint4 x) {
   const __nv_bfloat162* a = reinterpret_cast<const __nv_bfloat162*>(&w);
   const __nv_bfloat162* b = reinterpret_cast<const __nv_bfloat162*>(&x);
@@ -196,11 +189,6 @@ struct PJob {
   const bf16* x;
   int rows, in;
 };
-__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
-  unsigned v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
 template <int W_, int S, int P, int MINB>
 __global__ void __launch_bounds__(32 * W_, MINB)
     gemv_persist(const PJob* __restrict__ jobs, int njobs, float* y, unsigned* bar, int xmax) {
@@ -262,7 +250,7 @@ __global__ void __launch_bounds__(32 * W_, MINB)
         __threadfence();
         atomicAdd(bar, 1u);
         const unsigned target = (unsigned)j * gridDim.x;
-        while (ld_acquire(bar) < target) {
+        while (load_acquire(bar) < target) {
         }
       }
       __syncthreads();
@@ -334,11 +322,15 @@ struct Variant {
   std::function<void(const std::vector<Job>&, float*, cudaStream_t)> run_chain;
 };
 static const bf16 *g_x1, *g_x2;
-// Blocks an SM a ring kernel of W warps and `smem` bytes runs (at most `most`).
+// Blocks an SM a kernel of W warps and `smem` bytes runs (at most `most`). The shared-memory limit
+// is raised on a kernel's first call, which comes before any capture (a graph capture refuses it).
 template <class K>
 static int ring_blocks(K kern, int warps, size_t smem, int most) {
+  static std::set<const void*> raised;
+  if (raised.insert(reinterpret_cast<const void*>(kern)).second)
+    PEFT_CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024));
   int n = 0;
-  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kern, 32 * warps, smem));
+  PEFT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kern, 32 * warps, smem));
   n = std::min(n, most);
   if (n < 1) {
     printf("a block of %zu bytes does not fit\n", smem);
@@ -355,7 +347,7 @@ static Variant persist(const char* name) {
     static unsigned* bar = nullptr;
     static std::map<std::pair<const Job*, size_t>, std::pair<PJob*, int>> made;
     cudaStreamCaptureStatus cs;
-    CK(cudaStreamIsCapturing(st, &cs));
+    PEFT_CUDA_CHECK(cudaStreamIsCapturing(st, &cs));
     auto key = std::make_pair(js.data(), js.size());
     auto it = made.find(key);
     if (it == made.end()) {
@@ -363,7 +355,7 @@ static Variant persist(const char* name) {
         printf("persist: prepare before capture\n");
         exit(1);
       }
-      if (!bar) CK(cudaMalloc(&bar, 4));
+      if (!bar) PEFT_CUDA_CHECK(cudaMalloc(&bar, 4));
       std::vector<PJob> h;
       int xmax = 0;
       for (auto& j : js) {
@@ -371,23 +363,22 @@ static Variant persist(const char* name) {
         xmax = std::max(xmax, j.in);
       }
       PJob* d;
-      CK(cudaMalloc(&d, h.size() * sizeof(PJob)));
-      CK(cudaMemcpy(d, h.data(), h.size() * sizeof(PJob), cudaMemcpyHostToDevice));
+      PEFT_CUDA_CHECK(cudaMalloc(&d, h.size() * sizeof(PJob)));
+      PEFT_CUDA_CHECK(cudaMemcpy(d, h.data(), h.size() * sizeof(PJob), cudaMemcpyHostToDevice));
       it = made.emplace(key, std::make_pair(d, xmax)).first;
-      CK(cudaFuncSetAttribute(gemv_persist<W_, S, P, MINB>, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024));
     }
     PJob* d = it->second.first;
     const int xmax = it->second.second;
     auto k = gemv_persist<W_, S, P, MINB>;
     const size_t smem = (size_t)((xmax / 8 + 7) / 8) * 8 * 16 + (size_t)W_ * S * P * 512;
     const int n = ring_blocks(k, W_, smem, MINB);
-    CK(cudaMemsetAsync(bar, 0, 4, st));
+    PEFT_CUDA_CHECK(cudaMemsetAsync(bar, 0, 4, st));
     cudaLaunchConfig_t cfg{};
     cfg.gridDim = n * g_sms;
     cfg.blockDim = 32 * W_;
     cfg.dynamicSmemBytes = smem;
     cfg.stream = st;
-    CK(cudaLaunchKernelEx(&cfg, k, (const PJob*)d, (int)js.size(), y, bar, xmax));
+    PEFT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, k, (const PJob*)d, (int)js.size(), y, bar, xmax));
   };
   return v;
 }
@@ -398,37 +389,32 @@ static Variant v1(const char* name) {
             auto k = gemv_v1<W_, S, P, MINB, BAL>;
             const int vpr = j.in / 8;
             const size_t smem = (size_t)((vpr + 7) / 8) * 8 * 16 + (size_t)W_ * S * P * 512;
-            static bool set = false;
-            if (!set) {
-              CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024));
-              set = true;
-            }
             const int n = ring_blocks(k, W_, smem, MINB);
             launch(k, n * g_sms, 32 * W_, smem, st, j.w, x, y, j.rows, j.in);
           }};
 }
 
-int main(int argc, char** argv) {
+int main() try {
   cudaDeviceProp prop;
-  CK(cudaGetDeviceProperties(&prop, 0));
+  PEFT_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   g_sms = prop.multiProcessorCount;
   printf("device %s, %d SMs, L2 %d MB\n", prop.name, g_sms, prop.l2CacheSize >> 20);
   const int H = 3584, I = 18944, QKV = 4608, V = 151936, L = 28;
   const long long per_layer = (long long)QKV * H + (long long)H * H + 2ll * I * H + (long long)H * I;
   bf16* wbuf;
   const long long total = per_layer * L + (long long)V * H;
-  CK(cudaMalloc(&wbuf, total * 2));
+  PEFT_CUDA_CHECK(cudaMalloc(&wbuf, total * 2));
   fill<<<4096, 256>>>(wbuf, total, 1u);
   bf16 *x1, *x2;
-  CK(cudaMalloc(&x1, H * 2));
-  CK(cudaMalloc(&x2, I * 2));
+  PEFT_CUDA_CHECK(cudaMalloc(&x1, H * 2));
+  PEFT_CUDA_CHECK(cudaMalloc(&x2, I * 2));
   fill<<<64, 256>>>(x1, H, 7u);
   fill<<<64, 256>>>(x2, I, 9u);
   float* y;
-  CK(cudaMalloc(&y, (size_t)V * 4 * 2));
+  PEFT_CUDA_CHECK(cudaMalloc(&y, (size_t)V * 4 * 2));
   g_x1 = x1;
   g_x2 = x2;
-  CK(cudaDeviceSynchronize());
+  PEFT_CUDA_CHECK(cudaDeviceSynchronize());
   std::vector<Job> qkv, o, gu, dn;
   Job head{wbuf + per_layer * L, V, H};
   for (int l = 0; l < L; ++l) {
@@ -457,14 +443,7 @@ int main(int argc, char** argv) {
                 }});
   vs.push_back({"v0", [](const Job& j, const bf16* x, float* y, cudaStream_t st) {
                   const size_t smem = (size_t)j.in * 2;
-                  static bool set = false;
-                  if (!set) {
-                    CK(cudaFuncSetAttribute(gemv_v0, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024));
-                    set = true;
-                  }
-                  int n = 0;
-                  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, gemv_v0, 256, smem));
-                  n = std::min(n, 4);
+                  const int n = ring_blocks(gemv_v0, 8, smem, 4);
                   launch(gemv_v0, std::min(n * g_sms, (j.rows + 7) / 8), 256, smem, st, j.w, x, y, j.rows, j.in);
                 }});
   vs.push_back(v1<8, 4, 4, 2, false>("v1 w8 s4 p4 b2"));
@@ -499,33 +478,33 @@ int main(int argc, char** argv) {
   vs.push_back(persist<8, 8, 2, 2>("persist w8 s8 p2 b2"));
 
   cudaStream_t st;
-  CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  PEFT_CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
   cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
+  PEFT_CUDA_CHECK(cudaEventCreate(&e0));
+  PEFT_CUDA_CHECK(cudaEventCreate(&e1));
   auto time_chain = [&](const Variant& v, const std::vector<Job>& js, int reps) -> double {
     cudaGraph_t g;
     cudaGraphExec_t ge;
     if (v.run_chain) {
       v.run_chain(js, y, st);
-      CK(cudaStreamSynchronize(st));
+      PEFT_CUDA_CHECK(cudaStreamSynchronize(st));
     }
-    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+    PEFT_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
     if (v.run_chain)
       v.run_chain(js, y, st);
     else
       for (const Job& j : js) v.run(j, j.in == H ? x1 : x2, y, st);
-    CK(cudaStreamEndCapture(st, &g));
-    CK(cudaGraphInstantiate(&ge, g, 0));
-    for (int i = 0; i < 3; ++i) CK(cudaGraphLaunch(ge, st));
-    CK(cudaEventRecord(e0, st));
-    for (int i = 0; i < reps; ++i) CK(cudaGraphLaunch(ge, st));
-    CK(cudaEventRecord(e1, st));
-    CK(cudaEventSynchronize(e1));
+    PEFT_CUDA_CHECK(cudaStreamEndCapture(st, &g));
+    PEFT_CUDA_CHECK(cudaGraphInstantiate(&ge, g, 0));
+    for (int i = 0; i < 3; ++i) PEFT_CUDA_CHECK(cudaGraphLaunch(ge, st));
+    PEFT_CUDA_CHECK(cudaEventRecord(e0, st));
+    for (int i = 0; i < reps; ++i) PEFT_CUDA_CHECK(cudaGraphLaunch(ge, st));
+    PEFT_CUDA_CHECK(cudaEventRecord(e1, st));
+    PEFT_CUDA_CHECK(cudaEventSynchronize(e1));
     float ms;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    CK(cudaGraphExecDestroy(ge));
-    CK(cudaGraphDestroy(g));
+    PEFT_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    PEFT_CUDA_CHECK(cudaGraphExecDestroy(ge));
+    PEFT_CUDA_CHECK(cudaGraphDestroy(g));
     return ms / reps;
   };
   auto bytes = [&](const std::vector<Job>& js) {
@@ -543,14 +522,14 @@ int main(int argc, char** argv) {
       for (const Job& j : {o[0], dn[0], gu[0], qkv[0]}) singles.push_back({j});
     for (const auto& one : singles) {
       const Job& j = one[0];
-      CK(cudaMemset(y, 0, (size_t)V * 4));
+      PEFT_CUDA_CHECK(cudaMemset(y, 0, (size_t)V * 4));
       if (v.run_chain)
         v.run_chain(one, y, st);
       else
         v.run(j, j.in == H ? x1 : x2, y, st);
-      CK(cudaStreamSynchronize(st));
+      PEFT_CUDA_CHECK(cudaStreamSynchronize(st));
       std::vector<float> h(j.rows);
-      CK(cudaMemcpy(h.data(), y, j.rows * 4, cudaMemcpyDeviceToHost));
+      PEFT_CUDA_CHECK(cudaMemcpy(h.data(), y, j.rows * 4, cudaMemcpyDeviceToHost));
       out.insert(out.end(), h.begin(), h.end());
     }
   };
@@ -585,4 +564,7 @@ int main(int argc, char** argv) {
   printf("stream chain bandwidth %.0f GB/s; chain bytes %.2f GB; tokens/s at that = %.1f\n", bw_stream,
          bytes(chain) / 1e9, 1e3 / time_chain(vs[0], chain, 20));
   return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "gemv_stream_probe: %s\n", e.what());
+  return 1;
 }
