@@ -24,7 +24,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <functional>
 #include <map>
 #include <set>
@@ -332,10 +331,7 @@ static int ring_blocks(K kern, int warps, size_t smem, int most) {
   int n = 0;
   PEFT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kern, 32 * warps, smem));
   n = std::min(n, most);
-  if (n < 1) {
-    printf("a block of %zu bytes does not fit\n", smem);
-    exit(1);
-  }
+  if (n < 1) throw peft::Error("a block of " + std::to_string(smem) + " bytes does not fit");
   return n;
 }
 
@@ -351,10 +347,7 @@ static Variant persist(const char* name) {
     auto key = std::make_pair(js.data(), js.size());
     auto it = made.find(key);
     if (it == made.end()) {
-      if (cs != cudaStreamCaptureStatusNone) {
-        printf("persist: prepare before capture\n");
-        exit(1);
-      }
+      if (cs != cudaStreamCaptureStatusNone) throw peft::Error("persist: prepare before capture");
       if (!bar) PEFT_CUDA_CHECK(cudaMalloc(&bar, 4));
       std::vector<PJob> h;
       int xmax = 0;
