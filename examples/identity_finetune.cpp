@@ -10,9 +10,10 @@
 // every weight with an fp32 master; saved as model.safetensors + config.json, as on the CPU;
 // `--quant_bits 4`: QLoRA, LoraLm<Nf4Base, Cuda>, the NF4 base on the GPU); `--device auto` (the
 // default) does so when a GPU is present and the run is bfloat16 LoRA, QLoRA or full, and says so;
-// otherwise it runs the CPU compositions. --gradient_checkpointing true (default, as ms-swift) |
+// otherwise it runs the CPU compositions. --gradient_checkpointing true (ms-swift's default) |
 // selective | false picks CudaRecompute, CudaSelective or Cuda after the planned peaks are held
-// against the free memory, the chosen one printed (sft/cuda_activations.cuh).
+// against the free memory, auto (ours) the fastest that fits; the chosen one is printed
+// (sft/cuda_activations.cuh).
 //   identity_finetune_cuda --device cuda --model Qwen2.5-7B-Instruct --dataset self_cognition.json ...
 //   NPROC_PER_NODE=2 identity_finetune_cuda --device cuda ...   # data-parallel over NCCL (docs/multi_gpu.md)
 #include <fmt/format.h>

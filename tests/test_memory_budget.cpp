@@ -13,7 +13,9 @@
 using namespace peft;
 using namespace peft::cuda;
 using Catch::Contains;
+using Catch::EndsWith;
 using Catch::Equals;
+using Catch::StartsWith;
 
 namespace {
 
@@ -73,14 +75,41 @@ TEST_CASE("a plan fits when it and the unplanned reserve fit the free memory") {
   CHECK_FALSE(fits(recompute, recompute.total() + kUnplannedReserve - 1));
 }
 
-TEST_CASE("gradient_checkpointing takes true, false and selective, and names a bad value") {
+TEST_CASE("gradient_checkpointing takes auto, true, false and selective, and names a bad value") {
+  CHECK(parse_gradient_checkpointing("auto") == Activations::kAuto);
   CHECK(parse_gradient_checkpointing("true") == Activations::kRecompute);
   CHECK(parse_gradient_checkpointing("True") == Activations::kRecompute);
   CHECK(parse_gradient_checkpointing("false") == Activations::kKeep);
   CHECK(parse_gradient_checkpointing("0") == Activations::kKeep);
   CHECK(parse_gradient_checkpointing("selective") == Activations::kSelective);
   CHECK_THROWS_WITH(parse_gradient_checkpointing("partial"),
-                    Contains("--gradient_checkpointing: 'partial' is not supported (valid: true, false, selective)"));
+                    Contains("--gradient_checkpointing: 'partial' is not supported (valid: auto, true, false, selective)"));
+}
+
+TEST_CASE("gradient_checkpointing auto takes the fastest plan that fits and names the leaner ones") {
+  ActivationChoice c = choose_activations(Activations::kAuto, keep, selective, recompute, 80 * GB);
+  CHECK(c.policy == Activations::kKeep);
+  CHECK_THAT(c.note, StartsWith("[memory] --gradient_checkpointing auto (the fastest plan that fits): false, keep every "
+                                "layer's activations; planned peak 23.10 GB") &&
+                         Contains("80.00 GB free; to use less memory: --gradient_checkpointing selective (18.50 GB), "
+                                  "true (16.80 GB)") &&
+                         !Contains("too large"));
+  c = choose_activations(Activations::kAuto, keep, selective, recompute, 23 * GB);  // a 24 GB card
+  CHECK(c.policy == Activations::kSelective);
+  CHECK_THAT(c.note, Contains("auto (the fastest plan that fits): selective, keep the attention side") &&
+                         Contains("23.00 GB free (too large: false 23.10 GB); to use less memory: "
+                                  "--gradient_checkpointing true (16.80 GB)"));
+  c = choose_activations(Activations::kAuto, keep, selective, recompute, 18 * GB);
+  CHECK(c.policy == Activations::kRecompute);
+  CHECK_THAT(c.note, EndsWith("18.00 GB free (too large: false 23.10 GB, selective 18.50 GB)"));
+  // the boundary is fits(): the plan plus the unplanned reserve
+  CHECK(choose_activations(Activations::kAuto, keep, selective, recompute, keep.total() + kUnplannedReserve).policy ==
+        Activations::kKeep);
+  CHECK(choose_activations(Activations::kAuto, keep, selective, recompute, keep.total() + kUnplannedReserve - 1)
+            .policy == Activations::kSelective);
+  CHECK_THROWS_WITH(choose_activations(Activations::kAuto, keep, selective, recompute, 12 * GB),
+                    Contains("--gradient_checkpointing auto: keep-all plans 23.10 GB, and even recompute plans 16.80 GB") &&
+                        Contains("12.00 GB free"));
 }
 
 TEST_CASE("gradient_checkpointing true recomputes even when keeping would fit") {
@@ -210,7 +239,7 @@ TEST_CASE("recompute_num_layers' range is 0 to the layer count or -1, the error 
 }
 
 TEST_CASE("the policy that ran is written back as the flag's value that asks for it") {
-  for (const Activations a : {Activations::kKeep, Activations::kSelective, Activations::kRecompute})
+  for (const Activations a : {Activations::kKeep, Activations::kSelective, Activations::kRecompute, Activations::kAuto})
     CHECK(parse_gradient_checkpointing(gradient_checkpointing_flag(a)) == a);
   CHECK(std::string(gradient_checkpointing_flag(Activations::kKeep)) == "false");
   CHECK(std::string(gradient_checkpointing_flag(Activations::kRecompute)) == "true");
@@ -249,7 +278,7 @@ TEST_CASE("a run whose kept layers do not fit is told to raise --recompute_num_l
                     Contains("the run does not fit the GPU") && !Contains("--recompute_num_layers"));
 }
 
-TEST_CASE("kept layers: described when given, taken when false does not fit, named when true or selective") {
+TEST_CASE("kept layers: described when given, taken when false or auto does not fit, named when true or selective") {
   const PlannedMemory kept_plan{15'300'000'000, 900'000'000, 200'000'000, 600'000'000};  // recompute + 0.20 GB
   int counted = 0;  // the one-kept plan is counted only when the answer needs it
   const auto one_kept = [&] { return ++counted, kept_plan; };
@@ -270,12 +299,17 @@ TEST_CASE("kept layers: described when given, taken when false does not fit, nam
   CHECK(a.recompute_num_layers == 18);
   CHECK_THAT(a.note, Contains("[memory] the layers that fit keep everything, as --gradient_checkpointing false asked: "
                               "--gradient_checkpointing true --recompute_num_layers 18"));
+  // auto asked (the programs' default), fell back: taken, as for false.
+  a = advise_kept_layers(Activations::kAuto, Activations::kRecompute, -1, keep, recompute, one_kept, 28, free);
+  CHECK(a.recompute_num_layers == 18);
+  CHECK_THAT(a.note, Contains("[memory] the layers that fit keep everything, as --gradient_checkpointing auto asked: "
+                              "--gradient_checkpointing true --recompute_num_layers 18"));
   // Nothing to say: keep-all fits, or was chosen, or not one layer more fits, or the plans do not step.
   CHECK(advise_kept_layers(Activations::kRecompute, Activations::kRecompute, -1, keep, recompute, one_kept, 28, 80 * GB)
             .note.empty());
   CHECK(advise_kept_layers(Activations::kKeep, Activations::kKeep, -1, keep, recompute, one_kept, 28, 80 * GB)
             .note.empty());
-  CHECK(counted == 2);  // the two runs above that named or took kept layers
+  CHECK(counted == 3);  // the three runs above that named or took kept layers
   a = advise_kept_layers(Activations::kKeep, Activations::kRecompute, -1, keep, recompute, one_kept, 28,
                          16'900'000'000 + kUnplannedReserve);
   CHECK(a.note.empty());

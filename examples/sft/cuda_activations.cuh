@@ -58,7 +58,8 @@ int with_cuda_activations(SftArgs& a, std::int64_t longest, Program&& program) {
   switch (c.policy) {
     case cuda::Activations::kKeep: return program.template operator()<Cuda>();
     case cuda::Activations::kSelective: return program.template operator()<CudaSelective>();
-    case cuda::Activations::kRecompute: break;
+    case cuda::Activations::kRecompute:
+    case cuda::Activations::kAuto: break;  // chosen is never auto
   }
   return program.template operator()<CudaRecompute>();
 }

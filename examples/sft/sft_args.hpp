@@ -46,8 +46,9 @@ struct SftArgs {
   std::string device = "auto";
   int cuda_device = 0;  // not a flag: the GPU of this rank (LOCAL_RANK), set by the CUDA program
   bool add_version = true;
-  // The CUDA programs' activation policy: --gradient_checkpointing true (ms-swift's default) | false | selective
-  cuda::Activations gradient_checkpointing = cuda::Activations::kRecompute;
+  // The CUDA programs' activation policy: --gradient_checkpointing auto (ours, the default: the fastest
+  // plan that fits) | true (ms-swift's default) | false | selective; the policy that runs once chosen
+  cuda::Activations gradient_checkpointing = cuda::Activations::kAuto;
   // With true or selective: how many layers, from the first, rebuild; the rest keep everything
   // (Megatron-SWIFT's --recompute_num_layers, block method). -1: all of them.
   int recompute_num_layers = -1;
@@ -216,7 +217,7 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
   SftArgs a;
   std::vector<std::string> datasets, val_datasets, targets = {"all-linear"}, model_name, model_author;
   std::string overwrite = "false", ignore_mismatch = "false", use_rslora = "false";
-  std::string add_version = "true", dataset_shuffle = "true", loader_shuffle = "true", checkpointing = "true";
+  std::string add_version = "true", dataset_shuffle = "true", loader_shuffle = "true", checkpointing = "auto";
   TrainingArguments& t = a.train;
   t.weight_decay = 0.1;
   t.lr_scheduler_type = "cosine";
@@ -295,11 +296,12 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
        "resume although the run's settings (dataset, lr, schedule, rank, seeds, ...) differ from the checkpoint's")
       ("torch_dtype", po::value(&a.torch_dtype), "float32 | bfloat16; default: config.json's (the embedded model: bfloat16)")
       ("device", po::value(&a.device)->default_value("auto"), "cpu | cuda | auto")
-      ("gradient_checkpointing", bool_flag(&checkpointing, "true"),
-       "GPU: recompute each layer's activations in the backward (true), keep them all (false), or keep the "
+      ("gradient_checkpointing", bool_flag(&checkpointing, "auto"),
+       "GPU: the fastest of the plans below that fits the free memory (auto; ms-swift's default is true), "
+       "recompute each layer's activations in the backward (true), keep them all (false), or keep the "
        "attention side and rebuild the norms and gate/up (selective, ~1/3 of keep's activation memory at half "
        "of recompute's extra work); a plan that does not fit the free memory falls back to the next leaner one. "
-       "The CPU keeps them all")
+       "The numbers are the same under each. The CPU keeps them all")
       ("recompute_num_layers", po::value(&a.recompute_num_layers)->default_value(-1),
        "GPU, with --gradient_checkpointing true or selective: only the first N layers recompute (Megatron-SWIFT's "
        "block method); the layers above them keep all their activations, faster for more memory (-1: every layer)")
@@ -413,6 +415,8 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
     require(a.recompute_num_layers < 0 || a.gradient_checkpointing != cuda::Activations::kKeep,
             "--recompute_num_layers {} with --gradient_checkpointing false: every layer already keeps its "
             "activations; use --gradient_checkpointing true or selective", a.recompute_num_layers);
+    // Megatron-SWIFT's flag goes with full recompute: asked for without a policy, that is the one
+    if (a.gradient_checkpointing == cuda::Activations::kAuto) a.gradient_checkpointing = cuda::Activations::kRecompute;
   }
   a.overwrite = detail::parse_bool("overwrite", overwrite);
   t.ignore_args_mismatch = detail::parse_bool("ignore_args_mismatch", ignore_mismatch);

@@ -1,7 +1,7 @@
-# --gradient_checkpointing (ms-swift's flag, default true) is a real flag now: it picks the CUDA
-# programs' activation policy (docs/cuda_backend.md, "Memory"). The CPU program takes it, says it
-# keeps every activation there (also for our third value, selective), and refuses any other value,
-# naming the flag.
+# --gradient_checkpointing (ms-swift's flag, default true there; ours defaults to auto, the fastest
+# plan that fits) picks the CUDA programs' activation policy (docs/cuda_backend.md, "Memory"). The
+# CPU program takes it, says it keeps every activation there (also for our values selective and
+# auto), and refuses any other value, naming the flag.
 set(PEFT_GC_BASE --model ${PEFT_TINY}/model --dataset ${PEFT_TINY}/tokens.jsonl --add_version false)
 peft_cli_test(gradient_checkpointing_on_cpu
   ARGS ${PEFT_GC_BASE} --max_steps 1 --output_dir out --gradient_checkpointing false
@@ -11,7 +11,7 @@ peft_cli_test(gradient_checkpointing_selective_on_cpu
   REGEX "--gradient_checkpointing chooses the GPU's activation policy. the CPU backend keeps every activation")
 peft_cli_test(gradient_checkpointing_bad_value FAIL
   ARGS ${PEFT_GC_BASE} --gradient_checkpointing sometimes
-  REGEX "--gradient_checkpointing: 'sometimes' is not supported .valid: true, false, selective.")
+  REGEX "--gradient_checkpointing: 'sometimes' is not supported .valid: auto, true, false, selective.")
 # --recompute_num_layers (Megatron-SWIFT's, block method): the first N layers rebuild on the GPU, the
 # rest keep everything. The CPU program takes it with the same note; it is refused with
 # --gradient_checkpointing false (nothing is rebuilt there) and outside 0 to the model's layer count,
@@ -27,6 +27,16 @@ add_test(NAME cli_recompute_num_layers_args_json COMMAND ${CMAKE_COMMAND}
   "-DEXPECT_REGEX=\"gradient_checkpointing\": \"selective\"|\"recompute_num_layers\": 1,"
   -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/expect_file.cmake)
 set_tests_properties(cli_recompute_num_layers_args_json PROPERTIES FIXTURES_REQUIRED recompute_layers_run)
+# Given alone, --recompute_num_layers asks for recompute (Megatron-SWIFT's pairing), not auto.
+peft_cli_test(recompute_num_layers_implies_true
+  ARGS ${PEFT_GC_BASE} --max_steps 1 --output_dir out --recompute_num_layers 1
+  FILES out/args.json)
+set_tests_properties(cli_recompute_num_layers_implies_true PROPERTIES FIXTURES_SETUP recompute_layers_alone_run)
+add_test(NAME cli_recompute_num_layers_alone_args_json COMMAND ${CMAKE_COMMAND}
+  -DFILE=${PEFT_CLI_WORK}/recompute_num_layers_implies_true/out/args.json
+  "-DEXPECT_REGEX=\"gradient_checkpointing\": \"true\"|\"recompute_num_layers\": 1,"
+  -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/expect_file.cmake)
+set_tests_properties(cli_recompute_num_layers_alone_args_json PROPERTIES FIXTURES_REQUIRED recompute_layers_alone_run)
 peft_cli_test(recompute_num_layers_with_keep FAIL
   ARGS ${PEFT_GC_BASE} --gradient_checkpointing false --recompute_num_layers 1
   REGEX "--recompute_num_layers 1 with --gradient_checkpointing false: every layer already keeps its activations")

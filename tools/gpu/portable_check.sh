@@ -6,7 +6,7 @@
 #      cuobjdump lists what each binary holds;
 #   2. meanwhile, memory: identity_finetune_cuda (prebuilt on a development machine: BIN_DIR) with the
 #      recipe's flags on a 7B-shaped checkpoint (tools/gpu/sparse_7b_checkpoint.py), default
-#      --gradient_checkpointing and false, peak device memory sampled by nvidia-smi every 100 ms;
+#      --gradient_checkpointing (auto), true and false, peak device memory sampled by nvidia-smi every 100 ms;
 #      then the same false run with all but ~22 GB of the GPU held by another process (a 24 GB
 #      card after its desktop), where the program must switch to recompute by itself;
 #   3. runs the model, decode, loader and attention tests on the PTX build with the portable
@@ -76,7 +76,8 @@ if [[ -n "$bin" && -x "$bin/identity_finetune_cuda" ]]; then
     row "memory $label" "rc $rc; ${plan:-no plan}; ${used:-?}; nvidia-smi peak ${peak:-?} MiB"
   }
   rm -f "$out/memory.log"
-  memrun "default"
+  memrun "default (auto)"
+  memrun "checkpointing" --gradient_checkpointing true
   memrun "no-checkpointing" --gradient_checkpointing false
   # All but ~22 GB held by another process: the GPU looks like a 24 GB card with its desktop.
   free_mib=$(nvidia-smi --query-gpu=memory.free --format=csv,noheader,nounits | head -1)

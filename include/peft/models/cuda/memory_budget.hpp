@@ -50,20 +50,31 @@ inline std::string describe(const PlannedMemory& p) {
 
 inline bool fits(const PlannedMemory& p, std::size_t free_bytes) { return p.total() + kUnplannedReserve <= free_bytes; }
 
-// What the forward keeps (policies/cuda_device.hpp: Cuda, CudaSelective, CudaRecompute).
-enum class Activations { kKeep, kSelective, kRecompute };
+// What the forward keeps (policies/cuda_device.hpp: Cuda, CudaSelective, CudaRecompute). kAuto is
+// only ever asked for, never run: the fastest of the three whose plan fits.
+enum class Activations { kKeep, kSelective, kRecompute, kAuto };
 
-// --gradient_checkpointing's values: ms-swift's true | false, and our `selective` (keep the
-// attention side, rebuild the norms and gate/up before each layer's backward).
+// --gradient_checkpointing's values: ms-swift's true | false, and ours: `selective` (keep the
+// attention side, rebuild the norms and gate/up before each layer's backward) and `auto` (the
+// programs' default: the fastest plan that fits the free memory). The policies give the same
+// numbers (cuda_test_model), so only memory and speed depend on the choice; ms-swift defaults to
+// true because HF's keep-all needs about twice our plan.
 inline Activations parse_gradient_checkpointing(const std::string& v) {
   if (v == "true" || v == "True" || v == "1") return Activations::kRecompute;
   if (v == "false" || v == "False" || v == "0") return Activations::kKeep;
   if (v == "selective") return Activations::kSelective;
-  throw Error("--gradient_checkpointing: '" + v + "' is not supported (valid: true, false, selective)");
+  if (v == "auto") return Activations::kAuto;
+  throw Error("--gradient_checkpointing: '" + v + "' is not supported (valid: auto, true, false, selective)");
 }
 // The flag's value that asks for `a` (args.json records the policy that ran).
 inline const char* gradient_checkpointing_flag(Activations a) {
-  return a == Activations::kKeep ? "false" : a == Activations::kSelective ? "selective" : "true";
+  switch (a) {
+    case Activations::kKeep: return "false";
+    case Activations::kSelective: return "selective";
+    case Activations::kRecompute: return "true";
+    case Activations::kAuto: break;
+  }
+  return "auto";
 }
 
 // What --recompute_num_layers n does to a model of `layers` layers under recompute or selective, for
@@ -129,9 +140,10 @@ KeptLayersAdvice advise_kept_layers(Activations asked, Activations chosen, int g
                            std::string(chosen == Activations::kSelective ? "selective" : "true") +
                            " --recompute_num_layers " + std::to_string(f.rebuilt) + " (planned peak " + gb(f.planned) +
                            ": " + describe_recompute_layers(f.rebuilt, layers) + ")";
-  if (asked == Activations::kKeep) {
+  if (asked == Activations::kKeep || asked == Activations::kAuto) {
     a.recompute_num_layers = f.rebuilt;
-    a.note = "[memory] the layers that fit keep everything, as --gradient_checkpointing false asked: " + what;
+    a.note = "[memory] the layers that fit keep everything, as --gradient_checkpointing " +
+             std::string(gradient_checkpointing_flag(asked)) + " asked: " + what;
   } else {
     a.note = "[memory] faster within the free memory: " + what;
   }
@@ -144,9 +156,11 @@ struct ActivationChoice {
 };
 
 // The asked policy when its plan fits the free memory, else the next leaner one that fits (keep ->
-// selective -> recompute), saying why; `true` (ms-swift's default) asks for recompute. The note
-// names the faster plans that would fit too. Throws, with the numbers, when not even recompute fits
-// (`layers_kept`: the plans keep some layers whole, --recompute_num_layers, which the advice names).
+// selective -> recompute), saying why; `true` (ms-swift's default) asks for recompute, `auto` for the
+// first that fits from keep on. The note names the faster plans that would fit too (auto: the
+// leaner ones, for a run that must leave memory to others). Throws, with the numbers, when not even
+// recompute fits (`layers_kept`: the plans keep some layers whole, --recompute_num_layers, which the
+// advice names).
 inline ActivationChoice choose_activations(Activations asked, const PlannedMemory& keep, const PlannedMemory& selective,
                                            const PlannedMemory& recompute, std::size_t free_bytes,
                                            bool layers_kept = false) {
@@ -162,15 +176,16 @@ inline ActivationChoice choose_activations(Activations asked, const PlannedMemor
       {Activations::kSelective, selective,
        "keep the attention side, rebuild the norms and gate/up before each layer's backward"},
       {Activations::kRecompute, recompute, "recompute each layer in the backward"}};
-  std::size_t i = static_cast<std::size_t>(asked);
+  const bool automatic = asked == Activations::kAuto;
+  std::size_t i = automatic ? 0 : static_cast<std::size_t>(asked);
   const Option& first = options[i];
   while (i + 1 < std::size(options) && !fits(options[i].plan, free_bytes)) ++i;
   const Option& o = options[i];
   if (!fits(o.plan, free_bytes)) {
-    const std::string what = i == static_cast<std::size_t>(asked)
-                                 ? std::string("--gradient_checkpointing true (recompute)")
-                                 : "--gradient_checkpointing " + std::string(first.flag()) + " plans " +
-                                       gb(first.plan.total()) + ", and even recompute";
+    const std::string asked_s = automatic ? std::string("auto: keep-all") : std::string(first.flag());
+    const std::string what = &o == &first ? std::string("--gradient_checkpointing true (recompute)")
+                                          : "--gradient_checkpointing " + asked_s + " plans " +
+                                                gb(first.plan.total()) + ", and even recompute";
     throw Error("the run does not fit the GPU: " + what + " plans " + describe(o.plan) + " but there is " + free_s +
                 "; " + std::string(layers_kept ? "raise --recompute_num_layers (or leave it out), " : "") +
                 "lower --max_length or --per_device_train_batch_size / --per_device_eval_batch_size, "
@@ -178,7 +193,17 @@ inline ActivationChoice choose_activations(Activations asked, const PlannedMemor
   }
   ActivationChoice c;
   c.policy = o.policy;
-  if (&o == &first) {
+  if (automatic) {
+    std::string passed;  // the faster plans that did not fit, then the leaner ones a user may ask for
+    for (const Option* p = options; p != &o; ++p) passed += ", " + std::string(p->flag()) + " " + gb(p->plan.total());
+    std::string leaner;
+    for (const Option* p = &o + 1; p != std::end(options); ++p)
+      leaner += (leaner.empty() ? "" : ", ") + std::string(p->flag()) + " (" + gb(p->plan.total()) + ")";
+    c.note = "[memory] --gradient_checkpointing auto (the fastest plan that fits): " + std::string(o.flag()) + ", " +
+             o.what + "; planned peak " + describe(o.plan) + ", " + gb(free_bytes) + " free" +
+             (passed.empty() ? "" : " (too large:" + passed.substr(1) + ")") +
+             (leaner.empty() ? "" : "; to use less memory: --gradient_checkpointing " + leaner);
+  } else if (&o == &first) {
     c.note = "[memory] --gradient_checkpointing " + std::string(o.flag()) + ": " + o.what + "; planned peak " +
              describe(o.plan) + ", " + gb(free_bytes) + " free";
     std::string faster;  // the plans that keep more, and so run faster, and would fit too
