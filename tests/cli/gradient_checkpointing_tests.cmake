@@ -20,23 +20,15 @@ peft_cli_test(recompute_num_layers_on_cpu
   ARGS ${PEFT_GC_BASE} --max_steps 1 --output_dir out --gradient_checkpointing selective --recompute_num_layers 1
   REGEX "--recompute_num_layers chooses the GPU's activation policy. the CPU backend keeps every activation"
   FILES out/args.json)
-set_tests_properties(cli_recompute_num_layers_on_cpu PROPERTIES FIXTURES_SETUP recompute_layers_run)
 # args.json records the policy (the GPU programs write the one that ran) and the layer count.
-add_test(NAME cli_recompute_num_layers_args_json COMMAND ${CMAKE_COMMAND}
-  -DFILE=${PEFT_CLI_WORK}/recompute_num_layers_on_cpu/out/args.json
-  "-DEXPECT_REGEX=\"gradient_checkpointing\": \"selective\"|\"recompute_num_layers\": 1,"
-  -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/expect_file.cmake)
-set_tests_properties(cli_recompute_num_layers_args_json PROPERTIES FIXTURES_REQUIRED recompute_layers_run)
+peft_expect_file(recompute_num_layers_args_json recompute_num_layers_on_cpu out/args.json
+  "\"gradient_checkpointing\": \"selective\"|\"recompute_num_layers\": 1,")
 # Given alone, --recompute_num_layers asks for recompute (Megatron-SWIFT's pairing), not auto.
 peft_cli_test(recompute_num_layers_implies_true
   ARGS ${PEFT_GC_BASE} --max_steps 1 --output_dir out --recompute_num_layers 1
   FILES out/args.json)
-set_tests_properties(cli_recompute_num_layers_implies_true PROPERTIES FIXTURES_SETUP recompute_layers_alone_run)
-add_test(NAME cli_recompute_num_layers_alone_args_json COMMAND ${CMAKE_COMMAND}
-  -DFILE=${PEFT_CLI_WORK}/recompute_num_layers_implies_true/out/args.json
-  "-DEXPECT_REGEX=\"gradient_checkpointing\": \"true\"|\"recompute_num_layers\": 1,"
-  -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/expect_file.cmake)
-set_tests_properties(cli_recompute_num_layers_alone_args_json PROPERTIES FIXTURES_REQUIRED recompute_layers_alone_run)
+peft_expect_file(recompute_num_layers_alone_args_json recompute_num_layers_implies_true out/args.json
+  "\"gradient_checkpointing\": \"true\"|\"recompute_num_layers\": 1,")
 peft_cli_test(recompute_num_layers_with_keep FAIL
   ARGS ${PEFT_GC_BASE} --gradient_checkpointing false --recompute_num_layers 1
   REGEX "--recompute_num_layers 1 with --gradient_checkpointing false: every layer already keeps its activations")
