@@ -91,17 +91,18 @@ TEST_CASE("gradient_checkpointing auto takes the fastest plan that fits and name
   CHECK(c.policy == Activations::kKeep);
   CHECK_THAT(c.note, StartsWith("[memory] --gradient_checkpointing auto (the fastest plan that fits): false, keep every "
                                 "layer's activations; planned peak 23.10 GB") &&
-                         Contains("80.00 GB free; to use less memory: --gradient_checkpointing selective (18.50 GB), "
-                                  "true (16.80 GB)") &&
+                         Contains("80.00 GB free on the GPU (0.54 GB of it kept for cuBLAS and graphs); to use less "
+                                  "memory: --gradient_checkpointing selective (18.50 GB), true (16.80 GB)") &&
                          !Contains("too large"));
   c = choose_activations(Activations::kAuto, keep, selective, recompute, 23 * GB);  // a 24 GB card
   CHECK(c.policy == Activations::kSelective);
   CHECK_THAT(c.note, Contains("auto (the fastest plan that fits): selective, keep the attention side") &&
-                         Contains("23.00 GB free (too large: false 23.10 GB); to use less memory: "
-                                  "--gradient_checkpointing true (16.80 GB)"));
+                         Contains("23.00 GB free on the GPU (0.54 GB of it kept for cuBLAS and graphs); too large: "
+                                  "false 23.10 GB; to use less memory: --gradient_checkpointing true (16.80 GB)"));
   c = choose_activations(Activations::kAuto, keep, selective, recompute, 18 * GB);
   CHECK(c.policy == Activations::kRecompute);
-  CHECK_THAT(c.note, EndsWith("18.00 GB free (too large: false 23.10 GB, selective 18.50 GB)"));
+  CHECK_THAT(c.note, EndsWith("18.00 GB free on the GPU (0.54 GB of it kept for cuBLAS and graphs); too large: "
+                               "false 23.10 GB, selective 18.50 GB"));
   // the boundary is fits(): the plan plus the unplanned reserve
   CHECK(choose_activations(Activations::kAuto, keep, selective, recompute, keep.total() + kUnplannedReserve).policy ==
         Activations::kKeep);

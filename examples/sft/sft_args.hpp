@@ -415,8 +415,13 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
     require(a.recompute_num_layers < 0 || a.gradient_checkpointing != cuda::Activations::kKeep,
             "--recompute_num_layers {} with --gradient_checkpointing false: every layer already keeps its "
             "activations; use --gradient_checkpointing true or selective", a.recompute_num_layers);
-    // Megatron-SWIFT's flag goes with full recompute: asked for without a policy, that is the one
-    if (a.gradient_checkpointing == cuda::Activations::kAuto) a.gradient_checkpointing = cuda::Activations::kRecompute;
+    // Megatron-SWIFT's flag goes with full recompute: N given without a policy asks for that one
+    if (a.recompute_num_layers >= 0 && a.gradient_checkpointing == cuda::Activations::kAuto) {
+      require(vm["gradient_checkpointing"].defaulted(),
+              "--recompute_num_layers {} with --gradient_checkpointing auto: the layers it rebuilds depend on the "
+              "policy; use --gradient_checkpointing true or selective", a.recompute_num_layers);
+      a.gradient_checkpointing = cuda::Activations::kRecompute;
+    }
   }
   a.overwrite = detail::parse_bool("overwrite", overwrite);
   t.ignore_args_mismatch = detail::parse_bool("ignore_args_mismatch", ignore_mismatch);

@@ -29,6 +29,9 @@ peft_cli_test(recompute_num_layers_implies_true
   FILES out/args.json)
 peft_expect_file(recompute_num_layers_alone_args_json recompute_num_layers_implies_true out/args.json
   "\"gradient_checkpointing\": \"true\"|\"recompute_num_layers\": 1,")
+peft_cli_test(recompute_num_layers_with_auto FAIL
+  ARGS ${PEFT_GC_BASE} --gradient_checkpointing auto --recompute_num_layers 1
+  REGEX "--recompute_num_layers 1 with --gradient_checkpointing auto: the layers it rebuilds depend on the policy")
 peft_cli_test(recompute_num_layers_with_keep FAIL
   ARGS ${PEFT_GC_BASE} --gradient_checkpointing false --recompute_num_layers 1
   REGEX "--recompute_num_layers 1 with --gradient_checkpointing false: every layer already keeps its activations")

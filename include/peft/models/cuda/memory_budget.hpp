@@ -200,8 +200,8 @@ inline ActivationChoice choose_activations(Activations asked, const PlannedMemor
     for (const Option* p = &o + 1; p != std::end(options); ++p)
       leaner += (leaner.empty() ? "" : ", ") + std::string(p->flag()) + " (" + gb(p->plan.total()) + ")";
     c.note = "[memory] --gradient_checkpointing auto (the fastest plan that fits): " + std::string(o.flag()) + ", " +
-             o.what + "; planned peak " + describe(o.plan) + ", " + gb(free_bytes) + " free" +
-             (passed.empty() ? "" : " (too large:" + passed.substr(1) + ")") +
+             o.what + "; planned peak " + describe(o.plan) + ", " + free_s +
+             (passed.empty() ? "" : "; too large:" + passed.substr(1)) +
              (leaner.empty() ? "" : "; to use less memory: --gradient_checkpointing " + leaner);
   } else if (&o == &first) {
     c.note = "[memory] --gradient_checkpointing " + std::string(o.flag()) + ": " + o.what + "; planned peak " +
