@@ -11,10 +11,11 @@ function(peft_cli_test name)
   peft_program_test(${T_PROGRAM} ${name} ${T_UNPARSED_ARGUMENTS})
 endfunction()
 # peft_expect_file(NAME PRODUCER FILE REGEX): cli_NAME checks FILE (relative to cli_PRODUCER's work
-# folder) against expect_file.cmake's '|'-separated REGEX, after cli_PRODUCER has run.
+# folder) against expect_file.cmake's '|'-separated REGEX, after cli_PRODUCER has run. The fixture
+# is appended, so a producer other tests already depend on keeps its own.
 function(peft_expect_file name producer file regex)
   add_test(NAME cli_${name} COMMAND ${CMAKE_COMMAND} -DFILE=${PEFT_CLI_WORK}/${producer}/${file}
     "-DEXPECT_REGEX=${regex}" -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/expect_file.cmake)
-  set_tests_properties(cli_${producer} PROPERTIES FIXTURES_SETUP ${producer}_wrote)
+  set_property(TEST cli_${producer} APPEND PROPERTY FIXTURES_SETUP ${producer}_wrote)
   set_tests_properties(cli_${name} PROPERTIES FIXTURES_REQUIRED ${producer}_wrote)
 endfunction()

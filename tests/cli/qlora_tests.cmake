@@ -9,10 +9,8 @@ peft_cli_test(qlora_tiny_run
   REGEX "held in NF4.*quantised on load"
   FILES out/args.json out/checkpoint-4/adapter_model.safetensors out/checkpoint-4/adapter_config.json)
 set_tests_properties(cli_qlora_tiny_run PROPERTIES FIXTURES_SETUP qlora_run)
-add_test(NAME cli_qlora_args_json COMMAND ${CMAKE_COMMAND} -DFILE=${PEFT_CLI_WORK}/qlora_tiny_run/out/args.json
-  "-DEXPECT_REGEX=\"quant_method\": \"bnb\"|\"quant_bits\": 4|\"bnb_4bit_quant_type\": \"nf4\"|\"bnb_4bit_use_double_quant\": true|\"bnb_4bit_compute_dtype\": \"bfloat16\""
-  -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/expect_file.cmake)
-set_tests_properties(cli_qlora_args_json PROPERTIES FIXTURES_REQUIRED qlora_run)
+peft_expect_file(qlora_args_json qlora_tiny_run out/args.json
+  "\"quant_method\": \"bnb\"|\"quant_bits\": 4|\"bnb_4bit_quant_type\": \"nf4\"|\"bnb_4bit_use_double_quant\": true|\"bnb_4bit_compute_dtype\": \"bfloat16\"")
 peft_program_test(merge_lora qlora_merge ARGS --model ${PEFT_TINY}/model --adapters ${PEFT_CLI_WORK}/qlora_tiny_run/out/checkpoint-4
   --output_dir merged REGEX "trained with QLoRA.*merged into the original bf16 base" FILES merged/model.safetensors)
 set_tests_properties(cli_qlora_merge PROPERTIES FIXTURES_REQUIRED qlora_run)

@@ -43,12 +43,8 @@ peft_program_test(chat chat_val_dataset_several SETUP ${CHAT_SETUP}
 # --result_path appends, as ms-swift's: the earlier line stays (its missing newline added), ours follow.
 peft_program_test(chat chat_result_path_appends SETUP ${CMAKE_CURRENT_SOURCE_DIR}/cli/make_existing_results.cmake
   ARGS --max_new_tokens 8 --result_path answers.jsonl INPUT "hello" JSONL_LINES 1)
-set_tests_properties(cli_chat_result_path_appends PROPERTIES FIXTURES_SETUP chat_appended)
-add_test(NAME cli_chat_result_path_appends_kept COMMAND ${CMAKE_COMMAND}
-  -DFILE=${PEFT_CLI_WORK}/chat_result_path_appends/answers.jsonl
-  "-DEXPECT_REGEX=^\\{\"query\":\"earlier\",\"response\":\"kept\"\\}\n\\{\"query\":\"hello\",\"response\":\"[^\n]+\"\\}\n$"
-  -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/expect_file.cmake)
-set_tests_properties(cli_chat_result_path_appends_kept PROPERTIES FIXTURES_REQUIRED chat_appended)
+peft_expect_file(chat_result_path_appends_kept chat_result_path_appends answers.jsonl
+  "^\\{\"query\":\"earlier\",\"response\":\"kept\"\\}\n\\{\"query\":\"hello\",\"response\":\"[^\n]+\"\\}\n$")
 peft_program_test(chat chat_result_path_is_a_folder FAIL SETUP ${OUT_EXISTS} ARGS --model nowhere --result_path out
   INPUT "hello" REGEX "--result_path out: is a folder; give the path of a JSONL file")
 
@@ -77,12 +73,8 @@ peft_program_test(export export_max_shard_size SETUP ${CHAT_SETUP}
   REGEX "-> m in model-00001-of-00010.safetensors, model-00002-of-00010.safetensors, .*model-00010-of-00010.safetensors\n.*\[check\]"
   FILES m/model-00001-of-00010.safetensors m/model-00010-of-00010.safetensors m/model.safetensors.index.json
         m/model.gguf m/tokenizer.json)
-add_test(NAME cli_export_max_shard_size_index COMMAND ${CMAKE_COMMAND}
-  -DFILE=${PEFT_CLI_WORK}/export_max_shard_size/m/model.safetensors.index.json
-  "-DEXPECT_REGEX=\"total_size\": 633088|\"lm_head.weight\": \"model-00001-of-00010.safetensors\"|\"model.embed_tokens.weight\": \"model-00002-of-00010.safetensors\"|\"model.norm.weight\": \"model-00010-of-00010.safetensors\""
-  -P ${CMAKE_CURRENT_SOURCE_DIR}/cli/expect_file.cmake)
-set_tests_properties(cli_export_max_shard_size PROPERTIES FIXTURES_SETUP export_max_shard_size)
-set_tests_properties(cli_export_max_shard_size_index PROPERTIES FIXTURES_REQUIRED export_max_shard_size)
+peft_expect_file(export_max_shard_size_index export_max_shard_size m/model.safetensors.index.json
+  "\"total_size\": 633088|\"lm_head.weight\": \"model-00001-of-00010.safetensors\"|\"model.embed_tokens.weight\": \"model-00002-of-00010.safetensors\"|\"model.norm.weight\": \"model-00010-of-00010.safetensors\"")
 peft_program_test(export export_max_shard_size_refused FAIL ARGS --merge_lora true ${TINY_MERGE} --max_shard_size 1.5GB
   --output_dir m REGEX "--max_shard_size '1.5GB': not a size; give a positive whole number followed by GB, MB or KB")
 # --torch_dtype other than the base's converts the merged folder (test_merge checks the values);

@@ -181,6 +181,16 @@ inline ActivationChoice choose_activations(Activations asked, const PlannedMemor
   const Option& first = options[i];
   while (i + 1 < std::size(options) && !fits(options[i].plan, free_bytes)) ++i;
   const Option& o = options[i];
+  // "false 23.10 GB, selective 18.50 GB" (or "false (23.10 GB), ..." with `parens`): the plans in
+  // [from, to), those that fit only when `fitting`.
+  const auto named = [&](const Option* from, const Option* to, bool parens, bool fitting = false) {
+    std::string s;
+    for (const Option* p = from; p != to; ++p)
+      if (!fitting || fits(p->plan, free_bytes))
+        s += (s.empty() ? "" : ", ") + std::string(p->flag()) + (parens ? " (" : " ") + gb(p->plan.total()) +
+             (parens ? ")" : "");
+    return s;
+  };
   if (!fits(o.plan, free_bytes)) {
     const std::string asked_s = automatic ? std::string("auto: keep-all") : std::string(first.flag());
     const std::string what = &o == &first ? std::string("--gradient_checkpointing true (recompute)")
@@ -194,29 +204,23 @@ inline ActivationChoice choose_activations(Activations asked, const PlannedMemor
   ActivationChoice c;
   c.policy = o.policy;
   if (automatic) {
-    std::string passed;  // the faster plans that did not fit, then the leaner ones a user may ask for
-    for (const Option* p = options; p != &o; ++p) passed += ", " + std::string(p->flag()) + " " + gb(p->plan.total());
-    std::string leaner;
-    for (const Option* p = &o + 1; p != std::end(options); ++p)
-      leaner += (leaner.empty() ? "" : ", ") + std::string(p->flag()) + " (" + gb(p->plan.total()) + ")";
+    const std::string passed = named(options, &o, false);                 // the faster plans that did not fit
+    const std::string leaner = named(&o + 1, std::end(options), true);    // what a user may ask for instead
     c.note = "[memory] --gradient_checkpointing auto (the fastest plan that fits): " + std::string(o.flag()) + ", " +
              o.what + "; planned peak " + describe(o.plan) + ", " + free_s +
-             (passed.empty() ? "" : "; too large:" + passed.substr(1)) +
+             (passed.empty() ? "" : "; too large: " + passed) +
              (leaner.empty() ? "" : "; to use less memory: --gradient_checkpointing " + leaner);
   } else if (&o == &first) {
     c.note = "[memory] --gradient_checkpointing " + std::string(o.flag()) + ": " + o.what + "; planned peak " +
              describe(o.plan) + ", " + gb(free_bytes) + " free";
-    std::string faster;  // the plans that keep more, and so run faster, and would fit too
-    for (const Option* p = options; p != &o; ++p)
-      if (fits(p->plan, free_bytes))
-        faster += (faster.empty() ? "" : ", ") + std::string(p->flag()) + " (" + gb(p->plan.total()) + ")";
+    const std::string faster = named(options, &o, true, true);  // keep more, so run faster, and would fit too
     if (!faster.empty()) c.note += "; faster plans that fit: --gradient_checkpointing " + faster;
   } else {
-    std::string skipped;  // the leaner plans tried between the asked one and the chosen one
-    for (const Option* p = &first + 1; p != &o; ++p) skipped += ", " + std::string(p->flag()) + " " + gb(p->plan.total());
+    const std::string skipped = named(&first + 1, &o, false);  // tried between the asked one and the chosen one
     c.note = "[memory] --gradient_checkpointing " + std::string(first.flag()) + " plans " + describe(first.plan) +
-             skipped + " but there is " + free_s + ": switching to --gradient_checkpointing " + o.flag() + " (" +
-             o.what + "), planned peak " + describe(o.plan);
+             (skipped.empty() ? "" : ", " + skipped) + " but there is " + free_s +
+             ": switching to --gradient_checkpointing " + o.flag() + " (" + o.what + "), planned peak " +
+             describe(o.plan);
   }
   return c;
 }
