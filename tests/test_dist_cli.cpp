@@ -118,9 +118,11 @@ TEST_CASE("identity_finetune on 2 ranks matches 1 process at the same global bat
 TEST_CASE("a 2-rank run resumes as 1 process and a 1-process run as 2 ranks", "[dist][cli]") {
   use_work_dir("resume_across_world_sizes");
   REQUIRE(run("", "--gradient_accumulation_steps 4 --output_dir full").first == 0);
-  // 2 ranks, rank 0 killed after step 5 (checkpoint-4 is on disk): the launcher reports it.
+  // 2 ranks, rank 0 killed after step 5 (checkpoint-4 is on disk): the launcher reports it. The
+  // killed runs save in line: a kill while a checkpoint's files are written beside the steps (the
+  // default) leaves the one before it, so the kill point's checkpoint would depend on timing.
   auto [rc, out] = run("NPROC_PER_NODE=2 MASTER_PORT=0 PEFT_DEBUG_FAULT_RANK=0",
-                       "--gradient_accumulation_steps 2 --output_dir from2 --debug_sigkill_at_step 5");
+                       "--gradient_accumulation_steps 2 --output_dir from2 --debug_sigkill_at_step 5 --async_save false");
   INFO(out);
   CHECK(rc != 0);
   CHECK_THAT(out, Catch::Contains("rank 0 (pid") && Catch::Contains("died by signal 9"));
@@ -128,7 +130,8 @@ TEST_CASE("a 2-rank run resumes as 1 process and a 1-process run as 2 ranks", "[
   REQUIRE(run("", "--gradient_accumulation_steps 4 --output_dir from2 --resume_from_checkpoint from2/checkpoint-4").first == 0);
   check_same_run("from2", "full", "checkpoint-8");
   // The other way: 1 process killed after step 5, resumed on 2 ranks.
-  CHECK(run("", "--gradient_accumulation_steps 4 --output_dir from1 --debug_sigkill_at_step 5").first != 0);
+  CHECK(run("", "--gradient_accumulation_steps 4 --output_dir from1 --debug_sigkill_at_step 5 --async_save false")
+            .first != 0);
   auto [rc3, out3] = run("NPROC_PER_NODE=2 MASTER_PORT=0",
                          "--gradient_accumulation_steps 2 --output_dir from1 --resume_from_checkpoint from1/checkpoint-4");
   INFO(out3);

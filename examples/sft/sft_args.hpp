@@ -224,7 +224,7 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
   t.save_total_limit = -1;
   std::int64_t eval_steps = 0;
   std::string output_dir = "output", resume, greater_is_better, load_best = "false", save_only_model = "false",
-              async_save = "false";
+              async_save = "true";
   std::string tuner_type, logging_dir;
   std::int64_t early_stop_interval = 0;
 
@@ -284,9 +284,9 @@ inline SftArgs parse_sft_args(int argc, const char* const* argv, std::ostream& h
       ("save_steps", po::value(&t.save_steps)->default_value(500), "checkpoint every N steps")
       ("save_only_model", bool_flag(&save_only_model, "false"),
        "checkpoints without the optimizer state (smaller; a resume from one is refused)")
-      ("async_save", bool_flag(&async_save, "false"),
+      ("async_save", bool_flag(&async_save, "true"),
        "write each checkpoint's files beside the next steps (its tensors copied at the save first); a hard kill "
-       "while it is written leaves the checkpoint before it (true|false)")
+       "while it is written leaves the checkpoint before it; false: in line (true|false)")
       ("save_total_limit", po::value(&t.save_total_limit)->default_value(-1), "keep at most N checkpoints")
       ("output_dir", po::value(&output_dir)->default_value("output"), "where runs are written")
       ("add_version", bool_flag(&add_version, "true"), "write into output_dir/vN-<time>/ (true|false)")

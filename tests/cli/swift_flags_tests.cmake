@@ -14,6 +14,11 @@ if(NOT CMAKE_SCRIPT_MODE_FILE)
   # run waits for the last one, names it, and rotation kept one.
   peft_cli_test(swift_async_save ARGS ${base} --max_steps 4 --save_steps 2 --save_total_limit 1 --async_save true
     REGEX "last checkpoint: [^\n]*checkpoint-4")
+  # ... which is the default; false saves in line, and the save's line says how long it took.
+  peft_cli_test(swift_async_save_default ARGS ${base} --max_steps 2 --save_steps 1
+    REGEX "checkpoint-1: contents taken in [0-9.]+ s, files written beside training")
+  peft_cli_test(swift_async_save_false ARGS ${base} --max_steps 2 --save_steps 1 --async_save false
+    REGEX "\\[save\\] [^\n]*checkpoint-1 in [0-9.]+ s\n")
   # A bare boolean is true and leaves the next flag alone.
   peft_cli_test(swift_bare_bool_flag ARGS ${base} --max_steps 1 --save_only_model --lora_rank 4
     REGEX "lora r=4 .*last checkpoint: [^\n]*checkpoint-1")

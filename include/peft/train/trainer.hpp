@@ -348,6 +348,7 @@ class Trainer {
     res.train_loss = finite_n ? finite_sum / static_cast<double>(finite_n) : std::numeric_limits<double>::quiet_NaN();
     log_train_end(run);
     if (args_.load_best_model_at_end) load_best_model();
+    plotter_.wait();  // a save's pictures (or their error), then the final ones over them
     if (!run_dir_.empty()) write_run_plots(run_dir_, plot_title(), &st_.res);
     call_hooks([&](auto& h) { if constexpr (requires { h.on_train_end(res); }) h.on_train_end(res); });
     return res;
@@ -559,7 +560,10 @@ class Trainer {
       display_.line(args_.async_save ? fmt::format("[save] {}: contents taken in {:.2f} s, files written beside training",
                                                    dir.string(), taken)
                                      : fmt::format("[save] {} in {:.2f} s", dir.string(), seconds_since(t0)));
-    write_run_plots(run_dir_, plot_title(), &st_.res);
+    // The pictures are not part of the checkpoint: drawn beside the next steps, from curves read now.
+    plotter_.start([run_dir = run_dir_, title = plot_title(), c = read_run_curves(run_dir_, &st_.res)] {
+      write_run_plots(run_dir, title, c);
+    });
     return dir;
   }
 
@@ -587,7 +591,9 @@ class Trainer {
   dist::Communicator* comm_ = nullptr;
   TrainerState st_;
   std::optional<TensorBoardWriter> tensorboard_;
-  BackgroundWrite saver_;  // last: destroyed first, so a write under way finishes while the rest is alive
+  // Last: destroyed first, so a write under way finishes while the rest is alive.
+  BackgroundWrite plotter_;  // a save's pictures (train/loss_plot.hpp)
+  BackgroundWrite saver_;
 };
 
 }  // namespace peft

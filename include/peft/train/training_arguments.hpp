@@ -55,10 +55,12 @@ struct TrainingArguments {
   std::filesystem::path output_dir = "output";
   bool save_only_model = false;
   // Write each checkpoint's files on a thread of their own while the next steps run (the
-  // tensors are copied to host memory at the save's step first). Off by default, as ms-swift's
-  // Megatron --async_save: a process killed (SIGKILL, power) within a save's writing time of it
-  // has the checkpoint before it, whole, but not this one; SIGINT / SIGTERM wait for it.
-  bool async_save = false;
+  // tensors are copied to host memory at the save's step first). On by default: a save then costs
+  // the steps its snapshot only (ms-swift's `swift sft` has no such flag and saves in line;
+  // Megatron-SWIFT's --async_save is off by default). A process killed outright (SIGKILL, power)
+  // while the files are written has the checkpoint before it, whole, not this one; SIGINT /
+  // SIGTERM, the end of training and the next save wait for it. false: in line, as HF's Trainer.
+  bool async_save = true;
   // Exact resume: a checkpoint-<N> folder written by this trainer.
   std::filesystem::path resume_from_checkpoint;
   // A resume whose result-changing settings (train/result_settings.hpp) differ from the
