@@ -4,7 +4,8 @@
 // Also times one update of the 7B's LoRA tensors. Then the backend hooks a CUDA model's trainer
 // calls for AdamW (optim/cuda/adamw.cuh, through device_hooks.cuh): two steps, a checkpoint of
 // the moments, a fresh optimizer_init, the checkpoint loaded back and two more steps must equal
-// four uninterrupted CPU steps, the file holding exp_avg.<name> / exp_avg_sq.<name> as the CPU's.
+// four uninterrupted CPU steps, the file holding exp_avg.<name> / exp_avg_sq.<name> as the CPU's;
+// and the trainer's checkpoint copies, staged and not, hold the step they were taken at.
 #include <algorithm>
 
 #include "cuda_test.cuh"
@@ -77,6 +78,9 @@ int test_main(int argc, char** argv) {
 
     const HookRun run = run_hooks_with_checkpoint(t, arena, AdamW({b1, b2, eps, wd}), std::vector<double>(4, lr), 2, 0.05);
     t.expect(run.restored_step == 2, "hooks: step count restored from the checkpoint");
+    t.expect(run.staged, "hooks: the checkpoint's copies went through the snapshot staging");
+    t.expect(run.staged_exact, "hooks: the staged checkpoint holds its step's values and buffers, arriving after the next step");
+    t.expect(run.unstaged_exact, "hooks: without the staging, the checkpoint is downloaded at once, the same");
     for (const char* name : {"exp_avg.layer.t1.lora_B.weight", "exp_avg_sq.layer.t0.lora_A.weight"})
       t.expect(std::find(run.saved_names.begin(), run.saved_names.end(), name) != run.saved_names.end(),
                std::string("hooks: the checkpoint holds ") + name);

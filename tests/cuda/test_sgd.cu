@@ -4,7 +4,8 @@
 //       momentum 0, where no buffer is kept;
 //   (2) the backend hooks a CUDA model's trainer calls (optim/cuda/sgd.cuh) on DeviceParameters
 //       (device_hooks.cuh): two steps, save_optimizer_state, a fresh optimizer_init (momentum
-//       lost), load_optimizer_state and two more steps must equal four uninterrupted CPU steps.
+//       lost), load_optimizer_state and two more steps must equal four uninterrupted CPU steps;
+//       the trainer's checkpoint copies, staged and not, hold the step they were taken at.
 // Tolerance 1e-5 (fp32 both sides; the GPU may fuse multiply-adds; the norm is fp32 on the GPU).
 #include <algorithm>
 
@@ -60,6 +61,9 @@ void hooks_with_checkpoint(TestContext& t, cuda::DeviceArena& arena) {
   const std::vector<double> lrs = {0.1, 0.08, 0.06, 0.04};
   const HookRun run = run_hooks_with_checkpoint(t, arena, Sgd({momentum, wd}), lrs, 2, 0.05);
   t.expect(run.restored_step == 2, "hooks: step count restored from the checkpoint");
+  t.expect(run.staged, "hooks: the checkpoint's copies went through the snapshot staging");
+  t.expect(run.staged_exact, "hooks: the staged checkpoint holds its step's values and buffers, arriving after the next step");
+  t.expect(run.unstaged_exact, "hooks: without the staging, the checkpoint is downloaded at once, the same");
   t.expect(std::find(run.saved_names.begin(), run.saved_names.end(), "momentum_buffer.layer.t1.lora_B.weight") !=
                run.saved_names.end(), "hooks: the checkpoint holds momentum_buffer.<name>");
   const SgdRef ref = ref_sgd(run.init, run.grads, run.clip, lrs, momentum, wd);

@@ -8,8 +8,11 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "peft/core/error.hpp"
@@ -63,6 +66,21 @@ struct OptimizerSnapshot {
     std::vector<SavedBuffers> saved;
     for (std::size_t k = 0; k < names.size(); ++k) saved.push_back({names[k], &buffers[k]});
     write_optimizer_state(file, saved, params, step, masters);
+  }
+};
+
+// A checkpoint's tensors taken at one step: the trained values and, unless --save_only_model, the
+// optimizer's buffers (train/backend_hooks.hpp's take_checkpoint_tensors). A device backend may
+// hand them over still on their way to host memory (optim/cuda/device_parameters.cuh), so that the
+// steps need not wait for them: `arrive` then waits for the copies and fills `values` and `moments`,
+// on the thread that writes the files, before it reads them.
+struct CheckpointTensors {
+  HostParameters values;
+  std::optional<OptimizerSnapshot> moments;
+  std::function<void(CheckpointTensors&)> arrive;
+
+  void receive() {
+    if (arrive) std::exchange(arrive, nullptr)(*this);
   }
 };
 

@@ -15,6 +15,8 @@
 //   snapshot_optimizer_state(opt, params)         the same (the buffers copied now, for a checkpoint
 //                                                 written on the trainer's write thread)
 //   snapshot_parameters(params)                   core/parameter.hpp (host copies of the values)
+//   take_checkpoint_tensors(opt, params, moments) the two above, below (a device's copies may
+//                                                 arrive on the write thread: optim/state_file.hpp)
 //   save_trained_weights(dir, model, base)        train/checkpoint.hpp
 //   load_trained_weights(dir, model)              train/checkpoint.hpp
 //   model.zero_grad()                             the model's member (models/causal_lm.hpp)
@@ -42,6 +44,14 @@ void optimizer_init(Opt& opt, const Params& params) { opt.init(params); }
 template <class Opt, class Params>
   requires requires(Opt& o, const Params& p, double lr) { o.step(p, lr); }
 void optimizer_step(Opt& opt, const Params& params, double lr) { opt.step(params, lr); }
+
+// A checkpoint's tensors (optim/state_file.hpp's CheckpointTensors) as host copies made now.
+template <class Opt, class Params>
+CheckpointTensors take_checkpoint_tensors(const Opt& opt, const Params& params, bool moments) {
+  CheckpointTensors t{.values = snapshot_parameters(params)};
+  if (moments) t.moments = snapshot_optimizer_state(opt, params);
+  return t;
+}
 
 // The list trainable_parameters() returns: ParameterList on the CPU, cuda::DeviceParameters on the GPU.
 template <class Model>
@@ -72,6 +82,7 @@ concept TrainerBackend =
       load_optimizer_state(path, opt, params);
       { snapshot_optimizer_state(saved, params) } -> std::same_as<OptimizerSnapshot>;
       { snapshot_parameters(params) } -> std::same_as<HostParameters>;
+      { take_checkpoint_tensors(saved, params, masters) } -> std::same_as<CheckpointTensors>;
       save_trained_weights(path, model, base_model);
       load_trained_weights(path, model);
     };

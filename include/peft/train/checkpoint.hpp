@@ -49,15 +49,15 @@ void save_trained_weights(const std::filesystem::path& dir, Model& model, const 
 // moved on: the trainer's save writes it into the staging folder, on its write thread with
 // --async_save (train/background_write.hpp).
 struct CheckpointContents {
-  HostParameters values;
-  std::optional<OptimizerSnapshot> moments;  // none with --save_only_model
+  CheckpointTensors tensors;                 // the moments: none with --save_only_model
   bool masters = false;                      // fp32 masters of non-LoRA tensors beside the moments
   std::map<std::string, std::string> texts;  // file name -> text
   std::function<void(const std::filesystem::path&, const ParameterList&)> write_weights;
 
-  void write(const std::filesystem::path& dir) const {
-    write_weights(dir, values.list);
-    if (moments) moments->write(dir / "optimizer.safetensors", values.list, masters);
+  void write(const std::filesystem::path& dir) {
+    tensors.receive();  // a device's copies, waited for here, on the write thread
+    write_weights(dir, tensors.values.list);
+    if (tensors.moments) tensors.moments->write(dir / "optimizer.safetensors", tensors.values.list, masters);
     for (const auto& [name, text] : texts) write_text_atomic(dir / name, text);
   }
 };

@@ -524,9 +524,9 @@ class Trainer {
     else return peak_memory_gib();
   }
 
-  // The checkpoint's contents are taken now (train/checkpoint.hpp's CheckpointContents); the files
-  // are written, published and rotated on the write thread (train/background_write.hpp), beside
-  // the next steps with --async_save, else before this returns.
+  // The checkpoint's contents are taken now (train/checkpoint.hpp's CheckpointContents; a GPU's copies
+  // are only queued, and arrive on the write thread); the files are written, published and rotated
+  // there (train/background_write.hpp), beside the next steps with --async_save, else before this returns.
   std::filesystem::path save_checkpoint(std::int64_t gs, double epoch, const Run& run) {
     const auto dir = run_dir_ / fmt::format("checkpoint-{}", gs);
     saver_.wait();  // the previous checkpoint is published (or its error thrown) before this one
@@ -538,11 +538,10 @@ class Trainer {
     call_hooks([&](auto& h) {
       if constexpr (requires { h.state(); }) st_.hooks.push_back(h.state()); else st_.hooks.push_back(nullptr);
     });
-    CheckpointContents c{.values = snapshot_parameters(run.params),
+    CheckpointContents c{.tensors = take_checkpoint_tensors(opt_, run.params, !args_.save_only_model),
                          .masters = Model::Precision::storage != DType::F32,
                          .texts = checkpoint_files_,
                          .write_weights = trained_weights_writer(model_, base_model_)};
-    if (!args_.save_only_model) c.moments = snapshot_optimizer_state(opt_, run.params);
     c.texts[kTrainerStateFile] = trainer_state_json(st_, epoch, state_counts(run, gs)).dump(1) + "\n";
     c.texts[kPeftStateFile] = peft_state_json(st_, args_.to_json()).dump(1) + "\n";
     const double taken = seconds_since(t0);  // what the steps wait for under --async_save
@@ -550,7 +549,7 @@ class Trainer {
     if (!st_.res.best_model_checkpoint.empty()) keep.push_back(st_.res.best_model_checkpoint);
     if (!args_.resume_from_checkpoint.empty())
       keep.push_back(run_dir_ / detail::without_trailing_separator(args_.resume_from_checkpoint).filename());
-    saver_.start([this, dir, c = std::move(c), keep = std::move(keep), limit = args_.save_total_limit] {
+    saver_.start([this, dir, c = std::move(c), keep = std::move(keep), limit = args_.save_total_limit]() mutable {
       write_directory_atomic(dir, [&](const std::filesystem::path& staging) { c.write(staging); });
       warn_if_servers_refuse(dir);  // only the write thread touches its flag
       rotate_checkpoints(run_dir_, limit, run_id_, keep);  // run_dir_ and run_id_ are fixed during a run
@@ -560,10 +559,12 @@ class Trainer {
       display_.line(args_.async_save ? fmt::format("[save] {}: contents taken in {:.2f} s, files written beside training",
                                                    dir.string(), taken)
                                      : fmt::format("[save] {} in {:.2f} s", dir.string(), seconds_since(t0)));
-    // The pictures are not part of the checkpoint: drawn beside the next steps, from curves read now.
-    plotter_.start([run_dir = run_dir_, title = plot_title(), c = read_run_curves(run_dir_, &st_.res)] {
-      write_run_plots(run_dir, title, c);
-    });
+    // The pictures are not part of the checkpoint: drawn beside the next steps, from curves read now
+    // (not after the last step: end_run draws the final ones).
+    if (gs < run.total)
+      plotter_.start([run_dir = run_dir_, title = plot_title(), c = read_run_curves(run_dir_, &st_.res)] {
+        write_run_plots(run_dir, title, c);
+      });
     return dir;
   }
 

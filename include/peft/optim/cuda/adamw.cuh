@@ -20,7 +20,7 @@ inline void optimizer_init(AdamW& opt, const DeviceParameters& params) {
     tensors.push_back({p.value, p.grad, p.value_bf16, p.numel(), true});  // torch AdamW decays every tensor
   s.optimizer = std::make_unique<MultiTensorAdamW>(
       *s.arena, tensors, AdamWHyper{opt.opt.beta1, opt.opt.beta2, opt.opt.eps, opt.opt.weight_decay});
-  end_optimizer_state(s);
+  end_optimizer_state(params);
   opt.step_count = 0;
   opt.exp_avg.clear();
   opt.exp_avg_sq.clear();

@@ -18,7 +18,7 @@ inline void optimizer_init(Sgd& opt, const DeviceParameters& params) {
   std::vector<SgdTensor> tensors;
   for (const auto& p : params.tensors()) tensors.push_back({p.value, p.grad, p.value_bf16, p.numel()});
   s.optimizer = std::make_unique<MultiTensorSgd>(*s.arena, tensors, SgdHyper{opt.opt.momentum, opt.opt.weight_decay});
-  end_optimizer_state(s);
+  end_optimizer_state(params);
   opt.step_count = 0;
   opt.momentum_buffer.clear();
 }
