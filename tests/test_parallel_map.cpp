@@ -1,5 +1,6 @@
 // parallel_map (core/parallel_map.hpp): results in index order for any thread count, and the error a
-// single-threaded loop would raise first, even where a later item fails sooner.
+// single-threaded loop would raise first, even where a later item fails sooner; run_beside: both
+// functions at once, and the errors in the order they are rethrown.
 #include <catch2/catch.hpp>
 
 #include <atomic>
@@ -52,4 +53,40 @@ TEST_CASE("parallel_map rethrows the failure of the lowest index") {
     INFO(threads << " threads");
     CHECK_THROWS_WITH(parallel_map(20, threads, make), "three");
   }
+}
+
+TEST_CASE("run_beside runs side() while main() runs, and waits for both") {
+  // main() waits (up to 5 s) for side() to start: only two threads at once see it.
+  std::atomic<bool> side_started{false}, side_done{false};
+  bool main_saw_side = false;
+  run_beside(
+      [&] {
+        side_started = true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(30));
+        side_done = true;
+      },
+      [&] {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+        while (!side_started && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+        main_saw_side = side_started;
+      });
+  CHECK(main_saw_side);
+  CHECK(side_done);  // returned only after side() ended
+}
+
+TEST_CASE("run_beside rethrows main()'s error before side()'s, and side()'s when main() succeeds") {
+  std::atomic<bool> side_done{false};
+  auto failing_side = [&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    side_done = true;
+    throw std::runtime_error("side");
+  };
+  CHECK_THROWS_WITH(run_beside(failing_side, [] { throw std::runtime_error("main"); }), "main");
+  CHECK(side_done);  // joined before the error left
+  side_done = false;
+  CHECK_THROWS_WITH(run_beside(failing_side, [] {}), "side");
+  CHECK(side_done);
+  std::atomic<int> ran{0};
+  run_beside([&] { ran += 1; }, [&] { ran += 10; });
+  CHECK(ran == 11);
 }

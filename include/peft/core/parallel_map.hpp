@@ -1,5 +1,5 @@
 // parallel_map(n, threads, make): make(0) .. make(n - 1) on up to `threads` threads, the results in
-// index order. For file work that is independent per item (a merge's tensors). An exception stops
+// index order; run_beside(side, main): two functions at once. For file work that is independent per item (a merge's tensors). An exception stops
 // the workers at their next item, and the one of the lowest index is rethrown: every item below it
 // was handed out first and finishes, so the error is the one a single-threaded loop would raise.
 #pragma once
@@ -64,6 +64,34 @@ auto parallel_map(std::size_t n, unsigned threads, F&& make) {
   out.reserve(n);
   for (auto& d : done) out.push_back(std::move(*d));
   return out;
+}
+
+// side() on a thread of its own while main() runs on this one; returns when both are done. An
+// exception of main() is rethrown before one of side(). Without a thread to be had, side() runs
+// after main() here.
+template <class Side, class Main>
+void run_beside(Side&& side, Main&& main) {
+  std::exception_ptr side_error;
+  std::optional<std::thread> thread;
+  try {
+    thread.emplace([&] {
+      try {
+        side();
+      } catch (...) {
+        side_error = std::current_exception();
+      }
+    });
+  } catch (const std::system_error&) {
+  }
+  try {
+    main();
+  } catch (...) {
+    if (thread) thread->join();
+    throw;
+  }
+  if (thread) thread->join();
+  else side();
+  if (side_error) std::rethrow_exception(side_error);
 }
 
 }  // namespace peft

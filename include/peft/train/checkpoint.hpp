@@ -20,6 +20,7 @@
 #include <system_error>
 #include <vector>
 
+#include "peft/core/parallel_map.hpp"
 #include "peft/io/atomic_file.hpp"
 #include "peft/io/json_file.hpp"
 #include "peft/io/peft_adapter.hpp"
@@ -54,10 +55,15 @@ struct CheckpointContents {
   std::map<std::string, std::string> texts;  // file name -> text
   std::function<void(const std::filesystem::path&, const ParameterList&)> write_weights;
 
+  // The two large files (at 7B rank 8: the adapter's 80 MB, the moments' 161 MB) are written and
+  // fsynced at once, the moments on a thread of their own: ~30% less wall time on an SSD than one
+  // after the other (bench/checkpoint_write_bench.cpp). The trainer waits for the last checkpoint.
   void write(const std::filesystem::path& dir) {
     tensors.receive();  // a device's copies, waited for here, on the write thread
-    write_weights(dir, tensors.values.list);
-    if (tensors.moments) tensors.moments->write(dir / "optimizer.safetensors", tensors.values.list, masters);
+    const auto write_moments = [&] {
+      if (tensors.moments) tensors.moments->write(dir / "optimizer.safetensors", tensors.values.list, masters);
+    };
+    run_beside(write_moments, [&] { write_weights(dir, tensors.values.list); });
     for (const auto& [name, text] : texts) write_text_atomic(dir / name, text);
   }
 };
