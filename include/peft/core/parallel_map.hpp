@@ -1,7 +1,9 @@
-// parallel_map(n, threads, make): make(0) .. make(n - 1) on up to `threads` threads, the results in
-// index order; run_beside(side, main): two functions at once. For file work that is independent per item (a merge's tensors). An exception stops
-// the workers at their next item, and the one of the lowest index is rethrown: every item below it
-// was handed out first and finishes, so the error is the one a single-threaded loop would raise.
+// Work on several threads, for file work that is independent per item. parallel_map(n, threads,
+// make): make(0) .. make(n - 1) on up to `threads` threads (a merge's tensors), the results in index
+// order; an exception stops the workers at their next item, and the one of the lowest index is
+// rethrown: every item below it was handed out first and finishes, so the error is the one a
+// single-threaded loop would raise. run_beside(side, main): two functions at once (a checkpoint's
+// two large files).
 #pragma once
 #include <algorithm>
 #include <atomic>
