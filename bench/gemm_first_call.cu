@@ -3,8 +3,9 @@
 // their own each (16 samples of ~30-60 tokens), and its first ten steps train at ~2/3 of the
 // later ones' speed (bench/RESULTS.md, 2026-12-07): this asks whether cuBLASLt's plans (heuristic
 // query) or the first launch of a kernel not loaded yet (CUDA's lazy module loading) is why.
-// A question to the hardware, not a test; built by tools/gpu/gpu_build.sh's build_cuda_bench. Written
-// 2026-12-07, when no GPU machine was lent: not run yet (bench/RESULTS.md will say when it is).
+// A question to the hardware, not a test; built by tools/gpu/gpu_build.sh's build_cuda_bench. Its
+// answer (H100, 2026-12-07; bench/RESULTS.md "The recipe's new lengths"): the heuristic, 3-40 ms a new
+// length, not the loading of kernels.
 //
 //   gemm_first_call [--from 600] [--lengths 24] [--stride 13]   (run it with CUDA_MODULE_LOADING=LAZY / EAGER)
 //

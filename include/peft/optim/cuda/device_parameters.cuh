@@ -25,6 +25,7 @@
 #include "peft/kernels/cuda/memory_plan.cuh"
 #include "peft/kernels/cuda/multi_tensor.cuh"
 #include "peft/layers/cuda/lora_linear.cuh"
+#include "peft/core/parallel_map.hpp"
 #include "peft/core/parameter.hpp"
 #include "peft/dist/communicator.hpp"
 #include "peft/io/safetensors.hpp"
@@ -158,16 +159,20 @@ class DeviceParameters {
     PEFT_CUDA_CHECK(cudaEventRecord(stage->copied, state_->stream));
     int device = 0;
     PEFT_CUDA_CHECK(cudaGetDevice(&device));
-    return [stage, device, params = params_, downloads = sources.size()] {
+    return [stage, device, params = params_, downloads = sources.size(), per_download] {
       PEFT_CUDA_CHECK(cudaSetDevice(device));  // a fresh thread's current device is the first
       PEFT_CUDA_CHECK(cudaEventSynchronize(stage->copied));
+      // On all cores: one thread took ~40 ms a download at 7B rank 8 (new pages and transposes; the
+      // development machine), and the run waits for its last checkpoint (bench/RESULTS.md).
+      std::vector<std::size_t> offset(params.size(), 0);
+      for (std::size_t i = 1; i < params.size(); ++i) offset[i] = offset[i - 1] + copied_floats(params[i - 1]);
+      const float* base = static_cast<const float*>(stage->buffer.host());
+      std::vector<Matrix> flat = parallel_map(downloads * params.size(), worker_threads(), [&](std::size_t j) {
+        const std::size_t k = j / params.size(), i = j % params.size();
+        return to_hf_shape(params[i], base + k * per_download + offset[i]);
+      });
       std::vector<std::vector<Matrix>> host(downloads);
-      const float* src = static_cast<const float*>(stage->buffer.host());
-      for (auto& matrices : host)
-        for (const auto& p : params) {
-          matrices.push_back(to_hf_shape(p, src));
-          src += copied_floats(p);
-        }
+      for (std::size_t j = 0; j < flat.size(); ++j) host[j / params.size()].push_back(std::move(flat[j]));
       return host;
     };
   }
