@@ -44,19 +44,27 @@ function promptOf(c) {
 
 const everything = {temperature: 1, topK: 0, topP: 1, minP: 0};
 
+// The next-token distribution after `tokens` (evaluated onto what the sequence holds), at
+// temperature 1 with nothing cut: controlledEvaluate, which samples nothing. (Reading it from
+// evaluateWithMetadata's generator and breaking out lost a step now and then: the next call
+// yielded nothing, and the scores after it shifted by one position.)
+async function nextDistribution(seq, tokens) {
+  const input = [...tokens.slice(0, -1), [tokens.at(-1), {generateNext: {probabilities: true, options: everything}}]];
+  const probabilities = (await seq.controlledEvaluate(input)).at(-1)?.next?.probabilities;
+  if (!probabilities) throw new Error(`${modelPath}: llama.cpp gave no next-token distribution after ${tokens.length} tokens`);
+  return probabilities;
+}
+
 async function scoreForced(seq, prompt, forced) {
   const scores = [];
+  // A token of probability 0 (or below float range) scores a finite -1000: JSON has no -Infinity.
+  const logOf = (p) => (p > 0 ? Math.log(p) : -1000);
   let input = prompt;
   for (const f of forced) {
-    // One step: evaluate the input, read the next-token distribution, stop before sampling on.
-    for await (const r of seq.evaluateWithMetadata(input, {probabilities: true}, everything)) {
-      let best = -1, bestP = -1;
-      for (const [id, p] of r.probabilities) if (p > bestP) { bestP = p; best = id; }
-      // A token of probability 0 (or below float range) scores a finite -1000: JSON has no -Infinity.
-      const logOf = (p) => (p > 0 ? Math.log(p) : -1000);
-      scores.push([best, logOf(bestP), logOf(r.probabilities.get(f) ?? 0)]);
-      break;
-    }
+    const probabilities = await nextDistribution(seq, input);
+    let best = -1, bestP = -1;
+    for (const [id, p] of probabilities) if (p > bestP) { bestP = p; best = id; }
+    scores.push([best, logOf(bestP), logOf(probabilities.get(f) ?? 0)]);
     input = [f];
   }
   return scores;
@@ -84,13 +92,9 @@ for (const c of req.cases) {
   }
   await seq.clearHistory();
   let logprobs = [];
-  if (req.top_logprobs > 0) {
-    for await (const r of seq.evaluateWithMetadata(prompt, {probabilities: true}, everything)) {
-      logprobs = [...r.probabilities.entries()].sort((a, b) => b[1] - a[1]).slice(0, req.top_logprobs)
-          .map(([id, p]) => [id, Math.log(p)]);
-      break;
-    }
-  }
+  if (req.top_logprobs > 0)
+    logprobs = [...(await nextDistribution(seq, prompt)).entries()].sort((a, b) => b[1] - a[1])
+        .slice(0, req.top_logprobs).map(([id, p]) => [id, Math.log(p)]);
   out.push({prompt, tokens, stopped, stop_token, logprobs});
 }
 seq.dispose();
